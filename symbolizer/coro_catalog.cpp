@@ -1,0 +1,245 @@
+#include "symbolizer/coro_catalog.h"
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+#include "symbolizer/demangle.h"
+#include "symbolizer/index_store_finder.h"
+
+namespace asyncprobe::sym {
+
+namespace {
+
+constexpr size_t kMaxResumeBytes = 1 << 20;
+constexpr size_t kDefaultResumeBytes = 16384;
+
+bool strip_suffix(std::string& s, const std::string& suffix) {
+  if (s.size() <= suffix.size() || s.compare(s.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    return false;
+  }
+  s.resize(s.size() - suffix.size());
+  return true;
+}
+
+// GCC names split functions after the frame type: `<encoding of actor(ramp.Frame*)>.actor`, where
+// the frame type's source name `<ramp>.Frame` appears length-prefixed at the end. Find the
+// `_Z...` start whose decimal length prefix covers exactly the rest of the string.
+std::string gcc_ramp_from_frame_suffix(const std::string& s, size_t frame_suffix_len) {
+  for (size_t i = 1; i + frame_suffix_len < s.size(); ++i) {
+    if (s[i] != '_' || s[i + 1] != 'Z' || !std::isdigit(static_cast<unsigned char>(s[i - 1]))) {
+      continue;
+    }
+    size_t j = i;
+    while (j > 0 && std::isdigit(static_cast<unsigned char>(s[j - 1]))) --j;
+    if (i - j > 9) continue;
+    size_t len = std::stoul(s.substr(j, i - j));
+    if (len == s.size() - i) return s.substr(i, len - frame_suffix_len);
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string ramp_of_split_symbol(const std::string& symbol, CoroCompiler* compiler,
+                                 std::string* role) {
+  std::string s = symbol;
+  bool gcc_only = false;
+  if (strip_suffix(s, ".actor")) {
+    *role = "resume";
+    gcc_only = true;
+  } else if (strip_suffix(s, ".destroy")) {
+    *role = "destroy";
+  } else if (strip_suffix(s, ".resume")) {
+    *role = "resume";
+  } else if (strip_suffix(s, ".cleanup")) {
+    *role = "cleanup";
+  } else {
+    return "";
+  }
+  const bool gcc_frame = (s.size() > 6 && (s.compare(s.size() - 6, 6, ".Frame") == 0 ||
+                                           s.compare(s.size() - 6, 6, ".frame") == 0));
+  if (gcc_frame && (*role == "resume" ? gcc_only : *role == "destroy")) {
+    *compiler = CoroCompiler::kGcc;
+    return gcc_ramp_from_frame_suffix(s, 6);
+  }
+  if (gcc_only || gcc_frame || s.empty() || s.find('.') != std::string::npos) return "";
+  *compiler = CoroCompiler::kClang;
+  return s;
+}
+
+CoroCatalog::CoroCatalog(std::shared_ptr<const Module> module) : module_(std::move(module)) {
+  collect_functions();
+}
+
+void CoroCatalog::collect_functions() {
+  struct Parts {
+    CoroCompiler compiler = CoroCompiler::kGcc;
+    const ElfSymbol* resume = nullptr;
+    const ElfSymbol* destroy = nullptr;
+    const ElfSymbol* cleanup = nullptr;
+  };
+  std::map<std::string, Parts> by_ramp;
+  std::unordered_map<std::string, uint64_t> function_addrs;
+  for (const auto& sym : module_->symbol_source().symbols()) {
+    if (!sym.is_function || sym.value == 0) continue;
+    function_addrs.emplace(sym.name, sym.value);
+    CoroCompiler compiler{};
+    std::string role;
+    std::string ramp = ramp_of_split_symbol(sym.name, &compiler, &role);
+    if (ramp.empty()) continue;
+    Parts& p = by_ramp[ramp];
+    p.compiler = compiler;
+    if (role == "resume") p.resume = &sym;
+    if (role == "destroy") p.destroy = &sym;
+    if (role == "cleanup") p.cleanup = &sym;
+  }
+  for (const auto& [ramp, parts] : by_ramp) {
+    if (parts.resume == nullptr || parts.destroy == nullptr) continue;
+    CoroFunction fn;
+    fn.ramp_linkage = ramp;
+    fn.name = demangle(ramp);
+    fn.compiler = parts.compiler;
+    fn.resume = parts.resume->value;
+    fn.resume_size = parts.resume->size;
+    fn.destroy = parts.destroy->value;
+    fn.cleanup = parts.cleanup != nullptr ? parts.cleanup->value : 0;
+    read_layout(fn);
+    // GCC's actor carries no declaration line; the ramp does, when it kept a body of its own.
+    auto ramp_addr = function_addrs.find(ramp);
+    if (fn.decl_line == 0 && ramp_addr != function_addrs.end() && module_->dwarf() != nullptr) {
+      if (auto decl = module_->dwarf()->function_decl(ramp_addr->second)) {
+        fn.decl_file = decl->file;
+        fn.decl_line = decl->line;
+      }
+    }
+    size_t idx = functions_.size();
+    by_resume_.emplace(fn.resume, idx);
+    by_destroy_.emplace(fn.destroy, idx);
+    if (fn.cleanup != 0) by_destroy_.emplace(fn.cleanup, idx);
+    functions_.push_back(std::move(fn));
+  }
+}
+
+void CoroCatalog::read_layout(CoroFunction& fn) const {
+  const DwarfInfo* dw = module_->dwarf();
+  if (dw != nullptr) {
+    std::optional<StructLayout> layout;
+    const char* index_member = "_Coro_resume_index";
+    const char* promise_member = "_Coro_promise";
+    if (fn.compiler == CoroCompiler::kGcc) {
+      layout = dw->coroutine_frame_type(fn.ramp_linkage + ".Frame");
+      if (!layout) layout = dw->coroutine_frame_type(fn.ramp_linkage + ".frame");
+    } else {
+      index_member = "__coro_index";
+      promise_member = "__promise";
+      layout = dw->coroutine_frame_type(fn.ramp_linkage + ".coro_frame_ty");
+      if (!layout) layout = dw->pointee_of_variable(fn.resume, "__coro_frame");
+    }
+    if (layout) {
+      fn.frame_size = layout->byte_size;
+      if (const StructMember* p = layout->find(promise_member)) {
+        fn.promise_offset = static_cast<uint32_t>(p->offset);
+      }
+      if (const StructMember* m = layout->find(index_member); m != nullptr && m->size > 0 && m->size <= 8) {
+        fn.index_offset = static_cast<uint32_t>(m->offset);
+        fn.index_width = static_cast<uint8_t>(m->size);
+        fn.layout_source = "dwarf";
+      }
+    }
+    if (auto decl = dw->function_decl(fn.resume)) {
+      fn.decl_file = decl->file;
+      fn.decl_line = decl->line;
+    }
+  }
+  if (fn.index_width == 0) {
+    std::vector<uint8_t> code;
+    size_t len = fn.resume_size != 0 ? std::min<size_t>(fn.resume_size, kMaxResumeBytes) : kDefaultResumeBytes;
+    if (module_->object().read_code(fn.resume, len, &code)) {
+      ResumeCodeFacts facts = analyze_resume_code(code.data(), code.size(), fn.resume);
+      if (auto field = guess_index_field(facts)) {
+        fn.index_offset = field->first;
+        fn.index_width = field->second;
+        fn.layout_source = "machine-code";
+      }
+    }
+  }
+}
+
+const CoroFunction* CoroCatalog::by_resume(uint64_t vaddr) const {
+  auto it = by_resume_.find(vaddr);
+  return it == by_resume_.end() ? nullptr : &functions_[it->second];
+}
+
+const CoroFunction* CoroCatalog::by_destroy(uint64_t vaddr) const {
+  auto it = by_destroy_.find(vaddr);
+  return it == by_destroy_.end() ? nullptr : &functions_[it->second];
+}
+
+std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFunction& fn) const {
+  std::map<int64_t, SuspendPointInfo> points;
+  const int64_t initial = fn.compiler == CoroCompiler::kGcc ? 2 : 0;
+  SuspendPointInfo init;
+  init.index = initial;
+  init.kind = SuspendPointInfo::Kind::kInitial;
+  init.location = SourceLine{fn.decl_file, fn.decl_line, 0};
+  init.rule = fn.decl_line != 0 ? "function-entry" : "";
+  points[initial] = init;
+  if (fn.index_width == 0) return points;
+
+  std::vector<uint8_t> code;
+  size_t len = fn.resume_size != 0 ? std::min<size_t>(fn.resume_size, kMaxResumeBytes) : kDefaultResumeBytes;
+  if (!module_->object().read_code(fn.resume, len, &code)) return points;
+  ResumeCodeFacts facts = analyze_resume_code(code.data(), code.size(), fn.resume);
+  const DwarfInfo* dw = module_->dwarf();
+  // value -> the distinct source lines of the instructions that store it
+  std::map<int64_t, std::set<std::pair<std::string, int>>> lines;
+  for (const auto& s : facts.stores) {
+    if (s.offset != fn.index_offset || s.width != fn.index_width || s.value < 0) continue;
+    if (fn.compiler == CoroCompiler::kGcc && (s.value & 1) != 0) continue;  // destroy dispatch
+    if (s.value == initial) continue;
+    // GCC stores 0 on the unhandled-exception path; it is not a suspend point.
+    if (fn.compiler == CoroCompiler::kGcc && s.value == 0) continue;
+    auto& set = lines[s.value];
+    if (dw == nullptr) continue;
+    auto frames = dw->frames_at(s.address);
+    if (frames.empty() || frames.back().location.line == 0) continue;
+    set.emplace(frames.back().location.file, frames.back().location.line);
+  }
+  int64_t max_value = lines.empty() ? -1 : lines.rbegin()->first;
+  for (const auto& [value, where] : lines) {
+    SuspendPointInfo sp;
+    sp.index = value;
+    // GCC numbers the final suspend last; Clang may not store it at all (a done frame is told
+    // apart by its NULL resume pointer instead), so only GCC's last index is called final.
+    sp.kind = fn.compiler == CoroCompiler::kGcc && value == max_value && lines.size() > 1
+                  ? SuspendPointInfo::Kind::kFinal
+                  : SuspendPointInfo::Kind::kAwait;
+    // A co_await on the function's own first line is what merged code looks like (Clang -O2
+    // sharing one store between suspend points): not evidence of a place, so left unplaced.
+    bool suspicious = sp.kind == SuspendPointInfo::Kind::kAwait && where.size() == 1 &&
+                      where.begin()->second == fn.decl_line && fn.decl_line != 0;
+    if (where.size() == 1 && !suspicious) {
+      sp.location = SourceLine{where.begin()->first, where.begin()->second, 0};
+      sp.rule = "index-store";
+    }
+    points[value] = sp;
+  }
+  return points;
+}
+
+const std::map<int64_t, SuspendPointInfo>& CoroCatalog::suspend_points(const CoroFunction& fn) const {
+  size_t idx = static_cast<size_t>(&fn - functions_.data());
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = points_.find(idx);
+  if (it == points_.end()) it = points_.emplace(idx, compute_points(fn)).first;
+  return it->second;
+}
+
+const SuspendPointInfo* CoroCatalog::suspend_point(const CoroFunction& fn, int64_t index) const {
+  const auto& points = suspend_points(fn);
+  auto it = points.find(index);
+  return it == points.end() ? nullptr : &it->second;
+}
+
+}  // namespace asyncprobe::sym

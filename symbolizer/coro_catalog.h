@@ -1,0 +1,81 @@
+// The coroutine catalog of one module: every coroutine whose split functions the module holds
+// (GCC `<ramp>.Frame.actor`/`.destroy`, Clang `<ramp>.resume`/`.destroy`/`.cleanup`), its frame
+// layout (suspend-index field, promise offset, frame size) and, on demand, the mapping from
+// suspend index to the source line of the co_await.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "symbolizer/module.h"
+
+namespace asyncprobe::sym {
+
+enum class CoroCompiler { kGcc, kClang };
+
+struct SuspendPointInfo {
+  enum class Kind { kInitial, kAwait, kFinal };
+  int64_t index = 0;
+  Kind kind = Kind::kAwait;
+  SourceLine location;  // line 0 when no rule could place it
+  std::string rule;     // "index-store", "function-entry"; empty when unplaced
+};
+
+struct CoroFunction {
+  std::string ramp_linkage;  // mangled ramp name, e.g. _Z4leafi
+  std::string name;          // demangled, e.g. leaf(int)
+  CoroCompiler compiler = CoroCompiler::kGcc;
+  uint64_t resume = 0;   // object vaddr of .actor / .resume
+  uint64_t resume_size = 0;
+  uint64_t destroy = 0;  // .destroy
+  uint64_t cleanup = 0;  // Clang .cleanup (elided frames), 0 if none
+  // Suspend-index field; width 0 = unknown.
+  uint32_t index_offset = 0;
+  uint8_t index_width = 0;
+  std::string layout_source;  // "dwarf" or "machine-code"
+  uint32_t promise_offset = 16;
+  uint64_t frame_size = 0;  // 0 when unknown
+  std::string decl_file;
+  int decl_line = 0;
+};
+
+class CoroCatalog {
+ public:
+  explicit CoroCatalog(std::shared_ptr<const Module> module);
+
+  const Module& module() const { return *module_; }
+  const std::vector<CoroFunction>& functions() const { return functions_; }
+  // Lookups by object vaddr of the resume / destroy-or-cleanup function.
+  const CoroFunction* by_resume(uint64_t vaddr) const;
+  const CoroFunction* by_destroy(uint64_t vaddr) const;
+
+  // The suspend point for an index read from a frame of `fn`; nullptr when the index is not
+  // one this coroutine has. Computed on first use per function and cached (thread-safe).
+  const SuspendPointInfo* suspend_point(const CoroFunction& fn, int64_t index) const;
+  // All known suspend points of `fn`, by index.
+  const std::map<int64_t, SuspendPointInfo>& suspend_points(const CoroFunction& fn) const;
+
+ private:
+  void collect_functions();
+  void read_layout(CoroFunction& fn) const;
+  std::map<int64_t, SuspendPointInfo> compute_points(const CoroFunction& fn) const;
+
+  std::shared_ptr<const Module> module_;
+  std::vector<CoroFunction> functions_;
+  std::unordered_map<uint64_t, size_t> by_resume_;
+  std::unordered_map<uint64_t, size_t> by_destroy_;
+  mutable std::mutex mu_;
+  mutable std::unordered_map<size_t, std::map<int64_t, SuspendPointInfo>> points_;
+};
+
+// Derives the ramp's mangled name from a split-function symbol; empty when `symbol` is not one.
+// Sets `compiler` and `role` ("resume", "destroy", "cleanup").
+std::string ramp_of_split_symbol(const std::string& symbol, CoroCompiler* compiler,
+                                 std::string* role);
+
+}  // namespace asyncprobe::sym

@@ -1,0 +1,191 @@
+#include "symbolizer/elf_object.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace asyncprobe::sym {
+
+namespace {
+
+// libelf needs its version set once per process before any elf_begin.
+bool init_libelf() {
+  static const bool ok = elf_version(EV_CURRENT) != EV_NONE;
+  return ok;
+}
+
+std::string hex(const unsigned char* p, size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  s.reserve(n * 2);
+  for (size_t i = 0; i < n; ++i) {
+    s.push_back(digits[p[i] >> 4]);
+    s.push_back(digits[p[i] & 15]);
+  }
+  return s;
+}
+
+}  // namespace
+
+std::unique_ptr<ElfObject> ElfObject::open(const std::string& path, std::string* error) {
+  std::unique_ptr<ElfObject> obj(new ElfObject());
+  obj->path_ = path;
+  if (!obj->load(error)) return nullptr;
+  return obj;
+}
+
+ElfObject::~ElfObject() {
+  if (elf_ != nullptr) elf_end(elf_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool ElfObject::load(std::string* error) {
+  auto fail = [&](const std::string& why) {
+    if (error != nullptr) *error = path_ + ": " + why;
+    return false;
+  };
+  if (!init_libelf()) return fail("libelf initialisation failed");
+  fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) return fail(std::string("cannot open: ") + std::strerror(errno));
+  elf_ = elf_begin(fd_, ELF_C_READ_MMAP, nullptr);
+  if (elf_ == nullptr || elf_kind(elf_) != ELF_K_ELF) return fail("not an ELF file");
+  GElf_Ehdr ehdr;
+  if (gelf_getehdr(elf_, &ehdr) == nullptr) return fail("unreadable ELF header");
+  x86_64_ = ehdr.e_ident[EI_CLASS] == ELFCLASS64 && ehdr.e_machine == EM_X86_64;
+  dyn_ = ehdr.e_type == ET_DYN;
+
+  size_t phnum = 0;
+  if (elf_getphdrnum(elf_, &phnum) == 0) {
+    for (size_t i = 0; i < phnum && i < 4096; ++i) {
+      GElf_Phdr ph;
+      if (gelf_getphdr(elf_, static_cast<int>(i), &ph) == nullptr) continue;
+      if (ph.p_type != PT_LOAD) continue;
+      segments_.push_back({ph.p_vaddr, ph.p_offset, ph.p_filesz, ph.p_memsz, ph.p_flags});
+    }
+  }
+
+  size_t shstrndx = 0;
+  if (elf_getshdrstrndx(elf_, &shstrndx) != 0) return true;  // no sections: nothing more to read
+  Elf_Scn* scn = nullptr;
+  size_t guard = 0;
+  while ((scn = elf_nextscn(elf_, scn)) != nullptr && ++guard < 65536) {
+    GElf_Shdr shdr;
+    if (gelf_getshdr(scn, &shdr) == nullptr) continue;
+    const char* name = elf_strptr(elf_, shstrndx, shdr.sh_name);
+    std::string sname = name != nullptr ? name : "";
+    sections_.push_back({sname, shdr.sh_addr, shdr.sh_offset, shdr.sh_size, shdr.sh_type});
+    if (shdr.sh_type == SHT_SYMTAB || shdr.sh_type == SHT_DYNSYM) {
+      if (shdr.sh_type == SHT_SYMTAB) has_symtab_ = true;
+      load_symbols(scn, shdr);
+    } else if (shdr.sh_type == SHT_NOTE) {
+      load_notes(scn, shdr);
+    } else if (sname == ".debug_info" && shdr.sh_type != SHT_NOBITS && shdr.sh_size > 0) {
+      has_debug_info_ = true;
+    } else if (sname == ".gnu_debuglink" && shdr.sh_type != SHT_NOBITS) {
+      Elf_Data* data = elf_getdata(scn, nullptr);
+      if (data != nullptr && data->d_buf != nullptr && data->d_size >= 8) {
+        const char* p = static_cast<const char*>(data->d_buf);
+        size_t n = strnlen(p, data->d_size);
+        if (n < data->d_size) {
+          debuglink_.assign(p, n);
+          size_t crc_at = (n + 4) & ~size_t{3};
+          if (crc_at + 4 <= data->d_size) std::memcpy(&debuglink_crc_, p + crc_at, 4);
+        }
+      }
+    }
+  }
+
+  std::sort(symbols_.begin(), symbols_.end(), [](const ElfSymbol& a, const ElfSymbol& b) {
+    return a.value != b.value ? a.value < b.value : a.name < b.name;
+  });
+  symbols_.erase(std::unique(symbols_.begin(), symbols_.end(),
+                             [](const ElfSymbol& a, const ElfSymbol& b) {
+                               return a.value == b.value && a.name == b.name;
+                             }),
+                 symbols_.end());
+  for (size_t i = 0; i < symbols_.size(); ++i) {
+    if (symbols_[i].is_function) function_index_.push_back(i);
+  }
+  return true;
+}
+
+void ElfObject::load_symbols(Elf_Scn* scn, const GElf_Shdr& shdr) {
+  Elf_Data* data = elf_getdata(scn, nullptr);
+  if (data == nullptr || shdr.sh_entsize == 0) return;
+  size_t count = std::min<size_t>(shdr.sh_size / shdr.sh_entsize, 50'000'000);
+  for (size_t i = 0; i < count; ++i) {
+    GElf_Sym sym;
+    if (gelf_getsym(data, static_cast<int>(i), &sym) == nullptr) break;
+    int type = GELF_ST_TYPE(sym.st_info);
+    if (type != STT_FUNC && type != STT_OBJECT && type != STT_GNU_IFUNC) continue;
+    if (sym.st_shndx == SHN_UNDEF) continue;
+    const char* name = elf_strptr(elf_, shdr.sh_link, sym.st_name);
+    if (name == nullptr || *name == '\0') continue;
+    ElfSymbol s;
+    s.name = name;
+    s.value = sym.st_value;
+    s.size = sym.st_size;
+    s.is_function = type != STT_OBJECT;
+    s.is_local = GELF_ST_BIND(sym.st_info) == STB_LOCAL;
+    symbols_.push_back(std::move(s));
+  }
+}
+
+void ElfObject::load_notes(Elf_Scn* scn, const GElf_Shdr& shdr) {
+  (void)shdr;
+  Elf_Data* data = elf_getdata(scn, nullptr);
+  if (data == nullptr) return;
+  size_t offset = 0;
+  GElf_Nhdr nhdr;
+  size_t name_off = 0;
+  size_t desc_off = 0;
+  size_t guard = 0;
+  while (offset < data->d_size && ++guard < 1024 &&
+         (offset = gelf_getnote(data, offset, &nhdr, &name_off, &desc_off)) > 0) {
+    if (nhdr.n_type == NT_GNU_BUILD_ID && nhdr.n_namesz == 4 &&
+        std::memcmp(static_cast<const char*>(data->d_buf) + name_off, "GNU", 4) == 0 &&
+        nhdr.n_descsz > 0 && nhdr.n_descsz <= 64) {
+      build_id_ = hex(static_cast<const unsigned char*>(data->d_buf) + desc_off, nhdr.n_descsz);
+    }
+  }
+}
+
+const ElfSymbol* ElfObject::function_at(uint64_t vaddr) const {
+  auto it = std::upper_bound(function_index_.begin(), function_index_.end(), vaddr,
+                             [this](uint64_t v, size_t i) { return v < symbols_[i].value; });
+  if (it == function_index_.begin()) return nullptr;
+  // Prefer a sized symbol that covers vaddr; an unsized one counts only if it is the nearest.
+  const ElfSymbol* nearest = &symbols_[*(it - 1)];
+  for (int n = 0; it != function_index_.begin() && n < 16; ++n) {
+    --it;
+    const ElfSymbol& s = symbols_[*it];
+    if (s.size != 0 && vaddr < s.value + s.size) return &s;
+  }
+  if (nearest->size == 0) return nearest;
+  return nullptr;
+}
+
+std::optional<uint64_t> ElfObject::vaddr_to_offset(uint64_t vaddr) const {
+  for (const auto& seg : segments_) {
+    if (vaddr >= seg.vaddr && vaddr < seg.vaddr + seg.filesz) return seg.offset + (vaddr - seg.vaddr);
+  }
+  return std::nullopt;
+}
+
+bool ElfObject::read_code(uint64_t vaddr, size_t len, std::vector<uint8_t>* out) const {
+  for (const auto& sec : sections_) {
+    if (sec.type != SHT_PROGBITS || sec.addr == 0) continue;
+    if (vaddr < sec.addr || vaddr >= sec.addr + sec.size) continue;
+    len = std::min<uint64_t>(len, sec.addr + sec.size - vaddr);
+    out->resize(len);
+    ssize_t got = ::pread(fd_, out->data(), len, static_cast<off_t>(sec.offset + (vaddr - sec.addr)));
+    if (got <= 0) return false;
+    out->resize(static_cast<size_t>(got));
+    return true;
+  }
+  return false;
+}
+
+}  // namespace asyncprobe::sym

@@ -1,0 +1,34 @@
+// Reads a coroutine's resume function (GCC `.actor`, Clang `.resume`) as x86-64 machine code and
+// finds every store of a constant into the coroutine frame. The suspend index is one such field:
+// both compilers store the new index (a constant) just before the awaiter's await_suspend runs,
+// so each store's address names the co_await through the line table.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace asyncprobe::sym {
+
+struct FrameConstantStore {
+  uint64_t address = 0;  // the storing instruction
+  uint32_t offset = 0;   // byte offset in the frame
+  uint8_t width = 0;     // bytes stored
+  int64_t value = 0;
+};
+
+struct ResumeCodeFacts {
+  std::vector<FrameConstantStore> stores;
+  // The first frame field the function reads (the suspend-index dispatch reads it early).
+  std::optional<std::pair<uint32_t, uint8_t>> first_frame_load;
+  bool decoded = false;  // false when the bytes could not be disassembled at all
+};
+
+// `code` holds the function's bytes, loaded at `vaddr`. The frame pointer arrives in %rdi.
+ResumeCodeFacts analyze_resume_code(const uint8_t* code, size_t len, uint64_t vaddr);
+
+// Picks the suspend-index field from the stores when DWARF does not name it: the (offset, width)
+// with the most distinct constant values, preferring the field the function reads first.
+std::optional<std::pair<uint32_t, uint8_t>> guess_index_field(const ResumeCodeFacts& facts);
+
+}  // namespace asyncprobe::sym

@@ -1,0 +1,64 @@
+#include "symbolizer/module.h"
+
+#include <sys/stat.h>
+
+#include "symbolizer/demangle.h"
+
+namespace asyncprobe::sym {
+
+std::unique_ptr<Module> Module::load(const std::string& open_path, const std::string& target_path,
+                                     const DebugSearchPaths& paths, std::string* error) {
+  std::unique_ptr<Module> m(new Module());
+  m->target_path_ = target_path;
+  m->object_ = ElfObject::open(open_path, error);
+  if (m->object_ == nullptr) return nullptr;
+  if (!m->object_->has_debug_info()) {
+    m->debug_path_ = find_debug_file(*m->object_, target_path, paths);
+    if (!m->debug_path_.empty()) {
+      std::string ignored;
+      m->debug_ = ElfObject::open(m->debug_path_, &ignored);
+      if (m->debug_ == nullptr) m->debug_path_.clear();
+    }
+  }
+  m->dwarf_ = DwarfInfo::open(m->symbol_source());
+  return m;
+}
+
+std::vector<InlineFrame> Module::symbolize(uint64_t vaddr) const {
+  if (dwarf_ != nullptr) {
+    auto frames = dwarf_->frames_at(vaddr);
+    if (!frames.empty()) return frames;
+  }
+  const ElfSymbol* sym = symbol_source().function_at(vaddr);
+  if (sym == nullptr && debug_ != nullptr) sym = object_->function_at(vaddr);
+  if (sym == nullptr) return {};
+  return {InlineFrame{demangle(sym->name), {}, false}};
+}
+
+std::shared_ptr<Module> ModuleCache::get(const std::string& open_path,
+                                         const std::string& target_path, std::string* error) {
+  struct stat st {};
+  if (::stat(open_path.c_str(), &st) != 0) {
+    if (error != nullptr) *error = target_path + ": cannot stat " + open_path;
+    return nullptr;
+  }
+  // A file identity first; the build-id key is added once the file is open, so a second copy of
+  // the same object (another path, a container layer) is found too.
+  std::string file_key = "file:" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) +
+                         ":" + std::to_string(st.st_size) + ":" +
+                         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = modules_.find(file_key);
+  if (it != modules_.end()) return it->second;
+  std::shared_ptr<Module> m = Module::load(open_path, target_path, paths_, error);
+  if (m == nullptr) return nullptr;
+  const std::string& id = m->object().build_id();
+  if (!id.empty()) {
+    auto [bit, inserted] = modules_.emplace("build-id:" + id, m);
+    if (!inserted) m = bit->second;
+  }
+  modules_[file_key] = m;
+  return m;
+}
+
+}  // namespace asyncprobe::sym
