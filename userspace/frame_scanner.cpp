@@ -1,0 +1,149 @@
+#include "userspace/frame_scanner.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "symbolizer/demangle.h"
+
+namespace asyncprobe {
+
+std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& regions,
+                                           ScanStats* stats, size_t chunk_bytes) const {
+  std::vector<FoundFrame> found;
+  if (index_.empty()) return found;
+  chunk_bytes = std::max<size_t>(chunk_bytes & ~size_t{7}, 4096);
+  std::vector<uint64_t> buf(chunk_bytes / 8 + 1);
+  for (const auto& region : regions) {
+    uint64_t start = (region.start + 7) & ~uint64_t{7};
+    for (uint64_t at = start; at + 16 <= region.end;) {
+      // One extra word so a header straddling two chunks is seen.
+      size_t len = static_cast<size_t>(std::min<uint64_t>(chunk_bytes + 8, region.end - at));
+      len &= ~size_t{7};
+      if (!read_(at, buf.data(), len)) {
+        // Part of the region vanished or is unreadable: skip this chunk, never read it as zeros.
+        stats->unreadable_bytes += std::min<uint64_t>(chunk_bytes, region.end - at);
+        at += chunk_bytes;
+        continue;
+      }
+      size_t words = len / 8;
+      for (size_t i = 0; i + 1 < words; ++i) {
+        uint64_t destroy = buf[i + 1];
+        if (!index_.maybe_destroy(destroy)) continue;
+        CoroutineRef ref = index_.match_header(buf[i], destroy);
+        if (ref.fn == nullptr) continue;
+        FoundFrame f;
+        f.address = at + i * 8;
+        f.resume_word = buf[i];
+        f.destroy_word = destroy;
+        f.ref = ref;
+        f.on_stack = region.is_stack;
+        found.push_back(f);
+      }
+      uint64_t advance = std::min<uint64_t>(chunk_bytes, region.end - at);
+      stats->bytes_scanned += advance;
+      at += advance;
+    }
+  }
+  stats->candidates += found.size();
+  // Frames may be found twice where chunks overlap by a word.
+  std::sort(found.begin(), found.end(),
+            [](const FoundFrame& a, const FoundFrame& b) { return a.address < b.address; });
+  found.erase(std::unique(found.begin(), found.end(),
+                          [](const FoundFrame& a, const FoundFrame& b) { return a.address == b.address; }),
+              found.end());
+  std::vector<FoundFrame> valid;
+  valid.reserve(found.size());
+  for (auto& f : found) {
+    if (revalidate(f)) {
+      valid.push_back(f);
+    } else {
+      stats->torn++;
+    }
+  }
+  return valid;
+}
+
+int64_t FrameScanner::read_index(uint64_t frame, const sym::CoroFunction& fn) const {
+  if (fn.index_width == 0 || fn.index_width > 8) return -1;
+  uint64_t v = 0;
+  if (!read_(frame + fn.index_offset, &v, fn.index_width)) return -1;
+  return static_cast<int64_t>(v);
+}
+
+bool FrameScanner::revalidate(FoundFrame& f) const {
+  // The target runs while we read: a frame counts only if its header and index read the same
+  // twice in a row, after the scan; otherwise it was being created, resumed or freed.
+  uint64_t h1[2];
+  uint64_t h2[2];
+  if (!read_(f.address, h1, sizeof h1)) return false;
+  int64_t i1 = read_index(f.address, *f.ref.fn);
+  if (!read_(f.address, h2, sizeof h2)) return false;
+  int64_t i2 = read_index(f.address, *f.ref.fn);
+  if (std::memcmp(h1, h2, sizeof h1) != 0 || i1 != i2) return false;
+  if (h1[0] != f.resume_word || h1[1] != f.destroy_word) return false;
+  f.index = i1;
+  return true;
+}
+
+namespace {
+
+SuspendPoint::Kind to_model_kind(sym::SuspendPointInfo::Kind k) {
+  switch (k) {
+    case sym::SuspendPointInfo::Kind::kInitial:
+      return SuspendPoint::Kind::kInitial;
+    case sym::SuspendPointInfo::Kind::kAwait:
+      return SuspendPoint::Kind::kAwait;
+    case sym::SuspendPointInfo::Kind::kFinal:
+      return SuspendPoint::Kind::kFinal;
+  }
+  return SuspendPoint::Kind::kUnknown;
+}
+
+std::string hex_address(uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+CoroFrame decode_frame(const FoundFrame& found) {
+  const sym::CoroFunction& fn = *found.ref.fn;
+  const sym::CoroCatalog& catalog = *found.ref.loaded->catalog;
+  CoroFrame frame;
+  frame.address = found.address;
+  frame.resume_fn = found.resume_word;
+  frame.destroy_fn = found.destroy_word;
+  frame.function = !fn.name.empty() ? fn.name : hex_address(fn.resume + found.ref.loaded->bias);
+  frame.object = found.ref.loaded->target_path;
+  frame.on_stack = found.on_stack;
+  frame.suspend.index = found.index;
+  if (found.resume_word == 0) {
+    frame.state = FrameState::kDone;
+    frame.suspend.kind = SuspendPoint::Kind::kFinal;
+    return frame;
+  }
+  const sym::SuspendPointInfo* sp = found.index >= 0 ? catalog.suspend_point(fn, found.index) : nullptr;
+  if (sp == nullptr) {
+    // Within the range of indices this coroutine uses but with no store we could read (merged
+    // code): suspended, place unknown. Outside it (GCC's odd values are destroy dispatch) or
+    // unreadable: unknown state. Never a guessed line.
+    const auto& points = catalog.suspend_points(fn);
+    bool gcc_odd = fn.compiler == sym::CoroCompiler::kGcc && (found.index & 1) != 0;
+    if (found.index >= 0 && !gcc_odd && !points.empty() && found.index <= points.rbegin()->first) {
+      frame.state = FrameState::kSuspended;
+      frame.suspend.kind = SuspendPoint::Kind::kAwait;
+    } else {
+      frame.state = FrameState::kUnknown;
+    }
+    return frame;
+  }
+  frame.state = FrameState::kSuspended;
+  frame.suspend.kind = to_model_kind(sp->kind);
+  frame.suspend.file = sp->location.file;
+  frame.suspend.line = sp->location.line;
+  frame.suspend.rule = sp->rule;
+  return frame;
+}
+
+}  // namespace asyncprobe

@@ -1,0 +1,59 @@
+// Finds coroutine frames in the target's writable memory by their header: a word pair
+// (resume fn, destroy fn) that names a catalogued coroutine, or (NULL, destroy fn) for a frame
+// that reached its final suspend. Then re-reads every hit to drop frames that changed mid-scan.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "userspace/coroutine_index.h"
+#include "userspace/snapshot_model.h"
+
+namespace asyncprobe {
+
+// Reads `len` bytes at `addr`; false when any of it is unreadable (never zero-filled).
+using ReadMemory = std::function<bool(uint64_t addr, void* out, size_t len)>;
+
+struct ScanRegion {
+  uint64_t start = 0;
+  uint64_t end = 0;
+  bool is_stack = false;
+};
+
+struct ScanStats {
+  uint64_t bytes_scanned = 0;
+  uint64_t unreadable_bytes = 0;
+  uint64_t candidates = 0;
+  uint64_t torn = 0;  // header or index changed between scan and re-read: dropped
+};
+
+struct FoundFrame {
+  uint64_t address = 0;
+  uint64_t resume_word = 0;
+  uint64_t destroy_word = 0;
+  int64_t index = -1;
+  CoroutineRef ref;
+  bool on_stack = false;
+};
+
+class FrameScanner {
+ public:
+  FrameScanner(const CoroutineIndex& index, ReadMemory read) : index_(index), read_(std::move(read)) {}
+  // Scans the regions in chunks of `chunk_bytes` (bounded memory whatever the heap size).
+  std::vector<FoundFrame> scan(const std::vector<ScanRegion>& regions, ScanStats* stats,
+                               size_t chunk_bytes = 1 << 20) const;
+  // Reads the suspend index of a frame; -1 when unreadable or the width is unknown.
+  int64_t read_index(uint64_t frame, const sym::CoroFunction& fn) const;
+
+ private:
+  bool revalidate(FoundFrame& f) const;
+  const CoroutineIndex& index_;
+  ReadMemory read_;
+};
+
+// Turns validated hits into model frames: names, state, suspend point and its source line.
+CoroFrame decode_frame(const FoundFrame& found);
+
+}  // namespace asyncprobe

@@ -1,0 +1,87 @@
+// asyncprobe: the command-line entry point.
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "userspace/async_stacks.h"
+#include "userspace/cli_options.h"
+#include "userspace/exit_codes.h"
+#include "userspace/report_csv.h"
+#include "userspace/report_json.h"
+#include "userspace/report_text.h"
+#include "userspace/snapshot_taker.h"
+#include "userspace/stuck_detector.h"
+
+namespace asyncprobe {
+namespace {
+
+int fail(const SnapshotError& e) {
+  std::cerr << "asyncprobe: " << e.message << "\n";
+  return e.code;
+}
+
+int run_snapshot(const CliOptions& opts) {
+  SnapshotTaker taker(SnapshotSession{opts.pid, opts.debug_dirs});
+  SnapshotError err;
+  if (!taker.attach(&err)) return fail(err);
+  Snapshot first;
+  if (!taker.take(&first, &err)) return fail(err);
+  Snapshot snap = first;
+  if (opts.window_s > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(opts.window_s));
+    Snapshot second;
+    if (!taker.take(&second, &err)) return fail(err);
+    mark_stuck(first, second, opts.window_s);
+    snap = std::move(second);
+  }
+  snap.window_seconds = opts.window_s;
+  std::ofstream file;
+  std::ostream* out = &std::cout;
+  if (!opts.output.empty()) {
+    file.open(opts.output);
+    if (!file) {
+      std::cerr << "asyncprobe: cannot write " << opts.output << "\n";
+      return kExitUsage;
+    }
+    out = &file;
+  }
+  if (opts.format == "json") {
+    write_json_report(*out, snap);
+  } else if (opts.format == "csv") {
+    write_csv_report(*out, snap);
+  } else {
+    write_text_report(*out, snap);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+}  // namespace asyncprobe
+
+int main(int argc, char** argv) {
+  using namespace asyncprobe;
+  CliOptions opts;
+  std::string error;
+  if (!parse_cli(argc, argv, &opts, &error)) {
+    std::cerr << "asyncprobe: " << error << "\n";
+    return kExitUsage;
+  }
+  if (opts.help) {
+    std::cout << usage_text();
+    return kExitOk;
+  }
+  if (opts.version) {
+    std::cout << "asyncprobe 0.1.0\n";
+    return kExitOk;
+  }
+  if (opts.command != "snapshot") {
+    std::cerr << "asyncprobe: '" << opts.command << "' is not available in this build yet\n";
+    return kExitUsage;
+  }
+  try {
+    return run_snapshot(opts);
+  } catch (const std::exception& e) {
+    std::cerr << "asyncprobe: internal error: " << e.what() << "\n";
+    return kExitInternal;
+  }
+}
