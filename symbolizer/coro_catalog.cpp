@@ -176,6 +176,40 @@ const CoroFunction* CoroCatalog::by_destroy(uint64_t vaddr) const {
   return it == by_destroy_.end() ? nullptr : &functions_[it->second];
 }
 
+std::optional<std::pair<std::string, int>> CoroCatalog::await_suspend_site(
+    const ResumeCodeFacts& facts, uint64_t store_address) const {
+  // Both compilers store the new index and then call (or inline) the awaiter's await_suspend.
+  // Its call site, seen from the coroutine body, is the co_await. Follow the straight-line code
+  // after the store only: past a jump or a jump target the code may be shared by several
+  // co_awaits (tail merging), and its line would name the wrong one.
+  const DwarfInfo* dw = module_->dwarf();
+  const auto& ins = facts.instructions;
+  auto it = std::lower_bound(ins.begin(), ins.end(), store_address,
+                             [](const InstructionInfo& i, uint64_t a) { return i.address < a; });
+  if (it == ins.end() || it->address != store_address) return std::nullopt;
+  for (int steps = 0; it != ins.end() && steps < 64; ++steps, ++it) {
+    if (steps > 0) {
+      if (it->is_join) break;
+      auto frames = dw->frames_at(it->address);
+      for (size_t k = 0; k + 1 < frames.size(); ++k) {
+        if (frames[k].function.find("await_suspend") != std::string::npos &&
+            frames.back().location.line != 0) {
+          return std::make_pair(frames.back().location.file, frames.back().location.line);
+        }
+      }
+      if (it->is_call && it->target != 0 && !frames.empty() && frames.back().location.line != 0) {
+        const ElfSymbol* callee = module_->symbol_source().function_at(it->target);
+        if (callee == nullptr) callee = module_->object().function_at(it->target);
+        if (callee != nullptr && demangle(callee->name).find("await_suspend") != std::string::npos) {
+          return std::make_pair(frames.back().location.file, frames.back().location.line);
+        }
+      }
+    }
+    if (it->ends_block) break;
+  }
+  return std::nullopt;
+}
+
 std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFunction& fn) const {
   std::map<int64_t, SuspendPointInfo> points;
   const int64_t initial = fn.compiler == CoroCompiler::kGcc ? 2 : 0;
@@ -192,7 +226,17 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
   if (!module_->object().read_code(fn.resume, len, &code)) return points;
   ResumeCodeFacts facts = analyze_resume_code(code.data(), code.size(), fn.resume);
   const DwarfInfo* dw = module_->dwarf();
-  // value -> the distinct source lines of the instructions that store it
+  // The function's closing line: the largest line of its own file seen at the outermost level.
+  int last_line = 0;
+  if (dw != nullptr) {
+    for (const auto& in : facts.instructions) {
+      auto frames = dw->frames_at(in.address);
+      if (!frames.empty() && frames.back().location.file == fn.decl_file) {
+        last_line = std::max(last_line, frames.back().location.line);
+      }
+    }
+  }
+  // value -> the distinct source lines placed for the instructions that store it
   std::map<int64_t, std::set<std::pair<std::string, int>>> lines;
   for (const auto& s : facts.stores) {
     if (s.offset != fn.index_offset || s.width != fn.index_width || s.value < 0) continue;
@@ -202,9 +246,21 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
     if (fn.compiler == CoroCompiler::kGcc && s.value == 0) continue;
     auto& set = lines[s.value];
     if (dw == nullptr) continue;
+    if (auto where = await_suspend_site(facts, s.address)) {
+      set.insert(*where);
+      continue;
+    }
+    // No await_suspend in the straight-line code after the store: the store's own line, unless
+    // it is the function's first line (Clang's merged stores) or, for GCC, its closing line
+    // (where GCC puts the store of a value-returning co_await).
     auto frames = dw->frames_at(s.address);
-    if (frames.empty() || frames.back().location.line == 0) continue;
-    set.emplace(frames.back().location.file, frames.back().location.line);
+    int line = frames.empty() ? 0 : frames.back().location.line;
+    bool gcc_closing = fn.compiler == CoroCompiler::kGcc && line == last_line;
+    if (line == 0 || line == fn.decl_line || gcc_closing) {
+      set.emplace("", 0);
+      continue;
+    }
+    set.emplace(frames.back().location.file, line);
   }
   int64_t max_value = lines.empty() ? -1 : lines.rbegin()->first;
   for (const auto& [value, where] : lines) {
@@ -215,11 +271,7 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
     sp.kind = fn.compiler == CoroCompiler::kGcc && value == max_value && lines.size() > 1
                   ? SuspendPointInfo::Kind::kFinal
                   : SuspendPointInfo::Kind::kAwait;
-    // A co_await on the function's own first line is what merged code looks like (Clang -O2
-    // sharing one store between suspend points): not evidence of a place, so left unplaced.
-    bool suspicious = sp.kind == SuspendPointInfo::Kind::kAwait && where.size() == 1 &&
-                      where.begin()->second == fn.decl_line && fn.decl_line != 0;
-    if (where.size() == 1 && !suspicious) {
+    if (where.size() == 1 && where.begin()->second != 0) {
       sp.location = SourceLine{where.begin()->first, where.begin()->second, 0};
       sp.rule = "index-store";
     }

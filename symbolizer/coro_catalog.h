@@ -12,6 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "symbolizer/index_store_finder.h"
 #include "symbolizer/module.h"
 
 namespace asyncprobe::sym {
@@ -64,6 +65,8 @@ class CoroCatalog {
   void collect_functions();
   void read_layout(CoroFunction& fn) const;
   std::map<int64_t, SuspendPointInfo> compute_points(const CoroFunction& fn) const;
+  std::optional<std::pair<std::string, int>> await_suspend_site(const ResumeCodeFacts& facts,
+                                                                uint64_t store_address) const;
 
   std::shared_ptr<const Module> module_;
   std::vector<CoroFunction> functions_;

@@ -179,10 +179,16 @@ std::vector<InlineFrame> DwarfInfo::frames_at(uint64_t vaddr) const {
                         udata_attr(s, DW_AT_call_column)};
     } else if (tag == DW_TAG_subprogram) {
       frames.push_back({die_function_name(s), here, false});
+      here.line = -1;  // consumed
       break;
     }
   }
   std::free(scopes);
+  // No enclosing subprogram among the scopes (GCC's artificial actors): the position reached by
+  // the outermost inline's call site still names a place in the physical function.
+  if (!frames.empty() && frames.back().inlined && here.line >= 0) {
+    frames.push_back({"", here, false});
+  }
   return frames;
 }
 

@@ -69,138 +69,242 @@ void clobber_call(SweepState& st) {
 
 namespace {
 
-bool is_callee_saved(unsigned reg) {
-  return reg == X86_REG_RBX || reg == X86_REG_RBP || reg == X86_REG_R12 || reg == X86_REG_R13 ||
-         reg == X86_REG_R14 || reg == X86_REG_R15;
-}
-
 bool ends_block(unsigned id) {
-  return id == X86_INS_JMP || id == X86_INS_RET || id == X86_INS_UD2;
+  return id == X86_INS_JMP || id == X86_INS_RET || id == X86_INS_UD2 || id == X86_INS_HLT;
 }
 
-// Per callee-saved register: how often it receives the frame pointer and how often anything else.
-struct RegisterUse {
-  std::map<unsigned, int> frame_copies;
-  std::map<unsigned, int> other_writes;
-};
+bool same_state(const SweepState& a, const SweepState& b) {
+  return a.frame_regs == b.frame_regs && a.frame_slots == b.frame_slots && a.constants == b.constants;
+}
 
-// One sweep over the decoded instructions. At every block end (jmp, ret) the state is reset to
-// what holds at any jump target: %rdi at entry, the registers that only ever hold the frame
-// (`stable`), and the spill slots. Stores found go to `facts` when it is non-null.
-void sweep(csh handle, const cs_insn* insns, size_t n, const std::set<unsigned>& stable,
-           ResumeCodeFacts* facts, RegisterUse* use) {
-  SweepState st;
-  auto reset = [&] {
-    st.frame_regs = stable;
-    st.frame_regs.insert(X86_REG_RDI);
-    st.constants.clear();
-  };
-  reset();
-  auto note_write = [&](unsigned reg, bool frame) {
-    if (use == nullptr || !is_callee_saved(reg)) return;
-    (frame ? use->frame_copies : use->other_writes)[reg]++;
-  };
-  for (size_t k = 0; k < n; ++k) {
-    const cs_insn* insn = &insns[k];
-    const cs_x86& x = insn->detail->x86;
-    unsigned id = insn->id;
-    if (ends_block(id)) {
-      reset();
-      continue;
+// What holds on every path: the meet of two states.
+SweepState meet(const SweepState& a, const SweepState& b) {
+  SweepState out;
+  for (unsigned r : a.frame_regs) {
+    if (b.frame_regs.count(r) != 0) out.frame_regs.insert(r);
+  }
+  for (int64_t s : a.frame_slots) {
+    if (b.frame_slots.count(s) != 0) out.frame_slots.insert(s);
+  }
+  for (const auto& [r, v] : a.constants) {
+    auto it = b.constants.find(r);
+    if (it != b.constants.end() && it->second == v) out.constants.emplace(r, v);
+  }
+  return out;
+}
+
+// Effect of one instruction on the state; records frame stores into `facts` when non-null.
+void transfer(csh handle, const cs_insn* insn, SweepState& st, ResumeCodeFacts* facts) {
+  const cs_x86& x = insn->detail->x86;
+  unsigned id = insn->id;
+  if (id == X86_INS_CALL) {
+    clobber_call(st);
+    return;
+  }
+  if (id == X86_INS_PUSH) return;
+  bool is_mov = id == X86_INS_MOV || id == X86_INS_MOVABS;
+  if (x.op_count == 2) {
+    const cs_x86_op& dst = x.operands[0];
+    const cs_x86_op& src = x.operands[1];
+    // Frame-field reads: remember the first one (the index dispatch).
+    if (facts != nullptr && src.type == X86_OP_MEM && src.mem.index == X86_REG_INVALID &&
+        st.frame_regs.count(full_reg(handle, src.mem.base)) != 0 && src.mem.disp >= 16 &&
+        !facts->first_frame_load &&
+        (id == X86_INS_MOV || id == X86_INS_MOVZX || id == X86_INS_CMP)) {
+      facts->first_frame_load = std::make_pair(static_cast<uint32_t>(src.mem.disp), src.size);
     }
-    if (id == X86_INS_CALL) {
-      clobber_call(st);
-      continue;
-    }
-    if (id == X86_INS_PUSH || id == X86_INS_POP) {
-      // Prologue saves and epilogue restores of callee-saved registers.
-      if (id == X86_INS_POP && x.op_count == 1 && x.operands[0].type == X86_OP_REG) {
-        forget_reg(st, full_reg(handle, x.operands[0].reg));
-      }
-      continue;
-    }
-    bool is_mov = id == X86_INS_MOV || id == X86_INS_MOVABS;
-    if (x.op_count == 2) {
-      const cs_x86_op& dst = x.operands[0];
-      const cs_x86_op& src = x.operands[1];
-      // Frame-field reads: remember the first one (the index dispatch).
-      if (facts != nullptr && src.type == X86_OP_MEM && src.mem.index == X86_REG_INVALID &&
-          st.frame_regs.count(full_reg(handle, src.mem.base)) != 0 && src.mem.disp >= 16 &&
-          !facts->first_frame_load &&
-          (id == X86_INS_MOV || id == X86_INS_MOVZX || id == X86_INS_CMP)) {
-        facts->first_frame_load = std::make_pair(static_cast<uint32_t>(src.mem.disp), src.size);
-      }
-      if (is_mov && dst.type == X86_OP_MEM && dst.mem.index == X86_REG_INVALID) {
-        unsigned base = full_reg(handle, dst.mem.base);
-        if (st.frame_regs.count(base) != 0 && dst.mem.disp >= 0 && dst.mem.disp < (1 << 20)) {
-          std::optional<int64_t> value;
-          if (src.type == X86_OP_IMM) {
-            value = src.imm;
-          } else if (src.type == X86_OP_REG) {
-            auto it = st.constants.find(full_reg(handle, src.reg));
-            if (it != st.constants.end()) value = it->second;
-          }
-          if (value && facts != nullptr) {
-            facts->stores.push_back(
-                {insn->address, static_cast<uint32_t>(dst.mem.disp), dst.size, *value});
-          }
-        } else if (is_stack_base(base) && src.type == X86_OP_REG && is_64bit_reg(src.reg)) {
-          if (st.frame_regs.count(src.reg) != 0) {
-            st.frame_slots.insert(dst.mem.disp);
-          } else {
-            st.frame_slots.erase(dst.mem.disp);
-          }
+    if (is_mov && dst.type == X86_OP_MEM && dst.mem.index == X86_REG_INVALID) {
+      unsigned base = full_reg(handle, dst.mem.base);
+      if (st.frame_regs.count(base) != 0 && dst.mem.disp >= 0 && dst.mem.disp < (1 << 20)) {
+        std::optional<int64_t> value;
+        if (src.type == X86_OP_IMM) {
+          value = src.imm;
+        } else if (src.type == X86_OP_REG) {
+          auto it = st.constants.find(full_reg(handle, src.reg));
+          if (it != st.constants.end()) value = it->second;
         }
+        if (value && facts != nullptr) {
+          facts->stores.push_back(
+              {insn->address, static_cast<uint32_t>(dst.mem.disp), dst.size, *value});
+        }
+      } else if (is_stack_base(base) && src.type == X86_OP_REG && is_64bit_reg(src.reg)) {
+        if (st.frame_regs.count(src.reg) != 0) {
+          st.frame_slots.insert(dst.mem.disp);
+        } else {
+          st.frame_slots.erase(dst.mem.disp);
+        }
+      }
+      return;
+    }
+    if (dst.type == X86_OP_REG) {
+      unsigned d = full_reg(handle, dst.reg);
+      if (is_mov && src.type == X86_OP_REG && is_64bit_reg(src.reg) && is_64bit_reg(dst.reg)) {
+        bool frame = st.frame_regs.count(src.reg) != 0;
+        auto c = st.constants.find(src.reg);
+        std::optional<int64_t> cval;
+        if (c != st.constants.end()) cval = c->second;
+        forget_reg(st, d);
+        if (frame) st.frame_regs.insert(d);
+        if (cval) st.constants[d] = *cval;
+        return;
+      }
+      if (is_mov && src.type == X86_OP_IMM) {
+        forget_reg(st, d);
+        st.constants[d] = src.imm;
+        return;
+      }
+      if (is_mov && src.type == X86_OP_MEM && is_64bit_reg(dst.reg) &&
+          is_stack_base(full_reg(handle, src.mem.base)) && src.mem.index == X86_REG_INVALID) {
+        bool frame = st.frame_slots.count(src.mem.disp) != 0;
+        forget_reg(st, d);
+        if (frame) st.frame_regs.insert(d);
+        return;
+      }
+      // `xor %eax,%eax` makes a zero constant.
+      if (id == X86_INS_XOR && src.type == X86_OP_REG && full_reg(handle, src.reg) == d) {
+        forget_reg(st, d);
+        st.constants[d] = 0;
+        return;
+      }
+    }
+  }
+  // Anything else that writes a register invalidates what we knew of it.
+  cs_regs regs_read;
+  cs_regs regs_write;
+  uint8_t nread = 0;
+  uint8_t nwrite = 0;
+  if (cs_regs_access(handle, insn, regs_read, &nread, regs_write, &nwrite) == CS_ERR_OK) {
+    for (uint8_t i = 0; i < nwrite; ++i) forget_reg(st, full_reg(handle, regs_write[i]));
+  }
+}
+
+std::optional<uint64_t> direct_target(const cs_insn* insn) {
+  const cs_x86& x = insn->detail->x86;
+  if (x.op_count == 1 && x.operands[0].type == X86_OP_IMM) {
+    return static_cast<uint64_t>(x.operands[0].imm);
+  }
+  return std::nullopt;
+}
+
+bool is_jump(const cs_insn* insn) {
+  for (uint8_t g = 0; g < insn->detail->groups_count; ++g) {
+    if (insn->detail->groups[g] == CS_GRP_JUMP) return true;
+  }
+  return false;
+}
+
+// Forward dataflow over the function's control-flow graph: the state at a block's entry is the
+// meet of its predecessors' exits, so a frame pointer copied to a callee-saved register in the
+// prologue is still known at every resume point. Blocks reached only through the index jump
+// table inherit the state at the indirect jump.
+void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* facts) {
+  const size_t n = insns.size();
+  if (n == 0) return;
+  std::map<uint64_t, size_t> at;
+  for (size_t i = 0; i < n; ++i) at.emplace(insns[i].address, i);
+  std::vector<bool> leader(n, false);
+  leader[0] = true;
+  for (size_t i = 0; i < n; ++i) {
+    const cs_insn* in = &insns[i];
+    if (!is_jump(in) && !ends_block(in->id)) continue;
+    if (i + 1 < n) leader[i + 1] = true;
+    if (auto t = direct_target(in)) {
+      auto it = at.find(*t);
+      if (it != at.end()) leader[it->second] = true;
+    }
+  }
+  std::vector<size_t> block_start;
+  std::vector<size_t> block_of(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (leader[i]) block_start.push_back(i);
+    block_of[i] = block_start.size() - 1;
+  }
+  const size_t nb = block_start.size();
+  auto block_end = [&](size_t b) { return b + 1 < nb ? block_start[b + 1] : n; };
+  std::vector<std::vector<size_t>> preds(nb);
+  auto only_padding = [&](size_t b) {
+    for (size_t i = block_start[b]; i < block_end(b); ++i) {
+      if (insns[i].id != X86_INS_NOP && insns[i].id != X86_INS_INT3) return false;
+    }
+    return true;
+  };
+  for (size_t b = 0; b < nb; ++b) {
+    const cs_insn* last = &insns[block_end(b) - 1];
+    bool unconditional = ends_block(last->id);
+    // Alignment padding after a ret is never executed: it must not feed the next block.
+    if (!unconditional && b + 1 < nb && !only_padding(b)) preds[b + 1].push_back(b);
+    if (is_jump(last)) {
+      if (auto t = direct_target(last)) {
+        auto it = at.find(*t);
+        if (it != at.end()) preds[block_of[it->second]].push_back(b);
+      }
+    }
+  }
+  SweepState entry;
+  entry.frame_regs.insert(X86_REG_RDI);
+  std::vector<std::optional<SweepState>> out(nb);
+  // State for blocks reached only through the suspend-index jump table: the state at the first
+  // indirect jump (the dispatch comes first; later indirect jumps are symmetric-transfer tail
+  // calls, made after the frame pointer was replaced by the next coroutine's).
+  std::optional<SweepState> indirect;
+  uint64_t indirect_at = UINT64_MAX;
+  for (int round = 0; round < 64; ++round) {
+    bool changed = false;
+    for (size_t b = 0; b < nb; ++b) {
+      std::optional<SweepState> in;
+      if (b == 0) in = entry;
+      for (size_t p : preds[b]) {
+        if (!out[p]) continue;
+        in = in ? meet(*in, *out[p]) : *out[p];
+      }
+      // A block with no known way in: a jump-table target when there is an indirect jump,
+      // otherwise dead code, which must not weaken the blocks it falls into.
+      if (!in && indirect) in = *indirect;
+      if (!in) {
+        if (out[b]) changed = true;
+        out[b].reset();
         continue;
       }
-      if (dst.type == X86_OP_REG) {
-        unsigned d = full_reg(handle, dst.reg);
-        if (is_mov && src.type == X86_OP_REG && is_64bit_reg(src.reg) && is_64bit_reg(dst.reg)) {
-          bool frame = st.frame_regs.count(src.reg) != 0;
-          auto c = st.constants.find(src.reg);
-          std::optional<int64_t> cval;
-          if (c != st.constants.end()) cval = c->second;
-          forget_reg(st, d);
-          if (frame) st.frame_regs.insert(d);
-          if (cval) st.constants[d] = *cval;
-          note_write(d, frame);
-          continue;
+      SweepState st = *in;
+      for (size_t i = block_start[b]; i < block_end(b); ++i) {
+        const cs_insn* insn = &insns[i];
+        if (insn->id == X86_INS_JMP && !direct_target(insn) && insn->address <= indirect_at) {
+          indirect = st;
+          indirect_at = insn->address;
         }
-        if (is_mov && src.type == X86_OP_IMM) {
-          forget_reg(st, d);
-          st.constants[d] = src.imm;
-          note_write(d, false);
-          continue;
-        }
-        if (is_mov && src.type == X86_OP_MEM && is_64bit_reg(dst.reg) &&
-            is_stack_base(full_reg(handle, src.mem.base)) && src.mem.index == X86_REG_INVALID) {
-          bool frame = st.frame_slots.count(src.mem.disp) != 0;
-          forget_reg(st, d);
-          if (frame) st.frame_regs.insert(d);
-          note_write(d, frame);
-          continue;
-        }
-        // `xor %eax,%eax` makes a zero constant.
-        if (id == X86_INS_XOR && src.type == X86_OP_REG && full_reg(handle, src.reg) == d) {
-          forget_reg(st, d);
-          st.constants[d] = 0;
-          note_write(d, false);
-          continue;
-        }
+        transfer(handle, insn, st, nullptr);
+      }
+      if (!out[b] || !same_state(*out[b], st)) {
+        out[b] = st;
+        changed = true;
       }
     }
-    // Anything else that writes a register invalidates what we knew of it.
-    cs_regs regs_read;
-    cs_regs regs_write;
-    uint8_t nread = 0;
-    uint8_t nwrite = 0;
-    if (cs_regs_access(handle, insn, regs_read, &nread, regs_write, &nwrite) == CS_ERR_OK) {
-      for (uint8_t i = 0; i < nwrite; ++i) {
-        unsigned r = full_reg(handle, regs_write[i]);
-        forget_reg(st, r);
-        note_write(r, false);
-      }
+    if (!changed) break;
+  }
+  // Final pass with the settled entry states, recording stores.
+  for (size_t b = 0; b < nb; ++b) {
+    std::optional<SweepState> in;
+    if (b == 0) in = entry;
+    for (size_t p : preds[b]) {
+      if (!out[p]) continue;
+      in = in ? meet(*in, *out[p]) : *out[p];
     }
+    if (!in && indirect) in = *indirect;
+    if (!in) continue;
+    SweepState st = *in;
+    for (size_t i = block_start[b]; i < block_end(b); ++i) transfer(handle, &insns[i], st, facts);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    auto t = (insns[i].id == X86_INS_CALL || is_jump(&insns[i])) ? direct_target(&insns[i])
+                                                                  : std::nullopt;
+    facts->instructions.push_back({insns[i].address, insns[i].id == X86_INS_CALL,
+                                   ends_block(insns[i].id), insns[i].id == X86_INS_JMP,
+                                   t.value_or(0), false});
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (facts->instructions[i].target == 0 || facts->instructions[i].is_call) continue;
+    auto it = at.find(facts->instructions[i].target);
+    if (it != at.end()) facts->instructions[it->second].is_join = true;
   }
 }
 
@@ -228,13 +332,7 @@ ResumeCodeFacts analyze_resume_code(const uint8_t* code, size_t len, uint64_t va
     offset = out[got - 1].address + out[got - 1].size - vaddr;
   }
   facts.decoded = !insns.empty();
-  RegisterUse use;
-  sweep(handle, insns.data(), insns.size(), {}, nullptr, &use);
-  std::set<unsigned> stable;
-  for (const auto& [reg, copies] : use.frame_copies) {
-    if (use.other_writes.count(reg) == 0) stable.insert(reg);
-  }
-  sweep(handle, insns.data(), insns.size(), stable, &facts, nullptr);
+  analyze(handle, insns, &facts);
   for (auto& [ptr, count] : chunks) cs_free(ptr, count);
   cs_close(&handle);
   return facts;

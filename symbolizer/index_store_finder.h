@@ -17,8 +17,18 @@ struct FrameConstantStore {
   int64_t value = 0;
 };
 
+struct InstructionInfo {
+  uint64_t address = 0;
+  bool is_call = false;
+  bool ends_block = false;  // jmp, ret, ud2
+  bool is_jmp = false;      // unconditional jump
+  uint64_t target = 0;      // direct call/jump target, 0 if none
+  bool is_join = false;     // target of a direct jump: code from here on may be shared
+};
+
 struct ResumeCodeFacts {
   std::vector<FrameConstantStore> stores;
+  std::vector<InstructionInfo> instructions;  // in address order
   // The first frame field the function reads (the suspend-index dispatch reads it early).
   std::optional<std::pair<uint32_t, uint8_t>> first_frame_load;
   bool decoded = false;  // false when the bytes could not be disassembled at all
