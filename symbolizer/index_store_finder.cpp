@@ -251,10 +251,12 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
   for (int round = 0; round < 64; ++round) {
     bool changed = false;
     for (size_t b = 0; b < nb; ++b) {
+      // The entry block starts with %rdi = frame whatever jumps there: a jump to the function's
+      // start is a new activation (Clang turns symmetric transfer to itself into one).
       std::optional<SweepState> in;
       if (b == 0) in = entry;
       for (size_t p : preds[b]) {
-        if (!out[p]) continue;
+        if (b == 0 || !out[p]) continue;
         in = in ? meet(*in, *out[p]) : *out[p];
       }
       // A block with no known way in: a jump-table target when there is an indirect jump,
@@ -286,7 +288,7 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
     std::optional<SweepState> in;
     if (b == 0) in = entry;
     for (size_t p : preds[b]) {
-      if (!out[p]) continue;
+      if (b == 0 || !out[p]) continue;
       in = in ? meet(*in, *out[p]) : *out[p];
     }
     if (!in && indirect) in = *indirect;
