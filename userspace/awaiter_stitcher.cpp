@@ -107,7 +107,13 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
     std::vector<uint64_t> b_words = buf;
     for (size_t w = 2; w < b_words.size(); ++w) {
       long a = frame_containing(b_words[w]);
-      if (a < 0 || static_cast<size_t>(a) == b || frames[a].state == FrameState::kDone) continue;
+      if (a < 0 || static_cast<size_t>(a) == b || frames[a].state != FrameState::kSuspended) {
+        continue;
+      }
+      // A continuation is a handle (the frame's address) or a pointer to the promise, never an
+      // arbitrary interior pointer.
+      uint64_t a_addr = found[a].address;
+      if (b_words[w] != a_addr && b_words[w] != a_addr + found[a].ref.fn->promise_offset) continue;
       if (!read_frame(static_cast<size_t>(a))) continue;
       auto at = std::find(buf.begin() + 2, buf.end(), found[b].address);
       // Both frames point at each other; the direction comes from where: a continuation sits
