@@ -271,7 +271,10 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
     sp.kind = fn.compiler == CoroCompiler::kGcc && value == max_value && lines.size() > 1
                   ? SuspendPointInfo::Kind::kFinal
                   : SuspendPointInfo::Kind::kAwait;
-    if (where.size() == 1 && where.begin()->second != 0) {
+    // A co_await is in the coroutine's own source file; a line in another file (a header the
+    // store was inlined from) places nothing.
+    bool foreign = where.size() == 1 && !fn.decl_file.empty() && where.begin()->first != fn.decl_file;
+    if (where.size() == 1 && where.begin()->second != 0 && !foreign) {
       sp.location = SourceLine{where.begin()->first, where.begin()->second, 0};
       sp.rule = "index-store";
     }

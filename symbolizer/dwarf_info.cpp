@@ -163,75 +163,18 @@ std::optional<SourceLine> DwarfInfo::line_at(uint64_t vaddr) const {
   return out;
 }
 
-std::vector<InlineFrame> DwarfInfo::frames_at(uint64_t vaddr) const {
-  std::vector<InlineFrame> frames;
-  Dwarf_Die cu;
-  if (!find_cu(vaddr, &cu)) return frames;
-  SourceLine here = line_at(vaddr).value_or(SourceLine{});
-  Dwarf_Die* scopes = nullptr;
-  int n = dwarf_getscopes(&cu, vaddr, &scopes);
-  for (int i = 0; i < n && i < 256; ++i) {
-    Dwarf_Die* s = &scopes[i];
-    int tag = dwarf_tag(s);
-    if (tag == DW_TAG_inlined_subroutine) {
-      frames.push_back({die_function_name(s), here, true});
-      here = SourceLine{call_file(&cu, s), udata_attr(s, DW_AT_call_line),
-                        udata_attr(s, DW_AT_call_column)};
-    } else if (tag == DW_TAG_subprogram) {
-      frames.push_back({die_function_name(s), here, false});
-      here.line = -1;  // consumed
-      break;
-    }
-  }
-  std::free(scopes);
-  // No enclosing subprogram among the scopes (GCC's artificial actors): the position reached by
-  // the outermost inline's call site still names a place in the physical function.
-  if (!frames.empty() && frames.back().inlined && here.line >= 0) {
-    frames.push_back({"", here, false});
-  }
-  return frames;
-}
-
-std::optional<SourceLine> DwarfInfo::function_decl(uint64_t vaddr) const {
-  Dwarf_Die cu;
-  if (!find_cu(vaddr, &cu)) return std::nullopt;
-  Dwarf_Die* scopes = nullptr;
-  int n = dwarf_getscopes(&cu, vaddr, &scopes);
-  std::optional<SourceLine> out;
-  for (int i = 0; i < n && i < 256; ++i) {
-    if (dwarf_tag(&scopes[i]) != DW_TAG_subprogram) continue;
-    // decl_file/decl_line often sit on the abstract origin or the declaration (clones, actors).
-    int line = udata_attr_integrate(&scopes[i], DW_AT_decl_line);
-    if (line != 0) {
-      Dwarf_Attribute attr;
-      Dwarf_Word idx = 0;
-      std::string file;
-      Dwarf_Files* files = nullptr;
-      size_t nfiles = 0;
-      if (dwarf_attr_integrate(&scopes[i], DW_AT_decl_file, &attr) != nullptr &&
-          dwarf_formudata(&attr, &idx) == 0 && dwarf_getsrcfiles(&cu, &files, &nfiles) == 0 &&
-          idx < nfiles) {
-        const char* f = dwarf_filesrc(files, idx, nullptr, nullptr);
-        if (f != nullptr) file = f;
-      }
-      out = SourceLine{file, line, 0};
-    }
-    break;
-  }
-  std::free(scopes);
-  return out;
-}
-
-void DwarfInfo::build_frame_type_index() const {
-  frame_types_indexed_ = true;
+void DwarfInfo::build_index() const {
+  indexed_ = true;
   size_t budget = kMaxIndexedDies;
   Dwarf_Off off = 0;
   Dwarf_Off next = 0;
   size_t header = 0;
-  while (dwarf_nextcu(dwarf_, off, &next, &header, nullptr, nullptr, nullptr) == 0) {
+  while (dwarf_nextcu(dwarf_, off, &next, &header, nullptr, nullptr, nullptr) == 0 && budget > 0) {
     Dwarf_Die cu;
     if (dwarf_offdie(dwarf_, off + header, &cu) != nullptr) {
-      // Iterative depth-bounded walk: GCC nests `<ramp>.Frame` inside the ramp's subprogram.
+      // Iterative depth-bounded walk over namespaces, classes and functions: functions with code
+      // are indexed (with their inlines) and GCC's `<ramp>.Frame` types, which it nests inside
+      // the ramp's subprogram, are recorded by name.
       struct Level {
         Dwarf_Die die;
         int depth;
@@ -252,6 +195,7 @@ void DwarfInfo::build_frame_type_index() const {
             frame_types_.emplace(name, dwarf_dieoffset(&lv.die));
           }
         }
+        if (tag == DW_TAG_subprogram) index_function(&cu, &lv.die);
         bool descend = tag == DW_TAG_namespace || tag == DW_TAG_subprogram ||
                        tag == DW_TAG_structure_type || tag == DW_TAG_class_type ||
                        tag == DW_TAG_lexical_block;
@@ -263,6 +207,161 @@ void DwarfInfo::build_frame_type_index() const {
     }
     off = next;
   }
+  std::sort(function_ranges_.begin(), function_ranges_.end(),
+            [](const FunctionRange& a, const FunctionRange& b) { return a.lo < b.lo; });
+}
+
+void DwarfInfo::index_function(Dwarf_Die* cu, Dwarf_Die* fn) const {
+  Dwarf_Addr base = 0;
+  Dwarf_Addr lo = 0;
+  Dwarf_Addr hi = 0;
+  ptrdiff_t r = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  while ((r = dwarf_ranges(fn, r, &base, &lo, &hi)) > 0 && ranges.size() < 4096) {
+    if (hi > lo) ranges.emplace_back(lo, hi);
+  }
+  if (ranges.empty()) return;
+  size_t index = functions_.size();
+  functions_.push_back(FunctionScope{dwarf_dieoffset(fn), dwarf_dieoffset(cu), {}});
+  for (const auto& [a, b] : ranges) function_ranges_.push_back({a, b, index});
+  // The inlined calls under this function, with their nesting depth.
+  struct Level {
+    Dwarf_Die die;
+    int depth;
+  };
+  std::vector<Level> stack;
+  Dwarf_Die child;
+  if (dwarf_child(fn, &child) == 0) stack.push_back({child, 1});
+  size_t budget = 1'000'000;
+  while (!stack.empty() && --budget > 0) {
+    Level lv = stack.back();
+    stack.pop_back();
+    Dwarf_Die sib;
+    if (dwarf_siblingof(&lv.die, &sib) == 0) stack.push_back({sib, lv.depth});
+    int tag = dwarf_tag(&lv.die);
+    int depth = lv.depth;
+    if (tag == DW_TAG_inlined_subroutine) {
+      SourceLine call{call_file(cu, &lv.die), udata_attr(&lv.die, DW_AT_call_line),
+                      udata_attr(&lv.die, DW_AT_call_column)};
+      ptrdiff_t ir = 0;
+      int n = 0;
+      while ((ir = dwarf_ranges(&lv.die, ir, &base, &lo, &hi)) > 0 && ++n < 4096) {
+        if (hi > lo) {
+          functions_[index].inlines.push_back({lo, hi, depth, dwarf_dieoffset(&lv.die), call});
+        }
+      }
+    }
+    if ((tag == DW_TAG_inlined_subroutine || tag == DW_TAG_lexical_block) && depth < 256 &&
+        dwarf_haschildren(&lv.die) != 0 && dwarf_child(&lv.die, &child) == 0) {
+      stack.push_back({child, tag == DW_TAG_inlined_subroutine ? depth + 1 : depth});
+    }
+  }
+}
+
+const DwarfInfo::FunctionScope* DwarfInfo::function_at(uint64_t vaddr) const {
+  if (!indexed_) build_index();
+  auto it = std::upper_bound(function_ranges_.begin(), function_ranges_.end(), vaddr,
+                             [](uint64_t v, const FunctionRange& r) { return v < r.lo; });
+  // Top-level function ranges do not nest; look back a little in case of odd overlaps.
+  for (int n = 0; it != function_ranges_.begin() && n < 8; ++n) {
+    --it;
+    if (vaddr < it->hi) return &functions_[it->function];
+  }
+  return nullptr;
+}
+
+std::string DwarfInfo::name_of(Dwarf_Off off) const {
+  auto it = names_.find(off);
+  if (it != names_.end()) return it->second;
+  Dwarf_Die die;
+  std::string name;
+  if (dwarf_offdie(dwarf_, off, &die) != nullptr) name = die_function_name(&die);
+  names_.emplace(off, name);
+  return name;
+}
+
+std::vector<InlineFrame> DwarfInfo::frames_at(uint64_t vaddr) const {
+  std::vector<InlineFrame> frames;
+  const FunctionScope* fn = function_at(vaddr);
+  SourceLine here = line_at(vaddr).value_or(SourceLine{});
+  if (fn == nullptr) {
+    if (here.line != 0) frames.push_back({"", here, false});
+    return frames;
+  }
+  std::vector<const InlineScope*> chain;
+  for (const auto& in : fn->inlines) {
+    if (vaddr >= in.lo && vaddr < in.hi) chain.push_back(&in);
+  }
+  std::sort(chain.begin(), chain.end(),
+            [](const InlineScope* a, const InlineScope* b) { return a->depth > b->depth; });
+  for (const InlineScope* in : chain) {
+    frames.push_back({name_of(in->die), here, true});
+    here = in->call;
+  }
+  frames.push_back({name_of(fn->die), here, false});
+  return frames;
+}
+
+std::optional<SourceLine> DwarfInfo::function_decl(uint64_t vaddr) const {
+  const FunctionScope* fn = function_at(vaddr);
+  if (fn == nullptr) return std::nullopt;
+  Dwarf_Die die;
+  Dwarf_Die cu;
+  if (dwarf_offdie(dwarf_, fn->die, &die) == nullptr || dwarf_offdie(dwarf_, fn->cu, &cu) == nullptr) {
+    return std::nullopt;
+  }
+  // decl_file/decl_line often sit on the abstract origin or the declaration (clones, actors).
+  int line = udata_attr_integrate(&die, DW_AT_decl_line);
+  if (line == 0) return std::nullopt;
+  Dwarf_Attribute attr;
+  Dwarf_Word idx = 0;
+  std::string file;
+  Dwarf_Files* files = nullptr;
+  size_t nfiles = 0;
+  if (dwarf_attr_integrate(&die, DW_AT_decl_file, &attr) != nullptr &&
+      dwarf_formudata(&attr, &idx) == 0 && dwarf_getsrcfiles(&cu, &files, &nfiles) == 0 &&
+      idx < nfiles) {
+    const char* f = dwarf_filesrc(files, idx, nullptr, nullptr);
+    if (f != nullptr) file = f;
+  }
+  return SourceLine{file, line, 0};
+}
+
+std::optional<StructLayout> DwarfInfo::coroutine_frame_type(const std::string& name) const {
+  if (!indexed_) build_index();
+  auto it = frame_types_.find(name);
+  if (it == frame_types_.end()) return std::nullopt;
+  Dwarf_Die die;
+  if (dwarf_offdie(dwarf_, it->second, &die) == nullptr) return std::nullopt;
+  return read_struct(&die);
+}
+
+std::optional<StructLayout> DwarfInfo::pointee_of_variable(uint64_t entry,
+                                                           const std::string& var) const {
+  const FunctionScope* fn = function_at(entry);
+  Dwarf_Die die;
+  if (fn == nullptr || dwarf_offdie(dwarf_, fn->die, &die) == nullptr) return std::nullopt;
+  Dwarf_Die child;
+  if (dwarf_child(&die, &child) != 0) return std::nullopt;
+  for (int k = 0; k < 100000; ++k) {
+    int tag = dwarf_tag(&child);
+    const char* name = dwarf_diename(&child);
+    if ((tag == DW_TAG_variable || tag == DW_TAG_formal_parameter) && name != nullptr &&
+        var == name) {
+      Dwarf_Attribute attr;
+      Dwarf_Die type;
+      if (dwarf_attr_integrate(&child, DW_AT_type, &attr) != nullptr &&
+          dwarf_formref_die(&attr, &type) != nullptr && strip_type(&type) &&
+          dwarf_tag(&type) == DW_TAG_pointer_type &&
+          dwarf_attr_integrate(&type, DW_AT_type, &attr) != nullptr &&
+          dwarf_formref_die(&attr, &type) != nullptr) {
+        return read_struct(&type);
+      }
+      return std::nullopt;
+    }
+    if (dwarf_siblingof(&child, &child) != 0) break;
+  }
+  return std::nullopt;
 }
 
 std::optional<StructLayout> DwarfInfo::read_struct(Dwarf_Die* die) const {
@@ -291,48 +390,6 @@ std::optional<StructLayout> DwarfInfo::read_struct(Dwarf_Die* die) const {
   return layout;
 }
 
-std::optional<StructLayout> DwarfInfo::coroutine_frame_type(const std::string& name) const {
-  if (!frame_types_indexed_) build_frame_type_index();
-  auto it = frame_types_.find(name);
-  if (it == frame_types_.end()) return std::nullopt;
-  Dwarf_Die die;
-  if (dwarf_offdie(dwarf_, it->second, &die) == nullptr) return std::nullopt;
-  return read_struct(&die);
-}
 
-std::optional<StructLayout> DwarfInfo::pointee_of_variable(uint64_t entry,
-                                                           const std::string& var) const {
-  Dwarf_Die cu;
-  if (!find_cu(entry, &cu)) return std::nullopt;
-  Dwarf_Die* scopes = nullptr;
-  int n = dwarf_getscopes(&cu, entry, &scopes);
-  std::optional<StructLayout> out;
-  for (int i = 0; i < n && i < 256 && !out; ++i) {
-    if (dwarf_tag(&scopes[i]) != DW_TAG_subprogram) continue;
-    Dwarf_Die child;
-    if (dwarf_child(&scopes[i], &child) != 0) break;
-    for (int k = 0; k < 100000; ++k) {
-      int tag = dwarf_tag(&child);
-      const char* name = dwarf_diename(&child);
-      if ((tag == DW_TAG_variable || tag == DW_TAG_formal_parameter) && name != nullptr &&
-          var == name) {
-        Dwarf_Attribute attr;
-        Dwarf_Die type;
-        if (dwarf_attr_integrate(&child, DW_AT_type, &attr) != nullptr &&
-            dwarf_formref_die(&attr, &type) != nullptr && strip_type(&type) &&
-            dwarf_tag(&type) == DW_TAG_pointer_type &&
-            dwarf_attr_integrate(&type, DW_AT_type, &attr) != nullptr &&
-            dwarf_formref_die(&attr, &type) != nullptr) {
-          out = read_struct(&type);
-        }
-        break;
-      }
-      if (dwarf_siblingof(&child, &child) != 0) break;
-    }
-    break;
-  }
-  std::free(scopes);
-  return out;
-}
 
 }  // namespace asyncprobe::sym

@@ -62,15 +62,40 @@ class DwarfInfo {
   std::optional<SourceLine> function_decl(uint64_t vaddr) const;
 
  private:
+  // Every function with code, and the inlined calls inside it, indexed in one walk of the DIE
+  // tree on first use: a lookup is then a binary search plus a scan of one function's inlines,
+  // instead of libdw's per-query tree walk (dwarf_getscopes), which dominated run time.
+  struct InlineScope {
+    uint64_t lo = 0, hi = 0;
+    int depth = 0;          // nesting below the function, 1 = called from the function itself
+    Dwarf_Off die = 0;      // for the callee's name, resolved on demand
+    SourceLine call;        // call site, in the caller
+  };
+  struct FunctionScope {
+    Dwarf_Off die = 0;
+    Dwarf_Off cu = 0;
+    std::vector<InlineScope> inlines;
+  };
+  struct FunctionRange {
+    uint64_t lo, hi;
+    size_t function;
+  };
+
   DwarfInfo() = default;
-  void build_frame_type_index() const;
+  void build_index() const;
+  void index_function(Dwarf_Die* cu, Dwarf_Die* fn) const;
+  const FunctionScope* function_at(uint64_t vaddr) const;
+  std::string name_of(Dwarf_Off die) const;
   // The CU holding `vaddr`: .debug_aranges first, then CU ranges (clang emits no aranges).
   bool find_cu(uint64_t vaddr, Dwarf_Die* cu) const;
   std::optional<StructLayout> read_struct(Dwarf_Die* die) const;
 
   Dwarf* dwarf_ = nullptr;
-  mutable bool frame_types_indexed_ = false;
+  mutable bool indexed_ = false;
   mutable std::unordered_map<std::string, Dwarf_Off> frame_types_;
+  mutable std::vector<FunctionScope> functions_;
+  mutable std::vector<FunctionRange> function_ranges_;  // sorted by lo
+  mutable std::unordered_map<Dwarf_Off, std::string> names_;
   struct CuRange {
     uint64_t lo, hi;
     Dwarf_Off cu;

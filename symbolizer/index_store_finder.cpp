@@ -106,12 +106,18 @@ void transfer(csh handle, const cs_insn* insn, SweepState& st, ResumeCodeFacts* 
   if (x.op_count == 2) {
     const cs_x86_op& dst = x.operands[0];
     const cs_x86_op& src = x.operands[1];
-    // Frame-field reads: remember the first one (the index dispatch).
-    if (facts != nullptr && src.type == X86_OP_MEM && src.mem.index == X86_REG_INVALID &&
-        st.frame_regs.count(full_reg(handle, src.mem.base)) != 0 && src.mem.disp >= 16 &&
-        !facts->first_frame_load &&
-        (id == X86_INS_MOV || id == X86_INS_MOVZX || id == X86_INS_CMP)) {
-      facts->first_frame_load = std::make_pair(static_cast<uint32_t>(src.mem.disp), src.size);
+    // Frame-field reads: remember the first one (the index dispatch). A compare may read its
+    // memory operand from either side (`cmpb $0x0,0x6c(%rdi)`).
+    if (facts != nullptr && !facts->first_frame_load &&
+        (id == X86_INS_MOV || id == X86_INS_MOVZX || id == X86_INS_CMP || id == X86_INS_TEST)) {
+      for (const cs_x86_op* op : {&src, &dst}) {
+        if (op == &dst && id != X86_INS_CMP && id != X86_INS_TEST) continue;
+        if (op->type == X86_OP_MEM && op->mem.index == X86_REG_INVALID &&
+            st.frame_regs.count(full_reg(handle, op->mem.base)) != 0 && op->mem.disp >= 16) {
+          facts->first_frame_load = std::make_pair(static_cast<uint32_t>(op->mem.disp), op->size);
+          break;
+        }
+      }
     }
     if (is_mov && dst.type == X86_OP_MEM && dst.mem.index == X86_REG_INVALID) {
       unsigned base = full_reg(handle, dst.mem.base);
@@ -195,8 +201,7 @@ bool is_jump(const cs_insn* insn) {
 
 // Forward dataflow over the function's control-flow graph: the state at a block's entry is the
 // meet of its predecessors' exits, so a frame pointer copied to a callee-saved register in the
-// prologue is still known at every resume point. Blocks reached only through the index jump
-// table inherit the state at the indirect jump.
+// prologue is still known at every resume point.
 void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* facts) {
   const size_t n = insns.size();
   if (n == 0) return;
@@ -243,11 +248,13 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
   SweepState entry;
   entry.frame_regs.insert(X86_REG_RDI);
   std::vector<std::optional<SweepState>> out(nb);
-  // State for blocks reached only through the suspend-index jump table: the state at the first
-  // indirect jump (the dispatch comes first; later indirect jumps are symmetric-transfer tail
-  // calls, made after the frame pointer was replaced by the next coroutine's).
-  std::optional<SweepState> indirect;
-  uint64_t indirect_at = UINT64_MAX;
+  auto orphan_state = [](const std::optional<SweepState>& first) -> std::optional<SweepState> {
+    if (!first) return std::nullopt;
+    SweepState st;
+    st.frame_regs = first->frame_regs;
+    st.frame_slots = first->frame_slots;
+    return st;
+  };
   for (int round = 0; round < 64; ++round) {
     bool changed = false;
     for (size_t b = 0; b < nb; ++b) {
@@ -259,9 +266,10 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
         if (b == 0 || !out[p]) continue;
         in = in ? meet(*in, *out[p]) : *out[p];
       }
-      // A block with no known way in: a jump-table target when there is an indirect jump,
-      // otherwise dead code, which must not weaken the blocks it falls into.
-      if (!in && indirect) in = *indirect;
+      // A block with no known way in: a jump-table target or an exception landing pad. Both
+      // see the registers as they were after the prologue (the unwinder restores callee-saved
+      // ones), so they start from the entry block's frame registers and spill slots.
+      if (!in) in = orphan_state(out[0]);
       if (!in) {
         if (out[b]) changed = true;
         out[b].reset();
@@ -270,10 +278,6 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
       SweepState st = *in;
       for (size_t i = block_start[b]; i < block_end(b); ++i) {
         const cs_insn* insn = &insns[i];
-        if (insn->id == X86_INS_JMP && !direct_target(insn) && insn->address <= indirect_at) {
-          indirect = st;
-          indirect_at = insn->address;
-        }
         transfer(handle, insn, st, nullptr);
       }
       if (!out[b] || !same_state(*out[b], st)) {
@@ -291,7 +295,7 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
       if (b == 0 || !out[p]) continue;
       in = in ? meet(*in, *out[p]) : *out[p];
     }
-    if (!in && indirect) in = *indirect;
+    if (!in) in = orphan_state(out[0]);
     if (!in) continue;
     SweepState st = *in;
     for (size_t i = block_start[b]; i < block_end(b); ++i) transfer(handle, &insns[i], st, facts);
@@ -346,13 +350,18 @@ std::optional<std::pair<uint32_t, uint8_t>> guess_index_field(const ResumeCodeFa
     if (s.offset < 16 || s.width > 4 || s.value < 0 || s.value > 0xffff) continue;
     values[{s.offset, s.width}].insert(s.value);
   }
+  // The resume function dispatches on the index before anything else, so the first frame field
+  // it reads is the index whenever constants are stored there too.
+  if (facts.first_frame_load) {
+    for (const auto& [field, vals] : values) {
+      if (field.first == facts.first_frame_load->first) return field;
+    }
+  }
   std::optional<std::pair<uint32_t, uint8_t>> best;
-  size_t best_score = 0;
+  size_t best_count = 0;
   for (const auto& [field, vals] : values) {
-    size_t score = vals.size() * 2;
-    if (facts.first_frame_load && facts.first_frame_load->first == field.first) score += 1;
-    if (score > best_score) {
-      best_score = score;
+    if (vals.size() > best_count) {
+      best_count = vals.size();
       best = field;
     }
   }

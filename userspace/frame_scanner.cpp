@@ -119,8 +119,14 @@ CoroFrame decode_frame(const FoundFrame& found) {
   frame.on_stack = found.on_stack;
   frame.suspend.index = found.index;
   if (found.resume_word == 0) {
+    // Finished: the place is the final suspend, shown at the function's declaration.
     frame.state = FrameState::kDone;
     frame.suspend.kind = SuspendPoint::Kind::kFinal;
+    if (fn.decl_line != 0) {
+      frame.suspend.file = fn.decl_file;
+      frame.suspend.line = fn.decl_line;
+      frame.suspend.rule = "function-entry";
+    }
     return frame;
   }
   const sym::SuspendPointInfo* sp = found.index >= 0 ? catalog.suspend_point(fn, found.index) : nullptr;
@@ -129,8 +135,11 @@ CoroFrame decode_frame(const FoundFrame& found) {
     // code): suspended, place unknown. Outside it (GCC's odd values are destroy dispatch) or
     // unreadable: unknown state. Never a guessed line.
     const auto& points = catalog.suspend_points(fn);
-    bool gcc_odd = fn.compiler == sym::CoroCompiler::kGcc && (found.index & 1) != 0;
-    if (found.index >= 0 && !gcc_odd && !points.empty() && found.index <= points.rbegin()->first) {
+    // GCC numbers suspend points 2, 4, 6...: odd values are destroy dispatch, 0 and 1 are
+    // set on the exception paths. Clang numbers them 0, 1, 2...
+    bool gcc = fn.compiler == sym::CoroCompiler::kGcc;
+    bool valid = gcc ? found.index >= 2 && (found.index & 1) == 0 : found.index >= 0;
+    if (valid && !points.empty() && found.index <= points.rbegin()->first) {
       frame.state = FrameState::kSuspended;
       frame.suspend.kind = SuspendPoint::Kind::kAwait;
     } else {

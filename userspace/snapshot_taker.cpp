@@ -157,6 +157,8 @@ bool SnapshotTaker::attach(SnapshotError* error) {
   return true;
 }
 
+const CoroutineIndex& SnapshotTaker::index() const { return impl_->index; }
+
 bool SnapshotTaker::take(Snapshot* out, SnapshotError* error) {
   Impl& s = *impl_;
   (void)error;
@@ -175,9 +177,31 @@ bool SnapshotTaker::take(Snapshot* out, SnapshotError* error) {
   FrameScanner scanner(s.index, reader);
   ScanStats stats;
   std::vector<FoundFrame> found = scanner.scan(regions, &stats);
+  // Boost.Asio recycles frame memory without clearing it: a finished or undecodable frame with
+  // Asio's promise signature (coro_ == the frame itself) is a dead frame in the recycler.
+  size_t recycled = 0;
+  std::vector<FoundFrame> live;
+  live.reserve(found.size());
   out->frames.clear();
   out->frames.reserve(found.size());
-  for (const auto& f : found) out->frames.push_back(decode_frame(f));
+  for (const auto& f : found) {
+    CoroFrame frame = decode_frame(f);
+    uint64_t first_promise_word = 0;
+    if (frame.state != FrameState::kSuspended &&
+        reader(f.address + f.ref.fn->promise_offset, &first_promise_word, 8) &&
+        first_promise_word == f.address) {
+      ++recycled;
+      continue;
+    }
+    live.push_back(f);
+    out->frames.push_back(std::move(frame));
+  }
+  found.swap(live);
+  if (recycled > 0) {
+    out->warnings.push_back(std::to_string(recycled) +
+                            " finished Boost.Asio frames held for reuse by its frame recycler "
+                            "were left out");
+  }
   stitch_awaiters(out->frames, found, reader);
   out->bytes_scanned = stats.bytes_scanned;
   out->scan_seconds =

@@ -33,6 +33,9 @@ class SnapshotTaker {
   bool attach(SnapshotError* error);
   // One look. false with `error` when the target went away mid-scan.
   bool take(Snapshot* out, SnapshotError* error);
+  // The coroutine code mapped in the target (valid after a successful attach()): every
+  // coroutine's resume/destroy addresses, index field and suspend points.
+  const CoroutineIndex& index() const;
 
  private:
   struct Impl;
