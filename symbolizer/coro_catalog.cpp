@@ -198,9 +198,13 @@ std::optional<std::pair<std::string, int>> CoroCatalog::await_suspend_site(
         }
       }
       if (it->is_call && it->target != 0 && !frames.empty() && frames.back().location.line != 0) {
-        const ElfSymbol* callee = module_->symbol_source().function_at(it->target);
-        if (callee == nullptr) callee = module_->object().function_at(it->target);
-        if (callee != nullptr && demangle(callee->name).find("await_suspend") != std::string::npos) {
+        std::string callee = module_->object().plt_target(it->target);
+        if (callee.empty()) {
+          const ElfSymbol* sym = module_->symbol_source().function_at(it->target);
+          if (sym == nullptr) sym = module_->object().function_at(it->target);
+          if (sym != nullptr) callee = sym->name;
+        }
+        if (demangle(callee).find("await_suspend") != std::string::npos) {
           return std::make_pair(frames.back().location.file, frames.back().location.line);
         }
       }

@@ -79,6 +79,8 @@ bool ElfObject::load(std::string* error) {
     if (shdr.sh_type == SHT_SYMTAB || shdr.sh_type == SHT_DYNSYM) {
       if (shdr.sh_type == SHT_SYMTAB) has_symtab_ = true;
       load_symbols(scn, shdr);
+    } else if (shdr.sh_type == SHT_RELA && sname == ".rela.plt") {
+      load_plt_relocations(scn, shdr);
     } else if (shdr.sh_type == SHT_NOTE) {
       load_notes(scn, shdr);
     } else if (sname == ".debug_info" && shdr.sh_type != SHT_NOBITS && shdr.sh_size > 0) {
@@ -150,6 +152,47 @@ void ElfObject::load_notes(Elf_Scn* scn, const GElf_Shdr& shdr) {
       build_id_ = hex(static_cast<const unsigned char*>(data->d_buf) + desc_off, nhdr.n_descsz);
     }
   }
+}
+
+void ElfObject::load_plt_relocations(Elf_Scn* scn, const GElf_Shdr& shdr) {
+  Elf_Data* data = elf_getdata(scn, nullptr);
+  Elf_Scn* symscn = elf_getscn(elf_, shdr.sh_link);
+  GElf_Shdr symhdr;
+  if (data == nullptr || symscn == nullptr || gelf_getshdr(symscn, &symhdr) == nullptr ||
+      shdr.sh_entsize == 0) {
+    return;
+  }
+  Elf_Data* symdata = elf_getdata(symscn, nullptr);
+  if (symdata == nullptr) return;
+  size_t count = std::min<size_t>(shdr.sh_size / shdr.sh_entsize, 1'000'000);
+  for (size_t i = 0; i < count; ++i) {
+    GElf_Rela rela;
+    GElf_Sym sym;
+    if (gelf_getrela(data, static_cast<int>(i), &rela) == nullptr) break;
+    if (gelf_getsym(symdata, static_cast<int>(GELF_R_SYM(rela.r_info)), &sym) == nullptr) continue;
+    const char* name = elf_strptr(elf_, symhdr.sh_link, sym.st_name);
+    if (name != nullptr && *name != '\0') plt_slots_.emplace_back(rela.r_offset, name);
+  }
+  std::sort(plt_slots_.begin(), plt_slots_.end());
+}
+
+std::string ElfObject::plt_target(uint64_t vaddr) const {
+  if (plt_slots_.empty()) return "";
+  // A PLT stub starts with `jmp *slot(%rip)` (ff 25 disp32), perhaps after endbr64 (f3 0f 1e fa)
+  // and a bnd prefix (f2).
+  std::vector<uint8_t> code;
+  if (!read_code(vaddr, 16, &code) || code.size() < 6) return "";
+  size_t at = 0;
+  if (code.size() >= 4 && code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e && code[3] == 0xfa) {
+    at = 4;
+  }
+  if (at < code.size() && code[at] == 0xf2) ++at;
+  if (at + 6 > code.size() || code[at] != 0xff || code[at + 1] != 0x25) return "";
+  int32_t disp = 0;
+  std::memcpy(&disp, &code[at + 2], 4);
+  uint64_t slot = vaddr + at + 6 + static_cast<int64_t>(disp);
+  auto it = std::lower_bound(plt_slots_.begin(), plt_slots_.end(), std::make_pair(slot, std::string()));
+  return it != plt_slots_.end() && it->first == slot ? it->second : "";
 }
 
 const ElfSymbol* ElfObject::function_at(uint64_t vaddr) const {

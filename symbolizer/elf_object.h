@@ -63,6 +63,8 @@ class ElfObject {
   const ElfSymbol* function_at(uint64_t vaddr) const;
   // Bytes of the file image at virtual address `vaddr` (from PROGBITS sections), for disassembly.
   bool read_code(uint64_t vaddr, size_t len, std::vector<uint8_t>* out) const;
+  // The function a PLT stub at `vaddr` jumps to (through .rela.plt), or "" when it is not one.
+  std::string plt_target(uint64_t vaddr) const;
   // File offset of a virtual address, through the PT_LOAD segments.
   std::optional<uint64_t> vaddr_to_offset(uint64_t vaddr) const;
 
@@ -74,6 +76,7 @@ class ElfObject {
   bool load(std::string* error);
   void load_symbols(Elf_Scn* scn, const GElf_Shdr& shdr);
   void load_notes(Elf_Scn* scn, const GElf_Shdr& shdr);
+  void load_plt_relocations(Elf_Scn* scn, const GElf_Shdr& shdr);
 
   std::string path_;
   int fd_ = -1;
@@ -89,6 +92,7 @@ class ElfObject {
   std::vector<size_t> function_index_;  // indices into symbols_ of function symbols, by value
   std::vector<LoadSegment> segments_;
   std::vector<ElfSection> sections_;
+  std::vector<std::pair<uint64_t, std::string>> plt_slots_;  // GOT slot -> symbol, sorted
 };
 
 }  // namespace asyncprobe::sym

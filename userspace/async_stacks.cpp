@@ -1,6 +1,8 @@
 #include "userspace/async_stacks.h"
 
 #include <algorithm>
+#include <functional>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 
@@ -68,6 +70,22 @@ SigTuple signature(const CoroFrame& f, LinkKind link) {
                   has_rule ? f.awaiter_rule : empty_string());
 }
 
+struct SigHash {
+  size_t operator()(const SigTuple& t) const {
+    // Boost-style mixing; strings hashed through string_view to avoid copies.
+    size_t h = std::hash<std::string_view>()(std::get<0>(t));
+    auto mix = [&h](size_t v) { h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2); };
+    mix(static_cast<size_t>(std::get<1>(t)));
+    mix(std::hash<std::string_view>()(std::get<2>(t)));
+    mix(static_cast<size_t>(std::get<3>(t)));
+    mix(static_cast<size_t>(std::get<4>(t)));
+    mix(static_cast<size_t>(std::get<5>(t)));
+    mix(static_cast<size_t>(std::get<6>(t)));
+    mix(std::hash<std::string_view>()(std::get<7>(t)));
+    return h;
+  }
+};
+
 class Coalescer {
  public:
   Coalescer(const Snapshot& snap, AsyncForest& forest, const std::vector<size_t>& child_start,
@@ -75,16 +93,17 @@ class Coalescer {
       : snap_(snap), forest_(forest), child_start_(child_start), child_list_(child_list) {}
 
   void run() {
-    std::vector<size_t> top;
-    for (size_t r : forest_.roots) top.push_back(r);
+    intern();
+    std::vector<size_t> top(forest_.roots);
     forest_.top_nodes = group(top, 0);
     // Continuations read best after the stacks they continue.
     std::stable_partition(forest_.top_nodes.begin(), forest_.top_nodes.end(),
                           [&](size_t n) { return forest_.nodes[n].link != LinkKind::kDepthCut; });
     // Breadth-first over the arena: nodes are appended as they are found, so this visits each
     // frame once and needs no recursion whatever the depth.
+    std::vector<size_t> kids;
     for (size_t i = 0; i < forest_.nodes.size(); ++i) {
-      std::vector<size_t> kids;
+      kids.clear();
       for (size_t f : forest_.nodes[i].frames) {
         for (size_t k = child_start_[f]; k < child_start_[f + 1]; ++k) {
           const size_t c = child_list_[k];
@@ -105,37 +124,45 @@ class Coalescer {
  private:
   SigTuple sig(size_t f) const { return signature(snap_.frames[f], forest_.links[f].link); }
 
+  // One integer per distinct signature, so grouping compares integers and each frame's strings
+  // are hashed and compared once, not once per sort comparison.
+  void intern() {
+    const size_t n = snap_.frames.size();
+    sig_id_.resize(n);
+    std::unordered_map<SigTuple, size_t, SigHash> ids;
+    for (size_t f = 0; f < n; ++f) {
+      sig_id_[f] = ids.emplace(sig(f), ids.size()).first->second;
+    }
+  }
+
   // Groups sibling frames by signature into new nodes and returns them in display order.
   std::vector<size_t> group(std::vector<size_t>& frames, size_t depth) {
     std::sort(frames.begin(), frames.end(), [&](size_t a, size_t b) {
-      const SigTuple sa = sig(a);
-      const SigTuple sb = sig(b);
-      if (sa != sb) return sa < sb;
+      if (sig_id_[a] != sig_id_[b]) return sig_id_[a] < sig_id_[b];
       return a < b;
     });
     std::vector<size_t> made;
     size_t i = 0;
     while (i < frames.size()) {
       size_t j = i + 1;
-      while (j < frames.size() && sig(frames[j]) == sig(frames[i])) ++j;
+      while (j < frames.size() && sig_id_[frames[j]] == sig_id_[frames[i]]) ++j;
       made.push_back(make_node(frames, i, j, depth));
       i = j;
     }
+    // Display order compares the signatures themselves (ids depend on input order); signatures
+    // of siblings differ, so the order is total and independent of how frames were listed.
     std::sort(made.begin(), made.end(), [&](size_t a, size_t b) {
       const StackNode& na = forest_.nodes[a];
       const StackNode& nb = forest_.nodes[b];
       if (na.count() != nb.count()) return na.count() > nb.count();
-      const SigTuple sa = sig(na.frames.front());
-      const SigTuple sb = sig(nb.frames.front());
-      if (sa != sb) return sa < sb;
-      return na.frames.front() < nb.frames.front();
+      return sig(na.frames.front()) < sig(nb.frames.front());
     });
     return made;
   }
 
   size_t make_node(const std::vector<size_t>& frames, size_t from, size_t to, size_t depth) {
     StackNode n;
-    const size_t first = frames[from];
+    const size_t first = frames[from];  // lowest index of the group: frames sort by index within
     const CoroFrame& f = snap_.frames[first];
     n.function = f.function;
     n.kind = f.suspend.kind;
@@ -148,7 +175,6 @@ class Coalescer {
     n.depth = depth;
     n.frames.assign(frames.begin() + static_cast<std::ptrdiff_t>(from),
                     frames.begin() + static_cast<std::ptrdiff_t>(to));
-    std::sort(n.frames.begin(), n.frames.end());
     bool any = false;
     for (size_t x : n.frames) {
       const CoroFrame& fr = snap_.frames[x];
@@ -165,6 +191,7 @@ class Coalescer {
   AsyncForest& forest_;
   const std::vector<size_t>& child_start_;
   const std::vector<size_t>& child_list_;
+  std::vector<size_t> sig_id_;
 };
 
 }  // namespace

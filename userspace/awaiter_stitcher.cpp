@@ -55,6 +55,9 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
 
   for (size_t i = 0; i < found.size(); ++i) {
     const FoundFrame& f = found[i];
+    // A finished coroutine has already handed control back to its awaiter: what its promise
+    // still says is history, not an edge.
+    if (frames[i].state == FrameState::kDone) continue;
     uint64_t promise = f.address + f.ref.fn->promise_offset;
     uint64_t words[3] = {0, 0, 0};
     if (!read(promise, words, sizeof words)) continue;
@@ -103,7 +106,7 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
     return n > 2 && read(extents[i].start, buf.data(), n * 8);
   };
   for (size_t b = 0; b < found.size(); ++b) {
-    if (frames[b].awaiter != 0 || !read_frame(b)) continue;
+    if (frames[b].awaiter != 0 || frames[b].state == FrameState::kDone || !read_frame(b)) continue;
     std::vector<uint64_t> b_words = buf;
     for (size_t w = 2; w < b_words.size(); ++w) {
       long a = frame_containing(b_words[w]);

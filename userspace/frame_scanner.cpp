@@ -31,6 +31,9 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
         if (!index_.maybe_destroy(destroy)) continue;
         CoroutineRef ref = index_.match_header(buf[i], destroy);
         if (ref.fn == nullptr) continue;
+        // Only Clang's elided frames (.cleanup) live on thread stacks; a heap frame's header on
+        // a stack is a stale copy in dead stack memory.
+        if (region.is_stack && !ref.via_cleanup) continue;
         FoundFrame f;
         f.address = at + i * 8;
         f.resume_word = buf[i];
@@ -117,6 +120,7 @@ CoroFrame decode_frame(const FoundFrame& found) {
   frame.function = !fn.name.empty() ? fn.name : hex_address(fn.resume + found.ref.loaded->bias);
   frame.object = found.ref.loaded->target_path;
   frame.on_stack = found.on_stack;
+  frame.elided = found.ref.via_cleanup;
   frame.suspend.index = found.index;
   if (found.resume_word == 0) {
     // Finished: the place is the final suspend, shown at the function's declaration.

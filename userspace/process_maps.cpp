@@ -263,18 +263,27 @@ bool MappedObject::has_exec() const {
 
 std::vector<MappedObject> group_objects(const std::vector<Mapping>& maps) {
   using Key = std::tuple<uint32_t, uint32_t, uint64_t, std::string>;
+  struct Open {
+    size_t index;              // into objects
+    uint64_t max_offset = 0;   // highest file offset of an accessible mapping so far
+    bool has_zero = false;     // an accessible mapping of offset 0 was seen
+  };
   std::vector<MappedObject> objects;
-  std::map<Key, size_t> open_group;  // key -> index of the instance being filled
+  std::map<Key, Open> open;  // key -> the instance being filled
   for (const auto& m : maps) {
     if (!m.file_backed()) continue;
+    const bool accessible = m.perms.read || m.perms.write || m.perms.exec;
     Key key{m.dev_major, m.dev_minor, m.inode, m.path};
-    auto it = open_group.find(key);
-    bool new_instance = it == open_group.end();
-    if (!new_instance && m.offset == 0) {
-      // A second mapping of file offset 0 starts another instance of the same file.
-      const auto& cur = objects[it->second].mappings;
-      new_instance = std::any_of(cur.begin(), cur.end(),
-                                 [](const Mapping& x) { return x.offset == 0; });
+    auto it = open.find(key);
+    bool new_instance = it == open.end();
+    if (!new_instance && accessible) {
+      const MappedObject& cur = objects[it->second.index];
+      // Within one loaded image, file offsets of accessible mappings never go down as
+      // addresses go up (lld's shared pages repeat an offset, directly adjacent). Going back,
+      // or a detached second offset 0, is another instance (dlmopen, or an mmap of the file).
+      // Loader holes (---p) keep linear offsets and are ignored here.
+      new_instance = m.offset < it->second.max_offset ||
+                     (m.offset == 0 && it->second.has_zero && m.start != cur.high());
     }
     if (new_instance) {
       MappedObject o;
@@ -284,10 +293,13 @@ std::vector<MappedObject> group_objects(const std::vector<Mapping>& maps) {
       o.inode = m.inode;
       o.deleted = m.deleted;
       objects.push_back(std::move(o));
-      open_group[key] = objects.size() - 1;
-      it = open_group.find(key);
+      it = open.insert_or_assign(key, Open{objects.size() - 1}).first;
     }
-    objects[it->second].mappings.push_back(m);
+    if (accessible) {
+      it->second.max_offset = std::max(it->second.max_offset, m.offset);
+      it->second.has_zero = it->second.has_zero || m.offset == 0;
+    }
+    objects[it->second.index].mappings.push_back(m);
   }
   return objects;
 }

@@ -84,7 +84,10 @@ const Mapping* main_stack(const std::vector<Mapping>& maps);
 const Mapping* stack_mapping_for(const std::vector<Mapping>& maps, uint64_t sp);
 
 // One loaded instance of a file: its file-backed mappings in address order. A file mapped twice
-// (two dlmopen namespaces, or a tool mmapping its own executable) gives two objects.
+// (two dlmopen namespaces, or a tool mmapping its own executable) gives two objects: a new
+// instance starts where the file offsets of accessible mappings go back, or at a second offset-0
+// mapping that does not directly follow the instance. A stray mmap placed exactly against the
+// image cannot be told apart here; compute_load_bias then refuses the merged group.
 struct MappedObject {
   std::string path;
   uint32_t dev_major = 0;

@@ -89,7 +89,8 @@ std::string kind_note(SuspendPoint::Kind kind, FrameState state) {
   return "";
 }
 
-std::string node_line(const AsyncForest& forest, const StackNode& n, const Glyphs& g) {
+std::string node_line(const Snapshot& snap, const AsyncForest& forest, const StackNode& n,
+                      const Glyphs& g) {
   std::string s = std::to_string(n.count()) + g.times + " " +
                   (n.function.empty() ? std::string("(unnamed)") : esc(n.function));
   s += "  " + location(n.file, n.line, n.line == 0 ? n.index : -1);
@@ -99,6 +100,17 @@ std::string node_line(const AsyncForest& forest, const StackNode& n, const Glyph
   if (n.children.empty() || n.state != FrameState::kSuspended) {
     s += "  ";
     s += state_text(n.state);
+  }
+  // A finished frame Clang placed in its caller's storage may be gone with the caller: "not
+  // destroyed" is then only what the header suggests.
+  if (n.state == FrameState::kDone) {
+    size_t elided = 0;
+    for (size_t f : n.frames) elided += snap.frames[f].elided;
+    if (elided == n.count()) {
+      s += "  (elided: may be destroyed with its caller)";
+    } else if (elided > 0) {
+      s += "  (" + std::to_string(elided) + " elided: may be destroyed with their caller)";
+    }
   }
   if (n.stuck > 0) {
     s += "  [";
@@ -127,7 +139,7 @@ std::string node_line(const AsyncForest& forest, const StackNode& n, const Glyph
   return s;
 }
 
-void write_tree(std::ostream& out, const AsyncForest& forest, size_t top,
+void write_tree(std::ostream& out, const Snapshot& snap, const AsyncForest& forest, size_t top,
                 const TextReportOptions& opts, const Glyphs& g) {
   struct Item {
     size_t node;
@@ -143,7 +155,7 @@ void write_tree(std::ostream& out, const AsyncForest& forest, size_t top,
     std::string line = it.prefix;
     if (n.depth > 0) line += it.last ? g.corner : g.tee;
     if (n.depth > opts.max_indent_depth) line += "[depth " + std::to_string(n.depth) + "] ";
-    out << line << node_line(forest, n, g) << '\n';
+    out << line << node_line(snap, forest, n, g) << '\n';
     // Past the indent cap the prefix stops growing, so a 4096-deep stack stays O(n) wide.
     std::string child_prefix = it.prefix;
     if (n.depth > 0 && n.depth < opts.max_indent_depth) child_prefix += it.last ? g.blank : g.bar;
@@ -205,16 +217,35 @@ void write_stuck(std::ostream& out, const Snapshot& snap, const std::vector<Stuc
     out << "STUCK: none (no suspend point unchanged over the " << window << " window)\n";
     return;
   }
-  out << "STUCK (suspend point unchanged over the " << window << " window)\n";
+  // Where stuck stacks wait, not every frame above them: a frame awaiting a stuck child is
+  // unchanged because of it, and listing it first would bury the cause.
+  std::vector<const StuckGroup*> leaves;
+  size_t enclosing = 0, enclosing_points = 0;
   for (const StuckGroup& s : stuck) {
-    out << s.count() << g.times << " " << (s.function.empty() ? "(unnamed)" : esc(s.function))
-        << "  " << location(s.file, s.line, s.line == 0 ? s.index : -1)
-        << kind_note(s.kind, FrameState::kSuspended) << "  stuck " << g.at_least
-        << format_lower_bound(s.stuck_for_s);
-    if (s.max_stuck_for_s > s.stuck_for_s) {
-      out << ", longest " << g.at_least << format_lower_bound(s.max_stuck_for_s);
+    if (s.leaves > 0) leaves.push_back(&s);
+    if (s.leaves < s.count()) {
+      enclosing += s.count() - s.leaves;
+      ++enclosing_points;
+    }
+  }
+  std::stable_sort(leaves.begin(), leaves.end(),
+                   [](const StuckGroup* a, const StuckGroup* b) { return a->leaves > b->leaves; });
+  out << "STUCK (suspend point unchanged over the " << window
+      << " window; where the stuck stacks wait)\n";
+  for (const StuckGroup* s : leaves) {
+    out << s->leaves << g.times << " " << (s->function.empty() ? "(unnamed)" : esc(s->function))
+        << "  " << location(s->file, s->line, s->line == 0 ? s->index : -1)
+        << kind_note(s->kind, FrameState::kSuspended) << "  stuck " << g.at_least
+        << format_lower_bound(s->stuck_for_s);
+    if (s->max_stuck_for_s > s->stuck_for_s) {
+      out << ", longest " << g.at_least << format_lower_bound(s->max_stuck_for_s);
     }
     out << '\n';
+  }
+  if (enclosing > 0) {
+    out << "(+ " << plural(enclosing, "enclosing frame", "enclosing frames") << " at "
+        << plural(enclosing_points, "suspend point", "suspend points")
+        << ", each awaiting another coroutine, unchanged too: marked [stuck] in the trees)\n";
   }
 }
 
@@ -305,7 +336,7 @@ void write_text_report(std::ostream& out, const Snapshot& snap, const AsyncFores
     out << "ASYNC STACKS (root first, each stack ends where it waits)\n";
     for (size_t i = 0; i < forest.top_nodes.size(); ++i) {
       if (i > 0) out << '\n';
-      write_tree(out, forest, forest.top_nodes[i], opts, g);
+      write_tree(out, snap, forest, forest.top_nodes[i], opts, g);
     }
   }
   out << '\n';

@@ -35,6 +35,8 @@ struct CoroFrame {
   FrameState state = FrameState::kUnknown;
   SuspendPoint suspend;
   bool on_stack = false;      // found on a thread stack (an elided frame)
+  bool elided = false;        // Clang put it inside its caller's storage (.cleanup in the destroy
+                              // slot): when done, it may already have been destroyed
   uint64_t awaiter = 0;       // frame address of the coroutine awaiting this one, 0 if none
   std::string awaiter_rule;   // rule that found the edge: "continuation-in-promise", "asio-caller",
                               // "folly-async-stack", "mutual-pointer"

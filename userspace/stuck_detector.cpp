@@ -4,6 +4,7 @@
 #include <cmath>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace asyncprobe {
 
@@ -64,6 +65,11 @@ size_t mark_stuck(const Snapshot& before, Snapshot& after, double window_s) {
 }
 
 std::vector<StuckGroup> group_stuck(const Snapshot& snap) {
+  // A frame that another frame names as its awaiter is awaiting that one, so it is not a leaf.
+  std::unordered_set<uint64_t> awaiting;
+  for (const CoroFrame& f : snap.frames) {
+    if (f.awaiter != 0 && f.awaiter != f.address) awaiting.insert(f.awaiter);
+  }
   std::vector<size_t> stuck;
   for (size_t i = 0; i < snap.frames.size(); ++i) {
     if (snap.frames[i].stuck) stuck.push_back(i);
@@ -89,6 +95,7 @@ std::vector<StuckGroup> group_stuck(const Snapshot& snap) {
     for (; j < stuck.size() && group_key(snap.frames[stuck[j]]) == group_key(f); ++j) {
       const double s = snap.frames[stuck[j]].stuck_for_s;
       g.frames.push_back(stuck[j]);
+      g.leaves += awaiting.count(snap.frames[stuck[j]].address) == 0;
       g.stuck_for_s = std::min(g.stuck_for_s, s);
       g.max_stuck_for_s = std::max(g.max_stuck_for_s, s);
     }

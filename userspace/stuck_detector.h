@@ -30,6 +30,8 @@ struct StuckGroup {
   int line = 0;
   int64_t index = -1;
   std::vector<size_t> frames;    // indices into Snapshot::frames, ascending
+  size_t leaves = 0;             // frames awaiting no other frame: where a stuck stack waits (the
+                                 // others enclose such a frame and are unmoved because it is)
   double stuck_for_s = 0.0;      // smallest among the frames: the bound that holds for all
   double max_stuck_for_s = 0.0;  // largest among the frames
 

@@ -375,16 +375,23 @@ MappedFile TargetProcess::open_mapped_file(const Mapping& m) const {
   MappedFile fallback;
   const std::string prefix = proc_path() + "/";
   for (const auto& path : mapped_file_candidates(m)) {
-    // Open relative to the pinned directory so a reused PID cannot hand us another file.
+    // Look the route up relative to the pinned directory so a reused PID cannot hand us another
+    // file, and only as a path first: opening a FIFO or device named in hostile maps could
+    // block or have side effects. Regular files are then reopened for reading.
     std::string rel = path.substr(prefix.size());
-    UniqueFd fd(::openat(proc_dir_.get(), rel.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+    UniqueFd where(::openat(proc_dir_.get(), rel.c_str(), O_PATH | O_CLOEXEC));
+    struct stat sb;
+    if (!where.valid() || ::fstat(where.get(), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+      if (!fallback.fd.valid()) fallback.path = path;
+      continue;
+    }
+    std::string self_fd = "/proc/self/fd/" + std::to_string(where.get());
+    UniqueFd fd(::open(self_fd.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
     if (!fd.valid()) {
       if (!fallback.fd.valid()) fallback.path = path;
       continue;
     }
-    struct stat sb;
-    bool same = ::fstat(fd.get(), &sb) == 0 && S_ISREG(sb.st_mode) &&
-                static_cast<uint64_t>(sb.st_ino) == m.inode && major(sb.st_dev) == m.dev_major &&
+    bool same = static_cast<uint64_t>(sb.st_ino) == m.inode && major(sb.st_dev) == m.dev_major &&
                 minor(sb.st_dev) == m.dev_minor;
     if (same) {
       MappedFile r;
@@ -393,8 +400,8 @@ MappedFile TargetProcess::open_mapped_file(const Mapping& m) const {
       r.identity_verified = true;
       return r;
     }
-    if (!fallback.fd.valid() && ::fstat(fd.get(), &sb) == 0 && S_ISREG(sb.st_mode)) {
-      // Overlay filesystems report a different device; keep it, flagged, in case nothing better.
+    if (!fallback.fd.valid()) {
+      // Overlay filesystems report another device; keep it, flagged, in case nothing better.
       fallback.fd = std::move(fd);
       fallback.path = path;
     }
@@ -439,6 +446,15 @@ TargetProcess TargetProcess::open(int pid) {
   if (st.flags & kPfKthread) {
     throw TargetError(kExitNotInspectable,
                       who(t.pid_, t.comm_) + " is a kernel thread: it has no user memory to read");
+  }
+  if (st.state == 'Z' && st.num_threads > 1) {
+    // A leader that called pthread_exit: the process lives on, but the leader's /proc entry
+    // and PID no longer lead to its memory.
+    throw TargetError(kExitNotInspectable,
+                      who(t.pid_, t.comm_) + ": its main thread has exited while " +
+                          std::to_string(st.num_threads - 1) +
+                          " other thread(s) still run; its memory cannot be read through PID " +
+                          std::to_string(t.pid_));
   }
   if (st.state == 'Z') {
     throw TargetError(kExitNotInspectable,
@@ -499,7 +515,8 @@ TargetProcess TargetProcess::open(int pid) {
     struct iovec remote = {reinterpret_cast<void*>(probe->start), sizeof byte};
     ssize_t got = ::process_vm_readv(t.pid_, &local, 1, &remote, 1, 0);
     int vm_err = got < 0 ? errno : 0;
-    t.vm_readv_works_ = got > 0;
+    // Only a denial means the syscall is unusable; a vanished probe page says nothing.
+    t.vm_readv_works_ = !(vm_err == EPERM || vm_err == ENOSYS);
     if (vm_err == ESRCH) throw_exited(t.pid_, t.comm_);
     if (got <= 0) {
       ssize_t pgot = ::pread(mem.get(), byte, sizeof byte, static_cast<off_t>(probe->start));

@@ -132,8 +132,9 @@ class TargetProcess {
   // /proc/PID/map_files/<start>-<end> (works for deleted and containerised files), then
   // /proc/PID/root/<path> (resolved in the target's mount namespace and root).
   std::vector<std::string> mapped_file_candidates(const Mapping& m) const;
-  // Opens the first route whose file has the mapping's device and inode; if none matches,
-  // returns the first that opened with identity_verified = false.
+  // Opens (read-only) the first route whose file has the mapping's device and inode; if none
+  // matches, the first regular file that opened, with identity_verified = false. Never opens
+  // anything but a regular file. fd is invalid when no route worked.
   MappedFile open_mapped_file(const Mapping& m) const;
   // Opens the executable through /proc/PID/exe (works when deleted or in a container).
   MappedFile open_exe() const;

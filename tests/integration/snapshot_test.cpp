@@ -159,3 +159,179 @@ TEST(Snapshot, TextReportCoalescesIdenticalStacks) {
 
 }  // namespace
 }  // namespace asyncprobe::testing
+
+namespace asyncprobe::testing {
+namespace {
+
+std::string one(const std::string& fn, const std::string& src, const std::string& marker,
+                const std::string& state = "suspended") {
+  return fn + " @" + at_marker(src, marker) + " " + state;
+}
+
+std::string join(const std::vector<std::string>& parts) {
+  std::string s;
+  for (const auto& p : parts) s += (s.empty() ? "" : " > ") + p;
+  return s;
+}
+
+std::vector<std::string> variants_of(const std::string& name) {
+  return fixture_variants_with(name);
+}
+
+TEST(Snapshot, SharedLibraryCoroutinesInEveryVariant) {
+  const std::string exe = "tests/fixtures/uses_lib.cpp";
+  const std::string lib = "tests/fixtures/corolib.cpp";
+  for (const auto& v : variants_of("uses_lib")) {
+    FixtureProcess fx({fixture_path(v, "uses_lib"), "--depth", "5", "--count", "2"});
+    json doc = snapshot_json(fx.pid());
+    std::map<std::string, int> want = {
+        {join({one("app_request(int, int)", exe, "app_request_calls_lib_serve"),
+               one("lib_serve(int, int)", lib, "lib_serve_calls_fetch"),
+               one("lib_fetch(int, int)", lib, "lib_fetch_calls_descend"),
+               one("lib_descend(int)", lib, "lib_descend_calls_descend"),
+               one("lib_descend(int)", lib, "lib_descend_park")}),
+         2},
+        {one("app_idle()", exe, "app_idle_park"), 1},
+        {one("lib_background()", lib, "lib_background_park"), 1}};
+    EXPECT_EQ(chains_of(doc), want) << v;
+    bool saw_lib_object = false;
+    for (const auto& c : doc["coroutines"]) {
+      saw_lib_object |= c["object"].get<std::string>().find("libcorolib.so") != std::string::npos;
+    }
+    EXPECT_TRUE(saw_lib_object) << v;
+  }
+}
+
+TEST(Snapshot, GeneratorsAndInitialSuspend) {
+  const std::string src = "tests/fixtures/generator.cpp";
+  for (const auto& v : variants_of("generator")) {
+    FixtureProcess fx({fixture_path(v, "generator")});
+    json doc = snapshot_json(fx.pid());
+    std::map<std::string, int> got = chains_of(doc);
+    EXPECT_EQ(got[one("consumer(int*)", src, "consumer_park")], 1) << v;
+    EXPECT_EQ(got[one("counter(int)", src, "counter_yield")], 1) << v;
+    EXPECT_EQ(got[one("idle_after_yield()", src, "idle_after_yield_park")], 1) << v;
+    EXPECT_EQ(got[one("two_phase()", src, "two_phase_second")], 1) << v;
+    // counter(5) was never advanced: it sits at its initial suspend.
+    bool initial = false;
+    for (const auto& c : doc["coroutines"]) {
+      initial |= c["function"] == "counter(int)" && c["suspend"]["kind"] == "initial";
+    }
+    EXPECT_TRUE(initial) << v;
+    EXPECT_EQ(doc["summary"]["coroutines"].get<int>(), 5) << v;
+  }
+}
+
+TEST(Snapshot, FinishedButNotDestroyedFrames) {
+  const std::string src = "tests/fixtures/threw.cpp";
+  for (const auto& v : variants_of("threw")) {
+    FixtureProcess fx({fixture_path(v, "threw")});
+    json doc = snapshot_json(fx.pid());
+    int done = 0;
+    for (const auto& c : doc["coroutines"]) {
+      if (c["state"] != "done") continue;
+      EXPECT_EQ(c["suspend"]["kind"], "final") << v;
+      if (c["elided"].get<bool>()) {
+        // Clang -O2 elides failing_child() into its caller's frame; that storage still reads
+        // "done" after the child was destroyed, and the report says it may be gone.
+        EXPECT_EQ(c["function"], "failing_child()") << v;
+        continue;
+      }
+      ++done;
+      EXPECT_TRUE(c["function"] == "failing_step()" || c["function"] == "finishes_normally()")
+          << v << " " << c["function"];
+    }
+    EXPECT_EQ(done, 2) << v;
+    EXPECT_EQ(chains_of(doc)[one("catches_child_failure()", src, "catches_child_failure_park")], 1)
+        << v;
+  }
+}
+
+TEST(Snapshot, StrippedBinaryWithDebugFileBesideIt) {
+  for (const auto& v : variants_of("stripped/chain")) {
+    FixtureProcess fx({fixture_path(v, "stripped/chain"), "--depth", "5", "--count", "2"});
+    json doc = snapshot_json(fx.pid());
+    EXPECT_EQ(chains_of(doc)[expected_chain(5)], 2) << v;
+  }
+}
+
+TEST(Snapshot, StrippedBinaryWithBuildIdDebugFileUnderDebugDir) {
+  for (const auto& v : variants_of("stripped-buildid/chain")) {
+    FixtureProcess fx({fixture_path(v, "stripped-buildid/chain"), "--depth", "5", "--count", "2"});
+    json doc = snapshot_json(fx.pid(), {"--debug-dir", fixture_path(v, "stripped-buildid/debug")});
+    EXPECT_EQ(chains_of(doc)[expected_chain(5)], 2) << v;
+  }
+}
+
+TEST(Snapshot, BinaryWithoutDwarfNamesFunctionsAndSaysLinesAreUnknown) {
+  for (const auto& v : variants_of("nodwarf/chain")) {
+    FixtureProcess fx({fixture_path(v, "nodwarf/chain"), "--depth", "5", "--count", "2"});
+    json doc = snapshot_json(fx.pid());
+    std::map<std::string, int> want = {
+        {"handle_request(int, int) @? suspended > load_user(int, int) @? suspended > "
+         "query_db(int, int) @? suspended > descend(int) @? suspended > descend(int) @? suspended",
+         2},
+        {"idle_worker() @? suspended", 1}};
+    EXPECT_EQ(chains_of(doc), want) << v;
+    bool warned = false;
+    for (const auto& w : doc["warnings"]) {
+      warned |= w.get<std::string>().find("no DWARF") != std::string::npos;
+    }
+    EXPECT_TRUE(warned) << v;
+  }
+}
+
+TEST(Snapshot, ManyCoroutinesAllFound) {
+  FixtureProcess fx({fixture_path("gcc12-O2", "many"), "--count", "100000"},
+                    std::chrono::seconds(60));
+  json doc = snapshot_json(fx.pid());
+  const std::string src = "tests/fixtures/many.cpp";
+  std::map<std::string, int> want = {
+      {join({one("many_root(long)", src, "many_root_calls_mid"),
+             one("many_mid(long)", src, "many_mid_calls_inner"),
+             one("many_inner(long)", src, "many_inner_calls_leaf"),
+             one("many_leaf(long)", src, "many_leaf_park")}),
+       25000}};
+  EXPECT_EQ(chains_of(doc), want);
+  EXPECT_EQ(doc["summary"]["coroutines"].get<int>(), 100000);
+}
+
+TEST(Snapshot, AsioServerSessionsAwaitTheirReads) {
+  const std::string src = "tests/fixtures/asio_server.cpp";
+  for (const auto& v : variants_of("asio_server")) {
+    FixtureProcess fx({fixture_path(v, "asio_server"), "--clients", "3"});
+    json doc = snapshot_json(fx.pid());
+    int sessions = 0;
+    int reads = 0;
+    int clients = 0;
+    const json& cs = doc["coroutines"];
+    for (const auto& c : cs) {
+      const std::string fn = c["function"];
+      std::string where = short_file(c["suspend"]["file"].get<std::string>()) + ":" +
+                          std::to_string(c["suspend"]["line"].get<int>());
+      if (fn.rfind("session(", 0) == 0) {
+        ++sessions;
+        EXPECT_EQ(where, at_marker(src, "session_calls_read_request")) << v;
+      }
+      if (fn.rfind("read_request(", 0) == 0) {
+        ++reads;
+        EXPECT_EQ(where, at_marker(src, "read_request_read_some")) << v;
+        ASSERT_FALSE(c["awaiter_id"].is_null()) << v;
+        const json& parent = cs[c["awaiter_id"].get<size_t>()];
+        EXPECT_EQ(parent["function"].get<std::string>().rfind("session(", 0), 0u) << v;
+        EXPECT_EQ(c["awaiter_rule"], "asio-caller") << v;
+      }
+      if (fn.rfind("idle_client(", 0) == 0 && c["state"] == "suspended" &&
+          c["suspend"]["line"].get<int>() != 0) {
+        ++clients;
+        EXPECT_EQ(where, at_marker(src, "idle_client_wait_reply")) << v;
+      }
+    }
+    EXPECT_EQ(sessions, 3) << v;
+    EXPECT_EQ(reads, 3) << v;
+    EXPECT_EQ(clients, 3) << v;
+  }
+}
+
+}  // namespace
+}  // namespace asyncprobe::testing

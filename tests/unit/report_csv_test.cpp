@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -85,6 +86,39 @@ bool parse_csv(const std::string& text, bool lf, std::vector<std::vector<std::st
   }
   // Every record, the last included, must have been terminated.
   return !quoted && field.empty() && record.empty();
+}
+
+// Random, mostly broken snapshots: duplicate addresses, cycles, dangling links, random strings.
+Snapshot random_snapshot(std::mt19937_64& rng) {
+  static const char* const kNames[] = {"a", "b,c", "q\"uote", "nl\nx", "\xff\xfe", "", "0x401000"};
+  Snapshot s;
+  s.pid = static_cast<int>(rng() % 100000);
+  const size_t n = rng() % 200;
+  const uint64_t space = 1 + rng() % (n + 3);
+  for (size_t i = 0; i < n; ++i) {
+    CoroFrame f;
+    f.address = (rng() % space) * 0x10;
+    f.awaiter = rng() % 3 == 0 ? 0 : (rng() % (space + 2)) * 0x10;
+    f.function = kNames[rng() % 7];
+    f.suspend.file = kNames[rng() % 7];
+    f.suspend.line = static_cast<int>(rng() % 3);
+    f.suspend.index = static_cast<int64_t>(rng() % 5) - 1;
+    f.suspend.kind = static_cast<SuspendPoint::Kind>(rng() % 4);
+    f.state = static_cast<FrameState>(rng() % 3);
+    f.awaiter_rule = kNames[rng() % 7];
+    f.stuck = rng() % 2;
+    f.stuck_for_s = f.stuck ? static_cast<double>(rng() % 100) / 10.0 : 0.0;
+    s.frames.push_back(f);
+  }
+  for (size_t i = rng() % 4; i > 0; --i) {
+    ThreadInfo t;
+    t.tid = static_cast<int>(rng() % 1000);
+    t.name = kNames[rng() % 7];
+    t.state = static_cast<char>(rng() % 256);
+    s.threads.push_back(t);
+  }
+  s.window_seconds = static_cast<double>(rng() % 3);
+  return s;
 }
 
 std::string render(const Snapshot& s, const CsvReportOptions& opts = {}) {
@@ -199,6 +233,21 @@ TEST(ReportCsv, ReaderRejectsMalformedInput) {
   EXPECT_FALSE(parse_csv("\"a\"b\r\n", false, &rows));
   EXPECT_FALSE(parse_csv("\"open\r\n", false, &rows));
   EXPECT_FALSE(parse_csv("no end", false, &rows));
+}
+
+TEST(ReportCsv, RandomBrokenSnapshotsParseBack) {
+  std::mt19937_64 rng(11);
+  for (int round = 0; round < 300; ++round) {
+    const Snapshot s = random_snapshot(rng);
+    std::vector<std::vector<std::string>> rows;
+    ASSERT_TRUE(parse_csv(render(s), false, &rows));
+    ASSERT_EQ(rows.size(), s.frames.size() + 1);
+    for (size_t i = 0; i < s.frames.size(); ++i) {
+      ASSERT_EQ(rows[i + 1].size(), 15u);
+      EXPECT_EQ(rows[i + 1][2], s.frames[i].function);
+      EXPECT_EQ(rows[i + 1][3], s.frames[i].suspend.file);
+    }
+  }
 }
 
 TEST(ReportCsv, DepthAndRootThroughDeepChain) {

@@ -4,7 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <limits>
 #include <map>
+#include <random>
 #include <set>
 #include <sstream>
 #include <string>
@@ -61,6 +63,39 @@ size_t nesting(const std::string& text) {
     }
   }
   return deepest;
+}
+
+// Random, mostly broken snapshots: duplicate addresses, cycles, dangling links, random strings.
+Snapshot random_snapshot(std::mt19937_64& rng) {
+  static const char* const kNames[] = {"a", "b,c", "q\"uote", "nl\nx", "\xff\xfe", "", "0x401000"};
+  Snapshot s;
+  s.pid = static_cast<int>(rng() % 100000);
+  const size_t n = rng() % 200;
+  const uint64_t space = 1 + rng() % (n + 3);
+  for (size_t i = 0; i < n; ++i) {
+    CoroFrame f;
+    f.address = (rng() % space) * 0x10;
+    f.awaiter = rng() % 3 == 0 ? 0 : (rng() % (space + 2)) * 0x10;
+    f.function = kNames[rng() % 7];
+    f.suspend.file = kNames[rng() % 7];
+    f.suspend.line = static_cast<int>(rng() % 3);
+    f.suspend.index = static_cast<int64_t>(rng() % 5) - 1;
+    f.suspend.kind = static_cast<SuspendPoint::Kind>(rng() % 4);
+    f.state = static_cast<FrameState>(rng() % 3);
+    f.awaiter_rule = kNames[rng() % 7];
+    f.stuck = rng() % 2;
+    f.stuck_for_s = f.stuck ? static_cast<double>(rng() % 100) / 10.0 : 0.0;
+    s.frames.push_back(f);
+  }
+  for (size_t i = rng() % 4; i > 0; --i) {
+    ThreadInfo t;
+    t.tid = static_cast<int>(rng() % 1000);
+    t.name = kNames[rng() % 7];
+    t.state = static_cast<char>(rng() % 256);
+    s.threads.push_back(t);
+  }
+  s.window_seconds = static_cast<double>(rng() % 3);
+  return s;
 }
 
 Snapshot sample() {
@@ -195,6 +230,7 @@ TEST(ReportJson, ParsesBackWithAllFields) {
   EXPECT_EQ(stuck[0]["count"], 3);
   EXPECT_EQ(stuck[0]["function"], "read(\"quoted\", x)");
   EXPECT_EQ(stuck[0]["suspend"]["line"], 22);
+  EXPECT_EQ(stuck[0]["leaves"], 3);
   EXPECT_EQ(stuck[0]["frame_ids"], (json{1, 3, 5}));
 
   ASSERT_EQ(doc["threads"].size(), 1u);
@@ -307,6 +343,89 @@ TEST(ReportJson, CompactIsOneLine) {
   const std::string text = render(sample(), opts);
   EXPECT_EQ(text.find('\n'), text.size() - 1);
   EXPECT_EQ(text.rfind("{\"schema\":\"asyncprobe.snapshot/1\",\"pid\":4242,", 0), 0u);
+}
+
+// The streamed writer and the value API must agree: byte for byte when compact, value for value
+// (key order included) when pretty. Strings cover every escape class.
+TEST(ReportJson, StreamedOutputEqualsTheValue) {
+  Snapshot s = sample();
+  CoroFrame odd = make_frame(0xb000, "esc \"q\" \\ \b\f\n\r\t \x01\x1f \x7f end", 0, 0xb000);
+  odd.object = "caf\xc3\xa9 and bad \xff byte";
+  odd.suspend.file = "tab\there";
+  odd.awaiter_rule = "";
+  odd.stuck = true;
+  odd.stuck_for_s = 1e-7;
+  odd.suspend.index = -1;
+  s.frames.push_back(odd);
+  CoroFrame nan = make_frame(0xc000, "nan", 1);
+  nan.stuck_for_s = std::numeric_limits<double>::quiet_NaN();
+  s.frames.push_back(nan);
+  const AsyncForest forest = build_async_forest(s);
+  const std::vector<StuckGroup> stuck = group_stuck(s);
+  const nlohmann::ordered_json value = snapshot_to_json(s, forest, stuck);
+
+  JsonReportOptions compact;
+  compact.indent = -1;
+  EXPECT_EQ(render(s, compact),
+            value.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n");
+
+  for (int indent : {0, 2, 4}) {
+    JsonReportOptions pretty;
+    pretty.indent = indent;
+    const std::string text = render(s, pretty);
+    // Compared through the replaced text: the value still holds the raw invalid byte.
+    EXPECT_EQ(nlohmann::ordered_json::parse(text),
+              nlohmann::ordered_json::parse(
+                  value.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace)))
+        << indent;
+  }
+  // Pretty output puts one coroutine per line.
+  const std::string text = render(s);
+  EXPECT_NE(text.find("\n  \"coroutines\": [\n    {\"id\":0,\"address\":\"0x7f0000100000\","),
+            std::string::npos);
+  EXPECT_NE(text.find("\"stuck_for_s\":1e-07}"), std::string::npos);
+  // Flat values inline, string lists one per line.
+  EXPECT_NE(text.find("\n      \"frame_ids\": [0, 2, 4],\n"), std::string::npos);
+  EXPECT_NE(text.find("\"suspend\": {\"kind\": \"await\", \"file\": \"srv.cpp\", \"line\": 40, "
+                      "\"index\": null},"),
+            std::string::npos);
+  EXPECT_NE(text.find("\"warnings\": [\n    \"no debug info"), std::string::npos);
+  EXPECT_NE(text.find("\"stuck_for_s\":null}"), std::string::npos);
+}
+
+TEST(ReportJson, EmptySnapshot) {
+  const Snapshot s;
+  const std::string text = render(s);
+  const json doc = json::parse(text);
+  EXPECT_EQ(doc["coroutines"], json::array());
+  EXPECT_EQ(doc["stacks"], json::array());
+  EXPECT_EQ(doc["summary"]["coroutines"], 0);
+  EXPECT_NE(text.find("\"coroutines\": [],"), std::string::npos);
+}
+
+TEST(ReportJson, RandomBrokenSnapshotsParseBack) {
+  std::mt19937_64 rng(5);
+  for (int round = 0; round < 300; ++round) {
+    const Snapshot s = random_snapshot(rng);
+    AsyncStackOptions aopts;
+    aopts.max_depth = 1 + rng() % 6;
+    JsonReportOptions opts;
+    opts.max_nesting = 1 + rng() % 3;
+    opts.indent = static_cast<int>(rng() % 4) - 1;
+    json doc;
+    ASSERT_NO_THROW(doc = json::parse(render(s, opts, aopts)));
+    EXPECT_EQ(doc["coroutines"].size(), s.frames.size());
+    size_t listed = 0;
+    std::vector<const json*> todo;
+    for (const json& e : doc["stacks"]) todo.push_back(&e);
+    while (!todo.empty()) {
+      const json* e = todo.back();
+      todo.pop_back();
+      listed += (*e)["frame_ids"].size();
+      for (const json& c : (*e)["children"]) todo.push_back(&c);
+    }
+    EXPECT_EQ(listed, s.frames.size());
+  }
 }
 
 TEST(ReportJson, ConvenienceOverloadMatches) {

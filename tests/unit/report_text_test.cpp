@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -83,6 +84,39 @@ std::vector<std::string> lines_of(const std::string& text) {
   return lines;
 }
 
+// Random, mostly broken snapshots: duplicate addresses, cycles, dangling links, random strings.
+Snapshot random_snapshot(std::mt19937_64& rng) {
+  static const char* const kNames[] = {"a", "b,c", "q\"uote", "nl\nx", "\xff\xfe", "", "0x401000"};
+  Snapshot s;
+  s.pid = static_cast<int>(rng() % 100000);
+  const size_t n = rng() % 200;
+  const uint64_t space = 1 + rng() % (n + 3);
+  for (size_t i = 0; i < n; ++i) {
+    CoroFrame f;
+    f.address = (rng() % space) * 0x10;
+    f.awaiter = rng() % 3 == 0 ? 0 : (rng() % (space + 2)) * 0x10;
+    f.function = kNames[rng() % 7];
+    f.suspend.file = kNames[rng() % 7];
+    f.suspend.line = static_cast<int>(rng() % 3);
+    f.suspend.index = static_cast<int64_t>(rng() % 5) - 1;
+    f.suspend.kind = static_cast<SuspendPoint::Kind>(rng() % 4);
+    f.state = static_cast<FrameState>(rng() % 3);
+    f.awaiter_rule = kNames[rng() % 7];
+    f.stuck = rng() % 2;
+    f.stuck_for_s = f.stuck ? static_cast<double>(rng() % 100) / 10.0 : 0.0;
+    s.frames.push_back(f);
+  }
+  for (size_t i = rng() % 4; i > 0; --i) {
+    ThreadInfo t;
+    t.tid = static_cast<int>(rng() % 1000);
+    t.name = kNames[rng() % 7];
+    t.state = static_cast<char>(rng() % 256);
+    s.threads.push_back(t);
+  }
+  s.window_seconds = static_cast<double>(rng() % 3);
+  return s;
+}
+
 TEST(ReportText, ThousandChainsAndIdleRoot) {
   const std::string expected =
       "asyncprobe: pid 4242 (demo_server): 3001 coroutines in 1001 async stacks (2 distinct), "
@@ -96,7 +130,7 @@ TEST(ReportText, ThousandChainsAndIdleRoot) {
       "\n"
       "1x idle_loop()  main.cpp:80  suspended\n"
       "\n"
-      "STUCK (suspend point unchanged over the 1.0s window)\n"
+      "STUCK (suspend point unchanged over the 1.0s window; where the stuck stacks wait)\n"
       "1000x read_line(tcp::socket&, std::string&)  io.cpp:10  stuck >=1.0s\n"
       "\n"
       "THREADS\n"
@@ -132,6 +166,10 @@ TEST(ReportText, KindsStatesUnknownLinesAndGenericLinks) {
   done.suspend.kind = SuspendPoint::Kind::kFinal;
   done.state = FrameState::kDone;
   done.resume_fn = 0;
+  CoroFrame done_elided = done;
+  done_elided.address = 0x1280;
+  done_elided.function = "inlined()";
+  done_elided.elided = true;
   CoroFrame mystery = make_frame(0x1300, "mystery()", "", 0, 0x1000, 99);
   mystery.suspend.kind = SuspendPoint::Kind::kUnknown;
   mystery.state = FrameState::kUnknown;
@@ -139,9 +177,9 @@ TEST(ReportText, KindsStatesUnknownLinesAndGenericLinks) {
   CoroFrame at_final = make_frame(0x1400, "closing()", "app.cpp", 0, 0x1000, 12);
   at_final.suspend.kind = SuspendPoint::Kind::kFinal;
   CoroFrame unnamed = make_frame(0x2000, "0x401000", "", 0, 0, -1);
-  s.frames.insert(s.frames.end(), {initial, done, mystery, at_final, unnamed});
+  s.frames.insert(s.frames.end(), {initial, done, done_elided, mystery, at_final, unnamed});
   const std::string expected =
-      "asyncprobe: pid 7 (app): 6 coroutines in 2 async stacks (2 distinct), 0 threads; "
+      "asyncprobe: pid 7 (app): 7 coroutines in 2 async stacks (2 distinct), 0 threads; "
       "scanned 512 B in 850 us\n"
       "warning: no debug info for /usr/lib/libx.so: install its debug file\n"
       "\n"
@@ -151,6 +189,8 @@ TEST(ReportText, KindsStatesUnknownLinesAndGenericLinks) {
       "1x main_task()  app.cpp:12\n"
       "|-- 1x closing()  (line unknown, suspend index 12)  final suspend  suspended\n"
       "|-- 1x finished()  (line unknown, suspend index 10)  done (final suspend, not destroyed)\n"
+      "|-- 1x inlined()  (line unknown, suspend index 10)  done (final suspend, not destroyed)  "
+      "(elided: may be destroyed with its caller)\n"
       "|-- 1x mystery()  (line unknown, suspend index 99)  unknown  (generic link)\n"
       "`-- 1x start_later()  app.cpp:30  initial suspend  suspended\n"
       "\n"
@@ -229,7 +269,10 @@ TEST(ReportText, SiblingConnectorsAndPartialStuck) {
   s.frames.push_back(make_frame(0x1000, "serve", "s.cpp", 5));
   for (uint64_t i = 0; i < 3; ++i) {
     const uint64_t mid = 0x2000 + i * 0x100;
-    s.frames.push_back(make_frame(mid, "session", "s.cpp", 9, 0x1000));
+    CoroFrame session = make_frame(mid, "session", "s.cpp", 9, 0x1000);
+    session.stuck = i == 0;  // unchanged because its child is
+    session.stuck_for_s = 1.5;
+    s.frames.push_back(session);
     CoroFrame leaf = make_frame(mid + 0x10, "recv", "net.cpp", 3, mid);
     if (i < 2) {
       leaf.stuck = true;
@@ -242,14 +285,18 @@ TEST(ReportText, SiblingConnectorsAndPartialStuck) {
   const std::vector<std::string> expected_tail = {
       "ASYNC STACKS (root first, each stack ends where it waits)",
       "1x serve  s.cpp:5",
-      "|-- 3x session  s.cpp:9",
+      "|-- 3x session  s.cpp:9  [1 of 3 stuck >=1.5s]",
       "|   `-- 3x recv  net.cpp:3  suspended  [2 of 3 stuck >=1.5s]",
       "`-- 1x tick  t.cpp:2  suspended",
       "",
-      "STUCK (suspend point unchanged over the 1.5s window)",
+      "STUCK (suspend point unchanged over the 1.5s window; where the stuck stacks wait)",
       "2x recv  net.cpp:3  stuck >=1.5s, longest >=4.5s",
+      "(+ 1 enclosing frame at 1 suspend point, each awaiting another coroutine, unchanged too: "
+      "marked [stuck] in the trees)",
+      "",
+      "THREADS: none read",
   };
-  ASSERT_GE(lines.size(), 2 + expected_tail.size());
+  ASSERT_EQ(lines.size(), 2 + expected_tail.size());
   for (size_t i = 0; i < expected_tail.size(); ++i) EXPECT_EQ(lines[2 + i], expected_tail[i]);
 }
 
@@ -306,6 +353,22 @@ TEST(ReportText, EmptySnapshot) {
             "STUCK: window 0: stuck detection off\n"
             "\n"
             "THREADS: none read\n");
+}
+
+TEST(ReportText, RandomBrokenSnapshotsRender) {
+  std::mt19937_64 rng(99);
+  for (int round = 0; round < 300; ++round) {
+    const Snapshot s = random_snapshot(rng);
+    AsyncStackOptions aopts;
+    aopts.max_depth = 1 + rng() % 6;
+    TextReportOptions opts;
+    opts.unicode = rng() % 2;
+    opts.max_indent_depth = rng() % 4;
+    const std::string text = render(s, aopts, opts);
+    EXPECT_EQ(text.rfind("asyncprobe: pid ", 0), 0u);
+    EXPECT_EQ(text.find('\x1b'), std::string::npos);
+    EXPECT_NE(text.find("\nTHREADS"), std::string::npos);
+  }
 }
 
 TEST(ReportText, Formatting) {

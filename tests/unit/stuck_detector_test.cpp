@@ -151,6 +151,28 @@ TEST(StuckDetector, GroupsBySuspendPointLargestFirst) {
   EXPECT_EQ(g[5].index, 10);
 }
 
+TEST(StuckDetector, LeavesAreFramesAwaitingNothing) {
+  Snapshot snap = snapshot_of({});
+  CoroFrame outer = make_frame(0x1000, "outer", 5, 4);
+  CoroFrame inner = make_frame(0x2000, "inner", 9, 4);
+  inner.awaiter = 0x1000;  // outer awaits inner
+  CoroFrame lone = make_frame(0x3000, "outer", 5, 4);
+  CoroFrame self = make_frame(0x4000, "outer", 5, 4);
+  self.awaiter = 0x4000;  // a self-loop awaits nothing else: still a leaf
+  for (CoroFrame* f : {&outer, &inner, &lone, &self}) {
+    f->stuck = true;
+    f->stuck_for_s = 1.0;
+  }
+  snap.frames = {outer, inner, lone, self};
+  const std::vector<StuckGroup> g = group_stuck(snap);
+  ASSERT_EQ(g.size(), 2u);
+  EXPECT_EQ(g[0].function, "outer");
+  EXPECT_EQ(g[0].count(), 3u);
+  EXPECT_EQ(g[0].leaves, 2u);
+  EXPECT_EQ(g[1].function, "inner");
+  EXPECT_EQ(g[1].leaves, 1u);
+}
+
 TEST(StuckDetector, NothingStuckNoGroups) {
   const Snapshot snap = snapshot_of({make_frame(0x1000, "a", 10, 4)});
   EXPECT_TRUE(group_stuck(snap).empty());

@@ -1,0 +1,362 @@
+// ThreadReader against a real child whose threads block in known syscalls.
+#include "userspace/thread_reader.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace asyncprobe {
+namespace {
+
+bool write_all(int fd, const void* p, size_t n) {
+  auto* c = static_cast<const char*>(p);
+  while (n > 0) {
+    ssize_t w = ::write(fd, c, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    c += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+// A forked child running body(command_fd, reply_fd); killed and reaped when destroyed.
+class Child {
+ public:
+  template <typename Body>
+  explicit Child(Body body) {
+    int to[2], from[2];
+    if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0) std::abort();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(to[1]);
+      ::close(from[0]);
+      body(to[0], from[1]);
+      ::_exit(0);
+    }
+    ::close(to[0]);
+    ::close(from[1]);
+    cmd_ = to[1];
+    reply_ = from[0];
+  }
+  ~Child() {
+    kill_and_reap();
+    ::close(cmd_);
+    ::close(reply_);
+  }
+  int pid() const { return pid_; }
+  bool wait_ready() {
+    struct pollfd p = {reply_, POLLIN, 0};
+    char c;
+    return ::poll(&p, 1, 10000) == 1 && ::read(reply_, &c, 1) == 1;
+  }
+  void kill_and_reap() {
+    if (pid_ > 0 && !reaped_) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+      reaped_ = true;
+    }
+  }
+
+ private:
+  int pid_ = -1;
+  int cmd_ = -1;
+  int reply_ = -1;
+  bool reaped_ = false;
+};
+
+void name_thread(const char* name) { ::prctl(PR_SET_NAME, name); }
+
+// The child: each thread parks in one syscall; the main thread blocks in read().
+void blocking_threads_child(int cmd, int reply) {
+  name_thread("ap-threads");
+  static std::mutex m;
+  static std::condition_variable cv;
+  static volatile unsigned long spins = 0;
+  std::thread([] {
+    name_thread("ap-cv");
+    std::unique_lock<std::mutex> lock(m);
+    cv.wait(lock, [] { return false; });
+  }).detach();
+  std::thread([] {
+    name_thread("ap-nanosleep");
+    struct timespec ts = {100000, 0};
+    ::syscall(SYS_nanosleep, &ts, nullptr);  // the raw call: glibc's nanosleep uses clock_nanosleep
+  }).detach();
+  std::thread([] {
+    name_thread("ap-sleepfor");
+    std::this_thread::sleep_for(std::chrono::hours(24));
+  }).detach();
+  std::thread([] {
+    name_thread("ap-epoll");
+    int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev;
+    ::syscall(SYS_epoll_wait, ep, &ev, 1, -1);
+  }).detach();
+  std::thread([] {
+    name_thread("ap-spin");
+    for (;;) spins = spins + 1;  // volatile: a loop without side effects may be deleted
+  }).detach();
+  char c = 1;
+  write_all(reply, &c, 1);
+  (void)::read(cmd, &c, 1);
+  ::_exit(0);
+}
+
+const std::map<std::string, std::string> kExpected = {
+    {"ap-threads", "read"},        {"ap-cv", "futex"},          {"ap-nanosleep", "nanosleep"},
+    {"ap-sleepfor", "clock_nanosleep"}, {"ap-epoll", "epoll_wait"}, {"ap-spin", "running"},
+};
+
+bool all_settled(const ThreadReadResult& r) {
+  if (r.threads.size() != kExpected.size()) return false;
+  for (const auto& t : r.threads) {
+    auto it = kExpected.find(t.name);
+    if (it == kExpected.end() || it->second != t.syscall) return false;
+  }
+  return true;
+}
+
+TEST(ThreadReader, NamesTheSyscallEachThreadIsBlockedIn) {
+  Child child(blocking_threads_child);
+  ASSERT_TRUE(child.wait_ready());
+  TargetProcess target = TargetProcess::open(child.pid());
+  ThreadReadResult r;
+  std::vector<Mapping> maps;
+  for (int i = 0; i < 500; ++i) {
+    maps = target.read_maps().mappings;
+    r = read_threads(target, maps);
+    if (all_settled(r)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::string seen = "threads:";
+  for (const auto& t : r.threads) seen += " " + t.name + ":" + t.syscall + ":" + t.state;
+  ASSERT_TRUE(all_settled(r)) << seen;
+  EXPECT_EQ(r.vanished, 0u);
+  EXPECT_EQ(r.syscall_unreadable, 0u);
+  EXPECT_EQ(r.malformed, 0u);
+  EXPECT_FALSE(r.truncated);
+
+  const std::map<std::string, int64_t> numbers = {
+      {"read", SYS_read},   {"futex", SYS_futex},       {"nanosleep", SYS_nanosleep},
+      {"clock_nanosleep", SYS_clock_nanosleep},          {"epoll_wait", SYS_epoll_wait},
+      {"running", -1},
+  };
+  int prev_tid = 0;
+  std::vector<uint64_t> stacks;
+  for (const auto& t : r.threads) {
+    SCOPED_TRACE(t.name);
+    EXPECT_GT(t.tid, prev_tid);  // ascending
+    prev_tid = t.tid;
+    EXPECT_EQ(t.syscall_nr, numbers.at(t.syscall));
+    if (t.syscall == "running") {
+      EXPECT_EQ(t.state, 'R');
+      EXPECT_EQ(t.sp, 0u);
+      EXPECT_EQ(t.pc, 0u);
+      EXPECT_EQ(t.stack_lo, 0u);
+      continue;
+    }
+    EXPECT_EQ(t.state, 'S');
+    ASSERT_NE(t.sp, 0u);
+    EXPECT_LE(t.stack_lo, t.sp);
+    EXPECT_LT(t.sp, t.stack_hi);
+    const Mapping* stack = find_mapping(maps, t.sp);
+    ASSERT_NE(stack, nullptr);
+    EXPECT_EQ(stack->start, t.stack_lo);
+    EXPECT_EQ(stack->end, t.stack_hi);
+    const Mapping* code = find_mapping(maps, t.pc);
+    ASSERT_NE(code, nullptr);
+    EXPECT_TRUE(code->perms.exec);
+    if (t.tid == child.pid()) {
+      EXPECT_EQ(t.name, "ap-threads");
+      EXPECT_EQ(stack, main_stack(maps));
+    } else {
+      EXPECT_EQ(classify(*stack), RegionKind::kAnonymous);
+    }
+    stacks.push_back(t.stack_lo);
+  }
+  std::sort(stacks.begin(), stacks.end());
+  EXPECT_EQ(std::unique(stacks.begin(), stacks.end()), stacks.end());  // one stack per thread
+  EXPECT_EQ(stacks.size(), 5u);
+}
+
+TEST(ThreadReader, ThreadsThatComeAndGoAreSkippedNotErrors) {
+  Child child([](int cmd, int reply) {
+    name_thread("ap-churn");
+    char c = 1;
+    write_all(reply, &c, 1);
+    (void)cmd;
+    for (;;) {
+      std::thread([] { name_thread("ap-short"); }).join();
+      // Paced: a tight loop would burn through the shared machine's PID space.
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  ASSERT_TRUE(child.wait_ready());
+  TargetProcess target = TargetProcess::open(child.pid());
+  auto maps = target.read_maps().mappings;
+  for (int i = 0; i < 200; ++i) {
+    ThreadReadResult r = read_threads(target, maps);
+    ASSERT_FALSE(r.threads.empty());
+    size_t mains = 0;
+    for (const auto& t : r.threads) {
+      if (t.tid == child.pid()) {
+        ++mains;
+        EXPECT_EQ(t.name, "ap-churn");
+      }
+      EXPECT_GT(t.tid, 0);
+      EXPECT_NE(t.state, '?');
+      EXPECT_TRUE(t.name == "ap-churn" || t.name == "ap-short") << t.name;
+    }
+    EXPECT_EQ(mains, 1u);
+    EXPECT_EQ(r.malformed, 0u);
+  }
+}
+
+TEST(ThreadReader, WholeProcessGoneIsATypedError) {
+  Child child([](int cmd, int reply) {
+    char c = 1;
+    write_all(reply, &c, 1);
+    (void)::read(cmd, &c, 1);
+  });
+  ASSERT_TRUE(child.wait_ready());
+  TargetProcess target = TargetProcess::open(child.pid());
+  auto maps = target.read_maps().mappings;
+  EXPECT_EQ(read_threads(target, maps).threads.size(), 1u);
+  child.kill_and_reap();
+  try {
+    read_threads(target, maps);
+    ADD_FAILURE() << "no error for a reaped process";
+  } catch (const TargetError& e) {
+    EXPECT_EQ(e.code(), kExitTargetExited);
+  }
+}
+
+TEST(ThreadReader, MaxThreadsTruncates) {
+  TargetProcess self = TargetProcess::open(::getpid());
+  std::thread sleeper([] { std::this_thread::sleep_for(std::chrono::milliseconds(300)); });
+  ThreadReadOptions opt;
+  opt.max_threads = 1;
+  ThreadReadResult r = read_threads(self, self.read_maps().mappings, opt);
+  EXPECT_EQ(r.threads.size(), 1u);
+  EXPECT_TRUE(r.truncated);
+  sleeper.join();
+}
+
+TEST(SyscallTable, MatchesTheKernelNumbers) {
+  const std::vector<std::pair<long, const char*>> required = {
+      {SYS_read, "read"},
+      {SYS_write, "write"},
+      {SYS_poll, "poll"},
+      {SYS_select, "select"},
+      {SYS_nanosleep, "nanosleep"},
+      {SYS_clock_nanosleep, "clock_nanosleep"},
+      {SYS_futex, "futex"},
+      {SYS_epoll_wait, "epoll_wait"},
+      {SYS_epoll_pwait, "epoll_pwait"},
+      {SYS_epoll_pwait2, "epoll_pwait2"},
+      {SYS_accept, "accept"},
+      {SYS_accept4, "accept4"},
+      {SYS_recvfrom, "recvfrom"},
+      {SYS_recvmsg, "recvmsg"},
+      {SYS_sendto, "sendto"},
+      {SYS_connect, "connect"},
+      {SYS_wait4, "wait4"},
+      {SYS_pause, "pause"},
+      {SYS_ppoll, "ppoll"},
+      {SYS_pselect6, "pselect6"},
+      {SYS_io_uring_enter, "io_uring_enter"},
+      {SYS_rt_sigsuspend, "rt_sigsuspend"},
+      {SYS_rt_sigtimedwait, "rt_sigtimedwait"},
+      {SYS_futex_waitv, "futex_waitv"},
+      {SYS_waitid, "waitid"},
+      {SYS_sendmsg, "sendmsg"},
+      {SYS_recvmmsg, "recvmmsg"},
+      {SYS_sendmmsg, "sendmmsg"},
+      {SYS_io_getevents, "io_getevents"},
+      {SYS_io_pgetevents, "io_pgetevents"},
+      {SYS_semtimedop, "semtimedop"},
+      {SYS_msgrcv, "msgrcv"},
+      {SYS_flock, "flock"},
+      {SYS_mq_timedreceive, "mq_timedreceive"},
+      {SYS_clone3, "clone3"},
+      {SYS_openat, "openat"},
+      {SYS_getrandom, "getrandom"},
+  };
+  for (const auto& [nr, name] : required) {
+    ASSERT_NE(syscall_name_x86_64(nr), nullptr) << name;
+    EXPECT_STREQ(syscall_name_x86_64(nr), name);
+  }
+  EXPECT_EQ(syscall_name_x86_64(-1), nullptr);
+  EXPECT_EQ(syscall_name_x86_64(100000), nullptr);
+  EXPECT_EQ(syscall_name_x86_64(SYS_set_mempolicy_home_node), nullptr);
+}
+
+TEST(ParseSyscallFile, KernelFormats) {
+  auto s = parse_syscall_file("running\n");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->kind, SyscallState::Kind::kRunning);
+  EXPECT_EQ(s->nr, -1);
+
+  s = parse_syscall_file(
+      "202 0x7f12a4c0 0x80 0x0 0x0 0x0 0xffffffffffffffff 0x7ffd1a2b3c40 0x7f12a4a8e4d6\n");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->kind, SyscallState::Kind::kInSyscall);
+  EXPECT_EQ(s->nr, 202);
+  EXPECT_EQ(s->args[0], 0x7f12a4c0u);
+  EXPECT_EQ(s->args[1], 0x80u);
+  EXPECT_EQ(s->args[5], UINT64_MAX);
+  EXPECT_EQ(s->sp, 0x7ffd1a2b3c40u);
+  EXPECT_EQ(s->pc, 0x7f12a4a8e4d6u);
+
+  s = parse_syscall_file("-1 0x7ffd1a2b3c40 0x401000\n");
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->kind, SyscallState::Kind::kNotInSyscall);
+  EXPECT_EQ(s->sp, 0x7ffd1a2b3c40u);
+  EXPECT_EQ(s->pc, 0x401000u);
+}
+
+TEST(ParseSyscallFile, RejectsHostileText) {
+  const std::vector<std::string> bad = {
+      "",
+      "\n",
+      "runnin",
+      "running now",
+      "202",
+      "202 0x1 0x2",
+      "abc 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0",
+      "-2 0x1 0x2",
+      "-1 0x1",
+      "-1 0x1 0x2 0x3",
+      "202 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0",  // ten fields
+      "202 1 2 3 4 5 6 7 8",                      // no 0x
+      "202 0x 0x0 0x0 0x0 0x0 0x0 0x0 0x0",       // empty hex
+      "202 0x11112222333344445 0x0 0x0 0x0 0x0 0x0 0x0 0x0",  // 17 hex digits
+      "202 0xABC 0x0 0x0 0x0 0x0 0x0 0x0 0x0",    // the kernel prints lowercase
+      "202  0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0",     // double space
+      "202 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0 ",     // trailing space
+      "99999999999 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0",
+      "-",
+      std::string(600, '1'),
+  };
+  for (const auto& b : bad) EXPECT_FALSE(parse_syscall_file(b)) << b;
+}
+
+}  // namespace
+}  // namespace asyncprobe
