@@ -72,6 +72,19 @@ CoroCatalog::CoroCatalog(std::shared_ptr<const Module> module) : module_(std::mo
   collect_functions();
 }
 
+CoroCatalog::CoroCatalog(std::shared_ptr<const Module> module, std::vector<CoroFunction> functions)
+    : module_(std::move(module)) {
+  for (auto& fn : functions) add(std::move(fn));
+}
+
+void CoroCatalog::add(CoroFunction fn) {
+  size_t idx = functions_.size();
+  by_resume_.emplace(fn.resume, idx);
+  by_destroy_.emplace(fn.destroy, idx);
+  if (fn.cleanup != 0) by_destroy_.emplace(fn.cleanup, idx);
+  functions_.push_back(std::move(fn));
+}
+
 void CoroCatalog::collect_functions() {
   struct Parts {
     CoroCompiler compiler = CoroCompiler::kGcc;
@@ -113,11 +126,7 @@ void CoroCatalog::collect_functions() {
         fn.decl_line = decl->line;
       }
     }
-    size_t idx = functions_.size();
-    by_resume_.emplace(fn.resume, idx);
-    by_destroy_.emplace(fn.destroy, idx);
-    if (fn.cleanup != 0) by_destroy_.emplace(fn.cleanup, idx);
-    functions_.push_back(std::move(fn));
+    add(std::move(fn));
   }
 }
 

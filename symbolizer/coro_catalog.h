@@ -48,6 +48,8 @@ struct CoroFunction {
 class CoroCatalog {
  public:
   explicit CoroCatalog(std::shared_ptr<const Module> module);
+  // A catalog of coroutines recognised some other way (an object without symbols).
+  CoroCatalog(std::shared_ptr<const Module> module, std::vector<CoroFunction> functions);
 
   const Module& module() const { return *module_; }
   const std::vector<CoroFunction>& functions() const { return functions_; }
@@ -63,6 +65,7 @@ class CoroCatalog {
 
  private:
   void collect_functions();
+  void add(CoroFunction fn);
   void read_layout(CoroFunction& fn) const;
   std::map<int64_t, SuspendPointInfo> compute_points(const CoroFunction& fn) const;
   std::optional<std::pair<std::string, int>> await_suspend_site(const ResumeCodeFacts& facts,

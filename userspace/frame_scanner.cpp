@@ -7,8 +7,8 @@
 
 namespace asyncprobe {
 
-std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& regions,
-                                           ScanStats* stats, size_t chunk_bytes) const {
+std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& regions, ScanStats* stats,
+                                           size_t chunk_bytes) const {
   std::vector<FoundFrame> found;
   if (index_.empty()) return found;
   chunk_bytes = std::max<size_t>(chunk_bytes & ~size_t{7}, 4096);
@@ -51,9 +51,10 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
   // Frames may be found twice where chunks overlap by a word.
   std::sort(found.begin(), found.end(),
             [](const FoundFrame& a, const FoundFrame& b) { return a.address < b.address; });
-  found.erase(std::unique(found.begin(), found.end(),
-                          [](const FoundFrame& a, const FoundFrame& b) { return a.address == b.address; }),
-              found.end());
+  found.erase(
+      std::unique(found.begin(), found.end(),
+                  [](const FoundFrame& a, const FoundFrame& b) { return a.address == b.address; }),
+      found.end());
   std::vector<FoundFrame> valid;
   valid.reserve(found.size());
   for (auto& f : found) {
@@ -64,6 +65,44 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
     }
   }
   return valid;
+}
+
+std::map<std::pair<uint64_t, uint64_t>, size_t> find_header_candidates(
+    const std::vector<ScanRegion>& regions, const std::vector<CodeRange>& code,
+    const ReadMemory& read, size_t max_pairs) {
+  std::map<std::pair<uint64_t, uint64_t>, size_t> pairs;
+  if (code.empty()) return pairs;
+  auto range_of = [&](uint64_t w) -> long {
+    for (size_t i = 0; i < code.size(); ++i) {
+      if (w >= code[i].start && w < code[i].end) return static_cast<long>(i);
+    }
+    return -1;
+  };
+  constexpr size_t kChunk = 1 << 20;
+  std::vector<uint64_t> buf(kChunk / 8 + 1);
+  for (const auto& region : regions) {
+    for (uint64_t at = (region.start + 7) & ~uint64_t{7}; at + 16 <= region.end;) {
+      size_t len =
+          static_cast<size_t>(std::min<uint64_t>(kChunk + 8, region.end - at)) & ~size_t{7};
+      if (read(at, buf.data(), len)) {
+        for (size_t i = 0; i + 1 < len / 8; ++i) {
+          long r = range_of(buf[i + 1]);
+          if (r < 0) continue;
+          if (buf[i] != 0 && range_of(buf[i]) != r) continue;
+          if (buf[i] == buf[i + 1]) continue;
+          auto key = std::make_pair(buf[i], buf[i + 1]);
+          auto it = pairs.find(key);
+          if (it != pairs.end()) {
+            it->second++;
+          } else if (pairs.size() < max_pairs) {
+            pairs.emplace(key, 1);
+          }
+        }
+      }
+      at += std::min<uint64_t>(kChunk, region.end - at);
+    }
+  }
+  return pairs;
 }
 
 int64_t FrameScanner::read_index(uint64_t frame, const sym::CoroFunction& fn) const {
@@ -133,7 +172,8 @@ CoroFrame decode_frame(const FoundFrame& found) {
     }
     return frame;
   }
-  const sym::SuspendPointInfo* sp = found.index >= 0 ? catalog.suspend_point(fn, found.index) : nullptr;
+  const sym::SuspendPointInfo* sp =
+      found.index >= 0 ? catalog.suspend_point(fn, found.index) : nullptr;
   if (sp == nullptr) {
     // Within the range of indices this coroutine uses but with no store we could read (merged
     // code): suspended, place unknown. Outside it (GCC's odd values are destroy dispatch) or

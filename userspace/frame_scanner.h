@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,17 @@ class FrameScanner {
   const CoroutineIndex& index_;
   ReadMemory read_;
 };
+
+// For objects without symbols: every distinct word pair (w0, w1) in the regions where w1 lies in
+// one of the code ranges and w0 is NULL or in the same range: the candidate frame headers of
+// coroutines nobody named. At most `max_pairs` distinct pairs are kept.
+struct CodeRange {
+  uint64_t start = 0;
+  uint64_t end = 0;
+};
+std::map<std::pair<uint64_t, uint64_t>, size_t> find_header_candidates(
+    const std::vector<ScanRegion>& regions, const std::vector<CodeRange>& code,
+    const ReadMemory& read, size_t max_pairs = 4096);
 
 // Turns validated hits into model frames: names, state, suspend point and its source line.
 CoroFrame decode_frame(const FoundFrame& found);

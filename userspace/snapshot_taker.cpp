@@ -3,6 +3,7 @@
 #include <chrono>
 #include <optional>
 
+#include "symbolizer/stripped_coroutines.h"
 #include "userspace/awaiter_stitcher.h"
 #include "userspace/frame_scanner.h"
 #include "userspace/memory_reader.h"
@@ -11,6 +12,14 @@
 #include "userspace/thread_reader.h"
 
 namespace asyncprobe {
+
+// An executable or application library without symbols, searched for coroutines by code.
+struct StrippedObject {
+  std::shared_ptr<sym::Module> module;
+  uint64_t bias = 0;
+  std::string path;
+  std::vector<CodeRange> code;  // absolute
+};
 
 struct SnapshotTaker::Impl {
   SnapshotSession session;
@@ -35,6 +44,24 @@ bool fail_with(const TargetError& e, SnapshotError* error) {
   return false;
 }
 
+// Thread stacks are scanned from the stack pointer up: below it is dead stack, full of stale
+// copies. A thread whose sp is unknown (running) gets its whole stack mapping.
+std::vector<ScanRegion> build_scan_regions(const std::vector<Mapping>& maps,
+                                           const std::vector<ThreadInfo>& threads) {
+  std::vector<ScanRegion> regions;
+  for (const Mapping& m : scan_regions(maps)) {
+    ScanRegion r{m.start, m.end, classify(m) == RegionKind::kMainStack};
+    for (const ThreadInfo& t : threads) {
+      if (t.sp >= m.start && t.sp < m.end) {
+        r.is_stack = true;
+        r.start = t.sp & ~uint64_t{7};
+      }
+    }
+    regions.push_back(r);
+  }
+  return regions;
+}
+
 bool is_system_library(const std::string& path) {
   return path.rfind("/usr/lib", 0) == 0 || path.rfind("/lib", 0) == 0;
 }
@@ -54,7 +81,7 @@ bool SnapshotTaker::attach(SnapshotError* error) {
 
     MapsParseResult maps = s.target->read_maps();
     size_t objects = 0;
-    std::vector<std::string> unnamed;
+    std::vector<StrippedObject> stripped;
     for (const MappedObject& obj : group_objects(maps.mappings)) {
       if (!obj.has_exec() || obj.path.empty() || obj.path[0] != '/') continue;
       // The first mapping of the object is enough to open the file it maps.
@@ -64,23 +91,26 @@ bool SnapshotTaker::attach(SnapshotError* error) {
       auto module = s.modules->get(file.path, obj.path, &err);
       if (module == nullptr) continue;
       ++objects;
-      auto catalog = std::make_shared<sym::CoroCatalog>(module);
-      if (catalog->functions().empty()) {
-        // System libraries ship stripped and hold none of the user's coroutines; say so only for
-        // the executable and the application's own libraries.
-        if (!module->has_symtab() && module->dwarf() == nullptr &&
-            (!is_system_library(obj.path) || obj.path == s.target->exe_path())) {
-          unnamed.push_back(obj.path + (module->object().build_id().empty()
-                                            ? std::string()
-                                            : " (build-id " + module->object().build_id() + ")"));
-        }
-        continue;
-      }
       std::vector<LoadSegment> loads;
       for (const auto& seg : module->object().load_segments()) {
         loads.push_back({seg.vaddr, seg.offset, seg.filesz, seg.memsz, seg.flags});
       }
       LoadBiasResult bias = compute_load_bias(obj, loads);
+      auto catalog = std::make_shared<sym::CoroCatalog>(module);
+      if (catalog->functions().empty()) {
+        // System libraries ship stripped and hold none of the user's coroutines; only the
+        // executable and the application's own libraries are searched by code.
+        if (!module->has_symtab() && module->dwarf() == nullptr && bias.ok &&
+            (!is_system_library(obj.path) || obj.path == s.target->exe_path())) {
+          StrippedObject so{module, bias.bias, obj.path, {}};
+          for (const auto& seg : module->object().load_segments()) {
+            if ((seg.flags & 1) != 0)
+              so.code.push_back({seg.vaddr + bias.bias, seg.vaddr + seg.memsz + bias.bias});
+          }
+          stripped.push_back(std::move(so));
+        }
+        continue;
+      }
       if (!bias.ok) {
         s.warnings.push_back(obj.path + ": cannot place its coroutines (" + bias.error + ")");
         continue;
@@ -92,27 +122,77 @@ bool SnapshotTaker::attach(SnapshotError* error) {
       }
       s.index.add(LoadedCatalog{catalog, bias.bias, obj.path});
     }
+    add_stripped_coroutines(stripped, maps.mappings);
     if (s.index.empty()) {
       error->code = kExitNoCoroutines;
       error->message = "pid " + std::to_string(s.target->pid()) + " (" + s.target->comm() + "): ";
-      if (!unnamed.empty()) {
-        error->message += "no symbols for " + unnamed.front() +
-                          ": coroutines cannot be recognised; install its debug file (by build-id "
-                          "under /usr/lib/debug/.build-id, or beside it) or pass --debug-dir";
+      if (!stripped.empty()) {
+        const auto& id = stripped.front().module->object().build_id();
+        error->message +=
+            "no coroutine frames recognised in " + stripped.front().path +
+            ", which has no symbols: install its debug file" +
+            (id.empty() ? std::string()
+                        : " (build-id " + id + ", looked up as /usr/lib/debug/.build-id/" +
+                              id.substr(0, 2) + "/" + id.substr(2) + ".debug)") +
+            " or pass --debug-dir";
       } else {
         error->message +=
             "no coroutine code found in its " + std::to_string(objects) + " mapped objects";
       }
       return false;
     }
-    for (const auto& u : unnamed) {
-      s.warnings.push_back(u +
-                           ": no symbols and no debug file found; coroutines in it cannot be "
-                           "recognised: install its debug file or pass --debug-dir");
-    }
     return true;
   } catch (const TargetError& e) {
     return fail_with(e, error);
+  }
+}
+
+void SnapshotTaker::add_stripped_coroutines(const std::vector<StrippedObject>& stripped,
+                                            const std::vector<Mapping>& maps) {
+  if (stripped.empty()) return;
+  Impl& s = *impl_;
+  std::vector<CodeRange> code;
+  for (const auto& so : stripped) code.insert(code.end(), so.code.begin(), so.code.end());
+  MemoryReader& mem = *s.memory;
+  ReadMemory reader = [&mem](uint64_t addr, void* buf, size_t len) {
+    return mem.read(addr, buf, len);
+  };
+  auto pairs = find_header_candidates(build_scan_regions(maps, {}), code, reader);
+  for (const auto& so : stripped) {
+    sym::AddressTakenIndex taken(so.module->object());
+    std::map<uint64_t, sym::CoroFunction> by_resume;
+    for (const auto& [pair, count] : pairs) {
+      (void)count;
+      auto [w0, w1] = pair;
+      bool mine = false;
+      for (const auto& r : so.code) mine |= w1 >= r.start && w1 < r.end;
+      if (!mine) continue;
+      auto fn = sym::recognise_stripped_coroutine(*so.module, taken, w0 == 0 ? 0 : w0 - so.bias,
+                                                  w1 - so.bias);
+      if (!fn) continue;
+      auto [it, inserted] = by_resume.emplace(fn->resume, *fn);
+      // Clang's .destroy and .cleanup are both clones after .resume, .cleanup last: a second
+      // confirmed destroy word for the same resume is the .cleanup of elided frames.
+      if (!inserted && it->second.compiler == sym::CoroCompiler::kClang &&
+          fn->destroy != it->second.destroy) {
+        uint64_t lo = std::min(fn->destroy, it->second.destroy);
+        uint64_t hi = std::max(fn->destroy, it->second.destroy);
+        it->second.destroy = lo;
+        it->second.cleanup = hi;
+      }
+    }
+    if (by_resume.empty()) continue;
+    std::vector<sym::CoroFunction> fns;
+    for (auto& [r, fn] : by_resume) fns.push_back(std::move(fn));
+    const std::string& id = so.module->object().build_id();
+    s.warnings.push_back(so.path + ": no symbols: " + std::to_string(fns.size()) +
+                         " coroutine functions recognised from their code are shown by address "
+                         "(no names, no lines; coroutines whose code could not be confirmed are "
+                         "missing); install its debug file" +
+                         (id.empty() ? std::string() : " (build-id " + id + ")") +
+                         " or pass --debug-dir");
+    s.index.add(LoadedCatalog{std::make_shared<sym::CoroCatalog>(so.module, std::move(fns)),
+                              so.bias, so.path});
   }
 }
 
@@ -130,19 +210,7 @@ bool SnapshotTaker::take(Snapshot* out, SnapshotError* error) {
     ThreadReadResult threads = read_threads(*s.target, maps.mappings);
     out->threads = threads.threads;
 
-    // Thread stacks are scanned from the stack pointer up: below it is dead stack, full of stale
-    // copies. A thread whose sp is unknown (running) gets its whole stack mapping.
-    std::vector<ScanRegion> regions;
-    for (const Mapping& m : scan_regions(maps.mappings)) {
-      ScanRegion r{m.start, m.end, classify(m) == RegionKind::kMainStack};
-      for (const ThreadInfo& t : out->threads) {
-        if (t.sp >= m.start && t.sp < m.end) {
-          r.is_stack = true;
-          r.start = t.sp & ~uint64_t{7};
-        }
-      }
-      regions.push_back(r);
-    }
+    std::vector<ScanRegion> regions = build_scan_regions(maps.mappings, out->threads);
     MemoryReader& mem = *s.memory;
     ReadMemory reader = [&mem](uint64_t addr, void* buf, size_t len) {
       return mem.read(addr, buf, len);

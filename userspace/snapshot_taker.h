@@ -13,6 +13,9 @@
 
 namespace asyncprobe {
 
+struct Mapping;
+struct StrippedObject;
+
 struct SnapshotError {
   ExitCode code = kExitOk;
   std::string message;  // one line
@@ -38,6 +41,8 @@ class SnapshotTaker {
   const CoroutineIndex& index() const;
 
  private:
+  void add_stripped_coroutines(const std::vector<StrippedObject>& stripped,
+                               const std::vector<Mapping>& maps);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -330,6 +332,61 @@ TEST(Snapshot, AsioServerSessionsAwaitTheirReads) {
     EXPECT_EQ(sessions, 3) << v;
     EXPECT_EQ(reads, 3) << v;
     EXPECT_EQ(clients, 3) << v;
+  }
+}
+
+}  // namespace
+}  // namespace asyncprobe::testing
+
+namespace asyncprobe::testing {
+namespace {
+
+// Resume-function address (as asyncprobe prints it for unnamed code) -> the coroutine's name,
+// read with nm from the unstripped build of the same variant.
+std::map<std::string, std::string> resume_names(const std::string& binary) {
+  RunResult r = run_command({"nm", "-C", binary});
+  std::map<std::string, std::string> out;
+  std::istringstream in(r.out);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto clone = line.find(" [clone .actor]");
+    if (clone == std::string::npos) clone = line.find(" [clone .resume]");
+    if (clone == std::string::npos || line.size() < 20) continue;
+    std::string addr = line.substr(0, 16);
+    std::string name = line.substr(19, clone - 19);
+    // GCC's actor demangles as f(f(args)::Frame*); the coroutine is the part before "(".
+    name = name.substr(0, name.find('('));
+    out["0x" + addr.substr(addr.find_first_not_of('0'))] = name;
+  }
+  return out;
+}
+
+TEST(Snapshot, StrippedBinaryWithoutDebugFileShowsFramesByAddress) {
+  for (const auto& v : variants_of("stripped-nodebug/chain")) {
+    auto names = resume_names(fixture_path(v, "chain"));
+    FixtureProcess fx({fixture_path(v, "stripped-nodebug/chain"), "--depth", "5", "--count", "2"});
+    json doc = snapshot_json(fx.pid());
+    // Rename every address to the function nm knows for it; an unknown address is an error.
+    for (auto& c : doc["coroutines"]) {
+      auto it = names.find(c["function"].get<std::string>());
+      ASSERT_NE(it, names.end()) << v << " " << c["function"];
+      c["function"] = it->second;
+    }
+    std::map<std::string, int> got = chains_of(doc);
+    EXPECT_EQ(got["handle_request @? suspended > load_user @? suspended > query_db @? suspended > "
+                  "descend @? suspended > descend @? suspended"],
+              2)
+        << v;
+    // Where the optimiser inlined idle_worker's ramp into main and (GCC -O3) its actor into its
+    // destroy function, no code confirms its header without symbols: it is left out, and the
+    // warning says some coroutines may be. Known variants, so an improvement shows up here too.
+    const std::set<std::string> unconfirmed = {"clang14-O2", "clang14-O3", "gcc12-O3"};
+    EXPECT_EQ(got["idle_worker @? suspended"], unconfirmed.count(v) != 0 ? 0 : 1) << v;
+    bool warned = false;
+    for (const auto& w : doc["warnings"]) {
+      warned |= w.get<std::string>().find("no symbols") != std::string::npos;
+    }
+    EXPECT_TRUE(warned) << v;
   }
 }
 
