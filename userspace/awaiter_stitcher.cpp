@@ -1,6 +1,7 @@
 #include "userspace/awaiter_stitcher.h"
 
 #include <algorithm>
+#include <cstring>
 #include <unordered_map>
 
 namespace asyncprobe {
@@ -10,37 +11,51 @@ namespace {
 constexpr uint64_t kMaxFrameBytes = 64 * 1024;
 constexpr uint64_t kDefaultFrameBytes = 512;
 
-struct FrameExtent {
-  uint64_t start = 0;
-  uint64_t end = 0;
-};
-
 // How far a frame reaches: the DWARF frame size when known, else the glibc malloc chunk that
-// holds it, bounded by the next frame and a hard cap.
-std::vector<FrameExtent> frame_extents(const std::vector<FoundFrame>& found, const ReadMemory& read) {
-  std::vector<FrameExtent> out(found.size());
-  for (size_t i = 0; i < found.size(); ++i) {
-    uint64_t size = found[i].ref.fn->frame_size;
-    if (size == 0 && !found[i].on_stack) {
+// holds it, bounded by the next frame and a hard cap. Computed on demand: only frames the generic
+// rule looks at need it.
+class FrameExtents {
+ public:
+  FrameExtents(const std::vector<FoundFrame>& found, const ReadMemory& read)
+      : found_(found), read_(read), end_(found.size(), 0) {}
+
+  uint64_t end(size_t i) {
+    if (end_[i] != 0) return end_[i];
+    uint64_t size = found_[i].ref.fn->frame_size;
+    if (size == 0 && !found_[i].on_stack) {
       uint64_t chunk = 0;
-      if (read(found[i].address - 8, &chunk, 8)) {
+      if (read_(found_[i].address - 8, &chunk, 8)) {
         uint64_t bytes = chunk & ~uint64_t{7};
         if (bytes >= 32 && bytes <= kMaxFrameBytes) size = bytes - 8;
       }
     }
     if (size == 0) size = kDefaultFrameBytes;
     size = std::min(size, kMaxFrameBytes);
-    uint64_t end = found[i].address + size;
-    if (i + 1 < found.size()) end = std::min(end, found[i + 1].address);
-    out[i] = {found[i].address, end};
+    uint64_t e = found_[i].address + size;
+    if (i + 1 < found_.size()) e = std::min(e, found_[i + 1].address);
+    end_[i] = e;
+    return e;
   }
-  return out;
-}
+
+  // The frame whose extent holds addr, or -1.
+  long containing(uint64_t addr) {
+    auto it = std::upper_bound(found_.begin(), found_.end(), addr,
+                               [](uint64_t a, const FoundFrame& f) { return a < f.address; });
+    if (it == found_.begin()) return -1;
+    size_t i = static_cast<size_t>(it - found_.begin()) - 1;
+    return addr < end(i) ? static_cast<long>(i) : -1;
+  }
+
+ private:
+  const std::vector<FoundFrame>& found_;
+  const ReadMemory& read_;
+  std::vector<uint64_t> end_;
+};
 
 }  // namespace
 
 StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<FoundFrame>& found,
-                            const ReadMemory& read) {
+                            const ReadMemory& read, const ReadMemoryBatch& batch) {
   StitchStats stats;
   std::unordered_map<uint64_t, size_t> by_addr;
   for (size_t i = 0; i < found.size(); ++i) by_addr.emplace(found[i].address, i);
@@ -60,7 +75,14 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
     if (frames[i].state == FrameState::kDone) continue;
     uint64_t promise = f.address + f.ref.fn->promise_offset;
     uint64_t words[3] = {0, 0, 0};
-    if (!read(promise, words, sizeof words)) continue;
+    // The promise's first words were read with the header at validation; read only when the
+    // promise lies further in (over-aligned promises).
+    size_t first_word = f.ref.fn->promise_offset / 8;
+    if (f.ref.fn->promise_offset % 8 == 0 && first_word + 3 <= f.head_words) {
+      std::memcpy(words, &f.head[first_word], sizeof words);
+    } else if (!read(promise, words, sizeof words)) {
+      continue;
+    }
     // Boost.Asio awaitable_frame_base {coro_, attached_thread_, caller_, ...}: coro_ is the frame
     // itself, caller_ points at the caller's promise.
     if (words[0] == f.address) {
@@ -91,25 +113,36 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
   // Generic rule for task types we do not know: B is awaited by A when B's frame holds a
   // pointer into A's frame (the continuation) and A's frame holds B's address (the task), the
   // continuation closer to its frame's header than the task object is to its own.
-  std::vector<FrameExtent> extents = frame_extents(found, read);
-  auto frame_containing = [&](uint64_t addr) -> long {
-    auto it = std::upper_bound(extents.begin(), extents.end(), addr,
-                               [](uint64_t a, const FrameExtent& e) { return a < e.start; });
-    if (it == extents.begin()) return -1;
-    --it;
-    return addr < it->end ? static_cast<long>(it - extents.begin()) : -1;
-  };
-  std::vector<uint64_t> buf;
-  auto read_frame = [&](size_t i) -> bool {
-    size_t n = static_cast<size_t>((extents[i].end - extents[i].start) / 8);
-    buf.assign(n, 0);
-    return n > 2 && read(extents[i].start, buf.data(), n * 8);
-  };
+  FrameExtents extents(found, read);
+  std::vector<size_t> unlinked;
   for (size_t b = 0; b < found.size(); ++b) {
-    if (frames[b].awaiter != 0 || frames[b].state == FrameState::kDone || !read_frame(b)) continue;
-    std::vector<uint64_t> b_words = buf;
-    for (size_t w = 2; w < b_words.size(); ++w) {
-      long a = frame_containing(b_words[w]);
+    if (frames[b].awaiter == 0 && frames[b].state != FrameState::kDone) unlinked.push_back(b);
+  }
+  // Read every unlinked frame in one batch.
+  std::vector<size_t> offset(unlinked.size() + 1, 0);
+  for (size_t k = 0; k < unlinked.size(); ++k) {
+    size_t b = unlinked[k];
+    offset[k + 1] = offset[k] + static_cast<size_t>((extents.end(b) - found[b].address) / 8);
+  }
+  std::vector<uint64_t> words(offset.back(), 0);
+  std::vector<ReadRequest> pieces;
+  for (size_t k = 0; k < unlinked.size(); ++k) {
+    pieces.push_back({found[unlinked[k]].address, words.data() + offset[k],
+                      (offset[k + 1] - offset[k]) * 8, false});
+  }
+  if (batch) {
+    batch(pieces);
+  } else {
+    for (auto& p : pieces) p.ok = read(p.addr, p.out, p.len);
+  }
+  std::vector<uint64_t> a_words;
+  for (size_t k = 0; k < unlinked.size(); ++k) {
+    size_t b = unlinked[k];
+    if (!pieces[k].ok || offset[k + 1] - offset[k] <= 2) continue;
+    const uint64_t* b_words = words.data() + offset[k];
+    size_t nb = offset[k + 1] - offset[k];
+    for (size_t w = 2; w < nb; ++w) {
+      long a = extents.containing(b_words[w]);
       if (a < 0 || static_cast<size_t>(a) == b || frames[a].state != FrameState::kSuspended) {
         continue;
       }
@@ -117,12 +150,14 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
       // arbitrary interior pointer.
       uint64_t a_addr = found[a].address;
       if (b_words[w] != a_addr && b_words[w] != a_addr + found[a].ref.fn->promise_offset) continue;
-      if (!read_frame(static_cast<size_t>(a))) continue;
-      auto at = std::find(buf.begin() + 2, buf.end(), found[b].address);
+      size_t na = static_cast<size_t>((extents.end(static_cast<size_t>(a)) - a_addr) / 8);
+      a_words.assign(na, 0);
+      if (na <= 2 || !read(a_addr, a_words.data(), na * 8)) continue;
+      auto at = std::find(a_words.begin() + 2, a_words.end(), found[b].address);
       // Both frames point at each other; the direction comes from where: a continuation sits
       // in the awaited frame's promise, near the header, the task object deeper in the
       // awaiting frame's locals. Equal depths are ambiguous: no edge.
-      if (at != buf.end() && w < static_cast<size_t>(at - buf.begin())) {
+      if (at != a_words.end() && w < static_cast<size_t>(at - a_words.begin())) {
         set_edge(b, static_cast<size_t>(a), "mutual-pointer");
         stats.generic_edges++;
         break;

@@ -20,6 +20,6 @@ struct StitchStats {
 // `frames` and `found` are parallel (decode_frame of each hit). Sets CoroFrame::awaiter and
 // awaiter_rule. Reads frame memory through `read`; unreadable memory just yields no edge.
 StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<FoundFrame>& found,
-                            const ReadMemory& read);
+                            const ReadMemory& read, const ReadMemoryBatch& batch = {});
 
 }  // namespace asyncprobe

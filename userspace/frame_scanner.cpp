@@ -55,16 +55,7 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
       std::unique(found.begin(), found.end(),
                   [](const FoundFrame& a, const FoundFrame& b) { return a.address == b.address; }),
       found.end());
-  std::vector<FoundFrame> valid;
-  valid.reserve(found.size());
-  for (auto& f : found) {
-    if (revalidate(f)) {
-      valid.push_back(f);
-    } else {
-      stats->torn++;
-    }
-  }
-  return valid;
+  return revalidate(std::move(found), stats);
 }
 
 std::map<std::pair<uint64_t, uint64_t>, size_t> find_header_candidates(
@@ -112,19 +103,121 @@ int64_t FrameScanner::read_index(uint64_t frame, const sym::CoroFunction& fn) co
   return static_cast<int64_t>(v);
 }
 
-bool FrameScanner::revalidate(FoundFrame& f) const {
-  // The target runs while we read: a frame counts only if its header and index read the same
-  // twice in a row, after the scan; otherwise it was being created, resumed or freed.
-  uint64_t h1[2];
-  uint64_t h2[2];
-  if (!read_(f.address, h1, sizeof h1)) return false;
-  int64_t i1 = read_index(f.address, *f.ref.fn);
-  if (!read_(f.address, h2, sizeof h2)) return false;
-  int64_t i2 = read_index(f.address, *f.ref.fn);
-  if (std::memcmp(h1, h2, sizeof h1) != 0 || i1 != i2) return false;
-  if (h1[0] != f.resume_word || h1[1] != f.destroy_word) return false;
-  f.index = i1;
-  return true;
+void FrameScanner::read_pieces(std::vector<ReadRequest>& pieces) const {
+  if (batch_) {
+    batch_(pieces);
+    return;
+  }
+  for (auto& p : pieces) p.ok = read_(p.addr, p.out, p.len);
+}
+
+std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
+                                                 ScanStats* stats) const {
+  // The target runs while we read: a frame counts only if its header and suspend index read the
+  // same twice in a row after the scan, and the header as the scan saw it; otherwise it was being
+  // created, resumed or freed. Frames sit close together in the heap, so each pass reads merged
+  // spans (a gap under a page joins two spans): a few thousand pieces for 100k frames, batched.
+  struct Span {
+    uint64_t start, end;
+    size_t offset;  // into the pass buffer
+  };
+  constexpr uint64_t kJoinGap = 4096;
+  constexpr uint64_t kMaxSpan = 1 << 20;
+  auto need_end = [](const FoundFrame& f) {
+    uint64_t e = f.address + FoundFrame::kHeadWords * 8;
+    const sym::CoroFunction& fn = *f.ref.fn;
+    if (fn.index_width > 0 && fn.index_width <= 8) {
+      e = std::max<uint64_t>(e, f.address + fn.index_offset + fn.index_width);
+    }
+    return e;
+  };
+  std::vector<Span> spans;
+  std::vector<size_t> span_of(hits.size());
+  size_t total = 0;
+  for (size_t i = 0; i < hits.size(); ++i) {
+    uint64_t s0 = hits[i].address;
+    uint64_t e0 = need_end(hits[i]);
+    if (!spans.empty() && s0 <= spans.back().end + kJoinGap &&
+        std::max(e0, spans.back().end) - spans.back().start <= kMaxSpan) {
+      spans.back().end = std::max(e0, spans.back().end);
+    } else {
+      spans.push_back({s0, e0, 0});
+    }
+    span_of[i] = spans.size() - 1;
+  }
+  for (auto& sp : spans) {
+    sp.offset = total;
+    total += static_cast<size_t>(sp.end - sp.start);
+  }
+  auto read_pass = [&](std::vector<uint8_t>& buf, std::vector<ReadRequest>& pieces) {
+    buf.assign(total, 0);
+    pieces.clear();
+    for (const auto& sp : spans) {
+      pieces.push_back({sp.start, buf.data() + sp.offset, static_cast<size_t>(sp.end - sp.start),
+                        false});
+    }
+    read_pieces(pieces);
+  };
+  std::vector<uint8_t> b1;
+  std::vector<uint8_t> b2;
+  std::vector<ReadRequest> p1;
+  std::vector<ReadRequest> p2;
+  read_pass(b1, p1);
+  read_pass(b2, p2);
+  std::vector<FoundFrame> valid;
+  valid.reserve(hits.size());
+  for (size_t i = 0; i < hits.size(); ++i) {
+    FoundFrame& f = hits[i];
+    const Span& sp = spans[span_of[i]];
+    size_t at = sp.offset + static_cast<size_t>(f.address - sp.start);
+    size_t len = static_cast<size_t>(need_end(f) - f.address);
+    bool ok = p1[span_of[i]].ok && p2[span_of[i]].ok;
+    if (ok) {
+      ok = std::memcmp(&b1[at], &b2[at], 16) == 0;
+      const sym::CoroFunction& fn = *f.ref.fn;
+      if (ok && fn.index_width > 0 && fn.index_width <= 8) {
+        ok = std::memcmp(&b1[at + fn.index_offset], &b2[at + fn.index_offset], fn.index_width) == 0;
+      }
+    } else {
+      // A span ran into unreadable memory: read this frame alone (header and index), twice.
+      uint64_t h1[2];
+      uint64_t h2[2];
+      ok = read_(f.address, h1, sizeof h1) && read_(f.address, h2, sizeof h2) &&
+           std::memcmp(h1, h2, sizeof h1) == 0;
+      int64_t i1 = ok ? read_index(f.address, *f.ref.fn) : -1;
+      int64_t i2 = ok ? read_index(f.address, *f.ref.fn) : -1;
+      if (ok && i1 == i2) {
+        std::memcpy(f.head, h2, sizeof h2);
+        f.head_words = 2;
+        f.index = i2;
+        if (f.head[0] == f.resume_word && f.head[1] == f.destroy_word) {
+          valid.push_back(f);
+          continue;
+        }
+      }
+      stats->torn++;
+      continue;
+    }
+    if (!ok) {
+      stats->torn++;
+      continue;
+    }
+    std::memcpy(f.head, &b2[at], std::min<size_t>(len, sizeof f.head));
+    f.head_words = std::min<size_t>(len, sizeof f.head) / 8;
+    if (f.head[0] != f.resume_word || f.head[1] != f.destroy_word) {
+      stats->torn++;
+      continue;
+    }
+    const sym::CoroFunction& fn = *f.ref.fn;
+    f.index = -1;
+    if (fn.index_width > 0 && fn.index_width <= 8) {
+      uint64_t v = 0;
+      std::memcpy(&v, &b2[at + fn.index_offset], fn.index_width);
+      f.index = static_cast<int64_t>(v);
+    }
+    valid.push_back(f);
+  }
+  return valid;
 }
 
 namespace {

@@ -10,12 +10,17 @@
 #include <vector>
 
 #include "userspace/coroutine_index.h"
+#include "userspace/memory_reader.h"
 #include "userspace/snapshot_model.h"
 
 namespace asyncprobe {
 
 // Reads `len` bytes at `addr`; false when any of it is unreadable (never zero-filled).
 using ReadMemory = std::function<bool(uint64_t addr, void* out, size_t len)>;
+
+// Many reads in one go (process_vm_readv takes up to 1024 pieces per call); sets each `ok`.
+// Optional: without it every piece is read with ReadMemory.
+using ReadMemoryBatch = std::function<void(std::vector<ReadRequest>& requests)>;
 
 struct ScanRegion {
   uint64_t start = 0;
@@ -31,7 +36,12 @@ struct ScanStats {
 };
 
 struct FoundFrame {
+  static constexpr size_t kHeadWords = 8;
   uint64_t address = 0;
+  // The frame's first 64 bytes as re-read at validation (header, promise start); words past a
+  // readable end are 0 and head_words says how many were read.
+  uint64_t head[kHeadWords] = {};
+  size_t head_words = 0;
   uint64_t resume_word = 0;
   uint64_t destroy_word = 0;
   int64_t index = -1;
@@ -41,7 +51,8 @@ struct FoundFrame {
 
 class FrameScanner {
  public:
-  FrameScanner(const CoroutineIndex& index, ReadMemory read) : index_(index), read_(std::move(read)) {}
+  FrameScanner(const CoroutineIndex& index, ReadMemory read, ReadMemoryBatch batch = {})
+      : index_(index), read_(std::move(read)), batch_(std::move(batch)) {}
   // Scans the regions in chunks of `chunk_bytes` (bounded memory whatever the heap size).
   std::vector<FoundFrame> scan(const std::vector<ScanRegion>& regions, ScanStats* stats,
                                size_t chunk_bytes = 1 << 20) const;
@@ -49,9 +60,12 @@ class FrameScanner {
   int64_t read_index(uint64_t frame, const sym::CoroFunction& fn) const;
 
  private:
-  bool revalidate(FoundFrame& f) const;
+  // Keeps the hits whose header and index read the same twice after the scan.
+  std::vector<FoundFrame> revalidate(std::vector<FoundFrame> hits, ScanStats* stats) const;
+  void read_pieces(std::vector<ReadRequest>& pieces) const;
   const CoroutineIndex& index_;
   ReadMemory read_;
+  ReadMemoryBatch batch_;
 };
 
 // For objects without symbols: every distinct word pair (w0, w1) in the regions where w1 lies in

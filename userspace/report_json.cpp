@@ -239,7 +239,7 @@ json stuck_group_json(const StuckGroup& g) {
               {"function", g.function},
               {"suspend",
                suspend_json(g.kind, g.file, g.line, g.line == 0 ? json(g.index) : json(nullptr))},
-              {"leaves", g.leaves},
+              {"leaves", g.leaves()},
               {"stuck_for_s", g.stuck_for_s},
               {"max_stuck_for_s", g.max_stuck_for_s},
               {"frame_ids", g.frames}};

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iterator>
+#include <map>
 #include <string>
 
 namespace asyncprobe {
@@ -206,8 +207,39 @@ void write_warnings(std::ostream& out, const Snapshot& snap, const AsyncForest& 
   more(forest.duplicates.size(), "duplicated addresses");
 }
 
-void write_stuck(std::ostream& out, const Snapshot& snap, const std::vector<StuckGroup>& stuck,
-                 const Glyphs& g) {
+// Where the leaves of a stuck group are awaited from, most common first: a leaf inside a
+// library (an Asio initiation, a channel receive) says little until its caller is named.
+std::vector<std::string> awaited_from(const Snapshot& snap, const AsyncForest& forest,
+                                      const StuckGroup& s, size_t max_listed) {
+  std::map<std::string, size_t> from;
+  size_t roots = 0;
+  for (size_t f : s.leaf_frames) {
+    const size_t a = f < forest.links.size() ? forest.links[f].awaiter : kNoFrame;
+    if (a == kNoFrame) {
+      ++roots;
+      continue;
+    }
+    const CoroFrame& p = snap.frames[a];
+    ++from[(p.function.empty() ? std::string("(unnamed)") : esc(p.function)) + "  " +
+           location(p.suspend.file, p.suspend.line, p.suspend.line == 0 ? p.suspend.index : -1)];
+  }
+  if (from.empty()) return {};
+  std::vector<std::pair<std::string, size_t>> sorted(from.begin(), from.end());
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::vector<std::string> lines;
+  for (size_t i = 0; i < sorted.size() && i < max_listed; ++i) {
+    lines.push_back(std::to_string(sorted[i].second) + " from " + sorted[i].first);
+  }
+  if (sorted.size() > max_listed) {
+    lines.push_back("... and " + plural(sorted.size() - max_listed, "more caller", "more callers"));
+  }
+  if (roots > 0) lines.push_back(std::to_string(roots) + " not awaited (stack roots)");
+  return lines;
+}
+
+void write_stuck(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
+                 const std::vector<StuckGroup>& stuck, const Glyphs& g) {
   if (!(snap.window_seconds > 0.0)) {
     out << "STUCK: window 0: stuck detection off\n";
     return;
@@ -222,18 +254,19 @@ void write_stuck(std::ostream& out, const Snapshot& snap, const std::vector<Stuc
   std::vector<const StuckGroup*> leaves;
   size_t enclosing = 0, enclosing_points = 0;
   for (const StuckGroup& s : stuck) {
-    if (s.leaves > 0) leaves.push_back(&s);
-    if (s.leaves < s.count()) {
-      enclosing += s.count() - s.leaves;
+    if (s.leaves() > 0) leaves.push_back(&s);
+    if (s.leaves() < s.count()) {
+      enclosing += s.count() - s.leaves();
       ++enclosing_points;
     }
   }
-  std::stable_sort(leaves.begin(), leaves.end(),
-                   [](const StuckGroup* a, const StuckGroup* b) { return a->leaves > b->leaves; });
+  std::stable_sort(leaves.begin(), leaves.end(), [](const StuckGroup* a, const StuckGroup* b) {
+    return a->leaves() > b->leaves();
+  });
   out << "STUCK (suspend point unchanged over the " << window
       << " window; where the stuck stacks wait)\n";
   for (const StuckGroup* s : leaves) {
-    out << s->leaves << g.times << " " << (s->function.empty() ? "(unnamed)" : esc(s->function))
+    out << s->leaves() << g.times << " " << (s->function.empty() ? "(unnamed)" : esc(s->function))
         << "  " << location(s->file, s->line, s->line == 0 ? s->index : -1)
         << kind_note(s->kind, FrameState::kSuspended) << "  stuck " << g.at_least
         << format_lower_bound(s->stuck_for_s);
@@ -241,6 +274,7 @@ void write_stuck(std::ostream& out, const Snapshot& snap, const std::vector<Stuc
       out << ", longest " << g.at_least << format_lower_bound(s->max_stuck_for_s);
     }
     out << '\n';
+    for (const std::string& l : awaited_from(snap, forest, *s, 3)) out << "    " << l << '\n';
   }
   if (enclosing > 0) {
     out << "(+ " << plural(enclosing, "enclosing frame", "enclosing frames") << " at "
@@ -340,7 +374,7 @@ void write_text_report(std::ostream& out, const Snapshot& snap, const AsyncFores
     }
   }
   out << '\n';
-  write_stuck(out, snap, stuck, g);
+  write_stuck(out, snap, forest, stuck, g);
   out << '\n';
   write_threads(out, snap);
 }

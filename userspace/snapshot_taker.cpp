@@ -215,7 +215,10 @@ bool SnapshotTaker::take(Snapshot* out, SnapshotError* error) {
     ReadMemory reader = [&mem](uint64_t addr, void* buf, size_t len) {
       return mem.read(addr, buf, len);
     };
-    FrameScanner scanner(s.index, reader);
+    ReadMemoryBatch batch = [&mem](std::vector<ReadRequest>& pieces) {
+      mem.read_batch(std::span<ReadRequest>(pieces));
+    };
+    FrameScanner scanner(s.index, reader, batch);
     ScanStats stats;
     std::vector<FoundFrame> found = scanner.scan(regions, &stats);
     // Boost.Asio recycles frame memory without clearing it: a finished or undecodable frame with
@@ -227,10 +230,9 @@ bool SnapshotTaker::take(Snapshot* out, SnapshotError* error) {
     out->frames.reserve(found.size());
     for (const auto& f : found) {
       CoroFrame frame = decode_frame(f);
-      uint64_t first_promise_word = 0;
-      if (frame.state != FrameState::kSuspended &&
-          reader(f.address + f.ref.fn->promise_offset, &first_promise_word, 8) &&
-          first_promise_word == f.address) {
+      size_t promise_word = f.ref.fn->promise_offset / 8;
+      if (frame.state != FrameState::kSuspended && promise_word < f.head_words &&
+          f.head[promise_word] == f.address) {
         ++recycled;
         continue;
       }
@@ -243,7 +245,7 @@ bool SnapshotTaker::take(Snapshot* out, SnapshotError* error) {
                               " finished Boost.Asio frames held for reuse by its frame recycler "
                               "were left out");
     }
-    stitch_awaiters(out->frames, found, reader);
+    stitch_awaiters(out->frames, found, reader, batch);
     out->bytes_scanned = stats.bytes_scanned;
     out->scan_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

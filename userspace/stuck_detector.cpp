@@ -95,11 +95,12 @@ std::vector<StuckGroup> group_stuck(const Snapshot& snap) {
     for (; j < stuck.size() && group_key(snap.frames[stuck[j]]) == group_key(f); ++j) {
       const double s = snap.frames[stuck[j]].stuck_for_s;
       g.frames.push_back(stuck[j]);
-      g.leaves += awaiting.count(snap.frames[stuck[j]].address) == 0;
+      if (awaiting.count(snap.frames[stuck[j]].address) == 0) g.leaf_frames.push_back(stuck[j]);
       g.stuck_for_s = std::min(g.stuck_for_s, s);
       g.max_stuck_for_s = std::max(g.max_stuck_for_s, s);
     }
     std::sort(g.frames.begin(), g.frames.end());
+    std::sort(g.leaf_frames.begin(), g.leaf_frames.end());
     groups.push_back(std::move(g));
     i = j;
   }

@@ -29,13 +29,14 @@ struct StuckGroup {
   std::string file;
   int line = 0;
   int64_t index = -1;
-  std::vector<size_t> frames;    // indices into Snapshot::frames, ascending
-  size_t leaves = 0;             // frames awaiting no other frame: where a stuck stack waits (the
-                                 // others enclose such a frame and are unmoved because it is)
-  double stuck_for_s = 0.0;      // smallest among the frames: the bound that holds for all
-  double max_stuck_for_s = 0.0;  // largest among the frames
+  std::vector<size_t> frames;       // indices into Snapshot::frames, ascending
+  std::vector<size_t> leaf_frames;  // those awaiting no other frame: where a stuck stack waits
+                                    // (the others enclose such a frame, unmoved because it is)
+  double stuck_for_s = 0.0;         // smallest among the frames: the bound that holds for all
+  double max_stuck_for_s = 0.0;     // largest among the frames
 
   size_t count() const { return frames.size(); }
+  size_t leaves() const { return leaf_frames.size(); }
 };
 
 // Groups the frames marked stuck in `snap`: largest count first, then function, file, line.

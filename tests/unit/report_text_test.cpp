@@ -132,6 +132,7 @@ TEST(ReportText, ThousandChainsAndIdleRoot) {
       "\n"
       "STUCK (suspend point unchanged over the 1.0s window; where the stuck stacks wait)\n"
       "1000x read_line(tcp::socket&, std::string&)  io.cpp:10  stuck >=1.0s\n"
+      "    1000 from read_request(tcp::socket&)  server.cpp:22\n"
       "\n"
       "THREADS\n"
       "TID      STATE SYSCALL          NAME\n"
@@ -291,6 +292,7 @@ TEST(ReportText, SiblingConnectorsAndPartialStuck) {
       "",
       "STUCK (suspend point unchanged over the 1.5s window; where the stuck stacks wait)",
       "2x recv  net.cpp:3  stuck >=1.5s, longest >=4.5s",
+      "    2 from session  s.cpp:9",
       "(+ 1 enclosing frame at 1 suspend point, each awaiting another coroutine, unchanged too: "
       "marked [stuck] in the trees)",
       "",
@@ -298,6 +300,36 @@ TEST(ReportText, SiblingConnectorsAndPartialStuck) {
   };
   ASSERT_EQ(lines.size(), 2 + expected_tail.size());
   for (size_t i = 0; i < expected_tail.size(); ++i) EXPECT_EQ(lines[2 + i], expected_tail[i]);
+}
+
+TEST(ReportText, StuckLeavesNameTheirCallers) {
+  Snapshot s;
+  s.window_seconds = 1.0;
+  auto add = [&](uint64_t addr, const std::string& fn, int line, uint64_t awaiter, bool stuck) {
+    CoroFrame f = make_frame(addr, fn, "x.cpp", line, awaiter);
+    f.stuck = stuck;
+    f.stuck_for_s = stuck ? 1.0 : 0.0;
+    s.frames.push_back(f);
+  };
+  for (uint64_t i = 0; i < 5; ++i) {
+    const uint64_t caller = 0x1000 + i * 0x100;
+    add(caller, i < 3 ? "acquire" : (i == 3 ? "fetch" : "poll"), 10 + static_cast<int>(i % 2), 0,
+        false);
+    add(caller + 0x10, "recv", 3, caller, true);
+  }
+  add(0x9000, "recv", 3, 0, true);  // a stuck root at the same point
+  std::ostringstream out;
+  write_text_report(out, s, build_async_forest(s), group_stuck(s), TextReportOptions{});
+  const std::string text = out.str();
+  const std::string expected =
+      "STUCK (suspend point unchanged over the 1.0s window; where the stuck stacks wait)\n"
+      "6x recv  x.cpp:3  stuck >=1.0s\n"
+      "    2 from acquire  x.cpp:10\n"
+      "    1 from acquire  x.cpp:11\n"
+      "    1 from fetch  x.cpp:11\n"
+      "    ... and 1 more caller\n"
+      "    1 not awaited (stack roots)\n";
+  EXPECT_NE(text.find(expected), std::string::npos) << text;
 }
 
 TEST(ReportText, ControlBytesFromTheTargetAreEscaped) {

@@ -168,9 +168,9 @@ TEST(StuckDetector, LeavesAreFramesAwaitingNothing) {
   ASSERT_EQ(g.size(), 2u);
   EXPECT_EQ(g[0].function, "outer");
   EXPECT_EQ(g[0].count(), 3u);
-  EXPECT_EQ(g[0].leaves, 2u);
+  EXPECT_EQ(g[0].leaf_frames, (std::vector<size_t>{2, 3}));
   EXPECT_EQ(g[1].function, "inner");
-  EXPECT_EQ(g[1].leaves, 1u);
+  EXPECT_EQ(g[1].leaf_frames, std::vector<size_t>{1});
 }
 
 TEST(StuckDetector, NothingStuckNoGroups) {
