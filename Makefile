@@ -39,10 +39,10 @@ test-san: deps
 fuzz: deps
 	cmake -S . -B $(BUILD_FUZZ) -DCMAKE_BUILD_TYPE=Debug -DASYNCPROBE_FUZZ=ON \
 	  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ $(CMAKE_ARGS)
-	cmake --build $(BUILD_FUZZ) -j $(JOBS)
-	tools/run-fuzz $(BUILD_FUZZ)
+	cmake --build $(BUILD_FUZZ) -j $(JOBS) --target fuzz_targets
+	ASYNCPROBE_FIXTURES=$(BUILD)/fixtures tools/run-fuzz $(BUILD_FUZZ)
 
-check: format-check tidy test-san fuzz
+check: build format-check tidy test-san fuzz
 
 demo: build
 	tools/demo/run-demo $(BUILD)

@@ -15,7 +15,8 @@ constexpr size_t kMaxResumeBytes = 1 << 20;
 constexpr size_t kDefaultResumeBytes = 16384;
 
 bool strip_suffix(std::string& s, const std::string& suffix) {
-  if (s.size() <= suffix.size() || s.compare(s.size() - suffix.size(), suffix.size(), suffix) != 0) {
+  if (s.size() <= suffix.size() ||
+      s.compare(s.size() - suffix.size(), suffix.size(), suffix) != 0) {
     return false;
   }
   s.resize(s.size() - suffix.size());
@@ -150,7 +151,8 @@ void CoroCatalog::read_layout(CoroFunction& fn) const {
       if (const StructMember* p = layout->find(promise_member)) {
         fn.promise_offset = static_cast<uint32_t>(p->offset);
       }
-      if (const StructMember* m = layout->find(index_member); m != nullptr && m->size > 0 && m->size <= 8) {
+      if (const StructMember* m = layout->find(index_member);
+          m != nullptr && m->size > 0 && m->size <= 8) {
         fn.index_offset = static_cast<uint32_t>(m->offset);
         fn.index_width = static_cast<uint8_t>(m->size);
         fn.layout_source = "dwarf";
@@ -163,7 +165,8 @@ void CoroCatalog::read_layout(CoroFunction& fn) const {
   }
   if (fn.index_width == 0) {
     std::vector<uint8_t> code;
-    size_t len = fn.resume_size != 0 ? std::min<size_t>(fn.resume_size, kMaxResumeBytes) : kDefaultResumeBytes;
+    size_t len = fn.resume_size != 0 ? std::min<size_t>(fn.resume_size, kMaxResumeBytes)
+                                     : kDefaultResumeBytes;
     if (module_->object().read_code(fn.resume, len, &code)) {
       ResumeCodeFacts facts = analyze_resume_code(code.data(), code.size(), fn.resume);
       if (auto field = guess_index_field(facts)) {
@@ -235,7 +238,8 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
   if (fn.index_width == 0) return points;
 
   std::vector<uint8_t> code;
-  size_t len = fn.resume_size != 0 ? std::min<size_t>(fn.resume_size, kMaxResumeBytes) : kDefaultResumeBytes;
+  size_t len =
+      fn.resume_size != 0 ? std::min<size_t>(fn.resume_size, kMaxResumeBytes) : kDefaultResumeBytes;
   if (!module_->object().read_code(fn.resume, len, &code)) return points;
   ResumeCodeFacts facts = analyze_resume_code(code.data(), code.size(), fn.resume);
   const DwarfInfo* dw = module_->dwarf();
@@ -286,7 +290,8 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
                   : SuspendPointInfo::Kind::kAwait;
     // A co_await is in the coroutine's own source file; a line in another file (a header the
     // store was inlined from) places nothing.
-    bool foreign = where.size() == 1 && !fn.decl_file.empty() && where.begin()->first != fn.decl_file;
+    bool foreign =
+        where.size() == 1 && !fn.decl_file.empty() && where.begin()->first != fn.decl_file;
     if (where.size() == 1 && where.begin()->second != 0 && !foreign) {
       sp.location = SourceLine{where.begin()->first, where.begin()->second, 0};
       sp.rule = "index-store";
@@ -296,7 +301,8 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
   return points;
 }
 
-const std::map<int64_t, SuspendPointInfo>& CoroCatalog::suspend_points(const CoroFunction& fn) const {
+const std::map<int64_t, SuspendPointInfo>& CoroCatalog::suspend_points(
+    const CoroFunction& fn) const {
   size_t idx = static_cast<size_t>(&fn - functions_.data());
   std::lock_guard<std::mutex> lock(mu_);
   auto it = points_.find(idx);

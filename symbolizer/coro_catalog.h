@@ -31,7 +31,7 @@ struct CoroFunction {
   std::string ramp_linkage;  // mangled ramp name, e.g. _Z4leafi
   std::string name;          // demangled, e.g. leaf(int)
   CoroCompiler compiler = CoroCompiler::kGcc;
-  uint64_t resume = 0;   // object vaddr of .actor / .resume
+  uint64_t resume = 0;  // object vaddr of .actor / .resume
   uint64_t resume_size = 0;
   uint64_t destroy = 0;  // .destroy
   uint64_t cleanup = 0;  // Clang .cleanup (elided frames), 0 if none

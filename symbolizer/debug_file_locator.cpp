@@ -48,7 +48,8 @@ bool file_crc32(const std::string& path, uint32_t* out) {
   std::array<unsigned char, 65536> buf{};
   ssize_t n = 0;
   while ((n = ::read(fd, buf.data(), buf.size())) > 0) {
-    for (ssize_t i = 0; i < n; ++i) crc = table[(crc ^ buf[static_cast<size_t>(i)]) & 0xFF] ^ (crc >> 8);
+    for (ssize_t i = 0; i < n; ++i)
+      crc = table[(crc ^ buf[static_cast<size_t>(i)]) & 0xFF] ^ (crc >> 8);
   }
   ::close(fd);
   if (n < 0) return false;
@@ -66,7 +67,8 @@ std::string find_debug_file(const ElfObject& object, const std::string& object_p
   const std::string& id = object.build_id();
   if (id.size() > 2) {
     for (const auto& root : roots) {
-      std::string candidate = root + "/.build-id/" + id.substr(0, 2) + "/" + id.substr(2) + ".debug";
+      std::string candidate =
+          root + "/.build-id/" + id.substr(0, 2) + "/" + id.substr(2) + ".debug";
       if (matches(object, candidate)) return candidate;
     }
   }
@@ -75,7 +77,13 @@ std::string find_debug_file(const ElfObject& object, const std::string& object_p
   std::string dir = dir_of(object_path_in_target);
   std::vector<std::string> candidates = {paths.sysroot + dir + "/" + link,
                                          paths.sysroot + dir + "/.debug/" + link};
-  for (const auto& root : roots) candidates.push_back(root + dir + "/" + link);
+  for (const auto& root : roots) {
+    std::string c = root;
+    c += dir;
+    c += "/";
+    c += link;
+    candidates.push_back(std::move(c));
+  }
   // The object may have been opened through /proc/PID/map_files; its own directory is the
   // target-side one above, but a debug file beside the opened path counts too.
   candidates.push_back(dir_of(object.path()) + "/" + link);

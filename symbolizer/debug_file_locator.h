@@ -14,7 +14,8 @@ namespace asyncprobe::sym {
 struct DebugSearchPaths {
   // Where the target's files live from our point of view ("" or "/proc/PID/root").
   std::string sysroot;
-  // Global debug roots, searched inside sysroot first and then on the host. Default: /usr/lib/debug.
+  // Global debug roots, searched inside sysroot first and then on the host. Default:
+  // /usr/lib/debug.
   std::vector<std::string> debug_roots = {"/usr/lib/debug"};
 };
 

@@ -1,4 +1,5 @@
-// C++ demangling through the ABI runtime; returns the input unchanged when it is not a mangled name.
+// C++ demangling through the ABI runtime; returns the input unchanged when it is not a mangled
+// name.
 #pragma once
 
 #include <string>

@@ -12,8 +12,8 @@ namespace asyncprobe::sym {
 
 namespace {
 
-constexpr int kMaxTypeHops = 16;        // typedef/const/volatile chains
-constexpr int kMaxIndexDepth = 6;       // CU -> namespace/class/subprogram nesting we index
+constexpr int kMaxTypeHops = 16;   // typedef/const/volatile chains
+constexpr int kMaxIndexDepth = 6;  // CU -> namespace/class/subprogram nesting we index
 constexpr size_t kMaxIndexedDies = 50'000'000;
 
 bool ends_with(const std::string& s, const char* suffix) {
@@ -22,7 +22,8 @@ bool ends_with(const std::string& s, const char* suffix) {
 }
 
 bool is_frame_type_name(const std::string& name) {
-  return ends_with(name, ".Frame") || ends_with(name, ".frame") || ends_with(name, ".coro_frame_ty");
+  return ends_with(name, ".Frame") || ends_with(name, ".frame") ||
+         ends_with(name, ".coro_frame_ty");
 }
 
 std::string die_function_name(Dwarf_Die* die) {
@@ -307,7 +308,8 @@ std::optional<SourceLine> DwarfInfo::function_decl(uint64_t vaddr) const {
   if (fn == nullptr) return std::nullopt;
   Dwarf_Die die;
   Dwarf_Die cu;
-  if (dwarf_offdie(dwarf_, fn->die, &die) == nullptr || dwarf_offdie(dwarf_, fn->cu, &cu) == nullptr) {
+  if (dwarf_offdie(dwarf_, fn->die, &die) == nullptr ||
+      dwarf_offdie(dwarf_, fn->cu, &cu) == nullptr) {
     return std::nullopt;
   }
   // decl_file/decl_line often sit on the abstract origin or the declaration (clones, actors).
@@ -389,7 +391,5 @@ std::optional<StructLayout> DwarfInfo::read_struct(Dwarf_Die* die) const {
   }
   return layout;
 }
-
-
 
 }  // namespace asyncprobe::sym

@@ -67,9 +67,9 @@ class DwarfInfo {
   // instead of libdw's per-query tree walk (dwarf_getscopes), which dominated run time.
   struct InlineScope {
     uint64_t lo = 0, hi = 0;
-    int depth = 0;          // nesting below the function, 1 = called from the function itself
-    Dwarf_Off die = 0;      // for the callee's name, resolved on demand
-    SourceLine call;        // call site, in the caller
+    int depth = 0;      // nesting below the function, 1 = called from the function itself
+    Dwarf_Off die = 0;  // for the callee's name, resolved on demand
+    SourceLine call;    // call site, in the caller
   };
   struct FunctionScope {
     Dwarf_Off die = 0;

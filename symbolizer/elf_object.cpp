@@ -183,7 +183,8 @@ std::string ElfObject::plt_target(uint64_t vaddr) const {
   std::vector<uint8_t> code;
   if (!read_code(vaddr, 16, &code) || code.size() < 6) return "";
   size_t at = 0;
-  if (code.size() >= 4 && code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e && code[3] == 0xfa) {
+  if (code.size() >= 4 && code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e &&
+      code[3] == 0xfa) {
     at = 4;
   }
   if (at < code.size() && code[at] == 0xf2) ++at;
@@ -191,7 +192,8 @@ std::string ElfObject::plt_target(uint64_t vaddr) const {
   int32_t disp = 0;
   std::memcpy(&disp, &code[at + 2], 4);
   uint64_t slot = vaddr + at + 6 + static_cast<int64_t>(disp);
-  auto it = std::lower_bound(plt_slots_.begin(), plt_slots_.end(), std::make_pair(slot, std::string()));
+  auto it =
+      std::lower_bound(plt_slots_.begin(), plt_slots_.end(), std::make_pair(slot, std::string()));
   return it != plt_slots_.end() && it->first == slot ? it->second : "";
 }
 
@@ -212,7 +214,8 @@ const ElfSymbol* ElfObject::function_at(uint64_t vaddr) const {
 
 std::optional<uint64_t> ElfObject::vaddr_to_offset(uint64_t vaddr) const {
   for (const auto& seg : segments_) {
-    if (vaddr >= seg.vaddr && vaddr < seg.vaddr + seg.filesz) return seg.offset + (vaddr - seg.vaddr);
+    if (vaddr >= seg.vaddr && vaddr < seg.vaddr + seg.filesz)
+      return seg.offset + (vaddr - seg.vaddr);
   }
   return std::nullopt;
 }
@@ -223,7 +226,8 @@ bool ElfObject::read_code(uint64_t vaddr, size_t len, std::vector<uint8_t>* out)
     if (vaddr < sec.addr || vaddr >= sec.addr + sec.size) continue;
     len = std::min<uint64_t>(len, sec.addr + sec.size - vaddr);
     out->resize(len);
-    ssize_t got = ::pread(fd_, out->data(), len, static_cast<off_t>(sec.offset + (vaddr - sec.addr)));
+    ssize_t got =
+        ::pread(fd_, out->data(), len, static_cast<off_t>(sec.offset + (vaddr - sec.addr)));
     if (got <= 0) return false;
     out->resize(static_cast<size_t>(got));
     return true;

@@ -21,37 +21,102 @@ struct SweepState {
   std::map<unsigned, int64_t> constants;
 };
 
-bool is_stack_base(unsigned reg) {
-  return reg == X86_REG_RBP || reg == X86_REG_RSP;
-}
+bool is_stack_base(unsigned reg) { return reg == X86_REG_RBP || reg == X86_REG_RSP; }
 
 // The 64-bit register containing `reg` (eax -> rax, r8w -> r8, ...).
 unsigned full_reg(csh handle, unsigned reg) {
   (void)handle;
   switch (reg) {
-    case X86_REG_AL: case X86_REG_AH: case X86_REG_AX: case X86_REG_EAX: case X86_REG_RAX: return X86_REG_RAX;
-    case X86_REG_BL: case X86_REG_BH: case X86_REG_BX: case X86_REG_EBX: case X86_REG_RBX: return X86_REG_RBX;
-    case X86_REG_CL: case X86_REG_CH: case X86_REG_CX: case X86_REG_ECX: case X86_REG_RCX: return X86_REG_RCX;
-    case X86_REG_DL: case X86_REG_DH: case X86_REG_DX: case X86_REG_EDX: case X86_REG_RDX: return X86_REG_RDX;
-    case X86_REG_SIL: case X86_REG_SI: case X86_REG_ESI: case X86_REG_RSI: return X86_REG_RSI;
-    case X86_REG_DIL: case X86_REG_DI: case X86_REG_EDI: case X86_REG_RDI: return X86_REG_RDI;
-    case X86_REG_BPL: case X86_REG_BP: case X86_REG_EBP: case X86_REG_RBP: return X86_REG_RBP;
-    case X86_REG_SPL: case X86_REG_SP: case X86_REG_ESP: case X86_REG_RSP: return X86_REG_RSP;
-    case X86_REG_R8B: case X86_REG_R8W: case X86_REG_R8D: case X86_REG_R8: return X86_REG_R8;
-    case X86_REG_R9B: case X86_REG_R9W: case X86_REG_R9D: case X86_REG_R9: return X86_REG_R9;
-    case X86_REG_R10B: case X86_REG_R10W: case X86_REG_R10D: case X86_REG_R10: return X86_REG_R10;
-    case X86_REG_R11B: case X86_REG_R11W: case X86_REG_R11D: case X86_REG_R11: return X86_REG_R11;
-    case X86_REG_R12B: case X86_REG_R12W: case X86_REG_R12D: case X86_REG_R12: return X86_REG_R12;
-    case X86_REG_R13B: case X86_REG_R13W: case X86_REG_R13D: case X86_REG_R13: return X86_REG_R13;
-    case X86_REG_R14B: case X86_REG_R14W: case X86_REG_R14D: case X86_REG_R14: return X86_REG_R14;
-    case X86_REG_R15B: case X86_REG_R15W: case X86_REG_R15D: case X86_REG_R15: return X86_REG_R15;
-    default: return reg;
+    case X86_REG_AL:
+    case X86_REG_AH:
+    case X86_REG_AX:
+    case X86_REG_EAX:
+    case X86_REG_RAX:
+      return X86_REG_RAX;
+    case X86_REG_BL:
+    case X86_REG_BH:
+    case X86_REG_BX:
+    case X86_REG_EBX:
+    case X86_REG_RBX:
+      return X86_REG_RBX;
+    case X86_REG_CL:
+    case X86_REG_CH:
+    case X86_REG_CX:
+    case X86_REG_ECX:
+    case X86_REG_RCX:
+      return X86_REG_RCX;
+    case X86_REG_DL:
+    case X86_REG_DH:
+    case X86_REG_DX:
+    case X86_REG_EDX:
+    case X86_REG_RDX:
+      return X86_REG_RDX;
+    case X86_REG_SIL:
+    case X86_REG_SI:
+    case X86_REG_ESI:
+    case X86_REG_RSI:
+      return X86_REG_RSI;
+    case X86_REG_DIL:
+    case X86_REG_DI:
+    case X86_REG_EDI:
+    case X86_REG_RDI:
+      return X86_REG_RDI;
+    case X86_REG_BPL:
+    case X86_REG_BP:
+    case X86_REG_EBP:
+    case X86_REG_RBP:
+      return X86_REG_RBP;
+    case X86_REG_SPL:
+    case X86_REG_SP:
+    case X86_REG_ESP:
+    case X86_REG_RSP:
+      return X86_REG_RSP;
+    case X86_REG_R8B:
+    case X86_REG_R8W:
+    case X86_REG_R8D:
+    case X86_REG_R8:
+      return X86_REG_R8;
+    case X86_REG_R9B:
+    case X86_REG_R9W:
+    case X86_REG_R9D:
+    case X86_REG_R9:
+      return X86_REG_R9;
+    case X86_REG_R10B:
+    case X86_REG_R10W:
+    case X86_REG_R10D:
+    case X86_REG_R10:
+      return X86_REG_R10;
+    case X86_REG_R11B:
+    case X86_REG_R11W:
+    case X86_REG_R11D:
+    case X86_REG_R11:
+      return X86_REG_R11;
+    case X86_REG_R12B:
+    case X86_REG_R12W:
+    case X86_REG_R12D:
+    case X86_REG_R12:
+      return X86_REG_R12;
+    case X86_REG_R13B:
+    case X86_REG_R13W:
+    case X86_REG_R13D:
+    case X86_REG_R13:
+      return X86_REG_R13;
+    case X86_REG_R14B:
+    case X86_REG_R14W:
+    case X86_REG_R14D:
+    case X86_REG_R14:
+      return X86_REG_R14;
+    case X86_REG_R15B:
+    case X86_REG_R15W:
+    case X86_REG_R15D:
+    case X86_REG_R15:
+      return X86_REG_R15;
+    default:
+      return reg;
   }
 }
 
-bool is_64bit_reg(unsigned reg) {
-  return full_reg(0, reg) == reg && reg != X86_REG_INVALID;
-}
+bool is_64bit_reg(unsigned reg) { return full_reg(0, reg) == reg && reg != X86_REG_INVALID; }
 
 void forget_reg(SweepState& st, unsigned reg) {
   st.frame_regs.erase(reg);
@@ -74,7 +139,8 @@ bool ends_block(unsigned id) {
 }
 
 bool same_state(const SweepState& a, const SweepState& b) {
-  return a.frame_regs == b.frame_regs && a.frame_slots == b.frame_slots && a.constants == b.constants;
+  return a.frame_regs == b.frame_regs && a.frame_slots == b.frame_slots &&
+         a.constants == b.constants;
 }
 
 // What holds on every path: the meet of two states.
@@ -302,7 +368,7 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
   }
   for (size_t i = 0; i < n; ++i) {
     auto t = (insns[i].id == X86_INS_CALL || is_jump(&insns[i])) ? direct_target(&insns[i])
-                                                                  : std::nullopt;
+                                                                 : std::nullopt;
     facts->instructions.push_back({insns[i].address, insns[i].id == X86_INS_CALL,
                                    ends_block(insns[i].id), insns[i].id == X86_INS_JMP,
                                    t.value_or(0), false});

@@ -46,7 +46,8 @@ std::shared_ptr<Module> ModuleCache::get(const std::string& open_path,
   // the same object (another path, a container layer) is found too.
   std::string file_key = "file:" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) +
                          ":" + std::to_string(st.st_size) + ":" +
-                         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+                         std::to_string(st.st_mtim.tv_sec) + "." +
+                         std::to_string(st.st_mtim.tv_nsec);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = modules_.find(file_key);
   if (it != modules_.end()) return it->second;

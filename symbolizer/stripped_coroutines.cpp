@@ -76,7 +76,8 @@ bool comment_mentions(const ElfObject& object, const char* needle) {
         static_cast<ssize_t>(text.size())) {
       return false;
     }
-    return std::search(text.begin(), text.end(), needle, needle + std::strlen(needle)) != text.end();
+    return std::search(text.begin(), text.end(), needle, needle + std::strlen(needle)) !=
+           text.end();
   }
   return false;
 }

@@ -8,7 +8,7 @@ namespace asyncprobe {
 
 namespace {
 
-constexpr uint64_t kMaxFrameBytes = 64 * 1024;
+constexpr uint64_t kMaxFrameBytes = uint64_t{64} * 1024;
 constexpr uint64_t kDefaultFrameBytes = 512;
 
 // How far a frame reaches: the DWARF frame size when known, else the glibc malloc chunk that

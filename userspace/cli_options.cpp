@@ -98,8 +98,9 @@ bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error) {
         return false;
       }
       opts->format = v;
-    } else if (value_of(a, "--window", &v) || value_of(a, "-d", &v) || value_of(a, "--duration", &v) ||
-               value_of(a, "--interval", &v) || value_of(a, "--stuck-threshold", &v)) {
+    } else if (value_of(a, "--window", &v) || value_of(a, "-d", &v) ||
+               value_of(a, "--duration", &v) || value_of(a, "--interval", &v) ||
+               value_of(a, "--stuck-threshold", &v)) {
       auto d = parse_duration(v);
       if (!d) {
         *error = "invalid duration '" + v + "': use e.g. 500ms, 1s, 2m or 0";

@@ -14,8 +14,8 @@ namespace asyncprobe {
 
 struct LoadedCatalog {
   std::shared_ptr<const sym::CoroCatalog> catalog;
-  uint64_t bias = 0;              // absolute = object vaddr + bias
-  std::string target_path;        // as the target names the object
+  uint64_t bias = 0;        // absolute = object vaddr + bias
+  std::string target_path;  // as the target names the object
 };
 
 struct CoroutineRef {

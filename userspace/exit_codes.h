@@ -7,14 +7,14 @@ namespace asyncprobe {
 
 enum ExitCode : int {
   kExitOk = 0,
-  kExitInternal = 1,       // a bug or an unexpected system failure
-  kExitUsage = 2,          // bad command line
-  kExitNoProcess = 3,      // no such PID
-  kExitPermission = 4,     // not permitted to read the target (capability / ptrace scope)
-  kExitNotInspectable = 5, // kernel thread or zombie: no user memory to read
-  kExitUnsupported = 6,    // not a 64-bit x86-64 ELF process
-  kExitNoCoroutines = 7,   // the target maps no coroutine code at all
-  kExitTargetExited = 8,   // the target exited while we were reading it
+  kExitInternal = 1,        // a bug or an unexpected system failure
+  kExitUsage = 2,           // bad command line
+  kExitNoProcess = 3,       // no such PID
+  kExitPermission = 4,      // not permitted to read the target (capability / ptrace scope)
+  kExitNotInspectable = 5,  // kernel thread or zombie: no user memory to read
+  kExitUnsupported = 6,     // not a 64-bit x86-64 ELF process
+  kExitNoCoroutines = 7,    // the target maps no coroutine code at all
+  kExitTargetExited = 8,    // the target exited while we were reading it
 };
 
 }  // namespace asyncprobe

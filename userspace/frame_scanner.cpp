@@ -153,8 +153,8 @@ std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
     buf.assign(total, 0);
     pieces.clear();
     for (const auto& sp : spans) {
-      pieces.push_back({sp.start, buf.data() + sp.offset, static_cast<size_t>(sp.end - sp.start),
-                        false});
+      pieces.push_back(
+          {sp.start, buf.data() + sp.offset, static_cast<size_t>(sp.end - sp.start), false});
     }
     read_pieces(pieces);
   };

@@ -16,10 +16,10 @@
 namespace asyncprobe {
 namespace {
 
-constexpr size_t kMaxSingleRead = 1u << 30;     // below the kernel's MAX_RW_COUNT (~2 GiB)
+constexpr size_t kMaxSingleRead = 1u << 30;      // below the kernel's MAX_RW_COUNT (~2 GiB)
 constexpr uint64_t kMaxBatchBytes = 256u << 20;  // bytes per process_vm_readv call
 constexpr size_t kMaxChunk = 256u << 20;
-constexpr size_t kKernelIovMax = 1024;           // UIO_MAXIOV
+constexpr size_t kKernelIovMax = 1024;  // UIO_MAXIOV
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -47,8 +47,8 @@ MemoryReader::MemoryReader(int pid, Backend backend) : pid_(pid) {
 MemoryReader::MemoryReader(const TargetProcess& target, Backend backend) : pid_(target.pid()) {
   proc_dir_ = UniqueFd(::fcntl(target.proc_dir_fd(), F_DUPFD_CLOEXEC, 0));
   if (!proc_dir_.valid()) {
-    throw TargetError(kExitInternal, std::string("cannot duplicate /proc directory fd: ") +
-                                         std::strerror(errno));
+    throw TargetError(kExitInternal,
+                      std::string("cannot duplicate /proc directory fd: ") + std::strerror(errno));
   }
   init(backend, !target.vm_readv_works());
   // The pidfd names whatever now has this PID; it is ours only if the target is still alive.

@@ -11,10 +11,10 @@
 namespace asyncprobe {
 namespace {
 
-constexpr uint64_t kMinPage = 4096;          // x86-64 base page: every kernel-printed bound is aligned
-constexpr size_t kMaxLineBytes = 16384;      // PATH_MAX plus fields; longer lines are not the kernel's
+constexpr uint64_t kMinPage = 4096;      // x86-64 base page: every kernel-printed bound is aligned
+constexpr size_t kMaxLineBytes = 16384;  // PATH_MAX plus fields; longer lines are not the kernel's
 constexpr size_t kMaxPathBytes = 8192;
-constexpr size_t kMaxLoadSegments = 4096;    // a hostile ELF cannot make the bias search quadratic
+constexpr size_t kMaxLoadSegments = 4096;  // a hostile ELF cannot make the bias search quadratic
 
 std::optional<uint64_t> parse_hex(std::string_view s, size_t max_digits) {
   if (s.empty() || s.size() > max_digits) return std::nullopt;
@@ -186,7 +186,8 @@ RegionKind classify(const Mapping& m) {
   const std::string& p = m.path;
   if (p == "[heap]") return RegionKind::kHeap;
   if (p == "[stack]") return RegionKind::kMainStack;
-  if (starts_with(p, "[anon:")) return m.perms.shared ? RegionKind::kShared : RegionKind::kAnonymous;
+  if (starts_with(p, "[anon:"))
+    return m.perms.shared ? RegionKind::kShared : RegionKind::kAnonymous;
   if (starts_with(p, "[anon_shmem:")) return RegionKind::kShared;
   if (is_special_name(p)) return RegionKind::kSpecial;
   // Device mappings and anon_inode: rings (perf, io_uring, dma-buf) are not ordinary memory.
@@ -204,16 +205,26 @@ RegionKind classify(const Mapping& m) {
 
 const char* to_string(RegionKind k) {
   switch (k) {
-    case RegionKind::kHeap: return "heap";
-    case RegionKind::kMainStack: return "stack";
-    case RegionKind::kAnonymous: return "anonymous";
-    case RegionKind::kFileCode: return "file-code";
-    case RegionKind::kFileData: return "file-data";
-    case RegionKind::kFileReadOnly: return "file-readonly";
-    case RegionKind::kShared: return "shared";
-    case RegionKind::kDevice: return "device";
-    case RegionKind::kSpecial: return "special";
-    case RegionKind::kNoAccess: return "no-access";
+    case RegionKind::kHeap:
+      return "heap";
+    case RegionKind::kMainStack:
+      return "stack";
+    case RegionKind::kAnonymous:
+      return "anonymous";
+    case RegionKind::kFileCode:
+      return "file-code";
+    case RegionKind::kFileData:
+      return "file-data";
+    case RegionKind::kFileReadOnly:
+      return "file-readonly";
+    case RegionKind::kShared:
+      return "shared";
+    case RegionKind::kDevice:
+      return "device";
+    case RegionKind::kSpecial:
+      return "special";
+    case RegionKind::kNoAccess:
+      return "no-access";
   }
   return "?";
 }
@@ -264,9 +275,9 @@ bool MappedObject::has_exec() const {
 std::vector<MappedObject> group_objects(const std::vector<Mapping>& maps) {
   using Key = std::tuple<uint32_t, uint32_t, uint64_t, std::string>;
   struct Open {
-    size_t index;              // into objects
-    uint64_t max_offset = 0;   // highest file offset of an accessible mapping so far
-    bool has_zero = false;     // an accessible mapping of offset 0 was seen
+    size_t index;             // into objects
+    uint64_t max_offset = 0;  // highest file offset of an accessible mapping so far
+    bool has_zero = false;    // an accessible mapping of offset 0 was seen
   };
   std::vector<MappedObject> objects;
   std::map<Key, Open> open;  // key -> the instance being filled
@@ -304,8 +315,8 @@ std::vector<MappedObject> group_objects(const std::vector<Mapping>& maps) {
   return objects;
 }
 
-LoadBiasResult compute_load_bias(const MappedObject& object,
-                                 const std::vector<LoadSegment>& loads, uint64_t page_size) {
+LoadBiasResult compute_load_bias(const MappedObject& object, const std::vector<LoadSegment>& loads,
+                                 uint64_t page_size) {
   LoadBiasResult r;
   if (page_size == 0 || (page_size & (page_size - 1)) != 0) {
     r.error = "page size is not a power of two";

@@ -54,16 +54,16 @@ constexpr size_t kMaxMapsBytes = 64u << 20;  // ~65k mappings of long paths fit 
 const Mapping* find_mapping(const std::vector<Mapping>& maps, uint64_t addr);
 
 enum class RegionKind {
-  kHeap,         // [heap]
-  kMainStack,    // [stack]
-  kAnonymous,    // no file: malloc arenas, thread stacks, [anon:name]
-  kFileCode,     // file-backed, executable
-  kFileData,     // file-backed, private, writable (.data, relocated GOT)
-  kFileReadOnly, // file-backed, other
-  kShared,       // shared mapping (shm, memfd, shared anonymous)
-  kDevice,       // /dev/... mappings: reading them may have side effects
-  kSpecial,      // [vdso], [vvar], [vsyscall], [uprobes] and unknown [bracketed] names
-  kNoAccess,     // not readable (guard pages, reservations)
+  kHeap,          // [heap]
+  kMainStack,     // [stack]
+  kAnonymous,     // no file: malloc arenas, thread stacks, [anon:name]
+  kFileCode,      // file-backed, executable
+  kFileData,      // file-backed, private, writable (.data, relocated GOT)
+  kFileReadOnly,  // file-backed, other
+  kShared,        // shared mapping (shm, memfd, shared anonymous)
+  kDevice,        // /dev/... mappings: reading them may have side effects
+  kSpecial,       // [vdso], [vvar], [vsyscall], [uprobes] and unknown [bracketed] names
+  kNoAccess,      // not readable (guard pages, reservations)
 };
 RegionKind classify(const Mapping& m);
 const char* to_string(RegionKind k);
@@ -113,10 +113,10 @@ struct LoadSegment {
 
 struct LoadBiasResult {
   bool ok = false;
-  uint64_t bias = 0;      // runtime address = link-time vaddr + bias
-  size_t matched = 0;     // mappings explained by this bias
-  size_t unexplained = 0; // mappings no segment explains with this bias
-  std::string error;      // why !ok
+  uint64_t bias = 0;       // runtime address = link-time vaddr + bias
+  size_t matched = 0;      // mappings explained by this bias
+  size_t unexplained = 0;  // mappings no segment explains with this bias
+  std::string error;       // why !ok
 };
 // The load bias of `object` given its ELF's PT_LOAD headers. A mapping at `start` with file
 // offset `off` inside segment S implies bias = start - (S.vaddr - S.offset + off) (for the
@@ -125,8 +125,7 @@ struct LoadBiasResult {
 // that explains the most mappings wins; ok only if it is page-aligned, explains every accessible
 // mapping, and explains an executable mapping when the ELF has an executable segment, so a stray
 // mmap of the same file cannot pass as the loaded image.
-LoadBiasResult compute_load_bias(const MappedObject& object,
-                                 const std::vector<LoadSegment>& loads,
+LoadBiasResult compute_load_bias(const MappedObject& object, const std::vector<LoadSegment>& loads,
                                  uint64_t page_size = 4096);
 
 }  // namespace asyncprobe

@@ -34,31 +34,31 @@ struct CoroFrame {
   std::string object;       // path of the ELF object that holds the coroutine's code
   FrameState state = FrameState::kUnknown;
   SuspendPoint suspend;
-  bool on_stack = false;      // found on a thread stack (an elided frame)
-  bool elided = false;        // Clang put it inside its caller's storage (.cleanup in the destroy
-                              // slot): when done, it may already have been destroyed
-  uint64_t awaiter = 0;       // frame address of the coroutine awaiting this one, 0 if none
-  std::string awaiter_rule;   // rule that found the edge: "continuation-in-promise", "asio-caller",
-                              // "folly-async-stack", "mutual-pointer"
-  bool stuck = false;         // suspend point did not move across the observation window
-  double stuck_for_s = 0.0;   // lower bound on how long it has been suspended there
+  bool on_stack = false;     // found on a thread stack (an elided frame)
+  bool elided = false;       // Clang put it inside its caller's storage (.cleanup in the destroy
+                             // slot): when done, it may already have been destroyed
+  uint64_t awaiter = 0;      // frame address of the coroutine awaiting this one, 0 if none
+  std::string awaiter_rule;  // rule that found the edge: "continuation-in-promise", "asio-caller",
+                             // "folly-async-stack", "mutual-pointer"
+  bool stuck = false;        // suspend point did not move across the observation window
+  double stuck_for_s = 0.0;  // lower bound on how long it has been suspended there
 };
 
 struct ThreadInfo {
   int tid = 0;
   std::string name;
-  char state = '?';      // from /proc/PID/task/TID/stat
-  std::string syscall;   // "futex", "epoll_wait", "running", "" if unknown
+  char state = '?';     // from /proc/PID/task/TID/stat
+  std::string syscall;  // "futex", "epoll_wait", "running", "" if unknown
   int64_t syscall_nr = -1;
-  uint64_t sp = 0;       // user stack pointer when blocked in a syscall
+  uint64_t sp = 0;  // user stack pointer when blocked in a syscall
   uint64_t pc = 0;
   uint64_t stack_lo = 0, stack_hi = 0;  // the thread's stack mapping, when known
 };
 
 struct Snapshot {
   int pid = 0;
-  std::string command;         // comm
-  std::string executable;      // /proc/PID/exe target
+  std::string command;     // comm
+  std::string executable;  // /proc/PID/exe target
   std::vector<CoroFrame> frames;
   std::vector<ThreadInfo> threads;
   std::vector<std::string> warnings;  // degraded results: missing debug info, torn reads, ...

@@ -183,6 +183,7 @@ void SnapshotTaker::add_stripped_coroutines(const std::vector<StrippedObject>& s
     }
     if (by_resume.empty()) continue;
     std::vector<sym::CoroFunction> fns;
+    fns.reserve(by_resume.size());
     for (auto& [r, fn] : by_resume) fns.push_back(std::move(fn));
     const std::string& id = so.module->object().build_id();
     s.warnings.push_back(so.path + ": no symbols: " + std::to_string(fns.size()) +

@@ -32,14 +32,13 @@ UniqueFd::~UniqueFd() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-int read_file_at(int dirfd, const char* rel, size_t max_bytes, std::string* out,
-                 bool* truncated) {
+int read_file_at(int dirfd, const char* rel, size_t max_bytes, std::string* out, bool* truncated) {
   out->clear();
   if (truncated != nullptr) *truncated = false;
   UniqueFd fd(::openat(dirfd, rel, O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (!fd.valid()) return errno;
   // Read one byte past the cap so "exactly max_bytes" and "longer" can be told apart.
-  constexpr size_t kStep = 64 * 1024;
+  constexpr size_t kStep = size_t{64} * 1024;
   while (out->size() <= max_bytes) {
     size_t want = std::min(kStep, max_bytes + 1 - out->size());
     size_t old = out->size();
@@ -122,19 +121,32 @@ namespace {
 
 const char* machine_name(unsigned machine) {
   switch (machine) {
-    case EM_386: return "i386";
-    case EM_MIPS: return "mips";
-    case EM_PPC: return "ppc";
-    case EM_PPC64: return "ppc64";
-    case EM_S390: return "s390";
-    case EM_ARM: return "arm";
-    case EM_SPARCV9: return "sparcv9";
-    case EM_IA_64: return "ia64";
-    case EM_X86_64: return "x86-64";
-    case EM_AARCH64: return "aarch64";
-    case EM_RISCV: return "riscv";
-    case 258: return "loongarch";  // EM_LOONGARCH, newer than some elf.h
-    default: return nullptr;
+    case EM_386:
+      return "i386";
+    case EM_MIPS:
+      return "mips";
+    case EM_PPC:
+      return "ppc";
+    case EM_PPC64:
+      return "ppc64";
+    case EM_S390:
+      return "s390";
+    case EM_ARM:
+      return "arm";
+    case EM_SPARCV9:
+      return "sparcv9";
+    case EM_IA_64:
+      return "ia64";
+    case EM_X86_64:
+      return "x86-64";
+    case EM_AARCH64:
+      return "aarch64";
+    case EM_RISCV:
+      return "riscv";
+    case 258:
+      return "loongarch";  // EM_LOONGARCH, newer than some elf.h
+    default:
+      return nullptr;
   }
 }
 
@@ -159,8 +171,8 @@ ElfHeaderCheck check_elf_header(const unsigned char* data, size_t size) {
   const unsigned cls = data[EI_CLASS];
   const unsigned enc = data[EI_DATA];
   // e_machine sits at offset 18 in both classes, in the file's declared byte order.
-  const unsigned machine = enc == ELFDATA2MSB ? (data[18] << 8) | data[19]
-                                              : data[18] | (data[19] << 8);
+  const unsigned machine =
+      enc == ELFDATA2MSB ? (data[18] << 8) | data[19] : data[18] | (data[19] << 8);
   if (cls == ELFCLASS32) {
     c.problem = machine == EM_X86_64 ? "an x32 ELF (32-bit pointers on x86-64)"
                                      : "a 32-bit ELF (" + arch_of(machine) + ")";
@@ -178,7 +190,7 @@ ElfHeaderCheck check_elf_header(const unsigned char* data, size_t size) {
 
 namespace {
 
-constexpr size_t kMaxSmallProcFile = 64 * 1024;  // stat, status: a few hundred bytes in practice
+constexpr size_t kMaxSmallProcFile = size_t{64} * 1024;  // stat, status: a few hundred bytes in practice
 constexpr int kCapSysPtrace = 19;
 
 // Keeps messages on one line whatever bytes a hostile comm or path holds.
@@ -293,8 +305,7 @@ UniqueFd open_proc_dir(int pid) {
     }
     throw TargetError(kExitNoProcess, "no such process: PID " + std::to_string(pid));
   }
-  throw TargetError(kExitInternal,
-                    "cannot open " + path + ": " + std::strerror(err));
+  throw TargetError(kExitInternal, "cannot open " + path + ": " + std::strerror(err));
 }
 
 ProcStat read_stat_or_throw(int dirfd, int pid) {
@@ -304,13 +315,12 @@ ProcStat read_stat_or_throw(int dirfd, int pid) {
     if (is_gone_errno(err)) {
       throw TargetError(kExitNoProcess, "no such process: PID " + std::to_string(pid));
     }
-    throw TargetError(kExitInternal, "cannot read /proc/" + std::to_string(pid) +
-                                         "/stat: " + std::strerror(err));
+    throw TargetError(kExitInternal,
+                      "cannot read /proc/" + std::to_string(pid) + "/stat: " + std::strerror(err));
   }
   auto st = parse_proc_stat(text);
   if (!st) {
-    throw TargetError(kExitInternal,
-                      "unexpected format of /proc/" + std::to_string(pid) + "/stat");
+    throw TargetError(kExitInternal, "unexpected format of /proc/" + std::to_string(pid) + "/stat");
   }
   return *st;
 }
@@ -348,11 +358,13 @@ MapsParseResult TargetProcess::read_maps() const {
   bool truncated = false;
   int err = read_file_at(proc_dir_.get(), "maps", kMaxMapsBytes, &text, &truncated);
   if (err != 0) {
-    if (is_permission_errno(err)) throw_permission(pid_, comm_, proc_dir_.get(), proc_path("maps"), err);
+    if (is_permission_errno(err))
+      throw_permission(pid_, comm_, proc_dir_.get(), proc_path("maps"), err);
     if (is_gone_errno(err) || !alive()) {
       throw TargetError(kExitTargetExited, who(pid_, comm_) + " exited");
     }
-    throw TargetError(kExitInternal, "cannot read " + proc_path("maps") + ": " + std::strerror(err));
+    throw TargetError(kExitInternal,
+                      "cannot read " + proc_path("maps") + ": " + std::strerror(err));
   }
   MapsParseResult r = parse_maps(text);
   r.truncated = truncated;
@@ -541,8 +553,8 @@ TargetProcess TargetProcess::open(int pid) {
   unsigned char header[EI_NIDENT + 8] = {};
   size_t have = 0;
   while (have < sizeof header) {
-    ssize_t r = ::pread(exe_fd.get(), header + have, sizeof header - have,
-                        static_cast<off_t>(have));
+    ssize_t r =
+        ::pread(exe_fd.get(), header + have, sizeof header - have, static_cast<off_t>(have));
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) break;
     have += static_cast<size_t>(r);

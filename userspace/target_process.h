@@ -64,9 +64,9 @@ struct ProcStat {
   std::string comm;
   char state = '?';
   int ppid = 0;
-  uint64_t flags = 0;        // field 9: PF_* flags
-  int64_t num_threads = 0;   // field 20
-  uint64_t start_time = 0;   // field 22: clock ticks after boot; identifies the process
+  uint64_t flags = 0;       // field 9: PF_* flags
+  int64_t num_threads = 0;  // field 20
+  uint64_t start_time = 0;  // field 22: clock ticks after boot; identifies the process
 };
 std::optional<ProcStat> parse_proc_stat(std::string_view text);
 
@@ -84,8 +84,8 @@ ElfHeaderCheck check_elf_header(const unsigned char* data, size_t size);
 // A file the target maps, opened by us; fd is invalid when no route worked.
 struct MappedFile {
   UniqueFd fd;
-  std::string path;                 // the route that opened it (or the last one tried)
-  bool identity_verified = false;   // device and inode match the mapping
+  std::string path;                // the route that opened it (or the last one tried)
+  bool identity_verified = false;  // device and inode match the mapping
 };
 
 class TargetProcess {

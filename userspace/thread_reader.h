@@ -22,9 +22,9 @@ const char* syscall_name_x86_64(int64_t nr);
 // /proc/PID/task/TID/syscall, parsed.
 struct SyscallState {
   enum class Kind {
-    kRunning,         // "running": on a CPU or runnable; no registers to report
-    kInSyscall,       // blocked in syscall `nr`
-    kNotInSyscall,    // blocked outside a syscall ("-1 sp pc": stopped, or in a page fault)
+    kRunning,       // "running": on a CPU or runnable; no registers to report
+    kInSyscall,     // blocked in syscall `nr`
+    kNotInSyscall,  // blocked outside a syscall ("-1 sp pc": stopped, or in a page fault)
   };
   Kind kind = Kind::kRunning;
   int64_t nr = -1;
@@ -40,10 +40,10 @@ struct ThreadReadOptions {
 
 struct ThreadReadResult {
   std::vector<ThreadInfo> threads;  // ascending tid
-  size_t vanished = 0;            // threads that exited between listing and reading: skipped
-  size_t syscall_unreadable = 0;  // threads kept without syscall info (kernel refused, bad text)
-  size_t malformed = 0;           // threads skipped because their stat made no sense
-  bool truncated = false;         // more than max_threads
+  size_t vanished = 0;              // threads that exited between listing and reading: skipped
+  size_t syscall_unreadable = 0;    // threads kept without syscall info (kernel refused, bad text)
+  size_t malformed = 0;             // threads skipped because their stat made no sense
+  bool truncated = false;           // more than max_threads
 };
 
 // Reads every thread of `target`. ThreadInfo::syscall is the syscall name, "running",

@@ -78,8 +78,8 @@ TEST(BadInput, Zombie) {
 
 TEST(BadInput, ProcessWithoutCoroutineCode) {
   FixtureProcess fx({fixture_path("gcc12-O2", "nocoro")});
-  expect_one_line_error(probe({"-p", std::to_string(fx.pid()), "--window", "0"}),
-                        kExitNoCoroutines, "no coroutine code found");
+  expect_one_line_error(probe({"-p", std::to_string(fx.pid()), "--window", "0"}), kExitNoCoroutines,
+                        "no coroutine code found");
 }
 
 TEST(BadInput, NotPermittedAsAnotherUser) {

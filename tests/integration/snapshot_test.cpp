@@ -5,9 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -21,7 +21,7 @@ using nlohmann::json;
 
 json snapshot_json(pid_t pid, const std::vector<std::string>& extra = {}) {
   std::vector<std::string> argv = {asyncprobe_binary(), "-p", std::to_string(pid), "--json",
-                                   "--window", "0"};
+                                   "--window",          "0"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   RunResult r = run_command(argv, std::chrono::seconds(120));
   EXPECT_EQ(r.exit.exit_code, 0) << r.err;
@@ -36,10 +36,9 @@ std::string short_file(const std::string& path) {
 // One line per frame: "function @file:line state"; a chain joins them root first with " > ".
 std::string frame_text(const json& c) {
   const json& s = c["suspend"];
-  std::string where = s["line"].get<int>() != 0
-                          ? short_file(s["file"].get<std::string>()) + ":" +
-                                std::to_string(s["line"].get<int>())
-                          : std::string("?");
+  std::string where = s["line"].get<int>() != 0 ? short_file(s["file"].get<std::string>()) + ":" +
+                                                      std::to_string(s["line"].get<int>())
+                                                : std::string("?");
   return c["function"].get<std::string>() + " @" + where + " " + c["state"].get<std::string>();
 }
 
@@ -107,8 +106,8 @@ class ChainSnapshot : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ChainSnapshot, ExactTreesAtSeveralDepths) {
   for (int depth : {1, 2, 3, 4, 7}) {
-    FixtureProcess fx({fixture_path(GetParam(), "chain"), "--depth", std::to_string(depth),
-                       "--count", "3"});
+    FixtureProcess fx(
+        {fixture_path(GetParam(), "chain"), "--depth", std::to_string(depth), "--count", "3"});
     json doc = snapshot_json(fx.pid());
     std::map<std::string, int> want = {
         {expected_chain(depth), 3},
@@ -136,8 +135,7 @@ TEST_P(ChainSnapshot, DeepChainOf200) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCompilers, ChainSnapshot,
-                         ::testing::ValuesIn(fixture_variants_with("chain")),
-                         [](const auto& info) {
+                         ::testing::ValuesIn(fixture_variants_with("chain")), [](const auto& info) {
                            std::string n = info.param;
                            for (char& c : n) {
                              if (c == '-') c = '_';
@@ -147,8 +145,7 @@ INSTANTIATE_TEST_SUITE_P(AllCompilers, ChainSnapshot,
 
 TEST(Snapshot, TextReportCoalescesIdenticalStacks) {
   FixtureProcess fx({fixture_path("gcc12-O2", "chain"), "--depth", "4", "--count", "50"});
-  RunResult r = run_command(
-      {asyncprobe_binary(), "-p", std::to_string(fx.pid()), "--window", "0"});
+  RunResult r = run_command({asyncprobe_binary(), "-p", std::to_string(fx.pid()), "--window", "0"});
   ASSERT_EQ(r.exit.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("201 coroutines in 51 async stacks (2 distinct)"), std::string::npos)
       << r.out;
@@ -288,12 +285,11 @@ TEST(Snapshot, ManyCoroutinesAllFound) {
                     std::chrono::seconds(60));
   json doc = snapshot_json(fx.pid());
   const std::string src = "tests/fixtures/many.cpp";
-  std::map<std::string, int> want = {
-      {join({one("many_root(long)", src, "many_root_calls_mid"),
-             one("many_mid(long)", src, "many_mid_calls_inner"),
-             one("many_inner(long)", src, "many_inner_calls_leaf"),
-             one("many_leaf(long)", src, "many_leaf_park")}),
-       25000}};
+  std::map<std::string, int> want = {{join({one("many_root(long)", src, "many_root_calls_mid"),
+                                            one("many_mid(long)", src, "many_mid_calls_inner"),
+                                            one("many_inner(long)", src, "many_inner_calls_leaf"),
+                                            one("many_leaf(long)", src, "many_leaf_park")}),
+                                      25000}};
   EXPECT_EQ(chains_of(doc), want);
   EXPECT_EQ(doc["summary"]["coroutines"].get<int>(), 100000);
 }

@@ -8,9 +8,9 @@
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -147,7 +147,8 @@ TEST_P(MemoryReaderBackends, ReadsKnownContentsExactly) {
   uint64_t word;
   std::memcpy(&word, expected(8, 8).data(), 8);
   EXPECT_EQ(reader.read_u64(base + 8), std::optional<uint64_t>(word));
-  EXPECT_EQ(reader.read_value<uint8_t>(base + kPage + 5), std::optional<uint8_t>(pattern(kPage + 5)));
+  EXPECT_EQ(reader.read_value<uint8_t>(base + kPage + 5),
+            std::optional<uint8_t>(pattern(kPage + 5)));
 
   // More requests than IOV_MAX: batched, every value exact.
   constexpr size_t kN = 3000;
@@ -186,8 +187,8 @@ TEST_P(MemoryReaderBackends, UnmappedPageIsAFailureNotZeros) {
   std::vector<unsigned char> buf(3 * kPage, 0xAA);
   EXPECT_FALSE(reader.read(base, buf.data(), buf.size()));
   EXPECT_EQ(reader.read_prefix(base, buf.data(), buf.size()), kPage);
-  EXPECT_TRUE(std::equal(buf.begin(), buf.begin() + static_cast<long>(kPage),
-                         expected(0, kPage).begin()));
+  EXPECT_TRUE(
+      std::equal(buf.begin(), buf.begin() + static_cast<long>(kPage), expected(0, kPage).begin()));
   EXPECT_EQ(reader.read_u64(base + kPage), std::nullopt);
   EXPECT_EQ(reader.read_u64(base + kPage - 4), std::nullopt);  // straddles into the hole
   std::vector<unsigned char> last(kPage);
@@ -242,14 +243,15 @@ TEST_P(MemoryReaderBackends, ChunksALargeRegionWithBoundedPieces) {
   const size_t len = kPages * kPage;
   uint64_t next = base;
   size_t mismatches = 0;
-  ChunkScanStats st = reader.for_each_chunk(
-      base, base + len, 1 << 20, [&](uint64_t a, std::span<const unsigned char> b) {
-        EXPECT_EQ(a, next);
-        EXPECT_LE(b.size(), 1u << 20);
-        for (size_t i = 0; i < b.size(); ++i) mismatches += b[i] != pattern(a - base + i);
-        next = a + b.size();
-        return true;
-      });
+  ChunkScanStats st = reader.for_each_chunk(base, base + len, 1 << 20,
+                                            [&](uint64_t a, std::span<const unsigned char> b) {
+                                              EXPECT_EQ(a, next);
+                                              EXPECT_LE(b.size(), 1u << 20);
+                                              for (size_t i = 0; i < b.size(); ++i)
+                                                mismatches += b[i] != pattern(a - base + i);
+                                              next = a + b.size();
+                                              return true;
+                                            });
   EXPECT_EQ(mismatches, 0u);
   EXPECT_EQ(next, base + len);
   EXPECT_EQ(st.bytes_delivered, len);
@@ -258,7 +260,8 @@ TEST_P(MemoryReaderBackends, ChunksALargeRegionWithBoundedPieces) {
 
   // The callback can stop the walk.
   size_t calls = 0;
-  st = reader.for_each_chunk(base, base + len, 1 << 20, [&](uint64_t, auto) { return ++calls < 3; });
+  st =
+      reader.for_each_chunk(base, base + len, 1 << 20, [&](uint64_t, auto) { return ++calls < 3; });
   EXPECT_EQ(calls, 3u);
   EXPECT_TRUE(st.stopped);
 }
@@ -271,20 +274,19 @@ TEST_P(MemoryReaderBackends, TargetExitingMidScanIsATypedError) {
     MemoryReader reader(child.pid(), GetParam());
     size_t calls = 0;
     try {
-      reader.for_each_chunk(base, base + (8u << 20), 1 << 20,
-                            [&](uint64_t, std::span<const unsigned char>) {
-                              if (++calls == 1) {
-                                ::kill(child.pid(), SIGKILL);
-                                if (reap) {
-                                  child.kill_and_reap();
-                                } else {
-                                  siginfo_t si;
-                                  ::waitid(P_PID, static_cast<id_t>(child.pid()), &si,
-                                           WEXITED | WNOWAIT);
-                                }
-                              }
-                              return true;
-                            });
+      reader.for_each_chunk(
+          base, base + (8u << 20), 1 << 20, [&](uint64_t, std::span<const unsigned char>) {
+            if (++calls == 1) {
+              ::kill(child.pid(), SIGKILL);
+              if (reap) {
+                child.kill_and_reap();
+              } else {
+                siginfo_t si;
+                ::waitid(P_PID, static_cast<id_t>(child.pid()), &si, WEXITED | WNOWAIT);
+              }
+            }
+            return true;
+          });
       ADD_FAILURE() << "no error after the target died";
     } catch (const TargetError& e) {
       EXPECT_EQ(e.code(), kExitTargetExited);
@@ -303,9 +305,12 @@ INSTANTIATE_TEST_SUITE_P(All, MemoryReaderBackends,
                                            MemoryReader::Backend::kProcMem),
                          [](const auto& info) {
                            switch (info.param) {
-                             case MemoryReader::Backend::kAuto: return std::string("Auto");
-                             case MemoryReader::Backend::kProcessVmReadv: return std::string("VmReadv");
-                             case MemoryReader::Backend::kProcMem: return std::string("ProcMem");
+                             case MemoryReader::Backend::kAuto:
+                               return std::string("Auto");
+                             case MemoryReader::Backend::kProcessVmReadv:
+                               return std::string("VmReadv");
+                             case MemoryReader::Backend::kProcMem:
+                               return std::string("ProcMem");
                            }
                            return std::string("?");
                          });
@@ -319,7 +324,8 @@ bool deny_process_vm_readv(int err) {
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_process_vm_readv, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K,
+               SECCOMP_RET_ERRNO | (static_cast<unsigned>(err) & SECCOMP_RET_DATA)),
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
   };
   struct sock_fprog prog = {static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
@@ -374,7 +380,7 @@ TEST(MemoryReader, HostileAddressesFailCleanly) {
   MemoryReader reader(child.pid());
   unsigned char buf[16];
   EXPECT_FALSE(reader.read(0, buf, 8));
-  EXPECT_FALSE(reader.read(UINT64_MAX - 3, buf, 8));        // wraps around
+  EXPECT_FALSE(reader.read(UINT64_MAX - 3, buf, 8));         // wraps around
   EXPECT_FALSE(reader.read(0xffff888000000000ull, buf, 8));  // kernel half
   EXPECT_FALSE(reader.read(base, nullptr, 8));
   EXPECT_TRUE(reader.read(base, buf, 0));

@@ -26,8 +26,8 @@ Mapping parse_ok(const std::string& line) {
 }
 
 TEST(ParseMapsLine, ParsesEveryKernelShape) {
-  Mapping m = parse_ok(
-      "55d0c8a00000-55d0c8a21000 rw-p 00000000 00:00 0                          [heap]");
+  Mapping m =
+      parse_ok("55d0c8a00000-55d0c8a21000 rw-p 00000000 00:00 0                          [heap]");
   EXPECT_EQ(m.start, 0x55d0c8a00000u);
   EXPECT_EQ(m.end, 0x55d0c8a21000u);
   EXPECT_EQ(m.size(), 0x21000u);
@@ -43,8 +43,9 @@ TEST(ParseMapsLine, ParsesEveryKernelShape) {
   EXPECT_FALSE(m.deleted);
   EXPECT_FALSE(m.file_backed());
 
-  m = parse_ok("7f1c2e428000-7f1c2e5bd000 r-xp 00028000 fd:01 1234567                    "
-               "/usr/lib/x86_64-linux-gnu/libc.so.6");
+  m = parse_ok(
+      "7f1c2e428000-7f1c2e5bd000 r-xp 00028000 fd:01 1234567                    "
+      "/usr/lib/x86_64-linux-gnu/libc.so.6");
   EXPECT_TRUE(m.perms.read);
   EXPECT_FALSE(m.perms.write);
   EXPECT_TRUE(m.perms.exec);
@@ -56,8 +57,9 @@ TEST(ParseMapsLine, ParsesEveryKernelShape) {
   EXPECT_TRUE(m.file_backed());
 
   // Spaces inside the path, a shared mapping, and the deleted marker.
-  m = parse_ok("7f1c2e600000-7f1c2e601000 r-xs 00001000 08:02 42    "
-               "/tmp/dir with  spaces/lib name.so (deleted)");
+  m = parse_ok(
+      "7f1c2e600000-7f1c2e601000 r-xs 00001000 08:02 42    "
+      "/tmp/dir with  spaces/lib name.so (deleted)");
   EXPECT_TRUE(m.perms.shared);
   EXPECT_EQ(m.path, "/tmp/dir with  spaces/lib name.so");
   EXPECT_TRUE(m.deleted);
@@ -100,22 +102,22 @@ TEST(ParseMapsLine, RejectsHostileLines) {
       "",
       " ",
       "garbage",
-      "1000-0 rw-p 00000000 00:00 0",                       // end before start
-      "1000-1000 rw-p 00000000 00:00 0",                    // empty
-      "1001-2000 rw-p 00000000 00:00 0",                    // start not page-aligned
-      "1000-2001 rw-p 00000000 00:00 0",                    // end not page-aligned
-      "1000-2000 rwxq 00000000 00:00 0",                    // bad sharing flag
-      "1000-2000 wr-p 00000000 00:00 0",                    // flags out of order
-      "1000-2000 rw-p- 00000000 00:00 0",                   // five-character perms
-      "1000-2000 r-p 00000000 00:00 0",                     // three-character perms
-      "1000-2000 rw-p 00000001 00:00 0",                    // offset not page-aligned
-      "1000-2000 rw-p 0000000g 00:00 0",                    // bad hex
-      "1000-2000 rw-p 00000000 0000 0",                     // device without colon
-      "1000-2000 rw-p 00000000 :00 0",                      // empty major
-      "1000-2000 rw-p 00000000 00: 0",                      // empty minor
-      "1000-2000 rw-p 00000000 00:00",                      // inode missing
-      "1000-2000 rw-p 00000000 00:00 abc",                  // inode not decimal
-      "1000-2000 rw-p 00000000 00:00 -1",                   // negative inode
+      "1000-0 rw-p 00000000 00:00 0",                           // end before start
+      "1000-1000 rw-p 00000000 00:00 0",                        // empty
+      "1001-2000 rw-p 00000000 00:00 0",                        // start not page-aligned
+      "1000-2001 rw-p 00000000 00:00 0",                        // end not page-aligned
+      "1000-2000 rwxq 00000000 00:00 0",                        // bad sharing flag
+      "1000-2000 wr-p 00000000 00:00 0",                        // flags out of order
+      "1000-2000 rw-p- 00000000 00:00 0",                       // five-character perms
+      "1000-2000 r-p 00000000 00:00 0",                         // three-character perms
+      "1000-2000 rw-p 00000001 00:00 0",                        // offset not page-aligned
+      "1000-2000 rw-p 0000000g 00:00 0",                        // bad hex
+      "1000-2000 rw-p 00000000 0000 0",                         // device without colon
+      "1000-2000 rw-p 00000000 :00 0",                          // empty major
+      "1000-2000 rw-p 00000000 00: 0",                          // empty minor
+      "1000-2000 rw-p 00000000 00:00",                          // inode missing
+      "1000-2000 rw-p 00000000 00:00 abc",                      // inode not decimal
+      "1000-2000 rw-p 00000000 00:00 -1",                       // negative inode
       "1000-2000 rw-p 00000000 00:00 99999999999999999999999",  // overflows u64
       "1000-2000 rw-p 00000000 00:00 18446744073709551616",     // 2^64
       "10000000000000000000-10000000000001000 rw-p 0 00:00 0",  // 17+ hex digits
@@ -138,11 +140,11 @@ TEST(ParseMaps, CountsSkippedLinesAndSorts) {
       "not a mapping\n"
       "\n"
       "7f0000000000-7f0000001000 r--p 00000000 08:01 5 /lib/a.so\n"
-      "7f0000000000-7f0000001000 r--p 00000000 08:01 5 /lib/a.so\n"   // torn read: repeated
+      "7f0000000000-7f0000001000 r--p 00000000 08:01 5 /lib/a.so\n"  // torn read: repeated
       "7f0000000800-7f0000001800 r--p 00000000 08:01 5 /lib/x\n"     // unaligned: malformed
       "7f0000000000-7f0000002000 r--p 00000000 08:01 5 /lib/c\n"     // overlaps the first
       "7f0000005000-7f0000006000 rw-p 00000000 00:00 0\n"
-      "7f0000007000-7f0000008000 rw-p 00000000 00:00 0";              // unterminated tail
+      "7f0000007000-7f0000008000 rw-p 00000000 00:00 0";  // unterminated tail
   MapsParseResult r = parse_maps(text);
   ASSERT_EQ(r.mappings.size(), 3u);
   EXPECT_EQ(r.mappings[0].start, 0x7f0000000000u);
@@ -184,7 +186,7 @@ TEST(ProcessMaps, ClassifiesRegions) {
   auto maps = synthetic_maps();
   ASSERT_EQ(maps.size(), 16u);
   const std::vector<RegionKind> want = {
-      RegionKind::kFileReadOnly, RegionKind::kFileCode, RegionKind::kFileData,
+      RegionKind::kFileReadOnly, RegionKind::kFileCode,  RegionKind::kFileData,
       RegionKind::kHeap,         RegionKind::kAnonymous, RegionKind::kNoAccess,
       RegionKind::kAnonymous,    RegionKind::kShared,    RegionKind::kDevice,
       RegionKind::kDevice,       RegionKind::kAnonymous, RegionKind::kShared,
@@ -192,8 +194,8 @@ TEST(ProcessMaps, ClassifiesRegions) {
       RegionKind::kSpecial,
   };
   for (size_t i = 0; i < maps.size(); ++i) {
-    EXPECT_EQ(classify(maps[i]), want[i]) << i << " " << maps[i].path << " "
-                                          << to_string(classify(maps[i]));
+    EXPECT_EQ(classify(maps[i]), want[i])
+        << i << " " << maps[i].path << " " << to_string(classify(maps[i]));
   }
 }
 
@@ -211,10 +213,10 @@ TEST(ProcessMaps, ScanRegions) {
   ScanRegionOptions all;
   all.include_file_data = true;
   all.include_shared = true;
-  EXPECT_EQ(starts(scan_regions(maps, all)),
-            (std::vector<uint64_t>{0x402000, 0x403000, 0x7f0000000000, 0x7f0000101000,
-                                   0x7f0000a00000, 0x7f0000d00000, 0x7f0000e00000,
-                                   0x7ffd00000000}));
+  EXPECT_EQ(
+      starts(scan_regions(maps, all)),
+      (std::vector<uint64_t>{0x402000, 0x403000, 0x7f0000000000, 0x7f0000101000, 0x7f0000a00000,
+                             0x7f0000d00000, 0x7f0000e00000, 0x7ffd00000000}));
 }
 
 TEST(ProcessMaps, FindMappingAndStacks) {
@@ -231,8 +233,8 @@ TEST(ProcessMaps, FindMappingAndStacks) {
   ASSERT_NE(main_stack(maps), nullptr);
   EXPECT_EQ(main_stack(maps)->start, 0x7ffd00000000u);
   EXPECT_EQ(stack_mapping_for(maps, 0), nullptr);
-  EXPECT_EQ(stack_mapping_for(maps, 0x401800), nullptr);            // code is no stack
-  EXPECT_EQ(stack_mapping_for(maps, 0x7f0000100800), nullptr);      // guard page
+  EXPECT_EQ(stack_mapping_for(maps, 0x401800), nullptr);        // code is no stack
+  EXPECT_EQ(stack_mapping_for(maps, 0x7f0000100800), nullptr);  // guard page
   ASSERT_NE(stack_mapping_for(maps, 0x7f0000900ff8), nullptr);
   EXPECT_EQ(stack_mapping_for(maps, 0x7f0000900ff8)->start, 0x7f0000101000u);
   EXPECT_EQ(stack_mapping_for(maps, 0x7ffd00020000)->start, 0x7ffd00000000u);
@@ -380,11 +382,11 @@ TEST(LoadBias, HostileSegmentsAndArguments) {
   std::vector<LoadSegment> many(5000, LoadSegment{0, 0, 0x1000, 0x1000, PF_R});
   EXPECT_EQ(compute_load_bias(o, many).error, "too many PT_LOAD segments");
   const std::vector<LoadSegment> hostile = {
-      {0xfffffffffffff000, 0, 0x1000, 0x2000, PF_R | PF_X},   // vaddr + memsz overflows
-      {0, 0xfffffffffffff000, 0x2000, 0x2000, PF_R | PF_X},   // offset + filesz overflows
-      {0x1000, 0x1000, 0x2000, 0x1000, PF_R | PF_X},          // filesz > memsz
-      {0x1234, 0x1000, 0x100, 0x100, PF_R | PF_X},            // vaddr, offset disagree mod page
-      {0, 0, 0, 0, PF_R},                                     // empty
+      {0xfffffffffffff000, 0, 0x1000, 0x2000, PF_R | PF_X},  // vaddr + memsz overflows
+      {0, 0xfffffffffffff000, 0x2000, 0x2000, PF_R | PF_X},  // offset + filesz overflows
+      {0x1000, 0x1000, 0x2000, 0x1000, PF_R | PF_X},         // filesz > memsz
+      {0x1234, 0x1000, 0x100, 0x100, PF_R | PF_X},           // vaddr, offset disagree mod page
+      {0, 0, 0, 0, PF_R},                                    // empty
   };
   LoadBiasResult r = compute_load_bias(o, hostile);
   EXPECT_FALSE(r.ok);
@@ -394,17 +396,17 @@ TEST(LoadBias, HostileSegmentsAndArguments) {
 }
 
 TEST(GroupObjects, SplitsInstancesAndSkipsAnonymous) {
-  auto groups = group_objects(parse_maps(
-                                  "400000-401000 r--p 00000000 08:01 7 /app\n"
-                                  "401000-402000 r-xp 00001000 08:01 7 /app\n"
-                                  "402000-403000 rw-p 00000000 00:00 0\n"
-                                  "7f0000000000-7f0000001000 r--p 00000000 08:01 9 /lib.so\n"
-                                  "7f0000001000-7f0000002000 r-xp 00001000 08:01 9 /lib.so\n"
-                                  "7f0000100000-7f0000101000 r--p 00000000 08:01 9 /lib.so\n"
-                                  "7f0000101000-7f0000102000 r-xp 00001000 08:01 9 /lib.so\n"
-                                  "7f0000200000-7f0000201000 r--p 00000000 08:01 10 /lib.so\n"
-                                  "7f0000300000-7f0000301000 r--p 00000000 08:01 11 /gone.so (deleted)\n")
-                                  .mappings);
+  auto groups = group_objects(
+      parse_maps("400000-401000 r--p 00000000 08:01 7 /app\n"
+                 "401000-402000 r-xp 00001000 08:01 7 /app\n"
+                 "402000-403000 rw-p 00000000 00:00 0\n"
+                 "7f0000000000-7f0000001000 r--p 00000000 08:01 9 /lib.so\n"
+                 "7f0000001000-7f0000002000 r-xp 00001000 08:01 9 /lib.so\n"
+                 "7f0000100000-7f0000101000 r--p 00000000 08:01 9 /lib.so\n"
+                 "7f0000101000-7f0000102000 r-xp 00001000 08:01 9 /lib.so\n"
+                 "7f0000200000-7f0000201000 r--p 00000000 08:01 10 /lib.so\n"
+                 "7f0000300000-7f0000301000 r--p 00000000 08:01 11 /gone.so (deleted)\n")
+          .mappings);
   ASSERT_EQ(groups.size(), 5u);
   EXPECT_EQ(groups[0].path, "/app");
   EXPECT_EQ(groups[0].mappings.size(), 2u);
@@ -415,7 +417,7 @@ TEST(GroupObjects, SplitsInstancesAndSkipsAnonymous) {
   EXPECT_EQ(groups[2].path, "/lib.so");  // second instance: offset 0 seen again
   EXPECT_EQ(groups[2].low(), 0x7f0000100000u);
   EXPECT_EQ(groups[2].mappings.size(), 2u);
-  EXPECT_EQ(groups[3].inode, 10u);       // same path, another file
+  EXPECT_EQ(groups[3].inode, 10u);  // same path, another file
   EXPECT_FALSE(groups[3].has_exec());
   EXPECT_EQ(groups[4].path, "/gone.so");
   EXPECT_TRUE(groups[4].deleted);

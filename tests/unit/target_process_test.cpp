@@ -19,9 +19,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -230,8 +230,8 @@ TEST(TargetProcess, OpensALiveProcess) {
   char range[64];
   std::snprintf(range, sizeof range, "%llx-%llx", static_cast<unsigned long long>(libc->start),
                 static_cast<unsigned long long>(libc->end));
-  EXPECT_EQ(routes, (std::vector<std::string>{proc + "/map_files/" + range,
-                                              proc + "/root" + libc->path}));
+  EXPECT_EQ(routes,
+            (std::vector<std::string>{proc + "/map_files/" + range, proc + "/root" + libc->path}));
   MappedFile lib = t.open_mapped_file(*libc);
   ASSERT_TRUE(lib.fd.valid());
   EXPECT_TRUE(lib.identity_verified);
@@ -311,8 +311,7 @@ TEST(TargetProcess, DeletedExecutableStillOpens) {
   ASSERT_TRUE(eventually([&] {
     char buf[4096];
     ssize_t n = ::readlink(exe_link.c_str(), buf, sizeof buf);
-    return n > 0 && std::string(buf, static_cast<size_t>(n)) == bin &&
-           proc_state(pid) == 'S';
+    return n > 0 && std::string(buf, static_cast<size_t>(n)) == bin && proc_state(pid) == 'S';
   }));
   ASSERT_EQ(::unlink(bin.c_str()), 0);
   TargetProcess t = TargetProcess::open(pid);
@@ -456,9 +455,9 @@ TEST(TargetProcess, UnprivilegedReaderIsDeniedWithTheCapabilityNamed) {
 // A minimal static i386 executable: one PT_LOAD whose code loops on pause() via int 0x80.
 std::vector<unsigned char> elf32_pause_loop() {
   const unsigned char code[] = {
-      0xb8, 29, 0, 0, 0,  // mov eax, 29 (i386 pause)
-      0xcd, 0x80,         // int 0x80
-      0xeb, 0xf7,         // jmp back to mov
+      0xb8, 29,   0, 0, 0,  // mov eax, 29 (i386 pause)
+      0xcd, 0x80,           // int 0x80
+      0xeb, 0xf7,           // jmp back to mov
   };
   const uint32_t base = 0x08048000;
   Elf32_Ehdr eh{};
@@ -502,8 +501,8 @@ TEST(TargetProcess, ThirtyTwoBitProcessIsUnsupported) {
   bool running = eventually([&] {
     int status;
     if (::waitpid(pid, &status, WNOHANG) == pid) return true;  // exec failed
-    return proc_state(pid) == 'S' && slurp("/proc/" + std::to_string(pid) + "/comm") ==
-                                         "ap-pause32\n";
+    return proc_state(pid) == 'S' &&
+           slurp("/proc/" + std::to_string(pid) + "/comm") == "ap-pause32\n";
   });
   ASSERT_TRUE(running);
   if (::kill(pid, 0) != 0) {
@@ -532,8 +531,8 @@ TEST(TargetProcess, ThirtyTwoBitProcessIsUnsupported) {
   if (read_maps_file("/proc/self/maps", &maps) != 0) ::_exit(11);
 
   // Data the stub needs must live outside the executable's mappings: an anonymous page.
-  auto* data = static_cast<uint64_t*>(::mmap(nullptr, 8192, PROT_READ | PROT_WRITE,
-                                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  auto* data = static_cast<uint64_t*>(
+      ::mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   if (data == MAP_FAILED) ::_exit(12);
   uint64_t count = 0;
   for (const auto& m : maps.mappings) {
@@ -548,7 +547,8 @@ TEST(TargetProcess, ThirtyTwoBitProcessIsUnsupported) {
   std::vector<uint64_t> f(64, 0);
   std::istringstream rest(stat.substr(stat.rfind(')') + 2));
   std::string tok;
-  for (size_t i = 3; i < f.size() && rest >> tok; ++i) f[i] = std::strtoull(tok.c_str(), nullptr, 10);
+  for (size_t i = 3; i < f.size() && rest >> tok; ++i)
+    f[i] = std::strtoull(tok.c_str(), nullptr, 10);
   auto* mm = reinterpret_cast<struct prctl_mm_map*>(data + 512);
   std::memset(mm, 0, sizeof *mm);
   mm->start_code = f[26];
@@ -627,9 +627,9 @@ bool child_with_exe(Child** out, const std::string& file, std::string* why) {
 
 TEST(TargetProcess, NonElfExecutableIsUnsupported) {
   TempDir dir;
-  const std::string file = dir.write("ap-not-elf", {'#', '!', '/', 'b', 'i', 'n', '/', 's', 'h',
-                                                    '\n', 'e', 'x', 'i', 't', '\n'},
-                                     0755);
+  const std::string file = dir.write(
+      "ap-not-elf", {'#', '!', '/', 'b', 'i', 'n', '/', 's', 'h', '\n', 'e', 'x', 'i', 't', '\n'},
+      0755);
   Child* raw = nullptr;
   std::string why;
   bool ok = child_with_exe(&raw, file, &why);
@@ -739,7 +739,8 @@ TEST(ElfHeaderCheck, ClassifiesEveryShape) {
 
 // A stat line with fields 3..52; `over` replaces chosen fields (by number).
 std::string stat_line(const std::string& head, std::map<int, std::string> over = {}) {
-  std::map<int, std::string> f = {{3, "S"}, {4, "77"}, {9, "4194560"}, {20, "3"}, {22, "123456789"}};
+  std::map<int, std::string> f = {
+      {3, "S"}, {4, "77"}, {9, "4194560"}, {20, "3"}, {22, "123456789"}};
   for (auto& [k, v] : over) f[k] = v;
   std::string s = head;
   for (int i = 3; i <= 52; ++i) {
@@ -776,13 +777,13 @@ TEST(ProcStat, ParsesHostileComm) {
       stat_line("0 (x)"),
       stat_line("99999999999 (x)"),
       stat_line("abc (x)"),
-      stat_line("4242 (x)", {{10, "<end>"}}),                 // too few fields
-      stat_line("4242 (x) "),                                 // double space
-      stat_line("4242 (x)", {{3, "SS"}}),                     // state is one character
-      stat_line("4242 (x)", {{9, "zz"}}),                     // non-numeric flags
-      stat_line("4242 (x)", {{4, "-3"}}),                     // negative ppid
+      stat_line("4242 (x)", {{10, "<end>"}}),                    // too few fields
+      stat_line("4242 (x) "),                                    // double space
+      stat_line("4242 (x)", {{3, "SS"}}),                        // state is one character
+      stat_line("4242 (x)", {{9, "zz"}}),                        // non-numeric flags
+      stat_line("4242 (x)", {{4, "-3"}}),                        // negative ppid
       stat_line("4242 (x)", {{22, "99999999999999999999999"}}),  // overflows u64
-      stat_line("4242 (" + std::string(100, 'c') + ")"),      // comm longer than the kernel's
+      stat_line("4242 (" + std::string(100, 'c') + ")"),         // comm longer than the kernel's
   };
   for (const auto& b : bad) EXPECT_FALSE(parse_proc_stat(b)) << b;
 }

@@ -120,8 +120,9 @@ void blocking_threads_child(int cmd, int reply) {
 }
 
 const std::map<std::string, std::string> kExpected = {
-    {"ap-threads", "read"},        {"ap-cv", "futex"},          {"ap-nanosleep", "nanosleep"},
-    {"ap-sleepfor", "clock_nanosleep"}, {"ap-epoll", "epoll_wait"}, {"ap-spin", "running"},
+    {"ap-threads", "read"},        {"ap-cv", "futex"},
+    {"ap-nanosleep", "nanosleep"}, {"ap-sleepfor", "clock_nanosleep"},
+    {"ap-epoll", "epoll_wait"},    {"ap-spin", "running"},
 };
 
 bool all_settled(const ThreadReadResult& r) {
@@ -154,8 +155,11 @@ TEST(ThreadReader, NamesTheSyscallEachThreadIsBlockedIn) {
   EXPECT_FALSE(r.truncated);
 
   const std::map<std::string, int64_t> numbers = {
-      {"read", SYS_read},   {"futex", SYS_futex},       {"nanosleep", SYS_nanosleep},
-      {"clock_nanosleep", SYS_clock_nanosleep},          {"epoll_wait", SYS_epoll_wait},
+      {"read", SYS_read},
+      {"futex", SYS_futex},
+      {"nanosleep", SYS_nanosleep},
+      {"clock_nanosleep", SYS_clock_nanosleep},
+      {"epoll_wait", SYS_epoll_wait},
       {"running", -1},
   };
   int prev_tid = 0;
@@ -344,13 +348,13 @@ TEST(ParseSyscallFile, RejectsHostileText) {
       "-2 0x1 0x2",
       "-1 0x1",
       "-1 0x1 0x2 0x3",
-      "202 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0",  // ten fields
-      "202 1 2 3 4 5 6 7 8",                      // no 0x
-      "202 0x 0x0 0x0 0x0 0x0 0x0 0x0 0x0",       // empty hex
+      "202 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0",              // ten fields
+      "202 1 2 3 4 5 6 7 8",                                  // no 0x
+      "202 0x 0x0 0x0 0x0 0x0 0x0 0x0 0x0",                   // empty hex
       "202 0x11112222333344445 0x0 0x0 0x0 0x0 0x0 0x0 0x0",  // 17 hex digits
-      "202 0xABC 0x0 0x0 0x0 0x0 0x0 0x0 0x0",    // the kernel prints lowercase
-      "202  0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0",     // double space
-      "202 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0 ",     // trailing space
+      "202 0xABC 0x0 0x0 0x0 0x0 0x0 0x0 0x0",                // the kernel prints lowercase
+      "202  0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0",                 // double space
+      "202 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0 ",                 // trailing space
       "99999999999 0x0 0x0 0x0 0x0 0x0 0x0 0x0 0x0",
       "-",
       std::string(600, '1'),

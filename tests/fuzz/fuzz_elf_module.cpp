@@ -1,0 +1,35 @@
+// A whole hostile ELF file: symbols, notes, debug link, PLT relocations, DWARF (lines, inlines,
+// frame types) and the coroutine catalog built from it, as a target's mapped file would be read.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <string>
+
+#include "symbolizer/coro_catalog.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  int fd = memfd_create("fuzz-elf", MFD_CLOEXEC);
+  if (fd < 0) return 0;
+  if (write(fd, data, size) != static_cast<ssize_t>(size)) {
+    close(fd);
+    return 0;
+  }
+  std::string path = "/proc/self/fd/" + std::to_string(fd);
+  std::string err;
+  asyncprobe::sym::DebugSearchPaths paths;
+  paths.debug_roots.clear();  // never wander the host's debug files
+  auto module = asyncprobe::sym::Module::load(path, path, paths, &err);
+  if (module != nullptr) {
+    std::shared_ptr<const asyncprobe::sym::Module> shared(std::move(module));
+    asyncprobe::sym::CoroCatalog catalog(shared);
+    for (const auto& fn : catalog.functions()) {
+      for (const auto& [index, point] : catalog.suspend_points(fn)) (void)point;
+      shared->symbolize(fn.resume);
+      shared->object().plt_target(fn.resume);
+    }
+    for (const auto& seg : shared->object().load_segments()) shared->symbolize(seg.vaddr + 16);
+  }
+  close(fd);
+  return 0;
+}

@@ -1,0 +1,23 @@
+// The text files of /proc/PID a target controls parts of (paths in maps, comm in stat) or that
+// may be torn: maps lines, stat, syscall; and an executable's ELF header.
+#include <cstdint>
+#include <string_view>
+
+#include "userspace/process_maps.h"
+#include "userspace/target_process.h"
+#include "userspace/thread_reader.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string_view text(reinterpret_cast<const char*>(data), size);
+  auto maps = asyncprobe::parse_maps(text);
+  for (const auto& obj : asyncprobe::group_objects(maps.mappings)) {
+    std::vector<asyncprobe::LoadSegment> loads = {{0, 0, 0x1000, 0x1000, 5},
+                                                  {0x2000, 0x1000, 0x800, 0x1000, 6}};
+    asyncprobe::compute_load_bias(obj, loads);
+  }
+  asyncprobe::scan_regions(maps.mappings);
+  asyncprobe::parse_proc_stat(text);
+  asyncprobe::parse_syscall_file(text);
+  asyncprobe::check_elf_header(data, size);
+  return 0;
+}
