@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace asyncprobe {
 
@@ -114,9 +115,24 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
   // pointer into A's frame (the continuation) and A's frame holds B's address (the task), the
   // continuation closer to its frame's header than the task object is to its own.
   FrameExtents extents(found, read);
+  // Coroutines whose frames were linked by their promise's continuation use that layout: a frame
+  // of theirs with a null continuation is a root by its own account, and the generic rule (which
+  // reads whole frames) is not needed for it.
+  std::unordered_set<const sym::CoroFunction*> continuation_layout;
+  for (size_t i = 0; i < found.size(); ++i) {
+    if (frames[i].awaiter_rule == "continuation-in-promise") {
+      continuation_layout.insert(found[i].ref.fn);
+    }
+  }
   std::vector<size_t> unlinked;
   for (size_t b = 0; b < found.size(); ++b) {
-    if (frames[b].awaiter == 0 && frames[b].state != FrameState::kDone) unlinked.push_back(b);
+    if (frames[b].awaiter != 0 || frames[b].state == FrameState::kDone) continue;
+    const FoundFrame& f = found[b];
+    size_t promise_word = f.ref.fn->promise_offset / 8;
+    bool null_continuation = f.ref.fn->promise_offset % 8 == 0 && promise_word < f.head_words &&
+                             f.head[promise_word] == 0;
+    if (null_continuation && continuation_layout.count(f.ref.fn) != 0) continue;
+    unlinked.push_back(b);
   }
   // Read every unlinked frame in one batch.
   std::vector<size_t> offset(unlinked.size() + 1, 0);

@@ -32,7 +32,10 @@ class CoroutineIndex {
   // Header words -> coroutine; nullptr-valued ref when the pair is not a frame header.
   CoroutineRef match_header(uint64_t resume_word, uint64_t destroy_word) const;
   // Quick reject for the scanner: is this word possibly a destroy/cleanup address?
-  bool maybe_destroy(uint64_t word) const { return word >= lo_ && word <= hi_; }
+  bool maybe_destroy(uint64_t word) const { return word - lo_ <= hi_ - lo_; }
+  // The range every destroy/cleanup address lies in, for block-wise rejection in the scanner.
+  uint64_t destroy_lo() const { return lo_; }
+  uint64_t destroy_span() const { return hi_ - lo_; }
   const std::vector<std::unique_ptr<LoadedCatalog>>& catalogs() const { return loaded_; }
 
  private:

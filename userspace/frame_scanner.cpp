@@ -26,7 +26,19 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
         continue;
       }
       size_t words = len / 8;
+      const uint64_t lo = index_.destroy_lo();
+      const uint64_t span = index_.destroy_span();
       for (size_t i = 0; i + 1 < words; ++i) {
+        // Almost no word is a code address: reject eight at a time without branches, which the
+        // compiler turns into vector compares.
+        if ((i & 7) == 0 && i + 9 <= words) {
+          bool any = false;
+          for (size_t k = 1; k <= 8; ++k) any |= (buf[i + k] - lo) <= span;
+          if (!any) {
+            i += 7;
+            continue;
+          }
+        }
         uint64_t destroy = buf[i + 1];
         if (!index_.maybe_destroy(destroy)) continue;
         CoroutineRef ref = index_.match_header(buf[i], destroy);
