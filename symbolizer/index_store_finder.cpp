@@ -321,31 +321,34 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
     st.frame_slots = first->frame_slots;
     return st;
   };
+  // The state at a block's entry: the meet of its predecessors' exits. The entry block starts
+  // with %rdi = frame whatever jumps there: a jump to the function's start is a new activation
+  // (Clang turns symmetric transfer to itself into one). A block with no known way in is a
+  // jump-table target or an exception landing pad; both see the registers as they were after the
+  // prologue (the unwinder restores callee-saved ones), so they start from the entry block's
+  // frame registers and spill slots.
+  auto in_state = [&](size_t b) -> std::optional<SweepState> {
+    std::optional<SweepState> in;
+    if (b == 0) in = entry;
+    for (size_t p : preds[b]) {
+      if (b == 0 || !out[p]) continue;
+      in = in ? meet(*in, *out[p]) : *out[p];
+    }
+    if (!in) in = orphan_state(out[0]);
+    return in;
+  };
   for (int round = 0; round < 64; ++round) {
     bool changed = false;
     for (size_t b = 0; b < nb; ++b) {
-      // The entry block starts with %rdi = frame whatever jumps there: a jump to the function's
-      // start is a new activation (Clang turns symmetric transfer to itself into one).
-      std::optional<SweepState> in;
-      if (b == 0) in = entry;
-      for (size_t p : preds[b]) {
-        if (b == 0 || !out[p]) continue;
-        in = in ? meet(*in, *out[p]) : *out[p];
-      }
-      // A block with no known way in: a jump-table target or an exception landing pad. Both
-      // see the registers as they were after the prologue (the unwinder restores callee-saved
-      // ones), so they start from the entry block's frame registers and spill slots.
-      if (!in) in = orphan_state(out[0]);
+      std::optional<SweepState> in = in_state(b);
       if (!in) {
         if (out[b]) changed = true;
         out[b].reset();
         continue;
       }
       SweepState st = *in;
-      for (size_t i = block_start[b]; i < block_end(b); ++i) {
-        const cs_insn* insn = &insns[i];
-        transfer(handle, insn, st, nullptr);
-      }
+      for (size_t i = block_start[b]; i < block_end(b); ++i)
+        transfer(handle, &insns[i], st, nullptr);
       if (!out[b] || !same_state(*out[b], st)) {
         out[b] = st;
         changed = true;
@@ -355,13 +358,7 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
   }
   // Final pass with the settled entry states, recording stores.
   for (size_t b = 0; b < nb; ++b) {
-    std::optional<SweepState> in;
-    if (b == 0) in = entry;
-    for (size_t p : preds[b]) {
-      if (b == 0 || !out[p]) continue;
-      in = in ? meet(*in, *out[p]) : *out[p];
-    }
-    if (!in) in = orphan_state(out[0]);
+    std::optional<SweepState> in = in_state(b);
     if (!in) continue;
     SweepState st = *in;
     for (size_t i = block_start[b]; i < block_end(b); ++i) transfer(handle, &insns[i], st, facts);

@@ -19,89 +19,20 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/forked_child.h"
 #include "userspace/process_maps.h"
 #include "userspace/target_process.h"
 
 namespace asyncprobe {
 namespace {
 
+using testing::Child;
+using testing::read_all;
+using testing::write_all;
+
 const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
 
 unsigned char pattern(size_t i) { return static_cast<unsigned char>(i * 131 + 7 + (i >> 12)); }
-
-bool write_all(int fd, const void* p, size_t n) {
-  auto* c = static_cast<const char*>(p);
-  while (n > 0) {
-    ssize_t w = ::write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool read_all(int fd, void* p, size_t n) {
-  auto* c = static_cast<char*>(p);
-  while (n > 0) {
-    ssize_t r = ::read(fd, c, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    c += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-// A forked child running body(command_fd, reply_fd); killed and reaped when destroyed.
-class Child {
- public:
-  template <typename Body>
-  explicit Child(Body body) {
-    int to[2], from[2];
-    if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0) std::abort();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(to[1]);
-      ::close(from[0]);
-      body(to[0], from[1]);
-      ::_exit(0);
-    }
-    ::close(to[0]);
-    ::close(from[1]);
-    cmd_ = to[1];
-    reply_ = from[0];
-  }
-  ~Child() {
-    kill_and_reap();
-    ::close(cmd_);
-    ::close(reply_);
-  }
-  int pid() const { return pid_; }
-  void send(uint64_t v) { ASSERT_TRUE(write_all(cmd_, &v, sizeof v)); }
-  // Waits up to 10 s for the child's next word.
-  uint64_t receive() {
-    struct pollfd p = {reply_, POLLIN, 0};
-    uint64_t v = 0;
-    if (::poll(&p, 1, 10000) != 1 || !read_all(reply_, &v, sizeof v)) {
-      ADD_FAILURE() << "child " << pid_ << " did not answer";
-    }
-    return v;
-  }
-  void kill_and_reap() {
-    if (pid_ > 0 && !reaped_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      reaped_ = true;
-    }
-  }
-
- private:
-  int pid_ = -1;
-  int cmd_ = -1;
-  int reply_ = -1;
-  bool reaped_ = false;
-};
 
 // Child: maps `pages` pages filled with pattern(), reports the address, then obeys commands:
 // 1 = unmap the second page, 2 = exit.

@@ -27,87 +27,15 @@
 #include <thread>
 #include <vector>
 
+#include "tests/unit/forked_child.h"
 #include "userspace/process_maps.h"
 
 namespace asyncprobe {
 namespace {
 
-bool write_all(int fd, const void* p, size_t n) {
-  auto* c = static_cast<const char*>(p);
-  while (n > 0) {
-    ssize_t w = ::write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool read_all(int fd, void* p, size_t n) {
-  auto* c = static_cast<char*>(p);
-  while (n > 0) {
-    ssize_t r = ::read(fd, c, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    c += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-// A forked child running body(command_fd, reply_fd); killed and reaped when destroyed.
-class Child {
- public:
-  template <typename Body>
-  explicit Child(Body body) {
-    int to[2], from[2];
-    if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0) std::abort();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(to[1]);
-      ::close(from[0]);
-      body(to[0], from[1]);
-      ::_exit(0);
-    }
-    ::close(to[0]);
-    ::close(from[1]);
-    cmd_ = to[1];
-    reply_ = from[0];
-  }
-  ~Child() {
-    kill_and_reap();
-    ::close(cmd_);
-    ::close(reply_);
-  }
-  int pid() const { return pid_; }
-  bool receive_bytes(void* p, size_t n) {
-    struct pollfd pf = {reply_, POLLIN, 0};
-    return ::poll(&pf, 1, 10000) == 1 && read_all(reply_, p, n);
-  }
-  int64_t receive() {
-    int64_t v = 0;
-    if (!receive_bytes(&v, sizeof v)) ADD_FAILURE() << "child " << pid_ << " did not answer";
-    return v;
-  }
-  void kill_and_reap() {
-    if (pid_ > 0 && !reaped_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      reaped_ = true;
-    }
-  }
-  void reap() {
-    ::waitpid(pid_, nullptr, 0);
-    reaped_ = true;
-  }
-
- private:
-  int pid_ = -1;
-  int cmd_ = -1;
-  int reply_ = -1;
-  bool reaped_ = false;
-};
+using testing::Child;
+using testing::read_all;
+using testing::write_all;
 
 std::string slurp(const std::string& path) {
   std::ifstream f(path);
@@ -183,7 +111,7 @@ void idle_child(int cmd, int reply, const char* name) {
 
 TEST(TargetProcess, OpensALiveProcess) {
   Child child([](int c, int r) { idle_child(c, r, "ap-target"); });
-  ASSERT_EQ(child.receive(), 1);
+  ASSERT_EQ(child.receive<int64_t>(), 1);
   ASSERT_TRUE(eventually([&] { return proc_state(child.pid()) == 'S'; }));
   TargetProcess t = TargetProcess::open(child.pid());
   EXPECT_EQ(t.pid(), child.pid());
@@ -270,7 +198,7 @@ TEST(TargetProcess, OpensALiveProcess) {
 
 TEST(TargetProcess, DeadButUnreapedIsNotAlive) {
   Child child([](int c, int r) { idle_child(c, r, "ap-dying"); });
-  ASSERT_EQ(child.receive(), 1);
+  ASSERT_EQ(child.receive<int64_t>(), 1);
   TargetProcess t = TargetProcess::open(child.pid());
   EXPECT_TRUE(t.alive());
   ::kill(child.pid(), SIGKILL);
@@ -289,7 +217,7 @@ TEST(TargetProcess, ThreadIdResolvesToItsProcess) {
     (void)::read(c, &ch, 1);
     ::_exit(0);
   });
-  const int64_t tid = child.receive();
+  const int64_t tid = child.receive<int64_t>();
   ASSERT_GT(tid, 0);
   ASSERT_NE(tid, child.pid());
   TargetProcess t = TargetProcess::open(static_cast<int>(tid));
@@ -397,7 +325,7 @@ TEST(TargetProcess, ExitedMainThreadWithLiveThreads) {
     }).detach();
     ::syscall(SYS_exit, 0);  // ends only this thread, without unwinding through gtest
   });
-  ASSERT_EQ(child.receive(), 1);
+  ASSERT_EQ(child.receive<int64_t>(), 1);
   ASSERT_TRUE(eventually([&] { return proc_state(child.pid()) == 'Z'; }));
   TargetError e = open_error(child.pid());
   EXPECT_EQ(e.code(), kExitNotInspectable);
@@ -431,8 +359,8 @@ TEST(TargetProcess, UnprivilegedReaderIsDeniedWithTheCapabilityNamed) {
     write_all(r, &len, sizeof len);
     write_all(r, msg.data(), msg.size());
   });
-  const int64_t code = child.receive();
-  const int64_t len = child.receive();
+  const int64_t code = child.receive<int64_t>();
+  const int64_t len = child.receive<int64_t>();
   ASSERT_GE(len, 0);
   ASSERT_LT(len, 4096);
   std::string msg(static_cast<size_t>(len), '\0');

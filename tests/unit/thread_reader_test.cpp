@@ -1,5 +1,6 @@
 // ThreadReader against a real child whose threads block in known syscalls.
 #include "userspace/thread_reader.h"
+#include "tests/unit/forked_child.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -24,62 +25,9 @@
 namespace asyncprobe {
 namespace {
 
-bool write_all(int fd, const void* p, size_t n) {
-  auto* c = static_cast<const char*>(p);
-  while (n > 0) {
-    ssize_t w = ::write(fd, c, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    c += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-// A forked child running body(command_fd, reply_fd); killed and reaped when destroyed.
-class Child {
- public:
-  template <typename Body>
-  explicit Child(Body body) {
-    int to[2], from[2];
-    if (::pipe2(to, O_CLOEXEC) != 0 || ::pipe2(from, O_CLOEXEC) != 0) std::abort();
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::close(to[1]);
-      ::close(from[0]);
-      body(to[0], from[1]);
-      ::_exit(0);
-    }
-    ::close(to[0]);
-    ::close(from[1]);
-    cmd_ = to[1];
-    reply_ = from[0];
-  }
-  ~Child() {
-    kill_and_reap();
-    ::close(cmd_);
-    ::close(reply_);
-  }
-  int pid() const { return pid_; }
-  bool wait_ready() {
-    struct pollfd p = {reply_, POLLIN, 0};
-    char c;
-    return ::poll(&p, 1, 10000) == 1 && ::read(reply_, &c, 1) == 1;
-  }
-  void kill_and_reap() {
-    if (pid_ > 0 && !reaped_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-      reaped_ = true;
-    }
-  }
-
- private:
-  int pid_ = -1;
-  int cmd_ = -1;
-  int reply_ = -1;
-  bool reaped_ = false;
-};
+using testing::Child;
+using testing::read_all;
+using testing::write_all;
 
 void name_thread(const char* name) { ::prctl(PR_SET_NAME, name); }
 
