@@ -50,7 +50,9 @@ int run_snapshot(const CliOptions& opts) {
   } else if (opts.format == "csv") {
     write_csv_report(*out, snap);
   } else {
-    write_text_report(*out, snap);
+    TextReportOptions text;
+    text.unicode = opts.unicode;
+    write_text_report(*out, snap, text);
   }
   return kExitOk;
 }

@@ -4,6 +4,7 @@
 // and counts. Every compiler x optimisation variant the fixtures were built in is checked.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -384,6 +385,46 @@ TEST(Snapshot, StrippedBinaryWithoutDebugFileShowsFramesByAddress) {
     }
     EXPECT_TRUE(warned) << v;
   }
+}
+
+}  // namespace
+}  // namespace asyncprobe::testing
+
+namespace asyncprobe::testing {
+namespace {
+
+TEST(Snapshot, WindowMarksUnmovedFramesStuck) {
+  FixtureProcess fx({fixture_path("clang19-O2", "chain"), "--depth", "4", "--count", "5"});
+  RunResult r = run_command(
+      {asyncprobe_binary(), "-p", std::to_string(fx.pid()), "--json", "--window", "300ms"});
+  ASSERT_EQ(r.exit.exit_code, 0) << r.err;
+  json doc = json::parse(r.out);
+  EXPECT_DOUBLE_EQ(doc["summary"]["window_seconds"].get<double>(), 0.3);
+  EXPECT_EQ(doc["summary"]["stuck"].get<int>(), 21);
+  for (const auto& c : doc["coroutines"]) {
+    EXPECT_TRUE(c["stuck"].get<bool>());
+    EXPECT_DOUBLE_EQ(c["stuck_for_s"].get<double>(), 0.3);
+  }
+  RunResult text =
+      run_command({asyncprobe_binary(), "-p", std::to_string(fx.pid()), "--window", "300ms"});
+  EXPECT_NE(text.out.find("STUCK"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("[stuck >=300ms]"), std::string::npos) << text.out;
+}
+
+TEST(Snapshot, CsvToAFileHasOneRowPerCoroutine) {
+  FixtureProcess fx({fixture_path("gcc12-O0", "chain"), "--depth", "3", "--count", "4"});
+  std::string path = ::testing::TempDir() + "/snapshot.csv";
+  RunResult r = run_command(
+      {asyncprobe_binary(), "-p", std::to_string(fx.pid()), "--csv", "--window", "0", "-o", path});
+  ASSERT_EQ(r.exit.exit_code, 0) << r.err;
+  EXPECT_TRUE(r.out.empty());
+  std::ifstream in(path);
+  std::string line;
+  int rows = 0;
+  std::getline(in, line);
+  EXPECT_EQ(line.rfind("id,address,function,", 0), 0u) << line;
+  while (std::getline(in, line)) ++rows;
+  EXPECT_EQ(rows, 13);
 }
 
 }  // namespace
