@@ -1,6 +1,7 @@
 // asyncprobe: the command-line entry point.
 #include <fstream>
 #include <iostream>
+#include <string>
 #include <thread>
 
 #include "userspace/async_stacks.h"
@@ -11,6 +12,17 @@
 #include "userspace/report_text.h"
 #include "userspace/snapshot_taker.h"
 #include "userspace/stuck_detector.h"
+
+// The trace (eBPF) and run (LD_PRELOAD) engines are separate parts of the tree; the CLI offers
+// each subcommand when its part is present.
+#if __has_include("userspace/trace_command.h")
+#include "userspace/trace_command.h"
+#define ASYNCPROBE_HAS_TRACE 1
+#endif
+#if __has_include("userspace/run_command.h")
+#include "userspace/run_command.h"
+#define ASYNCPROBE_HAS_RUN 1
+#endif
 
 namespace asyncprobe {
 namespace {
@@ -62,6 +74,16 @@ int run_snapshot(const CliOptions& opts) {
 
 int main(int argc, char** argv) {
   using namespace asyncprobe;
+  // Subcommands with options of their own parse their own arguments (argv[0] = the subcommand).
+  if (argc > 1) {
+    std::string sub = argv[1];
+#ifdef ASYNCPROBE_HAS_TRACE
+    if (sub == "trace") return trace_main(argc - 1, argv + 1);
+#endif
+#ifdef ASYNCPROBE_HAS_RUN
+    if (sub == "run") return run_main(argc - 1, argv + 1);
+#endif
+  }
   CliOptions opts;
   std::string error;
   if (!parse_cli(argc, argv, &opts, &error)) {
