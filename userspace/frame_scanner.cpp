@@ -28,24 +28,14 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
       size_t words = len / 8;
       const uint64_t lo = index_.destroy_lo();
       const uint64_t span = index_.destroy_span();
-      for (size_t i = 0; i + 1 < words; ++i) {
-        // Almost no word is a code address: reject eight at a time without branches, which the
-        // compiler turns into vector compares.
-        if ((i & 7) == 0 && i + 9 <= words) {
-          bool any = false;
-          for (size_t k = 1; k <= 8; ++k) any |= (buf[i + k] - lo) <= span;
-          if (!any) {
-            i += 7;
-            continue;
-          }
-        }
+      auto check = [&](size_t i) {
         uint64_t destroy = buf[i + 1];
-        if (!index_.maybe_destroy(destroy)) continue;
+        if (!index_.maybe_destroy(destroy)) return;
         CoroutineRef ref = index_.match_header(buf[i], destroy);
-        if (ref.fn == nullptr) continue;
+        if (ref.fn == nullptr) return;
         // Only Clang's elided frames (.cleanup) live on thread stacks; a heap frame's header on
         // a stack is a stale copy in dead stack memory.
-        if (region.is_stack && !ref.via_cleanup) continue;
+        if (region.is_stack && !ref.via_cleanup) return;
         FoundFrame f;
         f.address = at + i * 8;
         f.resume_word = buf[i];
@@ -53,7 +43,17 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
         f.ref = ref;
         f.on_stack = region.is_stack;
         found.push_back(f);
+      };
+      // Almost no word is a code address: reject eight candidate destroy words at a time with
+      // one branch-free reduction (vector compares), and look closer only at blocks that hit.
+      size_t i = 0;
+      for (; i + 9 <= words; i += 8) {
+        uint64_t any = 0;
+        for (size_t k = 1; k <= 8; ++k) any |= static_cast<uint64_t>((buf[i + k] - lo) <= span);
+        if (any == 0) continue;
+        for (size_t j = i; j < i + 8; ++j) check(j);
       }
+      for (; i + 1 < words; ++i) check(i);
       uint64_t advance = std::min<uint64_t>(chunk_bytes, region.end - at);
       stats->bytes_scanned += advance;
       at += advance;
