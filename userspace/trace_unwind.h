@@ -1,0 +1,64 @@
+// User-stack unwinding for blocking calls found by `asyncprobe trace`: the BPF program copies the
+// registers and the stack bytes of a thread at a slow syscall; this walks them with the DWARF CFI
+// of the target's objects (elfutils libdwfl, our own memory callback over the copied bytes:
+// targets have no frame pointers), then names each frame with the project's symbolizer.
+// The copied bytes are hostile input: reads outside them fail, walks are bounded.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "symbolizer/dwarf_info.h"
+#include "symbolizer/module.h"
+
+namespace asyncprobe {
+
+struct UnwoundFrame {
+  uint64_t pc = 0;     // return address (or the interrupted pc for frame 0)
+  std::string object;  // target path of the mapped file, empty when unknown
+  // Innermost inlined function first; empty when no symbol covers the pc.
+  std::vector<sym::InlineFrame> functions;
+};
+
+class TraceUnwinder {
+ public:
+  // Reads /proc/PID/maps and opens every mapped ELF file now (through /proc/PID/map_files), so
+  // that stacks can still be unwound after the target exits.
+  TraceUnwinder(int pid, const std::vector<std::string>& debug_dirs);
+  ~TraceUnwinder();
+  TraceUnwinder(const TraceUnwinder&) = delete;
+  TraceUnwinder& operator=(const TraceUnwinder&) = delete;
+
+  bool ok() const { return dwfl_ != nullptr; }
+  const std::string& error() const { return error_; }
+
+  // regs: DWARF x86-64 order (rax, rdx, rcx, rbx, rsi, rdi, rbp, rsp, r8..r15, rip).
+  // stack: bytes copied from stack_addr upward. At most max_frames frames.
+  std::vector<UnwoundFrame> unwind(const uint64_t regs[17], uint64_t stack_addr,
+                                   const uint8_t* stack, size_t len, size_t max_frames = 64);
+
+  // The object and its symbols at an absolute address (for pcs known otherwise).
+  UnwoundFrame describe(uint64_t pc, bool is_return_address) const;
+
+  struct Walk;  // the walk in progress, served to libdwfl's callbacks
+
+ private:
+  struct Mapping {
+    uint64_t start = 0, end = 0;
+    uint64_t bias = 0;
+    std::string target_path;
+    std::shared_ptr<sym::Module> module;
+  };
+  const Mapping* mapping_at(uint64_t pc) const;
+
+  int pid_;
+  void* dwfl_ = nullptr;  // Dwfl*
+  std::string error_;
+  std::vector<Mapping> mappings_;
+  std::unique_ptr<sym::ModuleCache> modules_;
+  Walk* current_ = nullptr;
+};
+
+}  // namespace asyncprobe
