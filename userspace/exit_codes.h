@@ -12,7 +12,7 @@ enum ExitCode : int {
   kExitNoProcess = 3,       // no such PID
   kExitPermission = 4,      // not permitted to read the target (capability / ptrace scope)
   kExitNotInspectable = 5,  // kernel thread or zombie: no user memory to read
-  kExitUnsupported = 6,     // not a 64-bit x86-64 ELF process
+  kExitUnsupported = 6,     // not a 64-bit x86-64 ELF process; (trace) no kernel BTF or BPF
   kExitNoCoroutines = 7,    // the target maps no coroutine code at all
   kExitTargetExited = 8,    // the target exited while we were reading it
 };
