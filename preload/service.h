@@ -1,0 +1,23 @@
+// The library's one thread: serves the socket (snapshots, trace sessions, blocking records) and
+// runs the table helper for new modules. It blocks every signal and sleeps in poll(2) when idle.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace asyncprobe::preload {
+
+// Binds the socket (when enabled) and starts the thread. Normal context, once per process.
+// `why` gets a one-line reason when the socket could not be set up (the thread still runs the
+// helper).
+bool start_service(std::string* why);
+// Asks the thread to compute tables for modules it has not seen (after a dlopen).
+void service_wake();
+// Removes the socket file (at exit, or from the crash handler: async-signal-safe).
+void service_unlink_socket();
+// After fork: the child has no service thread. Closes the inherited listening socket.
+void service_after_fork_child();
+// The tid of the service thread (0 if none).
+int service_tid();
+
+}  // namespace asyncprobe::preload
