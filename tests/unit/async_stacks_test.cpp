@@ -1,4 +1,5 @@
 #include "userspace/async_stacks.h"
+#include "tests/unit/model_builders.h"
 
 #include <gtest/gtest.h>
 
@@ -12,21 +13,7 @@ namespace {
 
 CoroFrame make_frame(uint64_t address, const std::string& function, int line,
                      uint64_t awaiter = 0) {
-  CoroFrame f;
-  f.address = address;
-  f.resume_fn = 0x401000;
-  f.destroy_fn = 0x402000;
-  f.function = function;
-  f.object = "/usr/bin/demo";
-  f.state = FrameState::kSuspended;
-  f.suspend.kind = SuspendPoint::Kind::kAwait;
-  f.suspend.index = 4;
-  f.suspend.file = "demo.cpp";
-  f.suspend.line = line;
-  f.suspend.rule = "index-store";
-  f.awaiter = awaiter;
-  if (awaiter != 0) f.awaiter_rule = "continuation-in-promise";
-  return f;
+  return testing::suspended_frame(address, function, "demo.cpp", line, awaiter);
 }
 
 // A compact picture of the coalesced forest: "count*function" per node, children in braces.

@@ -1,4 +1,5 @@
 #include "userspace/report_csv.h"
+#include "tests/unit/model_builders.h"
 
 #include <gtest/gtest.h>
 
@@ -12,20 +13,7 @@ namespace {
 
 CoroFrame make_frame(uint64_t address, const std::string& function, int line,
                      uint64_t awaiter = 0) {
-  CoroFrame f;
-  f.address = address;
-  f.resume_fn = 0x401000;
-  f.destroy_fn = 0x402000;
-  f.function = function;
-  f.object = "/usr/bin/demo";
-  f.state = FrameState::kSuspended;
-  f.suspend.kind = SuspendPoint::Kind::kAwait;
-  f.suspend.index = 4;
-  f.suspend.file = "srv.cpp";
-  f.suspend.line = line;
-  f.awaiter = awaiter;
-  if (awaiter != 0) f.awaiter_rule = "continuation-in-promise";
-  return f;
+  return testing::suspended_frame(address, function, "srv.cpp", line, awaiter);
 }
 
 // A strict RFC 4180 reader, written independently of the writer: records end at CRLF (or a bare

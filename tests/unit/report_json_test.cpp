@@ -1,4 +1,5 @@
 #include "userspace/report_json.h"
+#include "tests/unit/model_builders.h"
 
 #include <gtest/gtest.h>
 
@@ -19,21 +20,7 @@ using nlohmann::json;
 
 CoroFrame make_frame(uint64_t address, const std::string& function, int line,
                      uint64_t awaiter = 0) {
-  CoroFrame f;
-  f.address = address;
-  f.resume_fn = 0x401000;
-  f.destroy_fn = 0x402000;
-  f.function = function;
-  f.object = "/usr/bin/demo";
-  f.state = FrameState::kSuspended;
-  f.suspend.kind = SuspendPoint::Kind::kAwait;
-  f.suspend.index = 4;
-  f.suspend.file = "srv.cpp";
-  f.suspend.line = line;
-  f.suspend.rule = "index-store";
-  f.awaiter = awaiter;
-  if (awaiter != 0) f.awaiter_rule = "continuation-in-promise";
-  return f;
+  return testing::suspended_frame(address, function, "srv.cpp", line, awaiter);
 }
 
 std::string render(const Snapshot& s, const JsonReportOptions& opts = {},

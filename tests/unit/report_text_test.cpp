@@ -1,4 +1,5 @@
 #include "userspace/report_text.h"
+#include "tests/unit/model_builders.h"
 
 #include <gtest/gtest.h>
 
@@ -12,21 +13,8 @@ namespace {
 
 CoroFrame make_frame(uint64_t address, const std::string& function, const std::string& file,
                      int line, uint64_t awaiter = 0, int64_t index = 4) {
-  CoroFrame f;
-  f.address = address;
-  f.resume_fn = 0x401000;
-  f.destroy_fn = 0x402000;
-  f.function = function;
-  f.object = "/usr/bin/demo_server";
-  f.state = FrameState::kSuspended;
-  f.suspend.kind = SuspendPoint::Kind::kAwait;
-  f.suspend.index = index;
-  f.suspend.file = file;
-  f.suspend.line = line;
-  f.suspend.rule = "index-store";
-  f.awaiter = awaiter;
-  if (awaiter != 0) f.awaiter_rule = "continuation-in-promise";
-  return f;
+  return testing::suspended_frame(address, function, file, line, awaiter, index,
+                                  "/usr/bin/demo_server");
 }
 
 ThreadInfo make_thread(int tid, const std::string& name, char state, const std::string& sys) {

@@ -1,4 +1,5 @@
 #include "userspace/stuck_detector.h"
+#include "tests/unit/model_builders.h"
 
 #include <gtest/gtest.h>
 
@@ -11,17 +12,7 @@ namespace asyncprobe {
 namespace {
 
 CoroFrame make_frame(uint64_t address, const std::string& function, int line, int64_t index) {
-  CoroFrame f;
-  f.address = address;
-  f.resume_fn = 0x401000;
-  f.destroy_fn = 0x402000;
-  f.function = function;
-  f.state = FrameState::kSuspended;
-  f.suspend.kind = SuspendPoint::Kind::kAwait;
-  f.suspend.index = index;
-  f.suspend.file = "srv.cpp";
-  f.suspend.line = line;
-  return f;
+  return testing::suspended_frame(address, function, "srv.cpp", line, 0, index, "");
 }
 
 Snapshot snapshot_of(std::vector<CoroFrame> frames) {
