@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 
 #include "userspace/snapshot_model.h"
@@ -28,6 +29,39 @@ inline CoroFrame suspended_frame(uint64_t address, const std::string& function,
   f.awaiter = awaiter;
   if (awaiter != 0) f.awaiter_rule = "continuation-in-promise";
   return f;
+}
+
+// Random, mostly broken snapshots: duplicate addresses, cycles, dangling links, random strings.
+inline Snapshot random_snapshot(std::mt19937_64& rng) {
+  static const char* const kNames[] = {"a", "b,c", "q\"uote", "nl\nx", "\xff\xfe", "", "0x401000"};
+  Snapshot s;
+  s.pid = static_cast<int>(rng() % 100000);
+  const size_t n = rng() % 200;
+  const uint64_t space = 1 + rng() % (n + 3);
+  for (size_t i = 0; i < n; ++i) {
+    CoroFrame f;
+    f.address = (rng() % space) * 0x10;
+    f.awaiter = rng() % 3 == 0 ? 0 : (rng() % (space + 2)) * 0x10;
+    f.function = kNames[rng() % 7];
+    f.suspend.file = kNames[rng() % 7];
+    f.suspend.line = static_cast<int>(rng() % 3);
+    f.suspend.index = static_cast<int64_t>(rng() % 5) - 1;
+    f.suspend.kind = static_cast<SuspendPoint::Kind>(rng() % 4);
+    f.state = static_cast<FrameState>(rng() % 3);
+    f.awaiter_rule = kNames[rng() % 7];
+    f.stuck = rng() % 2;
+    f.stuck_for_s = f.stuck ? static_cast<double>(rng() % 100) / 10.0 : 0.0;
+    s.frames.push_back(f);
+  }
+  for (size_t i = rng() % 4; i > 0; --i) {
+    ThreadInfo t;
+    t.tid = static_cast<int>(rng() % 1000);
+    t.name = kNames[rng() % 7];
+    t.state = static_cast<char>(rng() % 256);
+    s.threads.push_back(t);
+  }
+  s.window_seconds = static_cast<double>(rng() % 3);
+  return s;
 }
 
 }  // namespace asyncprobe::testing
