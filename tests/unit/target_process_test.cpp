@@ -553,11 +553,10 @@ bool child_with_exe(Child** out, const std::string& file, std::string* why) {
   return true;
 }
 
-TEST(TargetProcess, NonElfExecutableIsUnsupported) {
-  TempDir dir;
-  const std::string file = dir.write(
-      "ap-not-elf", {'#', '!', '/', 'b', 'i', 'n', '/', 's', 'h', '\n', 'e', 'x', 'i', 't', '\n'},
-      0755);
+// A process whose /proc/PID/exe is `file` must be refused as unsupported, with the message
+// "process PID (comm) runs FILE<what_it_is>; asyncprobe supports ...". Skips where the exe cannot
+// be replaced.
+void expect_unsupported_exe(const std::string& file, const std::string& what_it_is) {
   Child* raw = nullptr;
   std::string why;
   bool ok = child_with_exe(&raw, file, &why);
@@ -567,10 +566,17 @@ TEST(TargetProcess, NonElfExecutableIsUnsupported) {
   comm.pop_back();
   TargetError e = open_error(child->pid());
   EXPECT_EQ(e.code(), kExitUnsupported);
-  EXPECT_EQ(std::string(e.what()),
-            "process " + std::to_string(child->pid()) + " (" + comm + ") runs " + file +
-                ", which is not an ELF file; asyncprobe supports 64-bit x86-64 ELF processes "
-                "only");
+  EXPECT_EQ(std::string(e.what()), "process " + std::to_string(child->pid()) + " (" + comm +
+                                       ") runs " + file + what_it_is +
+                                       "; asyncprobe supports 64-bit x86-64 ELF processes only");
+}
+
+TEST(TargetProcess, NonElfExecutableIsUnsupported) {
+  TempDir dir;
+  const std::string file = dir.write(
+      "ap-not-elf", {'#', '!', '/', 'b', 'i', 'n', '/', 's', 'h', '\n', 'e', 'x', 'i', 't', '\n'},
+      0755);
+  expect_unsupported_exe(file, ", which is not an ELF file");
 }
 
 // Where 32-bit processes cannot run (ia32 emulation off), a 64-bit process whose exe names the
@@ -578,18 +584,7 @@ TEST(TargetProcess, NonElfExecutableIsUnsupported) {
 TEST(TargetProcess, ThirtyTwoBitExecutableIsUnsupported) {
   TempDir dir;
   const std::string file = dir.write("ap-elf32", elf32_pause_loop(), 0755);
-  Child* raw = nullptr;
-  std::string why;
-  bool ok = child_with_exe(&raw, file, &why);
-  std::unique_ptr<Child> child(raw);
-  if (!ok) GTEST_SKIP() << why;
-  std::string comm = slurp("/proc/" + std::to_string(child->pid()) + "/comm");
-  comm.pop_back();
-  TargetError e = open_error(child->pid());
-  EXPECT_EQ(e.code(), kExitUnsupported);
-  EXPECT_EQ(std::string(e.what()),
-            "process " + std::to_string(child->pid()) + " (" + comm + ") runs " + file +
-                ", a 32-bit ELF (i386); asyncprobe supports 64-bit x86-64 ELF processes only");
+  expect_unsupported_exe(file, ", a 32-bit ELF (i386)");
 }
 
 TEST(TargetProcess, ForeignArchitectureIsUnsupported) {
@@ -602,19 +597,7 @@ TEST(TargetProcess, ForeignArchitectureIsUnsupported) {
   hdr[16] = ET_EXEC;
   hdr[18] = EM_AARCH64;  // 183, little-endian
   const std::string file = dir.write("ap-aarch64", hdr, 0755);
-  Child* raw = nullptr;
-  std::string why;
-  bool ok = child_with_exe(&raw, file, &why);
-  std::unique_ptr<Child> child(raw);
-  if (!ok) GTEST_SKIP() << why;
-  std::string comm = slurp("/proc/" + std::to_string(child->pid()) + "/comm");
-  comm.pop_back();
-  TargetError e = open_error(child->pid());
-  EXPECT_EQ(e.code(), kExitUnsupported);
-  EXPECT_EQ(std::string(e.what()),
-            "process " + std::to_string(child->pid()) + " (" + comm + ") runs " + file +
-                ", a 64-bit ELF for aarch64, not x86-64; asyncprobe supports 64-bit x86-64 ELF "
-                "processes only");
+  expect_unsupported_exe(file, ", a 64-bit ELF for aarch64, not x86-64");
 }
 
 std::vector<unsigned char> ident(unsigned cls, unsigned data, unsigned machine) {
