@@ -313,4 +313,11 @@ std::string source_dir() { return ASYNCPROBE_SOURCE_DIR; }
 
 std::string asyncprobe_binary() { return getenv_or("ASYNCPROBE_BINARY", ASYNCPROBE_BINARY); }
 
+std::string test_name_of_variant(std::string variant) {
+  for (char& c : variant) {
+    if (c == '-') c = '_';
+  }
+  return variant;
+}
+
 }  // namespace asyncprobe::testing

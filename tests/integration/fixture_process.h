@@ -76,6 +76,16 @@ class FixtureProcess {
 };
 
 // build/fixtures, and the path of one built fixture: fixture_path("gcc12-O2", "chain").
+// A fixture variant ("gcc12-O2") as a gtest parameter name ("gcc12_O2").
+std::string test_name_of_variant(std::string variant);
+// For INSTANTIATE_TEST_SUITE_P over fixture_variants_with(...).
+struct VariantTestName {
+  template <typename Info>
+  std::string operator()(const Info& info) const {
+    return test_name_of_variant(info.param);
+  }
+};
+
 std::string fixture_dir();
 std::string fixture_path(const std::string& variant, const std::string& name);
 // Every "<variant> <relative path>" line of build/fixtures/MANIFEST, in build order.

@@ -80,13 +80,7 @@ TEST_P(PreloadBlocking, ReportsExactlyTheLongCallsMadeInsideCoroutinesAtExit) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, PreloadBlocking,
                          ::testing::ValuesIn(fixture_variants_with("preload_blocking")),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& c : n) {
-                             if (c == '-') c = '_';
-                           }
-                           return n;
-                         });
+                         VariantTestName());
 
 TEST(PreloadBlockingEarly, CallsMadeBeforeTheTablesArriveAreStillAttributed) {
   // A helper that starts a second late: every blocking call of the fixture happens before any

@@ -139,13 +139,7 @@ TEST_P(PreloadCrash, NoCrashMeansNoTrace) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, PreloadCrash,
                          ::testing::ValuesIn(fixture_variants_with("preload_crash")),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& c : n) {
-                             if (c == '-') c = '_';
-                           }
-                           return n;
-                         });
+                         VariantTestName());
 
 // Other fatal signals, on one build per compiler family.
 struct SignalCase {
@@ -183,11 +177,7 @@ std::vector<SignalCase> signal_cases() {
 
 INSTANTIATE_TEST_SUITE_P(Signals, PreloadSignals, ::testing::ValuesIn(signal_cases()),
                          [](const auto& info) {
-                           std::string n = info.param.variant + "_" + info.param.mode;
-                           for (char& c : n) {
-                             if (c == '-') c = '_';
-                           }
-                           return n;
+                           return test_name_of_variant(info.param.variant + "_" + info.param.mode);
                          });
 
 }  // namespace

@@ -94,13 +94,7 @@ TEST_P(PreloadTraceOut, CountsEveryResumeFromStartToExitWithThreadsAndDlopen) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, PreloadTraceOut,
                          ::testing::ValuesIn(fixture_variants_with("preload_service")),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& c : n) {
-                             if (c == '-') c = '_';
-                           }
-                           return n;
-                         });
+                         VariantTestName());
 
 // A live session by the target's own (unprivileged) user, the way `asyncprobe trace -p PID`
 // does it without root: the child process below plays asyncprobe, the test plays the workload's

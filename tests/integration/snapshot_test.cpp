@@ -136,13 +136,7 @@ TEST_P(ChainSnapshot, DeepChainOf200) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCompilers, ChainSnapshot,
-                         ::testing::ValuesIn(fixture_variants_with("chain")), [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& c : n) {
-                             if (c == '-') c = '_';
-                           }
-                           return n;
-                         });
+                         ::testing::ValuesIn(fixture_variants_with("chain")), VariantTestName());
 
 TEST(Snapshot, TextReportCoalescesIdenticalStacks) {
   FixtureProcess fx({fixture_path("gcc12-O2", "chain"), "--depth", "4", "--count", "50"});
