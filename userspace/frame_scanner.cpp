@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "symbolizer/demangle.h"
+#include "userspace/word_range_filter.h"
 
 namespace asyncprobe {
 
@@ -13,6 +14,7 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
   if (index_.empty()) return found;
   chunk_bytes = std::max<size_t>(chunk_bytes & ~size_t{7}, 4096);
   std::vector<uint64_t> buf(chunk_bytes / 8 + 1);
+  std::vector<size_t> hits;
   for (const auto& region : regions) {
     uint64_t start = (region.start + 7) & ~uint64_t{7};
     for (uint64_t at = start; at + 16 <= region.end;) {
@@ -44,16 +46,11 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
         f.on_stack = region.is_stack;
         found.push_back(f);
       };
-      // Almost no word is a code address: reject eight candidate destroy words at a time with
-      // one branch-free reduction (vector compares), and look closer only at blocks that hit.
-      size_t i = 0;
-      for (; i + 9 <= words; i += 8) {
-        uint64_t any = 0;
-        for (size_t k = 1; k <= 8; ++k) any |= static_cast<uint64_t>((buf[i + k] - lo) <= span);
-        if (any == 0) continue;
-        for (size_t j = i; j < i + 8; ++j) check(j);
-      }
-      for (; i + 1 < words; ++i) check(i);
+      // Almost no word is a code address: find the candidate destroy words (word i + 1 of a
+      // header at i) many at a time, and look closer only at those.
+      hits.clear();
+      find_words_in_range(buf.data() + 1, words - 1, lo, span, &hits);
+      for (size_t h : hits) check(h);
       uint64_t advance = std::min<uint64_t>(chunk_bytes, region.end - at);
       stats->bytes_scanned += advance;
       at += advance;
