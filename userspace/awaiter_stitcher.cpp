@@ -151,7 +151,13 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
   } else {
     for (auto& p : pieces) p.ok = read(p.addr, p.out, p.len);
   }
-  std::vector<uint64_t> a_words;
+  // Candidate pairs: a word of B that is A's address or A's promise, A suspended. A's words are
+  // needed to confirm; frames not read above are read in a second batch (one read per frame,
+  // not per candidate: a busy heap has tens of thousands of them).
+  struct Candidate {
+    size_t b, w, a;
+  };
+  std::vector<Candidate> candidates;
   for (size_t k = 0; k < unlinked.size(); ++k) {
     size_t b = unlinked[k];
     if (!pieces[k].ok || offset[k + 1] - offset[k] <= 2) continue;
@@ -166,18 +172,55 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
       // arbitrary interior pointer.
       uint64_t a_addr = found[a].address;
       if (b_words[w] != a_addr && b_words[w] != a_addr + found[a].ref.fn->promise_offset) continue;
-      size_t na = static_cast<size_t>((extents.end(static_cast<size_t>(a)) - a_addr) / 8);
-      a_words.assign(na, 0);
-      if (na <= 2 || !read(a_addr, a_words.data(), na * 8)) continue;
-      auto at = std::find(a_words.begin() + 2, a_words.end(), found[b].address);
-      // Both frames point at each other; the direction comes from where: a continuation sits
-      // in the awaited frame's promise, near the header, the task object deeper in the
-      // awaiting frame's locals. Equal depths are ambiguous: no edge.
-      if (at != a_words.end() && w < static_cast<size_t>(at - a_words.begin())) {
-        set_edge(b, static_cast<size_t>(a), "mutual-pointer");
-        stats.generic_edges++;
-        break;
-      }
+      candidates.push_back({k, w, static_cast<size_t>(a)});
+    }
+  }
+  // Where each frame's words are: {pointer, count}; count 0 when unread or unreadable.
+  std::unordered_map<size_t, std::pair<const uint64_t*, size_t>> frame_words;
+  for (size_t k = 0; k < unlinked.size(); ++k) {
+    if (pieces[k].ok)
+      frame_words[unlinked[k]] = {words.data() + offset[k], offset[k + 1] - offset[k]};
+  }
+  std::vector<size_t> more;
+  for (const Candidate& c : candidates) {
+    if (frame_words.emplace(c.a, std::make_pair(nullptr, 0)).second) more.push_back(c.a);
+  }
+  std::vector<size_t> more_offset(more.size() + 1, 0);
+  for (size_t m = 0; m < more.size(); ++m) {
+    more_offset[m + 1] =
+        more_offset[m] + static_cast<size_t>((extents.end(more[m]) - found[more[m]].address) / 8);
+  }
+  std::vector<uint64_t> more_words(more_offset.back(), 0);
+  pieces.clear();
+  for (size_t m = 0; m < more.size(); ++m) {
+    pieces.push_back({found[more[m]].address, more_words.data() + more_offset[m],
+                      (more_offset[m + 1] - more_offset[m]) * 8, false});
+  }
+  if (batch) {
+    batch(pieces);
+  } else {
+    for (auto& p : pieces) p.ok = read(p.addr, p.out, p.len);
+  }
+  for (size_t m = 0; m < more.size(); ++m) {
+    if (pieces[m].ok) {
+      frame_words[more[m]] = {more_words.data() + more_offset[m],
+                              more_offset[m + 1] - more_offset[m]};
+    }
+  }
+  size_t linked_k = unlinked.size();  // the B that already got its edge
+  for (const Candidate& c : candidates) {
+    if (c.b == linked_k) continue;
+    size_t b = unlinked[c.b];
+    auto [a_words, na] = frame_words[c.a];
+    if (na <= 2) continue;
+    const uint64_t* at = std::find(a_words + 2, a_words + na, found[b].address);
+    // Both frames point at each other; the direction comes from where: a continuation sits
+    // in the awaited frame's promise, near the header, the task object deeper in the
+    // awaiting frame's locals. Equal depths are ambiguous: no edge.
+    if (at != a_words + na && c.w < static_cast<size_t>(at - a_words)) {
+      set_edge(b, c.a, "mutual-pointer");
+      stats.generic_edges++;
+      linked_k = c.b;
     }
   }
   return stats;
