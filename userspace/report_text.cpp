@@ -8,6 +8,8 @@
 #include <map>
 #include <string>
 
+#include "userspace/function_name_shortener.h"
+
 namespace asyncprobe {
 
 namespace {
@@ -49,15 +51,20 @@ std::string esc(const std::string& s) {
   return out;
 }
 
+// A function as the report prints it: escaped, long library names shortened unless asked not to.
+std::string name_of(const std::string& fn, const TextReportOptions& opts) {
+  if (fn.empty()) return "(unnamed)";
+  return esc(opts.max_name_chars == 0 ? fn : shorten_function_name(fn, opts.max_name_chars));
+}
+
 std::string hex(uint64_t v) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
   return buf;
 }
 
-std::string frame_ref(const Snapshot& snap, size_t i) {
-  const std::string& fn = snap.frames[i].function;
-  return "#" + std::to_string(i) + " " + (fn.empty() ? std::string("(unnamed)") : esc(fn));
+std::string frame_ref(const Snapshot& snap, size_t i, const TextReportOptions& opts) {
+  return "#" + std::to_string(i) + " " + name_of(snap.frames[i].function, opts);
 }
 
 const char* state_text(FrameState s) {
@@ -91,9 +98,8 @@ std::string kind_note(SuspendPoint::Kind kind, FrameState state) {
 }
 
 std::string node_line(const Snapshot& snap, const AsyncForest& forest, const StackNode& n,
-                      const Glyphs& g) {
-  std::string s = std::to_string(n.count()) + g.times + " " +
-                  (n.function.empty() ? std::string("(unnamed)") : esc(n.function));
+                      const Glyphs& g, const TextReportOptions& opts) {
+  std::string s = std::to_string(n.count()) + g.times + " " + name_of(n.function, opts);
   s += "  " + location(n.file, n.line, n.line == 0 ? n.index : -1);
   s += kind_note(n.kind, n.state);
   // The leaf is where the stack waits; inner frames are suspended on their child by definition,
@@ -156,7 +162,7 @@ void write_tree(std::ostream& out, const Snapshot& snap, const AsyncForest& fore
     std::string line = it.prefix;
     if (n.depth > 0) line += it.last ? g.corner : g.tee;
     if (n.depth > opts.max_indent_depth) line += "[depth " + std::to_string(n.depth) + "] ";
-    out << line << node_line(snap, forest, n, g) << '\n';
+    out << line << node_line(snap, forest, n, g, opts) << '\n';
     // Past the indent cap the prefix stops growing, so a 4096-deep stack stays O(n) wide.
     std::string child_prefix = it.prefix;
     if (n.depth > 0 && n.depth < opts.max_indent_depth) child_prefix += it.last ? g.blank : g.bar;
@@ -177,23 +183,24 @@ void write_warnings(std::ostream& out, const Snapshot& snap, const AsyncForest& 
     const AwaitCycle& c = forest.cycles[i];
     out << "warning: await cycle (torn or hostile data?): ";
     const size_t shown = std::min<size_t>(c.frames.size(), 8);
-    for (size_t k = 0; k < shown; ++k) out << frame_ref(snap, c.frames[k]) << " awaits ";
+    for (size_t k = 0; k < shown; ++k) out << frame_ref(snap, c.frames[k], opts) << " awaits ";
     if (shown < c.frames.size()) out << "... (" << c.frames.size() << " frames) ... ";
-    out << frame_ref(snap, c.frames.front()) << "; cut at #" << c.frames.front()
+    out << frame_ref(snap, c.frames.front(), opts) << "; cut at #" << c.frames.front()
         << ", stack shown is uncertain\n";
   }
   more(forest.cycles.size(), "cycles");
   for (size_t i = 0; i < forest.dangling.size() && i < cap; ++i) {
     const DanglingEdge& d = forest.dangling[i];
-    out << "warning: " << frame_ref(snap, d.frame) << ": its awaiter " << hex(d.awaiter)
+    out << "warning: " << frame_ref(snap, d.frame, opts) << ": its awaiter " << hex(d.awaiter)
         << " is not among the frames found; shown as an uncertain root\n";
   }
   more(forest.dangling.size(), "dangling awaiter edges");
   for (size_t i = 0; i < forest.depth_cuts.size() && i < cap; ++i) {
     const DepthCut& d = forest.depth_cuts[i];
-    out << "warning: stack of " << frame_ref(snap, d.root) << " is deeper than " << forest.max_depth
-        << " frames: cut between " << frame_ref(snap, d.parent) << " and "
-        << frame_ref(snap, d.frame) << " (depth " << d.depth << "), continued as a separate tree\n";
+    out << "warning: stack of " << frame_ref(snap, d.root, opts) << " is deeper than "
+        << forest.max_depth << " frames: cut between " << frame_ref(snap, d.parent, opts) << " and "
+        << frame_ref(snap, d.frame, opts) << " (depth " << d.depth
+        << "), continued as a separate tree\n";
   }
   more(forest.depth_cuts.size(), "depth cuts");
   for (size_t i = 0; i < forest.duplicates.size() && i < cap; ++i) {
@@ -210,7 +217,8 @@ void write_warnings(std::ostream& out, const Snapshot& snap, const AsyncForest& 
 // Where the leaves of a stuck group are awaited from, most common first: a leaf inside a
 // library (an Asio initiation, a channel receive) says little until its caller is named.
 std::vector<std::string> awaited_from(const Snapshot& snap, const AsyncForest& forest,
-                                      const StuckGroup& s, size_t max_listed) {
+                                      const StuckGroup& s, size_t max_listed,
+                                      const TextReportOptions& opts) {
   std::map<std::string, size_t> from;
   size_t roots = 0;
   for (size_t f : s.leaf_frames) {
@@ -220,7 +228,7 @@ std::vector<std::string> awaited_from(const Snapshot& snap, const AsyncForest& f
       continue;
     }
     const CoroFrame& p = snap.frames[a];
-    ++from[(p.function.empty() ? std::string("(unnamed)") : esc(p.function)) + "  " +
+    ++from[name_of(p.function, opts) + "  " +
            location(p.suspend.file, p.suspend.line, p.suspend.line == 0 ? p.suspend.index : -1)];
   }
   if (from.empty()) return {};
@@ -239,7 +247,8 @@ std::vector<std::string> awaited_from(const Snapshot& snap, const AsyncForest& f
 }
 
 void write_stuck(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
-                 const std::vector<StuckGroup>& stuck, const Glyphs& g) {
+                 const std::vector<StuckGroup>& stuck, const Glyphs& g,
+                 const TextReportOptions& opts) {
   if (!(snap.window_seconds > 0.0)) {
     out << "STUCK: window 0: stuck detection off\n";
     return;
@@ -266,15 +275,15 @@ void write_stuck(std::ostream& out, const Snapshot& snap, const AsyncForest& for
   out << "STUCK (suspend point unchanged over the " << window
       << " window; where the stuck stacks wait)\n";
   for (const StuckGroup* s : leaves) {
-    out << s->leaves() << g.times << " " << (s->function.empty() ? "(unnamed)" : esc(s->function))
-        << "  " << location(s->file, s->line, s->line == 0 ? s->index : -1)
+    out << s->leaves() << g.times << " " << name_of(s->function, opts) << "  "
+        << location(s->file, s->line, s->line == 0 ? s->index : -1)
         << kind_note(s->kind, FrameState::kSuspended) << "  stuck " << g.at_least
         << format_lower_bound(s->stuck_for_s);
     if (s->max_stuck_for_s > s->stuck_for_s) {
       out << ", longest " << g.at_least << format_lower_bound(s->max_stuck_for_s);
     }
     out << '\n';
-    for (const std::string& l : awaited_from(snap, forest, *s, 3)) out << "    " << l << '\n';
+    for (const std::string& l : awaited_from(snap, forest, *s, 3, opts)) out << "    " << l << '\n';
   }
   if (enclosing > 0) {
     out << "(+ " << plural(enclosing, "enclosing frame", "enclosing frames") << " at "
@@ -374,7 +383,7 @@ void write_text_report(std::ostream& out, const Snapshot& snap, const AsyncFores
     }
   }
   out << '\n';
-  write_stuck(out, snap, forest, stuck, g);
+  write_stuck(out, snap, forest, stuck, g, opts);
   out << '\n';
   write_threads(out, snap);
 }

@@ -19,6 +19,7 @@ struct TextReportOptions {
   bool unicode = false;          // box-drawing connectors, "×" and "≥" instead of ASCII
   size_t max_indent_depth = 24;  // deeper tree levels stop indenting and say "[depth N]"
   size_t max_listed = 10;        // anomalies of each kind spelled out before "... and N more"
+  size_t max_name_chars = 100;   // longer function names are shortened (0: print them whole)
 };
 
 // Writes the report for `snap` using an already built forest and stuck grouping (both must come

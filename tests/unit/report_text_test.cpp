@@ -378,5 +378,34 @@ TEST(ReportText, Formatting) {
   EXPECT_EQ(format_lower_bound(3600), "3600.0s");
 }
 
+TEST(TextReport, LongLibraryNamesAreShortenedUnlessFullNamesAreAsked) {
+  const std::string initiate =
+      "boost::asio::awaitable<unsigned long, boost::asio::any_io_executor> "
+      "boost::asio::async_result<boost::asio::use_awaitable_t<boost::asio::any_io_executor>, void "
+      "(boost::system::error_code, unsigned long)>::initiate<boost::asio::mutable_buffers_1, "
+      "int>(boost::asio::use_awaitable_t<boost::asio::any_io_executor>, "
+      "boost::asio::mutable_buffers_1, int)";
+  Snapshot s;
+  s.pid = 7;
+  s.frames.push_back(make_frame(0x1000, "session(int)", "server.cpp", 69, 0, 2));
+  CoroFrame leaf = make_frame(0x2000, initiate, "", 0, 0x1000, 2);
+  leaf.stuck = true;
+  leaf.stuck_for_s = 1.0;
+  s.frames.push_back(leaf);
+  s.window_seconds = 1.0;
+  std::string shortened = render(s);
+  // In the tree and in the stuck section; never the whole name.
+  const std::string short_name = "boost::asio::async_result<...>::initiate<...>(...)";
+  size_t first = shortened.find("1x " + short_name);
+  ASSERT_NE(first, std::string::npos) << shortened;
+  EXPECT_NE(shortened.find("1x " + short_name, first + 1), std::string::npos) << shortened;
+  EXPECT_EQ(shortened.find(initiate), std::string::npos) << shortened;
+  TextReportOptions full;
+  full.max_name_chars = 0;
+  std::string whole = render(s, full);
+  EXPECT_NE(whole.find("1x " + initiate), std::string::npos) << whole;
+  EXPECT_EQ(whole.find(short_name), std::string::npos) << whole;
+}
+
 }  // namespace
 }  // namespace asyncprobe
