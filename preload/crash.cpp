@@ -15,6 +15,7 @@
 #include "preload/modules.h"
 #include "preload/service.h"
 #include "preload/signal_safe.h"
+#include "preload/throw_record.h"
 #include "preload/unwinder.h"
 
 namespace asyncprobe::preload {
@@ -39,6 +40,8 @@ std::atomic<bool> g_loader_alive{false};
 // Only the owner of g_owner uses these.
 StackFrame g_frames[kMaxStack];
 AwaitLink g_links[kMaxAwaiters];
+StackFrame g_throw_frames[kMaxStack];
+AwaitLink g_throw_links[kMaxAwaiters];
 char g_text_buf[32 * 1024];
 
 class Report {
@@ -95,7 +98,35 @@ void wait_for_tables(Report& r) {
   }
 }
 
-void write_stacks(Report& r, int tid, size_t n, size_t first) {
+// The async stack lines: links[0] running at running_pc, then every awaiting coroutine.
+void write_async_stack(Text& t, const AwaitLink* links, size_t count, size_t max,
+                       uint64_t running_pc, bool running_pc_exact) {
+  for (size_t k = 0; k < count; ++k) {
+    t.str("  #").udec(k).pad_to(6);
+    if (k == 0) {
+      append_coroutine_name(t, links[0].ref);
+      t.str(" running");
+      PcInfo info = describe_pc(running_pc, running_pc_exact);
+      if (info.line != 0) t.str(" at ").str(info.file).ch(':').udec(info.line);
+      t.str(" [frame ").hex(links[0].frame).ch(']');
+    } else {
+      append_await_link(t, links[k], false, 0);
+    }
+    t.ch('\n');
+  }
+  if (count == max) t.str("  ... (more awaiting coroutines not shown)\n");
+}
+
+// For std::terminate: the coroutine that threw the active exception, as it was at the throw.
+struct Thrown {
+  const AwaitLink* links = nullptr;
+  size_t count = 0;  // 0: none known
+  uint64_t running_pc = 0;
+  bool running_pc_exact = false;
+};
+
+// `thrown`: used when the coroutine that threw is no longer on the stack.
+void write_stacks(Report& r, int tid, size_t n, size_t first, const Thrown* thrown) {
   Text& t = r.t();
   t.str("asyncprobe: stack of thread ").dec(tid).str(" (innermost first):\n");
   size_t printed = 0;
@@ -108,6 +139,18 @@ void write_stacks(Report& r, int tid, size_t n, size_t first) {
   r.flush();
   RunningCoroutine running;
   if (!find_running_coroutine(g_frames, n, first, &running)) {
+    if (thrown != nullptr && thrown->count > 0) {
+      t.str(
+          "asyncprobe: the coroutine that threw the exception is no longer on the stack (it was "
+          "unwound before std::terminate); as recorded at the throw:\n");
+      t.str(
+          "asyncprobe: async stack of the running coroutine (innermost first, each awaited by "
+          "the next):\n");
+      write_async_stack(t, thrown->links, thrown->count, kMaxAwaiters, thrown->running_pc,
+                        thrown->running_pc_exact);
+      r.flush();
+      return;
+    }
     if (!Modules::tables_complete()) {
       t.str("asyncprobe: no coroutine found on this stack (the coroutine tables are incomplete)\n");
     } else {
@@ -121,20 +164,15 @@ void write_stacks(Report& r, int tid, size_t n, size_t first) {
       "asyncprobe: async stack of the running coroutine (innermost first, each awaited by the "
       "next):\n");
   const StackFrame& act = g_frames[running.stack_index];
-  for (size_t k = 0; k < links; ++k) {
-    t.str("  #").udec(k).pad_to(6);
-    if (k == 0) {
-      append_coroutine_name(t, g_links[0].ref);
-      t.str(" running");
-      PcInfo info = describe_pc(act.pc, act.pc_exact);
-      if (info.line != 0) t.str(" at ").str(info.file).ch(':').udec(info.line);
-      t.str(" [frame ").hex(g_links[0].frame).ch(']');
-    } else {
-      append_await_link(t, g_links[k], false, 0);
-    }
-    t.ch('\n');
+  uint64_t pc = act.pc;
+  bool exact = act.pc_exact;
+  // Still on the stack, but inside its exception path (a landing pad, the catch of its body):
+  // where it stood when it threw says more.
+  if (thrown != nullptr && thrown->count > 0 && thrown->links[0].frame == g_links[0].frame) {
+    pc = thrown->running_pc;
+    exact = thrown->running_pc_exact;
   }
-  if (links == kMaxAwaiters) t.str("  ... (more awaiting coroutines not shown)\n");
+  write_async_stack(t, g_links, links, kMaxAwaiters, pc, exact);
   r.flush();
 }
 
@@ -180,7 +218,7 @@ void report_signal(int sig, const siginfo_t* info, const ucontext_t* uc) {
     regs_from_context(uc, &regs);
     n = unwind_stack(regs, true, g_frames, kMaxStack);
   }
-  write_stacks(r, tid, n, 0);
+  write_stacks(r, tid, n, 0, nullptr);
   t.str("asyncprobe: end of report; the process now dies of ").str(signal_name(sig)).str("\n\n");
   service_unlink_socket();
 }
@@ -220,10 +258,15 @@ void on_signal(int sig, siginfo_t* info, void* uc) {
     Text& t = r.t();
     t.str("\nasyncprobe: std::terminate called in thread ").dec(tid);
     append_thread_name(t, tid);
-    if (std::current_exception() != nullptr) t.str(" with an active exception");
+    const void* exception = current_exception_object();
+    if (exception != nullptr) t.str(" with an active exception");
     t.ch('\n');
     r.flush();
     wait_for_tables(r);
+    Thrown thrown;
+    thrown.links = g_throw_links;
+    thrown.count = analyse_throw(exception, g_throw_frames, kMaxStack, g_throw_links, kMaxAwaiters,
+                                 &thrown.running_pc, &thrown.running_pc_exact);
     RegState regs;
     asyncprobe_capture_caller_regs(&regs);
     size_t n = unwind_stack(regs, false, g_frames, kMaxStack);
@@ -234,7 +277,7 @@ void on_signal(int sig, siginfo_t* info, void* uc) {
       if (m == nullptr || !m->is_self) break;
       ++first;
     }
-    write_stacks(r, tid, n, first);
+    write_stacks(r, tid, n, first, &thrown);
     t.str("asyncprobe: end of report\n\n");
     g_terminate_reported.store(true);
   }
@@ -276,6 +319,7 @@ void install_crash_handlers() {
   }
   g_prev_terminate = std::set_terminate(on_terminate);
   g_terminate_installed = true;
+  enable_throw_records();
 }
 
 void uninstall_crash_handlers() {
@@ -288,6 +332,7 @@ void uninstall_crash_handlers() {
     std::set_terminate(g_prev_terminate);
     g_terminate_installed = false;
   }
+  disable_throw_records();
 }
 
 }  // namespace asyncprobe::preload

@@ -31,9 +31,42 @@ void refresh_self_pid() {
 
 pid_t self_tid() { return static_cast<pid_t>(sys(SYS_gettid)); }
 
+namespace {
+__thread uint64_t t_overlay_base __attribute__((tls_model("initial-exec"))) = 0;
+__thread uint64_t t_overlay_len __attribute__((tls_model("initial-exec"))) = 0;
+__thread const unsigned char* t_overlay __attribute__((tls_model("initial-exec"))) = nullptr;
+}  // namespace
+
+void set_read_overlay(uint64_t base, const void* copy, size_t len) {
+  t_overlay_base = base;
+  t_overlay_len = len;
+  t_overlay = static_cast<const unsigned char*>(copy);
+}
+
+void clear_read_overlay() {
+  t_overlay = nullptr;
+  t_overlay_len = 0;
+}
+
 bool safe_read(uint64_t addr, void* out, size_t len) {
   if (len == 0) return true;
   if (addr == 0 || addr + len < addr) return false;
+  if (t_overlay != nullptr && addr < t_overlay_base + t_overlay_len &&
+      addr + len > t_overlay_base) {
+    // The part inside the copy from the copy, the rest (before or after it) from memory.
+    auto* dst = static_cast<unsigned char*>(out);
+    uint64_t lo = addr > t_overlay_base ? addr : t_overlay_base;
+    uint64_t hi =
+        addr + len < t_overlay_base + t_overlay_len ? addr + len : t_overlay_base + t_overlay_len;
+    const unsigned char* copy = t_overlay;
+    uint64_t base = t_overlay_base;
+    t_overlay = nullptr;  // the pieces outside are plain reads
+    bool ok = (lo == addr || safe_read(addr, dst, lo - addr)) &&
+              (hi == addr + len || safe_read(hi, dst + (hi - addr), addr + len - hi));
+    t_overlay = copy;
+    for (uint64_t a = lo; ok && a < hi; ++a) dst[a - addr] = copy[a - base];
+    return ok;
+  }
   struct iovec local {
     out, len
   };

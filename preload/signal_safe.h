@@ -38,6 +38,10 @@ pid_t self_tid();
 // Reads our own memory through process_vm_readv: an unmapped or protected address gives false,
 // never a fault. All-or-nothing.
 bool safe_read(uint64_t addr, void* out, size_t len);
+// While set on a thread, that thread's safe_read serves [base, base + len) from `copy`: a copy of
+// memory as it was earlier (the stack at a throw, analysed at std::terminate).
+void set_read_overlay(uint64_t base, const void* copy, size_t len);
+void clear_read_overlay();
 template <typename T>
 bool safe_load(uint64_t addr, T* out) {
   return safe_read(addr, out, sizeof(T));

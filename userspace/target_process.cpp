@@ -190,7 +190,8 @@ ElfHeaderCheck check_elf_header(const unsigned char* data, size_t size) {
 
 namespace {
 
-constexpr size_t kMaxSmallProcFile = size_t{64} * 1024;  // stat, status: a few hundred bytes in practice
+constexpr size_t kMaxSmallProcFile =
+    size_t{64} * 1024;  // stat, status: a few hundred bytes in practice
 constexpr int kCapSysPtrace = 19;
 
 // Keeps messages on one line whatever bytes a hostile comm or path holds.

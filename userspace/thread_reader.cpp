@@ -190,6 +190,94 @@ std::optional<SyscallState> parse_syscall_file(std::string_view text) {
   return s;
 }
 
+std::vector<int> parse_task_list(std::string_view text, const ThreadReadOptions& options,
+                                 bool* truncated) {
+  std::vector<int> tids;
+  *truncated = false;
+  while (!text.empty()) {
+    size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+    int64_t tid;
+    if (!parse_int_token(line, &tid) || tid <= 0 || tid > INT32_MAX) continue;
+    if (tids.size() >= options.max_threads) {
+      *truncated = true;
+      break;
+    }
+    tids.push_back(static_cast<int>(tid));
+  }
+  return tids;
+}
+
+ThreadReadResult read_thread_files(int pid, std::vector<int> tids, const TaskFileReader& read_file,
+                                   const std::vector<Mapping>& maps,
+                                   const ThreadReadOptions& options) {
+  ThreadReadResult result;
+  std::sort(tids.begin(), tids.end());
+  tids.erase(std::unique(tids.begin(), tids.end()), tids.end());
+  if (tids.size() > options.max_threads) {
+    tids.resize(options.max_threads);
+    result.truncated = true;
+  }
+  const Mapping* stack_main = main_stack(maps);
+  for (int tid : tids) {
+    const std::string base = "task/" + std::to_string(tid) + "/";
+    std::string text;
+    int err = read_file(base + "stat", 4096, &text);
+    if (err != 0) {
+      ++result.vanished;  // any failure to read stat means the thread is no longer there
+      continue;
+    }
+    auto st = parse_proc_stat(text);
+    if (!st || st->pid != tid) {
+      ++result.malformed;
+      continue;
+    }
+    ThreadInfo ti;
+    ti.tid = tid;
+    ti.name = st->comm;
+    ti.state = st->state;
+
+    err = read_file(base + "syscall", 1024, &text);
+    if (err != 0) {
+      if (is_gone(err)) {
+        ++result.vanished;
+        continue;
+      }
+      ++result.syscall_unreadable;  // EACCES and the like: keep the thread, syscall unknown
+    } else if (auto sc = parse_syscall_file(text)) {
+      switch (sc->kind) {
+        case SyscallState::Kind::kRunning:
+          ti.syscall = "running";
+          break;
+        case SyscallState::Kind::kInSyscall: {
+          ti.syscall_nr = sc->nr;
+          const char* name = syscall_name_x86_64(sc->nr);
+          ti.syscall = name != nullptr ? name : "syscall_" + std::to_string(sc->nr);
+          ti.sp = sc->sp;
+          ti.pc = sc->pc;
+          break;
+        }
+        case SyscallState::Kind::kNotInSyscall:
+          ti.sp = sc->sp;
+          ti.pc = sc->pc;
+          break;
+      }
+    } else {
+      ++result.syscall_unreadable;
+    }
+
+    const Mapping* stack = stack_mapping_for(maps, ti.sp);
+    if (stack == nullptr && ti.sp == 0 && tid == pid) stack = stack_main;
+    if (stack != nullptr) {
+      ti.stack_lo = stack->start;
+      ti.stack_hi = stack->end;
+    }
+    result.threads.push_back(std::move(ti));
+  }
+  return result;
+}
+
 ThreadReadResult read_threads(const TargetProcess& target, const std::vector<Mapping>& maps,
                               const ThreadReadOptions& options) {
   ThreadReadResult result;
@@ -225,65 +313,14 @@ ThreadReadResult read_threads(const TargetProcess& target, const std::vector<Map
     }
     tids.push_back(static_cast<int>(tid));
   }
-  std::sort(tids.begin(), tids.end());
-  tids.erase(std::unique(tids.begin(), tids.end()), tids.end());
-
-  const Mapping* stack_main = main_stack(maps);
-  for (int tid : tids) {
-    const std::string base = "task/" + std::to_string(tid) + "/";
-    std::string text;
-    int err = target.read_proc_file((base + "stat").c_str(), 4096, &text);
-    if (err != 0) {
-      ++result.vanished;  // any failure to read stat means the thread is no longer there
-      continue;
-    }
-    auto st = parse_proc_stat(text);
-    if (!st || st->pid != tid) {
-      ++result.malformed;
-      continue;
-    }
-    ThreadInfo ti;
-    ti.tid = tid;
-    ti.name = st->comm;
-    ti.state = st->state;
-
-    err = target.read_proc_file((base + "syscall").c_str(), 1024, &text);
-    if (err != 0) {
-      if (is_gone(err)) {
-        ++result.vanished;
-        continue;
-      }
-      ++result.syscall_unreadable;  // EACCES and the like: keep the thread, syscall unknown
-    } else if (auto sc = parse_syscall_file(text)) {
-      switch (sc->kind) {
-        case SyscallState::Kind::kRunning:
-          ti.syscall = "running";
-          break;
-        case SyscallState::Kind::kInSyscall: {
-          ti.syscall_nr = sc->nr;
-          const char* name = syscall_name_x86_64(sc->nr);
-          ti.syscall = name != nullptr ? name : "syscall_" + std::to_string(sc->nr);
-          ti.sp = sc->sp;
-          ti.pc = sc->pc;
-          break;
-        }
-        case SyscallState::Kind::kNotInSyscall:
-          ti.sp = sc->sp;
-          ti.pc = sc->pc;
-          break;
-      }
-    } else {
-      ++result.syscall_unreadable;
-    }
-
-    const Mapping* stack = stack_mapping_for(maps, ti.sp);
-    if (stack == nullptr && ti.sp == 0 && tid == target.pid()) stack = stack_main;
-    if (stack != nullptr) {
-      ti.stack_lo = stack->start;
-      ti.stack_hi = stack->end;
-    }
-    result.threads.push_back(std::move(ti));
-  }
+  ThreadReadResult threads = read_thread_files(
+      target.pid(), std::move(tids),
+      [&target](const std::string& leaf, size_t max_bytes, std::string* out) {
+        return target.read_proc_file(leaf.c_str(), max_bytes, out);
+      },
+      maps, options);
+  threads.truncated |= result.truncated;
+  result = std::move(threads);
   if (!target.alive()) {
     throw TargetError(kExitTargetExited, "process " + std::to_string(target.pid()) +
                                              " exited while its threads were being read");

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -52,5 +53,21 @@ struct ThreadReadResult {
 // an sp, the [stack] mapping. Throws TargetError(kExitTargetExited) if the whole process is gone.
 ThreadReadResult read_threads(const TargetProcess& target, const std::vector<Mapping>& maps,
                               const ThreadReadOptions& options = {});
+
+// Reads `leaf` ("task/TID/stat", "task/TID/syscall") of the target, at most max_bytes, into out;
+// returns 0 or an errno. Lets a preloaded target serve its own task files over its socket.
+using TaskFileReader =
+    std::function<int(const std::string& leaf, size_t max_bytes, std::string* out)>;
+
+// The thread ids in a task list ("TID\n" per thread; other lines skipped), at most
+// options.max_threads (*truncated then says so).
+std::vector<int> parse_task_list(std::string_view text, const ThreadReadOptions& options,
+                                 bool* truncated);
+
+// Reads the threads `tids` of process `pid` through `read_file`; the same result as
+// read_threads, without the liveness check (the caller knows how its source ends).
+ThreadReadResult read_thread_files(int pid, std::vector<int> tids, const TaskFileReader& read_file,
+                                   const std::vector<Mapping>& maps,
+                                   const ThreadReadOptions& options = {});
 
 }  // namespace asyncprobe

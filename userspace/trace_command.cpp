@@ -13,6 +13,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <unordered_map>
@@ -20,6 +21,8 @@
 #include "userspace/async_stacks.h"
 #include "userspace/cli_options.h"
 #include "userspace/exit_codes.h"
+#include "userspace/preload_client.h"
+#include "userspace/preload_trace.h"
 #include "userspace/snapshot_taker.h"
 #include "userspace/trace_calibrate.h"
 #include "userspace/trace_model.h"
@@ -57,6 +60,8 @@ const char kUsage[] =
     "  point, blocking syscalls made inside coroutines, event-loop stalls, and the coroutines\n"
     "  still suspended at the end. A uprobe on every resume costs the target a few us per\n"
     "  resume: the report ends with the estimated overhead.\n"
+    "  Without those privileges, a process started with `asyncprobe run --trace` is traced\n"
+    "  in-process instead, by its own user: exact resume counts per coroutine function.\n"
     "options:\n"
     "  -p, --pid PID              process to trace\n"
     "  -d, --duration DURATION    how long (e.g. 10s, 500ms); default: until Ctrl-C, SIGTERM\n"
@@ -239,6 +244,68 @@ void collect_trace_functions(const CoroutineIndex& index, int pid,
   }
 }
 
+namespace {
+
+// Signals only set a flag: the trace loop ends, detaches and reports.
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+}
+
+// Without root or BPF: a target started with `asyncprobe run --trace` counts its own resumes and
+// serves them to its user over its socket. Returns nullopt when it does not, with a hint for
+// the eBPF error the caller reports instead.
+std::optional<int> trace_in_process(const TraceOptions& o, std::string* hint) {
+  std::string why;
+  int code = 0;
+  auto c = PreloadConnection::open(o.pid, &why, &code);
+  if (c == nullptr) {
+    *hint = "; without them, start it with `asyncprobe run --trace` and trace it as its own user";
+    return std::nullopt;
+  }
+  if (!c->has_feature(preload_proto::kFeatureTrace)) {
+    *hint = "; pid " + std::to_string(o.pid) +
+            " runs under `asyncprobe run` without --trace: restart it with `asyncprobe run "
+            "--trace` to trace it without them";
+    return std::nullopt;
+  }
+  c.reset();  // the session opens its own connection
+  if (!o.timeline.empty()) {
+    return fail(
+        "--timeline needs the eBPF engine: in-process tracing records no syscall or "
+        "scheduler events",
+        kExitUsage);
+  }
+  std::ofstream file;
+  std::ostream* out = &std::cout;
+  if (!o.output.empty()) {
+    file.open(o.output);
+    if (!file) return fail("cannot write " + o.output, kExitUsage);
+    out = &file;
+  }
+  install_stop_handlers();
+  PreloadTraceOptions opts;
+  // -d, or until Ctrl-C / SIGTERM / the target's exit.
+  opts.duration_s = o.duration_s > 0 ? o.duration_s : 365.0 * 24 * 3600;
+  opts.stop_early = [] { return g_stop_signal.load() != 0; };
+  opts.on_started = [&o] {
+    std::cerr << "asyncprobe: tracing pid " << o.pid
+              << " in-process (`asyncprobe run --trace`, no root needed)"
+              << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
+              << std::flush;
+  };
+  int rc = preload_trace_main(o.pid, opts, o.json ? "json" : "text", *out, std::cerr);
+  out->flush();
+  return rc;
+}
+
+}  // namespace
+
 const char* trace_usage_text() { return kUsage; }
 
 int trace_main(int argc, char** argv) {
@@ -255,7 +322,11 @@ int trace_main(int argc, char** argv) {
   TraceError terr;
   const char* btf_env = std::getenv("ASYNCPROBE_VMLINUX_BTF");
   const std::string btf = btf_env != nullptr ? btf_env : "";
-  if (!check_trace_support(btf, &terr)) return fail(terr.message, terr.code);
+  if (!check_trace_support(btf, &terr)) {
+    std::string hint;
+    if (auto rc = trace_in_process(o, &hint)) return *rc;
+    return fail(terr.message + hint, terr.code);
+  }
 
   // The coroutine code of the target, as the snapshot knows it.
   SnapshotTaker taker(SnapshotSession{o.pid, o.debug_dirs});
@@ -304,14 +375,7 @@ int trace_main(int argc, char** argv) {
     if (std::string(mode) == "multi") sopts.uprobe_mode = UprobeMode::kMulti;
   }
 
-  // Signals only set a flag: the loop below ends, detaches and reports.
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGHUP, &sa, nullptr);
+  install_stop_handlers();
 
   std::unique_ptr<TraceSession> session = TraceSession::load(sopts, &terr);
   if (session == nullptr) return fail(terr.message, terr.code);

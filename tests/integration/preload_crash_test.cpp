@@ -117,6 +117,35 @@ TEST_P(PreloadCrash, ExceptionEscapingACoroutineGoesThroughTerminateWithTheAsync
   EXPECT_EQ(run.err.find("asyncprobe: SIGABRT"), std::string::npos) << run.err;
 }
 
+// An exception that leaves a noexcept function above the coroutine (the loop that resumed it):
+// Clang unwinds the coroutine's activation to that function's terminate landing pad, GCC runs
+// the coroutine's cleanup pad first. Either way the report shows the async stack as it was when
+// the exception was thrown, the running coroutine at the line that threw; the process still
+// dies as it does alone.
+TEST_P(PreloadCrash, ExceptionThroughANoexceptResumerStillReportsTheAsyncStack) {
+  Finished plain, run;
+  run_both({"noexcept"}, &plain, &run);
+  ASSERT_TRUE(plain.signaled());
+  EXPECT_EQ(plain.signal(), SIGABRT);
+  ASSERT_TRUE(run.signaled()) << run.err;
+  EXPECT_EQ(run.signal(), SIGABRT);
+  EXPECT_EQ(run.core_dumped(), plain.core_dumped());
+  const std::string pid = run.out.substr(6, run.out.find('\n') - 6);
+  EXPECT_NE(run.err.find("asyncprobe: std::terminate called in thread " + pid +
+                         " \"preload_crash\" with an active exception\n"),
+            std::string::npos)
+      << run.err;
+  // The sync stack holds the noexcept function (with Clang, it is where the stack ends).
+  std::vector<std::string> stack = section(run.err, "asyncprobe: stack of thread " + pid);
+  bool has_resumer = false;
+  for (const auto& l : stack) has_resumer |= l.find("resume_noexcept(") != std::string::npos;
+  EXPECT_TRUE(has_resumer) << run.err;
+  EXPECT_EQ(async_stack_of(run.err), expected_async_stack(at("leaf_crashes"))) << run.err;
+  EXPECT_EQ(run.err.find("no coroutine"), std::string::npos) << run.err;
+  std::string file = read_text_file(dir_ + "/crash.txt");
+  EXPECT_EQ(async_stack_of(file), expected_async_stack(at("leaf_crashes"))) << file;
+}
+
 TEST_P(PreloadCrash, CrashOnASecondThreadReportsThatThread) {
   Finished plain, run;
   run_both({"segv", "--thread"}, &plain, &run);

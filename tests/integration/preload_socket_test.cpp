@@ -1,8 +1,8 @@
 // Snapshots without root: a fixture started with `asyncprobe run` by an ordinary user, made
 // non-dumpable so that not even its own user can read /proc/PID or use process_vm_readv, serves
 // its memory and /proc files over the library's socket. The same user reads exactly what root
-// reads directly (same frames, same awaiter edges, same report); another user, and root, are
-// refused by the library.
+// reads directly (same frames, same awaiter edges, same report; `asyncprobe -p` falls back to the
+// socket by itself); another user, and root, are refused by the library.
 #include <gtest/gtest.h>
 
 #include <grp.h>
@@ -11,6 +11,7 @@
 #include <sys/uio.h>
 #include <sys/un.h>
 
+#include <algorithm>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -23,6 +24,7 @@
 #include "tests/integration/preload_support.h"
 #include "tests/integration/source_markers.h"
 #include "userspace/awaiter_stitcher.h"
+#include "userspace/exit_codes.h"
 #include "userspace/frame_scanner.h"
 #include "userspace/memory_reader.h"
 #include "userspace/preload_client.h"
@@ -301,15 +303,11 @@ TEST_F(PreloadSocket, UnreadableMemoryIsReportedAsSuchNeverAsZeros) {
 }
 
 TEST_F(PreloadSocket, CliSnapshotAsTheSameUserEqualsRootsSnapshot) {
-  // `asyncprobe -p PID` falls back to the socket when direct reading is not permitted: wired in
-  // userspace/main.cpp / snapshot_taker.cpp by the lead (preload_source / preload_memory_source).
-  std::string wiring = read_text_file(source_dir() + "/userspace/main.cpp") +
-                       read_text_file(source_dir() + "/userspace/snapshot_taker.cpp");
-  if (wiring.find("preload_source") == std::string::npos &&
-      wiring.find("preload_memory_source") == std::string::npos) {
-    GTEST_SKIP()
-        << "asyncprobe -p does not use the preload socket yet (see docs/PRELOAD.md, wiring)";
-  }
+  // `asyncprobe -p PID` as the target's user: direct reading is refused (non-dumpable), so the
+  // snapshot goes through the socket. Everything read from memory is root's to the byte. What
+  // only the kernel knows about threads differs, and the report says so: a non-dumpable
+  // process's task/TID/syscall is root's alone (0400, owner root), even to the process itself,
+  // and the library's own thread is running: it is serving this very snapshot.
   pid_t pid = service_->pid();
   std::vector<std::string> cmd = {asyncprobe_binary(), "-p", std::to_string(pid), "--json",
                                   "--window",          "0"};
@@ -317,9 +315,63 @@ TEST_F(PreloadSocket, CliSnapshotAsTheSameUserEqualsRootsSnapshot) {
   RunResult user = run_command(as_user(kTestUid, cmd));
   ASSERT_EQ(root.exit.exit_code, 0) << root.err;
   ASSERT_EQ(user.exit.exit_code, 0) << user.err;
+  EXPECT_EQ(user.err, "");
   json a = json::parse(root.out), b = json::parse(user.out);
-  for (json* j : {&a, &b}) j->erase("scan_seconds");
+
+  ASSERT_EQ(a["threads"].size(), 2u) << a["threads"].dump(1);
+  ASSERT_EQ(b["threads"].size(), 2u) << b["threads"].dump(1);
+  for (size_t i = 0; i < 2; ++i) {
+    const json &ra = a["threads"][i], &ub = b["threads"][i];
+    EXPECT_EQ(ub["tid"], ra["tid"]);
+    EXPECT_EQ(ub["name"], ra["name"]);
+    EXPECT_NE(ra["syscall"], "") << ra.dump();  // root knows where each thread waits
+    EXPECT_EQ(ub["syscall"], "") << ub.dump();  // the socket cannot, and does not guess
+    EXPECT_EQ(ub["sp"], "0x0");
+    EXPECT_EQ(ub["pc"], "0x0");
+  }
+  EXPECT_EQ(a["threads"][0]["tid"], pid);
+  EXPECT_EQ(b["threads"][0]["state"], a["threads"][0]["state"]);
+  EXPECT_EQ(b["threads"][0]["stack_lo"], a["threads"][0]["stack_lo"]);
+  EXPECT_EQ(b["threads"][0]["stack_hi"], a["threads"][0]["stack_hi"]);
+  EXPECT_EQ(a["threads"][1]["name"], "asyncprobe");
+  EXPECT_EQ(a["threads"][1]["state"], "S");
+  EXPECT_EQ(b["threads"][1]["state"], "R");
+  EXPECT_EQ(a["warnings"], json::array());
+  EXPECT_EQ(b["warnings"],
+            json::array({"2 of 2 threads read through the asyncprobe socket have no syscall, sp "
+                         "or pc (the kernel shows them for a non-dumpable process to root only): "
+                         "their whole stacks were scanned"}));
+  // Without a stack pointer a thread's whole stack is scanned, never less.
+  EXPECT_GT(b["summary"]["bytes_scanned"].get<uint64_t>(),
+            a["summary"]["bytes_scanned"].get<uint64_t>());
+
+  for (json* j : {&a, &b}) {
+    j->erase("threads");
+    j->erase("warnings");
+    (*j)["summary"].erase("scan_seconds");
+    (*j)["summary"].erase("bytes_scanned");
+  }
   EXPECT_EQ(a, b);
+  EXPECT_EQ(b["coroutines"].size(), 6u);
+}
+
+TEST_F(PreloadSocket, CliSnapshotAsAnotherUserIsRefusedAndSaysWhy) {
+  pid_t pid = service_->pid();
+  RunResult r = run_command(
+      as_user(kOtherUid, {asyncprobe_binary(), "-p", std::to_string(pid), "--window", "0"}));
+  EXPECT_EQ(r.exit.exit_code, kExitPermission) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.err.rfind("asyncprobe: cannot read process " + std::to_string(pid), 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("need root or CAP_SYS_PTRACE (running as uid " + std::to_string(kOtherUid) +
+                       " without CAP_SYS_PTRACE, target owned by uid " + std::to_string(kTestUid)),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("a process started with `asyncprobe run` is readable by its own user "
+                       "(socket: pid " +
+                       std::to_string(pid) + " serves no asyncprobe socket to this user"),
+            std::string::npos)
+      << r.err;
 }
 
 }  // namespace

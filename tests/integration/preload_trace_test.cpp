@@ -4,10 +4,14 @@
 // (what `asyncprobe trace -p PID` uses) by an ordinary user against a non-dumpable target.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <grp.h>
+#include <sys/wait.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -196,6 +200,173 @@ TEST(PreloadTraceSession, NoSocketNoSession) {
   EXPECT_EQ(PreloadConnection::open(service.pid(), &why, &code), nullptr);
   EXPECT_NE(why.find("serves no asyncprobe socket"), std::string::npos) << why;
   EXPECT_EQ(code, kExitPermission);
+}
+
+// `asyncprobe trace -p PID` run by an ordinary user (no root, no BPF) against a process started
+// with `asyncprobe run --trace`: the eBPF check fails and the command traces in-process instead.
+struct TraceCliRun {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+class PreloadTraceCli : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = make_temp_dir("trace-cli"); }
+  void TearDown() override {
+    if (tracer_ > 0 && waitpid(tracer_, nullptr, WNOHANG) == 0) {
+      kill(tracer_, SIGKILL);
+      waitpid(tracer_, nullptr, 0);
+    }
+    remove_tree(dir_);
+  }
+
+  // Starts `asyncprobe trace ARGS -o OUT` as `uid` (stderr to a file).
+  pid_t start_tracer(unsigned uid, const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {asyncprobe_binary(), "trace"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    argv.insert(argv.end(), {"-o", dir_ + "/out"});
+    std::string err = dir_ + "/err";
+    pid_t pid = fork();
+    if (pid == 0) {
+      if (setgroups(0, nullptr) != 0 || setresgid(uid, uid, uid) != 0 ||
+          setresuid(uid, uid, uid) != 0) {
+        _exit(125);
+      }
+      int e = open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      int in = open("/dev/null", O_RDONLY);
+      if (e < 0 || in < 0) _exit(126);
+      dup2(in, 0);
+      dup2(e, 2);
+      std::vector<char*> cargv;
+      for (auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+      cargv.push_back(nullptr);
+      execv(cargv[0], cargv.data());
+      _exit(127);
+    }
+    tracer_ = pid;
+    return pid;
+  }
+  // Waits (bounded) until stderr says the session records.
+  bool wait_recording(pid_t tracer) {
+    for (int i = 0; i < 3000; ++i) {
+      if (read_text_file(dir_ + "/err").find("asyncprobe: tracing pid") != std::string::npos)
+        return true;
+      if (kill(tracer, 0) != 0) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+  TraceCliRun finish(pid_t tracer) {
+    int status = 0;
+    waitpid(tracer, &status, 0);
+    tracer_ = -1;
+    TraceCliRun r;
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = read_text_file(dir_ + "/out");
+    r.err = read_text_file(dir_ + "/err");
+    return r;
+  }
+
+  std::string dir_;
+  pid_t tracer_ = -1;
+};
+
+TEST_F(PreloadTraceCli, AnOrdinaryUserTracesUntilCtrlCWithExactCounts) {
+  FixtureProcess service(
+      as_user(kTestUid, run_argv({"--trace"}, {fixture_path("clang19-O2", "preload_service"),
+                                               "--nondumpable", "--rounds", "500"})));
+  pid_t tracer = start_tracer(kTestUid, {"-p", std::to_string(service.pid()), "--json"});
+  ASSERT_TRUE(wait_recording(tracer)) << read_text_file(dir_ + "/err");
+  kill(service.pid(), SIGUSR1);
+  auto done = service.read_line(std::chrono::seconds(30));
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(*done, "DONE 1");
+  kill(tracer, SIGINT);
+  TraceCliRun r = finish(tracer);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "asyncprobe: tracing pid " + std::to_string(service.pid()) +
+                       " in-process (`asyncprobe run --trace`, no root needed); Ctrl-C to stop\n");
+  json j = json::parse(r.out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << r.out;
+  EXPECT_EQ(j["schema"], "asyncprobe.preload-trace/1");
+  EXPECT_EQ(j["pid"], service.pid());
+  EXPECT_EQ(j["mode"], "live session");
+  // The parked chains started before the session: not counted.
+  EXPECT_EQ(resumes_by_function(j), (std::map<std::string, uint64_t>{
+                                        {"ticker(int)", 501}, {"outer()", 2}, {"inner(int)", 6}}));
+  EXPECT_EQ(j["total_resumes"], 509);
+  EXPECT_EQ(j["events"], 509);
+  EXPECT_EQ(j["lost_events"], 0);
+  const json* ticker = nullptr;
+  for (const auto& f : j["functions"]) {
+    if (f["function"] == "ticker(int)") ticker = &f;
+  }
+  ASSERT_NE(ticker, nullptr);
+  EXPECT_EQ((*ticker)["file"], source_file(kService));
+  EXPECT_EQ((*ticker)["line"], line_starting(kService, "task<int> ticker(int"));
+}
+
+TEST_F(PreloadTraceCli, AnOrdinaryUserTracesForTheGivenDurationAsText) {
+  FixtureProcess service(
+      as_user(kTestUid, run_argv({"--trace"}, {fixture_path("gcc12-O2", "preload_service"),
+                                               "--nondumpable", "--rounds", "500"})));
+  auto t0 = std::chrono::steady_clock::now();
+  pid_t tracer = start_tracer(kTestUid, {"-p", std::to_string(service.pid()), "-d", "3s"});
+  ASSERT_TRUE(wait_recording(tracer)) << read_text_file(dir_ + "/err");
+  kill(service.pid(), SIGUSR1);
+  auto done = service.read_line(std::chrono::seconds(30));
+  ASSERT_TRUE(done.has_value());
+  EXPECT_EQ(*done, "DONE 1");
+  TraceCliRun r = finish(tracer);  // ends by itself after -d
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_GE(took, 3.0);
+  EXPECT_EQ(r.out.rfind("asyncprobe trace (in-process, live session): pid " +
+                            std::to_string(service.pid()) + " (preload_service), ",
+                        0),
+            0u)
+      << r.out;
+  EXPECT_NE(r.out.find(", 509 resumes, 509 events, 0 lost\n"), std::string::npos) << r.out;
+  const std::string src = source_file(kService);
+  for (const auto& [fn, count] : std::vector<std::pair<std::string, std::string>>{
+           {"ticker(int)", "501"}, {"inner(int)", "6"}, {"outer()", "2"}}) {
+    bool found = false;
+    for (const auto& line : split_lines(r.out)) {
+      std::string want = count + "  " + fn + "  (" + src + ":";
+      size_t at = line.find(want);
+      found |= at != std::string::npos && line.find_first_not_of(' ') == at;
+    }
+    EXPECT_TRUE(found) << fn << " x" << count << " not in:\n" << r.out;
+  }
+}
+
+TEST_F(PreloadTraceCli, WithoutRunTraceTheBpfErrorSaysHowToTraceWithoutRoot) {
+  FixtureProcess service(
+      as_user(kTestUid, run_argv({}, {fixture_path("gcc12-O2", "preload_service")})));
+  TraceCliRun r = finish(start_tracer(kTestUid, {"-p", std::to_string(service.pid())}));
+  EXPECT_EQ(r.exit_code, kExitPermission) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("CAP_BPF and CAP_PERFMON"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("; pid " + std::to_string(service.pid()) +
+                       " runs under `asyncprobe run` without --trace: restart it with "
+                       "`asyncprobe run --trace` to trace it without them\n"),
+            std::string::npos)
+      << r.err;
+}
+
+TEST_F(PreloadTraceCli, AnotherUserIsRefusedWithTheBpfError) {
+  FixtureProcess service(
+      as_user(kTestUid, run_argv({"--trace"}, {fixture_path("gcc12-O2", "preload_service")})));
+  TraceCliRun r = finish(start_tracer(kOtherUid, {"-p", std::to_string(service.pid())}));
+  EXPECT_EQ(r.exit_code, kExitPermission) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("(uid " + std::to_string(kOtherUid) + " has neither)"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("; without them, start it with `asyncprobe run --trace` and trace it as "
+                       "its own user\n"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(r.out, "");
 }
 
 }  // namespace

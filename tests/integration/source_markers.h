@@ -8,9 +8,9 @@
 
 namespace asyncprobe::testing {
 
-// The 1-based line of "// @await <name>" (or "// @site <name>") in source_path. A relative path is taken from the source
-// tree root (e.g. "tests/fixtures/chain.cpp"). Throws std::runtime_error when the file cannot be
-// read or the marker is absent or appears more than once.
+// The 1-based line of "// @await <name>" (or "// @site <name>") in source_path. A relative path is
+// taken from the source tree root (e.g. "tests/fixtures/chain.cpp"). Throws std::runtime_error when
+// the file cannot be read or the marker is absent or appears more than once.
 int marker_line(const std::string& source_path, const std::string& name);
 
 // Every marker of a file, name -> line. Throws std::runtime_error on a duplicated name.

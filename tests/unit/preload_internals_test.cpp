@@ -329,5 +329,29 @@ TEST(PreloadSafeRead, NeverFaults) {
   EXPECT_FALSE(safe_read(~uint64_t{0} - 4, &out, 8));
 }
 
+// The overlay serves an earlier copy of a range (a stack at a throw); reads that straddle it take
+// the rest from memory, and reads it does not cover are untouched.
+TEST(PreloadSafeRead, OverlayServesTheCopyAndOnlyTheCopy) {
+  unsigned char live[64], copy[16], out[64];
+  for (int i = 0; i < 64; ++i) live[i] = static_cast<unsigned char>(i);
+  for (int i = 0; i < 16; ++i) copy[i] = static_cast<unsigned char>(0xa0 + i);
+  const uint64_t base = reinterpret_cast<uint64_t>(live);
+  set_read_overlay(base + 16, copy, sizeof copy);  // covers live[16..32)
+  ASSERT_TRUE(safe_read(base + 20, out, 4));
+  EXPECT_EQ(out[0], 0xa4);
+  EXPECT_EQ(out[3], 0xa7);
+  ASSERT_TRUE(safe_read(base + 8, out, 32));  // 8 live, 16 copied, 8 live
+  for (int i = 0; i < 32; ++i) {
+    int at = 8 + i;
+    EXPECT_EQ(out[i], at >= 16 && at < 32 ? 0xa0 + (at - 16) : at) << at;
+  }
+  ASSERT_TRUE(safe_read(base + 40, out, 8));
+  EXPECT_EQ(out[0], 40);
+  EXPECT_FALSE(safe_read(0, out, 8));
+  clear_read_overlay();
+  ASSERT_TRUE(safe_read(base + 16, out, 4));
+  EXPECT_EQ(out[0], 16);
+}
+
 }  // namespace
 }  // namespace asyncprobe::preload

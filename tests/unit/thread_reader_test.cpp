@@ -211,6 +211,69 @@ TEST(ThreadReader, MaxThreadsTruncates) {
   sleeper.join();
 }
 
+// The same threads through read_thread_files (how a preloaded target's socket serves them): the
+// task list as text, each file through a reader.
+TEST(ThreadReader, TaskFilesFromAnotherSourceGiveTheSameThreads) {
+  Child child(blocking_threads_child);
+  ASSERT_TRUE(child.wait_ready());
+  TargetProcess target = TargetProcess::open(child.pid());
+  TaskFileReader from_proc = [&target](const std::string& leaf, size_t max, std::string* out) {
+    return target.read_proc_file(leaf.c_str(), max, out);
+  };
+  ThreadReadResult direct, served;
+  for (int i = 0; i < 500; ++i) {
+    std::vector<Mapping> maps = target.read_maps().mappings;
+    direct = read_threads(target, maps);
+    std::string list;
+    for (auto it = direct.threads.rbegin(); it != direct.threads.rend(); ++it)
+      list += std::to_string(it->tid) + "\n";  // any order: the result is sorted
+    bool truncated = true;
+    served =
+        read_thread_files(target.pid(), parse_task_list(list, {}, &truncated), from_proc, maps);
+    EXPECT_FALSE(truncated);
+    if (all_settled(direct) && all_settled(served)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(served.threads.size(), direct.threads.size());
+  for (size_t i = 0; i < direct.threads.size(); ++i) {
+    const ThreadInfo &a = direct.threads[i], &b = served.threads[i];
+    EXPECT_EQ(b.tid, a.tid);
+    EXPECT_EQ(b.name, a.name);
+    EXPECT_EQ(b.syscall, a.syscall);
+    EXPECT_EQ(b.stack_lo, a.stack_lo);
+    EXPECT_EQ(b.stack_hi, a.stack_hi);
+  }
+
+  // A syscall file the source refuses keeps the thread, without a syscall or sp; a stat it does
+  // not serve means the thread is gone.
+  std::vector<Mapping> maps = target.read_maps().mappings;
+  TaskFileReader refusing = [&](const std::string& leaf, size_t max, std::string* out) {
+    if (leaf.find("/syscall") != std::string::npos) return EACCES;
+    return from_proc(leaf, max, out);
+  };
+  ThreadReadResult refused =
+      read_thread_files(target.pid(), {target.pid(), 999999999}, refusing, maps);
+  ASSERT_EQ(refused.threads.size(), 1u);
+  EXPECT_EQ(refused.threads[0].tid, target.pid());
+  EXPECT_EQ(refused.threads[0].syscall, "");
+  EXPECT_EQ(refused.threads[0].sp, 0u);
+  EXPECT_EQ(refused.syscall_unreadable, 1u);
+  EXPECT_EQ(refused.vanished, 1u);
+}
+
+TEST(ParseTaskList, KeepsOnlyThreadIdsAndBoundsTheCount) {
+  bool truncated = true;
+  EXPECT_EQ(parse_task_list("12\n7\n", {}, &truncated), (std::vector<int>{12, 7}));
+  EXPECT_FALSE(truncated);
+  EXPECT_EQ(parse_task_list("1\n-4\n0\nabc\n\n99999999999\n 5\n6", {}, &truncated),
+            (std::vector<int>{1, 6}));
+  EXPECT_FALSE(truncated);
+  ThreadReadOptions two;
+  two.max_threads = 2;
+  EXPECT_EQ(parse_task_list("1\n2\n3\n", two, &truncated), (std::vector<int>{1, 2}));
+  EXPECT_TRUE(truncated);
+}
+
 TEST(SyscallTable, MatchesTheKernelNumbers) {
   const std::vector<std::pair<long, const char*>> required = {
       {SYS_read, "read"},
