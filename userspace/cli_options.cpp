@@ -32,8 +32,6 @@ std::optional<double> parse_duration(const std::string& text) {
   return seconds;
 }
 
-namespace {
-
 bool parse_pid(const std::string& s, int* pid) {
   if (s.empty() || s.size() > 10) return false;
   for (char c : s) {
@@ -44,8 +42,6 @@ bool parse_pid(const std::string& s, int* pid) {
   *pid = static_cast<int>(v);
   return true;
 }
-
-}  // namespace
 
 bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error) {
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -85,6 +81,8 @@ bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error) {
       opts->format = "csv";
     } else if (a == "--unicode") {
       opts->unicode = true;
+    } else if (a == "--full-names") {
+      opts->full_names = true;
     } else if (value_of(a, "-p", &v) || value_of(a, "--pid", &v)) {
       if (!parse_pid(v, &opts->pid)) {
         *error = "invalid PID '" + v + "': expected a positive number";
@@ -146,6 +144,8 @@ options:
   -o, --output FILE      write the report to FILE
   --debug-dir DIR        extra debug-file root (searched like /usr/lib/debug)
   --unicode              draw trees with Unicode box characters
+  --full-names           print long library function names whole (default: return types,
+                         then template and parameter lists, folded past 100 characters)
   -h, --help             this text
   -V, --version          version
 

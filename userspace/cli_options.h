@@ -19,6 +19,7 @@ struct CliOptions {
   double stuck_threshold_s = 5.0;
   std::vector<std::string> debug_dirs;  // --debug-dir (repeatable)
   bool unicode = false;
+  bool full_names = false;  // --full-names: text report prints names unshortened
   bool help = false;
   bool version = false;
   std::vector<std::string> run_argv;  // after `--` for `run`
@@ -26,6 +27,9 @@ struct CliOptions {
 
 // Parses "1.5s", "500ms", "2m", "250us", "0", or a bare number of seconds. nullopt when invalid.
 std::optional<double> parse_duration(const std::string& text);
+
+// Parses a process id: decimal digits only, 1..0x3fffffff. false when invalid.
+bool parse_pid(const std::string& s, int* pid);
 
 // Parses argv. On error returns false with a one-line message in `error`.
 bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error);

@@ -80,18 +80,6 @@ const char kUsage[] =
     "exit codes: 0 ok, 2 usage, 3 no such process, 4 not permitted (privileges), 6 unsupported\n"
     "  (no kernel BTF / BPF), 7 no coroutine code in the target, 1 internal error\n";
 
-bool parse_pid(const std::string& s, int* pid) {
-  if (s.empty() || s.size() > 10) return false;
-  long long v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + (c - '0');
-  }
-  if (v <= 0 || v > 0x3fffffff) return false;
-  *pid = static_cast<int>(v);
-  return true;
-}
-
 bool parse_args(int argc, char** argv, TraceOptions* o, std::string* error) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
