@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "symbolizer/demangle.h"
 
@@ -66,17 +67,14 @@ uint64_t type_size(Dwarf_Die* member) {
   return size;
 }
 
-std::string call_file(Dwarf_Die* cu, Dwarf_Die* inlined) {
+const char* call_file(Dwarf_Files* files, size_t nfiles, Dwarf_Die* inlined) {
   Dwarf_Attribute attr;
   Dwarf_Word idx = 0;
-  if (dwarf_attr(inlined, DW_AT_call_file, &attr) == nullptr || dwarf_formudata(&attr, &idx) != 0) {
-    return "";
+  if (files == nullptr || dwarf_attr(inlined, DW_AT_call_file, &attr) == nullptr ||
+      dwarf_formudata(&attr, &idx) != 0 || idx >= nfiles) {
+    return nullptr;
   }
-  Dwarf_Files* files = nullptr;
-  size_t nfiles = 0;
-  if (dwarf_getsrcfiles(cu, &files, &nfiles) != 0 || idx >= nfiles) return "";
-  const char* name = dwarf_filesrc(files, idx, nullptr, nullptr);
-  return name != nullptr ? name : "";
+  return dwarf_filesrc(files, idx, nullptr, nullptr);
 }
 
 int udata_attr(Dwarf_Die* die, int at) {
@@ -173,6 +171,9 @@ void DwarfInfo::build_index() const {
   while (dwarf_nextcu(dwarf_, off, &next, &header, nullptr, nullptr, nullptr) == 0 && budget > 0) {
     Dwarf_Die cu;
     if (dwarf_offdie(dwarf_, off + header, &cu) != nullptr) {
+      Dwarf_Files* files = nullptr;
+      size_t nfiles = 0;
+      if (dwarf_getsrcfiles(&cu, &files, &nfiles) != 0) files = nullptr;
       // Iterative depth-bounded walk over namespaces, classes and functions: functions with code
       // are indexed (with their inlines) and GCC's `<ramp>.Frame` types, which it nests inside
       // the ramp's subprogram, are recorded by name.
@@ -196,7 +197,7 @@ void DwarfInfo::build_index() const {
             frame_types_.emplace(name, dwarf_dieoffset(&lv.die));
           }
         }
-        if (tag == DW_TAG_subprogram) index_function(&cu, &lv.die);
+        if (tag == DW_TAG_subprogram) index_function(&cu, &lv.die, files, nfiles);
         bool descend = tag == DW_TAG_namespace || tag == DW_TAG_subprogram ||
                        tag == DW_TAG_structure_type || tag == DW_TAG_class_type ||
                        tag == DW_TAG_lexical_block;
@@ -212,7 +213,8 @@ void DwarfInfo::build_index() const {
             [](const FunctionRange& a, const FunctionRange& b) { return a.lo < b.lo; });
 }
 
-void DwarfInfo::index_function(Dwarf_Die* cu, Dwarf_Die* fn) const {
+void DwarfInfo::index_function(Dwarf_Die* cu, Dwarf_Die* fn, Dwarf_Files* files,
+                               size_t nfiles) const {
   Dwarf_Addr base = 0;
   Dwarf_Addr lo = 0;
   Dwarf_Addr hi = 0;
@@ -242,13 +244,15 @@ void DwarfInfo::index_function(Dwarf_Die* cu, Dwarf_Die* fn) const {
     int tag = dwarf_tag(&lv.die);
     int depth = lv.depth;
     if (tag == DW_TAG_inlined_subroutine) {
-      SourceLine call{call_file(cu, &lv.die), udata_attr(&lv.die, DW_AT_call_line),
-                      udata_attr(&lv.die, DW_AT_call_column)};
+      const char* file = call_file(files, nfiles, &lv.die);
+      const int line = udata_attr(&lv.die, DW_AT_call_line);
+      const int column = udata_attr(&lv.die, DW_AT_call_column);
       ptrdiff_t ir = 0;
       int n = 0;
       while ((ir = dwarf_ranges(&lv.die, ir, &base, &lo, &hi)) > 0 && ++n < 4096) {
         if (hi > lo) {
-          functions_[index].inlines.push_back({lo, hi, depth, dwarf_dieoffset(&lv.die), call});
+          functions_[index].inlines.push_back(
+              {lo, hi, depth, dwarf_dieoffset(&lv.die), file, line, column});
         }
       }
     }
@@ -295,11 +299,13 @@ std::vector<InlineFrame> DwarfInfo::frames_at(uint64_t vaddr) const {
   }
   std::sort(chain.begin(), chain.end(),
             [](const InlineScope* a, const InlineScope* b) { return a->depth > b->depth; });
+  frames.reserve(chain.size() + 1);
   for (const InlineScope* in : chain) {
-    frames.push_back({name_of(in->die), here, true});
-    here = in->call;
+    frames.push_back({name_of(in->die), std::move(here), true});
+    here =
+        SourceLine{in->call_file != nullptr ? in->call_file : "", in->call_line, in->call_column};
   }
-  frames.push_back({name_of(fn->die), here, false});
+  frames.push_back({name_of(fn->die), std::move(here), false});
   return frames;
 }
 

@@ -69,7 +69,11 @@ class DwarfInfo {
     uint64_t lo = 0, hi = 0;
     int depth = 0;      // nesting below the function, 1 = called from the function itself
     Dwarf_Off die = 0;  // for the callee's name, resolved on demand
-    SourceLine call;    // call site, in the caller
+    // Call site, in the caller. The file name is libdw's (valid while dwarf_ is open): a string
+    // per inlined call made indexing allocation-bound on large C++ objects.
+    const char* call_file = nullptr;
+    int call_line = 0;
+    int call_column = 0;
   };
   struct FunctionScope {
     Dwarf_Off die = 0;
@@ -83,7 +87,8 @@ class DwarfInfo {
 
   DwarfInfo() = default;
   void build_index() const;
-  void index_function(Dwarf_Die* cu, Dwarf_Die* fn) const;
+  // `files`: the CU's file table, looked up once per CU.
+  void index_function(Dwarf_Die* cu, Dwarf_Die* fn, Dwarf_Files* files, size_t nfiles) const;
   const FunctionScope* function_at(uint64_t vaddr) const;
   std::string name_of(Dwarf_Off die) const;
   // The CU holding `vaddr`: .debug_aranges first, then CU ranges (clang emits no aranges).

@@ -27,7 +27,16 @@ std::unique_ptr<Module> Module::load(const std::string& open_path, const std::st
 std::vector<InlineFrame> Module::symbolize(uint64_t vaddr) const {
   if (dwarf_ != nullptr) {
     auto frames = dwarf_->frames_at(vaddr);
-    if (!frames.empty()) return frames;
+    if (!frames.empty()) {
+      // Code that DWARF covers by lines but by no function (thunks, startup code): the symbol
+      // table names it, as it would without DWARF.
+      if (frames.back().function.empty()) {
+        const ElfSymbol* sym = symbol_source().function_at(vaddr);
+        if (sym == nullptr && debug_ != nullptr) sym = object_->function_at(vaddr);
+        if (sym != nullptr) frames.back().function = demangle(sym->name);
+      }
+      return frames;
+    }
   }
   const ElfSymbol* sym = symbol_source().function_at(vaddr);
   if (sym == nullptr && debug_ != nullptr) sym = object_->function_at(vaddr);

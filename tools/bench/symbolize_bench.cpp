@@ -1,0 +1,429 @@
+// Symbolizer benchmark (issue 4): symbolizes N addresses inside the functions of one ELF object
+// with DWARF, with our symbolizer (symbolizer/module.h: load, index, look up) and with
+// llvm-symbolizer (one process, all addresses on stdin) on the same input in the same run;
+// prints both times, the ratio and how often the two agree on the function names.
+//
+// Usage: symbolize_bench OBJECT [--addresses N] [--seed S] [--rounds R]
+//                        [--llvm-symbolizer PATH] [--work DIR]
+// The times are the median of R rounds; each of our rounds loads the module from scratch.
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "symbolizer/module.h"
+
+namespace {
+
+using asyncprobe::sym::InlineFrame;
+using asyncprobe::sym::Module;
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string object;
+  size_t addresses = 100000;
+  uint64_t seed = 1;
+  int rounds = 3;
+  std::string llvm = "llvm-symbolizer";
+  std::string work = "/tmp";
+};
+
+// One address's answer from either symbolizer: function names innermost first, and the line of
+// the innermost frame.
+struct Answer {
+  std::vector<std::string> functions;
+  int line = 0;
+};
+
+[[noreturn]] void die(const std::string& why) {
+  std::fprintf(stderr, "symbolize_bench: %s\n", why.c_str());
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) die(a + " needs a value");
+      return argv[++i];
+    };
+    if (a == "--addresses") {
+      o.addresses = std::stoul(value());
+    } else if (a == "--seed") {
+      o.seed = std::stoull(value());
+    } else if (a == "--rounds") {
+      o.rounds = std::max(1, std::stoi(value()));
+    } else if (a == "--llvm-symbolizer") {
+      o.llvm = value();
+    } else if (a == "--work") {
+      o.work = value();
+    } else if (o.object.empty() && a[0] != '-') {
+      o.object = a;
+    } else {
+      die("unknown argument " + a);
+    }
+  }
+  if (o.object.empty()) die("usage: symbolize_bench OBJECT [--addresses N] [--seed S] ...");
+  return o;
+}
+
+// Addresses spread over the object's code: a function symbol chosen uniformly, then an offset
+// inside it, so every function is as likely as every other (not just the big ones).
+std::vector<uint64_t> pick_addresses(const Module& m, const Options& o) {
+  std::vector<const asyncprobe::sym::ElfSymbol*> functions;
+  for (const auto& s : m.object().symbols()) {
+    if (s.is_function && s.size > 0 && s.value > 0) functions.push_back(&s);
+  }
+  if (functions.empty()) die(o.object + ": no function symbols with sizes");
+  std::mt19937_64 rng(o.seed);
+  std::vector<uint64_t> out;
+  out.reserve(o.addresses);
+  for (size_t i = 0; i < o.addresses; ++i) {
+    const auto* f = functions[rng() % functions.size()];
+    out.push_back(f->value + rng() % f->size);
+  }
+  return out;
+}
+
+// CPU time (user + system) of this thread: what a busy shared machine disturbs least.
+double thread_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Ours: load the module (ELF, DWARF, index built on the first lookup) and symbolize every
+// address. The frames are dropped after each lookup, as a profiler that interns names would.
+double run_ours(const Options& o, const std::vector<uint64_t>& addrs, double* load_s,
+                size_t* checksum, double* cpu_s) {
+  const Clock::time_point t0 = Clock::now();
+  const double c0 = thread_cpu_s();
+  std::string error;
+  std::unique_ptr<Module> m = Module::load(o.object, o.object, {}, &error);
+  if (m == nullptr) die(error);
+  m->symbolize(addrs[0]);  // builds the DWARF index
+  *load_s = seconds_since(t0);
+  size_t sum = 0;
+  for (const uint64_t a : addrs) {
+    const std::vector<InlineFrame> frames = m->symbolize(a);
+    sum += frames.size() + (frames.empty() ? 0 : frames.front().function.size());
+  }
+  *checksum = sum;
+  *cpu_s = thread_cpu_s() - c0;
+  return seconds_since(t0);
+}
+
+// llvm-symbolizer: one process reads every address from a file on stdin.
+double run_llvm(const Options& o, const std::string& input, const std::string& output,
+                double* cpu_s) {
+  const Clock::time_point t0 = Clock::now();
+  const pid_t pid = fork();
+  if (pid < 0) die("fork failed");
+  if (pid == 0) {
+    const int in = open(input.c_str(), O_RDONLY);
+    const int outfd = open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (in < 0 || outfd < 0) _exit(126);
+    dup2(in, 0);
+    dup2(outfd, 1);
+    const std::string obj = "--obj=" + o.object;
+    execlp(o.llvm.c_str(), o.llvm.c_str(), obj.c_str(), "--inlines", "--demangle",
+           "--functions=linkage", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int status = 0;
+  rusage ru{};
+  wait4(pid, &status, 0, &ru);
+  const double s = seconds_since(t0);
+  *cpu_s = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die("llvm-symbolizer failed: " + o.llvm);
+  return s;
+}
+
+// llvm-symbolizer's default output: per address, "function\nfile:line:column\n" per frame
+// (innermost first), then a blank line. Unknown: "??". Reads the next address's answer.
+bool next_llvm_answer(std::istream& in, Answer* out) {
+  *out = Answer{};
+  std::string fn, loc;
+  while (std::getline(in, fn)) {
+    if (fn.empty()) {
+      if (!out->functions.empty()) return true;
+      continue;
+    }
+    if (!std::getline(in, loc)) return false;
+    if (out->functions.empty()) {
+      // file:line:column; the file may itself contain ':'.
+      const size_t c2 = loc.rfind(':');
+      const size_t c1 =
+          c2 == std::string::npos || c2 == 0 ? std::string::npos : loc.rfind(':', c2 - 1);
+      if (c1 != std::string::npos) out->line = std::atoi(loc.c_str() + c1 + 1);
+    }
+    out->functions.push_back(fn == "??" ? "" : fn);
+  }
+  return !out->functions.empty();
+}
+
+// How two names of one frame relate, from "same" to "different function".
+enum class NameMatch { kSame, kCloneSuffix, kQualification, kSpelling, kLlvmMangled, kDifferent };
+
+const char* match_name(NameMatch m) {
+  switch (m) {
+    case NameMatch::kSame:
+      return "same";
+    case NameMatch::kCloneSuffix:
+      return "clone suffix (llvm names the symbol, e.g. ' (.cold)', ' (.isra.0)')";
+    case NameMatch::kQualification:
+      return "qualification (llvm: symbol-table signature, ours: DWARF name without linkage name)";
+    case NameMatch::kSpelling:
+      return "demangler spelling (libstdc++ vs LLVM demangler)";
+    case NameMatch::kLlvmMangled:
+      return "llvm-symbolizer left the name mangled (its demangler gave up)";
+    case NameMatch::kDifferent:
+      break;
+  }
+  return "different function";
+}
+
+// Drops llvm-symbolizer's " (.cold)", " (.isra.0)", " (.actor)" ... symbol clone suffixes.
+std::string strip_clone(std::string s) {
+  while (!s.empty() && s.back() == ')') {
+    const size_t open = s.rfind(" (.");
+    if (open == std::string::npos || s.find(')', open) != s.size() - 1) break;
+    s.erase(open);
+  }
+  return s;
+}
+
+// The two demanglers spell a few things differently.
+std::string respell(std::string s) {
+  const std::pair<const char*, const char*> pairs[] = {{"decltype(nullptr)", "std::nullptr_t"}};
+  for (const auto& [from, to] : pairs) {
+    for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at)) {
+      s.replace(at, std::string(from).size(), to);
+    }
+  }
+  return s;
+}
+
+// The bare function name: no return type, scope, template arguments or parameters.
+std::string base_name(const std::string& full) {
+  const std::string s = strip_clone(full);
+  int angle = 0, paren = 0;
+  size_t start = 0, end = s.size();
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (s.compare(i, 21, "(anonymous namespace)") == 0) {
+      i += 20;
+      continue;
+    }
+    // decltype(...) return types and lambda names hold parentheses of their own: skip them.
+    if (s.compare(i, 8, "decltype") == 0 || s.compare(i, 7, "'lambda") == 0 ||
+        s.compare(i, 8, "'unnamed") == 0 || s.compare(i, 7, "{lambda") == 0 ||
+        s.compare(i, 8, "{unnamed") == 0) {
+      const char close = c == '{' ? '}' : ')';
+      const char open = c == '{' ? '{' : '(';
+      size_t j = s.find(open, i + (c == '{' ? 0 : 1));
+      for (int depth = 0; j != std::string::npos && j < s.size(); ++j) {
+        if (s[j] == open) ++depth;
+        if (s[j] == close && --depth == 0) break;
+      }
+      if (j == std::string::npos || j >= s.size()) break;
+      i = j;
+      continue;
+    }
+    if (c == '(' && angle == 0 && paren == 0) {
+      if (s.compare(0 > static_cast<long>(i) - 8 ? 0 : i - 8, 8, "operator") == 0 &&
+          s.compare(i, 2, "()") == 0) {
+        ++i;  // operator()
+        continue;
+      }
+      // "f(args)::local" names an entity inside f: keep scanning after the parameters.
+      size_t j = i;
+      for (int depth = 0; j < s.size(); ++j) {
+        if (s[j] == '(') ++depth;
+        if (s[j] == ')' && --depth == 0) break;
+      }
+      if (j + 2 < s.size() && s.compare(j + 1, 2, "::") == 0) {
+        start = j + 3;
+        i = j + 2;
+        continue;
+      }
+      end = i;
+      break;
+    }
+    if (c == '<') ++angle;
+    if (c == '>' && angle > 0) --angle;
+    if (c == '(') ++paren;
+    if (c == ')' && paren > 0) --paren;
+    if (angle == 0 && paren == 0 &&
+        (c == ' ' || (c == ':' && i + 1 < s.size() && s[i + 1] == ':'))) {
+      start = c == ' ' ? i + 1 : i + 2;
+    }
+  }
+  std::string name = s.substr(start, end - start);
+  if (!name.empty() && name.back() == '>' && name.rfind("operator", 0) != 0) {
+    int depth = 0;
+    for (size_t i = name.size(); i-- > 0;) {
+      if (name[i] == '>') ++depth;
+      if (name[i] == '<' && --depth == 0) {
+        name.erase(i);
+        break;
+      }
+    }
+  }
+  return name;
+}
+
+NameMatch compare_names(const std::string& ours, const std::string& llvm) {
+  if (ours == llvm) return NameMatch::kSame;
+  if (ours == strip_clone(llvm)) return NameMatch::kCloneSuffix;
+  if (!ours.empty() && llvm.rfind(ours + ".", 0) == 0) return NameMatch::kCloneSuffix;  // C names
+  if (respell(ours) == respell(strip_clone(llvm))) return NameMatch::kSpelling;
+  if (llvm.rfind("_Z", 0) == 0 && !ours.empty() && ours.rfind("_Z", 0) != 0) {
+    return NameMatch::kLlvmMangled;
+  }
+  if (!ours.empty() && respell(base_name(ours)) == respell(base_name(llvm))) {
+    return NameMatch::kQualification;
+  }
+  return NameMatch::kDifferent;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  std::string error;
+  std::unique_ptr<Module> probe = Module::load(o.object, o.object, {}, &error);
+  if (probe == nullptr) die(error);
+  if (probe->dwarf() == nullptr) die(o.object + ": no DWARF");
+  const std::vector<uint64_t> addrs = pick_addresses(*probe, o);
+  probe.reset();
+
+  const std::string input = o.work + "/symbolize-bench-" + std::to_string(getpid()) + ".in";
+  const std::string output = o.work + "/symbolize-bench-" + std::to_string(getpid()) + ".out";
+  {
+    std::ofstream in(input);
+    char buf[32];
+    for (const uint64_t a : addrs) {
+      std::snprintf(buf, sizeof buf, "0x%" PRIx64 "\n", a);
+      in << buf;
+    }
+  }
+
+  std::vector<double> ours, ours_load, llvm, ours_cpu, llvm_cpu;
+  size_t checksum = 0;
+  for (int r = 0; r < o.rounds; ++r) {
+    double load = 0, cpu = 0;
+    ours.push_back(run_ours(o, addrs, &load, &checksum, &cpu));
+    ours_load.push_back(load);
+    ours_cpu.push_back(cpu);
+    llvm.push_back(run_llvm(o, input, output, &cpu));
+    llvm_cpu.push_back(cpu);
+  }
+
+  // Agreement, untimed: our answers again, next to llvm-symbolizer's, address by address.
+  std::unique_ptr<Module> m = Module::load(o.object, o.object, {}, &error);
+  if (m == nullptr) die(error);
+  std::ifstream theirs(output);
+  size_t same_leaf = 0, same_chain = 0, same_line = 0, explained_chain = 0, frames_seen = 0;
+  std::map<NameMatch, size_t> frame_matches;  // over all frames of chains of equal length
+  size_t depth_differs = 0;
+  std::vector<std::string> examples;  // of unexplained differences
+  for (size_t i = 0; i < addrs.size(); ++i) {
+    Answer b;
+    if (!next_llvm_answer(theirs, &b)) {
+      die("llvm-symbolizer answered " + std::to_string(i) + " of " + std::to_string(addrs.size()) +
+          " addresses");
+    }
+    Answer a;
+    const std::vector<InlineFrame> frames = m->symbolize(addrs[i]);
+    for (const InlineFrame& f : frames) a.functions.push_back(f.function);
+    if (!frames.empty()) a.line = frames.front().location.line;
+    const std::string la = a.functions.empty() ? "" : a.functions.front();
+    const std::string lb = b.functions.empty() ? "" : b.functions.front();
+    if (la == lb) ++same_leaf;
+    if (a.functions == b.functions) ++same_chain;
+    if (a.line == b.line) ++same_line;
+    bool explained = a.functions.size() == b.functions.size();
+    if (!explained) ++depth_differs;
+    for (size_t k = 0; explained && k < a.functions.size(); ++k) {
+      const NameMatch nm = compare_names(a.functions[k], b.functions[k]);
+      ++frame_matches[nm];
+      ++frames_seen;
+      if (nm == NameMatch::kDifferent) explained = false;
+    }
+    if (explained) {
+      ++explained_chain;
+    } else if (examples.size() < 4) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "0x%" PRIx64, addrs[i]);
+      // The first frame that differs, of the chain (innermost frame = #0).
+      size_t k = 0;
+      while (k < a.functions.size() && k < b.functions.size() &&
+             compare_names(a.functions[k], b.functions[k]) != NameMatch::kDifferent) {
+        ++k;
+      }
+      std::string ex = std::string("  ") + buf + " frame #" + std::to_string(k) + " of " +
+                       std::to_string(a.functions.size()) + "\n    ours: [" +
+                       (k < a.functions.size() ? a.functions[k] : "") + "]\n    llvm: [" +
+                       (k < b.functions.size() ? b.functions[k] : "") + "]";
+      examples.push_back(ex);
+    }
+  }
+  std::remove(input.c_str());
+  std::remove(output.c_str());
+  const double n = static_cast<double>(addrs.size());
+  const double t_ours = median(ours), t_llvm = median(llvm);
+  std::printf("symbolize: %zu addresses in %s (seed %" PRIu64
+              ", median of %d rounds, checksum %zu)\n",
+              addrs.size(), o.object.c_str(), o.seed, o.rounds, checksum);
+  std::printf(
+      "  asyncprobe symbolizer: %.3f s total (%.3f s load + DWARF index, %.3f s lookups, "
+      "%.2f us/address)\n",
+      t_ours, median(ours_load), t_ours - median(ours_load), 1e6 * t_ours / n);
+  std::printf("  llvm-symbolizer:       %.3f s total (%.2f us/address)\n", t_llvm,
+              1e6 * t_llvm / n);
+  std::printf("  CPU time (user+system): asyncprobe %.3f s, llvm-symbolizer %.3f s\n",
+              median(ours_cpu), median(llvm_cpu));
+  std::printf("  ratio: %.2fx faster in wall time, %.2fx in CPU time (goal >= 5x)\n",
+              t_llvm / t_ours, median(llvm_cpu) / median(ours_cpu));
+  std::printf(
+      "  agreement, exact: innermost function %.2f%%, whole inline chain %.2f%%, "
+      "innermost line %.2f%%\n",
+      100.0 * same_leaf / n, 100.0 * same_chain / n, 100.0 * same_line / n);
+  std::printf(
+      "  agreement, same functions (names differing only as below): whole inline chain "
+      "%.2f%%\n",
+      100.0 * explained_chain / n);
+  std::printf("  frames compared: %zu\n", frames_seen);
+  for (const auto& [nm, count] : frame_matches) {
+    std::printf("    %-9zu %s\n", count, match_name(nm));
+  }
+  std::printf("  inline depth differs: %zu addresses\n", depth_differs);
+  if (!examples.empty()) std::printf("  first unexplained differences:\n");
+  for (const auto& ex : examples) std::printf("%s\n", ex.c_str());
+  return 0;
+}
