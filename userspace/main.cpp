@@ -19,6 +19,10 @@
 #include "userspace/trace_command.h"
 #define ASYNCPROBE_HAS_TRACE 1
 #endif
+#if __has_include("userspace/profile_command.h")
+#include "userspace/profile_command.h"
+#define ASYNCPROBE_HAS_PROFILE 1
+#endif
 #if __has_include("userspace/run_command.h")
 #include "userspace/run_command.h"
 #define ASYNCPROBE_HAS_RUN 1
@@ -64,6 +68,7 @@ int run_snapshot(const CliOptions& opts) {
   } else {
     TextReportOptions text;
     text.unicode = opts.unicode;
+    if (opts.full_names) text.max_name_chars = 0;
     write_text_report(*out, snap, text);
   }
   return kExitOk;
@@ -79,6 +84,9 @@ int main(int argc, char** argv) {
     std::string sub = argv[1];
 #ifdef ASYNCPROBE_HAS_TRACE
     if (sub == "trace") return trace_main(argc - 1, argv + 1);
+#endif
+#ifdef ASYNCPROBE_HAS_PROFILE
+    if (sub == "profile") return profile_main(argc - 1, argv + 1);
 #endif
 #ifdef ASYNCPROBE_HAS_RUN
     if (sub == "run") return run_main(argc - 1, argv + 1);

@@ -34,7 +34,7 @@ struct ProfileSample {
   int64_t value_ns = 0;          // CPU time or suspended wall time, nanoseconds
   int tid = 0;                   // 0 when samples of several threads were merged
   std::string thread_name;
-  uint64_t coroutine = 0;        // frame address of the coroutine running (CPU) or waiting (await)
+  uint64_t coroutine = 0;  // frame address of the coroutine running (CPU) or waiting (await)
   std::string coroutine_function;
   bool async_uncertain = false;  // the joined async stack is a best guess (say so in every format)
 };
@@ -47,8 +47,8 @@ struct Profile {
   std::string executable;  // /proc/PID/exe target
   int64_t start_unix_ns = 0;
   int64_t duration_ns = 0;
-  int64_t period_ns = 0;  // sampling period (CPU: 1e9 / HZ; await: snapshot interval)
-  int frequency_hz = 0;   // CPU only
+  int64_t period_ns = 0;               // sampling period (CPU: 1e9 / HZ; await: snapshot interval)
+  int frequency_hz = 0;                // CPU only
   std::vector<ProfileFrame> frames;    // interned: identical frames share one index
   std::vector<ProfileSample> samples;  // distinct stacks
   std::vector<std::string> warnings;   // lost samples, failed unwinds, unsure joins, ...

@@ -99,6 +99,10 @@ std::string syscall_name(uint32_t nr) {
 }
 
 bool check_trace_support(const std::string& btf_path, TraceError* error) {
+  return check_bpf_support(btf_path, "trace", error);
+}
+
+bool check_bpf_support(const std::string& btf_path, const std::string& command, TraceError* error) {
   __user_cap_header_struct header{};
   header.version = _LINUX_CAPABILITY_VERSION_3;
   header.pid = 0;
@@ -112,16 +116,16 @@ bool check_trace_support(const std::string& btf_path, TraceError* error) {
   bool admin = has_cap(data, kCapSysAdmin);
   if (!admin && !(has_cap(data, kCapBpf) && has_cap(data, kCapPerfmon))) {
     error->code = kExitPermission;
-    error->message =
-        "trace loads eBPF programs: run as root or with CAP_BPF and CAP_PERFMON "
-        "(uid " +
-        std::to_string(geteuid()) + " has neither)";
+    error->message = command +
+                     " loads eBPF programs: run as root or with CAP_BPF and CAP_PERFMON "
+                     "(uid " +
+                     std::to_string(geteuid()) + " has neither)";
     return false;
   }
   const std::string btf = btf_path.empty() ? "/sys/kernel/btf/vmlinux" : btf_path;
   if (access(btf.c_str(), R_OK) != 0) {
     error->code = kExitUnsupported;
-    error->message = "trace needs kernel BTF and " + btf + " is missing (" + strerror(errno) +
+    error->message = command + " needs kernel BTF and " + btf + " is missing (" + strerror(errno) +
                      "): use a kernel built with CONFIG_DEBUG_INFO_BTF=y";
     return false;
   }

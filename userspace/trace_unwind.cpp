@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -101,10 +102,20 @@ const Dwfl_Thread_Callbacks kThreadCallbacks = {
     cb_next_thread, cb_get_thread, cb_memory_read, cb_set_initial_registers, nullptr, nullptr,
 };
 
+struct CollectedFrame {
+  uint64_t pc = 0;
+  bool activation = false;  // frame 0 or a signal frame: pc is not a return address
+  uint64_t sp = 0;
+  uint64_t callee_saved[6] = {};
+};
+
 struct FrameCollector {
-  std::vector<std::pair<uint64_t, bool>> pcs;  // pc, is activation (frame 0 / signal frame)
+  std::vector<CollectedFrame> frames;
   size_t max_frames = 64;
 };
+
+// DWARF numbers of rbx, rbp, r12..r15.
+constexpr unsigned kCalleeSavedRegs[6] = {3, 6, 12, 13, 14, 15};
 
 int collect_frame(Dwfl_Frame* state, void* arg) {
   auto* c = static_cast<FrameCollector*>(arg);
@@ -112,8 +123,16 @@ int collect_frame(Dwfl_Frame* state, void* arg) {
   bool activation = false;
   if (!dwfl_frame_pc(state, &pc, &activation)) return DWARF_CB_ABORT;
   if (pc == 0) return DWARF_CB_ABORT;
-  c->pcs.emplace_back(pc, activation);
-  return c->pcs.size() >= c->max_frames ? DWARF_CB_ABORT : DWARF_CB_OK;
+  CollectedFrame f;
+  f.pc = pc;
+  f.activation = activation;
+  Dwarf_Word v = 0;
+  if (dwfl_frame_reg(state, 7, &v) == 0) f.sp = v;
+  for (int i = 0; i < 6; ++i) {
+    if (dwfl_frame_reg(state, kCalleeSavedRegs[i], &v) == 0) f.callee_saved[i] = v;
+  }
+  c->frames.push_back(f);
+  return c->frames.size() >= c->max_frames ? DWARF_CB_ABORT : DWARF_CB_OK;
 }
 
 }  // namespace
@@ -194,6 +213,10 @@ const TraceUnwinder::Mapping* TraceUnwinder::mapping_at(uint64_t pc) const {
 }
 
 UnwoundFrame TraceUnwinder::describe(uint64_t pc, bool is_return_address) const {
+  // pcs are user addresses (< 2^47): bit 63 can carry the flag.
+  const uint64_t key = pc | (is_return_address ? uint64_t{1} << 63 : 0);
+  if (auto it = described_.find(key); it != described_.end()) return it->second;
+  if (described_.size() >= 1'000'000) described_.clear();
   UnwoundFrame f;
   f.pc = pc;
   const Mapping* m = mapping_at(pc);
@@ -202,6 +225,7 @@ UnwoundFrame TraceUnwinder::describe(uint64_t pc, bool is_return_address) const 
   // A return address points after the call: look up the call instruction's line.
   uint64_t lookup = pc - m->bias - (is_return_address && pc > 0 ? 1 : 0);
   f.functions = m->module->symbolize(lookup);
+  described_.emplace(key, f);
   return f;
 }
 
@@ -221,8 +245,20 @@ std::vector<UnwoundFrame> TraceUnwinder::unwind(const uint64_t regs[17], uint64_
   collector.max_frames = max_frames;
   dwfl_getthread_frames(static_cast<Dwfl*>(dwfl_), pid_, collect_frame, &collector);
   current_ = nullptr;
-  if (collector.pcs.empty()) collector.pcs.emplace_back(regs[16], true);
-  for (const auto& [pc, activation] : collector.pcs) out.push_back(describe(pc, !activation));
+  if (collector.frames.empty()) {
+    CollectedFrame f;
+    f.pc = regs[16];
+    f.activation = true;
+    f.sp = regs[7];
+    for (int i = 0; i < 6; ++i) f.callee_saved[i] = regs[kCalleeSavedRegs[i]];
+    collector.frames.push_back(f);
+  }
+  for (const CollectedFrame& c : collector.frames) {
+    UnwoundFrame f = describe(c.pc, !c.activation);
+    f.sp = c.sp;
+    std::copy(std::begin(c.callee_saved), std::end(c.callee_saved), std::begin(f.callee_saved));
+    out.push_back(std::move(f));
+  }
   return out;
 }
 

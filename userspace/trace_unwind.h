@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "symbolizer/dwarf_info.h"
@@ -20,6 +21,11 @@ struct UnwoundFrame {
   std::string object;  // target path of the mapped file, empty when unknown
   // Innermost inlined function first; empty when no symbol covers the pc.
   std::vector<sym::InlineFrame> functions;
+  // What the CFI walk knew of this frame's registers (unwind() only; 0 when not recovered): its
+  // stack pointer and its callee-saved registers rbx, rbp, r12, r13, r14, r15. The profile
+  // looks there for a running coroutine's frame address.
+  uint64_t sp = 0;
+  uint64_t callee_saved[6] = {};
 };
 
 class TraceUnwinder {
@@ -55,6 +61,9 @@ class TraceUnwinder {
 
   int pid_;
   void* dwfl_ = nullptr;  // Dwfl*
+  // describe() results by (pc, is_return_address): DWARF line and inline lookups dominate the
+  // cost of a walk, and profiles see the same pcs over and over. Bounded (cleared when full).
+  mutable std::unordered_map<uint64_t, UnwoundFrame> described_;
   std::string error_;
   std::vector<Mapping> mappings_;
   std::unique_ptr<sym::ModuleCache> modules_;

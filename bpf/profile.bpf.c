@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* asyncprobe profile: CPU samples of one process. Attached by userspace to a software cpu-clock
+ * perf event on every CPU; each tick that interrupted a thread of the target copies the thread's
+ * user registers and the top of its user stack (and, with --kernel, the kernel stack) into the
+ * ring buffer. Unwinding (DWARF CFI) and the coroutine join happen in userspace. */
+#include "vmlinux.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "profile.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by userspace before loading. */
+const volatile __u32 target_tgid = 0;
+const volatile __u8 want_kernel_stack = 0;
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 16 << 20); /* resized by userspace */
+} samples SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, PROFILE_CTR_COUNT);
+  __type(key, __u32);
+  __type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 idx) {
+  __u64* v = bpf_map_lookup_elem(&counters, &idx);
+  if (v) *v += 1; /* per-CPU: no other writer */
+}
+
+/* Copies the user stack from `from` upward. The stack mapping ends at a page boundary that the
+ * BPF side cannot see, so a read that would cross it faults: try lengths that end at page
+ * boundaries, longest first, so that the copy stops exactly at the end of the mapping. */
+static __always_inline __u32 copy_stack(struct profile_sample* e, __u64 from) {
+  __u64 to_page_end = 4096 - (from & 4095);
+#pragma unroll
+  for (int extra = 3; extra >= 0; --extra) {
+    __u64 len = to_page_end + (__u64)extra * 4096;
+    if (len > PROFILE_STACK_MAX) len = PROFILE_STACK_MAX;
+    barrier_var(len);
+    if (len == 0 || len > PROFILE_STACK_MAX) continue;
+    if (bpf_probe_read_user(e->stack, len, (void*)from) == 0) return (__u32)len;
+  }
+  return 0;
+}
+
+SEC("perf_event")
+int profile_tick(struct bpf_perf_event_data* ctx) {
+  count(PROFILE_CTR_TICKS);
+  __u64 pid_tgid = bpf_get_current_pid_tgid();
+  if ((__u32)(pid_tgid >> 32) != target_tgid) return 0;
+  count(PROFILE_CTR_TARGET);
+
+  struct profile_sample* e = bpf_ringbuf_reserve(&samples, sizeof(*e), 0);
+  if (!e) {
+    count(PROFILE_CTR_LOST);
+    return 0;
+  }
+  e->tid = (__u32)pid_tgid;
+  e->cpu = bpf_get_smp_processor_id();
+  e->ts = bpf_ktime_get_ns();
+  e->flags = 0;
+  e->kstack_len = 0;
+  e->pad = 0;
+
+  /* The interrupted registers are the user ones when the tick hit user mode (CPL 3 in cs);
+   * otherwise the thread is in the kernel and its user registers are those saved at entry. */
+  struct pt_regs r;
+  if (bpf_probe_read_kernel(&r, sizeof(r), &ctx->regs) != 0) __builtin_memset(&r, 0, sizeof(r));
+  if ((r.cs & 3) != 3) {
+    e->flags |= PROFILE_SAMPLE_IN_KERNEL;
+    struct pt_regs* uregs = (struct pt_regs*)bpf_task_pt_regs(bpf_get_current_task_btf());
+    if (bpf_probe_read_kernel(&r, sizeof(r), uregs) != 0) __builtin_memset(&r, 0, sizeof(r));
+    if (want_kernel_stack) {
+      long n = bpf_get_stack(ctx, e->kstack, sizeof(e->kstack), 0);
+      if (n > 0) {
+        e->kstack_len = (__u32)n;
+      } else {
+        count(PROFILE_CTR_KSTACK_FAILED);
+      }
+    }
+  }
+  e->regs[0] = r.ax;
+  e->regs[1] = r.dx;
+  e->regs[2] = r.cx;
+  e->regs[3] = r.bx;
+  e->regs[4] = r.si;
+  e->regs[5] = r.di;
+  e->regs[6] = r.bp;
+  e->regs[7] = r.sp;
+  e->regs[8] = r.r8;
+  e->regs[9] = r.r9;
+  e->regs[10] = r.r10;
+  e->regs[11] = r.r11;
+  e->regs[12] = r.r12;
+  e->regs[13] = r.r13;
+  e->regs[14] = r.r14;
+  e->regs[15] = r.r15;
+  e->regs[16] = r.ip;
+  /* Start in the red zone below sp: a leaf function's epilogue (after `pop %rbp`) still has CFI
+   * that reads the caller's rbp from there. When that page is not present, start at sp. */
+  __u64 from = r.sp > PROFILE_RED_ZONE ? r.sp - PROFILE_RED_ZONE : r.sp;
+  __u32 len = r.sp != 0 ? copy_stack(e, from) : 0;
+  if (len == 0 && from != r.sp) {
+    from = r.sp;
+    len = copy_stack(e, from);
+  }
+  e->stack_addr = from;
+  if (len == 0) {
+    e->flags |= PROFILE_SAMPLE_STACK_FAILED;
+    count(PROFILE_CTR_STACK_FAILED);
+  } else if (len < PROFILE_STACK_MAX && len < 4096 - (from & 4095) + 3 * 4096) {
+    e->flags |= PROFILE_SAMPLE_STACK_SHORT;
+    count(PROFILE_CTR_STACK_SHORT);
+  }
+  e->stack_len = len;
+  bpf_ringbuf_submit(e, 0);
+  count(PROFILE_CTR_EMITTED);
+  return 0;
+}
