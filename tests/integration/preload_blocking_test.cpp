@@ -121,12 +121,21 @@ TEST(PreloadBlockingLive, TheSameRecordsAreServedOverTheSocket) {
   PreloadBlockingReport report;
   std::string why;
   int code = 0;
-  // The names and lines need the target's tables: ask until they are in.
+  // The names and lines need the target's tables (the leaf's line table and the awaiters'
+  // suspend points are ready at different moments): ask until every frame of every call has one.
+  auto all_placed = [&report] {
+    if (report.calls.size() < kExpected.size()) return false;
+    for (const auto& c : report.calls) {
+      if (c.stack.empty()) return false;
+      for (const auto& f : c.stack) {
+        if (f.line == 0) return false;
+      }
+    }
+    return true;
+  };
   for (int i = 0; i < 300; ++i) {
     ASSERT_TRUE(preload_blocking_collect(p.pid(), &report, &why, &code)) << why;
-    if (!report.calls.empty() && !report.calls[0].stack.empty() &&
-        report.calls[0].stack[0].line != 0)
-      break;
+    if (all_placed()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_EQ(report.threshold_ns, 20'000'000u);
