@@ -47,7 +47,9 @@ std::string resolve_command(const std::string& cmd) {
     size_t colon = dirs.find(':', at);
     if (colon == std::string::npos) colon = dirs.size();
     std::string dir = colon > at ? dirs.substr(at, colon - at) : ".";
-    std::string candidate = dir + "/" + cmd;
+    std::string candidate = dir;
+    candidate += "/";
+    candidate += cmd;
     if (access(candidate.c_str(), X_OK) == 0) return candidate;
     at = colon + 1;
   }
@@ -101,7 +103,9 @@ std::string find_preload_file(const std::string& name) {
   dirs.push_back("/usr/local/lib/asyncprobe");
   dirs.push_back("/usr/lib/asyncprobe");
   for (const auto& d : dirs) {
-    std::string p = d + "/" + name;
+    std::string p = d;
+    p += "/";
+    p += name;
     if (access(p.c_str(), R_OK) == 0) {
       char real[4096];
       if (realpath(p.c_str(), real) != nullptr) return real;
@@ -218,7 +222,7 @@ bool plan_run(const std::vector<std::string>& args, RunPlan* plan, std::string* 
       debug_dirs += (debug_dirs.empty() ? "" : ":") + absolute(v);
     } else if (value(a, "--socket-dir", &v)) {
       socket_dir = absolute(v);
-    } else if (error->empty() && a.rfind("-", 0) != 0) {
+    } else if (error->empty() && a.rfind('-', 0) != 0) {
       break;  // the command itself, without "--"
     } else {
       if (error->empty()) *error = "unknown option '" + a + "' (see asyncprobe run --help)";

@@ -107,8 +107,8 @@ std::optional<ProcStat> read_stat(int dirfd) {
 // The thread group of a pid that may name a thread (the socket is named after the process).
 int thread_group_of(int pid) {
   std::string status;
-  if (read_file_at(AT_FDCWD, ("/proc/" + std::to_string(pid) + "/status").c_str(), 64 * 1024,
-                   &status) != 0) {
+  if (read_file_at(AT_FDCWD, ("/proc/" + std::to_string(pid) + "/status").c_str(),
+                   size_t{64} * 1024, &status) != 0) {
     return pid;
   }
   size_t p = status.find("\nTgid:");

@@ -2,6 +2,8 @@
 
 #include <immintrin.h>
 
+#include <limits>
+
 namespace asyncprobe {
 
 void find_words_in_range_scalar(const uint64_t* words, size_t n, uint64_t lo, uint64_t span,
@@ -26,7 +28,7 @@ __attribute__((target("avx2"))) void find_words_in_range_avx2(const uint64_t* wo
                                                               uint64_t lo, uint64_t span,
                                                               std::vector<size_t>* hits) {
   const __m256i vlo = _mm256_set1_epi64x(static_cast<long long>(lo));
-  const __m256i flip = _mm256_set1_epi64x(static_cast<long long>(uint64_t{1} << 63));
+  const __m256i flip = _mm256_set1_epi64x(std::numeric_limits<long long>::min());
   const __m256i vspan = _mm256_xor_si256(_mm256_set1_epi64x(static_cast<long long>(span)), flip);
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
