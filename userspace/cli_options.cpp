@@ -43,6 +43,42 @@ bool parse_pid(const std::string& s, int* pid) {
   return true;
 }
 
+bool OptionCursor::next() {
+  if (++i_ >= argc_) return false;
+  name_ = argv_[i_];
+  has_inline_ = false;
+  auto eq = name_.find('=');
+  if (name_.rfind("--", 0) == 0 && eq != std::string::npos) {
+    inline_value_ = name_.substr(eq + 1);
+    name_.resize(eq);
+    has_inline_ = true;
+  }
+  return true;
+}
+
+bool OptionCursor::value(std::string* out, std::string* error) {
+  if (has_inline_) {
+    *out = inline_value_;
+    return true;
+  }
+  if (i_ + 1 >= argc_) {
+    *error = "option " + name_ + " needs a value";
+    return false;
+  }
+  *out = argv_[++i_];
+  return true;
+}
+
+bool parse_ringbuf_mb(const std::string& s, uint32_t* mb, std::string* error) {
+  int v = 0;
+  if (!parse_pid(s, &v) || v > 1024) {
+    *error = "invalid --ringbuf-mb '" + s + "': 1..1024";
+    return false;
+  }
+  *mb = static_cast<uint32_t>(v);
+  return true;
+}
+
 bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error) {
   std::vector<std::string> args(argv + 1, argv + argc);
   size_t i = 0;

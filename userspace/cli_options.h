@@ -2,6 +2,7 @@
 // (default: snapshot), `-p PID`, `-o FILE`, `-d DURATION`, long options with `=` or a space.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,6 +31,30 @@ std::optional<double> parse_duration(const std::string& text);
 
 // Parses a process id: decimal digits only, 1..0x3fffffff. false when invalid.
 bool parse_pid(const std::string& s, int* pid);
+
+// Walks a subcommand's arguments one option at a time: "--name=value" is split, otherwise an
+// option's value is the next argument.
+class OptionCursor {
+ public:
+  OptionCursor(int argc, char** argv) : argc_(argc), argv_(argv) {}
+  // Moves to the next option (argv[1] first); false after the last.
+  bool next();
+  // The option as written, without any "=value": "-p", "--pid", "--format".
+  const std::string& name() const { return name_; }
+  // The option's value; false with "option X needs a value" in *error when there is none.
+  bool value(std::string* out, std::string* error);
+
+ private:
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+  std::string name_;
+  std::string inline_value_;
+  bool has_inline_ = false;
+};
+
+// --ringbuf-mb: 1..1024 MiB. false with a one-line message in *error otherwise.
+bool parse_ringbuf_mb(const std::string& s, uint32_t* mb, std::string* error);
 
 // Parses argv. On error returns false with a one-line message in `error`.
 bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error);

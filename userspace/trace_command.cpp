@@ -81,28 +81,10 @@ const char kUsage[] =
     "  (no kernel BTF / BPF), 7 no coroutine code in the target, 1 internal error\n";
 
 bool parse_args(int argc, char** argv, TraceOptions* o, std::string* error) {
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    std::string value;
-    bool has_inline = false;
-    auto eq = a.find('=');
-    if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = a.substr(eq + 1);
-      a = a.substr(0, eq);
-      has_inline = true;
-    }
-    auto need = [&](std::string* out) {
-      if (has_inline) {
-        *out = value;
-        return true;
-      }
-      if (i + 1 >= argc) {
-        *error = "option " + a + " needs a value";
-        return false;
-      }
-      *out = argv[++i];
-      return true;
-    };
+  OptionCursor opt(argc, argv);
+  while (opt.next()) {
+    const std::string& a = opt.name();
+    auto need = [&](std::string* out) { return opt.value(out, error); };
     if (a == "-h" || a == "--help") {
       o->help = true;
     } else if (a == "-p" || a == "--pid") {
@@ -143,13 +125,7 @@ bool parse_args(int argc, char** argv, TraceOptions* o, std::string* error) {
       o->calibrate = false;
     } else if (a == "--ringbuf-mb") {
       std::string v;
-      if (!need(&v)) return false;
-      int mb = 0;
-      if (!parse_pid(v, &mb) || mb > 1024) {
-        *error = "invalid --ringbuf-mb '" + v + "': 1..1024";
-        return false;
-      }
-      o->ringbuf_mb = static_cast<uint32_t>(mb);
+      if (!need(&v) || !parse_ringbuf_mb(v, &o->ringbuf_mb, error)) return false;
     } else {
       *error = "unknown trace option '" + a + "' (see asyncprobe trace --help)";
       return false;
