@@ -27,19 +27,58 @@ bool is_frame_type_name(const std::string& name) {
          ends_with(name, ".coro_frame_ty");
 }
 
-std::string die_function_name(Dwarf_Die* die) {
-  Dwarf_Attribute attr;
-  for (int at : {DW_AT_linkage_name, DW_AT_MIPS_linkage_name}) {
-    if (dwarf_attr_integrate(die, at, &attr) != nullptr) {
-      const char* s = dwarf_formstring(&attr);
-      if (s != nullptr) return demangle(s);
+// Follows DW_AT_abstract_origin / DW_AT_specification from `die` to the linkage name (returned,
+// libdw's string) or, without one, leaves `die` at the last DIE of the chain, the declaration
+// that carries the name and sits in the function's namespace or class.
+const char* linkage_name(Dwarf_Die* die) {
+  for (int hop = 0; hop < 8; ++hop) {
+    Dwarf_Attribute attr;
+    for (int at : {DW_AT_linkage_name, DW_AT_MIPS_linkage_name}) {
+      if (dwarf_attr(die, at, &attr) != nullptr) {
+        const char* s = dwarf_formstring(&attr);
+        if (s != nullptr) return s;
+      }
+    }
+    Dwarf_Die next;
+    if ((dwarf_attr(die, DW_AT_abstract_origin, &attr) == nullptr &&
+         dwarf_attr(die, DW_AT_specification, &attr) == nullptr) ||
+        dwarf_formref_die(&attr, &next) == nullptr) {
+      return nullptr;
+    }
+    *die = next;
+  }
+  return nullptr;
+}
+
+// Drops GCC's " [clone .isra.0]" / " [clone .cold]" suffixes of a demangled symbol name; false
+// for a coroutine's ".actor"/".destroy" part, whose symbol spells the frame type, not the
+// function the user wrote.
+bool strip_clone_suffixes(std::string* name) {
+  while (!name->empty() && name->back() == ']') {
+    const size_t at = name->rfind(" [clone .");
+    if (at == std::string::npos) break;
+    if (name->compare(at + 9, 5, "actor") == 0 || name->compare(at + 9, 7, "destroy") == 0) {
+      return false;
+    }
+    name->erase(at);
+  }
+  return true;
+}
+
+// True when the demangled `symbol` names `qualified`: the name (after a return type or more
+// scopes, e.g. a local class's or lambda's, which DWARF's scopes here leave out) followed by its
+// template arguments or parameters.
+bool symbol_names(const std::string& symbol, const std::string& qualified) {
+  for (size_t at = symbol.find(qualified); at != std::string::npos;
+       at = symbol.find(qualified, at + 1)) {
+    const size_t after = at + qualified.size();
+    const bool starts = at == 0 || symbol[at - 1] == ' ' ||
+                        (at >= 2 && symbol[at - 1] == ':' && symbol[at - 2] == ':');
+    if (starts && after < symbol.size() && (symbol[after] == '(' || symbol[after] == '<')) {
+      return true;
     }
   }
-  const char* name = dwarf_diename(die);
-  if (name == nullptr && dwarf_attr_integrate(die, DW_AT_name, &attr) != nullptr) {
-    name = dwarf_formstring(&attr);
-  }
-  return name != nullptr ? name : "";
+  return false;
 }
 
 // Strips typedefs and cv-qualifiers; returns false on a broken or cyclic chain.
@@ -67,21 +106,61 @@ uint64_t type_size(Dwarf_Die* member) {
   return size;
 }
 
-const char* call_file(Dwarf_Files* files, size_t nfiles, Dwarf_Die* inlined) {
-  Dwarf_Attribute attr;
-  Dwarf_Word idx = 0;
-  if (files == nullptr || dwarf_attr(inlined, DW_AT_call_file, &attr) == nullptr ||
-      dwarf_formudata(&attr, &idx) != 0 || idx >= nfiles) {
-    return nullptr;
+// The attributes of an inlined call the index keeps, read in one dwarf_getattrs pass.
+struct InlineAttrs {
+  Dwarf_Word file = ~Dwarf_Word{0};
+  Dwarf_Word line = 0;
+  Dwarf_Word column = 0;
+  Dwarf_Addr low = 0;
+  Dwarf_Attribute high{};
+  bool has_low = false;
+  bool has_high = false;
+  bool has_ranges = false;
+};
+
+int collect_inline_attr(Dwarf_Attribute* attr, void* arg) {
+  auto* at = static_cast<InlineAttrs*>(arg);
+  switch (dwarf_whatattr(attr)) {
+    case DW_AT_call_file:
+      if (dwarf_formudata(attr, &at->file) != 0) at->file = ~Dwarf_Word{0};
+      break;
+    case DW_AT_call_line:
+      if (dwarf_formudata(attr, &at->line) != 0) at->line = 0;
+      break;
+    case DW_AT_call_column:
+      if (dwarf_formudata(attr, &at->column) != 0) at->column = 0;
+      break;
+    case DW_AT_low_pc:
+      at->has_low = dwarf_formaddr(attr, &at->low) == 0;
+      break;
+    case DW_AT_high_pc:
+      at->high = *attr;
+      at->has_high = true;
+      break;
+    case DW_AT_ranges:
+      at->has_ranges = true;
+      break;
+    default:
+      break;
   }
-  return dwarf_filesrc(files, idx, nullptr, nullptr);
+  return DWARF_CB_OK;
 }
 
-int udata_attr(Dwarf_Die* die, int at) {
-  Dwarf_Attribute attr;
-  Dwarf_Word v = 0;
-  if (dwarf_attr(die, at, &attr) == nullptr || dwarf_formudata(&attr, &v) != 0) return 0;
-  return v > 0x7fffffff ? 0 : static_cast<int>(v);
+// DW_AT_high_pc is an address, or (DWARF 4+) an offset from DW_AT_low_pc.
+bool inline_high_pc(InlineAttrs& at, uint64_t* high) {
+  const unsigned form = dwarf_whatform(&at.high);
+  if (form == DW_FORM_addr || form == DW_FORM_addrx || form == DW_FORM_GNU_addr_index ||
+      form == DW_FORM_addrx1 || form == DW_FORM_addrx2 || form == DW_FORM_addrx3 ||
+      form == DW_FORM_addrx4) {
+    Dwarf_Addr a = 0;
+    if (dwarf_formaddr(&at.high, &a) != 0) return false;
+    *high = a;
+    return true;
+  }
+  Dwarf_Word offset = 0;
+  if (dwarf_formudata(&at.high, &offset) != 0) return false;
+  *high = at.low + offset;
+  return *high >= at.low;
 }
 
 int udata_attr_integrate(Dwarf_Die* die, int at) {
@@ -106,6 +185,7 @@ std::unique_ptr<DwarfInfo> DwarfInfo::open(const ElfObject& object) {
   if (dw == nullptr) return nullptr;
   std::unique_ptr<DwarfInfo> info(new DwarfInfo());
   info->dwarf_ = dw;
+  info->object_ = &object;
   return info;
 }
 
@@ -152,7 +232,11 @@ bool DwarfInfo::find_cu(uint64_t vaddr, Dwarf_Die* cu) const {
 std::optional<SourceLine> DwarfInfo::line_at(uint64_t vaddr) const {
   Dwarf_Die cu;
   if (!find_cu(vaddr, &cu)) return std::nullopt;
-  Dwarf_Line* line = dwarf_getsrc_die(&cu, vaddr);
+  return line_in_cu(&cu, vaddr);
+}
+
+std::optional<SourceLine> DwarfInfo::line_in_cu(Dwarf_Die* cu, uint64_t vaddr) const {
+  Dwarf_Line* line = dwarf_getsrc_die(cu, vaddr);
   if (line == nullptr) return std::nullopt;
   SourceLine out;
   const char* file = dwarf_linesrc(line, nullptr, nullptr);
@@ -164,102 +248,164 @@ std::optional<SourceLine> DwarfInfo::line_at(uint64_t vaddr) const {
 
 void DwarfInfo::build_index() const {
   indexed_ = true;
+  names_.assign(1, "");  // names_[0]: no name
+  names_linked_.assign(1, 0);
   size_t budget = kMaxIndexedDies;
   Dwarf_Off off = 0;
   Dwarf_Off next = 0;
   size_t header = 0;
   while (dwarf_nextcu(dwarf_, off, &next, &header, nullptr, nullptr, nullptr) == 0 && budget > 0) {
     Dwarf_Die cu;
-    if (dwarf_offdie(dwarf_, off + header, &cu) != nullptr) {
-      Dwarf_Files* files = nullptr;
-      size_t nfiles = 0;
-      if (dwarf_getsrcfiles(&cu, &files, &nfiles) != 0) files = nullptr;
-      // Iterative depth-bounded walk over namespaces, classes and functions: functions with code
-      // are indexed (with their inlines) and GCC's `<ramp>.Frame` types, which it nests inside
-      // the ramp's subprogram, are recorded by name.
-      struct Level {
-        Dwarf_Die die;
-        int depth;
-      };
-      std::vector<Level> stack;
-      Dwarf_Die child;
-      if (dwarf_child(&cu, &child) == 0) stack.push_back({child, 1});
-      while (!stack.empty() && budget > 0) {
-        Level lv = stack.back();
-        stack.pop_back();
-        --budget;
-        Dwarf_Die sib;
-        if (dwarf_siblingof(&lv.die, &sib) == 0) stack.push_back({sib, lv.depth});
-        int tag = dwarf_tag(&lv.die);
-        if (tag == DW_TAG_structure_type || tag == DW_TAG_class_type) {
-          const char* name = dwarf_diename(&lv.die);
-          if (name != nullptr && is_frame_type_name(name)) {
-            frame_types_.emplace(name, dwarf_dieoffset(&lv.die));
-          }
-        }
-        if (tag == DW_TAG_subprogram) index_function(&cu, &lv.die, files, nfiles);
-        bool descend = tag == DW_TAG_namespace || tag == DW_TAG_subprogram ||
-                       tag == DW_TAG_structure_type || tag == DW_TAG_class_type ||
-                       tag == DW_TAG_lexical_block;
-        if (descend && lv.depth < kMaxIndexDepth && dwarf_haschildren(&lv.die) != 0 &&
-            dwarf_child(&lv.die, &child) == 0) {
-          stack.push_back({child, lv.depth + 1});
-        }
-      }
-    }
+    if (dwarf_offdie(dwarf_, off + header, &cu) != nullptr) index_cu(&cu, next, &budget);
     off = next;
   }
   std::sort(function_ranges_.begin(), function_ranges_.end(),
             [](const FunctionRange& a, const FunctionRange& b) { return a.lo < b.lo; });
 }
 
-void DwarfInfo::index_function(Dwarf_Die* cu, Dwarf_Die* fn, Dwarf_Files* files,
-                               size_t nfiles) const {
+void DwarfInfo::index_cu(Dwarf_Die* cu, Dwarf_Off cu_end, size_t* budget) const {
+  Dwarf_Files* files = nullptr;
+  size_t nfiles = 0;
+  if (dwarf_getsrcfiles(cu, &files, &nfiles) != 0) files = nullptr;
+  // Iterative depth-bounded walk over namespaces, classes and functions: functions with code are
+  // indexed (with their inlines, in the same pass over their subtree), namespaces and classes
+  // recorded as scopes, and GCC's `<ramp>.Frame` types, which it nests inside the ramp's
+  // subprogram, recorded by name. Pre-order, so scopes_ stays sorted by offset.
+  std::vector<PendingDie> stack;
+  std::vector<PendingDie> nested;
+  Dwarf_Die child;
+  if (dwarf_child(cu, &child) == 0) stack.push_back({child, 1, -1, cu_end, true});
+  while (!stack.empty() && *budget > 0) {
+    PendingDie lv = stack.back();
+    stack.pop_back();
+    --*budget;
+    // dwarf_tag first: it caches the DIE's abbreviation in lv.die, which dwarf_siblingof then
+    // reuses (each lookup takes a lock in libdw's abbreviation table).
+    const int tag = dwarf_tag(&lv.die);
+    Dwarf_Die sib;
+    Dwarf_Off end = lv.end;
+    if (lv.with_siblings && dwarf_siblingof(&lv.die, &sib) == 0) {
+      end = dwarf_dieoffset(&sib);
+      stack.push_back({sib, lv.depth, lv.scope, lv.end, true});
+    }
+    if (tag == DW_TAG_subprogram) {
+      // Member function declarations (most subprograms of a C++ object) hold no code and no
+      // definitions: their definitions are separate DIEs (DW_AT_specification). The check reads
+      // the abbreviation only. Classes are still walked: GCC defines a lambda's operator()
+      // inside its closure type.
+      if (dwarf_hasattr(&lv.die, DW_AT_declaration) != 0) continue;
+      nested.clear();
+      index_function(cu, lv, files, nfiles, &nested);
+      stack.insert(stack.end(), nested.rbegin(), nested.rend());
+      continue;
+    }
+    const bool is_class = tag == DW_TAG_structure_type || tag == DW_TAG_class_type;
+    if (!is_class && tag != DW_TAG_namespace) continue;
+    const char* name = dwarf_diename(&lv.die);
+    if (is_class && name != nullptr && is_frame_type_name(name)) {
+      frame_types_.emplace(name, dwarf_dieoffset(&lv.die));
+    }
+    if (lv.depth < kMaxIndexDepth && dwarf_haschildren(&lv.die) != 0 &&
+        dwarf_child(&lv.die, &child) == 0) {
+      if (name == nullptr && is_class) name = "";  // an anonymous namespace stays nullptr
+      scopes_.push_back({dwarf_dieoffset(&lv.die), end, name, lv.scope});
+      stack.push_back({child, lv.depth + 1, static_cast<int32_t>(scopes_.size() - 1), end, true});
+    }
+  }
+}
+
+void DwarfInfo::index_function(Dwarf_Die* cu, const PendingDie& pending, Dwarf_Files* files,
+                               size_t nfiles, std::vector<PendingDie>* nested) const {
+  Dwarf_Die fn = pending.die;
   Dwarf_Addr base = 0;
   Dwarf_Addr lo = 0;
   Dwarf_Addr hi = 0;
   ptrdiff_t r = 0;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  while ((r = dwarf_ranges(fn, r, &base, &lo, &hi)) > 0 && ranges.size() < 4096) {
+  while ((r = dwarf_ranges(&fn, r, &base, &lo, &hi)) > 0 && ranges.size() < 4096) {
     if (hi > lo) ranges.emplace_back(lo, hi);
   }
-  if (ranges.empty()) return;
-  size_t index = functions_.size();
-  functions_.push_back(FunctionScope{dwarf_dieoffset(fn), dwarf_dieoffset(cu), {}});
-  for (const auto& [a, b] : ranges) function_ranges_.push_back({a, b, index});
-  // The inlined calls under this function, with their nesting depth.
+  const size_t index = functions_.size();
+  if (!ranges.empty()) {
+    uint64_t entry = ranges.front().first;
+    for (const auto& range : ranges) entry = std::min<uint64_t>(entry, range.first);
+    functions_.push_back(FunctionScope{dwarf_dieoffset(&fn), dwarf_dieoffset(cu), entry, -1, {}});
+    for (const auto& [a, b] : ranges) function_ranges_.push_back({a, b, index});
+  }
+  // One walk of the subtree: the inlined calls under this function with their nesting depth
+  // (when it has code), and, outside inlined calls, the nested subprograms and types the CU
+  // walk visits next.
   struct Level {
     Dwarf_Die die;
-    int depth;
+    int depth;    // inline nesting
+    int lexical;  // lexical block nesting
+    bool in_inline;
   };
   std::vector<Level> stack;
   Dwarf_Die child;
-  if (dwarf_child(fn, &child) == 0) stack.push_back({child, 1});
+  if (dwarf_haschildren(&fn) != 0 && dwarf_child(&fn, &child) == 0) {
+    stack.push_back({child, 1, 0, false});
+  }
   size_t budget = 1'000'000;
   while (!stack.empty() && --budget > 0) {
     Level lv = stack.back();
     stack.pop_back();
+    const int tag = dwarf_tag(&lv.die);  // first, as in index_cu
     Dwarf_Die sib;
-    if (dwarf_siblingof(&lv.die, &sib) == 0) stack.push_back({sib, lv.depth});
-    int tag = dwarf_tag(&lv.die);
-    int depth = lv.depth;
-    if (tag == DW_TAG_inlined_subroutine) {
-      const char* file = call_file(files, nfiles, &lv.die);
-      const int line = udata_attr(&lv.die, DW_AT_call_line);
-      const int column = udata_attr(&lv.die, DW_AT_call_column);
-      ptrdiff_t ir = 0;
-      int n = 0;
-      while ((ir = dwarf_ranges(&lv.die, ir, &base, &lo, &hi)) > 0 && ++n < 4096) {
-        if (hi > lo) {
-          functions_[index].inlines.push_back(
-              {lo, hi, depth, dwarf_dieoffset(&lv.die), file, line, column});
+    if (dwarf_siblingof(&lv.die, &sib) == 0) {
+      stack.push_back({sib, lv.depth, lv.lexical, lv.in_inline});
+    }
+    if (tag == DW_TAG_inlined_subroutine && !ranges.empty()) {
+      // One pass over the DIE's attributes instead of one search per attribute.
+      InlineAttrs at;
+      dwarf_getattrs(&lv.die, collect_inline_attr, &at, 0);
+      const char* file = at.file < nfiles && files != nullptr
+                             ? dwarf_filesrc(files, at.file, nullptr, nullptr)
+                             : nullptr;
+      const int line = at.line > 0x7fffffff ? 0 : static_cast<int>(at.line);
+      const int column = at.column > 0x7fffffff ? 0 : static_cast<int>(at.column);
+      auto& inlines = functions_[index].inlines;
+      const size_t first = inlines.size();
+      const Dwarf_Off die_off = dwarf_dieoffset(&lv.die);
+      uint64_t high = 0;
+      if (!at.has_ranges && at.has_low && at.has_high && inline_high_pc(at, &high)) {
+        if (high > at.low) {
+          inlines.push_back({at.low, high, die_off, file, lv.depth, line, column, -1, 0, 0});
+        }
+      } else {
+        ptrdiff_t ir = 0;
+        int n = 0;
+        while ((ir = dwarf_ranges(&lv.die, ir, &base, &lo, &hi)) > 0 && ++n < 4096) {
+          if (hi > lo) {
+            inlines.push_back({lo, hi, die_off, file, lv.depth, line, column, -1, 0, 0});
+          }
         }
       }
+      if (inlines.size() > first) inlines[first].ranges = inlines.size() - first;
     }
-    if ((tag == DW_TAG_inlined_subroutine || tag == DW_TAG_lexical_block) && depth < 256 &&
+    if ((tag == DW_TAG_inlined_subroutine || tag == DW_TAG_lexical_block) && lv.depth < 256 &&
         dwarf_haschildren(&lv.die) != 0 && dwarf_child(&lv.die, &child) == 0) {
-      stack.push_back({child, tag == DW_TAG_inlined_subroutine ? depth + 1 : depth});
+      const bool inlined = tag == DW_TAG_inlined_subroutine;
+      stack.push_back({child, inlined ? lv.depth + 1 : lv.depth,
+                       inlined ? lv.lexical : lv.lexical + 1, lv.in_inline || inlined});
+    } else if (!lv.in_inline && pending.depth + lv.lexical < kMaxIndexDepth &&
+               (tag == DW_TAG_subprogram || tag == DW_TAG_structure_type ||
+                tag == DW_TAG_class_type || tag == DW_TAG_namespace)) {
+      nested->push_back({lv.die, pending.depth + 1 + lv.lexical, pending.scope, 0, false});
     }
+  }
+  if (ranges.empty()) return;
+  // Subtree ends: the next DIE at the same or a smaller inline depth.
+  auto& inlines = functions_[index].inlines;
+  std::vector<uint32_t> open;  // first entries whose subtree is still open
+  for (uint32_t i = 0; i <= inlines.size(); ++i) {
+    const int depth = i < inlines.size() ? inlines[i].depth : 0;
+    if (i < inlines.size() && inlines[i].ranges == 0) continue;
+    while (!open.empty() && inlines[open.back()].depth >= depth) {
+      inlines[open.back()].subtree_end = i;
+      open.pop_back();
+    }
+    if (i < inlines.size()) open.push_back(i);
   }
 }
 
@@ -275,37 +421,118 @@ const DwarfInfo::FunctionScope* DwarfInfo::function_at(uint64_t vaddr) const {
   return nullptr;
 }
 
-std::string DwarfInfo::name_of(Dwarf_Off off) const {
-  auto it = names_.find(off);
-  if (it != names_.end()) return it->second;
+const std::string& DwarfInfo::name_of(Dwarf_Off off, int32_t* cached, uint64_t entry) const {
+  if (*cached >= 0) return names_[*cached];
   Dwarf_Die die;
+  if (dwarf_offdie(dwarf_, off, &die) == nullptr) {
+    *cached = 0;  // names_[0] is ""
+    return names_[0];
+  }
+  // Inlined calls and out-of-line copies of one function share its abstract origin: one
+  // demangling for all of them.
+  Dwarf_Off key = off;
+  Dwarf_Attribute attr;
+  Dwarf_Die origin;
+  if (dwarf_attr(&die, DW_AT_abstract_origin, &attr) != nullptr &&
+      dwarf_formref_die(&attr, &origin) != nullptr) {
+    key = dwarf_dieoffset(&origin);
+  }
+  if (auto it = name_by_origin_.find(key); it != name_by_origin_.end()) {
+    // A function of its own without linkage name may be named from its symbol instead.
+    if (entry == 0 || names_linked_[it->second] != 0) {
+      *cached = it->second;
+      return names_[it->second];
+    }
+  }
   std::string name;
-  if (dwarf_offdie(dwarf_, off, &die) != nullptr) name = die_function_name(&die);
-  names_.emplace(off, name);
+  bool shared = true;
+  const char* linkage = linkage_name(&die);
+  if (linkage != nullptr) {
+    name = demangle(linkage);
+  } else {
+    // No linkage name (GCC's coroutine actor/destroy parts, internal linkage): DWARF's name
+    // qualified by its namespaces and classes; for code of its own, the symbol at its entry
+    // when that symbol names it, which adds the parameters.
+    name = qualified_name(&die);
+    if (entry != 0 && !name.empty() && object_ != nullptr) {
+      const ElfSymbol* sym = object_->function_at(entry);
+      if (sym != nullptr && sym->value == entry) {
+        std::string symbol = demangle(sym->name);
+        if (symbol != sym->name && strip_clone_suffixes(&symbol) && symbol_names(symbol, name)) {
+          name = std::move(symbol);
+          shared = false;
+        }
+      }
+    }
+  }
+  names_.push_back(std::move(name));
+  names_linked_.push_back(linkage != nullptr ? 1 : 0);
+  *cached = static_cast<int32_t>(names_.size() - 1);
+  if (shared) name_by_origin_.emplace(key, *cached);
+  return names_.back();
+}
+
+std::string DwarfInfo::qualified_name(Dwarf_Die* die) const {
+  const char* base = dwarf_diename(die);
+  if (base == nullptr) return "";
+  std::string name = base;
+  // Only DIEs of this file's .debug_info have scopes here (not a supplementary file's).
+  Dwarf_Die check;
+  const Dwarf_Off off = dwarf_dieoffset(die);
+  if (dwarf_offdie(dwarf_, off, &check) == nullptr || check.addr != die->addr) return name;
+  auto it = std::upper_bound(scopes_.begin(), scopes_.end(), off,
+                             [](Dwarf_Off v, const Scope& s) { return v < s.start; });
+  if (it == scopes_.begin()) return name;
+  int32_t s = static_cast<int32_t>(it - scopes_.begin()) - 1;
+  while (s >= 0 && off >= scopes_[s].end) s = scopes_[s].parent;
+  for (int hops = 0; s >= 0 && hops < 64; ++hops, s = scopes_[s].parent) {
+    const char* scope = scopes_[s].name;
+    if (scope == nullptr) {
+      name.insert(0, "(anonymous namespace)::");
+    } else if (*scope != '\0') {
+      name.insert(0, std::string(scope) + "::");
+    }
+  }
   return name;
 }
 
 std::vector<InlineFrame> DwarfInfo::frames_at(uint64_t vaddr) const {
   std::vector<InlineFrame> frames;
   const FunctionScope* fn = function_at(vaddr);
+  // The line from the CU that .debug_aranges names, not the function's CU: where two function
+  // DIEs claim the address (one seen at 0x3ad50 of the asyncprobe binary) they disagree.
   SourceLine here = line_at(vaddr).value_or(SourceLine{});
   if (fn == nullptr) {
     if (here.line != 0) frames.push_back({"", here, false});
     return frames;
   }
-  std::vector<const InlineScope*> chain;
-  for (const auto& in : fn->inlines) {
-    if (vaddr >= in.lo && vaddr < in.hi) chain.push_back(&in);
+  const InlineScope* chain[256];
+  size_t n = 0;
+  const auto& inlines = fn->inlines;
+  for (size_t i = 0; i < inlines.size() && n < 256;) {
+    const InlineScope& first = inlines[i];
+    const size_t group_end = i + std::max<uint32_t>(first.ranges, 1);
+    const InlineScope* hit = nullptr;
+    for (size_t k = i; k < group_end && k < inlines.size(); ++k) {
+      if (vaddr >= inlines[k].lo && vaddr < inlines[k].hi) hit = &inlines[k];
+    }
+    if (hit != nullptr) {
+      chain[n++] = hit;
+      i = group_end;  // into the calls nested in this one
+    } else {
+      i = std::max<size_t>(first.subtree_end, group_end);
+    }
   }
-  std::sort(chain.begin(), chain.end(),
+  std::sort(chain, chain + n,
             [](const InlineScope* a, const InlineScope* b) { return a->depth > b->depth; });
-  frames.reserve(chain.size() + 1);
-  for (const InlineScope* in : chain) {
-    frames.push_back({name_of(in->die), std::move(here), true});
+  frames.reserve(n + 1);
+  for (size_t k = 0; k < n; ++k) {
+    const InlineScope* in = chain[k];
+    frames.push_back({name_of(in->die, &in->name, 0), std::move(here), true});
     here =
         SourceLine{in->call_file != nullptr ? in->call_file : "", in->call_line, in->call_column};
   }
-  frames.push_back({name_of(fn->die), std::move(here), false});
+  frames.push_back({name_of(fn->die, &fn->name, fn->entry), std::move(here), false});
   return frames;
 }
 

@@ -5,6 +5,7 @@
 #include <elfutils/libdw.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -44,7 +45,8 @@ struct StructLayout {
 
 class DwarfInfo {
  public:
-  // Reads DWARF from `object` (which must outlive this). nullptr when it has none.
+  // Reads DWARF from `object` (which must outlive this; its symbols name functions DWARF gives
+  // no linkage name). nullptr when it has none.
   static std::unique_ptr<DwarfInfo> open(const ElfObject& object);
   ~DwarfInfo();
   DwarfInfo(const DwarfInfo&) = delete;
@@ -64,43 +66,83 @@ class DwarfInfo {
  private:
   // Every function with code, and the inlined calls inside it, indexed in one walk of the DIE
   // tree on first use: a lookup is then a binary search plus a scan of one function's inlines,
-  // instead of libdw's per-query tree walk (dwarf_getscopes), which dominated run time.
+  // instead of libdw's per-query tree walk (dwarf_getscopes), which dominated run time. Names
+  // are resolved on first use and cached per abstract origin (one demangling per function, not
+  // per inlined call).
   struct InlineScope {
     uint64_t lo = 0, hi = 0;
-    int depth = 0;      // nesting below the function, 1 = called from the function itself
     Dwarf_Off die = 0;  // for the callee's name, resolved on demand
     // Call site, in the caller. The file name is libdw's (valid while dwarf_ is open): a string
     // per inlined call made indexing allocation-bound on large C++ objects.
     const char* call_file = nullptr;
+    int depth = 0;  // nesting below the function, 1 = called from the function itself
     int call_line = 0;
     int call_column = 0;
+    mutable int32_t name = -1;  // into names_, once resolved
+    // A function's inlines are in DIE pre-order, one entry per range. On the first entry of a
+    // DIE: how many entries it has, and the index past its subtree, so a lookup skips the
+    // calls nested in a call that does not hold the address.
+    uint32_t ranges = 0;
+    uint32_t subtree_end = 0;
   };
   struct FunctionScope {
     Dwarf_Off die = 0;
     Dwarf_Off cu = 0;
+    uint64_t entry = 0;  // lowest address of its code, where its symbol starts
+    mutable int32_t name = -1;
     std::vector<InlineScope> inlines;
   };
   struct FunctionRange {
     uint64_t lo, hi;
     size_t function;
   };
+  // A namespace, class or struct: the DIE offsets [start, end) it spans and its name
+  // (libdw's string; nullptr for an anonymous namespace, "" for an unnamed class), to qualify DWARF
+  // names that come without a linkage name.
+  struct Scope {
+    Dwarf_Off start, end;
+    const char* name;
+    int32_t parent;  // -1 at CU level
+  };
+  // A DIE still to visit in the CU walk: its depth below the CU, enclosing scope (index into
+  // scopes_), the end of its parent's subtree, and whether its siblings follow in the walk.
+  struct PendingDie {
+    Dwarf_Die die;
+    int depth;
+    int32_t scope;
+    Dwarf_Off end;
+    bool with_siblings;
+  };
 
   DwarfInfo() = default;
   void build_index() const;
-  // `files`: the CU's file table, looked up once per CU.
-  void index_function(Dwarf_Die* cu, Dwarf_Die* fn, Dwarf_Files* files, size_t nfiles) const;
+  void index_cu(Dwarf_Die* cu, Dwarf_Off cu_end, size_t* budget) const;
+  // Indexes `fn` (when it has code) with the inlined calls under it, in one walk of its subtree;
+  // appends the nested DIEs that may hold more functions (local classes, nested subprograms) to
+  // `nested` for the CU walk.
+  void index_function(Dwarf_Die* cu, const PendingDie& fn, Dwarf_Files* files, size_t nfiles,
+                      std::vector<PendingDie>* nested) const;
   const FunctionScope* function_at(uint64_t vaddr) const;
-  std::string name_of(Dwarf_Off die) const;
+  // Names the function `die` refers to; `cached` is the caller's slot for the result and
+  // `entry` the start of its code when it is a function of its own (0 for an inlined call).
+  const std::string& name_of(Dwarf_Off die, int32_t* cached, uint64_t entry) const;
+  // DWARF's name qualified by the namespaces and classes around its declaration.
+  std::string qualified_name(Dwarf_Die* die) const;
   // The CU holding `vaddr`: .debug_aranges first, then CU ranges (clang emits no aranges).
   bool find_cu(uint64_t vaddr, Dwarf_Die* cu) const;
+  std::optional<SourceLine> line_in_cu(Dwarf_Die* cu, uint64_t vaddr) const;
   std::optional<StructLayout> read_struct(Dwarf_Die* die) const;
 
+  const ElfObject* object_ = nullptr;
   Dwarf* dwarf_ = nullptr;
   mutable bool indexed_ = false;
   mutable std::unordered_map<std::string, Dwarf_Off> frame_types_;
   mutable std::vector<FunctionScope> functions_;
   mutable std::vector<FunctionRange> function_ranges_;  // sorted by lo
-  mutable std::unordered_map<Dwarf_Off, std::string> names_;
+  mutable std::vector<Scope> scopes_;                   // in DIE order (sorted by start)
+  mutable std::deque<std::string> names_;               // a deque: name_of hands out references
+  mutable std::vector<uint8_t> names_linked_;           // per name: 1 when from a linkage name
+  mutable std::unordered_map<Dwarf_Off, int32_t> name_by_origin_;
   struct CuRange {
     uint64_t lo, hi;
     Dwarf_Off cu;

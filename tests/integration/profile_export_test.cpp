@@ -525,8 +525,12 @@ class RealProfile : public ::testing::Test {
 };
 
 // The hot stack, leaf first: burn_cpu in compute, whose parents render and handle are joined.
-// Functions by name and kind; their parameter lists are the fixture's business.
-const std::vector<std::pair<std::string, std::string>> kJoined = {{"burn_cpu", ""},
+// The leaf by its exact name (internal linkage: qualified from its symbol); the coroutines by
+// name and kind (their parameter lists are the fixture's business). go tool pprof prints C++
+// names shortened: without parameter lists and with "(anonymous namespace)" reduced to "".
+const std::string kLeaf = "(anonymous namespace)::burn_cpu(long)";
+const std::string kLeafInPprof = "::burn_cpu";
+const std::vector<std::pair<std::string, std::string>> kJoined = {{"", ""},
                                                                   {"compute(", " [coroutine]"},
                                                                   {"render(", " [async]"},
                                                                   {"handle(", " [async]"}};
@@ -547,9 +551,11 @@ std::string find_frame(const Names& names, const std::string& function, const st
   return "";
 }
 
-void expect_joined(const std::vector<std::string>& leaf_first, const std::string& context) {
+void expect_joined(const std::vector<std::string>& leaf_first, const std::string& leaf,
+                   const std::string& context) {
   ASSERT_GE(leaf_first.size(), kJoined.size()) << context;
-  for (size_t i = 0; i < kJoined.size(); ++i) {
+  EXPECT_EQ(leaf_first[0], leaf) << context;
+  for (size_t i = 1; i < kJoined.size(); ++i) {
     EXPECT_TRUE(is_frame(leaf_first[i], kJoined[i].first, kJoined[i].second))
         << "frame " << i << " is " << leaf_first[i] << ", expected " << kJoined[i].first << "..."
         << kJoined[i].second << "\n"
@@ -576,7 +582,7 @@ TEST_F(RealProfile, GoPprofShowsTheBurningCoroutineWithItsAsyncParents) {
     EXPECT_TRUE(rows.count(name)) << name << " missing from\n" << top.out;
     return rows.count(name) ? std::stod(rows[name][col]) : 0.0;
   };
-  EXPECT_GE(percent("burn_cpu", 1), 90.0) << top.out;
+  EXPECT_GE(percent(kLeafInPprof, 1), 90.0) << top.out;
   std::vector<std::string> names;
   for (const auto& [name, cols] : rows) names.push_back(name);
   EXPECT_GE(percent(find_frame(names, "compute(", " [coroutine]"), 4), 90.0) << top.out;
@@ -588,7 +594,7 @@ TEST_F(RealProfile, GoPprofShowsTheBurningCoroutineWithItsAsyncParents) {
   const std::vector<Trace> parsed = parse_traces(traces.out);
   ASSERT_FALSE(parsed.empty()) << traces.out;
   const Trace& heaviest = parsed[0];
-  expect_joined(heaviest.frames, traces.out);
+  expect_joined(heaviest.frames, kLeafInPprof, traces.out);
   EXPECT_EQ(heaviest.frames.back().rfind("_start", 0), 0u) << traces.out;
   EXPECT_EQ(heaviest.labels.at("thread"), "profile_burn") << traces.out;
   EXPECT_EQ(heaviest.labels.at("coroutine").rfind("compute(", 0), 0u) << traces.out;
@@ -599,7 +605,7 @@ TEST_F(RealProfile, ChromiumDrawsTheBurningCoroutineAndItsParents) {
   const std::string svg_path = profiled("burn.svg");
   const std::string svg = read_file(svg_path);
   const std::vector<Box> boxes = boxes_of(svg);
-  const Box& burn = widest(boxes, "burn_cpu");
+  const Box& burn = widest(boxes, kLeaf);
   std::vector<std::string> names;
   for (const Box& b : boxes) names.push_back(b.name + " ");
   auto box = [&](const char* function) -> const Box& {
@@ -652,7 +658,7 @@ TEST_F(RealProfile, SpeedscopeJsonValidatesAndHoldsTheJoinedStack) {
   }
   std::vector<std::string> leaf_first;
   for (const json& i : prof["samples"][heaviest]) leaf_first.insert(leaf_first.begin(), names[i]);
-  expect_joined(leaf_first, path);
+  expect_joined(leaf_first, kLeaf, path);
 }
 
 TEST_F(RealProfile, FoldedStacksRoundTripAndEndInTheJoinedStack) {
@@ -667,7 +673,7 @@ TEST_F(RealProfile, FoldedStacksRoundTripAndEndInTheJoinedStack) {
   EXPECT_EQ(again.str(), text);
   static const std::regex joined_line(
       ";handle\\([^;]*\\)_\\[async\\];render\\([^;]*\\)_\\[async\\];compute\\([^;]*\\)_\\["
-      "coro\\];burn_cpu [0-9]+$");
+      "coro\\];\\(anonymous namespace\\)::burn_cpu\\(long\\) [0-9]+$");
   int64_t total = 0, joined = 0;
   for (const std::string& line : lines_of(text)) {
     const int64_t n = std::stoll(line.substr(line.rfind(' ') + 1));

@@ -3,6 +3,11 @@
 // catalog with every suspend point placed at the co_await its `// @await` marker names.
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -144,6 +149,115 @@ TEST(DwarfInfo, InlineChainEndsInTheCallingFunction) {
     EXPECT_FALSE(frames.back().inlined);
     EXPECT_EQ(base(frames.back().location.file), "chain.cpp") << fn.name;
   }
+}
+
+// GCC names a coroutine's actor (its resume function) in DWARF without a linkage name, and its
+// symbol spells the frame type (`descend(descend(int)::_Z7descendi.Frame*) [clone .actor]`):
+// the frame keeps DWARF's name, the function the user wrote.
+TEST(DwarfNames, GccCoroutineActorKeepsItsDwarfName) {
+  auto m = load(fixture_path("gcc12-O2", "chain"));
+  ASSERT_NE(m->dwarf(), nullptr);
+  CoroCatalog catalog(m);
+  int checked = 0;
+  for (const auto& fn : catalog.functions()) {
+    const auto frames = m->symbolize(fn.resume);
+    ASSERT_FALSE(frames.empty()) << fn.name;
+    EXPECT_EQ(frames.back().function, fn.name.substr(0, fn.name.find('('))) << fn.name;
+    ++checked;
+  }
+  EXPECT_GE(checked, 5);
+}
+
+// A source compiled here by both compilers: functions with internal linkage (GCC gives them no
+// DWARF linkage name), one inlined, a lambda. Returns the object's path.
+std::string compile_names_object(const std::string& compiler, const std::string& dir) {
+  const std::string src = dir + "/names.cpp";
+  std::ofstream(src) << R"(namespace outer {
+namespace {
+__attribute__((noinline)) int hidden(int x) {
+  asm volatile("" : "+r"(x));
+  return x * 3 + 1;
+}
+__attribute__((always_inline)) inline int helper(int x) {
+  asm volatile("" : "+r"(x));
+  return hidden(x) + 7;
+}
+}  // namespace
+struct Box {
+  static int twice(int v);
+};
+__attribute__((noinline)) int Box::twice(int v) { return helper(v) * 2; }
+__attribute__((noinline)) int apply(int (*f)(int), int v) { return f(v); }
+}  // namespace outer
+int main(int argc, char**) {
+  auto lambda = [](int v) __attribute__((noinline)) {
+    asm volatile("" : "+r"(v));
+    return v + 5;
+  };
+  return outer::Box::twice(argc) + outer::apply(+lambda, argc);
+}
+)";
+  const std::string out = dir + "/names-" + compiler;
+  const std::string cmd = compiler + " -O2 -g -o " + out + " " + src;
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  return out;
+}
+
+const ElfSymbol* symbol_starting(const Module& m, const std::string& prefix) {
+  for (const auto& s : m.object().symbols()) {
+    if (s.is_function && s.size > 0 && s.name.rfind(prefix, 0) == 0) return &s;
+  }
+  return nullptr;
+}
+
+// Without a linkage name, a function is named from its symbol (full signature) when it has code
+// of its own, and qualified by its namespaces when inlined; with one, as before. The lambda's
+// operator() sits inside its closure type and is still indexed.
+TEST(DwarfNames, FunctionsWithoutLinkageNameAreQualified) {
+  char tmpl[] = "/tmp/symbolizer-names-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  for (const std::string compiler : {"g++-12", "clang++-14"}) {
+    const std::string path = compile_names_object(compiler, dir);
+    auto m = load(path);
+    ASSERT_NE(m, nullptr);
+    ASSERT_NE(m->dwarf(), nullptr) << compiler;
+    const bool gcc = compiler[0] == 'g';
+
+    const ElfSymbol* hidden = symbol_starting(*m, "_ZN5outer12_GLOBAL__N_16hiddenEi");
+    ASSERT_NE(hidden, nullptr) << compiler;
+    auto frames = m->symbolize(hidden->value);
+    ASSERT_EQ(frames.size(), 1u) << compiler;
+    EXPECT_EQ(frames[0].function, "outer::(anonymous namespace)::hidden(int)") << compiler;
+
+    const ElfSymbol* twice = symbol_starting(*m, "_ZN5outer3Box5twiceEi");
+    ASSERT_NE(twice, nullptr) << compiler;
+    std::string inlined;
+    for (uint64_t a = twice->value; a < twice->value + twice->size && inlined.empty(); ++a) {
+      frames = m->symbolize(a);
+      if (frames.size() == 2 && frames[0].inlined) inlined = frames[0].function;
+      if (!frames.empty()) {
+        EXPECT_EQ(frames.back().function, "outer::Box::twice(int)");
+      }
+    }
+    EXPECT_EQ(inlined, gcc ? "outer::(anonymous namespace)::helper"
+                           : "outer::(anonymous namespace)::helper(int)")
+        << compiler;
+
+    const ElfSymbol* op = symbol_starting(*m, gcc ? "_ZZ4mainENKUliE_clEi" : "_ZZ4mainENK3$_0clEi");
+    ASSERT_NE(op, nullptr) << compiler;
+    frames = m->symbolize(op->value);
+    ASSERT_EQ(frames.size(), 1u) << compiler;
+    EXPECT_EQ(frames[0].function, gcc ? "main::{lambda(int)#1}::operator()(int) const"
+                                      : "main::$_0::operator()(int) const")
+        << compiler;
+    // From the DWARF index itself (Module::symbolize would fall back to the symbol table).
+    const auto dwarf_frames = m->dwarf()->frames_at(op->value);
+    ASSERT_EQ(dwarf_frames.size(), 1u) << compiler;
+    EXPECT_EQ(dwarf_frames[0].function, frames[0].function) << compiler;
+    EXPECT_EQ(dwarf_frames[0].location.line, 21) << compiler;  // the lambda's `return v + 5;`
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 //                        [--llvm-symbolizer PATH] [--work DIR]
 // The times are the median of R rounds; each of our rounds loads the module from scratch.
 #include <fcntl.h>
+#include <spawn.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -136,23 +137,24 @@ double run_ours(const Options& o, const std::vector<uint64_t>& addrs, double* lo
   return seconds_since(t0);
 }
 
-// llvm-symbolizer: one process reads every address from a file on stdin.
+// llvm-symbolizer: one process reads every address from a file on stdin. Started with
+// posix_spawn (vfork semantics), not fork: a fork would mark this process's pages (our index
+// of up to 100 MB) copy-on-write, and our next round would pay a page fault per page written.
 double run_llvm(const Options& o, const std::string& input, const std::string& output,
                 double* cpu_s) {
   const Clock::time_point t0 = Clock::now();
-  const pid_t pid = fork();
-  if (pid < 0) die("fork failed");
-  if (pid == 0) {
-    const int in = open(input.c_str(), O_RDONLY);
-    const int outfd = open(output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (in < 0 || outfd < 0) _exit(126);
-    dup2(in, 0);
-    dup2(outfd, 1);
-    const std::string obj = "--obj=" + o.object;
-    execlp(o.llvm.c_str(), o.llvm.c_str(), obj.c_str(), "--inlines", "--demangle",
-           "--functions=linkage", static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, input.c_str(), O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const std::string obj = "--obj=" + o.object;
+  const char* args[] = {o.llvm.c_str(), obj.c_str(),           "--inlines",
+                        "--demangle",   "--functions=linkage", nullptr};
+  pid_t pid = 0;
+  const int err = posix_spawnp(&pid, o.llvm.c_str(), &actions, nullptr,
+                               const_cast<char* const*>(args), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (err != 0) die("cannot start " + o.llvm);
   int status = 0;
   rusage ru{};
   wait4(pid, &status, 0, &ru);
@@ -187,7 +189,15 @@ bool next_llvm_answer(std::istream& in, Answer* out) {
 }
 
 // How two names of one frame relate, from "same" to "different function".
-enum class NameMatch { kSame, kCloneSuffix, kQualification, kSpelling, kLlvmMangled, kDifferent };
+enum class NameMatch {
+  kSame,
+  kCloneSuffix,
+  kWeQualify,
+  kQualification,
+  kSpelling,
+  kLlvmMangled,
+  kDifferent
+};
 
 const char* match_name(NameMatch m) {
   switch (m) {
@@ -195,8 +205,10 @@ const char* match_name(NameMatch m) {
       return "same";
     case NameMatch::kCloneSuffix:
       return "clone suffix (llvm names the symbol, e.g. ' (.cold)', ' (.isra.0)')";
+    case NameMatch::kWeQualify:
+      return "we qualify (llvm: DWARF's bare name of an inlined function without linkage name)";
     case NameMatch::kQualification:
-      return "qualification (llvm: symbol-table signature, ours: DWARF name without linkage name)";
+      return "qualification (same base name; scopes, parameters or return type differ)";
     case NameMatch::kSpelling:
       return "demangler spelling (libstdc++ vs LLVM demangler)";
     case NameMatch::kLlvmMangled:
@@ -305,6 +317,10 @@ NameMatch compare_names(const std::string& ours, const std::string& llvm) {
   if (llvm.rfind("_Z", 0) == 0 && !ours.empty() && ours.rfind("_Z", 0) != 0) {
     return NameMatch::kLlvmMangled;
   }
+  if (!llvm.empty() && ours.size() > llvm.size() + 2 &&
+      ours.compare(ours.size() - llvm.size() - 2, std::string::npos, "::" + llvm) == 0) {
+    return NameMatch::kWeQualify;
+  }
   if (!ours.empty() && respell(base_name(ours)) == respell(base_name(llvm))) {
     return NameMatch::kQualification;
   }
@@ -352,6 +368,7 @@ int main(int argc, char** argv) {
   std::map<NameMatch, size_t> frame_matches;  // over all frames of chains of equal length
   size_t depth_differs = 0;
   std::vector<std::string> examples;  // of unexplained differences
+  std::vector<std::string> qualification_examples;
   for (size_t i = 0; i < addrs.size(); ++i) {
     Answer b;
     if (!next_llvm_answer(theirs, &b)) {
@@ -372,6 +389,10 @@ int main(int argc, char** argv) {
     for (size_t k = 0; explained && k < a.functions.size(); ++k) {
       const NameMatch nm = compare_names(a.functions[k], b.functions[k]);
       ++frame_matches[nm];
+      if (nm == NameMatch::kQualification && qualification_examples.size() < 3) {
+        qualification_examples.push_back("    ours: [" + a.functions[k] + "]\n    llvm: [" +
+                                         b.functions[k] + "]");
+      }
       ++frames_seen;
       if (nm == NameMatch::kDifferent) explained = false;
     }
@@ -423,6 +444,8 @@ int main(int argc, char** argv) {
     std::printf("    %-9zu %s\n", count, match_name(nm));
   }
   std::printf("  inline depth differs: %zu addresses\n", depth_differs);
+  if (!qualification_examples.empty()) std::printf("  first qualification differences:\n");
+  for (const auto& ex : qualification_examples) std::printf("%s\n", ex.c_str());
   if (!examples.empty()) std::printf("  first unexplained differences:\n");
   for (const auto& ex : examples) std::printf("%s\n", ex.c_str());
   return 0;
