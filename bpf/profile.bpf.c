@@ -9,6 +9,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
+#include "dwarf_regs.h"
 #include "profile.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -86,23 +87,7 @@ int profile_tick(struct bpf_perf_event_data* ctx) {
       }
     }
   }
-  e->regs[0] = r.ax;
-  e->regs[1] = r.dx;
-  e->regs[2] = r.cx;
-  e->regs[3] = r.bx;
-  e->regs[4] = r.si;
-  e->regs[5] = r.di;
-  e->regs[6] = r.bp;
-  e->regs[7] = r.sp;
-  e->regs[8] = r.r8;
-  e->regs[9] = r.r9;
-  e->regs[10] = r.r10;
-  e->regs[11] = r.r11;
-  e->regs[12] = r.r12;
-  e->regs[13] = r.r13;
-  e->regs[14] = r.r14;
-  e->regs[15] = r.r15;
-  e->regs[16] = r.ip;
+  regs_in_dwarf_order(&r, e->regs);
   /* Start in the red zone below sp: a leaf function's epilogue (after `pop %rbp`) still has CFI
    * that reads the caller's rbp from there. When that page is not present, start at sp. */
   __u64 from = r.sp > PROFILE_RED_ZONE ? r.sp - PROFILE_RED_ZONE : r.sp;

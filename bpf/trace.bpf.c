@@ -20,6 +20,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
+#include "dwarf_regs.h"
 #include "trace.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -390,23 +391,7 @@ int BPF_PROG(trace_sys_exit, struct pt_regs* regs, long ret) {
 
   struct pt_regs r;
   if (bpf_probe_read_kernel(&r, sizeof(r), regs) != 0) __builtin_memset(&r, 0, sizeof(r));
-  e->regs[0] = r.ax;
-  e->regs[1] = r.dx;
-  e->regs[2] = r.cx;
-  e->regs[3] = r.bx;
-  e->regs[4] = r.si;
-  e->regs[5] = r.di;
-  e->regs[6] = r.bp;
-  e->regs[7] = r.sp;
-  e->regs[8] = r.r8;
-  e->regs[9] = r.r9;
-  e->regs[10] = r.r10;
-  e->regs[11] = r.r11;
-  e->regs[12] = r.r12;
-  e->regs[13] = r.r13;
-  e->regs[14] = r.r14;
-  e->regs[15] = r.r15;
-  e->regs[16] = r.ip;
+  regs_in_dwarf_order(&r, e->regs);
   e->stack_addr = r.sp;
 
   /* The thread was in the kernel for the whole call: its user stack and registers are the
