@@ -27,6 +27,21 @@ const char kSource[] = "tests/fixtures/profile_burn.cpp";
 // Fewest samples a CPU profile of the burning fixture must have for its shares to be tested.
 constexpr int64_t kMinSamples = 10;
 
+// How long each chain of the fresh mode lives. A refresh waits at least 20 times the last
+// snapshot's CPU time (docs/PROFILE.md); under ASan a snapshot costs several times more, so
+// chains must live longer for the refresh to find them alive.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr int kFreshChainMs = 1500;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr int kFreshChainMs = 1500;
+#else
+constexpr int kFreshChainMs = 200;
+#endif
+#else
+constexpr int kFreshChainMs = 200;
+#endif
+
 int marker(const std::string& name) { return marker_line(source_file(kSource), name); }
 
 std::string base_name(const std::string& path) {
@@ -195,14 +210,15 @@ TEST_P(ProfileBurn, FoldedHeaviestLineIsTheJoinedStack) {
   EXPECT_EQ(heaviest.find("_[async?]"), std::string::npos) << heaviest;
 }
 
-// Short-lived coroutines: every chain lives one 200 ms round at new addresses, so the start
-// snapshot never has them; a sample naming an unknown live frame refreshes the snapshot
+// Short-lived coroutines: every chain lives one round (kFreshChainMs) at new addresses, so the
+// start snapshot never has them; a sample naming an unknown live frame refreshes the snapshot
 // (rate-limited), and the samples after that join.
 TEST_P(ProfileBurn, FreshCoroutinesJoinAfterASnapshotRefresh) {
   if (geteuid() != 0) GTEST_SKIP() << "profile loads BPF: run as root";
-  FixtureProcess fx(
-      {fixture_path(GetParam(), "profile_burn"), "--mode", "fresh", "--burn-ms", "200"});
-  RunResult r = run_profile({"-p", std::to_string(fx.pid()), "-d", "3", "--format", "json"});
+  FixtureProcess fx({fixture_path(GetParam(), "profile_burn"), "--mode", "fresh", "--burn-ms",
+                     std::to_string(kFreshChainMs)});
+  const std::string seconds = std::to_string(std::max(3, 2 * kFreshChainMs / 1000 + 1));
+  RunResult r = run_profile({"-p", std::to_string(fx.pid()), "-d", seconds, "--format", "json"});
   ASSERT_EQ(r.exit.exit_code, 0) << r.err;
   const json p = json::parse(r.out);
   int64_t total = 0;
