@@ -105,7 +105,10 @@ int profile_tick(struct bpf_perf_event_data* ctx) {
     count(PROFILE_CTR_STACK_SHORT);
   }
   e->stack_len = len;
-  bpf_ringbuf_submit(e, 0);
+  /* No wakeup: waking the reader costs the target's CPU an irq_work and the reader's an IPI per
+   * sample (measured: a 9.5% loss of the target's throughput at 999 Hz on this VM); the reader
+   * drains the ring every 20 ms instead. */
+  bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
   count(PROFILE_CTR_EMITTED);
   return 0;
 }

@@ -122,7 +122,13 @@ std::unique_ptr<ProfileSession> ProfileSession::start(const ProfileSessionOption
 
 int ProfileSession::poll(int timeout_ms, const SampleHandler& handler) {
   impl_->handler = &handler;
+  // Samples are submitted without a wakeup (profile.bpf.c): the wait ends by its timeout (or a
+  // signal), and what arrived meanwhile is drained then.
   int r = ring_buffer__poll(impl_->rb, timeout_ms);
+  if (r >= 0) {
+    int drained = ring_buffer__consume(impl_->rb);
+    r = drained < 0 ? drained : r + drained;
+  }
   impl_->handler = nullptr;
   return r;
 }
