@@ -530,10 +530,8 @@ class RealProfile : public ::testing::Test {
 // names shortened: without parameter lists and with "(anonymous namespace)" reduced to "".
 const std::string kLeaf = "(anonymous namespace)::burn_cpu(long)";
 const std::string kLeafInPprof = "::burn_cpu";
-const std::vector<std::pair<std::string, std::string>> kJoined = {{"", ""},
-                                                                  {"compute(", " [coroutine]"},
-                                                                  {"render(", " [async]"},
-                                                                  {"handle(", " [async]"}};
+const std::vector<std::pair<std::string, std::string>> kJoined = {
+    {"", ""}, {"compute(", " [coroutine]"}, {"render(", " [async]"}, {"handle(", " [async]"}};
 
 bool is_frame(const std::string& name, const std::string& function, const std::string& tag) {
   if (tag.empty()) return name == function;
