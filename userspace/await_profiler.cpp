@@ -26,14 +26,7 @@ void AwaitProfiler::add(const Snapshot& snap, int64_t weight_ns) {
           (link.parent != kNoFrame && is_generic_rule(c.awaiter_rule))) {
         uncertain = true;
       }
-      ProfileFrame f;
-      f.kind = ProfileFrame::Kind::kAsync;
-      f.function = c.function;
-      f.file = c.suspend.file;
-      f.line = c.suspend.line;
-      f.object = c.object;
-      f.address = c.address;
-      stack.push_back(builder_.intern(f));
+      stack.push_back(builder_.intern(async_frame(c)));
       at = link.parent;
     }
     stats_.leaves++;

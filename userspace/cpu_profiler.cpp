@@ -172,16 +172,7 @@ void CpuProfiler::add(const profile_sample& s) {
       }
     }
     stack.push_back(builder_.intern(body));
-    for (const CoroFrame& p : join.parents) {
-      ProfileFrame f;
-      f.kind = ProfileFrame::Kind::kAsync;
-      f.function = p.function;
-      f.file = p.suspend.file;
-      f.line = p.suspend.line;
-      f.object = p.object;
-      f.address = p.address;
-      stack.push_back(builder_.intern(f));
-    }
+    for (const CoroFrame& p : join.parents) stack.push_back(builder_.intern(async_frame(p)));
   }
 
   const int tid = static_cast<int>(s.tid);

@@ -2,6 +2,17 @@
 
 namespace asyncprobe {
 
+ProfileFrame async_frame(const CoroFrame& c) {
+  ProfileFrame f;
+  f.kind = ProfileFrame::Kind::kAsync;
+  f.function = c.function;
+  f.file = c.suspend.file;
+  f.line = c.suspend.line;
+  f.object = c.object;
+  f.address = c.address;
+  return f;
+}
+
 uint32_t ProfileBuilder::intern(const ProfileFrame& f) {
   std::string key;
   key.reserve(f.function.size() + f.file.size() + f.object.size() + 48);

@@ -10,8 +10,12 @@
 #include <vector>
 
 #include "userspace/profile_model.h"
+#include "userspace/snapshot_model.h"
 
 namespace asyncprobe {
+
+// An awaiting coroutine as a profile frame: its function at the file:line of its suspend point.
+ProfileFrame async_frame(const CoroFrame& c);
 
 class ProfileBuilder {
  public:
