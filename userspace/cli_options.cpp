@@ -1,8 +1,13 @@
 #include "userspace/cli_options.h"
 
+#include <signal.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <iostream>
+
+#include "userspace/exit_codes.h"
 
 namespace asyncprobe {
 
@@ -77,6 +82,24 @@ bool parse_ringbuf_mb(const std::string& s, uint32_t* mb, std::string* error) {
   }
   *mb = static_cast<uint32_t>(v);
   return true;
+}
+
+int fail_with_message(const std::string& message, int code) {
+  std::cerr << "asyncprobe: " << message << "\n";
+  return code;
+}
+
+int check_subcommand_start(bool parsed, const std::string& parse_error, bool help,
+                           const char* usage, int pid) {
+  if (!parsed) return fail_with_message(parse_error, kExitUsage);
+  if (help) {
+    std::cout << usage;
+    return kExitOk;
+  }
+  if (kill(pid, 0) != 0 && errno == ESRCH) {
+    return fail_with_message("no process with pid " + std::to_string(pid), kExitNoProcess);
+  }
+  return -1;
 }
 
 bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error) {

@@ -56,6 +56,14 @@ class OptionCursor {
 // --ringbuf-mb: 1..1024 MiB. false with a one-line message in *error otherwise.
 bool parse_ringbuf_mb(const std::string& s, uint32_t* mb, std::string* error);
 
+// Prints "asyncprobe: MESSAGE" on stderr and returns `code`.
+int fail_with_message(const std::string& message, int code);
+
+// What every subcommand checks once its arguments are parsed: -1 to go on, else the exit code to
+// return (usage error printed, --help printed, or no process with that pid).
+int check_subcommand_start(bool parsed, const std::string& parse_error, bool help,
+                           const char* usage, int pid);
+
 // Parses argv. On error returns false with a one-line message in `error`.
 bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error);
 

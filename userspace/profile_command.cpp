@@ -186,10 +186,7 @@ std::string read_link(const std::string& path) {
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
 }
 
-int fail(const std::string& message, int code) {
-  std::cerr << "asyncprobe: " << message << "\n";
-  return code;
-}
+int fail(const std::string& message, int code) { return fail_with_message(message, code); }
 
 // Watches for the target's end without racing PID reuse.
 class ExitWatch {
@@ -469,13 +466,9 @@ const char* profile_usage_text() { return kUsage; }
 int profile_main(int argc, char** argv) {
   ProfileOptions o;
   std::string error;
-  if (!parse_args(argc, argv, &o, &error)) return fail(error, kExitUsage);
-  if (o.help) {
-    std::cout << kUsage;
-    return kExitOk;
-  }
-  if (kill(o.pid, 0) != 0 && errno == ESRCH) {
-    return fail("no process with pid " + std::to_string(o.pid), kExitNoProcess);
+  const bool parsed = parse_args(argc, argv, &o, &error);
+  if (int code = check_subcommand_start(parsed, error, o.help, kUsage, o.pid); code >= 0) {
+    return code;
   }
   if (!o.await) {
     // Privileges and BTF first: without them nothing else is worth reading.

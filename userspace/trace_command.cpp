@@ -151,10 +151,7 @@ std::string read_first_line(const std::string& path) {
   return s;
 }
 
-int fail(const std::string& message, int code) {
-  std::cerr << "asyncprobe: " << message << "\n";
-  return code;
-}
+int fail(const std::string& message, int code) { return fail_with_message(message, code); }
 
 AsyncStackEntry snapshot_entry(const CoroFrame& f) {
   AsyncStackEntry e;
@@ -275,13 +272,9 @@ const char* trace_usage_text() { return kUsage; }
 int trace_main(int argc, char** argv) {
   TraceOptions o;
   std::string error;
-  if (!parse_args(argc, argv, &o, &error)) return fail(error, kExitUsage);
-  if (o.help) {
-    std::cout << kUsage;
-    return kExitOk;
-  }
-  if (kill(o.pid, 0) != 0 && errno == ESRCH) {
-    return fail("no process with pid " + std::to_string(o.pid), kExitNoProcess);
+  const bool parsed = parse_args(argc, argv, &o, &error);
+  if (int code = check_subcommand_start(parsed, error, o.help, kUsage, o.pid); code >= 0) {
+    return code;
   }
   TraceError terr;
   const char* btf_env = std::getenv("ASYNCPROBE_VMLINUX_BTF");
