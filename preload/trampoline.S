@@ -145,145 +145,98 @@ asyncprobe_tramp_gcc:
 0:
     TRAMPOLINE 1
 
+/* Saves what a call from the middle of foreign code must not disturb: %rbp (as the frame
+ * pointer), the caller-saved integer registers the entering code did not save itself (%rcx and
+ * %r11 too when \with_rcx_r11), the flags and the whole vector state (x87, SSE, AVX, AVX-512;
+ * XSAVE with the header zeroed, 64-byte aligned). %rax and %rdx are used by XSAVE: their values
+ * are on the stack then, at -56(%rbp) (%rax) and -8(%rbp) (%rdx); %rdi is at -24(%rbp). */
+    .macro SAVE_STATE with_rcx_r11
+    pushq %rbp
+    .cfi_def_cfa_offset 16
+    .cfi_offset %rbp, -16
+    movq %rsp, %rbp
+    .cfi_def_cfa_register %rbp
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %rax
+    .if \with_rcx_r11
+    pushq %rcx
+    pushq %r11
+    .endif
+    pushfq
+    subq $4160, %rsp
+    andq $-64, %rsp
+    xorl %eax, %eax
+    .irp off, 512, 520, 528, 536, 544, 552, 560, 568
+    movq %rax, \off(%rsp)
+    .endr
+    movl $0xe7, %eax
+    xorl %edx, %edx
+    xsave64 (%rsp)
+    .endm
+
+/* Undoes SAVE_STATE (the same \with_rcx_r11) and returns. */
+    .macro RESTORE_STATE_AND_RETURN with_rcx_r11
+    movl $0xe7, %eax
+    xorl %edx, %edx
+    xrstor64 (%rsp)
+    .if \with_rcx_r11
+    leaq -80(%rbp), %rsp
+    .else
+    leaq -64(%rbp), %rsp
+    .endif
+    popfq
+    .if \with_rcx_r11
+    popq %r11
+    popq %rcx
+    .endif
+    popq %rax
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rbp
+    .cfi_def_cfa %rsp, 8
+    ret
+    .endm
+
 /* Slow path of a trampoline (no buffer for this thread yet): %rdi frame, %eax function id;
- * %rax, %rcx and %r11 are saved by the caller. Saves every other caller-saved register and the
- * vector state (x87, SSE, AVX, AVX-512), then calls asyncprobe_trace_slow(frame, id). */
+ * %rax, %rcx and %r11 are saved by the caller. Calls asyncprobe_trace_slow(frame, id). */
     .p2align 4
     .globl asyncprobe_trace_slow_stub
     .hidden asyncprobe_trace_slow_stub
     .type asyncprobe_trace_slow_stub, @function
 asyncprobe_trace_slow_stub:
     .cfi_startproc
-    pushq %rbp
-    .cfi_def_cfa_offset 16
-    .cfi_offset %rbp, -16
-    movq %rsp, %rbp
-    .cfi_def_cfa_register %rbp
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %rax
-    pushfq
-    subq $4160, %rsp
-    andq $-64, %rsp
-    xorl %eax, %eax
-    movq %rax, 512(%rsp)
-    movq %rax, 520(%rsp)
-    movq %rax, 528(%rsp)
-    movq %rax, 536(%rsp)
-    movq %rax, 544(%rsp)
-    movq %rax, 552(%rsp)
-    movq %rax, 560(%rsp)
-    movq %rax, 568(%rsp)
-    movl $0xe7, %eax
-    xorl %edx, %edx
-    xsave64 (%rsp)
+    SAVE_STATE 0
     movq -24(%rbp), %rdi
     movl -56(%rbp), %esi
     cld
     call asyncprobe_trace_slow
-    movl $0xe7, %eax
-    xorl %edx, %edx
-    xrstor64 (%rsp)
-    leaq -64(%rbp), %rsp
-    popfq
-    popq %rax
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rbp
-    .cfi_def_cfa %rsp, 8
-    ret
+    RESTORE_STATE_AND_RETURN 0
     .cfi_endproc
     .size asyncprobe_trace_slow_stub, .-asyncprobe_trace_slow_stub
 
-/* Hook for ld.so's _dl_debug_state (called on every dlopen/dlclose): saves everything like the
- * stub above and calls asyncprobe_dl_activity(). Entered by a jump from the patched function, so
- * it returns straight to _dl_debug_state's caller. */
+/* Hook for ld.so's _dl_debug_state (called on every dlopen/dlclose): saves everything, %rcx and
+ * %r11 included, and calls asyncprobe_dl_activity(). Entered by a jump from the patched
+ * function, so it returns straight to _dl_debug_state's caller. */
     .p2align 4
     .globl asyncprobe_dl_hook
     .hidden asyncprobe_dl_hook
     .type asyncprobe_dl_hook, @function
 asyncprobe_dl_hook:
     .cfi_startproc
-    pushq %rbp
-    .cfi_def_cfa_offset 16
-    .cfi_offset %rbp, -16
-    movq %rsp, %rbp
-    .cfi_def_cfa_register %rbp
-    pushq %rdx
-    pushq %rsi
-    pushq %rdi
-    pushq %r8
-    pushq %r9
-    pushq %r10
-    pushq %rax
-    pushq %rcx
-    pushq %r11
-    pushfq
-    subq $4160, %rsp
-    andq $-64, %rsp
-    xorl %eax, %eax
-    movq %rax, 512(%rsp)
-    movq %rax, 520(%rsp)
-    movq %rax, 528(%rsp)
-    movq %rax, 536(%rsp)
-    movq %rax, 544(%rsp)
-    movq %rax, 552(%rsp)
-    movq %rax, 560(%rsp)
-    movq %rax, 568(%rsp)
-    movl $0xe7, %eax
-    xorl %edx, %edx
-    xsave64 (%rsp)
+    SAVE_STATE 1
     cld
     call asyncprobe_dl_activity
-    movl $0xe7, %eax
-    xorl %edx, %edx
-    xrstor64 (%rsp)
-    leaq -80(%rbp), %rsp
-    popfq
-    popq %r11
-    popq %rcx
-    popq %rax
-    popq %r10
-    popq %r9
-    popq %r8
-    popq %rdi
-    popq %rsi
-    popq %rdx
-    popq %rbp
-    .cfi_def_cfa %rsp, 8
-    ret
+    RESTORE_STATE_AND_RETURN 1
     .cfi_endproc
     .size asyncprobe_dl_hook, .-asyncprobe_dl_hook
-
-/* void asyncprobe_capture_caller_regs(RegState* out): the callee-saved registers, stack pointer
- * and return address of the caller (RegState: uint64_t v[17] by DWARF number, uint32_t valid). */
-    .p2align 4
-    .globl asyncprobe_capture_caller_regs
-    .hidden asyncprobe_capture_caller_regs
-    .type asyncprobe_capture_caller_regs, @function
-asyncprobe_capture_caller_regs:
-    .cfi_startproc
-    movq %rbx, 24(%rdi)
-    movq %rbp, 48(%rdi)
-    leaq 8(%rsp), %rax
-    movq %rax, 56(%rdi)
-    movq %r12, 96(%rdi)
-    movq %r13, 104(%rdi)
-    movq %r14, 112(%rdi)
-    movq %r15, 120(%rdi)
-    movq (%rsp), %rax
-    movq %rax, 128(%rdi)
-    movl $0x1f0c8, 136(%rdi)
-    ret
-    .cfi_endproc
-    .size asyncprobe_capture_caller_regs, .-asyncprobe_capture_caller_regs
 
     .section .note.GNU-stack,"",@progbits

@@ -18,29 +18,6 @@
 #include "preload/unwinder.cpp"
 #include "symbolizer/coro_catalog.h"
 
-// The library defines this in trampoline.S; the same code, for this test.
-asm(R"(
-    .text
-    .globl asyncprobe_capture_caller_regs
-    .type asyncprobe_capture_caller_regs, @function
-asyncprobe_capture_caller_regs:
-    .cfi_startproc
-    movq %rbx, 24(%rdi)
-    movq %rbp, 48(%rdi)
-    leaq 8(%rsp), %rax
-    movq %rax, 56(%rdi)
-    movq %r12, 96(%rdi)
-    movq %r13, 104(%rdi)
-    movq %r14, 112(%rdi)
-    movq %r15, 120(%rdi)
-    movq (%rsp), %rax
-    movq %rax, 128(%rdi)
-    movl $0x1f0c8, 136(%rdi)
-    ret
-    .cfi_endproc
-    .size asyncprobe_capture_caller_regs, .-asyncprobe_capture_caller_regs
-)");
-
 namespace asyncprobe::preload {
 namespace {
 
