@@ -67,11 +67,12 @@ ProfileFormat profile_format_for_path(const std::string& path, ProfileFormat fal
   return fallback;
 }
 
-bool write_profile(std::ostream& out, const Profile& p, ProfileFormat f, std::string* error) {
+bool write_profile(std::ostream& out, const Profile& p, ProfileFormat f, std::string* error,
+                   const ProfileTextOptions& text) {
   if (!check_profile(p, error)) return false;
   switch (f) {
     case ProfileFormat::kText:
-      write_profile_text(out, p);
+      write_profile_text(out, p, text);
       break;
     case ProfileFormat::kFolded:
       write_folded(out, p);

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "userspace/profile_model.h"
+#include "userspace/profile_text.h"
 
 namespace asyncprobe {
 
@@ -23,8 +24,10 @@ ProfileFormat profile_format_for_path(const std::string& path, ProfileFormat fal
 // The canonical name of a format ("folded", ...), for messages.
 const char* profile_format_name(ProfileFormat f);
 
-// Writes `p` in format `f`. False with a one-line *error when the profile cannot be written (an
-// out-of-range frame index, a stream failure); never throws.
-bool write_profile(std::ostream& out, const Profile& p, ProfileFormat f, std::string* error);
+// Writes `p` in format `f` (`text` options apply to the text format only). False with a one-line
+// *error when the profile cannot be written (an out-of-range frame index, a stream failure);
+// never throws.
+bool write_profile(std::ostream& out, const Profile& p, ProfileFormat f, std::string* error,
+                   const ProfileTextOptions& text = {});
 
 }  // namespace asyncprobe

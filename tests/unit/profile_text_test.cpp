@@ -1,5 +1,6 @@
 #include "userspace/profile_text.h"
 #include "tests/unit/profile_builders.h"
+#include "userspace/function_name_shortener.h"
 
 #include <gtest/gtest.h>
 
@@ -83,6 +84,74 @@ TEST(ProfileText, AwaitProfilesShowSuspendedTime) {
             "    compute(int)  burn.cpp:21  [coroutine]\n"
             "    render(int)  burn.cpp:30  [async]\n"
             "    ... 4 more frames\n");
+}
+
+// 22 requests waiting at the same line are one answer: the same frames from several coroutines
+// (and threads) are one entry of "Top stacks", weights summed, owners counted.
+TEST(ProfileText, SameFramesOfSeveralCoroutinesAreOneStackEntry) {
+  Profile p = testing::coroutine_await_profile();
+  // The hot stack of another coroutine, on another thread: its awaiting parents are other
+  // frames (interned per frame address) printed the same.
+  ProfileSample other = p.samples[0];  // mix, compute, render, handle, ...
+  ASSERT_EQ(other.frames[2], testing::kRender);
+  ASSERT_EQ(other.frames[3], testing::kHandle);
+  for (const size_t at : {2, 3}) {
+    ProfileFrame f = p.frames[other.frames[at]];
+    f.address += 0x10000;
+    p.frames.push_back(f);
+    other.frames[at] = static_cast<uint32_t>(p.frames.size() - 1);
+  }
+  other.coroutine = 0x7f00000b0000;
+  other.tid = 4244;
+  other.count = 5;
+  other.value_ns = 50'000'000;
+  p.samples.push_back(other);
+  ProfileTextOptions opts;
+  opts.top_functions = 0;
+  opts.top_stacks = 2;
+  opts.max_frames = 2;
+  EXPECT_EQ(text(p, opts),
+            "asyncprobe await profile of pid 4242 (burn) /srv/bin/burn\n"
+            "duration 2.000 s, a snapshot every 100.000 ms: 15 suspensions seen, 151.010 ms "
+            "suspended in 5 distinct stacks\n"
+            "\n"
+            "Top functions (self, total):\n"
+            "\n"
+            "Top stacks (leaf first):\n"
+            "#1  110.606 ms (73.2%)  2 threads  2 coroutines compute(int)\n"
+            "    mix(unsigned long)  burn.cpp:9  [inlined]\n"
+            "    compute(int)  burn.cpp:21  [coroutine]\n"
+            "    ... 5 more frames\n"
+            "#2  20.202 ms (13.4%)  thread 4243 worker  coroutine compute(int) @ 0x7f00000a0000\n"
+            "    compute(int)  burn.cpp:21  [coroutine]\n"
+            "    render(int)  burn.cpp:30  [async]\n"
+            "    ... 4 more frames\n");
+}
+
+TEST(ProfileText, LongNamesAreShortenedUnlessAskedWhole) {
+  Profile p = testing::coroutine_cpu_profile();
+  const std::string long_name =
+      "boost::asio::awaitable<unsigned long, boost::asio::any_io_executor> "
+      "boost::asio::async_result<boost::asio::use_awaitable_t<boost::asio::any_io_executor>, "
+      "void (boost::system::error_code, unsigned long)>::initiate<int>(int)";
+  p.frames[testing::kMix].function = long_name;
+  ProfileTextOptions opts;
+  opts.top_functions = 1;
+  opts.top_stacks = 1;
+  opts.max_frames = 1;
+  const std::string shortened = text(p, opts);
+  EXPECT_EQ(shortened.find(long_name), std::string::npos) << shortened;
+  const std::string short_name = shorten_function_name(long_name, 100);
+  ASSERT_LE(short_name.size(), 100u);
+  EXPECT_NE(shortened.find("    60.0%   60.0%  " + short_name + "\n"), std::string::npos)
+      << shortened;
+  EXPECT_NE(shortened.find("    " + short_name + "  burn.cpp:9  [inlined]\n"), std::string::npos)
+      << shortened;
+  opts.max_name_chars = 0;
+  const std::string whole = text(p, opts);
+  EXPECT_NE(whole.find("    60.0%   60.0%  " + long_name + "\n"), std::string::npos) << whole;
+  EXPECT_NE(whole.find("    " + long_name + "  burn.cpp:9  [inlined]\n"), std::string::npos)
+      << whole;
 }
 
 TEST(ProfileText, SaysSoWhenNothingWasSampled) {
