@@ -1,10 +1,12 @@
 #include "symbolizer/dwarf_info.h"
 
 #include <dwarf.h>
+#include <gelf.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <utility>
 
 #include "symbolizer/demangle.h"
@@ -193,28 +195,49 @@ DwarfInfo::~DwarfInfo() {
   if (dwarf_ != nullptr) dwarf_end(dwarf_);
 }
 
-bool DwarfInfo::find_cu(uint64_t vaddr, Dwarf_Die* cu) const {
-  if (dwarf_addrdie(dwarf_, vaddr, cu) != nullptr) return true;
+DwarfInfo::CuLines* DwarfInfo::cu_lines(Dwarf_Off cu) const {
+  auto [it, inserted] = cu_lines_.try_emplace(cu);
+  if (inserted) {
+    Dwarf_Die die;
+    it->second.valid = dwarf_offdie(dwarf_, cu, &die) != nullptr;
+    it->second.cu = cu;
+  }
+  return &it->second;
+}
+
+DwarfInfo::CuLines* DwarfInfo::find_cu_lines(uint64_t vaddr) const {
+  // dwarf_addrdie's steps, keeping the CU's offset instead of re-reading its DIE each time.
+  if (!aranges_read_) {
+    aranges_read_ = true;
+    size_t n = 0;
+    if (dwarf_getaranges(dwarf_, &aranges_, &n) != 0) aranges_ = nullptr;
+  }
+  Dwarf_Off off = 0;
+  if (aranges_ != nullptr &&
+      dwarf_getarangeinfo(dwarf_getarange_addr(aranges_, vaddr), nullptr, nullptr, &off) == 0) {
+    CuLines* cu = cu_lines(off);
+    if (cu->valid) return cu;
+  }
   if (!cu_ranges_built_) {
     cu_ranges_built_ = true;
-    Dwarf_Off off = 0;
+    Dwarf_Off unit = 0;
     Dwarf_Off next = 0;
     size_t header = 0;
     size_t guard = 0;
-    while (dwarf_nextcu(dwarf_, off, &next, &header, nullptr, nullptr, nullptr) == 0 &&
+    while (dwarf_nextcu(dwarf_, unit, &next, &header, nullptr, nullptr, nullptr) == 0 &&
            ++guard < 10'000'000) {
       Dwarf_Die die;
-      if (dwarf_offdie(dwarf_, off + header, &die) != nullptr) {
+      if (dwarf_offdie(dwarf_, unit + header, &die) != nullptr) {
         Dwarf_Addr base = 0;
         Dwarf_Addr lo = 0;
         Dwarf_Addr hi = 0;
         ptrdiff_t r = 0;
         int n = 0;
         while ((r = dwarf_ranges(&die, r, &base, &lo, &hi)) > 0 && ++n < 1'000'000) {
-          if (hi > lo) cu_ranges_.push_back({lo, hi, off + header});
+          if (hi > lo) cu_ranges_.push_back({lo, hi, unit + header});
         }
       }
-      off = next;
+      unit = next;
     }
     std::sort(cu_ranges_.begin(), cu_ranges_.end(),
               [](const CuRange& a, const CuRange& b) { return a.lo < b.lo; });
@@ -224,26 +247,80 @@ bool DwarfInfo::find_cu(uint64_t vaddr, Dwarf_Die* cu) const {
   // Ranges of different CUs do not overlap in sane DWARF; check a few in case they do.
   for (int n = 0; it != cu_ranges_.begin() && n < 8; ++n) {
     --it;
-    if (vaddr < it->hi) return dwarf_offdie(dwarf_, it->cu, cu) != nullptr;
+    if (vaddr < it->hi) {
+      CuLines* cu = cu_lines(it->cu);
+      return cu->valid ? cu : nullptr;
+    }
   }
-  return false;
+  return nullptr;
 }
 
 std::optional<SourceLine> DwarfInfo::line_at(uint64_t vaddr) const {
-  Dwarf_Die cu;
-  if (!find_cu(vaddr, &cu)) return std::nullopt;
-  return line_in_cu(&cu, vaddr);
+  FrameRef line;
+  if (!line_ref_at(vaddr, &line)) return std::nullopt;
+  return SourceLine{std::string(line.file), line.line, line.column};
 }
 
-std::optional<SourceLine> DwarfInfo::line_in_cu(Dwarf_Die* cu, uint64_t vaddr) const {
-  Dwarf_Line* line = dwarf_getsrc_die(cu, vaddr);
-  if (line == nullptr) return std::nullopt;
-  SourceLine out;
+bool DwarfInfo::line_ref_at(uint64_t vaddr, FrameRef* out) const {
+  CuLines* cu = find_cu_lines(vaddr);
+  if (cu == nullptr) return false;
+  if (!cu->loaded) {
+    cu->loaded = true;
+    Dwarf_Die die;
+    size_t n = 0;
+    if (dwarf_offdie(dwarf_, cu->cu, &die) == nullptr ||
+        dwarf_getsrclines(&die, &cu->lines, &n) != 0) {
+      cu->lines = nullptr;
+      n = 0;
+    }
+    cu->addrs.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      Dwarf_Addr a = 0;
+      dwarf_lineaddr(dwarf_onesrcline(cu->lines, i), &a);
+      cu->addrs[i] = a;
+    }
+  }
+  // dwarf_getsrc_die's search: the last row at or below vaddr, unless it ends a sequence.
+  const size_t n = cu->addrs.size();
+  if (n == 0) return false;
+  size_t l = 0;
+  size_t u = n - 1;
+  while (l < u) {
+    const size_t idx = u - (u - l) / 2;
+    if (vaddr < cu->addrs[idx]) {
+      u = idx - 1;
+    } else {
+      l = idx;
+    }
+  }
+  Dwarf_Line* line = dwarf_onesrcline(cu->lines, l);
+  bool end_sequence = false;
+  if (line == nullptr || dwarf_lineendsequence(line, &end_sequence) != 0 || end_sequence ||
+      cu->addrs[l] > vaddr) {
+    return false;
+  }
   const char* file = dwarf_linesrc(line, nullptr, nullptr);
-  if (file != nullptr) out.file = file;
-  dwarf_lineno(line, &out.line);
-  dwarf_linecol(line, &out.column);
-  return out;
+  out->file = file != nullptr ? file : "";
+  dwarf_lineno(line, &out->line);
+  dwarf_linecol(line, &out->column);
+  return true;
+}
+
+std::pair<const void*, size_t> DwarfInfo::debug_info_bytes() const {
+  Elf* elf = dwarf_getelf(dwarf_);
+  size_t shstrndx = 0;
+  if (elf == nullptr || elf_getshdrstrndx(elf, &shstrndx) != 0) return {nullptr, 0};
+  for (Elf_Scn* scn = elf_nextscn(elf, nullptr); scn != nullptr; scn = elf_nextscn(elf, scn)) {
+    GElf_Shdr shdr;
+    if (gelf_getshdr(scn, &shdr) == nullptr) continue;
+    const char* name = elf_strptr(elf, shstrndx, shdr.sh_name);
+    if (name == nullptr || std::strcmp(name, ".debug_info") != 0) continue;
+    // The data libdw read (decompressed in place when the section was compressed).
+    Elf_Data* data = elf_getdata(scn, nullptr);
+    if (data == nullptr || data->d_buf == nullptr) return {nullptr, 0};
+    return {data->d_buf, data->d_size};
+  }
+  return {nullptr, 0};
 }
 
 void DwarfInfo::build_index() const {
@@ -256,7 +333,10 @@ void DwarfInfo::build_index() const {
   size_t header = 0;
   while (dwarf_nextcu(dwarf_, off, &next, &header, nullptr, nullptr, nullptr) == 0 && budget > 0) {
     Dwarf_Die cu;
-    if (dwarf_offdie(dwarf_, off + header, &cu) != nullptr) index_cu(&cu, next, &budget);
+    if (dwarf_offdie(dwarf_, off + header, &cu) != nullptr &&
+        !index_cu_fast(&cu, off, next, &budget)) {
+      index_cu(&cu, next, &budget);
+    }
     off = next;
   }
   std::sort(function_ranges_.begin(), function_ranges_.end(),
@@ -314,6 +394,172 @@ void DwarfInfo::index_cu(Dwarf_Die* cu, Dwarf_Off cu_end, size_t* budget) const 
   }
 }
 
+bool DwarfInfo::index_cu_fast(Dwarf_Die* cu, Dwarf_Off cu_start, Dwarf_Off cu_end,
+                              size_t* budget) const {
+  const auto [section, section_size] = debug_info_bytes();
+  DieReader reader;
+  if (!reader.open(cu, cu_start, cu_end, section, section_size)) return false;
+  DieReader::Die cu_die;
+  if (!reader.read(dwarf_dieoffset(cu), &cu_die) || cu_die.abbrev == nullptr) return false;
+  // What this unit adds, to take back if the reader fails half-way.
+  const size_t functions_before = functions_.size();
+  const size_t ranges_before = function_ranges_.size();
+  const size_t scopes_before = scopes_.size();
+  const size_t budget_before = *budget;
+  std::vector<std::string> frame_types_added;
+  auto fail = [&]() {
+    functions_.resize(functions_before);
+    function_ranges_.resize(ranges_before);
+    scopes_.resize(scopes_before);
+    for (const auto& name : frame_types_added) frame_types_.erase(name);
+    *budget = budget_before;
+    return false;
+  };
+  Dwarf_Files* files = nullptr;
+  size_t nfiles = 0;
+  if (dwarf_getsrcfiles(cu, &files, &nfiles) != 0) files = nullptr;
+  // index_cu's walk, step for step: the same DIEs in the same order.
+  std::vector<PendingRawDie> stack;
+  std::vector<PendingRawDie> nested;
+  DieReader::Die child;
+  const int first = reader.child(cu_die, &child);
+  if (first < 0) return fail();
+  if (first == 0) stack.push_back({child, 1, -1, cu_end, true});
+  while (!stack.empty() && *budget > 0) {
+    PendingRawDie lv = stack.back();
+    stack.pop_back();
+    --*budget;
+    const unsigned tag = lv.die.abbrev->tag;
+    DieReader::Die sib;
+    Dwarf_Off end = lv.end;
+    if (lv.with_siblings) {
+      const int r = reader.sibling(lv.die, &sib);
+      if (r < 0) return fail();
+      if (r == 0) {
+        end = sib.offset;
+        stack.push_back({sib, lv.depth, lv.scope, lv.end, true});
+      }
+    }
+    if (tag == DW_TAG_subprogram) {
+      if (lv.die.abbrev->declaration) continue;
+      nested.clear();
+      if (!index_function_fast(reader, cu, lv, files, nfiles, &nested)) return fail();
+      stack.insert(stack.end(), nested.rbegin(), nested.rend());
+      continue;
+    }
+    const bool is_class = tag == DW_TAG_structure_type || tag == DW_TAG_class_type;
+    if (!is_class && tag != DW_TAG_namespace) continue;
+    // Names as libdw gives them (dwarf_diename follows DW_AT_specification).
+    Dwarf_Die die;
+    if (dwarf_offdie(dwarf_, lv.die.offset, &die) == nullptr) return fail();
+    const char* name = dwarf_diename(&die);
+    if (is_class && name != nullptr && is_frame_type_name(name)) {
+      if (frame_types_.emplace(name, lv.die.offset).second) frame_types_added.push_back(name);
+    }
+    if (lv.depth < kMaxIndexDepth && lv.die.abbrev->children) {
+      const int r = reader.child(lv.die, &child);
+      if (r < 0) return fail();
+      if (r == 0) {
+        if (name == nullptr && is_class) name = "";  // an anonymous namespace stays nullptr
+        scopes_.push_back({lv.die.offset, end, name, lv.scope});
+        stack.push_back({child, lv.depth + 1, static_cast<int32_t>(scopes_.size() - 1), end, true});
+      }
+    }
+  }
+  return true;
+}
+
+bool DwarfInfo::index_function_fast(const DieReader& reader, Dwarf_Die* cu,
+                                    const PendingRawDie& pending, Dwarf_Files* files, size_t nfiles,
+                                    std::vector<PendingRawDie>* nested) const {
+  Dwarf_Die fn;
+  if (dwarf_offdie(dwarf_, pending.die.offset, &fn) == nullptr) return false;
+  Dwarf_Addr base = 0;
+  Dwarf_Addr lo = 0;
+  Dwarf_Addr hi = 0;
+  ptrdiff_t r = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  while ((r = dwarf_ranges(&fn, r, &base, &lo, &hi)) > 0 && ranges.size() < 4096) {
+    if (hi > lo) ranges.emplace_back(lo, hi);
+  }
+  const size_t index = functions_.size();
+  if (!ranges.empty()) {
+    uint64_t entry = ranges.front().first;
+    for (const auto& range : ranges) entry = std::min<uint64_t>(entry, range.first);
+    functions_.push_back(
+        FunctionScope{pending.die.offset, dwarf_dieoffset(cu), entry, -1, {}, nullptr});
+    for (const auto& [a, b] : ranges) function_ranges_.push_back({a, b, index});
+  }
+  // index_function's walk of the subtree, step for step.
+  struct Level {
+    DieReader::Die die;
+    int depth;
+    int lexical;
+    bool in_inline;
+  };
+  std::vector<Level> stack;
+  DieReader::Die child;
+  const int first = reader.child(pending.die, &child);
+  if (first < 0) return false;
+  if (first == 0) stack.push_back({child, 1, 0, false});
+  size_t budget = 1'000'000;
+  while (!stack.empty() && --budget > 0) {
+    Level lv = stack.back();
+    stack.pop_back();
+    const unsigned tag = lv.die.abbrev->tag;
+    DieReader::Die sib;
+    const int s = reader.sibling(lv.die, &sib);
+    if (s < 0) return false;
+    if (s == 0) stack.push_back({sib, lv.depth, lv.lexical, lv.in_inline});
+    if (tag == DW_TAG_inlined_subroutine && !ranges.empty()) {
+      DieReader::InlineValues at;
+      if (!reader.inline_values(lv.die, &at)) return false;
+      uint64_t high = at.high_is_offset ? at.low + at.high : at.high;
+      const bool simple =
+          !at.needs_libdw && at.has_low && at.has_high && (!at.high_is_offset || high >= at.low);
+      const char* file = at.file < nfiles && files != nullptr
+                             ? dwarf_filesrc(files, at.file, nullptr, nullptr)
+                             : nullptr;
+      const int line = at.line > 0x7fffffff ? 0 : static_cast<int>(at.line);
+      const int column = at.column > 0x7fffffff ? 0 : static_cast<int>(at.column);
+      if (simple) {
+        if (high > at.low) {
+          auto& inlines = functions_[index].inlines;
+          inlines.push_back({at.low, high, lv.die.offset, file, lv.depth, line, column, -1, 1, 0});
+        }
+      } else {
+        Dwarf_Die die;
+        if (dwarf_offdie(dwarf_, lv.die.offset, &die) == nullptr) return false;
+        if (at.has_ranges && !at.site_needs_libdw) {
+          // With DW_AT_ranges libdw's path takes the ranges whatever low/high say: only
+          // those from libdw, the call site as decoded here.
+          add_inline_ranges(&die, index, lv.depth, file, line, column);
+        } else {
+          add_inline_from_libdw(&die, index, lv.depth, files, nfiles);
+        }
+      }
+    }
+    if ((tag == DW_TAG_inlined_subroutine || tag == DW_TAG_lexical_block) && lv.depth < 256 &&
+        lv.die.abbrev->children) {
+      const int c = reader.child(lv.die, &child);
+      if (c < 0) return false;
+      if (c == 0) {
+        const bool inlined = tag == DW_TAG_inlined_subroutine;
+        stack.push_back({child, inlined ? lv.depth + 1 : lv.depth,
+                         inlined ? lv.lexical : lv.lexical + 1, lv.in_inline || inlined});
+        continue;
+      }
+    }
+    if (!lv.in_inline && pending.depth + lv.lexical < kMaxIndexDepth &&
+        (tag == DW_TAG_subprogram || tag == DW_TAG_structure_type || tag == DW_TAG_class_type ||
+         tag == DW_TAG_namespace)) {
+      nested->push_back({lv.die, pending.depth + 1 + lv.lexical, pending.scope, 0, false});
+    }
+  }
+  if (!ranges.empty()) close_inline_subtrees(&functions_[index].inlines);
+  return true;
+}
+
 void DwarfInfo::index_function(Dwarf_Die* cu, const PendingDie& pending, Dwarf_Files* files,
                                size_t nfiles, std::vector<PendingDie>* nested) const {
   Dwarf_Die fn = pending.die;
@@ -329,7 +575,8 @@ void DwarfInfo::index_function(Dwarf_Die* cu, const PendingDie& pending, Dwarf_F
   if (!ranges.empty()) {
     uint64_t entry = ranges.front().first;
     for (const auto& range : ranges) entry = std::min<uint64_t>(entry, range.first);
-    functions_.push_back(FunctionScope{dwarf_dieoffset(&fn), dwarf_dieoffset(cu), entry, -1, {}});
+    functions_.push_back(
+        FunctionScope{dwarf_dieoffset(&fn), dwarf_dieoffset(cu), entry, -1, {}, nullptr});
     for (const auto& [a, b] : ranges) function_ranges_.push_back({a, b, index});
   }
   // One walk of the subtree: the inlined calls under this function with their nesting depth
@@ -356,32 +603,7 @@ void DwarfInfo::index_function(Dwarf_Die* cu, const PendingDie& pending, Dwarf_F
       stack.push_back({sib, lv.depth, lv.lexical, lv.in_inline});
     }
     if (tag == DW_TAG_inlined_subroutine && !ranges.empty()) {
-      // One pass over the DIE's attributes instead of one search per attribute.
-      InlineAttrs at;
-      dwarf_getattrs(&lv.die, collect_inline_attr, &at, 0);
-      const char* file = at.file < nfiles && files != nullptr
-                             ? dwarf_filesrc(files, at.file, nullptr, nullptr)
-                             : nullptr;
-      const int line = at.line > 0x7fffffff ? 0 : static_cast<int>(at.line);
-      const int column = at.column > 0x7fffffff ? 0 : static_cast<int>(at.column);
-      auto& inlines = functions_[index].inlines;
-      const size_t first = inlines.size();
-      const Dwarf_Off die_off = dwarf_dieoffset(&lv.die);
-      uint64_t high = 0;
-      if (!at.has_ranges && at.has_low && at.has_high && inline_high_pc(at, &high)) {
-        if (high > at.low) {
-          inlines.push_back({at.low, high, die_off, file, lv.depth, line, column, -1, 0, 0});
-        }
-      } else {
-        ptrdiff_t ir = 0;
-        int n = 0;
-        while ((ir = dwarf_ranges(&lv.die, ir, &base, &lo, &hi)) > 0 && ++n < 4096) {
-          if (hi > lo) {
-            inlines.push_back({lo, hi, die_off, file, lv.depth, line, column, -1, 0, 0});
-          }
-        }
-      }
-      if (inlines.size() > first) inlines[first].ranges = inlines.size() - first;
+      add_inline_from_libdw(&lv.die, index, lv.depth, files, nfiles);
     }
     if ((tag == DW_TAG_inlined_subroutine || tag == DW_TAG_lexical_block) && lv.depth < 256 &&
         dwarf_haschildren(&lv.die) != 0 && dwarf_child(&lv.die, &child) == 0) {
@@ -394,9 +616,52 @@ void DwarfInfo::index_function(Dwarf_Die* cu, const PendingDie& pending, Dwarf_F
       nested->push_back({lv.die, pending.depth + 1 + lv.lexical, pending.scope, 0, false});
     }
   }
-  if (ranges.empty()) return;
+  if (!ranges.empty()) close_inline_subtrees(&functions_[index].inlines);
+}
+
+void DwarfInfo::add_inline_from_libdw(Dwarf_Die* die, size_t function, int depth,
+                                      Dwarf_Files* files, size_t nfiles) const {
+  // One pass over the DIE's attributes instead of one search per attribute.
+  InlineAttrs at;
+  dwarf_getattrs(die, collect_inline_attr, &at, 0);
+  const char* file = at.file < nfiles && files != nullptr
+                         ? dwarf_filesrc(files, at.file, nullptr, nullptr)
+                         : nullptr;
+  const int line = at.line > 0x7fffffff ? 0 : static_cast<int>(at.line);
+  const int column = at.column > 0x7fffffff ? 0 : static_cast<int>(at.column);
+  auto& inlines = functions_[function].inlines;
+  const size_t first = inlines.size();
+  const Dwarf_Off die_off = dwarf_dieoffset(die);
+  uint64_t high = 0;
+  if (!at.has_ranges && at.has_low && at.has_high && inline_high_pc(at, &high)) {
+    if (high > at.low) {
+      inlines.push_back({at.low, high, die_off, file, depth, line, column, -1, 0, 0});
+    }
+    if (inlines.size() > first) inlines[first].ranges = inlines.size() - first;
+  } else {
+    add_inline_ranges(die, function, depth, file, line, column);
+  }
+}
+
+void DwarfInfo::add_inline_ranges(Dwarf_Die* die, size_t function, int depth, const char* file,
+                                  int line, int column) const {
+  auto& inlines = functions_[function].inlines;
+  const size_t first = inlines.size();
+  const Dwarf_Off die_off = dwarf_dieoffset(die);
+  Dwarf_Addr base = 0;
+  Dwarf_Addr lo = 0;
+  Dwarf_Addr hi = 0;
+  ptrdiff_t ir = 0;
+  int n = 0;
+  while ((ir = dwarf_ranges(die, ir, &base, &lo, &hi)) > 0 && ++n < 4096) {
+    if (hi > lo) inlines.push_back({lo, hi, die_off, file, depth, line, column, -1, 0, 0});
+  }
+  if (inlines.size() > first) inlines[first].ranges = inlines.size() - first;
+}
+
+void DwarfInfo::close_inline_subtrees(std::vector<InlineScope>* list) {
   // Subtree ends: the next DIE at the same or a smaller inline depth.
-  auto& inlines = functions_[index].inlines;
+  auto& inlines = *list;
   std::vector<uint32_t> open;  // first entries whose subtree is still open
   for (uint32_t i = 0; i <= inlines.size(); ++i) {
     const int depth = i < inlines.size() ? inlines[i].depth : 0;
@@ -448,6 +713,15 @@ const std::string& DwarfInfo::name_of(Dwarf_Off off, int32_t* cached, uint64_t e
   bool shared = true;
   const char* linkage = linkage_name(&die);
   if (linkage != nullptr) {
+    // The same function in several CUs has one abstract origin per CU but one linkage string
+    // (.debug_str is merged): one demangling for all of them.
+    auto [it, inserted] = name_by_linkage_.try_emplace(linkage, -1);
+    if (!inserted) {
+      *cached = it->second;
+      name_by_origin_.emplace(key, *cached);
+      return names_[*cached];
+    }
+    it->second = static_cast<int32_t>(names_.size());
     name = demangle(linkage);
   } else {
     // No linkage name (GCC's coroutine actor/destroy parts, internal linkage): DWARF's name
@@ -496,20 +770,127 @@ std::string DwarfInfo::qualified_name(Dwarf_Die* die) const {
   return name;
 }
 
-std::vector<InlineFrame> DwarfInfo::frames_at(uint64_t vaddr) const {
-  std::vector<InlineFrame> frames;
-  const FunctionScope* fn = function_at(vaddr);
-  // The line from the CU that .debug_aranges names, not the function's CU: where two function
-  // DIEs claim the address (one seen at 0x3ad50 of the asyncprobe binary) they disagree.
-  SourceLine here = line_at(vaddr).value_or(SourceLine{});
-  if (fn == nullptr) {
-    if (here.line != 0) frames.push_back({"", here, false});
-    return frames;
+void DwarfInfo::build_inline_tree(const FunctionScope& fn) const {
+  const auto& inlines = fn.inlines;
+  const uint32_t root = static_cast<uint32_t>(inlines.size());
+  auto tree = std::make_unique<InlineTree>();
+  // Parent of each group: the nearest earlier group whose subtree holds it, which is where the
+  // scan (next sibling = subtree end) reaches it from.
+  std::vector<uint32_t> parent(inlines.size(), root);
+  std::vector<uint32_t> open;
+  tree->nodes.assign(inlines.size() + 1, InlineTree::Node{0, 0, 0, 0});
+  for (uint32_t i = 0; i < root; ++i) {
+    if (inlines[i].ranges == 0) continue;
+    while (!open.empty() && inlines[open.back()].subtree_end <= i) open.pop_back();
+    parent[i] = open.empty() ? root : open.back();
+    ++tree->nodes[parent[i]].child_end;  // a count for now
+    open.push_back(i);
   }
-  const InlineScope* chain[256];
+  uint32_t at = 0;
+  for (auto& node : tree->nodes) {
+    const uint32_t count = node.child_end;
+    node.child_begin = node.child_end = at;
+    at += count;
+  }
+  tree->children.resize(at);
+  for (uint32_t i = 0; i < root; ++i) {
+    if (inlines[i].ranges == 0) continue;
+    InlineTree::Child c{inlines[i].lo, inlines[i].hi, i, inlines[i].ranges};
+    for (uint32_t k = i + 1; k < i + inlines[i].ranges && k < root; ++k) {
+      c.lo = std::min(c.lo, inlines[k].lo);
+      c.hi = std::max(c.hi, inlines[k].hi);
+    }
+    tree->children[tree->nodes[parent[i]].child_end++] = c;
+  }
+  // Sorted ranges for the long child lists only: short ones are scanned.
+  constexpr uint32_t kScanLimit = 8;
+  for (auto& node : tree->nodes) {
+    if (node.child_end - node.child_begin <= kScanLimit) continue;
+    const size_t first = tree->spans.size();
+    for (uint32_t c = node.child_begin; c < node.child_end; ++c) {
+      const uint32_t g = tree->children[c].group;
+      for (uint32_t k = g; k < g + inlines[g].ranges && k < root; ++k) {
+        tree->spans.push_back({inlines[k].lo, inlines[k].hi, 0, g, inlines[g].ranges});
+      }
+    }
+    std::sort(tree->spans.begin() + first, tree->spans.end(),
+              [](const InlineTree::Span& a, const InlineTree::Span& b) { return a.lo < b.lo; });
+    uint64_t max_hi = 0;
+    for (size_t k = first; k < tree->spans.size(); ++k) {
+      max_hi = std::max(max_hi, tree->spans[k].hi);
+      tree->spans[k].max_hi = max_hi;
+    }
+    node.span_begin = static_cast<uint32_t>(first);
+    node.span_end = static_cast<uint32_t>(tree->spans.size());
+  }
+  fn.tree = std::move(tree);
+}
+
+void DwarfInfo::visit_inline_tree(const FunctionScope& fn, uint32_t node, uint64_t vaddr,
+                                  const InlineScope** chain, size_t* n, size_t cap) const {
+  const auto& inlines = fn.inlines;
+  const InlineTree& tree = *fn.tree;
+  const InlineTree::Node& nd = tree.nodes[node];
+  // The last range of group g holding vaddr, as the scan picks it; a group of one range that
+  // holds it is its own entry.
+  auto hit_in = [&](uint32_t g, uint32_t ranges) -> const InlineScope* {
+    if (ranges == 1) return &inlines[g];
+    const InlineScope* hit = nullptr;
+    for (size_t k = g; k < g + std::max<uint32_t>(ranges, 1) && k < inlines.size(); ++k) {
+      if (vaddr >= inlines[k].lo && vaddr < inlines[k].hi) hit = &inlines[k];
+    }
+    return hit;
+  };
+  if (nd.span_end > nd.span_begin) {
+    // Ranges starting at or below vaddr, walked down while one of them may still reach it.
+    std::pair<uint32_t, uint32_t> found[64];  // group, ranges
+    size_t nfound = 0;
+    bool overflow = false;
+    const auto* begin = tree.spans.data() + nd.span_begin;
+    const auto* end = tree.spans.data() + nd.span_end;
+    const auto* it = std::upper_bound(
+        begin, end, vaddr, [](uint64_t v, const InlineTree::Span& s) { return v < s.lo; });
+    while (it != begin && (it - 1)->max_hi > vaddr) {
+      --it;
+      if (vaddr >= it->hi) continue;
+      if (nfound == std::size(found)) {
+        overflow = true;  // pathological overlap: the scan below
+        break;
+      }
+      found[nfound++] = {it->group, it->ranges};
+    }
+    if (!overflow) {
+      std::sort(found, found + nfound);
+      nfound = std::unique(found, found + nfound) - found;
+      for (size_t k = 0; k < nfound && *n < cap; ++k) {
+        const InlineScope* hit = hit_in(found[k].first, found[k].second);
+        if (hit == nullptr) continue;
+        chain[(*n)++] = hit;
+        visit_inline_tree(fn, found[k].first, vaddr, chain, n, cap);
+      }
+      return;
+    }
+  }
+  for (uint32_t c = nd.child_begin; c < nd.child_end && *n < cap; ++c) {
+    const InlineTree::Child& child = tree.children[c];
+    if (vaddr < child.lo || vaddr >= child.hi) continue;
+    const InlineScope* hit = hit_in(child.group, child.ranges);
+    if (hit == nullptr) continue;
+    chain[(*n)++] = hit;
+    visit_inline_tree(fn, child.group, vaddr, chain, n, cap);
+  }
+}
+
+size_t DwarfInfo::inline_chain(const FunctionScope& fn, uint64_t vaddr, const InlineScope** chain,
+                               size_t cap) const {
+  const auto& inlines = fn.inlines;
   size_t n = 0;
-  const auto& inlines = fn->inlines;
-  for (size_t i = 0; i < inlines.size() && n < 256;) {
+  if (inlines.size() > 32) {
+    if (fn.tree == nullptr) build_inline_tree(fn);
+    visit_inline_tree(fn, static_cast<uint32_t>(inlines.size()), vaddr, chain, &n, cap);
+    return n;
+  }
+  for (size_t i = 0; i < inlines.size() && n < cap;) {
     const InlineScope& first = inlines[i];
     const size_t group_end = i + std::max<uint32_t>(first.ranges, 1);
     const InlineScope* hit = nullptr;
@@ -523,16 +904,45 @@ std::vector<InlineFrame> DwarfInfo::frames_at(uint64_t vaddr) const {
       i = std::max<size_t>(first.subtree_end, group_end);
     }
   }
+  return n;
+}
+
+void DwarfInfo::frame_refs_at(uint64_t vaddr, std::vector<FrameRef>* out) const {
+  out->clear();
+  const FunctionScope* fn = function_at(vaddr);
+  // The line from the CU that .debug_aranges names, not the function's CU: where two function
+  // DIEs claim the address (one seen at 0x3ad50 of the asyncprobe binary) they disagree.
+  FrameRef here;
+  line_ref_at(vaddr, &here);
+  if (fn == nullptr) {
+    if (here.line != 0) out->push_back(here);
+    return;
+  }
+  const InlineScope* chain[256];
+  const size_t n = inline_chain(*fn, vaddr, chain, std::size(chain));
   std::sort(chain, chain + n,
             [](const InlineScope* a, const InlineScope* b) { return a->depth > b->depth; });
-  frames.reserve(n + 1);
   for (size_t k = 0; k < n; ++k) {
     const InlineScope* in = chain[k];
-    frames.push_back({name_of(in->die, &in->name, 0), std::move(here), true});
-    here =
-        SourceLine{in->call_file != nullptr ? in->call_file : "", in->call_line, in->call_column};
+    here.function = name_of(in->die, &in->name, 0);
+    here.inlined = true;
+    out->push_back(here);
+    here = FrameRef{
+        {}, in->call_file != nullptr ? in->call_file : "", in->call_line, in->call_column, false};
   }
-  frames.push_back({name_of(fn->die, &fn->name, fn->entry), std::move(here), false});
+  here.function = name_of(fn->die, &fn->name, fn->entry);
+  out->push_back(here);
+}
+
+std::vector<InlineFrame> DwarfInfo::frames_at(uint64_t vaddr) const {
+  std::vector<FrameRef> refs;
+  frame_refs_at(vaddr, &refs);
+  std::vector<InlineFrame> frames;
+  frames.reserve(refs.size());
+  for (const FrameRef& r : refs) {
+    frames.push_back(
+        {std::string(r.function), SourceLine{std::string(r.file), r.line, r.column}, r.inlined});
+  }
   return frames;
 }
 

@@ -9,9 +9,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
+#include "symbolizer/dwarf_die_reader.h"
 #include "symbolizer/elf_object.h"
 
 namespace asyncprobe::sym {
@@ -27,6 +30,17 @@ struct SourceLine {
 struct InlineFrame {
   std::string function;  // demangled when a linkage name is known
   SourceLine location;
+  bool inlined = false;
+};
+
+// The same frame without a string of its own: `function` points into the DwarfInfo's (or the
+// Module's) name pool and `file` at libdw's file names, both valid while the module lives. For
+// callers that intern names (a profiler): no allocation per frame.
+struct FrameRef {
+  std::string_view function;
+  std::string_view file;
+  int line = 0;
+  int column = 0;
   bool inlined = false;
 };
 
@@ -54,6 +68,8 @@ class DwarfInfo {
 
   std::optional<SourceLine> line_at(uint64_t vaddr) const;
   std::vector<InlineFrame> frames_at(uint64_t vaddr) const;
+  // frames_at's frames as FrameRefs: `out` is cleared, then filled innermost first.
+  void frame_refs_at(uint64_t vaddr, std::vector<FrameRef>* out) const;
   // Struct/class types whose name ends in one of the compilers' coroutine frame suffixes
   // (".Frame", ".frame", ".coro_frame_ty"), indexed on first use.
   std::optional<StructLayout> coroutine_frame_type(const std::string& name) const;
@@ -85,12 +101,36 @@ class DwarfInfo {
     uint32_t ranges = 0;
     uint32_t subtree_end = 0;
   };
+  // A function's inlined calls as a tree, built on its first lookup when it has many: per group
+  // (by the index of its first entry; the function itself at inlines.size()) its child groups
+  // in DIE order with the range that bounds each, and, for long child lists, their ranges
+  // sorted by start with the running maximum of their ends, so a lookup finds the children
+  // holding an address by binary search instead of a scan over scattered entries. The visiting
+  // order, and so the frames, stay those of the scan.
+  struct InlineTree {
+    struct Node {
+      uint32_t child_begin, child_end;  // into children
+      uint32_t span_begin, span_end;    // into spans; empty for short lists
+    };
+    struct Child {
+      uint64_t lo, hi;  // bounds all the group's ranges
+      uint32_t group, ranges;
+    };
+    struct Span {
+      uint64_t lo, hi, max_hi;
+      uint32_t group, ranges;
+    };
+    std::vector<Node> nodes;
+    std::vector<Child> children;
+    std::vector<Span> spans;
+  };
   struct FunctionScope {
     Dwarf_Off die = 0;
     Dwarf_Off cu = 0;
     uint64_t entry = 0;  // lowest address of its code, where its symbol starts
     mutable int32_t name = -1;
     std::vector<InlineScope> inlines;
+    mutable std::unique_ptr<InlineTree> tree;
   };
   struct FunctionRange {
     uint64_t lo, hi;
@@ -114,23 +154,70 @@ class DwarfInfo {
     bool with_siblings;
   };
 
+  // The same walk over DieReader's DIEs (see index_cu_fast).
+  struct PendingRawDie {
+    DieReader::Die die;
+    int depth;
+    int32_t scope;
+    Dwarf_Off end;
+    bool with_siblings;
+  };
+
   DwarfInfo() = default;
   void build_index() const;
   void index_cu(Dwarf_Die* cu, Dwarf_Off cu_end, size_t* budget) const;
+  // index_cu through DieReader (same walk, same order, same entries); false, with nothing
+  // added, when the reader cannot read the unit: the caller then uses index_cu.
+  bool index_cu_fast(Dwarf_Die* cu, Dwarf_Off cu_start, Dwarf_Off cu_end, size_t* budget) const;
+  // The bytes of .debug_info as libdw reads them ({nullptr, 0} when not found).
+  std::pair<const void*, size_t> debug_info_bytes() const;
+  bool index_function_fast(const DieReader& reader, Dwarf_Die* cu, const PendingRawDie& fn,
+                           Dwarf_Files* files, size_t nfiles,
+                           std::vector<PendingRawDie>* nested) const;
+  // Sets each call's subtree_end once all of a function's inlined calls are in.
+  static void close_inline_subtrees(std::vector<InlineScope>* inlines);
+  // Adds the entries of the inlined call `die` (one per range) to functions_[function]: its pc
+  // ranges by dwarf_ranges, the call site given.
+  void add_inline_ranges(Dwarf_Die* die, size_t function, int depth, const char* file, int line,
+                         int column) const;
+  // Adds the entries of the inlined call `die` (one per range) to functions_[function], read
+  // through libdw.
+  void add_inline_from_libdw(Dwarf_Die* die, size_t function, int depth, Dwarf_Files* files,
+                             size_t nfiles) const;
   // Indexes `fn` (when it has code) with the inlined calls under it, in one walk of its subtree;
   // appends the nested DIEs that may hold more functions (local classes, nested subprograms) to
   // `nested` for the CU walk.
   void index_function(Dwarf_Die* cu, const PendingDie& fn, Dwarf_Files* files, size_t nfiles,
                       std::vector<PendingDie>* nested) const;
   const FunctionScope* function_at(uint64_t vaddr) const;
+  // The inlined calls holding `vaddr` in `fn`, in DIE pre-order (at most `cap`); returns how many.
+  size_t inline_chain(const FunctionScope& fn, uint64_t vaddr, const InlineScope** chain,
+                      size_t cap) const;
+  void build_inline_tree(const FunctionScope& fn) const;
+  // Appends the groups among `node`'s children that hold `vaddr`, and theirs, in pre-order.
+  void visit_inline_tree(const FunctionScope& fn, uint32_t node, uint64_t vaddr,
+                         const InlineScope** chain, size_t* n, size_t cap) const;
+  // The line at `vaddr` without copying libdw's file name; false when no line covers it.
+  bool line_ref_at(uint64_t vaddr, FrameRef* out) const;
   // Names the function `die` refers to; `cached` is the caller's slot for the result and
   // `entry` the start of its code when it is a function of its own (0 for an inlined call).
   const std::string& name_of(Dwarf_Off die, int32_t* cached, uint64_t entry) const;
   // DWARF's name qualified by the namespaces and classes around its declaration.
   std::string qualified_name(Dwarf_Die* die) const;
-  // The CU holding `vaddr`: .debug_aranges first, then CU ranges (clang emits no aranges).
-  bool find_cu(uint64_t vaddr, Dwarf_Die* cu) const;
-  std::optional<SourceLine> line_in_cu(Dwarf_Die* cu, uint64_t vaddr) const;
+  // One CU's line table as libdw parsed it, with its row addresses copied into an array of
+  // their own, filled on the CU's first lookup: dwarf_getsrc_die's binary search over libdw's
+  // rows (tens of bytes each) was a cache miss per step and the largest part of a lookup.
+  struct CuLines {
+    Dwarf_Off cu = 0;
+    bool valid = false;  // the CU's DIE could be read
+    bool loaded = false;
+    Dwarf_Lines* lines = nullptr;
+    std::vector<uint64_t> addrs;  // row i's address, as in libdw's order
+  };
+  // The CU holding `vaddr`: .debug_aranges first, then CU ranges (clang emits no aranges);
+  // nullptr when none (or its DIE cannot be read).
+  CuLines* find_cu_lines(uint64_t vaddr) const;
+  CuLines* cu_lines(Dwarf_Off cu) const;
   std::optional<StructLayout> read_struct(Dwarf_Die* die) const;
 
   const ElfObject* object_ = nullptr;
@@ -143,12 +230,16 @@ class DwarfInfo {
   mutable std::deque<std::string> names_;               // a deque: name_of hands out references
   mutable std::vector<uint8_t> names_linked_;           // per name: 1 when from a linkage name
   mutable std::unordered_map<Dwarf_Off, int32_t> name_by_origin_;
+  mutable std::unordered_map<const char*, int32_t> name_by_linkage_;  // by libdw's string
   struct CuRange {
     uint64_t lo, hi;
     Dwarf_Off cu;
   };
   mutable bool cu_ranges_built_ = false;
   mutable std::vector<CuRange> cu_ranges_;
+  mutable bool aranges_read_ = false;
+  mutable Dwarf_Aranges* aranges_ = nullptr;  // libdw's, nullptr without .debug_aranges
+  mutable std::unordered_map<Dwarf_Off, CuLines> cu_lines_;  // by CU DIE offset
 };
 
 }  // namespace asyncprobe::sym

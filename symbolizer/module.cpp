@@ -44,6 +44,32 @@ std::vector<InlineFrame> Module::symbolize(uint64_t vaddr) const {
   return {InlineFrame{demangle(sym->name), {}, false}};
 }
 
+std::string_view Module::symbol_name(const ElfSymbol& sym) const {
+  std::lock_guard<std::mutex> lock(symbol_names_mu_);
+  auto it = symbol_names_.find(&sym);
+  if (it == symbol_names_.end()) it = symbol_names_.emplace(&sym, demangle(sym.name)).first;
+  return it->second;  // a map node: stays where it is
+}
+
+void Module::symbolize_refs(uint64_t vaddr, std::vector<FrameRef>* out) const {
+  out->clear();
+  if (dwarf_ != nullptr) {
+    dwarf_->frame_refs_at(vaddr, out);
+    if (!out->empty()) {
+      // As in symbolize: code DWARF covers by lines only is named from the symbol table.
+      if (out->back().function.empty()) {
+        const ElfSymbol* sym = symbol_source().function_at(vaddr);
+        if (sym == nullptr && debug_ != nullptr) sym = object_->function_at(vaddr);
+        if (sym != nullptr) out->back().function = symbol_name(*sym);
+      }
+      return;
+    }
+  }
+  const ElfSymbol* sym = symbol_source().function_at(vaddr);
+  if (sym == nullptr && debug_ != nullptr) sym = object_->function_at(vaddr);
+  if (sym != nullptr) out->push_back(FrameRef{symbol_name(*sym), {}, 0, 0, false});
+}
+
 std::shared_ptr<Module> ModuleCache::get(const std::string& open_path,
                                          const std::string& target_path, std::string* error) {
   struct stat st {};

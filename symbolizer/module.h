@@ -33,14 +33,22 @@ class Module {
   // Function frames at an object-relative virtual address, innermost first. Without DWARF one
   // frame named from the symbol table; without symbols, empty.
   std::vector<InlineFrame> symbolize(uint64_t vaddr) const;
+  // The same frames as FrameRefs (no string per frame; see FrameRef): `out` is cleared and
+  // filled. Names from the symbol table are demangled once and kept by the module.
+  void symbolize_refs(uint64_t vaddr, std::vector<FrameRef>* out) const;
 
  private:
+  // The demangled name of `sym`, kept for the module's lifetime.
+  std::string_view symbol_name(const ElfSymbol& sym) const;
+
   Module() = default;
   std::string target_path_;
   std::unique_ptr<ElfObject> object_;
   std::unique_ptr<ElfObject> debug_;
   std::string debug_path_;
   std::unique_ptr<DwarfInfo> dwarf_;
+  mutable std::mutex symbol_names_mu_;
+  mutable std::map<const ElfSymbol*, std::string> symbol_names_;
 };
 
 // Modules keyed by build-id (or, without one, by device, inode, size and mtime of the file).

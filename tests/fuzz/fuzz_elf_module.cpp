@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "symbolizer/coro_catalog.h"
 
@@ -29,6 +30,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       shared->object().plt_target(fn.resume);
     }
     for (const auto& seg : shared->object().load_segments()) shared->symbolize(seg.vaddr + 16);
+    // The frames without strings (symbolizer/module.h), inside the first functions' code: the
+    // index's raw DIE reader, inline trees and line tables on hostile DWARF.
+    std::vector<asyncprobe::sym::FrameRef> refs;
+    size_t looked_up = 0;
+    for (const auto& sym : shared->object().symbols()) {
+      if (!sym.is_function || looked_up >= 64) continue;
+      ++looked_up;
+      for (uint64_t off = 0; off < sym.size && off < 64; off += 5) {
+        shared->symbolize_refs(sym.value + off, &refs);
+      }
+    }
   }
   close(fd);
   return 0;

@@ -4,8 +4,11 @@
 // prints both times, the ratio and how often the two agree on the function names.
 //
 // Usage: symbolize_bench OBJECT [--addresses N] [--seed S] [--rounds R]
-//                        [--llvm-symbolizer PATH] [--work DIR]
+//                        [--llvm-symbolizer PATH] [--work DIR] [--dump FILE] [--ours-only]
 // The times are the median of R rounds; each of our rounds loads the module from scratch.
+// --dump writes every frame of our answers (name, inlined or not, file:line:column), one address
+// after the other, so that two versions of the symbolizer can be diffed on the same input;
+// --ours-only skips llvm-symbolizer (for profiling and dumps).
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -29,6 +32,7 @@
 
 namespace {
 
+using asyncprobe::sym::FrameRef;
 using asyncprobe::sym::InlineFrame;
 using asyncprobe::sym::Module;
 using Clock = std::chrono::steady_clock;
@@ -40,6 +44,8 @@ struct Options {
   int rounds = 3;
   std::string llvm = "llvm-symbolizer";
   std::string work = "/tmp";
+  std::string dump;
+  bool ours_only = false;
 };
 
 // One address's answer from either symbolizer: function names innermost first, and the line of
@@ -72,6 +78,10 @@ Options parse(int argc, char** argv) {
       o.llvm = value();
     } else if (a == "--work") {
       o.work = value();
+    } else if (a == "--dump") {
+      o.dump = value();
+    } else if (a == "--ours-only") {
+      o.ours_only = true;
     } else if (o.object.empty() && a[0] != '-') {
       o.object = a;
     } else {
@@ -117,23 +127,28 @@ double median(std::vector<double> v) {
 }
 
 // Ours: load the module (ELF, DWARF, index built on the first lookup) and symbolize every
-// address. The frames are dropped after each lookup, as a profiler that interns names would.
+// address through symbolize_refs, the call for a profiler that interns names: frames whose
+// strings stay in the module. (symbolize, a std::string per frame, is timed once after the
+// rounds.)
 double run_ours(const Options& o, const std::vector<uint64_t>& addrs, double* load_s,
-                size_t* checksum, double* cpu_s) {
+                size_t* checksum, double* cpu_s, double* lookup_cpu_s) {
   const Clock::time_point t0 = Clock::now();
   const double c0 = thread_cpu_s();
   std::string error;
   std::unique_ptr<Module> m = Module::load(o.object, o.object, {}, &error);
   if (m == nullptr) die(error);
-  m->symbolize(addrs[0]);  // builds the DWARF index
+  std::vector<FrameRef> frames;
+  m->symbolize_refs(addrs[0], &frames);  // builds the DWARF index
   *load_s = seconds_since(t0);
+  const double c1 = thread_cpu_s();
   size_t sum = 0;
   for (const uint64_t a : addrs) {
-    const std::vector<InlineFrame> frames = m->symbolize(a);
+    m->symbolize_refs(a, &frames);
     sum += frames.size() + (frames.empty() ? 0 : frames.front().function.size());
   }
   *checksum = sum;
   *cpu_s = thread_cpu_s() - c0;
+  *lookup_cpu_s = thread_cpu_s() - c1;
   return seconds_since(t0);
 }
 
@@ -349,21 +364,44 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::vector<double> ours, ours_load, llvm, ours_cpu, llvm_cpu;
+  std::vector<double> ours, ours_load, llvm, ours_cpu, llvm_cpu, ours_lookup_cpu;
   size_t checksum = 0;
   for (int r = 0; r < o.rounds; ++r) {
-    double load = 0, cpu = 0;
-    ours.push_back(run_ours(o, addrs, &load, &checksum, &cpu));
+    double load = 0, cpu = 0, lookup_cpu = 0;
+    ours.push_back(run_ours(o, addrs, &load, &checksum, &cpu, &lookup_cpu));
+    ours_lookup_cpu.push_back(lookup_cpu);
     ours_load.push_back(load);
     ours_cpu.push_back(cpu);
+    if (o.ours_only) continue;
     llvm.push_back(run_llvm(o, input, output, &cpu));
     llvm_cpu.push_back(cpu);
+  }
+  if (o.ours_only) {
+    std::remove(input.c_str());
+    std::printf("symbolize: %zu addresses in %s (seed %" PRIu64
+                ", median of %d rounds, checksum %zu), ours only\n",
+                addrs.size(), o.object.c_str(), o.seed, o.rounds, checksum);
+    std::printf("  asyncprobe symbolizer: %.3f s total (%.3f s load + DWARF index), %.3f s CPU\n",
+                median(ours), median(ours_load), median(ours_cpu));
   }
 
   // Agreement, untimed: our answers again, next to llvm-symbolizer's, address by address.
   std::unique_ptr<Module> m = Module::load(o.object, o.object, {}, &error);
   if (m == nullptr) die(error);
-  std::ifstream theirs(output);
+  std::ifstream theirs(o.ours_only ? "/dev/null" : output);
+  // The same lookups through symbolize() (a std::string per frame), once, from a fresh module
+  // as in the rounds; the index is built first and not counted.
+  m->symbolize(addrs[0]);
+  const double string_c0 = thread_cpu_s();
+  size_t string_sum = 0;
+  for (const uint64_t a : addrs) {
+    const std::vector<InlineFrame> frames = m->symbolize(a);
+    string_sum += frames.size() + (frames.empty() ? 0 : frames.front().function.size());
+  }
+  const double string_api_s = thread_cpu_s() - string_c0;
+  if (string_sum != checksum) die("symbolize() and symbolize_refs() answer differently");
+  std::FILE* dump = o.dump.empty() ? nullptr : std::fopen(o.dump.c_str(), "w");
+  if (!o.dump.empty() && dump == nullptr) die("cannot write " + o.dump);
   size_t same_leaf = 0, same_chain = 0, same_line = 0, explained_chain = 0, frames_seen = 0;
   std::map<NameMatch, size_t> frame_matches;  // over all frames of chains of equal length
   size_t depth_differs = 0;
@@ -371,13 +409,20 @@ int main(int argc, char** argv) {
   std::vector<std::string> qualification_examples;
   for (size_t i = 0; i < addrs.size(); ++i) {
     Answer b;
-    if (!next_llvm_answer(theirs, &b)) {
+    if (!o.ours_only && !next_llvm_answer(theirs, &b)) {
       die("llvm-symbolizer answered " + std::to_string(i) + " of " + std::to_string(addrs.size()) +
           " addresses");
     }
     Answer a;
     const std::vector<InlineFrame> frames = m->symbolize(addrs[i]);
     for (const InlineFrame& f : frames) a.functions.push_back(f.function);
+    if (dump != nullptr) {
+      std::fprintf(dump, "0x%" PRIx64 "\n", addrs[i]);
+      for (const InlineFrame& f : frames) {
+        std::fprintf(dump, "  %s%s @ %s:%d:%d\n", f.inlined ? "inlined " : "", f.function.c_str(),
+                     f.location.file.c_str(), f.location.line, f.location.column);
+      }
+    }
     if (!frames.empty()) a.line = frames.front().location.line;
     const std::string la = a.functions.empty() ? "" : a.functions.front();
     const std::string lb = b.functions.empty() ? "" : b.functions.front();
@@ -414,6 +459,13 @@ int main(int argc, char** argv) {
       examples.push_back(ex);
     }
   }
+  if (dump != nullptr) std::fclose(dump);
+  if (o.ours_only) {
+    std::printf(
+        "  lookups alone: %.3f s CPU; through symbolize() (a std::string per frame): %.3f s\n",
+        median(ours_lookup_cpu), string_api_s);
+    return 0;
+  }
   std::remove(input.c_str());
   std::remove(output.c_str());
   const double n = static_cast<double>(addrs.size());
@@ -429,6 +481,9 @@ int main(int argc, char** argv) {
               1e6 * t_llvm / n);
   std::printf("  CPU time (user+system): asyncprobe %.3f s, llvm-symbolizer %.3f s\n",
               median(ours_cpu), median(llvm_cpu));
+  std::printf(
+      "  lookups alone: %.3f s CPU; through symbolize() (a std::string per frame): %.3f s\n",
+      median(ours_lookup_cpu), string_api_s);
   std::printf("  ratio: %.2fx faster in wall time, %.2fx in CPU time (goal >= 5x)\n",
               t_llvm / t_ours, median(llvm_cpu) / median(ours_cpu));
   std::printf(
