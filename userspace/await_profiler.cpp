@@ -2,17 +2,25 @@
 
 #include <vector>
 
-#include "userspace/async_stacks.h"
-
 namespace asyncprobe {
+
+std::vector<bool> awaited_frames(const AsyncForest& forest) {
+  std::vector<bool> awaited(forest.links.size(), false);
+  for (const FrameLink& l : forest.links) {
+    if (l.parent != kNoFrame) awaited[l.parent] = true;
+  }
+  return awaited;
+}
+
+bool uncertain_edge(const CoroFrame& c, const FrameLink& link) {
+  return link.link == LinkKind::kDangling || link.link == LinkKind::kCycle ||
+         (link.parent != kNoFrame && is_generic_rule(c.awaiter_rule));
+}
 
 void AwaitProfiler::add(const Snapshot& snap, int64_t weight_ns) {
   stats_.snapshots++;
   AsyncForest forest = build_async_forest(snap);
-  std::vector<bool> awaited(snap.frames.size(), false);
-  for (const FrameLink& l : forest.links) {
-    if (l.parent != kNoFrame) awaited[l.parent] = true;
-  }
+  const std::vector<bool> awaited = awaited_frames(forest);
   for (size_t i = 0; i < snap.frames.size(); ++i) {
     const CoroFrame& leaf = snap.frames[i];
     if (leaf.state != FrameState::kSuspended || awaited[i] || forest.links[i].duplicate) continue;
@@ -22,10 +30,7 @@ void AwaitProfiler::add(const Snapshot& snap, int64_t weight_ns) {
     for (size_t guard = 0; guard <= forest.max_depth && at != kNoFrame; ++guard) {
       const CoroFrame& c = snap.frames[at];
       const FrameLink& link = forest.links[at];
-      if (link.link == LinkKind::kDangling || link.link == LinkKind::kCycle ||
-          (link.parent != kNoFrame && is_generic_rule(c.awaiter_rule))) {
-        uncertain = true;
-      }
+      if (uncertain_edge(c, link)) uncertain = true;
       stack.push_back(builder_.intern(async_frame(c)));
       at = link.parent;
     }

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
+#include "userspace/async_stacks.h"
 #include "userspace/profile_builder.h"
 #include "userspace/profile_model.h"
 #include "userspace/snapshot_model.h"
@@ -19,6 +21,13 @@ struct AwaitProfileStats {
   uint64_t uncertain = 0;  // ... whose stack has a guessed edge
   uint64_t unplaced = 0;   // ... whose suspend point has no line
 };
+
+// For every frame of a snapshot's forest: whether another frame hangs under it (it awaits a
+// coroutine, so its waiting is that coroutine's).
+std::vector<bool> awaited_frames(const AsyncForest& forest);
+// Whether the edge from frame `c` to its parent is a guess (a generic rule, a dangling awaiter,
+// a cut cycle).
+bool uncertain_edge(const CoroFrame& c, const FrameLink& link);
 
 class AwaitProfiler {
  public:

@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +25,7 @@
 #include "userspace/snapshot_taker.h"
 #include "userspace/trace_calibrate.h"
 #include "userspace/trace_model.h"
+#include "userspace/trace_probes.h"
 #include "userspace/trace_report.h"
 #include "userspace/trace_session.h"
 #include "userspace/trace_timeline.h"
@@ -163,50 +163,6 @@ AsyncStackEntry snapshot_entry(const CoroFrame& f) {
   return e;
 }
 
-}  // namespace
-
-void collect_trace_functions(const CoroutineIndex& index, int pid,
-                             std::vector<TraceFunctionSpec>* specs, std::vector<TraceFunction>* fns,
-                             std::vector<std::string>* warnings) {
-  const std::string root = "/proc/" + std::to_string(pid) + "/root";
-  for (const auto& loaded : index.catalogs()) {
-    if (loaded == nullptr || loaded->catalog == nullptr) continue;
-    std::string path = root + loaded->target_path;
-    struct stat st {};
-    if (stat(path.c_str(), &st) != 0) {
-      warnings->push_back(loaded->target_path + ": cannot be opened for uprobes (" +
-                          strerror(errno) + "); its coroutines are not traced");
-      continue;
-    }
-    const sym::ElfObject& obj = loaded->catalog->module().object();
-    for (const sym::CoroFunction& fn : loaded->catalog->functions()) {
-      TraceFunctionSpec spec;
-      spec.attach_path = path;
-      auto off = [&](uint64_t vaddr) -> uint64_t {
-        if (vaddr == 0) return 0;
-        auto o = obj.vaddr_to_offset(vaddr);
-        return o ? *o : 0;
-      };
-      spec.resume_offset = off(fn.resume);
-      spec.destroy_offset = off(fn.destroy);
-      spec.cleanup_offset = off(fn.cleanup);
-      if (spec.resume_offset == 0) continue;
-      spec.layout.index_offset = fn.index_offset;
-      spec.layout.index_width = fn.index_width;
-      spec.layout.flags = fn.compiler == sym::CoroCompiler::kGcc ? TRACE_FN_GCC : 0;
-      spec.layout.promise_offset = fn.promise_offset;
-      specs->push_back(spec);
-      TraceFunction tf;
-      tf.loaded = loaded.get();
-      tf.fn = &fn;
-      tf.name = fn.name.empty() ? fn.ramp_linkage : fn.name;
-      fns->push_back(tf);
-    }
-  }
-}
-
-namespace {
-
 // Signals only set a flag: the trace loop ends, detaches and reports.
 void install_stop_handlers() {
   struct sigaction sa {};
@@ -296,15 +252,12 @@ int trace_main(int argc, char** argv) {
   report.command = comm;
   report.block_threshold_ns = static_cast<uint64_t>(o.block_threshold_s * 1e9);
 
-  std::vector<TraceFunctionSpec> specs;
-  std::vector<TraceFunction> fns;
-  collect_trace_functions(taker.index(), o.pid, &specs, &fns, &report.warnings);
-  if (specs.empty()) {
-    return fail("pid " + std::to_string(o.pid) + " (" + comm +
-                    "): no coroutine resume function can be probed",
-                kExitNoCoroutines);
+  TraceProbePlan plan;
+  if (!plan_trace_probes(taker.index(), o.pid, comm, &plan, &report.warnings, &terr)) {
+    return fail(terr.message, terr.code);
   }
-  report.functions_probed = specs.size();
+  const std::vector<TraceFunction>& fns = plan.functions;
+  report.functions_probed = plan.specs.size();
 
   TraceCosts costs;
   if (o.calibrate) {
@@ -319,27 +272,20 @@ int trace_main(int argc, char** argv) {
     report.warnings.push_back("blocking calls will have no stacks: " + unwinder.error());
   }
 
-  TraceSessionOptions sopts;
-  sopts.pid = o.pid;
-  sopts.block_threshold_ns = report.block_threshold_ns;
-  sopts.stall_threshold_ns = report.block_threshold_ns;
-  sopts.ringbuf_bytes = o.ringbuf_mb << 20;
-  sopts.functions = specs;
-  sopts.btf_path = btf;
-  // ASYNCPROBE_UPROBE_MODE=perf|multi forces one way of attaching (tests, benchmarks).
-  if (const char* mode = std::getenv("ASYNCPROBE_UPROBE_MODE")) {
-    if (std::string(mode) == "perf") sopts.uprobe_mode = UprobeMode::kPerf;
-    if (std::string(mode) == "multi") sopts.uprobe_mode = UprobeMode::kMulti;
-  }
+  TraceProbeSettings settings;
+  settings.block_threshold_ns = report.block_threshold_ns;
+  settings.stall_threshold_ns = report.block_threshold_ns;
+  settings.ringbuf_bytes = o.ringbuf_mb << 20;
+  settings.btf_path = btf;
 
   install_stop_handlers();
 
-  std::unique_ptr<TraceSession> session = TraceSession::load(sopts, &terr);
+  std::unique_ptr<TraceSession> session =
+      attach_trace_probes(plan, settings, &report.attach, &terr);
   if (session == nullptr) return fail(terr.message, terr.code);
-  if (!session->attach(&report.attach, &terr)) return fail(terr.message, terr.code);
   report.start_ts = monotonic_ns();
   std::cerr << "asyncprobe: tracing pid " << o.pid << " (" << comm << "): " << report.attach.uprobes
-            << " uprobes on " << specs.size() << " coroutine functions + "
+            << " uprobes on " << plan.specs.size() << " coroutine functions + "
             << report.attach.tracepoints << " tracepoints attached in "
             << static_cast<int>(report.attach.attach_seconds * 1e3) << " ms"
             << (report.attach.uprobe_multi ? " (uprobe_multi)" : "") << "; "
@@ -404,12 +350,10 @@ int trace_main(int argc, char** argv) {
     have_last = taker.take(&last, &serr);
     end_ts = monotonic_ns();
   }
-  session->drain(intake);
-  report.counters = session->counters();
-  std::vector<std::pair<uint32_t, trace_thread>> thread_states = session->threads();
-  session->detach();
-  report.detach_s = session->detach_seconds();
-  session->drain(intake);
+  const TraceProbeEnd probes_end = detach_trace_probes(session.get(), intake);
+  report.counters = probes_end.counters;
+  const std::vector<std::pair<uint32_t, trace_thread>>& thread_states = probes_end.threads;
+  report.detach_s = probes_end.detach_s;
   reorder.release(sink, true);
   model.finish(end_ts);
   if (!report.target_exited) {

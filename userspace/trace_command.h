@@ -5,9 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "userspace/coroutine_index.h"
-#include "userspace/trace_model.h"
-#include "userspace/trace_session.h"
+#include "userspace/trace_probes.h"  // collect_trace_functions (tools/bench, tests)
 
 namespace asyncprobe {
 
@@ -16,12 +14,5 @@ int trace_main(int argc, char** argv);
 
 // The usage text of `asyncprobe trace`.
 const char* trace_usage_text();
-
-// Every coroutine function of the target's catalogs as probe specs (file offsets of its resume,
-// destroy and cleanup functions, attached through /proc/PID/root) and, at the same positions,
-// the model's function table. Objects that cannot be opened are skipped with a warning.
-void collect_trace_functions(const CoroutineIndex& index, int pid,
-                             std::vector<TraceFunctionSpec>* specs, std::vector<TraceFunction>* fns,
-                             std::vector<std::string>* warnings);
 
 }  // namespace asyncprobe

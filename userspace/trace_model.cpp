@@ -174,6 +174,11 @@ void TraceModel::pop_runs(uint32_t tid, ThreadTrack& t, uint32_t n, uint64_t ts)
 }
 
 AsyncFrameRef* TraceModel::slot(const PendingSlot& p) {
+  if (p.kind == SlotKind::kWait) {
+    auto w = waits_in_flight_.find(p.owner);
+    if (w == waits_in_flight_.end() || p.pos >= w->second.stack.size()) return nullptr;
+    return &w->second.stack[p.pos];
+  }
   if (p.kind == SlotKind::kCaptured) {
     if (p.owner >= captured_.size() || p.pos >= captured_[p.owner].size()) return nullptr;
     return &captured_[p.owner][p.pos];
@@ -187,10 +192,14 @@ AsyncFrameRef* TraceModel::slot(const PendingSlot& p) {
 }
 
 void TraceModel::fill_pending(FrameTrack& f, int64_t index) {
-  for (const PendingSlot& p : f.pending) {
-    if (AsyncFrameRef* s = slot(p)) s->index = index;
+  std::vector<PendingSlot> pending;
+  pending.swap(f.pending);
+  for (const PendingSlot& p : pending) {
+    AsyncFrameRef* s = slot(p);
+    if (s == nullptr) continue;
+    s->index = index;
+    if (p.kind == SlotKind::kWait) wait_slot_filled(p.owner);
   }
-  f.pending.clear();
 }
 
 std::vector<AsyncFrameRef> TraceModel::async_stack_of(uint64_t frame, uint32_t fn,
@@ -278,6 +287,8 @@ void TraceModel::on_resume(const trace_resume_event& e) {
   FunctionStats& fs = stats_[e.fn];
   const int64_t index = e.index_ok ? e.index : -1;
   const bool start = e.what == TRACE_RESUME_START;
+  bool leaf_wait = false;  // this resume ends a wait to count once the awaiter is known
+  uint64_t waited = 0;
   if (start) {
     ++fs.starts;
   } else {
@@ -286,12 +297,16 @@ void TraceModel::on_resume(const trace_resume_event& e) {
     p.index = index;
     ++p.resumes;
     if (f.suspended_since != 0 && ts >= f.suspended_since && !f.running) {
-      const uint64_t d = ts - f.suspended_since;
-      fs.suspended.add(d);
-      p.suspended.add(d);
+      waited = ts - f.suspended_since;
+      if (opts_.keep_durations) {
+        fs.suspended.add(waited);
+        p.suspended.add(waited);
+      }
+      leaf_wait = opts_.leaf_waits && counts_as_leaf_wait(f, index);
     } else {
       ++fs.suspended_unknown_start;
       ++p.suspended_unknown_start;
+      if (opts_.leaf_waits) ++wait_counters_.unknown_start;
     }
     fill_pending(f, index);
   }
@@ -299,6 +314,9 @@ void TraceModel::on_resume(const trace_resume_event& e) {
   f.running_tid = tid;
   f.seen_running = true;
   f.suspended_since = 0;
+  // Awaited again once a coroutine names it, during this run (a child resumed inside it) or
+  // during its next suspension.
+  f.awaited = false;
 
   // Who awaits this frame: library rules over the promise words read at resume.
   uint64_t awaiter = 0;
@@ -314,7 +332,17 @@ void TraceModel::on_resume(const trace_resume_event& e) {
   if (awaiter != 0) {
     f.awaiter = awaiter;
     f.awaiter_rule = rule;
+    f.uncertain_edge = false;
+    f.unknown_awaiter = false;
+    if (opts_.leaf_waits) frames_.find(awaiter)->second.awaited = true;  // found just above
+  } else if (e.promise[0] != 0 && e.promise[0] != e.frame && f.awaiter == 0) {
+    f.unknown_awaiter = true;
   }
+  if (leaf_wait) {
+    if (f.seeded && f.generation == 0) ++wait_counters_.clipped_at_start;
+    add_leaf_wait(e.frame, f, index, waited);
+  }
+  if (!start) ++f.generation;
 
   RunEntry r;
   r.frame = e.frame;

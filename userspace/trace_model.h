@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -128,7 +129,36 @@ struct FlowLink {
   size_t from_slice = 0, to_slice = 0;
 };
 
+// Leaf waits (`profile --await --trace`, docs/PROFILE.md): one suspension interval of a coroutine
+// during which no coroutine named it as its awaiter, with its async stack at the time. Waits of
+// one stack are summed: `stack` is leaf first, each (function id, suspend index); index -1 when
+// that frame's suspend point never became known.
+struct LeafWaitStack {
+  std::vector<std::pair<uint32_t, int64_t>> stack;
+  bool uncertain = false;  // an edge of the stack came from a generic snapshot rule
+  uint64_t count = 0;
+  uint64_t total_ns = 0;
+  uint64_t coroutine = 0;  // the leaf's frame while every wait was that one coroutine's, else 0
+};
+
+// What the leaf-wait accounting saw besides the waits it counted.
+struct LeafWaitCounters {
+  uint64_t waits = 0;              // leaf waits counted (including the two below)
+  uint64_t clipped_at_start = 0;   // ... that began before the profile: counted from its start
+  uint64_t open_at_end = 0;        // ... still open at the end: counted up to the end
+  uint64_t open_unconfirmed = 0;   // open at the end, not in the end snapshot: not counted
+  uint64_t awaited = 0;            // intervals spent awaiting another coroutine: not counted
+  uint64_t not_started = 0;        // intervals at the initial suspend point: not counted
+  uint64_t unknown_start = 0;      // resumes whose suspension start was not seen: not counted
+  uint64_t unresolved_points = 0;  // parent frames of counted waits whose suspend point is unknown
+  uint64_t unknown_awaiter = 0;    // waits whose promise names a frame the trace never saw
+  uint64_t uncertain = 0;          // waits whose stack has a guessed edge
+  uint64_t in_flight_max = 0;      // most wait stacks waiting for a parent's suspend point at once
+};
+
 struct TraceModelOptions {
+  bool leaf_waits = false;        // account leaf waits (profile --await --trace)
+  bool keep_durations = true;     // every suspended interval, for the report's percentiles
   bool keep_slices = false;       // for --timeline
   size_t max_slices = 4'000'000;  // beyond: counted in slices_dropped
   size_t max_blocking = 10'000;   // blocking calls kept (more are counted)
@@ -186,6 +216,20 @@ class TraceModel {
   // Completes the stalls' async stacks; call once every record is handled.
   void finalize();
 
+  // Leaf waits (opts.leaf_waits). A coroutine suspended when the trace starts, from a snapshot
+  // taken then: suspended since `since_ns` at `index`, awaited by `awaiter` (0: none;
+  // `uncertain_edge` when that edge is a guess), `awaited` when another coroutine awaits it.
+  // Call before handling any record.
+  void seed_suspended(uint64_t frame, uint32_t fn, uint64_t since_ns, int64_t index,
+                      uint64_t awaiter, bool uncertain_edge, bool awaited);
+  // Waits still open at `end_ns`: frames that the end snapshot shows suspended (address ->
+  // suspend index) and that no coroutine awaits count up to the end; others open are counted in
+  // open_unconfirmed. Call after finish(), before resolve_pending().
+  void close_open_waits(uint64_t end_ns, const std::unordered_map<uint64_t, int64_t>& suspended);
+  // Every wait stack, with parents whose point stayed unknown at index -1. Call last.
+  std::vector<LeafWaitStack> take_leaf_waits();
+  const LeafWaitCounters& leaf_wait_counters() const { return wait_counters_; }
+
  private:
   struct RunEntry {
     uint64_t frame = 0;
@@ -209,7 +253,7 @@ class TraceModel {
     std::vector<RunEntry> stack;
     std::deque<RecentRun> recent;  // completed runs, bounded, for stall attribution
   };
-  enum class SlotKind { kBlocking, kStall, kCaptured };
+  enum class SlotKind { kBlocking, kStall, kCaptured, kWait };
   struct PendingSlot {
     SlotKind kind = SlotKind::kBlocking;
     size_t owner = 0;
@@ -226,7 +270,32 @@ class TraceModel {
     size_t last_slice = SIZE_MAX;
     size_t flowed_from = SIZE_MAX;     // awaiter slice already linked to this frame
     std::vector<PendingSlot> pending;  // async-stack entries waiting for this frame's index
+    uint64_t generation = 0;       // suspensions seen: a parent of a wait is (frame, generation)
+    bool awaited = false;          // a coroutine named it as awaiter since it last resumed
+    bool uncertain_edge = false;   // its awaiter edge is a guess (seeded from a generic rule)
+    bool unknown_awaiter = false;  // its promise names a frame the trace has not seen
+    bool seeded = false;           // suspended when the trace started (seed_suspended)
+    int64_t seeded_index = -1;     // its suspend index then (generation 0)
   };
+  // Waits of one leaf point under one chain of parents, each in one suspension, until every
+  // parent's suspend point is known; then merged into waits_done_ by points only.
+  struct WaitKey {
+    uint32_t fn = 0;
+    int64_t index = -1;
+    std::vector<std::pair<uint64_t, uint64_t>> parents;  // (frame, generation)
+    bool operator<(const WaitKey& o) const {
+      return std::tie(fn, index, parents) < std::tie(o.fn, o.index, o.parents);
+    }
+  };
+  struct WaitInFlight {
+    WaitKey key;
+    std::vector<AsyncFrameRef> stack;  // leaf first; parents' indexes filled as they resume
+    std::vector<int64_t> fallback;     // parents' indexes at the start snapshot, else -1
+    size_t unresolved = 0;
+    bool uncertain = false;
+    uint64_t count = 0, total_ns = 0, coroutine = 0;
+  };
+  using DoneKey = std::pair<std::vector<std::pair<uint32_t, int64_t>>, bool>;
 
   void on_resume(const trace_resume_event& e);
   void on_destroy(const trace_destroy_event& e);
@@ -243,6 +312,10 @@ class TraceModel {
                                             const PendingSlot& owner);
   void fill_pending(FrameTrack& f, int64_t index);
   AsyncFrameRef* slot(const PendingSlot& p);
+  bool counts_as_leaf_wait(const FrameTrack& f, int64_t index);
+  void add_leaf_wait(uint64_t frame, FrameTrack& f, int64_t index, uint64_t ns);
+  void wait_slot_filled(size_t id);
+  void finish_wait(size_t id);
   bool valid_fn(uint32_t fn) const { return fn < functions_.size(); }
 
   std::vector<TraceFunction> functions_;
@@ -261,6 +334,11 @@ class TraceModel {
   uint64_t malformed_ = 0, unknown_fn_ = 0, desync_ = 0;
   uint64_t first_ts_ = 0;
   size_t running_at_end_ = 0;
+  std::map<WaitKey, size_t> wait_ids_;
+  std::unordered_map<size_t, WaitInFlight> waits_in_flight_;
+  size_t next_wait_id_ = 0;
+  std::map<DoneKey, LeafWaitStack> waits_done_;
+  LeafWaitCounters wait_counters_;
   mutable std::map<std::pair<uint32_t, int64_t>, SuspendPointLocation> location_cache_;
 };
 

@@ -472,6 +472,8 @@ std::vector<std::pair<uint32_t, trace_thread>> TraceSession::threads() const {
   return out;
 }
 
+int TraceSession::threads_map_fd() const { return bpf_map__fd(impl_->skel->maps.threads); }
+
 void TraceSession::detach() {
   if (links_.empty()) return;
   auto t0 = std::chrono::steady_clock::now();

@@ -93,6 +93,8 @@ class TraceSession {
   // Per-thread state kept by the BPF programs (runs in progress, syscall in progress, last
   // wait), for every thread that has one.
   std::vector<std::pair<uint32_t, trace_thread>> threads() const;
+  // The fd of that per-thread map, for another program to share (profile --trace).
+  int threads_map_fd() const;
   // Destroys every link (uprobes first). Safe to call twice; the destructor calls it.
   void detach();
   double detach_seconds() const { return detach_seconds_; }

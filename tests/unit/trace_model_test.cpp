@@ -6,6 +6,8 @@
 
 #include <cstring>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "userspace/trace_model.h"
@@ -221,6 +223,112 @@ TEST(TraceTimelineStrings, JsonQuoteEscapesAndRepairs) {
   EXPECT_EQ(json_quote("\xc3\xa9"), "\"\xc3\xa9\"");                  // valid UTF-8 kept
   EXPECT_EQ(json_quote("\xff"), "\"\xef\xbf\xbd\"");                  // invalid byte replaced
   EXPECT_EQ(json_quote("\xe2\x82"), "\"\xef\xbf\xbd\xef\xbf\xbd\"");  // truncated sequence
+}
+
+// Leaf waits (profile --await --trace, docs/PROFILE.md): P (fn 0) awaits C (fn 1), C waits 1000
+// times at index 4; P resumes at index 6 when C is done.
+constexpr uint64_t kP = 0x1000, kC = 0x2000;
+
+TraceModel leaf_wait_model() {
+  TraceModelOptions o;
+  o.leaf_waits = true;
+  return TraceModel(two_functions(), o, nullptr);
+}
+
+// C's 1000 waits (the first from 120 to 1000, then 90 ns each), ending at t = 100'000.
+void feed_child_waits(TraceModel& m) {
+  feed(m, resume(1, 100, 0, kP, 2, TRACE_RESUME_PUSH));
+  feed(m, resume(1, 110, 1, kC, 0, TRACE_RESUME_REPLACE, 0, kP));  // P awaits C from here
+  feed(m, run_end(1, 120, 1));
+  for (uint64_t k = 0; k < 1000; ++k) {
+    feed(m, resume(1, 1000 + k * 100, 1, kC, 4, TRACE_RESUME_PUSH, 0, kP));
+    feed(m, run_end(1, 1010 + k * 100, 1));
+  }
+}
+
+// C waiting at 4 under P at 6, leaf first.
+const std::vector<std::pair<uint32_t, int64_t>> kCUnderP = {{1, 4}, {0, 6}};
+
+// Ends the trace at `end_ns` with an end snapshot that shows P suspended at 6 and C at 4.
+std::vector<LeafWaitStack> end_with_both_suspended(TraceModel& m, uint64_t end_ns) {
+  m.finish(end_ns);
+  const std::unordered_map<uint64_t, int64_t> at_end = {{kP, 6}, {kC, 4}};
+  m.close_open_waits(end_ns, at_end);
+  m.resolve_pending(at_end);
+  return m.take_leaf_waits();
+}
+
+TEST(TraceLeafWaits, CountOnlyTheInnermostWaitAndSumPerChainUntilTheParentResumes) {
+  TraceModel m = leaf_wait_model();
+  feed_child_waits(m);
+  feed(m, resume(1, 200'000, 0, kP, 6, TRACE_RESUME_PUSH));  // C done: P resumes at index 6
+  const std::vector<LeafWaitStack> waits = m.take_leaf_waits();
+  ASSERT_EQ(waits.size(), 1u);
+  const std::vector<std::pair<uint32_t, int64_t>> want = {{1, 4}, {0, 6}};
+  EXPECT_EQ(waits[0].stack, want);
+  EXPECT_EQ(waits[0].count, 1000u);
+  EXPECT_EQ(waits[0].total_ns, 880u + 999u * 90u);
+  EXPECT_EQ(waits[0].coroutine, kC);
+  EXPECT_FALSE(waits[0].uncertain);
+  const LeafWaitCounters& c = m.leaf_wait_counters();
+  EXPECT_EQ(c.waits, 1000u);
+  EXPECT_EQ(c.awaited, 1u);        // P's interval: C's waits, not P's
+  EXPECT_EQ(c.unknown_start, 2u);  // P's and C's first resumes
+  EXPECT_EQ(c.in_flight_max, 1u);  // 1000 waits, one chain in flight
+  EXPECT_EQ(c.unresolved_points, 0u);
+}
+
+TEST(TraceLeafWaits, AParentThatNeverResumesHasAnUnknownPointUnlessASnapshotGivesIt) {
+  TraceModel m = leaf_wait_model();
+  feed_child_waits(m);
+  const std::vector<LeafWaitStack> unknown = m.take_leaf_waits();
+  ASSERT_EQ(unknown.size(), 1u);
+  const std::vector<std::pair<uint32_t, int64_t>> want_unknown = {{1, 4}, {0, -1}};
+  EXPECT_EQ(unknown[0].stack, want_unknown);
+  EXPECT_EQ(m.leaf_wait_counters().unresolved_points, 1000u);
+
+  TraceModel end = leaf_wait_model();
+  feed_child_waits(end);
+  // C's open wait counts to the end; P's point comes from the end snapshot.
+  const std::vector<LeafWaitStack> known = end_with_both_suspended(end, 300'000);
+  ASSERT_EQ(known.size(), 1u);
+  EXPECT_EQ(known[0].stack, kCUnderP);
+  EXPECT_EQ(known[0].count, 1001u);
+  EXPECT_EQ(known[0].total_ns, 880u + 999u * 90u + (300'000u - 100'910u));
+  EXPECT_EQ(end.leaf_wait_counters().open_at_end, 1u);
+  EXPECT_EQ(end.leaf_wait_counters().unresolved_points, 0u);
+}
+
+TEST(TraceLeafWaits, CoroutinesSuspendedAtTheStartWaitFromTheStart) {
+  TraceModel m = leaf_wait_model();
+  m.seed_suspended(kP, 0, 50, 6, 0, false, true);
+  m.seed_suspended(kC, 1, 50, 4, kP, false, false);
+  feed(m, resume(1, 150, 1, kC, 4, TRACE_RESUME_PUSH, 0, kP));
+  feed(m, run_end(1, 160, 1));
+  m.finish(1000);
+  m.close_open_waits(1000, {});  // no end snapshot: C's open wait is not counted
+  const std::vector<LeafWaitStack> waits = m.take_leaf_waits();
+  ASSERT_EQ(waits.size(), 1u);
+  const std::vector<std::pair<uint32_t, int64_t>> want = {{1, 4}, {0, 6}};  // P's seeded point
+  EXPECT_EQ(waits[0].stack, want);
+  EXPECT_EQ(waits[0].count, 1u);
+  EXPECT_EQ(waits[0].total_ns, 100u);
+  EXPECT_EQ(m.leaf_wait_counters().clipped_at_start, 1u);
+  EXPECT_EQ(m.leaf_wait_counters().open_unconfirmed, 1u);
+}
+
+// A child resumed inside its parent's run (GCC -O0 symmetric transfer is a call): the parent is
+// awaiting it from then on, so at the end only the child's open wait counts.
+TEST(TraceLeafWaits, AChildResumedInsideItsParentsRunMakesTheParentAwaited) {
+  TraceModel m = leaf_wait_model();
+  feed(m, resume(1, 100, 0, kP, 2, TRACE_RESUME_PUSH));
+  feed(m, resume(1, 110, 1, kC, 0, TRACE_RESUME_PUSH, 0, kP));  // nested in P's run
+  feed(m, run_end(1, 130, 2));                                  // both runs end
+  const std::vector<LeafWaitStack> waits = end_with_both_suspended(m, 1000);
+  ASSERT_EQ(waits.size(), 1u);
+  EXPECT_EQ(waits[0].stack, kCUnderP);
+  EXPECT_EQ(waits[0].total_ns, 870u);
+  EXPECT_EQ(m.leaf_wait_counters().open_at_end, 1u);
 }
 
 }  // namespace
