@@ -16,6 +16,15 @@
 /* Most kernel frames per sample (--kernel). */
 #define PROFILE_KSTACK_MAX 64
 
+/* Threads whose stack mapping userspace tells the program (stack_ranges map). */
+#define PROFILE_STACK_RANGES_MAX 4096
+
+/* A thread's stack mapping [lo, hi) (stack_ranges map value). */
+struct profile_stack_range {
+  __u64 lo;
+  __u64 hi;
+};
+
 /* profile_sample.flags */
 #define PROFILE_SAMPLE_IN_KERNEL                                                                  \
   1u                                   /* the timer hit kernel code: regs are the user ones saved \
@@ -46,6 +55,11 @@ struct profile_sample {
   __u32 flags;
   __u32 kstack_len; /* bytes valid in kstack (--kernel, samples that hit the kernel) */
   __u32 pad;
+  /* profile --trace: the thread's running coroutine as the trace probes know it (the top run of
+   * bpf/trace.h's trace_thread); coro_frame 0 when none or not tracing. */
+  __u64 coro_frame;
+  __u32 coro_fn; /* its function id in the trace's function table */
+  __u32 coro_pad;
   __u64 kstack[PROFILE_KSTACK_MAX];
   __u8 stack[PROFILE_STACK_MAX];
 };

@@ -67,6 +67,14 @@ void CpuProfiler::add_native(const UnwoundFrame& uf, ProfileFrame::Kind kind,
   }
 }
 
+bool CpuProfiler::trace_names(const profile_sample& s, const ResumeFunction& running) {
+  if (trace_resume_.empty()) return false;
+  const bool named = s.coro_frame != 0 && s.coro_fn < trace_resume_.size() &&
+                     trace_resume_[s.coro_fn] == running.start;
+  (named ? stats_.traced : stats_.trace_other)++;
+  return named;
+}
+
 void CpuProfiler::add(const profile_sample& s) {
   stats_.samples++;
   const double t0 = thread_cpu_s();
@@ -125,7 +133,9 @@ void CpuProfiler::add(const profile_sample& s) {
         words.push_back(w);
       }
     }
-    join = finder_->find(*running, std::move(words));
+    // profile --trace: the probes named the running frame; the words are the fallback.
+    join = trace_names(s, *running) ? finder_->find(*running, {s.coro_frame})
+                                    : finder_->find(*running, std::move(words));
     switch (join.result) {
       case CoroutineJoin::Result::kJoined:
         stats_.joined++;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bpf/profile.h"
@@ -27,6 +28,8 @@ struct CpuProfileStats {
   uint64_t no_candidate = 0;      // ... no word was a live frame of it
   uint64_t uncertain = 0;         // joined through a guessed edge
   uint64_t unwind_one_frame = 0;  // the walk stopped at the interrupted pc
+  uint64_t traced = 0;            // in a coroutine, frame named by the trace probes (--trace)
+  uint64_t trace_other = 0;       // ... the probes named no run of it: found from the stack
   // CPU time of this thread per walk (unwinding + symbolizing). The first walks through an
   // object load its CFI and DWARF: the median is the steady cost.
   std::vector<float> unwind_cpu_us;
@@ -37,11 +40,15 @@ class CpuProfiler {
   CpuProfiler(Profile* profile, TraceUnwinder* unwinder, RunningCoroutineFinder* finder,
               const KernelSymbols* kernel);
   void add(const profile_sample& s);
+  // profile --trace: samples name the running frame and its trace function id; `resume_starts`
+  // maps that id to the function's resume address.
+  void use_trace(std::vector<uint64_t> resume_starts) { trace_resume_ = std::move(resume_starts); }
   const CpuProfileStats& stats() const { return stats_; }
 
  private:
   void add_native(const UnwoundFrame& uf, ProfileFrame::Kind kind, std::vector<uint32_t>* out);
   const std::string& thread_name(int tid);
+  bool trace_names(const profile_sample& s, const ResumeFunction& running);
 
   Profile* profile_;
   ProfileBuilder builder_;
@@ -50,6 +57,7 @@ class CpuProfiler {
   const KernelSymbols* kernel_;
   std::map<int, std::string> thread_names_;
   CpuProfileStats stats_;
+  std::vector<uint64_t> trace_resume_;
 };
 
 }  // namespace asyncprobe

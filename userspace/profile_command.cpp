@@ -15,9 +15,11 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "userspace/await_profiler.h"
+#include "userspace/await_trace_profile.h"
 #include "userspace/cli_options.h"
 #include "userspace/cpu_profiler.h"
 #include "userspace/exit_codes.h"
@@ -28,6 +30,7 @@
 #include "userspace/running_coroutine.h"
 #include "userspace/snapshot_taker.h"
 #include "userspace/target_process.h"
+#include "userspace/trace_probes.h"
 #include "userspace/trace_unwind.h"
 
 namespace asyncprobe {
@@ -50,21 +53,25 @@ struct ProfileOptions {
   std::string output;
   std::string format;  // empty: from -o's extension, else text
   bool await = false;
+  bool trace = false;  // take the running / waiting coroutines from the trace probes
   bool kernel = false;
+  bool full_names = false;
   std::vector<std::string> debug_dirs;
   uint32_t ringbuf_mb = 32;
+  bool ringbuf_mb_given = false;  // CPU profile without it: sized to the rate and CPUs
   bool help = false;
 };
 
 const char kUsage[] =
     "usage: asyncprobe profile -p PID [-d DURATION] [-F HZ] [-o FILE] [--format NAME]\n"
-    "                          [--await] [--kernel]\n"
+    "                          [--await] [--trace] [--kernel]\n"
     "  CPU profile of a running process (root, or CAP_BPF and CAP_PERFMON): samples every\n"
     "  CPU at HZ with perf events, unwinds each thread's user stack with DWARF CFI, and joins\n"
     "  the async stack of the coroutine that was running above its resume frame, so a hot\n"
     "  coroutine shows under the coroutines awaiting it although they are not on the thread.\n"
     "  --await profiles where coroutines wait instead: suspended wall time per async stack\n"
-    "  and suspend point, from periodic snapshots (no BPF needed).\n"
+    "  and suspend point, from periodic snapshots (no BPF needed); with --trace, exact: every\n"
+    "  wait from the uprobes `asyncprobe trace` attaches to every coroutine resume.\n"
     "options:\n"
     "  -p, --pid PID           process to profile\n"
     "  -d, --duration DURATION how long (e.g. 10s, 500ms); default: until Ctrl-C, SIGTERM or\n"
@@ -76,12 +83,20 @@ const char kUsage[] =
     "                          the extension of -o (.folded .svg .speedscope.json .pb.gz\n"
     "                          .json .txt), else text\n"
     "  --await                 await profile (suspended time) instead of CPU\n"
+    "  --trace                 attach the trace probes of `asyncprobe trace` (a uprobe per\n"
+    "                          resume: about 9 us of the target's CPU per resume): with\n"
+    "                          --await every wait is measured exactly (no -F); without, the\n"
+    "                          running coroutine is the one the probes name\n"
     "  --kernel                also record kernel stacks of samples taken in the kernel\n"
+    "  --full-names            text format: print long function names whole (default: names\n"
+    "                          over 100 characters are shortened; other formats keep them)\n"
     "  --debug-dir DIR         also look for debug files under DIR (repeatable)\n"
-    "  --ringbuf-mb N          sample ring buffer in MiB (default 32)\n"
+    "  --ringbuf-mb N          sample ring buffer in MiB (default: CPU profile 0.1 s of\n"
+    "                          samples on every CPU, at least 1; --trace 32)\n"
     "exit codes: 0 ok (also when the target exits during the profile: the output says so),\n"
     "  2 usage, 3 no such process, 4 not permitted (privileges), 5 not inspectable,\n"
-    "  6 unsupported (no kernel BTF / BPF / perf events), 7 no coroutine code (--await),\n"
+    "  6 unsupported (no kernel BTF / BPF / perf events), 7 no coroutine code (--await,\n"
+    "  --trace),\n"
     "  1 internal error\n";
 
 bool parse_hz(const std::string& s, int* hz) {
@@ -130,13 +145,18 @@ bool parse_args(int argc, char** argv, ProfileOptions* o, std::string* error) {
       }
     } else if (a == "--await") {
       o->await = true;
+    } else if (a == "--trace") {
+      o->trace = true;
     } else if (a == "--kernel") {
       o->kernel = true;
+    } else if (a == "--full-names") {
+      o->full_names = true;
     } else if (a == "--debug-dir") {
       if (!need(&v)) return false;
       o->debug_dirs.push_back(v);
     } else if (a == "--ringbuf-mb") {
       if (!need(&v) || !parse_ringbuf_mb(v, &o->ringbuf_mb, error)) return false;
+      o->ringbuf_mb_given = true;
     } else {
       *error = "unknown profile option '" + a + "' (see asyncprobe profile --help)";
       return false;
@@ -145,6 +165,10 @@ bool parse_args(int argc, char** argv, ProfileOptions* o, std::string* error) {
   if (o->help) return true;
   if (o->pid == 0) {
     *error = "profile needs -p PID";
+    return false;
+  }
+  if (o->await && o->trace && o->hz != 0) {
+    *error = "-F does not apply to --await --trace: every wait is measured";
     return false;
   }
   const int max_hz = o->await ? kMaxAwaitHz : kMaxCpuHz;
@@ -226,6 +250,15 @@ std::string seconds_text(double s) {
   return o.str();
 }
 
+// The target ended the profile: said in the profile and on stderr.
+void note_target_exit(Profile* p) {
+  const std::string msg = "the target exited after " +
+                          seconds_text(static_cast<double>(p->duration_ns) / 1e9) +
+                          ": the profile covers its life until then";
+  p->warnings.push_back(msg);
+  std::cerr << "asyncprobe: " << msg << "\n";
+}
+
 void fill_header(Profile* p, const ProfileOptions& o) {
   p->pid = o.pid;
   p->command = read_first_line("/proc/" + std::to_string(o.pid) + "/comm");
@@ -269,9 +302,123 @@ int write_output(const ProfileOptions& o, const Profile& p) {
     out = &file;
   }
   std::string error;
-  if (!write_profile(*out, p, fmt, &error)) return fail(error, kExitInternal);
+  ProfileTextOptions text;
+  if (o.full_names) text.max_name_chars = 0;
+  if (!write_profile(*out, p, fmt, &error, text)) return fail(error, kExitInternal);
   out->flush();
   return kExitOk;
+}
+
+// Kernel BTF for CO-RE: ASYNCPROBE_VMLINUX_BTF overrides the running kernel's (as for trace).
+std::string btf_path() {
+  const char* env = std::getenv("ASYNCPROBE_VMLINUX_BTF");
+  return env != nullptr ? env : "";
+}
+
+// Far above any real blocking call or stall: the profile wants runs and resumes only, not the
+// stacks `trace` copies for those.
+constexpr uint64_t kNoBlockingReports = 3600ull * 1'000'000'000;
+
+// --trace: the probes of `asyncprobe trace` (runs and resumes only). nullptr with *rc set (the
+// message printed) when they cannot be attached.
+std::unique_ptr<TraceSession> attach_profile_probes(const ProfileOptions& o,
+                                                    const SnapshotTaker& taker, Profile* p,
+                                                    TraceProbePlan* plan, AttachStats* attach,
+                                                    int* rc) {
+  TraceError terr;
+  if (!plan_trace_probes(taker.index(), o.pid, p->command, plan, &p->warnings, &terr)) {
+    *rc = fail(terr.message, terr.code);
+    return nullptr;
+  }
+  TraceProbeSettings settings;
+  settings.block_threshold_ns = kNoBlockingReports;
+  settings.stall_threshold_ns = kNoBlockingReports;
+  settings.ringbuf_bytes = o.ringbuf_mb << 20;
+  settings.btf_path = btf_path();
+  std::unique_ptr<TraceSession> session = attach_trace_probes(*plan, settings, attach, &terr);
+  if (session == nullptr) *rc = fail(terr.message, terr.code);
+  return session;
+}
+
+// --await --trace: every leaf wait measured by the trace probes (docs/PROFILE.md).
+int run_await_traced(const ProfileOptions& o, SnapshotTaker* taker) {
+  Profile p;
+  p.type = Profile::Type::kAwait;
+  fill_header(&p, o);
+  install_stop_handlers();
+  TraceProbePlan plan;
+  AttachStats attach;
+  int rc = kExitOk;
+  std::unique_ptr<TraceSession> session = attach_profile_probes(o, *taker, &p, &plan, &attach, &rc);
+  if (session == nullptr) return rc;
+  const uint64_t start = monotonic_ns();
+
+  TraceModelOptions mopts;
+  mopts.leaf_waits = true;
+  mopts.keep_durations = false;  // 16 bytes per resume the profile does not use
+  mopts.max_blocking = 0;
+  mopts.max_stalls = 0;
+  mopts.stall_threshold_ns = kNoBlockingReports;
+  TraceModel model(plan.functions, mopts, nullptr);
+  // Coroutines already waiting: from the start, with the awaiter edges the snapshot sees.
+  Snapshot first;
+  SnapshotError serr;
+  if (taker->take(&first, &serr)) {
+    seed_suspended_at_start(first, start, &model);
+  } else {
+    p.warnings.push_back("the snapshot at the start failed (" + serr.message +
+                         "): waits that began before the profile are not counted");
+  }
+  std::cerr << "asyncprobe: await profile of pid " << o.pid << " (" << p.command
+            << "), exact from the trace probes: " << attach.uprobes << " uprobes on "
+            << plan.specs.size() << " coroutine functions"
+            << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
+            << std::flush;
+
+  TraceReorder reorder;
+  const TraceSession::EventHandler intake = [&](const void* data, size_t size) {
+    reorder.push(data, size);
+  };
+  // Records after the end (the probes run until detached) would lengthen waits past it.
+  uint64_t end = UINT64_MAX;
+  auto sink = [&](const void* data, size_t size) {
+    trace_event_header h{};
+    if (size >= sizeof h) std::memcpy(&h, data, sizeof h);
+    if (h.ts <= end) model.handle(data, size);
+  };
+  int poll_error = 0;
+  const bool exited = run_until_end(o, start, 100, [&](int wait_ms) {
+    const int r = session->poll(wait_ms, intake);
+    if (r < 0 && r != -EINTR) {
+      poll_error = -r;
+      return false;
+    }
+    reorder.release(sink, false);
+    return true;
+  });
+  // The last look while the probes still run: which waits are still open, and where.
+  end = monotonic_ns();
+  Snapshot last;
+  const bool have_last = !exited && taker->take(&last, &serr);
+  if (have_last) end = monotonic_ns();
+  const TraceProbeEnd probes_end = detach_trace_probes(session.get(), intake);
+  reorder.release(sink, true);
+  model.finish(end);
+  const std::unordered_map<uint64_t, int64_t> open =
+      have_last ? suspended_at_end(last, model) : std::unordered_map<uint64_t, int64_t>();
+  model.close_open_waits(end, open);
+  model.resolve_pending(open);
+  add_leaf_waits(model, model.take_leaf_waits(), &p);
+  p.duration_ns = static_cast<int64_t>(end - start);
+  add_leaf_wait_warnings(model, probes_end.counters, &p);
+  if (poll_error != 0) {
+    p.warnings.push_back(std::string("ring buffer poll failed: ") + strerror(poll_error));
+  }
+  if (exited) note_target_exit(&p);
+  const LeafWaitCounters& c = model.leaf_wait_counters();
+  std::cerr << "asyncprobe: " << c.waits << " waits, " << probes_end.counters[TRACE_CTR_RESUME_HITS]
+            << " resumes, " << probes_end.counters[TRACE_CTR_LOST] << " records lost\n";
+  return write_output(o, p);
 }
 
 int run_await(const ProfileOptions& o, SnapshotTaker* taker) {
@@ -331,23 +478,11 @@ int run_await(const ProfileOptions& o, SnapshotTaker* taker) {
                          " waiting-stack observations have a suspend point without a line");
   }
   if (failed > 0) p.warnings.push_back(std::to_string(failed) + " snapshots failed");
-  if (exited) {
-    const std::string note = "the target exited after " +
-                             seconds_text(static_cast<double>(p.duration_ns) / 1e9) +
-                             ": the profile covers its life until then";
-    p.warnings.push_back(note);
-    std::cerr << "asyncprobe: " << note << "\n";
-  }
+  if (exited) note_target_exit(&p);
   std::cerr << "asyncprobe: " << st.snapshots << " snapshots, "
             << static_cast<int>(st.snapshots > 0 ? scan_s * 1e3 / double(st.snapshots) : 0)
             << " ms each\n";
   return write_output(o, p);
-}
-
-// Kernel BTF for CO-RE: ASYNCPROBE_VMLINUX_BTF overrides the running kernel's (as for trace).
-std::string btf_path() {
-  const char* env = std::getenv("ASYNCPROBE_VMLINUX_BTF");
-  return env != nullptr ? env : "";
 }
 
 int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines) {
@@ -381,13 +516,30 @@ int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines)
     p.warnings.push_back("/proc/kallsyms gave no addresses: kernel frames are shown by address");
   }
   CpuProfiler profiler(&p, &unwinder, &finder, o.kernel ? &kernel : nullptr);
+  // --trace: the probes keep each thread's running coroutine; the samples read it.
+  std::unique_ptr<TraceSession> trace;
+  if (o.trace) {
+    TraceProbePlan plan;
+    AttachStats attach;
+    int rc = kExitOk;
+    trace = attach_profile_probes(o, *taker, &p, &plan, &attach, &rc);
+    if (trace == nullptr) return rc;
+    std::vector<uint64_t> resume_starts;
+    for (const TraceFunction& f : plan.functions) {
+      resume_starts.push_back(f.fn != nullptr && f.loaded != nullptr ? f.fn->resume + f.loaded->bias
+                                                                     : 0);
+    }
+    profiler.use_trace(std::move(resume_starts));
+  }
 
   ProfileSessionOptions sopts;
   sopts.pid = o.pid;
   sopts.frequency_hz = o.hz;
   sopts.kernel_stacks = o.kernel;
-  sopts.ringbuf_bytes = o.ringbuf_mb << 20;
+  sopts.ringbuf_bytes = o.ringbuf_mb_given ? uint64_t{o.ringbuf_mb} << 20 : 0;
   sopts.btf_path = btf;
+  sopts.measure_program = std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr;
+  sopts.trace_threads_fd = trace != nullptr ? trace->threads_map_fd() : -1;
   install_stop_handlers();
   std::unique_ptr<ProfileSession> session = ProfileSession::start(sopts, &terr);
   if (session == nullptr) return fail(terr.message, terr.code);
@@ -396,7 +548,11 @@ int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines)
             << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
             << std::flush;
 
-  const ProfileSession::SampleHandler handle = [&](const profile_sample& s) { profiler.add(s); };
+  // ASYNCPROBE_PROFILE_DISCARD (benchmarks only): drain the ring, process nothing.
+  const bool discard = std::getenv("ASYNCPROBE_PROFILE_DISCARD") != nullptr;
+  const ProfileSession::SampleHandler handle = [&](const profile_sample& s) {
+    if (!discard) profiler.add(s);
+  };
   const uint64_t start = monotonic_ns();
   int poll_error = 0;
   // Short slices: a sample is joined while its coroutine is most likely still alive.
@@ -406,10 +562,12 @@ int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines)
       poll_error = -r;
       return false;
     }
+    if (trace != nullptr) trace->drain([](const void*, size_t) {});  // only its thread map is read
     return true;
   });
   p.duration_ns = static_cast<int64_t>(monotonic_ns() - start);
   session->stop();
+  trace.reset();  // --trace: the probes go as soon as sampling ends
   session->drain(handle);
   const ProfileCounters c = session->counters();
   p.lost_samples = static_cast<int64_t>(c[PROFILE_CTR_LOST]);
@@ -430,19 +588,17 @@ int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines)
        "samples in a coroutine no snapshot had seen yet: its async parents are missing");
   note(st.uncertain, "samples joined through a guessed awaiter edge (marked uncertain)");
   note(c[PROFILE_CTR_KSTACK_FAILED], "kernel stacks could not be read");
+  note(st.trace_other,
+       "samples in a coroutine of which the trace probes named no run (started before the "
+       "probes, or a run they do not follow): its frame was found from the stack words");
   if (poll_error != 0) {
     p.warnings.push_back(std::string("ring buffer poll failed: ") + strerror(poll_error));
   }
-  if (exited) {
-    const std::string msg = "the target exited after " +
-                            seconds_text(static_cast<double>(p.duration_ns) / 1e9) +
-                            ": the profile covers its life until then";
-    p.warnings.push_back(msg);
-    std::cerr << "asyncprobe: " << msg << "\n";
-  }
+  if (exited) note_target_exit(&p);
   std::cerr << "asyncprobe: " << st.samples << " samples (" << st.in_coroutine << " in coroutines, "
-            << st.joined << " joined), " << c[PROFILE_CTR_LOST] << " lost; " << fs.snapshots
-            << " snapshots\n";
+            << st.joined << " joined"
+            << (o.trace ? ", " + std::to_string(st.traced) + " named by the trace probes" : "")
+            << "), " << c[PROFILE_CTR_LOST] << " lost; " << fs.snapshots << " snapshots\n";
   if (std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr) {
     // Costs for docs/PROFILE.md (tools/bench/profile-overhead reads this line).
     std::vector<float> t = st.unwind_cpu_us;
@@ -454,7 +610,13 @@ int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines)
               << " snapshots=" << fs.snapshots << " snapshot_cpu_ms_each="
               << (fs.snapshots > 0 ? fs.snapshot_seconds * 1e3 / double(fs.snapshots) : 0)
               << " header_reads=" << fs.header_reads
-              << " refreshes_skipped=" << fs.refreshes_skipped << "\n";
+              << " refreshes_skipped=" << fs.refreshes_skipped << " traced=" << st.traced;
+    // The BPF program's time in the target's context per sample (ticks of other processes,
+    // which return at the pid filter, included).
+    const ProfileSession::ProgramCpu prog = session->program_cpu();
+    const uint64_t target_ticks = c[PROFILE_CTR_TARGET];
+    std::cerr << " bpf_ns_per_sample="
+              << (prog.runs > 0 && target_ticks > 0 ? prog.run_ns / target_ticks : 0) << "\n";
   }
   return write_output(o, p);
 }
@@ -470,7 +632,7 @@ int profile_main(int argc, char** argv) {
   if (int code = check_subcommand_start(parsed, error, o.help, kUsage, o.pid); code >= 0) {
     return code;
   }
-  if (!o.await) {
+  if (!o.await || o.trace) {
     // Privileges and BTF first: without them nothing else is worth reading.
     TraceError terr;
     if (!check_bpf_support(btf_path(), "profile", &terr)) return fail(terr.message, terr.code);
@@ -481,10 +643,13 @@ int profile_main(int argc, char** argv) {
     bool have_coroutines = true;
     if (!taker.attach(&serr)) {
       // A CPU profile of a process without coroutines is still a CPU profile.
-      if (serr.code != kExitNoCoroutines || o.await) return fail(serr.message, serr.code);
+      if (serr.code != kExitNoCoroutines || o.await || o.trace) {
+        return fail(serr.message, serr.code);
+      }
       have_coroutines = false;
     }
-    return o.await ? run_await(o, &taker) : run_cpu(o, &taker, have_coroutines);
+    if (o.await) return o.trace ? run_await_traced(o, &taker) : run_await(o, &taker);
+    return run_cpu(o, &taker, have_coroutines);
   } catch (const TargetError& e) {
     return fail(e.what(), e.code());
   } catch (const std::exception& e) {

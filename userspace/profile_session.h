@@ -17,8 +17,12 @@ struct ProfileSessionOptions {
   int pid = 0;
   int frequency_hz = 99;
   bool kernel_stacks = false;
-  uint32_t ringbuf_bytes = 32u << 20;  // rounded up to a power of two
-  std::string btf_path;                // empty: the running kernel's
+  // Rounded up to a power of two. 0: 0.1 s of samples on every online CPU, at least 1 MiB (a
+  // drain thread empties it every 20 ms; a larger ring costs the target more per sample).
+  uint64_t ringbuf_bytes = 0;
+  bool measure_program = false;  // keep the kernel's BPF run-time statistics on (program_cpu())
+  std::string btf_path;          // empty: the running kernel's
+  int trace_threads_fd = -1;     // profile --trace: TraceSession::threads_map_fd(), else -1
 };
 
 // Summed per-CPU counters, indexed by profile_counter.
@@ -39,14 +43,23 @@ class ProfileSession {
   ProfileSession(const ProfileSession&) = delete;
   ProfileSession& operator=(const ProfileSession&) = delete;
 
-  // Waits up to timeout_ms for samples and hands each to `handler`. Returns the number handled
-  // or a negative errno.
+  // Waits up to timeout_ms for samples (a drain thread copies them out of the kernel ring
+  // buffer every 20 ms) and hands each to `handler`. Returns the number handled.
   int poll(int timeout_ms, const SampleHandler& handler);
-  // Hands every sample still in the ring buffer to `handler`.
+  // Hands every sample still in the ring buffer or queued to `handler` (stops the drain thread;
+  // call after stop()). The number handled or a negative errno.
   int drain(const SampleHandler& handler);
-  // Stops sampling (closes the perf events and links); samples already taken stay drainable.
+  // Stops sampling (closes the perf events and links) and the drain thread; samples already
+  // taken stay drainable.
   void stop();
-  ProfileCounters counters() const;
+  ProfileCounters counters() const;  // LOST includes samples the queue had no room for
+  // CPU time the program took in the kernel (in the context of the interrupted thread) and its
+  // runs, every tick of every process included; zeros unless measure_program was set.
+  struct ProgramCpu {
+    uint64_t run_ns = 0;
+    uint64_t runs = 0;
+  };
+  ProgramCpu program_cpu() const;
   int cpus() const;  // CPUs sampled
 
   struct Impl;

@@ -2,9 +2,10 @@
 // tests/fixtures/profile_burn.cpp on every compiler variant: the CPU profile's dominant stack is
 // the hot coroutine with its async parents joined above its resume frame (handle -> render ->
 // compute, although only compute is on the thread's stack), each at the file:line of its marker;
-// the await profile puts the waiting time on the exact suspend points; bad input exits with the
-// documented codes.
+// the await profile puts the waiting time on the exact suspend points, and with --trace counts
+// every wait exactly; bad input exits with the documented codes.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 
 #include "tests/integration/fixture_process.h"
 #include "tests/integration/source_markers.h"
+#include "tests/integration/trace_support.h"
 
 namespace asyncprobe::testing {
 namespace {
@@ -125,13 +127,25 @@ std::vector<FrameView> joined_compute_stack() {
   };
 }
 
+// request() awaiting query() at request_query, query() waiting at query_wait: leaf first.
+std::vector<FrameView> query_wait_stack() {
+  return {
+      {"async", "query(long)", "profile_burn.cpp", marker("query_wait")},
+      {"async", "request(long)", "profile_burn.cpp", marker("request_query")},
+  };
+}
+
 class ProfileBurn : public ::testing::TestWithParam<std::string> {};
 
-// The CPU profile, as JSON, grouped by coroutine part.
-TEST_P(ProfileBurn, DominantStackIsTheJoinedAsyncStackAtExactLines) {
-  if (geteuid() != 0) GTEST_SKIP() << "profile loads BPF: run as root";
-  FixtureProcess fx({fixture_path(GetParam(), "profile_burn")});
-  RunResult r = run_profile({"-p", std::to_string(fx.pid()), "-d", "2", "--format", "json"});
+// A 2 s CPU profile of the burning fixture, as JSON, grouped by coroutine part: the dominant
+// stack is compute joined under render and handle at their exact lines.
+void expect_dominant_joined_stack(const std::string& variant,
+                                  const std::vector<std::string>& extra_args, RunResult* run) {
+  FixtureProcess fx({fixture_path(variant, "profile_burn")});
+  std::vector<std::string> args = {"-p", std::to_string(fx.pid()), "-d", "2", "--format", "json"};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  *run = run_profile(args);
+  const RunResult& r = *run;
   ASSERT_EQ(r.exit.exit_code, 0) << r.err;
   const json p = json::parse(r.out);
   EXPECT_EQ(p["type"], "cpu");
@@ -179,6 +193,33 @@ TEST_P(ProfileBurn, DominantStackIsTheJoinedAsyncStackAtExactLines) {
     EXPECT_EQ(frames[i + 3].kind, "native") << "the event loop resumed compute";
   }
   EXPECT_TRUE(leaf_seen);
+}
+
+TEST_P(ProfileBurn, DominantStackIsTheJoinedAsyncStackAtExactLines) {
+  if (geteuid() != 0) GTEST_SKIP() << "profile loads BPF: run as root";
+  RunResult r;
+  expect_dominant_joined_stack(GetParam(), {}, &r);
+}
+
+// --trace: the running coroutine comes from the trace probes' per-thread run stack instead of
+// the stack words; the same stack, and every sample in compute is named by the probes.
+TEST_P(ProfileBurn, TracedRunningCoroutineJoinsTheSameStack) {
+  if (geteuid() != 0) GTEST_SKIP() << "profile loads BPF: run as root";
+  RunResult r;
+  expect_dominant_joined_stack(GetParam(), {"--trace"}, &r);
+  // "(N in coroutines, J joined, T named by the trace probes)": only samples of the run that
+  // was in progress when the probes attached (at most one 50 ms round) may lack the name.
+  const auto at = r.err.find(" in coroutines, ");
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const auto open = r.err.rfind('(', at);
+  ASSERT_NE(open, std::string::npos) << r.err;
+  const int64_t in_coroutines = std::stoll(r.err.substr(open + 1));
+  const auto named_at = r.err.find(" joined, ", at);
+  ASSERT_NE(named_at, std::string::npos) << r.err;
+  const int64_t named = std::stoll(r.err.substr(named_at + 9));
+  EXPECT_NE(r.err.find(std::to_string(named) + " named by the trace probes"), std::string::npos)
+      << r.err;
+  EXPECT_GE(named * 10, in_coroutines * 9) << r.err;
 }
 
 // The same profile as folded stacks: the heaviest line is the joined stack.
@@ -250,10 +291,7 @@ TEST_P(ProfileBurn, AwaitProfileAttributesWaitingToExactSuspendPoints) {
   const json p = json::parse(r.out);
   EXPECT_EQ(p["type"], "await");
   EXPECT_EQ(p["period_ns"], 100'000'000);
-  const std::vector<FrameView> want = {
-      {"async", "query()", "profile_burn.cpp", marker("query_wait")},
-      {"async", "request()", "profile_burn.cpp", marker("request_query")},
-  };
+  const std::vector<FrameView> want = query_wait_stack();
   int64_t want_ns = 0, other_ns = 0, snapshots = 0;
   for (const auto& s : p["samples"]) {
     if (frames_of(p, s) == want) {
@@ -270,6 +308,102 @@ TEST_P(ProfileBurn, AwaitProfileAttributesWaitingToExactSuspendPoints) {
   EXPECT_LE(snapshots, 21);
   EXPECT_GE(want_ns, 1'500'000'000);
   EXPECT_LE(want_ns, 2'200'000'000);
+}
+
+// The value of `key=<number>` in a line of the fixture's output.
+int64_t number_after(const std::string& line, const std::string& key) {
+  const auto at = line.find(key + "=");
+  if (at == std::string::npos) return -1;
+  return std::stoll(line.substr(at + key.size() + 1));
+}
+
+// Sums an await profile's samples: the ones whose stack is `want`, and all others; no sample
+// may have request() waiting at request_query as its leaf (it only ever awaits query).
+struct AwaitSums {
+  int64_t want_count = 0, want_ns = 0, other_count = 0, other_ns = 0;
+};
+AwaitSums sum_await_profile(const json& p, const std::vector<FrameView>& want) {
+  AwaitSums sums;
+  for (const auto& s : p["samples"]) {
+    const std::vector<FrameView> frames = frames_of(p, s);
+    EXPECT_FALSE(!frames.empty() && frames[0] == want.back()) << "request() as a leaf";
+    if (frames == want) {
+      sums.want_count += s["count"].get<int64_t>();
+      sums.want_ns += s["value_ns"].get<int64_t>();
+      EXPECT_FALSE(s["async_uncertain"].get<bool>());
+    } else {
+      sums.other_count += s["count"].get<int64_t>();
+      sums.other_ns += s["value_ns"].get<int64_t>();
+    }
+  }
+  return sums;
+}
+
+// --await --trace counts every wait: the fixture waits exactly kRounds times at query_wait
+// after the trigger (all inside the profile, which ends with the fixture) and measures them with
+// its own clock; the profile has exactly that many waits on request -> query, and their sum
+// within 2% of the fixture's own.
+TEST_P(ProfileBurn, ExactAwaitProfileCountsEveryWaitOfTheFixture) {
+  if (geteuid() != 0) GTEST_SKIP() << "profile --trace loads BPF: run as root";
+  constexpr int64_t kRounds = 25;
+  FixtureProcess fx({fixture_path(GetParam(), "profile_burn"), "--mode", "waits", "--rounds",
+                     std::to_string(kRounds)});
+  ScratchDir dir;
+  TracerProcess prof({"-p", std::to_string(fx.pid()), "--await", "--trace", "--format", "json"},
+                     dir.path(), {}, {asyncprobe_binary(), "profile"});
+  ASSERT_TRUE(prof.wait_attached(std::chrono::seconds(60), "exact from the trace probes"))
+      << prof.err();
+  ASSERT_EQ(::kill(fx.pid(), SIGUSR1), 0);
+  const std::optional<std::string> said = fx.read_line(std::chrono::seconds(30));
+  ASSERT_TRUE(said.has_value()) << "the fixture did not finish its waits";
+  const int64_t fixture_waits = number_after(*said, "query_waits");
+  const int64_t fixture_ns = number_after(*said, "query_waited_ns");
+  ASSERT_EQ(fixture_waits, kRounds) << *said;
+  ASSERT_GT(fixture_ns, 0) << *said;
+  const std::optional<ProcessExit> ended = prof.wait_exit(std::chrono::seconds(60));
+  ASSERT_TRUE(ended.has_value()) << "the profile did not end with its target: " << prof.err();
+  ASSERT_EQ(ended->exit_code, 0) << prof.err();
+
+  const json p = json::parse(prof.out());
+  EXPECT_EQ(p["type"], "await");
+  const AwaitSums sums = sum_await_profile(p, query_wait_stack());
+  EXPECT_EQ(sums.want_count, kRounds) << prof.out().substr(0, 4000);
+  EXPECT_NEAR(static_cast<double>(sums.want_ns), static_cast<double>(fixture_ns),
+              0.02 * static_cast<double>(fixture_ns));
+  // Nothing else waited: request only ever awaited query; the frames left at their final
+  // suspend point when the target exited are not waits.
+  EXPECT_EQ(sums.other_count, 0) << prof.out().substr(0, 4000);
+}
+
+// A profile window inside endless waiting: the wait that began before the profile counts from
+// its start, the one still open at its end counts up to it, so query's waits cover the window.
+TEST_P(ProfileBurn, ExactAwaitProfileClipsWaitsToTheProfileWindow) {
+  if (geteuid() != 0) GTEST_SKIP() << "profile --trace loads BPF: run as root";
+  FixtureProcess fx({fixture_path(GetParam(), "profile_burn"), "--mode", "wait"});
+  RunResult r = run_profile(
+      {"-p", std::to_string(fx.pid()), "-d", "1", "--await", "--trace", "--format", "json"});
+  ASSERT_EQ(r.exit.exit_code, 0) << r.err;
+  const json p = json::parse(r.out);
+  const AwaitSums sums = sum_await_profile(p, query_wait_stack());
+  EXPECT_EQ(sums.other_count, 0) << r.out.substr(0, 4000);
+  const int64_t window = p["duration_ns"].get<int64_t>();
+  // query runs for microseconds every 20 ms: waiting all but a sliver of the window.
+  EXPECT_LE(sums.want_ns, window);
+  EXPECT_GE(sums.want_ns, window * 97 / 100) << sums.want_ns << " of " << window;
+  // One wait per 20 ms tick; the machine may stretch ticks, never add any.
+  EXPECT_GE(sums.want_count, 10);
+  EXPECT_LE(sums.want_count, window / 20'000'000 + 2);
+  bool said = false;
+  for (const auto& w : p["warnings"]) {
+    const std::string text = w.get<std::string>();
+    if (text.rfind("exact await profile from the trace probes", 0) != 0) continue;
+    said = true;
+    EXPECT_NE(text.find(std::to_string(sums.want_count) + " waits, of which 1 began before"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("and 1 were still open at the end"), std::string::npos) << text;
+  }
+  EXPECT_TRUE(said) << p["warnings"].dump();
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, ProfileBurn,
@@ -294,6 +428,7 @@ TEST(ProfileBadInput, BadDurationFrequencyOrFormatIsUsage) {
       {{"-p", "1", "-d", "1", "-F", "5000"}, "-F 5000 is out of range: 1..1000 Hz"},
       {{"-p", "1", "-d", "1", "--await", "-F", "500"}, "-F 500 is out of range"},
       {{"-p", "1", "-d", "1", "--format", "png"}, "unknown format 'png'"},
+      {{"-p", "1", "-d", "1", "--await", "--trace", "-F", "10"}, "-F does not apply"},
       {{"-d", "1"}, "profile needs -p PID"},
       {{"-p", "1", "--frobnicate"}, "unknown profile option '--frobnicate'"},
   };
@@ -327,6 +462,39 @@ TEST(ProfileBadInput, WithoutPrivilegesSaysWhatIsNeeded) {
             0u)
       << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+// --trace needs the BPF privileges even with --await (which alone does not).
+TEST(ProfileBadInput, TraceWithoutPrivilegesExits4) {
+  FixtureProcess fx({fixture_path(any_variant(), "profile_burn"), "--mode", "wait"});
+  RunResult r =
+      run_command({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                   "--bounding-set=-all", asyncprobe_binary(), "profile", "-p",
+                   std::to_string(fx.pid()), "-d", "1", "--await", "--trace"},
+                  std::chrono::seconds(60));
+  if (r.exit.exit_code == 126 || r.exit.exit_code == 127) {
+    GTEST_SKIP() << "uid 65534 cannot execute asyncprobe from this build tree: " << r.err;
+  }
+  EXPECT_EQ(r.exit.exit_code, 4) << r.out << r.err;
+  EXPECT_EQ(r.err.rfind("asyncprobe: profile loads eBPF programs: run as root", 0), 0u) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+// A target without coroutine code: --trace says what `asyncprobe trace` says, exit 7.
+TEST(ProfileBadInput, TraceOnATargetWithoutCoroutinesExits7LikeTrace) {
+  if (geteuid() != 0) GTEST_SKIP() << "the privilege check comes first";
+  FixtureProcess fx({fixture_path(any_variant(), "nocoro")});
+  const std::string pid = std::to_string(fx.pid());
+  RunResult t = run_command({asyncprobe_binary(), "trace", "-p", pid, "-d", "1"});
+  EXPECT_EQ(t.exit.exit_code, 7) << t.err;
+  for (const bool await : {false, true}) {
+    std::vector<std::string> args = {"-p", pid, "-d", "1", "--trace"};
+    if (await) args.push_back("--await");
+    RunResult r = run_profile(args);
+    EXPECT_EQ(r.exit.exit_code, 7) << r.err;
+    EXPECT_EQ(r.err, t.err);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
 }
 
 TEST(ProfileBadInput, WithoutKernelBtfSaysSo) {

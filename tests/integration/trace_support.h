@@ -82,13 +82,15 @@ class ScratchDir {
   std::string path_;
 };
 
-// The tracer as a child process; stdout and stderr go to files in `dir`.
+// The tracer as a child process; stdout and stderr go to files in `dir`. `command` is the
+// argv prefix: `trace` by default, or e.g. {asyncprobe_binary(), "profile"}.
 class TracerProcess {
  public:
   TracerProcess(const std::vector<std::string>& args, const std::string& dir,
-                const std::vector<std::string>& env = {})
+                const std::vector<std::string>& env = {},
+                const std::vector<std::string>& command = tracer_argv())
       : out_(dir + "/tracer.out"), err_(dir + "/tracer.err") {
-    std::vector<std::string> argv = tracer_argv();
+    std::vector<std::string> argv = command;
     argv.insert(argv.end(), args.begin(), args.end());
     pid_ = fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");
@@ -122,11 +124,12 @@ class TracerProcess {
   std::string out() const { return read_file(out_); }
   std::string err() const { return read_file(err_); }
 
-  // Waits for "asyncprobe: tracing pid" on stderr: every probe is attached.
-  bool wait_attached(std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+  // Waits for `said` ("asyncprobe: tracing pid") on stderr: every probe is attached.
+  bool wait_attached(std::chrono::milliseconds timeout = std::chrono::seconds(60),
+                     const std::string& said = "asyncprobe: tracing pid") {
     auto until = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < until) {
-      if (err().find("asyncprobe: tracing pid") != std::string::npos) return true;
+      if (err().find(said) != std::string::npos) return true;
       if (wait_exit(std::chrono::milliseconds(0))) return false;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
