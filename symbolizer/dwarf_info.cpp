@@ -469,27 +469,32 @@ bool DwarfInfo::index_cu_fast(Dwarf_Die* cu, Dwarf_Off cu_start, Dwarf_Off cu_en
   return true;
 }
 
-bool DwarfInfo::index_function_fast(const DieReader& reader, Dwarf_Die* cu,
-                                    const PendingRawDie& pending, Dwarf_Files* files, size_t nfiles,
-                                    std::vector<PendingRawDie>* nested) const {
-  Dwarf_Die fn;
-  if (dwarf_offdie(dwarf_, pending.die.offset, &fn) == nullptr) return false;
+bool DwarfInfo::add_function(Dwarf_Die* fn, Dwarf_Die* cu) const {
   Dwarf_Addr base = 0;
   Dwarf_Addr lo = 0;
   Dwarf_Addr hi = 0;
   ptrdiff_t r = 0;
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  while ((r = dwarf_ranges(&fn, r, &base, &lo, &hi)) > 0 && ranges.size() < 4096) {
+  while ((r = dwarf_ranges(fn, r, &base, &lo, &hi)) > 0 && ranges.size() < 4096) {
     if (hi > lo) ranges.emplace_back(lo, hi);
   }
+  if (ranges.empty()) return false;
   const size_t index = functions_.size();
-  if (!ranges.empty()) {
-    uint64_t entry = ranges.front().first;
-    for (const auto& range : ranges) entry = std::min<uint64_t>(entry, range.first);
-    functions_.push_back(
-        FunctionScope{pending.die.offset, dwarf_dieoffset(cu), entry, -1, {}, nullptr});
-    for (const auto& [a, b] : ranges) function_ranges_.push_back({a, b, index});
-  }
+  uint64_t entry = ranges.front().first;
+  for (const auto& range : ranges) entry = std::min<uint64_t>(entry, range.first);
+  functions_.push_back(
+      FunctionScope{dwarf_dieoffset(fn), dwarf_dieoffset(cu), entry, -1, {}, nullptr});
+  for (const auto& [a, b] : ranges) function_ranges_.push_back({a, b, index});
+  return true;
+}
+
+bool DwarfInfo::index_function_fast(const DieReader& reader, Dwarf_Die* cu,
+                                    const PendingRawDie& pending, Dwarf_Files* files, size_t nfiles,
+                                    std::vector<PendingRawDie>* nested) const {
+  Dwarf_Die fn;
+  if (dwarf_offdie(dwarf_, pending.die.offset, &fn) == nullptr) return false;
+  const size_t index = functions_.size();
+  const bool has_code = add_function(&fn, cu);
   // index_function's walk of the subtree, step for step.
   struct Level {
     DieReader::Die die;
@@ -511,7 +516,7 @@ bool DwarfInfo::index_function_fast(const DieReader& reader, Dwarf_Die* cu,
     const int s = reader.sibling(lv.die, &sib);
     if (s < 0) return false;
     if (s == 0) stack.push_back({sib, lv.depth, lv.lexical, lv.in_inline});
-    if (tag == DW_TAG_inlined_subroutine && !ranges.empty()) {
+    if (tag == DW_TAG_inlined_subroutine && has_code) {
       DieReader::InlineValues at;
       if (!reader.inline_values(lv.die, &at)) return false;
       uint64_t high = at.high_is_offset ? at.low + at.high : at.high;
@@ -556,29 +561,15 @@ bool DwarfInfo::index_function_fast(const DieReader& reader, Dwarf_Die* cu,
       nested->push_back({lv.die, pending.depth + 1 + lv.lexical, pending.scope, 0, false});
     }
   }
-  if (!ranges.empty()) close_inline_subtrees(&functions_[index].inlines);
+  if (has_code) close_inline_subtrees(&functions_[index].inlines);
   return true;
 }
 
 void DwarfInfo::index_function(Dwarf_Die* cu, const PendingDie& pending, Dwarf_Files* files,
                                size_t nfiles, std::vector<PendingDie>* nested) const {
   Dwarf_Die fn = pending.die;
-  Dwarf_Addr base = 0;
-  Dwarf_Addr lo = 0;
-  Dwarf_Addr hi = 0;
-  ptrdiff_t r = 0;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  while ((r = dwarf_ranges(&fn, r, &base, &lo, &hi)) > 0 && ranges.size() < 4096) {
-    if (hi > lo) ranges.emplace_back(lo, hi);
-  }
   const size_t index = functions_.size();
-  if (!ranges.empty()) {
-    uint64_t entry = ranges.front().first;
-    for (const auto& range : ranges) entry = std::min<uint64_t>(entry, range.first);
-    functions_.push_back(
-        FunctionScope{dwarf_dieoffset(&fn), dwarf_dieoffset(cu), entry, -1, {}, nullptr});
-    for (const auto& [a, b] : ranges) function_ranges_.push_back({a, b, index});
-  }
+  const bool has_code = add_function(&fn, cu);
   // One walk of the subtree: the inlined calls under this function with their nesting depth
   // (when it has code), and, outside inlined calls, the nested subprograms and types the CU
   // walk visits next.
@@ -602,7 +593,7 @@ void DwarfInfo::index_function(Dwarf_Die* cu, const PendingDie& pending, Dwarf_F
     if (dwarf_siblingof(&lv.die, &sib) == 0) {
       stack.push_back({sib, lv.depth, lv.lexical, lv.in_inline});
     }
-    if (tag == DW_TAG_inlined_subroutine && !ranges.empty()) {
+    if (tag == DW_TAG_inlined_subroutine && has_code) {
       add_inline_from_libdw(&lv.die, index, lv.depth, files, nfiles);
     }
     if ((tag == DW_TAG_inlined_subroutine || tag == DW_TAG_lexical_block) && lv.depth < 256 &&
@@ -616,7 +607,7 @@ void DwarfInfo::index_function(Dwarf_Die* cu, const PendingDie& pending, Dwarf_F
       nested->push_back({lv.die, pending.depth + 1 + lv.lexical, pending.scope, 0, false});
     }
   }
-  if (!ranges.empty()) close_inline_subtrees(&functions_[index].inlines);
+  if (has_code) close_inline_subtrees(&functions_[index].inlines);
 }
 
 void DwarfInfo::add_inline_from_libdw(Dwarf_Die* die, size_t function, int depth,

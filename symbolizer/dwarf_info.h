@@ -171,6 +171,9 @@ class DwarfInfo {
   bool index_cu_fast(Dwarf_Die* cu, Dwarf_Off cu_start, Dwarf_Off cu_end, size_t* budget) const;
   // The bytes of .debug_info as libdw reads them ({nullptr, 0} when not found).
   std::pair<const void*, size_t> debug_info_bytes() const;
+  // Records function DIE `fn` of `cu` (its entry and pc ranges) when it has code: false when it
+  // has none (a declaration, or code removed); functions_.back() is it otherwise.
+  bool add_function(Dwarf_Die* fn, Dwarf_Die* cu) const;
   bool index_function_fast(const DieReader& reader, Dwarf_Die* cu, const PendingRawDie& fn,
                            Dwarf_Files* files, size_t nfiles,
                            std::vector<PendingRawDie>* nested) const;
