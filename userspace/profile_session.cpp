@@ -144,7 +144,7 @@ struct ProfileSession::Impl {
   }
 
   // Hands every queued sample to `handler`; the number handled.
-  int hand_over(std::vector<std::vector<uint8_t>> samples, const SampleHandler& handler) {
+  int hand_over(const std::vector<std::vector<uint8_t>>& samples, const SampleHandler& handler) {
     for (const std::vector<uint8_t>& b : samples) {
       std::memcpy(&scratch, b.data(), b.size());
       handler(scratch);
@@ -279,7 +279,7 @@ int ProfileSession::poll(int timeout_ms, const SampleHandler& handler) {
                        [&] { return !impl_->queued.empty() || impl_->stop_draining; });
     samples = impl_->take_queued();
   }
-  return impl_->hand_over(std::move(samples), handler);
+  return impl_->hand_over(samples, handler);
 }
 
 int ProfileSession::drain(const SampleHandler& handler) {
@@ -290,7 +290,7 @@ int ProfileSession::drain(const SampleHandler& handler) {
     std::lock_guard<std::mutex> lock(impl_->mu);
     samples = impl_->take_queued();
   }
-  const int handled = impl_->hand_over(std::move(samples), handler);
+  const int handled = impl_->hand_over(samples, handler);
   return r < 0 ? r : handled;
 }
 
