@@ -105,6 +105,28 @@ int fixed_form_size(unsigned form, unsigned version, uint8_t address_size, uint8
   }
 }
 
+// A bit for each attribute whose value the reader decodes, -1 for the others.
+int decoded_attr_bit(unsigned name) {
+  switch (name) {
+    case DW_AT_sibling:
+      return 0;
+    case DW_AT_low_pc:
+      return 1;
+    case DW_AT_high_pc:
+      return 2;
+    case DW_AT_ranges:
+      return 3;
+    case DW_AT_call_file:
+      return 4;
+    case DW_AT_call_line:
+      return 5;
+    case DW_AT_call_column:
+      return 6;
+    default:
+      return -1;
+  }
+}
+
 }  // namespace
 
 bool DieReader::open(Dwarf_Die* cu, Dwarf_Off unit_start, Dwarf_Off unit_end, const void* section,
@@ -149,6 +171,7 @@ bool DieReader::open(Dwarf_Die* cu, Dwarf_Off unit_start, Dwarf_Off unit_end, co
     // Attributes until libdw reports the end (dwarf_getattrcnt of elfutils 0.188 counts one
     // too many after a DW_FORM_implicit_const).
     int fixed = 0;
+    unsigned decoded = 0;  // decoded_attr_bit()s seen in this abbreviation
     for (size_t i = 0;; ++i) {
       if (i == kMaxAttrs) return false;  // a list this long is left to libdw, not cut short
       unsigned name = 0;
@@ -158,6 +181,12 @@ bool DieReader::open(Dwarf_Die* cu, Dwarf_Off unit_start, Dwarf_Off unit_end, co
       if (dwarf_getabbrevattr_data(a, i, &name, &form, &implicit, &attr_offset) != 0) break;
       const int size = fixed_form_size(form, version_, address_size_, offset_size_);
       if (size == -2) return false;
+      // One of them twice (hostile DWARF): dwarf_attr and dwarf_siblingof take the first,
+      // dwarf_getattrs (the index's libdw path) sees both; the unit is left to libdw.
+      if (const int bit = decoded_attr_bit(name); bit >= 0) {
+        if ((decoded & (1u << bit)) != 0) return false;
+        decoded |= 1u << bit;
+      }
       fixed = size < 0 || fixed < 0 ? -1 : fixed + size;
       if (name == DW_AT_declaration) out.declaration = true;
       if (name == DW_AT_sibling) out.sibling = true;
@@ -298,7 +327,7 @@ int DieReader::sibling(const Die& die, Die* sibling) const {
 }
 
 bool DieReader::inline_values(const Die& die, InlineValues* out) const {
-  if (die.abbrev == nullptr) return false;
+  if (die.abbrev == nullptr || out == nullptr) return false;
   const uint8_t* end = section_ + unit_end_;
   const uint8_t* p = die.attrs;
   for (const Abbrev::Attr& attr : die.abbrev->attrs) {

@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <utility>
@@ -21,10 +23,16 @@
 #include "symbolizer/dwarf_die_reader.h"
 #include "symbolizer/module.h"
 #include "tests/integration/fixture_process.h"
+#include "tests/unit/die_reader_compare.h"
 
 namespace asyncprobe::sym {
 namespace {
 
+using asyncprobe::sym::testing::compare_die_walk;
+using asyncprobe::sym::testing::debug_info_section;
+using asyncprobe::sym::testing::die_udata;
+using asyncprobe::sym::testing::DieWalkCounts;
+using asyncprobe::sym::testing::DieWalkLimits;
 using asyncprobe::testing::fixture_path;
 
 // A function with 40 inlined calls at its top level, each with nested inlined calls (so the
@@ -118,79 +126,8 @@ class LibdwFile {
   Dwarf* dwarf_ = nullptr;
 };
 
-// .debug_info's bytes as libdw reads them.
-std::pair<const void*, size_t> debug_info(Dwarf* dw) {
-  Elf* elf = dwarf_getelf(dw);
-  size_t shstrndx = 0;
-  if (elf == nullptr || elf_getshdrstrndx(elf, &shstrndx) != 0) return {nullptr, 0};
-  for (Elf_Scn* scn = elf_nextscn(elf, nullptr); scn != nullptr; scn = elf_nextscn(elf, scn)) {
-    GElf_Shdr shdr;
-    const char* name =
-        gelf_getshdr(scn, &shdr) != nullptr ? elf_strptr(elf, shstrndx, shdr.sh_name) : nullptr;
-    if (name == nullptr || std::string(name) != ".debug_info") continue;
-    Elf_Data* data = elf_getdata(scn, nullptr);
-    return data != nullptr ? std::make_pair(data->d_buf, data->d_size)
-                           : std::make_pair(nullptr, size_t{0});
-  }
-  return {nullptr, 0};
-}
-
-uint64_t udata(Dwarf_Die* die, int name, uint64_t missing) {
-  Dwarf_Attribute attr;
-  Dwarf_Word v = 0;
-  if (dwarf_attr(die, name, &attr) == nullptr || dwarf_formudata(&attr, &v) != 0) return missing;
-  return v;
-}
-
-struct WalkCounts {
-  size_t dies = 0, inlines = 0, inlines_read = 0;
-};
-
-// Compares `die` and its subtree, DIE by DIE, with the reader's view.
-void compare_subtree(Dwarf_Die die, const DieReader& reader, DieReader::Die raw, WalkCounts* n,
-                     const std::string& where) {
-  for (;;) {
-    ++n->dies;
-    ASSERT_EQ(dwarf_dieoffset(&die), raw.offset) << where;
-    ASSERT_NE(raw.abbrev, nullptr) << where;
-    const int tag = dwarf_tag(&die);
-    ASSERT_EQ(static_cast<unsigned>(tag), raw.abbrev->tag) << where << " at " << raw.offset;
-    EXPECT_EQ(dwarf_hasattr(&die, DW_AT_declaration) != 0, raw.abbrev->declaration) << where;
-    if (tag == DW_TAG_inlined_subroutine) {
-      ++n->inlines;
-      DieReader::InlineValues v;
-      ASSERT_TRUE(reader.inline_values(raw, &v)) << where << " at " << raw.offset;
-      if (!v.needs_libdw) {
-        ++n->inlines_read;
-        EXPECT_EQ(v.file, udata(&die, DW_AT_call_file, ~uint64_t{0})) << where;
-        EXPECT_EQ(v.line, udata(&die, DW_AT_call_line, 0)) << where;
-        EXPECT_EQ(v.column, udata(&die, DW_AT_call_column, 0)) << where;
-        Dwarf_Addr low = 0;
-        Dwarf_Addr high = 0;
-        ASSERT_EQ(dwarf_lowpc(&die, &low), 0) << where;
-        ASSERT_EQ(dwarf_highpc(&die, &high), 0) << where;
-        EXPECT_EQ(v.low, low) << where;
-        EXPECT_EQ(v.high_is_offset ? v.low + v.high : v.high, high) << where;
-      }
-    }
-    Dwarf_Die child;
-    DieReader::Die raw_child;
-    const int has_child = dwarf_child(&die, &child);
-    ASSERT_EQ(reader.child(raw, &raw_child), has_child) << where << " at " << raw.offset;
-    if (has_child == 0) compare_subtree(child, reader, raw_child, n, where);
-    if (::testing::Test::HasFatalFailure()) return;
-    Dwarf_Die next;
-    DieReader::Die raw_next;
-    const int has_next = dwarf_siblingof(&die, &next);
-    ASSERT_EQ(reader.sibling(raw, &raw_next), has_next) << where << " at " << raw.offset;
-    if (has_next != 0) return;
-    die = next;
-    raw = raw_next;
-  }
-}
-
-WalkCounts compare_walk(const std::string& path, const std::string& label) {
-  WalkCounts n;
+DieWalkCounts compare_walk(const std::string& path, const std::string& label) {
+  DieWalkCounts n;
   LibdwFile file(path);
   EXPECT_NE(file.get(), nullptr) << label;
   if (file.get() == nullptr) return n;
@@ -203,12 +140,11 @@ WalkCounts compare_walk(const std::string& path, const std::string& label) {
     EXPECT_NE(dwarf_offdie(file.get(), off + header, &cu), nullptr) << label;
     DieReader reader;
     // Every unit of these objects is one the reader knows: the fast path is what is tested.
-    const auto [section, size] = debug_info(file.get());
+    const auto [section, size] = debug_info_section(file.get());
     EXPECT_TRUE(reader.open(&cu, off, next, section, size)) << label << " unit at " << off;
     DieReader::Die raw;
     EXPECT_TRUE(reader.read(off + header, &raw)) << label;
-    compare_subtree(cu, reader, raw, &n, label);
-    if (::testing::Test::HasFatalFailure()) return n;
+    EXPECT_EQ(compare_die_walk(cu, reader, raw, DieWalkLimits{}, &n), "") << label;
     ++units;
     off = next;
   }
@@ -220,7 +156,7 @@ TEST(DieReader, WalksAndReadsInlinedCallsAsLibdw) {
   TempDir dir;
   ASSERT_FALSE(dir.path().empty());
   for (const Built& b : build_objects(dir.path())) {
-    const WalkCounts n = compare_walk(b.path, b.label);
+    const DieWalkCounts n = compare_walk(b.path, b.label);
     EXPECT_GT(n.dies, 200u) << b.label;
     // 40 x (1 + 2 + 4) inlined calls in `many` alone, most read without libdw.
     EXPECT_GE(n.inlines, 280u) << b.label;
@@ -231,9 +167,92 @@ TEST(DieReader, WalksAndReadsInlinedCallsAsLibdw) {
   }
   // Large objects with Boost.Asio's DWARF, from both compiler families.
   for (const std::string variant : {"gcc12-O2", "clang19-O2"}) {
-    const WalkCounts n = compare_walk(fixture_path(variant, "asio_server"), variant);
+    const DieWalkCounts n = compare_walk(fixture_path(variant, "asio_server"), variant);
     EXPECT_GT(n.dies, 20'000u) << variant;
     EXPECT_GT(n.inlines, 1'000u) << variant;
+  }
+}
+
+// A copy of `path` (at `out`) whose first DW_TAG_inlined_subroutine abbreviation of the first
+// unit names DW_AT_call_file where it named DW_AT_call_line: one decoded attribute twice, as
+// fuzz_die_reader made it (tests/fuzz/corpus/die_reader/found-duplicate-call-file). False when
+// there is no such abbreviation.
+bool write_duplicate_call_file(const std::string& path, const std::string& out) {
+  LibdwFile file(path);
+  Dwarf_Off abbrev_offset = 0;
+  Dwarf_Off next = 0;
+  size_t header = 0;
+  if (file.get() == nullptr ||
+      dwarf_nextcu(file.get(), 0, &next, &header, &abbrev_offset, nullptr, nullptr) != 0) {
+    return false;
+  }
+  Elf* elf = dwarf_getelf(file.get());
+  size_t shstrndx = 0;
+  GElf_Shdr abbrev{};
+  if (elf_getshdrstrndx(elf, &shstrndx) != 0) return false;
+  for (Elf_Scn* scn = elf_nextscn(elf, nullptr); scn != nullptr; scn = elf_nextscn(elf, scn)) {
+    GElf_Shdr shdr;
+    const char* name =
+        gelf_getshdr(scn, &shdr) != nullptr ? elf_strptr(elf, shstrndx, shdr.sh_name) : nullptr;
+    if (name != nullptr && std::string(name) == ".debug_abbrev") abbrev = shdr;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t pos = abbrev.sh_offset + abbrev_offset;
+  const size_t end = std::min<size_t>(bytes.size(), abbrev.sh_offset + abbrev.sh_size);
+  const auto uleb = [&]() {
+    uint64_t v = 0;
+    for (unsigned shift = 0; pos < end && shift < 64; shift += 7) {
+      const auto b = static_cast<uint8_t>(bytes[pos++]);
+      v |= uint64_t{b & 0x7fu} << shift;
+      if ((b & 0x80) == 0) break;
+    }
+    return v;
+  };
+  while (pos < end && uleb() != 0) {
+    const uint64_t tag = uleb();
+    ++pos;  // DW_CHILDREN_*
+    bool has_file = false;
+    size_t call_line_at = 0;
+    for (;;) {
+      const size_t name_at = pos;
+      const uint64_t name = uleb();
+      const uint64_t form = uleb();
+      if (name == 0 && form == 0) break;
+      if (form == DW_FORM_implicit_const) uleb();  // its SLEB128 value, as long as a ULEB128
+      if (name == DW_AT_call_file) has_file = true;
+      if (name == DW_AT_call_line) call_line_at = name_at;  // 0x59: one byte
+    }
+    if (tag == DW_TAG_inlined_subroutine && has_file && call_line_at != 0) {
+      bytes[call_line_at] = static_cast<char>(DW_AT_call_file);  // both one-byte names
+      std::ofstream(out, std::ios::binary) << bytes;
+      return true;
+    }
+  }
+  return false;
+}
+
+// libdw's dwarf_attr takes the first of two equal attributes and the index's libdw path
+// (dwarf_getattrs) sees both: the reader declines the unit, which the index then walks through
+// libdw, instead of answering with the second.
+TEST(DieReader, DeclinesAUnitWithADecodedAttributeTwice) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path().empty());
+  for (const Built& b : build_objects(dir.path())) {
+    const std::string patched = b.path + "-duplicate";
+    ASSERT_TRUE(write_duplicate_call_file(b.path, patched)) << b.label;
+    for (const std::string& path : {b.path, patched}) {
+      LibdwFile file(path);
+      ASSERT_NE(file.get(), nullptr) << path;
+      Dwarf_Off next = 0;
+      size_t header = 0;
+      ASSERT_EQ(dwarf_nextcu(file.get(), 0, &next, &header, nullptr, nullptr, nullptr), 0);
+      Dwarf_Die cu;
+      ASSERT_NE(dwarf_offdie(file.get(), header, &cu), nullptr) << path;
+      const auto [section, size] = debug_info_section(file.get());
+      DieReader reader;
+      EXPECT_EQ(reader.open(&cu, 0, next, section, size), path == b.path) << path;
+    }
   }
 }
 
@@ -329,7 +348,7 @@ TEST(DwarfIndex, InlineChainsAndLinesMatchLibdw) {
         reference_chain(&function, a, &chain);
         std::vector<int> call_lines;
         for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
-          call_lines.push_back(static_cast<int>(udata(&*it, DW_AT_call_line, 0)));
+          call_lines.push_back(static_cast<int>(die_udata(&*it, DW_AT_call_line, 0)));
         }
         ASSERT_EQ(frames.size(), call_lines.size() + 1) << b.label << " " << std::hex << a;
         for (size_t k = 0; k < call_lines.size(); ++k) {
