@@ -306,7 +306,11 @@ void TraceModel::on_resume(const trace_resume_event& e) {
     } else {
       ++fs.suspended_unknown_start;
       ++p.suspended_unknown_start;
-      if (opts_.leaf_waits) ++wait_counters_.unknown_start;
+      // A first resume from the initial suspend point ends no wait (counts_as_leaf_wait): only
+      // the others are waits that went uncounted.
+      if (opts_.leaf_waits && location(f.fn, index).kind != "initial") {
+        ++wait_counters_.unknown_start;
+      }
     }
     fill_pending(f, index);
   }
