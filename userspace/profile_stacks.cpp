@@ -52,6 +52,13 @@ std::string frame_location(const ProfileFrame& f) {
   return f.file + ":" + std::to_string(f.line);
 }
 
+std::string profile_weight_text(const Profile& p, int64_t w) {
+  if (p.type == Profile::Type::kCpu) return std::to_string(w) + (w == 1 ? " sample" : " samples");
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.3f ms", static_cast<double>(w) / 1e6);
+  return buf;
+}
+
 std::string hex_address(uint64_t v) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);

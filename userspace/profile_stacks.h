@@ -20,6 +20,9 @@ int64_t profile_weight(const Profile& p, const ProfileSample& s);
 // "samples" or "ns", the unit of profile_weight().
 const char* profile_weight_unit(const Profile& p);
 
+// A weight as a reader takes it: "12 samples" (CPU) or "3.250 ms" (await).
+std::string profile_weight_text(const Profile& p, int64_t w);
+
 // "cpu" or "await".
 const char* profile_type_name(Profile::Type t);
 

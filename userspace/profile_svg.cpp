@@ -143,13 +143,6 @@ std::string fixed2(double v) {
   return buf;
 }
 
-std::string weight_text(const Profile& p, int64_t w) {
-  if (p.type == Profile::Type::kCpu) return std::to_string(w) + (w == 1 ? " sample" : " samples");
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%.3f ms", w / 1e6);
-  return buf;
-}
-
 // The name as it fits into `width` pixels ("" when not even three characters do).
 std::string fitted_name(const std::string& name, double width) {
   const int chars = static_cast<int>((width - 6) / kCharWidth);
@@ -175,8 +168,8 @@ std::string tooltip(const Profile& p, const Node& n, int64_t total) {
     t += "\n";
   }
   t += kind_label(n);
-  t += "\n" + weight_text(p, n.weight) + ", " + fixed2(total > 0 ? 100.0 * n.weight / total : 0.0) +
-       "%";
+  t += "\n" + profile_weight_text(p, n.weight) + ", " +
+       fixed2(total > 0 ? 100.0 * n.weight / total : 0.0) + "%";
   return t;
 }
 
@@ -436,7 +429,7 @@ void write_flame_svg(std::ostream& out, const Profile& p, const SvgOptions& opts
             " profile of pid " + std::to_string(p.pid);
     if (!p.command.empty()) title += " (" + p.command + ")";
   }
-  std::string subtitle = weight_text(p, total);
+  std::string subtitle = profile_weight_text(p, total);
   if (p.type == Profile::Type::kAwait) subtitle += " suspended";
   char buf[96];
   std::snprintf(buf, sizeof buf, " in %.3f s", p.duration_ns / 1e9);

@@ -21,14 +21,6 @@ std::string percent(int64_t part, int64_t total) {
   return buf;
 }
 
-// "12 samples" or "3.250 ms".
-std::string weight_text(const Profile& p, int64_t w) {
-  if (p.type == Profile::Type::kCpu) return std::to_string(w) + (w == 1 ? " sample" : " samples");
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%.3f ms", w / 1e6);
-  return buf;
-}
-
 std::string kind_tag(const ProfileFrame& f, bool uncertain) {
   switch (f.kind) {
     case ProfileFrame::Kind::kCoroutine:
@@ -148,7 +140,7 @@ void write_profile_text(std::ostream& out, const Profile& p, const ProfileTextOp
     out << line;
   }
   out << ": " << total_count << (p.type == Profile::Type::kCpu ? " samples" : " suspensions seen");
-  if (p.type == Profile::Type::kAwait) out << ", " << weight_text(p, total) << " suspended";
+  if (p.type == Profile::Type::kAwait) out << ", " << profile_weight_text(p, total) << " suspended";
   out << " in " << p.samples.size() << " distinct stacks";
   if (p.type == Profile::Type::kCpu) out << ", " << p.lost_samples << " lost";
   out << "\n";
@@ -190,8 +182,8 @@ void write_profile_text(std::ostream& out, const Profile& p, const ProfileTextOp
     const StackGroup& g = groups[rank];
     const ProfileSample& s = p.samples[g.samples.front()];
     if (g.weight <= 0) break;
-    out << "#" << rank + 1 << "  " << weight_text(p, g.weight) << " (" << percent(g.weight, total)
-        << ")" << owner_text(p, g, opts.max_name_chars);
+    out << "#" << rank + 1 << "  " << profile_weight_text(p, g.weight) << " ("
+        << percent(g.weight, total) << ")" << owner_text(p, g, opts.max_name_chars);
     if (s.async_uncertain) out << "  (async stack uncertain)";
     out << "\n";
     for (size_t i = 0; i < s.frames.size() && i < opts.max_frames; ++i) {
