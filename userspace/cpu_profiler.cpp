@@ -7,23 +7,38 @@
 #include <cstring>
 #include <fstream>
 
+#include "userspace/profile_stacks.h"
+#include "userspace/thread_cpu_clock.h"
+
 namespace asyncprobe {
 
 namespace {
 
-double thread_cpu_s() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+// Every word of sample `s` that can hold the frame address of the coroutine whose resume
+// function is frames[k]: the interrupted registers, the callee-saved registers the CFI walk
+// recovered for the frames up to it, and the stack from the interrupted sp up to its CFA (the
+// caller's sp). `len`: valid bytes of s.stack.
+std::vector<uint64_t> frame_address_candidates(const profile_sample& s, size_t len,
+                                               const std::vector<UnwoundFrame>& frames, size_t k) {
+  std::vector<uint64_t> words(std::begin(s.regs), std::end(s.regs));
+  for (size_t i = 0; i <= k; ++i) {
+    words.insert(words.end(), std::begin(frames[i].callee_saved), std::end(frames[i].callee_saved));
+  }
+  const uint64_t cfa = k + 1 < frames.size() ? frames[k + 1].sp : frames[k].sp + 512;
+  // Not below sp: the red zone copy may hold stale words of calls that already returned.
+  const uint64_t sp = s.regs[7];
+  if (cfa > sp && sp >= s.stack_addr) {
+    const uint64_t span = std::min<uint64_t>(cfa - s.stack_addr, len);
+    for (uint64_t off = sp - s.stack_addr; off + 8 <= span; off += 8) {
+      uint64_t w;
+      std::memcpy(&w, s.stack + off, 8);
+      words.push_back(w);
+    }
+  }
+  return words;
 }
 
 constexpr size_t kMaxTimings = 100'000;
-
-std::string hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 constexpr size_t kMaxFrames = 128;
 
@@ -48,7 +63,7 @@ void CpuProfiler::add_native(const UnwoundFrame& uf, ProfileFrame::Kind kind,
   if (uf.functions.empty()) {
     ProfileFrame f;
     f.kind = kind;
-    f.function = hex(uf.pc);
+    f.function = hex_address(uf.pc);
     f.object = uf.object;
     f.address = uf.pc;
     out->push_back(builder_.intern(f));
@@ -57,7 +72,7 @@ void CpuProfiler::add_native(const UnwoundFrame& uf, ProfileFrame::Kind kind,
   for (const sym::InlineFrame& fn : uf.functions) {
     ProfileFrame f;
     f.kind = kind;
-    f.function = fn.function.empty() ? hex(uf.pc) : fn.function;
+    f.function = fn.function.empty() ? hex_address(uf.pc) : fn.function;
     f.file = fn.location.file;
     f.line = fn.location.line;
     f.object = uf.object;
@@ -77,14 +92,14 @@ bool CpuProfiler::trace_names(const profile_sample& s, const ResumeFunction& run
 
 void CpuProfiler::add(const profile_sample& s) {
   stats_.samples++;
-  const double t0 = thread_cpu_s();
+  const double t0 = thread_cpu_seconds();
   const size_t len = std::min<size_t>(s.stack_len, sizeof s.stack);
   uint64_t regs[17];
   for (int i = 0; i < 17; ++i) regs[i] = s.regs[i];
   std::vector<UnwoundFrame> frames =
       unwinder_->unwind(regs, s.stack_addr, s.stack, len, kMaxFrames);
   if (stats_.unwind_cpu_us.size() < kMaxTimings) {
-    stats_.unwind_cpu_us.push_back(static_cast<float>((thread_cpu_s() - t0) * 1e6));
+    stats_.unwind_cpu_us.push_back(static_cast<float>((thread_cpu_seconds() - t0) * 1e6));
   }
   if (frames.size() <= 1) stats_.unwind_one_frame++;
 
@@ -97,7 +112,7 @@ void CpuProfiler::add(const profile_sample& s) {
     ProfileFrame f;
     f.kind = ProfileFrame::Kind::kKernel;
     std::string name = kernel_ != nullptr ? kernel_->name_at(a) : std::string();
-    f.function = name.empty() ? hex(a) : name;
+    f.function = name.empty() ? hex_address(a) : name;
     f.address = a;
     stack.push_back(builder_.intern(f));
   }
@@ -114,28 +129,10 @@ void CpuProfiler::add(const profile_sample& s) {
   CoroutineJoin join;
   if (running != nullptr) {
     stats_.in_coroutine++;
-    // Every word that can hold the frame address: the interrupted registers, the callee-saved
-    // registers the CFI walk recovered for the frames up to the resume function, and the stack
-    // from the interrupted sp up to the resume function's CFA (the caller's sp).
-    std::vector<uint64_t> words(regs, regs + 17);
-    for (size_t i = 0; i <= k; ++i) {
-      words.insert(words.end(), std::begin(frames[i].callee_saved),
-                   std::end(frames[i].callee_saved));
-    }
-    uint64_t cfa = k + 1 < frames.size() ? frames[k + 1].sp : frames[k].sp + 512;
-    // Not below sp: the red zone copy may hold stale words of calls that already returned.
-    const uint64_t sp = regs[7];
-    if (cfa > sp && sp >= s.stack_addr) {
-      const uint64_t span = std::min<uint64_t>(cfa - s.stack_addr, len);
-      for (uint64_t off = sp - s.stack_addr; off + 8 <= span; off += 8) {
-        uint64_t w;
-        std::memcpy(&w, s.stack + off, 8);
-        words.push_back(w);
-      }
-    }
     // profile --trace: the probes named the running frame; the words are the fallback.
-    join = trace_names(s, *running) ? finder_->find(*running, {s.coro_frame})
-                                    : finder_->find(*running, std::move(words));
+    join = trace_names(s, *running)
+               ? finder_->find(*running, {s.coro_frame})
+               : finder_->find(*running, frame_address_candidates(s, len, frames, k));
     switch (join.result) {
       case CoroutineJoin::Result::kJoined:
         stats_.joined++;
@@ -169,7 +166,7 @@ void CpuProfiler::add(const profile_sample& s) {
     for (const sym::InlineFrame& fn : uf.functions) {
       if (fn.inlined) {
         ProfileFrame f;
-        f.function = fn.function.empty() ? hex(uf.pc) : fn.function;
+        f.function = fn.function.empty() ? hex_address(uf.pc) : fn.function;
         f.file = fn.location.file;
         f.line = fn.location.line;
         f.object = uf.object;

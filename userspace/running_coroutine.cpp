@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "userspace/target_process.h"
+#include "userspace/thread_cpu_clock.h"
 
 namespace asyncprobe {
 
@@ -14,14 +15,6 @@ namespace {
 double monotonic_s() {
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
-// Costs are measured in this thread's CPU time: on a shared machine wall time also counts
-// waiting for a CPU.
-double thread_cpu_s() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
@@ -64,14 +57,14 @@ RunningCoroutineFinder::RunningCoroutineFinder(SnapshotTaker* taker, MemoryReade
 }
 
 bool RunningCoroutineFinder::refresh(SnapshotError* error) {
-  const double t0 = thread_cpu_s();
+  const double t0 = thread_cpu_seconds();
   Snapshot s;
   if (!taker_->take(&s, error)) return false;
   snap_ = std::move(s);
   index_snapshot();
   last_refresh_ = monotonic_s();
   stats_.snapshots++;
-  last_snapshot_cpu_s_ = thread_cpu_s() - t0;
+  last_snapshot_cpu_s_ = thread_cpu_seconds() - t0;
   stats_.snapshot_seconds += last_snapshot_cpu_s_;
   return true;
 }
@@ -120,7 +113,7 @@ CoroutineJoin RunningCoroutineFinder::join_at(size_t frame_index) {
 
 CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
                                            std::vector<uint64_t> candidates) {
-  const double t0 = thread_cpu_s();
+  const double t0 = thread_cpu_seconds();
   double in_snapshots = 0;
   std::sort(candidates.begin(), candidates.end());
   candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
@@ -185,7 +178,7 @@ CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
       // snapshot of a big heap costs far more than one of a small one).
       const double min_gap = std::max(min_refresh_s_, 20 * last_snapshot_cpu_s_);
       if (monotonic_s() - last_refresh_ >= min_gap) {
-        const double s0 = thread_cpu_s();
+        const double s0 = thread_cpu_seconds();
         SnapshotError err;
         if (refresh(&err)) {
           auto it = by_address_.find(live[0]);
@@ -193,13 +186,13 @@ CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
             out = join_at(it->second);
           }
         }
-        in_snapshots = thread_cpu_s() - s0;
+        in_snapshots = thread_cpu_seconds() - s0;
       } else {
         stats_.refreshes_skipped++;
       }
     }
   }
-  stats_.join_seconds += thread_cpu_s() - t0 - in_snapshots;
+  stats_.join_seconds += thread_cpu_seconds() - t0 - in_snapshots;
   return out;
 }
 

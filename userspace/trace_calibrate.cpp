@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 
+#include "userspace/thread_cpu_clock.h"
 #include "userspace/trace_session.h"
 
 // A stand-in resume function: asyncprobe puts trace_resume on it while calibrating. Its argument
@@ -43,11 +44,7 @@ bool self_file_offset(uint64_t addr, std::string* path, uint64_t* offset) {
 }
 
 // CPU time of this thread (user + kernel: the traps and programs count, other load does not).
-double thread_cpu_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
-}
+double thread_cpu_ns() { return thread_cpu_seconds() * 1e9; }
 
 double time_calls(size_t n, uint16_t* fake_frame) {
   const double t0 = thread_cpu_ns();
