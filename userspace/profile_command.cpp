@@ -309,12 +309,6 @@ int write_output(const ProfileOptions& o, const Profile& p) {
   return kExitOk;
 }
 
-// Kernel BTF for CO-RE: ASYNCPROBE_VMLINUX_BTF overrides the running kernel's (as for trace).
-std::string btf_path() {
-  const char* env = std::getenv("ASYNCPROBE_VMLINUX_BTF");
-  return env != nullptr ? env : "";
-}
-
 // Far above any real blocking call or stall: the profile wants runs and resumes only, not the
 // stacks `trace` copies for those.
 constexpr uint64_t kNoBlockingReports = 3600ull * 1'000'000'000;
@@ -334,7 +328,7 @@ std::unique_ptr<TraceSession> attach_profile_probes(const ProfileOptions& o,
   settings.block_threshold_ns = kNoBlockingReports;
   settings.stall_threshold_ns = kNoBlockingReports;
   settings.ringbuf_bytes = o.ringbuf_mb << 20;
-  settings.btf_path = btf_path();
+  settings.btf_path = kernel_btf_path();
   std::unique_ptr<TraceSession> session = attach_trace_probes(*plan, settings, attach, &terr);
   if (session == nullptr) *rc = fail(terr.message, terr.code);
   return session;
@@ -487,7 +481,7 @@ int run_await(const ProfileOptions& o, SnapshotTaker* taker) {
 
 int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines) {
   TraceError terr;
-  const std::string btf = btf_path();
+  const std::string btf = kernel_btf_path();
 
   Profile p;
   p.type = Profile::Type::kCpu;
@@ -635,7 +629,8 @@ int profile_main(int argc, char** argv) {
   if (!o.await || o.trace) {
     // Privileges and BTF first: without them nothing else is worth reading.
     TraceError terr;
-    if (!check_bpf_support(btf_path(), "profile", &terr)) return fail(terr.message, terr.code);
+    if (!check_bpf_support(kernel_btf_path(), "profile", &terr))
+      return fail(terr.message, terr.code);
   }
   try {
     SnapshotTaker taker(SnapshotSession{o.pid, o.debug_dirs});

@@ -233,8 +233,7 @@ int trace_main(int argc, char** argv) {
     return code;
   }
   TraceError terr;
-  const char* btf_env = std::getenv("ASYNCPROBE_VMLINUX_BTF");
-  const std::string btf = btf_env != nullptr ? btf_env : "";
+  const std::string btf = kernel_btf_path();
   if (!check_trace_support(btf, &terr)) {
     std::string hint;
     if (auto rc = trace_in_process(o, &hint)) return *rc;

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdarg>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -96,6 +97,11 @@ std::string syscall_name(uint32_t nr) {
     if (s.nr == nr) return s.name;
   }
   return "syscall_" + std::to_string(nr);
+}
+
+std::string kernel_btf_path() {
+  const char* env = std::getenv("ASYNCPROBE_VMLINUX_BTF");
+  return env != nullptr ? env : "";
 }
 
 bool check_trace_support(const std::string& btf_path, TraceError* error) {

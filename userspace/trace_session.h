@@ -68,6 +68,9 @@ struct TraceCounters {
 // Preconditions of loading BPF at all: privileges (root, or CAP_BPF + CAP_PERFMON) and kernel
 // BTF. false with a one-line reason and an exit code.
 bool check_trace_support(const std::string& btf_path, TraceError* error);
+// The kernel BTF the BPF commands load with: ASYNCPROBE_VMLINUX_BTF when set (tests, odd
+// systems), else "" (the running kernel's /sys/kernel/btf/vmlinux).
+std::string kernel_btf_path();
 // The same for another command that loads BPF (`profile`): `command` names it in the messages.
 bool check_bpf_support(const std::string& btf_path, const std::string& command, TraceError* error);
 
