@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* asyncprobe trace: coroutine resumes, blocking syscalls inside coroutines and event-loop stalls
- * of one process. Userspace (userspace/trace_session.cpp) attaches:
+ * of one process. Userspace (userspace/kernel/trace_session.cpp) attaches:
  *   trace_resume   uprobe at the entry of every coroutine resume function (GCC .actor, Clang
  *                  .resume), bpf_cookie = function id; the frame is the first argument
  *   trace_destroy  uprobe at the entry of every destroy / cleanup function

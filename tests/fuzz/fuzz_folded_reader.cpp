@@ -4,8 +4,8 @@
 #include <sstream>
 #include <string>
 
-#include "userspace/profile_export.h"
-#include "userspace/profile_folded.h"
+#include "userspace/output/profile_export.h"
+#include "userspace/output/profile_folded.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::istringstream in(std::string(reinterpret_cast<const char*>(data), size));

@@ -3,9 +3,9 @@
 #include <cstdint>
 #include <string_view>
 
-#include "userspace/process_maps.h"
-#include "userspace/target_process.h"
-#include "userspace/thread_reader.h"
+#include "userspace/process/process_maps.h"
+#include "userspace/process/target_process.h"
+#include "userspace/process/thread_reader.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);

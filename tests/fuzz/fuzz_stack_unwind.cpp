@@ -7,7 +7,7 @@
 #include <cstring>
 #include <memory>
 
-#include "userspace/trace_unwind.h"
+#include "userspace/process/stack_unwind.h"
 
 namespace {
 

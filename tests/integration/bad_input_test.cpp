@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "tests/integration/fixture_process.h"
-#include "userspace/exit_codes.h"
+#include "userspace/util/exit_codes.h"
 
 namespace asyncprobe::testing {
 namespace {

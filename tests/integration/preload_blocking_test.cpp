@@ -14,7 +14,7 @@
 #include "tests/integration/fixture_process.h"
 #include "tests/integration/preload_support.h"
 #include "tests/integration/source_markers.h"
-#include "userspace/preload_trace.h"
+#include "userspace/trace/preload_trace.h"
 
 namespace asyncprobe::testing {
 namespace {

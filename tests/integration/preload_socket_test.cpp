@@ -19,18 +19,18 @@
 #include <thread>
 #include <vector>
 
-#include "preload/protocol.h"
+#include "userspace/preload/protocol.h"
 #include "tests/integration/fixture_process.h"
 #include "tests/integration/preload_support.h"
 #include "tests/integration/source_markers.h"
-#include "userspace/awaiter_stitcher.h"
-#include "userspace/exit_codes.h"
-#include "userspace/frame_scanner.h"
-#include "userspace/memory_reader.h"
-#include "userspace/preload_client.h"
-#include "userspace/process_maps.h"
-#include "userspace/report_json.h"
-#include "userspace/snapshot_taker.h"
+#include "userspace/snapshot/awaiter_stitcher.h"
+#include "userspace/util/exit_codes.h"
+#include "userspace/snapshot/frame_scanner.h"
+#include "userspace/process/memory_reader.h"
+#include "userspace/process/preload_client.h"
+#include "userspace/process/process_maps.h"
+#include "userspace/output/report_json.h"
+#include "userspace/snapshot/snapshot_taker.h"
 
 namespace asyncprobe::testing {
 namespace {

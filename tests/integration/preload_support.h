@@ -34,15 +34,8 @@ inline std::string read_text_file(const std::string& path) {
   return s.str();
 }
 
-// The command that runs `asyncprobe run`: the asyncprobe binary once its main() dispatches `run`
-// (userspace/main.cpp calls run_main), until then the stand-alone driver built from preload/.
-inline std::vector<std::string> run_command_prefix() {
-  static const bool dispatched =
-      read_text_file(source_dir() + "/userspace/main.cpp").find("run_main") != std::string::npos;
-  if (dispatched) return {asyncprobe_binary(), "run"};
-  std::string bin = asyncprobe_binary();
-  return {bin.substr(0, bin.rfind('/')) + "/preload/preload-run-driver"};
-}
+// The command that runs `asyncprobe run`.
+inline std::vector<std::string> run_command_prefix() { return {asyncprobe_binary(), "run"}; }
 
 inline std::vector<std::string> run_argv(const std::vector<std::string>& options,
                                          const std::vector<std::string>& cmd) {

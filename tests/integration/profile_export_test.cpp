@@ -24,8 +24,8 @@
 
 #include "tests/integration/fixture_process.h"
 #include "tests/unit/profile_builders.h"
-#include "userspace/profile_export.h"
-#include "userspace/profile_folded.h"
+#include "userspace/output/profile_export.h"
+#include "userspace/output/profile_folded.h"
 
 namespace asyncprobe::testing {
 namespace {

@@ -22,8 +22,8 @@
 #include "tests/integration/fixture_process.h"
 #include "tests/integration/source_markers.h"
 #include "tests/integration/trace_support.h"
-#include "userspace/snapshot_taker.h"
-#include "userspace/trace_command.h"
+#include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/cli/trace_command.h"
 
 namespace asyncprobe::testing {
 namespace {

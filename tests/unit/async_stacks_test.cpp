@@ -1,4 +1,4 @@
-#include "userspace/async_stacks.h"
+#include "userspace/snapshot/async_stacks.h"
 #include "tests/unit/model_builders.h"
 
 #include <gtest/gtest.h>

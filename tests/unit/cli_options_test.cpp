@@ -1,5 +1,5 @@
 // The option walker the subcommands share, and the small value parsers.
-#include "userspace/cli_options.h"
+#include "userspace/cli/cli_options.h"
 
 #include <gtest/gtest.h>
 

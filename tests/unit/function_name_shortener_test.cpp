@@ -1,6 +1,6 @@
 // Shortening of long demangled names for the text report, on names Boost.Asio's coroutines
 // really have (read from a snapshot of tests/fixtures/asio_server.cpp) and on the awkward cases.
-#include "userspace/function_name_shortener.h"
+#include "userspace/output/function_name_shortener.h"
 
 #include <gtest/gtest.h>
 

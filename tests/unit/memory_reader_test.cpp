@@ -1,5 +1,5 @@
 // MemoryReader against real forked children whose memory we fill with known bytes.
-#include "userspace/memory_reader.h"
+#include "userspace/process/memory_reader.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "tests/unit/forked_child.h"
-#include "userspace/process_maps.h"
-#include "userspace/target_process.h"
+#include "userspace/process/process_maps.h"
+#include "userspace/process/target_process.h"
 
 namespace asyncprobe {
 namespace {

@@ -5,7 +5,7 @@
 #include <random>
 #include <string>
 
-#include "userspace/snapshot_model.h"
+#include "userspace/model/snapshot_model.h"
 
 namespace asyncprobe::testing {
 

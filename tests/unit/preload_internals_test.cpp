@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "preload/config.cpp"
-#include "preload/elf_scan.cpp"
-#include "preload/modules.cpp"
-#include "preload/signal_safe.cpp"
-#include "preload/unwinder.cpp"
+#include "userspace/preload/config.cpp"
+#include "userspace/preload/elf_scan.cpp"
+#include "userspace/preload/modules.cpp"
+#include "userspace/preload/signal_safe.cpp"
+#include "userspace/preload/unwinder.cpp"
 #include "symbolizer/coro_catalog.h"
 
 namespace asyncprobe::preload {

@@ -4,7 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "userspace/preload_report.h"
+#include "userspace/output/preload_report.h"
 
 namespace asyncprobe {
 namespace {

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "userspace/run_command.h"
+#include "userspace/cli/run_command.h"
 
 namespace asyncprobe {
 namespace {

@@ -1,5 +1,5 @@
 // /proc/PID/maps parsing on hostile text, and the helpers on this process's real mappings.
-#include "userspace/process_maps.h"
+#include "userspace/process/process_maps.h"
 
 #include <dlfcn.h>
 #include <elf.h>

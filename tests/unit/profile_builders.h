@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <string>
 
-#include "userspace/profile_model.h"
+#include "userspace/model/profile_model.h"
 
 namespace asyncprobe::testing {
 

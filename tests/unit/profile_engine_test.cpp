@@ -8,9 +8,9 @@
 #include <string>
 
 #include "tests/unit/model_builders.h"
-#include "userspace/await_profiler.h"
-#include "userspace/kernel_symbols.h"
-#include "userspace/profile_builder.h"
+#include "userspace/profile/await_profiler.h"
+#include "userspace/process/kernel_symbols.h"
+#include "userspace/profile/profile_builder.h"
 
 namespace asyncprobe::testing {
 namespace {

@@ -1,4 +1,4 @@
-#include "userspace/profile_folded.h"
+#include "userspace/output/profile_folded.h"
 #include "tests/unit/profile_builders.h"
 
 #include <gtest/gtest.h>

@@ -1,5 +1,5 @@
 #include "tests/unit/profile_builders.h"
-#include "userspace/profile_export.h"
+#include "userspace/output/profile_export.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "userspace/profile_json.h"
+#include "userspace/output/profile_json.h"
 #include "tests/unit/profile_builders.h"
 
 #include <gtest/gtest.h>

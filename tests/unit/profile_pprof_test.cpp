@@ -1,4 +1,4 @@
-#include "userspace/profile_pprof.h"
+#include "userspace/output/profile_pprof.h"
 #include "tests/unit/profile_builders.h"
 
 #include <gtest/gtest.h>

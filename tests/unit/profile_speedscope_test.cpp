@@ -1,4 +1,4 @@
-#include "userspace/profile_speedscope.h"
+#include "userspace/output/profile_speedscope.h"
 #include "tests/unit/profile_builders.h"
 
 #include <gtest/gtest.h>

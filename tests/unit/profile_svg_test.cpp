@@ -1,4 +1,4 @@
-#include "userspace/profile_svg.h"
+#include "userspace/output/profile_svg.h"
 #include "tests/unit/profile_builders.h"
 
 #include <gtest/gtest.h>

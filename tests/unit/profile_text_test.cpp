@@ -1,6 +1,6 @@
-#include "userspace/profile_text.h"
+#include "userspace/output/profile_text.h"
 #include "tests/unit/profile_builders.h"
-#include "userspace/function_name_shortener.h"
+#include "userspace/output/function_name_shortener.h"
 
 #include <gtest/gtest.h>
 

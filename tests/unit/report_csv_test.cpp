@@ -1,4 +1,4 @@
-#include "userspace/report_csv.h"
+#include "userspace/output/report_csv.h"
 #include "tests/unit/model_builders.h"
 
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-#include "userspace/report_json.h"
+#include "userspace/output/report_json.h"
 #include "tests/unit/model_builders.h"
 
 #include <gtest/gtest.h>

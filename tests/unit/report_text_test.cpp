@@ -1,4 +1,4 @@
-#include "userspace/report_text.h"
+#include "userspace/output/report_text.h"
 #include "tests/unit/model_builders.h"
 
 #include <gtest/gtest.h>

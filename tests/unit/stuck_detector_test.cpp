@@ -1,4 +1,4 @@
-#include "userspace/stuck_detector.h"
+#include "userspace/snapshot/stuck_detector.h"
 #include "tests/unit/model_builders.h"
 
 #include <gtest/gtest.h>

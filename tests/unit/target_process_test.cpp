@@ -1,6 +1,6 @@
 // TargetProcess against real processes: live, gone, kernel thread, zombie, unprivileged reader,
 // 32-bit, non-ELF and foreign-architecture executables.
-#include "userspace/target_process.h"
+#include "userspace/process/target_process.h"
 
 #include <elf.h>
 #include <fcntl.h>
@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "tests/unit/forked_child.h"
-#include "userspace/process_maps.h"
+#include "userspace/process/process_maps.h"
 
 namespace asyncprobe {
 namespace {

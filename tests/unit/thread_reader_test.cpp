@@ -1,5 +1,5 @@
 // ThreadReader against a real child whose threads block in known syscalls.
-#include "userspace/thread_reader.h"
+#include "userspace/process/thread_reader.h"
 #include "tests/unit/forked_child.h"
 
 #include <fcntl.h>

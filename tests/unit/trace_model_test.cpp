@@ -10,8 +10,8 @@
 #include <utility>
 #include <vector>
 
-#include "userspace/trace_model.h"
-#include "userspace/trace_timeline.h"
+#include "userspace/trace/trace_model.h"
+#include "userspace/output/trace_timeline.h"
 
 namespace asyncprobe {
 namespace {

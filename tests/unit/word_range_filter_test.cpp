@@ -1,6 +1,6 @@
 // The scanner's word filter: the vector version finds exactly the words the one-at-a-time
 // reference finds, at every position of a block, at the range's edges and around wrap-around.
-#include "userspace/word_range_filter.h"
+#include "userspace/snapshot/word_range_filter.h"
 
 #include <gtest/gtest.h>
 

@@ -25,8 +25,8 @@
 #include <thread>
 #include <vector>
 
-#include "preload/protocol.h"
-#include "userspace/preload_client.h"
+#include "userspace/preload/protocol.h"
+#include "userspace/process/preload_client.h"
 
 namespace {
 

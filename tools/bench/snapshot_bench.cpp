@@ -9,10 +9,10 @@
 #include <memory>
 
 #include "tests/integration/fixture_process.h"
-#include "userspace/memory_reader.h"
-#include "userspace/process_maps.h"
-#include "userspace/snapshot_taker.h"
-#include "userspace/target_process.h"
+#include "userspace/process/memory_reader.h"
+#include "userspace/process/process_maps.h"
+#include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/process/target_process.h"
 
 namespace {
 

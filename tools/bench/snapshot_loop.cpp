@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "userspace/cli_options.h"
-#include "userspace/snapshot_taker.h"
+#include "userspace/cli/cli_options.h"
+#include "userspace/snapshot/snapshot_taker.h"
 
 int main(int argc, char** argv) {
   int pid = 0;

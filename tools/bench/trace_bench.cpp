@@ -27,10 +27,10 @@
 #include <vector>
 
 #include "trace_bench.skel.h"
-#include "userspace/snapshot_taker.h"
-#include "userspace/trace_command.h"
-#include "userspace/trace_model.h"
-#include "userspace/trace_session.h"
+#include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/cli/trace_command.h"
+#include "userspace/trace/trace_model.h"
+#include "userspace/kernel/trace_session.h"
 
 namespace {
 

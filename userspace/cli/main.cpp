@@ -1,0 +1,119 @@
+// asyncprobe: the command-line entry point.
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+
+#include "userspace/snapshot/async_stacks.h"
+#include "userspace/cli/cli_options.h"
+#include "userspace/util/exit_codes.h"
+#include "userspace/output/report_csv.h"
+#include "userspace/output/report_json.h"
+#include "userspace/output/report_text.h"
+#include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/snapshot/stuck_detector.h"
+
+// The trace (eBPF) and run (LD_PRELOAD) engines are separate parts of the tree; the CLI offers
+// each subcommand when its part is present.
+#if __has_include("userspace/cli/trace_command.h")
+#include "userspace/cli/trace_command.h"
+#define ASYNCPROBE_HAS_TRACE 1
+#endif
+#if __has_include("userspace/cli/profile_command.h")
+#include "userspace/cli/profile_command.h"
+#define ASYNCPROBE_HAS_PROFILE 1
+#endif
+#if __has_include("userspace/cli/run_command.h")
+#include "userspace/cli/run_command.h"
+#define ASYNCPROBE_HAS_RUN 1
+#endif
+
+namespace asyncprobe {
+namespace {
+
+int fail(const SnapshotError& e) {
+  std::cerr << "asyncprobe: " << e.message << "\n";
+  return e.code;
+}
+
+int run_snapshot(const CliOptions& opts) {
+  SnapshotTaker taker(SnapshotSession{opts.pid, opts.debug_dirs});
+  SnapshotError err;
+  if (!taker.attach(&err)) return fail(err);
+  Snapshot first;
+  if (!taker.take(&first, &err)) return fail(err);
+  Snapshot snap = first;
+  if (opts.window_s > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(opts.window_s));
+    Snapshot second;
+    if (!taker.take(&second, &err)) return fail(err);
+    mark_stuck(first, second, opts.window_s);
+    snap = std::move(second);
+  }
+  snap.window_seconds = opts.window_s;
+  std::ofstream file;
+  std::ostream* out = &std::cout;
+  if (!opts.output.empty()) {
+    file.open(opts.output);
+    if (!file) {
+      std::cerr << "asyncprobe: cannot write " << opts.output << "\n";
+      return kExitUsage;
+    }
+    out = &file;
+  }
+  if (opts.format == "json") {
+    write_json_report(*out, snap);
+  } else if (opts.format == "csv") {
+    write_csv_report(*out, snap);
+  } else {
+    TextReportOptions text;
+    text.unicode = opts.unicode;
+    if (opts.full_names) text.max_name_chars = 0;
+    write_text_report(*out, snap, text);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+}  // namespace asyncprobe
+
+int main(int argc, char** argv) {
+  using namespace asyncprobe;
+  // Subcommands with options of their own parse their own arguments (argv[0] = the subcommand).
+  if (argc > 1) {
+    std::string sub = argv[1];
+#ifdef ASYNCPROBE_HAS_TRACE
+    if (sub == "trace") return trace_main(argc - 1, argv + 1);
+#endif
+#ifdef ASYNCPROBE_HAS_PROFILE
+    if (sub == "profile") return profile_main(argc - 1, argv + 1);
+#endif
+#ifdef ASYNCPROBE_HAS_RUN
+    if (sub == "run") return run_main(argc - 1, argv + 1);
+#endif
+  }
+  CliOptions opts;
+  std::string error;
+  if (!parse_cli(argc, argv, &opts, &error)) {
+    std::cerr << "asyncprobe: " << error << "\n";
+    return kExitUsage;
+  }
+  if (opts.help) {
+    std::cout << usage_text();
+    return kExitOk;
+  }
+  if (opts.version) {
+    std::cout << "asyncprobe 0.1.0\n";
+    return kExitOk;
+  }
+  if (opts.command != "snapshot") {
+    std::cerr << "asyncprobe: '" << opts.command << "' is not available in this build yet\n";
+    return kExitUsage;
+  }
+  try {
+    return run_snapshot(opts);
+  } catch (const std::exception& e) {
+    std::cerr << "asyncprobe: internal error: " << e.what() << "\n";
+    return kExitInternal;
+  }
+}

@@ -1,0 +1,655 @@
+#include "userspace/cli/profile_command.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "userspace/profile/await_profiler.h"
+#include "userspace/profile/await_trace_profile.h"
+#include "userspace/cli/cli_options.h"
+#include "userspace/profile/cpu_profiler.h"
+#include "userspace/util/exit_codes.h"
+#include "userspace/process/kernel_symbols.h"
+#include "userspace/process/memory_reader.h"
+#include "userspace/output/profile_export.h"
+#include "userspace/kernel/profile_session.h"
+#include "userspace/profile/running_coroutine.h"
+#include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/process/target_process.h"
+#include "userspace/kernel/trace_probes.h"
+#include "userspace/process/stack_unwind.h"
+
+namespace asyncprobe {
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+
+void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+constexpr int kDefaultCpuHz = 99;
+constexpr int kDefaultAwaitHz = 10;
+constexpr int kMaxCpuHz = 1000;
+constexpr int kMaxAwaitHz = 100;  // a snapshot scans the heap: more often costs the target
+
+struct ProfileOptions {
+  int pid = 0;
+  double duration_s = 0;  // 0: until Ctrl-C, SIGTERM or the target's exit
+  int hz = 0;             // 0: the default of the mode
+  std::string output;
+  std::string format;  // empty: from -o's extension, else text
+  bool await = false;
+  bool trace = false;  // take the running / waiting coroutines from the trace probes
+  bool kernel = false;
+  bool full_names = false;
+  std::vector<std::string> debug_dirs;
+  uint32_t ringbuf_mb = 32;
+  bool ringbuf_mb_given = false;  // CPU profile without it: sized to the rate and CPUs
+  bool help = false;
+};
+
+const char kUsage[] =
+    "usage: asyncprobe profile -p PID [-d DURATION] [-F HZ] [-o FILE] [--format NAME]\n"
+    "                          [--await] [--trace] [--kernel]\n"
+    "  CPU profile of a running process (root, or CAP_BPF and CAP_PERFMON): samples every\n"
+    "  CPU at HZ with perf events, unwinds each thread's user stack with DWARF CFI, and joins\n"
+    "  the async stack of the coroutine that was running above its resume frame, so a hot\n"
+    "  coroutine shows under the coroutines awaiting it although they are not on the thread.\n"
+    "  --await profiles where coroutines wait instead: suspended wall time per async stack\n"
+    "  and suspend point, from periodic snapshots (no BPF needed); with --trace, exact: every\n"
+    "  wait from the uprobes `asyncprobe trace` attaches to every coroutine resume.\n"
+    "options:\n"
+    "  -p, --pid PID           process to profile\n"
+    "  -d, --duration DURATION how long (e.g. 10s, 500ms); default: until Ctrl-C, SIGTERM or\n"
+    "                          the target's exit\n"
+    "  -F, --frequency HZ      samples per second per CPU (1..1000, default 99); with --await\n"
+    "                          snapshots per second (1..100, default 10)\n"
+    "  -o, --output FILE       write the profile to FILE (default: stdout)\n"
+    "  --format NAME           text, folded, svg, speedscope, pprof or json; default: from\n"
+    "                          the extension of -o (.folded .svg .speedscope.json .pb.gz\n"
+    "                          .json .txt), else text\n"
+    "  --await                 await profile (suspended time) instead of CPU\n"
+    "  --trace                 attach the trace probes of `asyncprobe trace` (a uprobe per\n"
+    "                          resume: about 9 us of the target's CPU per resume): with\n"
+    "                          --await every wait is measured exactly (no -F); without, the\n"
+    "                          running coroutine is the one the probes name\n"
+    "  --kernel                also record kernel stacks of samples taken in the kernel\n"
+    "  --full-names            text format: print long function names whole (default: names\n"
+    "                          over 100 characters are shortened; other formats keep them)\n"
+    "  --debug-dir DIR         also look for debug files under DIR (repeatable)\n"
+    "  --ringbuf-mb N          sample ring buffer in MiB (default: CPU profile 0.1 s of\n"
+    "                          samples on every CPU, at least 1; --trace 32)\n"
+    "exit codes: 0 ok (also when the target exits during the profile: the output says so),\n"
+    "  2 usage, 3 no such process, 4 not permitted (privileges), 5 not inspectable,\n"
+    "  6 unsupported (no kernel BTF / BPF / perf events), 7 no coroutine code (--await,\n"
+    "  --trace),\n"
+    "  1 internal error\n";
+
+bool parse_hz(const std::string& s, int* hz) {
+  int v = 0;
+  if (!parse_pid(s, &v) || v > 1'000'000) return false;
+  *hz = v;
+  return true;
+}
+
+bool parse_args(int argc, char** argv, ProfileOptions* o, std::string* error) {
+  OptionCursor opt(argc, argv);
+  while (opt.next()) {
+    const std::string& a = opt.name();
+    auto need = [&](std::string* out) { return opt.value(out, error); };
+    std::string v;
+    if (a == "-h" || a == "--help") {
+      o->help = true;
+    } else if (a == "-p" || a == "--pid") {
+      if (!need(&v)) return false;
+      if (!parse_pid(v, &o->pid)) {
+        *error = "invalid pid '" + v + "'";
+        return false;
+      }
+    } else if (a == "-d" || a == "--duration") {
+      if (!need(&v)) return false;
+      auto d = parse_duration(v);
+      if (!d || *d <= 0) {
+        *error = "invalid duration '" + v + "': use e.g. 500ms, 10s, 2m (above 0)";
+        return false;
+      }
+      o->duration_s = *d;
+    } else if (a == "-F" || a == "--frequency") {
+      if (!need(&v)) return false;
+      if (!parse_hz(v, &o->hz)) {
+        *error = "invalid frequency '" + v + "': a whole number of Hz";
+        return false;
+      }
+    } else if (a == "-o" || a == "--output") {
+      if (!need(&o->output)) return false;
+    } else if (a == "--format") {
+      if (!need(&o->format)) return false;
+      ProfileFormat f;
+      if (!parse_profile_format(o->format, &f)) {
+        *error = "unknown format '" + o->format + "': text, folded, svg, speedscope, pprof or json";
+        return false;
+      }
+    } else if (a == "--await") {
+      o->await = true;
+    } else if (a == "--trace") {
+      o->trace = true;
+    } else if (a == "--kernel") {
+      o->kernel = true;
+    } else if (a == "--full-names") {
+      o->full_names = true;
+    } else if (a == "--debug-dir") {
+      if (!need(&v)) return false;
+      o->debug_dirs.push_back(v);
+    } else if (a == "--ringbuf-mb") {
+      if (!need(&v) || !parse_ringbuf_mb(v, &o->ringbuf_mb, error)) return false;
+      o->ringbuf_mb_given = true;
+    } else {
+      *error = "unknown profile option '" + a + "' (see asyncprobe profile --help)";
+      return false;
+    }
+  }
+  if (o->help) return true;
+  if (o->pid == 0) {
+    *error = "profile needs -p PID";
+    return false;
+  }
+  if (o->await && o->trace && o->hz != 0) {
+    *error = "-F does not apply to --await --trace: every wait is measured";
+    return false;
+  }
+  const int max_hz = o->await ? kMaxAwaitHz : kMaxCpuHz;
+  if (o->hz == 0) o->hz = o->await ? kDefaultAwaitHz : kDefaultCpuHz;
+  if (o->hz > max_hz) {
+    *error = "-F " + std::to_string(o->hz) + " is out of range: " +
+             (o->await ? "1..100 snapshots per second with --await" : "1..1000 Hz");
+    return false;
+  }
+  if (o->await && o->kernel) {
+    *error = "--kernel applies to CPU profiles, not --await";
+    return false;
+  }
+  return true;
+}
+
+uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+int64_t realtime_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::string read_first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string s;
+  std::getline(in, s);
+  return s;
+}
+
+std::string read_link(const std::string& path) {
+  char buf[4096];
+  ssize_t n = readlink(path.c_str(), buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+int fail(const std::string& message, int code) { return fail_with_message(message, code); }
+
+// Watches for the target's end without racing PID reuse.
+class ExitWatch {
+ public:
+  explicit ExitWatch(int pid) : pid_(pid), fd_(static_cast<int>(syscall(SYS_pidfd_open, pid, 0))) {}
+  ~ExitWatch() {
+    if (fd_ >= 0) close(fd_);
+  }
+  ExitWatch(const ExitWatch&) = delete;
+  ExitWatch& operator=(const ExitWatch&) = delete;
+  bool exited() const {
+    if (fd_ >= 0) {
+      pollfd p{fd_, POLLIN, 0};
+      return ::poll(&p, 1, 0) > 0;
+    }
+    return kill(pid_, 0) != 0 && errno == ESRCH;
+  }
+
+ private:
+  int pid_;
+  int fd_;
+};
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+}
+
+std::string seconds_text(double s) {
+  std::ostringstream o;
+  o.precision(3);
+  o << std::fixed << s << " s";
+  return o.str();
+}
+
+// The target ended the profile: said in the profile and on stderr.
+void note_target_exit(Profile* p) {
+  const std::string msg = "the target exited after " +
+                          seconds_text(static_cast<double>(p->duration_ns) / 1e9) +
+                          ": the profile covers its life until then";
+  p->warnings.push_back(msg);
+  std::cerr << "asyncprobe: " << msg << "\n";
+}
+
+void fill_header(Profile* p, const ProfileOptions& o) {
+  p->pid = o.pid;
+  p->command = read_first_line("/proc/" + std::to_string(o.pid) + "/comm");
+  p->executable = read_link("/proc/" + std::to_string(o.pid) + "/exe");
+  p->start_unix_ns = realtime_ns();
+}
+
+// Runs until the duration passes, a stop signal arrives or the target exits; calls `step` with
+// at most `slice_ms` to spend waiting. Returns true when the target exited.
+template <typename Step>
+bool run_until_end(const ProfileOptions& o, uint64_t start, int slice_ms, Step step) {
+  ExitWatch watch(o.pid);
+  const uint64_t deadline =
+      o.duration_s > 0 ? start + static_cast<uint64_t>(o.duration_s * 1e9) : 0;
+  for (;;) {
+    if (g_stop_signal.load() != 0) return false;
+    const uint64_t now = monotonic_ns();
+    if (deadline != 0 && now >= deadline) return false;
+    int wait_ms = slice_ms;
+    if (deadline != 0) {
+      wait_ms = static_cast<int>(
+          std::min<uint64_t>(static_cast<uint64_t>(slice_ms), (deadline - now) / 1'000'000 + 1));
+    }
+    if (!step(wait_ms)) return false;
+    if (watch.exited()) return true;
+  }
+}
+
+int write_output(const ProfileOptions& o, const Profile& p) {
+  ProfileFormat fmt = ProfileFormat::kText;
+  if (!o.format.empty()) {
+    parse_profile_format(o.format, &fmt);
+  } else if (!o.output.empty()) {
+    fmt = profile_format_for_path(o.output, ProfileFormat::kText);
+  }
+  std::ofstream file;
+  std::ostream* out = &std::cout;
+  if (!o.output.empty() && o.output != "-") {
+    file.open(o.output, std::ios::binary);
+    if (!file) return fail("cannot write " + o.output, kExitUsage);
+    out = &file;
+  }
+  std::string error;
+  ProfileTextOptions text;
+  if (o.full_names) text.max_name_chars = 0;
+  if (!write_profile(*out, p, fmt, &error, text)) return fail(error, kExitInternal);
+  out->flush();
+  return kExitOk;
+}
+
+// Far above any real blocking call or stall: the profile wants runs and resumes only, not the
+// stacks `trace` copies for those.
+constexpr uint64_t kNoBlockingReports = 3600ull * 1'000'000'000;
+
+// --trace: the probes of `asyncprobe trace` (runs and resumes only). nullptr with *rc set (the
+// message printed) when they cannot be attached.
+std::unique_ptr<TraceSession> attach_profile_probes(const ProfileOptions& o,
+                                                    const SnapshotTaker& taker, Profile* p,
+                                                    TraceProbePlan* plan, AttachStats* attach,
+                                                    int* rc) {
+  TraceError terr;
+  if (!plan_trace_probes(taker.index(), o.pid, p->command, plan, &p->warnings, &terr)) {
+    *rc = fail(terr.message, terr.code);
+    return nullptr;
+  }
+  TraceProbeSettings settings;
+  settings.block_threshold_ns = kNoBlockingReports;
+  settings.stall_threshold_ns = kNoBlockingReports;
+  settings.ringbuf_bytes = o.ringbuf_mb << 20;
+  settings.btf_path = kernel_btf_path();
+  std::unique_ptr<TraceSession> session = attach_trace_probes(*plan, settings, attach, &terr);
+  if (session == nullptr) *rc = fail(terr.message, terr.code);
+  return session;
+}
+
+// --await --trace: every leaf wait measured by the trace probes (docs/PROFILE.md).
+int run_await_traced(const ProfileOptions& o, SnapshotTaker* taker) {
+  Profile p;
+  p.type = Profile::Type::kAwait;
+  fill_header(&p, o);
+  install_stop_handlers();
+  TraceProbePlan plan;
+  AttachStats attach;
+  int rc = kExitOk;
+  std::unique_ptr<TraceSession> session = attach_profile_probes(o, *taker, &p, &plan, &attach, &rc);
+  if (session == nullptr) return rc;
+  const uint64_t start = monotonic_ns();
+
+  TraceModelOptions mopts;
+  mopts.leaf_waits = true;
+  mopts.keep_durations = false;  // 16 bytes per resume the profile does not use
+  mopts.max_blocking = 0;
+  mopts.max_stalls = 0;
+  mopts.stall_threshold_ns = kNoBlockingReports;
+  TraceModel model(plan.functions, mopts, nullptr);
+  // Coroutines already waiting: from the start, with the awaiter edges the snapshot sees.
+  Snapshot first;
+  SnapshotError serr;
+  if (taker->take(&first, &serr)) {
+    seed_suspended_at_start(first, start, &model);
+  } else {
+    p.warnings.push_back("the snapshot at the start failed (" + serr.message +
+                         "): waits that began before the profile are not counted");
+  }
+  std::cerr << "asyncprobe: await profile of pid " << o.pid << " (" << p.command
+            << "), exact from the trace probes: " << attach.uprobes << " uprobes on "
+            << plan.specs.size() << " coroutine functions"
+            << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
+            << std::flush;
+
+  TraceReorder reorder;
+  const TraceSession::EventHandler intake = [&](const void* data, size_t size) {
+    reorder.push(data, size);
+  };
+  // Records after the end (the probes run until detached) would lengthen waits past it.
+  uint64_t end = UINT64_MAX;
+  auto sink = [&](const void* data, size_t size) {
+    trace_event_header h{};
+    if (size >= sizeof h) std::memcpy(&h, data, sizeof h);
+    if (h.ts <= end) model.handle(data, size);
+  };
+  int poll_error = 0;
+  const bool exited = run_until_end(o, start, 100, [&](int wait_ms) {
+    const int r = session->poll(wait_ms, intake);
+    if (r < 0 && r != -EINTR) {
+      poll_error = -r;
+      return false;
+    }
+    reorder.release(sink, false);
+    return true;
+  });
+  // The last look while the probes still run: which waits are still open, and where.
+  end = monotonic_ns();
+  Snapshot last;
+  const bool have_last = !exited && taker->take(&last, &serr);
+  if (have_last) end = monotonic_ns();
+  const TraceProbeEnd probes_end = detach_trace_probes(session.get(), intake);
+  reorder.release(sink, true);
+  model.finish(end);
+  const std::unordered_map<uint64_t, int64_t> open =
+      have_last ? suspended_at_end(last, model) : std::unordered_map<uint64_t, int64_t>();
+  model.close_open_waits(end, open);
+  model.resolve_pending(open);
+  add_leaf_waits(model, model.take_leaf_waits(), &p);
+  p.duration_ns = static_cast<int64_t>(end - start);
+  add_leaf_wait_warnings(model, probes_end.counters, &p);
+  if (poll_error != 0) {
+    p.warnings.push_back(std::string("ring buffer poll failed: ") + strerror(poll_error));
+  }
+  if (exited) note_target_exit(&p);
+  const LeafWaitCounters& c = model.leaf_wait_counters();
+  std::cerr << "asyncprobe: " << c.waits << " waits, " << probes_end.counters[TRACE_CTR_RESUME_HITS]
+            << " resumes, " << probes_end.counters[TRACE_CTR_LOST] << " records lost\n";
+  return write_output(o, p);
+}
+
+int run_await(const ProfileOptions& o, SnapshotTaker* taker) {
+  Profile p;
+  p.type = Profile::Type::kAwait;
+  fill_header(&p, o);
+  const int64_t interval_ns = 1'000'000'000 / o.hz;
+  p.period_ns = interval_ns;
+  AwaitProfiler profiler(&p);
+  install_stop_handlers();
+  std::cerr << "asyncprobe: await profile of pid " << o.pid << " (" << p.command << "): " << o.hz
+            << " snapshots/s" << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
+            << std::flush;
+  const uint64_t start = monotonic_ns();
+  uint64_t last = 0;  // start of the previous snapshot
+  uint64_t next = start;
+  double scan_s = 0;
+  uint64_t failed = 0;
+  const bool exited = run_until_end(o, start, 50, [&](int wait_ms) {
+    uint64_t now = monotonic_ns();
+    if (now < next) {
+      const uint64_t sleep_ns = std::min<uint64_t>(next - now, uint64_t(wait_ms) * 1'000'000);
+      timespec ts{static_cast<time_t>(sleep_ns / 1'000'000'000),
+                  static_cast<long>(sleep_ns % 1'000'000'000)};
+      nanosleep(&ts, nullptr);
+      return true;
+    }
+    Snapshot snap;
+    SnapshotError err;
+    const uint64_t t0 = monotonic_ns();
+    if (!taker->take(&snap, &err)) {
+      failed++;
+      next = t0 + static_cast<uint64_t>(interval_ns);
+      return true;
+    }
+    scan_s += static_cast<double>(monotonic_ns() - t0) / 1e9;
+    // Each snapshot stands for the wall time since the previous one (the first: one interval).
+    const int64_t weight = last == 0 ? interval_ns : static_cast<int64_t>(t0 - last);
+    profiler.add(snap, weight);
+    last = t0;
+    next = std::max(next + static_cast<uint64_t>(interval_ns), t0);
+    return true;
+  });
+  p.duration_ns = static_cast<int64_t>(monotonic_ns() - start);
+  const AwaitProfileStats& st = profiler.stats();
+  p.warnings.push_back(
+      "await profile from " + std::to_string(st.snapshots) +
+      " snapshots: each waiting stack is weighted by the time between snapshots (waits shorter "
+      "than an interval are sampled, not exact); a coroutine running at a snapshot's instant "
+      "counts as waiting at its last suspend point");
+  if (st.uncertain > 0) {
+    p.warnings.push_back(std::to_string(st.uncertain) +
+                         " waiting-stack observations rest on a guessed awaiter edge");
+  }
+  if (st.unplaced > 0) {
+    p.warnings.push_back(std::to_string(st.unplaced) +
+                         " waiting-stack observations have a suspend point without a line");
+  }
+  if (failed > 0) p.warnings.push_back(std::to_string(failed) + " snapshots failed");
+  if (exited) note_target_exit(&p);
+  std::cerr << "asyncprobe: " << st.snapshots << " snapshots, "
+            << static_cast<int>(st.snapshots > 0 ? scan_s * 1e3 / double(st.snapshots) : 0)
+            << " ms each\n";
+  return write_output(o, p);
+}
+
+int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines) {
+  TraceError terr;
+  const std::string btf = kernel_btf_path();
+
+  Profile p;
+  p.type = Profile::Type::kCpu;
+  fill_header(&p, o);
+  p.frequency_hz = o.hz;
+  p.period_ns = 1'000'000'000 / o.hz;
+
+  TraceUnwinder unwinder(o.pid, o.debug_dirs);
+  if (!unwinder.ok()) p.warnings.push_back("stacks are not unwound: " + unwinder.error());
+  std::unique_ptr<MemoryReader> memory;
+  try {
+    memory = std::make_unique<MemoryReader>(o.pid);
+  } catch (const TargetError& e) {
+    return fail(e.what(), e.code());
+  }
+  // Samples that name a frame no snapshot has seen refresh it, at most 20 times a second.
+  RunningCoroutineFinder finder(taker, memory.get(), 0.05);
+  if (have_coroutines) {
+    SnapshotError serr;
+    if (!finder.refresh(&serr)) return fail(serr.message, serr.code);
+  } else {
+    p.warnings.push_back("the target maps no coroutine code: stacks are not joined");
+  }
+  KernelSymbols kernel;
+  if (o.kernel && !kernel.load()) {
+    p.warnings.push_back("/proc/kallsyms gave no addresses: kernel frames are shown by address");
+  }
+  CpuProfiler profiler(&p, &unwinder, &finder, o.kernel ? &kernel : nullptr);
+  // --trace: the probes keep each thread's running coroutine; the samples read it.
+  std::unique_ptr<TraceSession> trace;
+  if (o.trace) {
+    TraceProbePlan plan;
+    AttachStats attach;
+    int rc = kExitOk;
+    trace = attach_profile_probes(o, *taker, &p, &plan, &attach, &rc);
+    if (trace == nullptr) return rc;
+    std::vector<uint64_t> resume_starts;
+    for (const TraceFunction& f : plan.functions) {
+      resume_starts.push_back(f.fn != nullptr && f.loaded != nullptr ? f.fn->resume + f.loaded->bias
+                                                                     : 0);
+    }
+    profiler.use_trace(std::move(resume_starts));
+  }
+
+  ProfileSessionOptions sopts;
+  sopts.pid = o.pid;
+  sopts.frequency_hz = o.hz;
+  sopts.kernel_stacks = o.kernel;
+  sopts.ringbuf_bytes = o.ringbuf_mb_given ? uint64_t{o.ringbuf_mb} << 20 : 0;
+  sopts.btf_path = btf;
+  sopts.measure_program = std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr;
+  sopts.trace_threads_fd = trace != nullptr ? trace->threads_map_fd() : -1;
+  install_stop_handlers();
+  std::unique_ptr<ProfileSession> session = ProfileSession::start(sopts, &terr);
+  if (session == nullptr) return fail(terr.message, terr.code);
+  std::cerr << "asyncprobe: profiling pid " << o.pid << " (" << p.command << ") at " << o.hz
+            << " Hz on " << session->cpus() << " CPUs"
+            << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
+            << std::flush;
+
+  // ASYNCPROBE_PROFILE_DISCARD (benchmarks only): drain the ring, process nothing.
+  const bool discard = std::getenv("ASYNCPROBE_PROFILE_DISCARD") != nullptr;
+  const ProfileSession::SampleHandler handle = [&](const profile_sample& s) {
+    if (!discard) profiler.add(s);
+  };
+  const uint64_t start = monotonic_ns();
+  int poll_error = 0;
+  // Short slices: a sample is joined while its coroutine is most likely still alive.
+  const bool exited = run_until_end(o, start, 20, [&](int wait_ms) {
+    int r = session->poll(wait_ms, handle);
+    if (r < 0 && r != -EINTR) {
+      poll_error = -r;
+      return false;
+    }
+    if (trace != nullptr) trace->drain([](const void*, size_t) {});  // only its thread map is read
+    return true;
+  });
+  p.duration_ns = static_cast<int64_t>(monotonic_ns() - start);
+  session->stop();
+  trace.reset();  // --trace: the probes go as soon as sampling ends
+  session->drain(handle);
+  const ProfileCounters c = session->counters();
+  p.lost_samples = static_cast<int64_t>(c[PROFILE_CTR_LOST]);
+
+  const CpuProfileStats& st = profiler.stats();
+  const RunningCoroutineStats& fs = finder.stats();
+  auto note = [&](uint64_t n, const std::string& what) {
+    if (n > 0) p.warnings.push_back(std::to_string(n) + " " + what);
+  };
+  note(c[PROFILE_CTR_LOST], "samples lost (ring buffer full): raise --ringbuf-mb");
+  note(c[PROFILE_CTR_STACK_FAILED], "samples without a user stack copy (shown at their pc)");
+  note(st.unwind_one_frame, "samples whose stack could not be unwound past the sampled pc");
+  note(st.ambiguous,
+       "samples in a coroutine with several live frames of it on the stack: not joined");
+  note(st.no_candidate,
+       "samples in a coroutine whose frame address was not found on the stack: not joined");
+  note(st.not_in_snapshot,
+       "samples in a coroutine no snapshot had seen yet: its async parents are missing");
+  note(st.uncertain, "samples joined through a guessed awaiter edge (marked uncertain)");
+  note(c[PROFILE_CTR_KSTACK_FAILED], "kernel stacks could not be read");
+  note(st.trace_other,
+       "samples in a coroutine of which the trace probes named no run (started before the "
+       "probes, or a run they do not follow): its frame was found from the stack words");
+  if (poll_error != 0) {
+    p.warnings.push_back(std::string("ring buffer poll failed: ") + strerror(poll_error));
+  }
+  if (exited) note_target_exit(&p);
+  std::cerr << "asyncprobe: " << st.samples << " samples (" << st.in_coroutine << " in coroutines, "
+            << st.joined << " joined"
+            << (o.trace ? ", " + std::to_string(st.traced) + " named by the trace probes" : "")
+            << "), " << c[PROFILE_CTR_LOST] << " lost; " << fs.snapshots << " snapshots\n";
+  if (std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr) {
+    // Costs for docs/PROFILE.md (tools/bench/profile-overhead reads this line).
+    std::vector<float> t = st.unwind_cpu_us;
+    std::sort(t.begin(), t.end());
+    std::cerr << "profile-stats samples=" << st.samples
+              << " unwind_cpu_us_median=" << (t.empty() ? 0.f : t[t.size() / 2])
+              << " unwind_cpu_us_max=" << (t.empty() ? 0.f : t.back()) << " join_cpu_us_per_sample="
+              << (st.in_coroutine > 0 ? fs.join_seconds * 1e6 / double(st.in_coroutine) : 0)
+              << " snapshots=" << fs.snapshots << " snapshot_cpu_ms_each="
+              << (fs.snapshots > 0 ? fs.snapshot_seconds * 1e3 / double(fs.snapshots) : 0)
+              << " header_reads=" << fs.header_reads
+              << " refreshes_skipped=" << fs.refreshes_skipped << " traced=" << st.traced;
+    // The BPF program's time in the target's context per sample (ticks of other processes,
+    // which return at the pid filter, included).
+    const ProfileSession::ProgramCpu prog = session->program_cpu();
+    const uint64_t target_ticks = c[PROFILE_CTR_TARGET];
+    std::cerr << " bpf_ns_per_sample="
+              << (prog.runs > 0 && target_ticks > 0 ? prog.run_ns / target_ticks : 0) << "\n";
+  }
+  return write_output(o, p);
+}
+
+}  // namespace
+
+const char* profile_usage_text() { return kUsage; }
+
+int profile_main(int argc, char** argv) {
+  ProfileOptions o;
+  std::string error;
+  const bool parsed = parse_args(argc, argv, &o, &error);
+  if (int code = check_subcommand_start(parsed, error, o.help, kUsage, o.pid); code >= 0) {
+    return code;
+  }
+  if (!o.await || o.trace) {
+    // Privileges and BTF first: without them nothing else is worth reading.
+    TraceError terr;
+    if (!check_bpf_support(kernel_btf_path(), "profile", &terr))
+      return fail(terr.message, terr.code);
+  }
+  try {
+    SnapshotTaker taker(SnapshotSession{o.pid, o.debug_dirs});
+    SnapshotError serr;
+    bool have_coroutines = true;
+    if (!taker.attach(&serr)) {
+      // A CPU profile of a process without coroutines is still a CPU profile.
+      if (serr.code != kExitNoCoroutines || o.await || o.trace) {
+        return fail(serr.message, serr.code);
+      }
+      have_coroutines = false;
+    }
+    if (o.await) return o.trace ? run_await_traced(o, &taker) : run_await(o, &taker);
+    return run_cpu(o, &taker, have_coroutines);
+  } catch (const TargetError& e) {
+    return fail(e.what(), e.code());
+  } catch (const std::exception& e) {
+    return fail(std::string("internal error: ") + e.what(), kExitInternal);
+  }
+}
+
+}  // namespace asyncprobe

@@ -1,0 +1,472 @@
+#include "userspace/cli/trace_command.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+#include "userspace/snapshot/async_stacks.h"
+#include "userspace/cli/cli_options.h"
+#include "userspace/util/exit_codes.h"
+#include "userspace/process/preload_client.h"
+#include "userspace/trace/preload_trace.h"
+#include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/kernel/trace_calibrate.h"
+#include "userspace/trace/trace_model.h"
+#include "userspace/kernel/trace_probes.h"
+#include "userspace/output/trace_report.h"
+#include "userspace/kernel/trace_session.h"
+#include "userspace/output/trace_timeline.h"
+#include "userspace/process/stack_unwind.h"
+
+namespace asyncprobe {
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+
+void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+struct TraceOptions {
+  int pid = 0;
+  double duration_s = 0;  // 0: until Ctrl-C, SIGTERM or the target's exit
+  double block_threshold_s = 0.010;
+  std::string timeline;
+  bool json = false;
+  std::string output;
+  std::vector<std::string> debug_dirs;
+  bool calibrate = true;
+  uint32_t ringbuf_mb = 16;
+  bool help = false;
+};
+
+const char kUsage[] =
+    "usage: asyncprobe trace -p PID [-d DURATION] [--block-threshold DURATION]\n"
+    "                        [--timeline FILE.json] [--json] [-o FILE]\n"
+    "  Traces the coroutines of a running process with eBPF (root, or CAP_BPF and\n"
+    "  CAP_PERFMON): resumes, time running and suspended per coroutine function and suspend\n"
+    "  point, blocking syscalls made inside coroutines, event-loop stalls, and the coroutines\n"
+    "  still suspended at the end. A uprobe on every resume costs the target a few us per\n"
+    "  resume: the report ends with the estimated overhead.\n"
+    "  Without those privileges, a process started with `asyncprobe run --trace` is traced\n"
+    "  in-process instead, by its own user: exact resume counts per coroutine function.\n"
+    "options:\n"
+    "  -p, --pid PID              process to trace\n"
+    "  -d, --duration DURATION    how long (e.g. 10s, 500ms); default: until Ctrl-C, SIGTERM\n"
+    "                             or the target's exit\n"
+    "  --block-threshold DURATION report blocking calls and event-loop stalls at least this\n"
+    "                             long (default 10ms)\n"
+    "  --timeline FILE.json       write a Chrome trace event file (Perfetto UI,\n"
+    "                             chrome://tracing): a track per thread, a slice per\n"
+    "                             coroutine run, flows from awaiter to awaited\n"
+    "  --json                     the report as JSON\n"
+    "  -o, --output FILE          write the report to FILE\n"
+    "  --debug-dir DIR            also look for debug files under DIR (repeatable)\n"
+    "  --ringbuf-mb N             ring buffer size in MiB (default 16)\n"
+    "  --no-calibrate             use default per-event costs for the overhead estimate\n"
+    "                             instead of measuring them at start (saves ~0.2 s)\n"
+    "exit codes: 0 ok, 2 usage, 3 no such process, 4 not permitted (privileges), 6 unsupported\n"
+    "  (no kernel BTF / BPF), 7 no coroutine code in the target, 1 internal error\n";
+
+bool parse_args(int argc, char** argv, TraceOptions* o, std::string* error) {
+  OptionCursor opt(argc, argv);
+  while (opt.next()) {
+    const std::string& a = opt.name();
+    auto need = [&](std::string* out) { return opt.value(out, error); };
+    if (a == "-h" || a == "--help") {
+      o->help = true;
+    } else if (a == "-p" || a == "--pid") {
+      std::string v;
+      if (!need(&v)) return false;
+      if (!parse_pid(v, &o->pid)) {
+        *error = "invalid pid '" + v + "'";
+        return false;
+      }
+    } else if (a == "-d" || a == "--duration" || a == "--block-threshold") {
+      std::string v;
+      if (!need(&v)) return false;
+      auto d = parse_duration(v);
+      if (!d) {
+        *error = "invalid duration '" + v + "': use e.g. 500ms, 10s, 2m";
+        return false;
+      }
+      if (a == "--block-threshold") {
+        if (*d <= 0) {
+          *error = "--block-threshold must be above 0";
+          return false;
+        }
+        o->block_threshold_s = *d;
+      } else {
+        o->duration_s = *d;
+      }
+    } else if (a == "--timeline") {
+      if (!need(&o->timeline)) return false;
+    } else if (a == "--json") {
+      o->json = true;
+    } else if (a == "-o" || a == "--output") {
+      if (!need(&o->output)) return false;
+    } else if (a == "--debug-dir") {
+      std::string v;
+      if (!need(&v)) return false;
+      o->debug_dirs.push_back(v);
+    } else if (a == "--no-calibrate") {
+      o->calibrate = false;
+    } else if (a == "--ringbuf-mb") {
+      std::string v;
+      if (!need(&v) || !parse_ringbuf_mb(v, &o->ringbuf_mb, error)) return false;
+    } else {
+      *error = "unknown trace option '" + a + "' (see asyncprobe trace --help)";
+      return false;
+    }
+  }
+  if (!o->help && o->pid == 0) {
+    *error = "trace needs -p PID";
+    return false;
+  }
+  return true;
+}
+
+uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+std::string read_first_line(const std::string& path) {
+  std::ifstream in(path);
+  std::string s;
+  std::getline(in, s);
+  return s;
+}
+
+int fail(const std::string& message, int code) { return fail_with_message(message, code); }
+
+AsyncStackEntry snapshot_entry(const CoroFrame& f) {
+  AsyncStackEntry e;
+  e.function = f.function;
+  e.file = f.suspend.file;
+  e.line = f.suspend.line;
+  e.state = to_string(f.state);
+  e.rule = f.awaiter_rule;
+  return e;
+}
+
+// Signals only set a flag: the trace loop ends, detaches and reports.
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGHUP, &sa, nullptr);
+}
+
+// Without root or BPF: a target started with `asyncprobe run --trace` counts its own resumes and
+// serves them to its user over its socket. Returns nullopt when it does not, with a hint for
+// the eBPF error the caller reports instead.
+std::optional<int> trace_in_process(const TraceOptions& o, std::string* hint) {
+  std::string why;
+  int code = 0;
+  auto c = PreloadConnection::open(o.pid, &why, &code);
+  if (c == nullptr) {
+    *hint = "; without them, start it with `asyncprobe run --trace` and trace it as its own user";
+    return std::nullopt;
+  }
+  if (!c->has_feature(preload_proto::kFeatureTrace)) {
+    *hint = "; pid " + std::to_string(o.pid) +
+            " runs under `asyncprobe run` without --trace: restart it with `asyncprobe run "
+            "--trace` to trace it without them";
+    return std::nullopt;
+  }
+  c.reset();  // the session opens its own connection
+  if (!o.timeline.empty()) {
+    return fail(
+        "--timeline needs the eBPF engine: in-process tracing records no syscall or "
+        "scheduler events",
+        kExitUsage);
+  }
+  std::ofstream file;
+  std::ostream* out = &std::cout;
+  if (!o.output.empty()) {
+    file.open(o.output);
+    if (!file) return fail("cannot write " + o.output, kExitUsage);
+    out = &file;
+  }
+  install_stop_handlers();
+  PreloadTraceOptions opts;
+  // -d, or until Ctrl-C / SIGTERM / the target's exit.
+  opts.duration_s = o.duration_s > 0 ? o.duration_s : 365.0 * 24 * 3600;
+  opts.stop_early = [] { return g_stop_signal.load() != 0; };
+  opts.on_started = [&o] {
+    std::cerr << "asyncprobe: tracing pid " << o.pid
+              << " in-process (`asyncprobe run --trace`, no root needed)"
+              << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
+              << std::flush;
+  };
+  int rc = preload_trace_main(o.pid, opts, o.json ? "json" : "text", *out, std::cerr);
+  out->flush();
+  return rc;
+}
+
+}  // namespace
+
+const char* trace_usage_text() { return kUsage; }
+
+int trace_main(int argc, char** argv) {
+  TraceOptions o;
+  std::string error;
+  const bool parsed = parse_args(argc, argv, &o, &error);
+  if (int code = check_subcommand_start(parsed, error, o.help, kUsage, o.pid); code >= 0) {
+    return code;
+  }
+  TraceError terr;
+  const std::string btf = kernel_btf_path();
+  if (!check_trace_support(btf, &terr)) {
+    std::string hint;
+    if (auto rc = trace_in_process(o, &hint)) return *rc;
+    return fail(terr.message + hint, terr.code);
+  }
+
+  // The coroutine code of the target, as the snapshot knows it.
+  SnapshotTaker taker(SnapshotSession{o.pid, o.debug_dirs});
+  SnapshotError serr;
+  if (!taker.attach(&serr)) return fail(serr.message, serr.code);
+  const std::string comm = read_first_line("/proc/" + std::to_string(o.pid) + "/comm");
+
+  TraceReport report;
+  report.pid = o.pid;
+  report.command = comm;
+  report.block_threshold_ns = static_cast<uint64_t>(o.block_threshold_s * 1e9);
+
+  TraceProbePlan plan;
+  if (!plan_trace_probes(taker.index(), o.pid, comm, &plan, &report.warnings, &terr)) {
+    return fail(terr.message, terr.code);
+  }
+  const std::vector<TraceFunction>& fns = plan.functions;
+  report.functions_probed = plan.specs.size();
+
+  TraceCosts costs;
+  if (o.calibrate) {
+    std::string cerr;
+    if (!calibrate_trace_costs(&costs, &cerr)) {
+      report.warnings.push_back("cost calibration failed (" + cerr + "): default costs used");
+    }
+  }
+
+  TraceUnwinder unwinder(o.pid, o.debug_dirs);
+  if (!unwinder.ok()) {
+    report.warnings.push_back("blocking calls will have no stacks: " + unwinder.error());
+  }
+
+  TraceProbeSettings settings;
+  settings.block_threshold_ns = report.block_threshold_ns;
+  settings.stall_threshold_ns = report.block_threshold_ns;
+  settings.ringbuf_bytes = o.ringbuf_mb << 20;
+  settings.btf_path = btf;
+
+  install_stop_handlers();
+
+  std::unique_ptr<TraceSession> session =
+      attach_trace_probes(plan, settings, &report.attach, &terr);
+  if (session == nullptr) return fail(terr.message, terr.code);
+  report.start_ts = monotonic_ns();
+  std::cerr << "asyncprobe: tracing pid " << o.pid << " (" << comm << "): " << report.attach.uprobes
+            << " uprobes on " << plan.specs.size() << " coroutine functions + "
+            << report.attach.tracepoints << " tracepoints attached in "
+            << static_cast<int>(report.attach.attach_seconds * 1e3) << " ms"
+            << (report.attach.uprobe_multi ? " (uprobe_multi)" : "") << "; "
+            << (o.duration_s > 0 ? "" : "Ctrl-C to stop") << "\n"
+            << std::flush;
+
+  // Frames that exist now: if still suspended at the end without having run, they were
+  // suspended before the trace began.
+  std::unordered_map<uint64_t, std::string> at_start;
+  {
+    Snapshot first;
+    if (taker.take(&first, &serr)) {
+      for (const auto& f : first.frames) at_start.emplace(f.address, f.function);
+    }
+  }
+
+  TraceModelOptions mopts;
+  mopts.keep_slices = !o.timeline.empty();
+  mopts.stall_threshold_ns = report.block_threshold_ns;
+  TraceModel model(fns, mopts, &unwinder);
+  TraceReorder reorder;
+  const TraceSession::EventHandler intake = [&](const void* data, size_t size) {
+    reorder.push(data, size);
+  };
+  auto sink = [&](const void* data, size_t size) { model.handle(data, size); };
+
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, o.pid, 0));
+  const uint64_t deadline =
+      o.duration_s > 0 ? report.start_ts + static_cast<uint64_t>(o.duration_s * 1e9) : 0;
+  for (;;) {
+    if (g_stop_signal.load() != 0) break;
+    uint64_t now = monotonic_ns();
+    if (deadline != 0 && now >= deadline) break;
+    int wait_ms = 100;
+    if (deadline != 0)
+      wait_ms = static_cast<int>(std::min<uint64_t>(100, (deadline - now) / 1'000'000 + 1));
+    int r = session->poll(wait_ms, intake);
+    if (r < 0 && r != -EINTR) {
+      report.warnings.push_back(std::string("ring buffer poll failed: ") + strerror(-r));
+      break;
+    }
+    reorder.release(sink, false);
+    bool exited = false;
+    if (pidfd >= 0) {
+      pollfd p{pidfd, POLLIN, 0};
+      exited = ::poll(&p, 1, 0) > 0;
+    } else {
+      exited = kill(o.pid, 0) != 0 && errno == ESRCH;
+    }
+    if (exited) {
+      report.target_exited = true;
+      break;
+    }
+  }
+  if (pidfd >= 0) close(pidfd);
+
+  // The end: the last look at the process while the probes still run, then detach.
+  uint64_t end_ts = monotonic_ns();
+  Snapshot last;
+  bool have_last = false;
+  if (!report.target_exited) {
+    have_last = taker.take(&last, &serr);
+    end_ts = monotonic_ns();
+  }
+  const TraceProbeEnd probes_end = detach_trace_probes(session.get(), intake);
+  report.counters = probes_end.counters;
+  const std::vector<std::pair<uint32_t, trace_thread>>& thread_states = probes_end.threads;
+  report.detach_s = probes_end.detach_s;
+  reorder.release(sink, true);
+  model.finish(end_ts);
+  if (!report.target_exited) {
+    for (const auto& [tid, st] : thread_states) {
+      model.add_in_progress(tid, st, end_ts, report.block_threshold_ns, report.block_threshold_ns);
+    }
+  }
+  report.end_ts = end_ts;
+  report.duration_s = static_cast<double>(end_ts - report.start_ts) / 1e9;
+  report.running_at_end = model.running_at_end();
+
+  // Still suspended at the end: the last snapshot's frames, aged by the trace.
+  if (have_last) {
+    std::unordered_map<uint64_t, int64_t> index_at_end;
+    for (const auto& f : last.frames) index_at_end.emplace(f.address, f.suspend.index);
+    model.resolve_pending(index_at_end);
+    AsyncForest forest = build_async_forest(last);
+    for (size_t i = 0; i < last.frames.size(); ++i) {
+      const CoroFrame& f = last.frames[i];
+      if (f.state != FrameState::kSuspended) continue;
+      if (forest.links[i].duplicate) continue;
+      SuspendedAtEnd s;
+      s.frame = f.address;
+      s.function = f.function;
+      s.file = f.suspend.file;
+      s.line = f.suspend.line;
+      auto fe = model.frame_at_end(f.address);
+      bool same_fn = fe && fe->fn < fns.size() && fns[fe->fn].name == f.function;
+      if (same_fn && fe->running) continue;  // resumed while the snapshot was read
+      if (same_fn && fe->suspended_since != 0 && fe->suspended_since <= end_ts) {
+        s.age_kind = "exact";
+        s.age_ns = end_ts - fe->suspended_since;
+      } else if (auto it = at_start.find(f.address);
+                 it != at_start.end() && it->second == f.function) {
+        s.age_kind = "before-trace";
+        s.age_ns = end_ts - report.start_ts;
+      } else {
+        s.age_kind = "not-started";
+        s.age_ns = end_ts - report.start_ts;
+      }
+      size_t at = i;
+      for (size_t guard = 0; guard < 4096 && at != kNoFrame; ++guard) {
+        s.async_stack.push_back(snapshot_entry(last.frames[at]));
+        at = forest.links[at].parent;
+      }
+      report.suspended.push_back(std::move(s));
+    }
+    auto rank = [](const SuspendedAtEnd& s) { return s.age_kind == "before-trace" ? 0 : 1; };
+    std::stable_sort(report.suspended.begin(), report.suspended.end(),
+                     [&](const SuspendedAtEnd& a, const SuspendedAtEnd& b) {
+                       if (rank(a) != rank(b)) return rank(a) < rank(b);
+                       return a.age_ns > b.age_ns;
+                     });
+    for (const auto& w : last.warnings) report.warnings.push_back(w);
+  } else if (report.target_exited) {
+    report.warnings.push_back("the target exited during the trace: no end-of-trace snapshot");
+  }
+  model.finalize();
+
+  for (uint32_t tid : model.threads_seen()) {
+    std::string name = read_first_line("/proc/" + std::to_string(o.pid) + "/task/" +
+                                       std::to_string(tid) + "/comm");
+    report.thread_names[tid] = name;
+  }
+  for (const auto& b : model.blocking()) report.thread_names.emplace(b.tid, "");
+  for (const auto& s : model.stalls()) report.thread_names.emplace(s.tid, "");
+
+  report.overhead.calibrated = costs.measured;
+  report.overhead.uprobe_ns = costs.uprobe_ns;
+  report.overhead.syscall_pair_ns = costs.syscall_pair_ns;
+  report.overhead.sched_ns = costs.sched_ns;
+  report.overhead.uprobe_hits =
+      report.counters[TRACE_CTR_RESUME_HITS] + report.counters[TRACE_CTR_DESTROY_HITS];
+  report.overhead.syscall_hits = report.counters[TRACE_CTR_SYS_ALL_HITS];
+  report.overhead.sched_hits = report.counters[TRACE_CTR_SCHED_HITS];
+  if (model.malformed() > 0) {
+    report.warnings.push_back(std::to_string(model.malformed()) + " malformed records ignored");
+  }
+  if (model.slices_dropped() > 0) {
+    report.warnings.push_back("timeline: " + std::to_string(model.slices_dropped()) +
+                              " runs beyond the first " + std::to_string(mopts.max_slices) +
+                              " were not kept");
+  }
+
+  int rc = kExitOk;
+  if (!o.timeline.empty()) {
+    std::ofstream tl(o.timeline);
+    if (!tl) {
+      std::cerr << "asyncprobe: cannot write " << o.timeline << "\n";
+      rc = kExitUsage;
+    } else {
+      TimelineInfo info;
+      info.pid = o.pid;
+      info.command = comm;
+      info.base_ts =
+          std::min(report.start_ts, model.first_ts() != 0 ? model.first_ts() : report.start_ts);
+      info.thread_names = report.thread_names;
+      write_chrome_trace(tl, model, info);
+    }
+  }
+  std::ofstream file;
+  std::ostream* out = &std::cout;
+  if (!o.output.empty()) {
+    file.open(o.output);
+    if (!file) return fail("cannot write " + o.output, kExitUsage);
+    out = &file;
+  }
+  if (o.json) {
+    write_trace_json(*out, report, model);
+  } else {
+    write_trace_text(*out, report, model);
+  }
+  out->flush();
+  return rc;
+}
+
+}  // namespace asyncprobe

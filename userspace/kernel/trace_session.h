@@ -1,0 +1,129 @@
+// The kernel side of `asyncprobe trace`: loads bpf/trace.bpf.c (through its generated skeleton)
+// for one target process, attaches a uprobe to every coroutine resume and destroy function and
+// the syscall/scheduler raw tracepoints, and hands the ring buffer's events to a callback. Every
+// probe is a perf-event link owned by this process: closing it (normal end, a signal, or the
+// kernel reaping a killed asyncprobe) removes every probe. Model: bcc libbpf-tools' x.c.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bpf/trace.h"
+#include "userspace/util/exit_codes.h"
+
+namespace asyncprobe {
+
+struct TraceError {
+  ExitCode code = kExitOk;
+  std::string message;  // one line
+};
+
+// One coroutine function to probe; its position in TraceSessionOptions::functions is its id
+// (the bpf_cookie of its probes and the key of the fns map).
+struct TraceFunctionSpec {
+  std::string attach_path;     // file the uprobes go on (e.g. /proc/PID/root/usr/bin/server)
+  uint64_t resume_offset = 0;  // file offsets; 0 = none
+  uint64_t destroy_offset = 0;
+  uint64_t cleanup_offset = 0;
+  trace_fn layout{};  // index field, promise offset, flags for the BPF side
+};
+
+// How uprobes are attached: one uprobe_multi link per file (kernel 6.6+; attach and detach in
+// one system call), or one perf-event link per site (older kernels; detaching waits about 50 ms
+// per site). kAuto: uprobe_multi when the kernel loads it.
+enum class UprobeMode { kAuto, kMulti, kPerf };
+
+struct TraceSessionOptions {
+  int pid = 0;
+  UprobeMode uprobe_mode = UprobeMode::kAuto;
+  uint64_t block_threshold_ns = 10'000'000;
+  uint64_t stall_threshold_ns = 10'000'000;
+  uint32_t ringbuf_bytes = 16u << 20;  // rounded up to a power of two
+  std::vector<TraceFunctionSpec> functions;
+  bool syscalls = true;  // attach sys_enter/sys_exit/sched_switch/sched_process_exit
+  std::string btf_path;  // kernel BTF; empty = /sys/kernel/btf/vmlinux
+};
+
+struct AttachStats {
+  size_t uprobes = 0;  // attached
+  size_t uprobes_failed = 0;
+  size_t uprobes_duplicate = 0;  // same file offset as an earlier function (folded code)
+  size_t tracepoints = 0;
+  bool uprobe_multi = false;          // attached with uprobe_multi links
+  double attach_seconds = 0.0;        // attaching every probe
+  double load_seconds = 0.0;          // loading and verifying the programs
+  std::vector<std::string> failures;  // the first few, one line each
+};
+
+// Summed per-CPU counters, indexed by trace_counter.
+struct TraceCounters {
+  uint64_t v[TRACE_CTR_COUNT] = {};
+  uint64_t operator[](trace_counter c) const { return v[c]; }
+};
+
+// Preconditions of loading BPF at all: privileges (root, or CAP_BPF + CAP_PERFMON) and kernel
+// BTF. false with a one-line reason and an exit code.
+bool check_trace_support(const std::string& btf_path, TraceError* error);
+// The kernel BTF the BPF commands load with: ASYNCPROBE_VMLINUX_BTF when set (tests, odd
+// systems), else "" (the running kernel's /sys/kernel/btf/vmlinux).
+std::string kernel_btf_path();
+// The same for another command that loads BPF (`profile`): `command` names it in the messages.
+bool check_bpf_support(const std::string& btf_path, const std::string& command, TraceError* error);
+
+class TraceSession {
+ public:
+  using EventHandler = std::function<void(const void* data, size_t size)>;
+
+  // Opens and loads the programs for opts.pid. nullptr with `error` on failure.
+  static std::unique_ptr<TraceSession> load(const TraceSessionOptions& opts, TraceError* error);
+  ~TraceSession();
+  TraceSession(const TraceSession&) = delete;
+  TraceSession& operator=(const TraceSession&) = delete;
+
+  // Attaches the tracepoints, then every function's uprobes. A uprobe that fails is counted and
+  // skipped; false only when nothing useful could be attached.
+  bool attach(AttachStats* stats, TraceError* error);
+  // Waits up to timeout_ms for events and passes each to `handler`. Returns the number handled,
+  // or a negative errno (-EINTR when a signal arrived).
+  int poll(int timeout_ms, const EventHandler& handler);
+  // Handles what is already in the ring buffer without waiting.
+  int drain(const EventHandler& handler);
+  TraceCounters counters() const;
+  // Per-thread state kept by the BPF programs (runs in progress, syscall in progress, last
+  // wait), for every thread that has one.
+  std::vector<std::pair<uint32_t, trace_thread>> threads() const;
+  // The fd of that per-thread map, for another program to share (profile --trace).
+  int threads_map_fd() const;
+  // Destroys every link (uprobes first). Safe to call twice; the destructor calls it.
+  void detach();
+  double detach_seconds() const { return detach_seconds_; }
+  size_t link_count() const { return links_.size(); }
+  bool uses_uprobe_multi() const;
+
+ private:
+  TraceSession() = default;
+  struct Impl;
+  struct Link {
+    void* link;  // struct bpf_link* (libbpf), or nullptr
+    int fd;      // a uprobe_multi link made directly, or -1
+  };
+  std::unique_ptr<Impl> impl_;
+  std::vector<Link> links_;
+  double detach_seconds_ = 0.0;
+};
+
+// A uprobe_multi link (BPF_TRACE_UPROBE_MULTI, kernel 6.6+) made with the bpf() system call, for
+// a program loaded with that expected attach type: every offset of `path`, cookies alongside,
+// in process `pid`. The link's fd, or -1 with errno.
+inline constexpr uint32_t kBpfAttachUprobeMulti = 48;
+int attach_uprobe_multi(int prog_fd, const std::string& path, const std::vector<uint64_t>& offsets,
+                        const std::vector<uint64_t>& cookies, int pid);
+
+// Syscall name for a number of the x86-64 table ("nanosleep"), or "syscall_<nr>".
+std::string syscall_name(uint32_t nr);
+
+}  // namespace asyncprobe

@@ -1,0 +1,31 @@
+#include "userspace/model/snapshot_model.h"
+
+namespace asyncprobe {
+
+const char* to_string(FrameState s) {
+  switch (s) {
+    case FrameState::kSuspended:
+      return "suspended";
+    case FrameState::kDone:
+      return "done";
+    case FrameState::kUnknown:
+      return "unknown";
+  }
+  return "unknown";
+}
+
+const char* to_string(SuspendPoint::Kind k) {
+  switch (k) {
+    case SuspendPoint::Kind::kInitial:
+      return "initial";
+    case SuspendPoint::Kind::kAwait:
+      return "await";
+    case SuspendPoint::Kind::kFinal:
+      return "final";
+    case SuspendPoint::Kind::kUnknown:
+      return "unknown";
+  }
+  return "unknown";
+}
+
+}  // namespace asyncprobe

@@ -1,0 +1,450 @@
+#include "userspace/output/report_json.h"
+
+#include <cinttypes>
+#include <cstdio>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace asyncprobe {
+
+namespace {
+
+// Insertion order keeps "schema" first and related fields together for human readers.
+using json = nlohmann::ordered_json;
+
+// Addresses are strings: JSON numbers lose precision past 2^53 in most consumers.
+std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
+  return buf;
+}
+
+json id_or_null(size_t i) { return i == kNoFrame ? json(nullptr) : json(i); }
+
+json suspend_json(SuspendPoint::Kind kind, const std::string& file, int line, json index) {
+  return json{{"kind", to_string(kind)}, {"file", file}, {"line", line}, {"index", index}};
+}
+
+json coroutine_json(const Snapshot& snap, const AsyncForest& forest, size_t i) {
+  const CoroFrame& f = snap.frames[i];
+  const FrameLink& l = forest.links[i];
+  json s = suspend_json(f.suspend.kind, f.suspend.file, f.suspend.line, f.suspend.index);
+  s["rule"] = f.suspend.rule;
+  json j{{"id", i},
+         {"address", hex(f.address)},
+         {"resume_fn", hex(f.resume_fn)},
+         {"destroy_fn", hex(f.destroy_fn)},
+         {"function", f.function},
+         {"object", f.object},
+         {"state", to_string(f.state)},
+         {"suspend", std::move(s)},
+         {"awaiter_id", id_or_null(l.awaiter)},
+         {"awaiter_address", f.awaiter == 0 ? json(nullptr) : json(hex(f.awaiter))},
+         {"awaiter_rule", f.awaiter == 0 ? json(nullptr) : json(f.awaiter_rule)},
+         {"generic_link", f.awaiter != 0 && is_generic_rule(f.awaiter_rule)},
+         {"link", to_string(l.link)},
+         {"parent_id", id_or_null(l.parent)},
+         {"root_id", id_or_null(l.root)},
+         {"depth", l.depth},
+         {"duplicate", l.duplicate},
+         {"on_stack", f.on_stack},
+         {"elided", f.elided},
+         {"stuck", f.stuck},
+         {"stuck_for_s", f.stuck_for_s}};
+  return j;
+}
+
+// Appends `s` as a JSON string exactly as dump() writes it (a test holds the two equal). Strings
+// with non-ASCII bytes go through nlohmann itself for its UTF-8 check and replacement.
+void append_string(std::string& out, const std::string& s) {
+  for (const char ch : s) {
+    if (static_cast<unsigned char>(ch) >= 0x80) {
+      out += json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+      return;
+    }
+  }
+  out += '"';
+  for (const char ch : s) {
+    switch (ch) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(ch) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(ch));
+          out += buf;
+        } else {
+          out += ch;
+        }
+    }
+  }
+  out += '"';
+}
+
+// One coroutine as compact JSON text, the same bytes as coroutine_json(...).dump(-1) but without
+// building the value: this row is written once per coroutine and dominates large reports.
+std::string coroutine_row(const Snapshot& snap, const AsyncForest& forest, size_t i) {
+  const CoroFrame& f = snap.frames[i];
+  const FrameLink& l = forest.links[i];
+  auto id = [](size_t v) { return v == kNoFrame ? std::string("null") : std::to_string(v); };
+  auto flag = [](bool b) { return b ? "true" : "false"; };
+  std::string r;
+  r.reserve(640);
+  r += "{\"id\":" + std::to_string(i);
+  r += ",\"address\":\"" + hex(f.address) + '"';
+  r += ",\"resume_fn\":\"" + hex(f.resume_fn) + '"';
+  r += ",\"destroy_fn\":\"" + hex(f.destroy_fn) + '"';
+  r += ",\"function\":";
+  append_string(r, f.function);
+  r += ",\"object\":";
+  append_string(r, f.object);
+  r += ",\"state\":\"";
+  r += to_string(f.state);
+  r += "\",\"suspend\":{\"kind\":\"";
+  r += to_string(f.suspend.kind);
+  r += "\",\"file\":";
+  append_string(r, f.suspend.file);
+  r += ",\"line\":" + std::to_string(f.suspend.line);
+  r += ",\"index\":" + std::to_string(f.suspend.index);
+  r += ",\"rule\":";
+  append_string(r, f.suspend.rule);
+  r += "},\"awaiter_id\":" + id(l.awaiter);
+  r += ",\"awaiter_address\":";
+  r += f.awaiter == 0 ? std::string("null") : '"' + hex(f.awaiter) + '"';
+  r += ",\"awaiter_rule\":";
+  if (f.awaiter == 0) {
+    r += "null";
+  } else {
+    append_string(r, f.awaiter_rule);
+  }
+  r += ",\"generic_link\":";
+  r += flag(f.awaiter != 0 && is_generic_rule(f.awaiter_rule));
+  r += ",\"link\":\"";
+  r += to_string(l.link);
+  r += "\",\"parent_id\":" + id(l.parent);
+  r += ",\"root_id\":" + id(l.root);
+  r += ",\"depth\":" + std::to_string(l.depth);
+  r += ",\"duplicate\":";
+  r += flag(l.duplicate);
+  r += ",\"on_stack\":";
+  r += flag(f.on_stack);
+  r += ",\"elided\":";
+  r += flag(f.elided);
+  r += ",\"stuck\":";
+  r += flag(f.stuck);
+  // nlohmann's own number format (shortest round trip, ".0" on integers, null for NaN).
+  r += ",\"stuck_for_s\":" + json(f.stuck_for_s).dump() + '}';
+  return r;
+}
+
+// Emits stack entries one at a time: the top-level trees in display order, then the subtrees the
+// nesting bound cut off, each naming the node it continues.
+class StackWriter {
+ public:
+  StackWriter(const AsyncForest& forest, size_t max_nesting)
+      : forest_(forest), max_nesting_(max_nesting < 1 ? 1 : max_nesting) {}
+
+  template <class Emit>
+  void each(Emit&& emit) {
+    for (size_t t : forest_.top_nodes) emit(node(t, 1));
+    // New cut-offs may be queued while emitting, hence the index loop.
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      json entry = node(pending_[i].second, 1);
+      entry["continues_node"] = pending_[i].first;
+      emit(entry);
+    }
+  }
+
+ private:
+  // Recursion is bounded by max_nesting_, whatever the depth of the tree.
+  json node(size_t id, size_t level) {
+    const StackNode& n = forest_.nodes[id];
+    json j{{"node_id", id},
+           {"count", n.count()},
+           {"function", n.function},
+           {"suspend",
+            suspend_json(n.kind, n.file, n.line, n.line == 0 ? json(n.index) : json(nullptr))},
+           {"state", to_string(n.state)},
+           {"link", to_string(n.link)},
+           {"awaiter_rule", n.rule.empty() ? json(nullptr) : json(n.rule)},
+           {"generic_link", n.link == LinkKind::kLinked && is_generic_rule(n.rule)},
+           {"uncertain", n.uncertain()},
+           {"stuck", n.stuck},
+           {"stuck_for_s", n.stuck_for_s},
+           {"depth_cut_children", n.cut_children},
+           {"frame_ids", n.frames}};
+    json kids = json::array();
+    if (level >= max_nesting_ && !n.children.empty()) {
+      for (size_t c : n.children) pending_.emplace_back(id, c);
+      j["children_continued"] = true;
+    } else {
+      for (size_t c : n.children) kids.push_back(node(c, level + 1));
+    }
+    j["children"] = std::move(kids);
+    return j;
+  }
+
+  const AsyncForest& forest_;
+  size_t max_nesting_;
+  std::vector<std::pair<size_t, size_t>> pending_;  // (parent node, child node)
+};
+
+json summary_json(const Snapshot& snap, const AsyncForest& forest) {
+  size_t suspended = 0, done = 0, unknown = 0, stuck = 0;
+  for (const CoroFrame& f : snap.frames) {
+    suspended += f.state == FrameState::kSuspended;
+    done += f.state == FrameState::kDone;
+    unknown += f.state == FrameState::kUnknown;
+    stuck += f.stuck;
+  }
+  return json{{"coroutines", snap.frames.size()},
+              {"stacks", forest.stack_count()},
+              {"distinct_stacks", forest.distinct_stack_count()},
+              {"threads", snap.threads.size()},
+              {"suspended", suspended},
+              {"done", done},
+              {"unknown", unknown},
+              {"stuck", stuck},
+              {"bytes_scanned", snap.bytes_scanned},
+              {"scan_seconds", snap.scan_seconds},
+              {"window_seconds", snap.window_seconds},
+              {"stuck_detection", snap.window_seconds > 0.0},
+              {"max_depth", forest.max_depth},
+              {"uncertain", forest.uncertain()},
+              {"depth_cut", forest.depth_cut()}};
+}
+
+json stuck_group_json(const StuckGroup& g) {
+  return json{{"count", g.count()},
+              {"function", g.function},
+              {"suspend",
+               suspend_json(g.kind, g.file, g.line, g.line == 0 ? json(g.index) : json(nullptr))},
+              {"leaves", g.leaves()},
+              {"stuck_for_s", g.stuck_for_s},
+              {"max_stuck_for_s", g.max_stuck_for_s},
+              {"frame_ids", g.frames}};
+}
+
+json thread_json(const ThreadInfo& t) {
+  return json{{"tid", t.tid},
+              {"name", t.name},
+              {"state", std::string(1, t.state)},
+              {"syscall", t.syscall},
+              {"syscall_nr", t.syscall_nr},
+              {"sp", hex(t.sp)},
+              {"pc", hex(t.pc)},
+              {"stack_lo", hex(t.stack_lo)},
+              {"stack_hi", hex(t.stack_hi)}};
+}
+
+json anomalies_json(const AsyncForest& forest) {
+  json cycles = json::array();
+  for (const AwaitCycle& c : forest.cycles) {
+    cycles.push_back(json{{"frame_ids", c.frames}, {"cut_id", c.frames.front()}});
+  }
+  json dangling = json::array();
+  for (const DanglingEdge& d : forest.dangling) {
+    dangling.push_back(json{{"id", d.frame}, {"awaiter_address", hex(d.awaiter)}});
+  }
+  json cuts = json::array();
+  for (const DepthCut& d : forest.depth_cuts) {
+    cuts.push_back(
+        json{{"id", d.frame}, {"parent_id", d.parent}, {"root_id", d.root}, {"depth", d.depth}});
+  }
+  json dups = json::array();
+  for (const DuplicateAddress& d : forest.duplicates) {
+    dups.push_back(json{{"address", hex(d.address)}, {"frame_ids", d.frames}});
+  }
+  return json{{"cycles", std::move(cycles)},
+              {"dangling", std::move(dangling)},
+              {"depth_cuts", std::move(cuts)},
+              {"duplicates", std::move(dups)}};
+}
+
+// Writes the top-level object field by field, so a document of a million coroutines never exists
+// in memory at once. Compact output is byte for byte nlohmann's dump(); pretty output puts each
+// coroutine on one line and keeps small flat values inline.
+class Emitter {
+ public:
+  Emitter(std::ostream& out, int indent) : out_(out), indent_(indent < 0 ? -1 : indent) {}
+
+  void begin() { out_ << '{'; }
+  void end() { out_ << newline(0) << "}\n"; }
+
+  void field(const char* key, const json& v) {
+    put_key(key);
+    put(v, 1);
+  }
+
+  void begin_array(const char* key) {
+    put_key(key);
+    out_ << '[';
+    first_element_ = true;
+  }
+  void element(const json& v) {
+    out_ << (first_element_ ? "" : ",") << newline(2);
+    first_element_ = false;
+    put(v, 2);
+  }
+  // An element already rendered as compact JSON text.
+  void element_text(const std::string& text) {
+    out_ << (first_element_ ? "" : ",") << newline(2) << text;
+    first_element_ = false;
+  }
+  void end_array() {
+    if (!first_element_) out_ << newline(1);
+    out_ << ']';
+  }
+
+ private:
+  bool pretty() const { return indent_ >= 0; }
+
+  std::string newline(int level) const {
+    return pretty() ? "\n" + std::string(static_cast<size_t>(level * indent_), ' ') : "";
+  }
+
+  void put_key(const char* key) {
+    out_ << (first_field_ ? "" : ",") << newline(1) << '"' << key << "\":" << (pretty() ? " " : "");
+    first_field_ = false;
+  }
+
+  void put(const json& v, int level) {
+    if (!pretty()) {
+      out_ << v.dump(-1, ' ', false, json::error_handler_t::replace);
+      return;
+    }
+    std::string text;
+    layout(text, v, level);
+    out_ << text;
+  }
+
+  static std::string scalar(const json& v) {
+    return v.dump(-1, ' ', false, json::error_handler_t::replace);
+  }
+
+  // Small flat values stay on one line: an id list of a thousand frames or a suspend point
+  // spread over one line per item would bury the tree. Bigger values, and lists of strings
+  // (warnings), go one item per line.
+  static bool inline_value(const json& v) {
+    if (!v.is_structured()) return true;
+    if (v.is_object() && v.size() > 5) return false;
+    for (const auto& item : v) {
+      if (item.is_structured() || (v.is_array() && item.is_string())) return false;
+    }
+    return true;
+  }
+
+  void layout(std::string& out, const json& v, int level) const {
+    if (!v.is_structured()) {
+      out += scalar(v);
+      return;
+    }
+    const bool obj = v.is_object();
+    if (v.empty()) {
+      out += obj ? "{}" : "[]";
+      return;
+    }
+    const bool flat = inline_value(v);
+    out += obj ? '{' : '[';
+    bool first = true;
+    for (auto it = v.begin(); it != v.end(); ++it) {
+      if (!first) out += flat ? ", " : ",";
+      first = false;
+      if (!flat) out += newline(level + 1);
+      if (obj) out += scalar(json(it.key())) + ": ";
+      // Depth is bounded: stack entries nest at most max_nesting nodes.
+      layout(out, it.value(), level + 1);
+    }
+    if (!flat) out += newline(level);
+    out += obj ? '}' : ']';
+  }
+
+  std::ostream& out_;
+  int indent_;
+  bool first_field_ = true;
+  bool first_element_ = true;
+};
+
+}  // namespace
+
+nlohmann::ordered_json snapshot_to_json(const Snapshot& snap, const AsyncForest& forest,
+                                        const std::vector<StuckGroup>& stuck,
+                                        const JsonReportOptions& opts) {
+  json doc;
+  doc["schema"] = kSnapshotSchema;
+  doc["pid"] = snap.pid;
+  doc["command"] = snap.command;
+  doc["executable"] = snap.executable;
+  doc["summary"] = summary_json(snap, forest);
+  json coroutines = json::array();
+  for (size_t i = 0; i < snap.frames.size(); ++i) {
+    coroutines.push_back(coroutine_json(snap, forest, i));
+  }
+  doc["coroutines"] = std::move(coroutines);
+  json stacks = json::array();
+  StackWriter(forest, opts.max_nesting).each([&](json e) { stacks.push_back(std::move(e)); });
+  doc["stacks"] = std::move(stacks);
+  json groups = json::array();
+  for (const StuckGroup& g : stuck) groups.push_back(stuck_group_json(g));
+  doc["stuck"] = std::move(groups);
+  json threads = json::array();
+  for (const ThreadInfo& t : snap.threads) threads.push_back(thread_json(t));
+  doc["threads"] = std::move(threads);
+  doc["warnings"] = snap.warnings;
+  doc["anomalies"] = anomalies_json(forest);
+  return doc;
+}
+
+void write_json_report(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
+                       const std::vector<StuckGroup>& stuck, const JsonReportOptions& opts) {
+  // Same fields, same order as snapshot_to_json (a test holds them equal), streamed.
+  Emitter e(out, opts.indent);
+  e.begin();
+  e.field("schema", kSnapshotSchema);
+  e.field("pid", snap.pid);
+  e.field("command", snap.command);
+  e.field("executable", snap.executable);
+  e.field("summary", summary_json(snap, forest));
+  e.begin_array("coroutines");
+  for (size_t i = 0; i < snap.frames.size(); ++i) e.element_text(coroutine_row(snap, forest, i));
+  e.end_array();
+  e.begin_array("stacks");
+  StackWriter(forest, opts.max_nesting).each([&](const json& entry) { e.element(entry); });
+  e.end_array();
+  e.begin_array("stuck");
+  for (const StuckGroup& g : stuck) e.element(stuck_group_json(g));
+  e.end_array();
+  e.begin_array("threads");
+  for (const ThreadInfo& t : snap.threads) e.element(thread_json(t));
+  e.end_array();
+  e.field("warnings", snap.warnings);
+  e.field("anomalies", anomalies_json(forest));
+  e.end();
+}
+
+void write_json_report(std::ostream& out, const Snapshot& snap, const JsonReportOptions& opts) {
+  const AsyncForest forest = build_async_forest(snap);
+  write_json_report(out, snap, forest, group_stuck(snap), opts);
+}
+
+}  // namespace asyncprobe

@@ -1,0 +1,396 @@
+#include "userspace/output/report_text.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <iterator>
+#include <map>
+#include <string>
+
+#include "userspace/output/function_name_shortener.h"
+
+namespace asyncprobe {
+
+namespace {
+
+struct Glyphs {
+  const char* times;
+  const char* at_least;
+  const char* tee;     // child with later siblings
+  const char* corner;  // last child
+  const char* bar;     // continuing ancestor column
+  const char* blank;   // finished ancestor column
+};
+
+constexpr Glyphs kAscii{"x", ">=", "|-- ", "`-- ", "|   ", "    "};
+constexpr Glyphs kUnicode{"\u00d7",    "\u2265", "\u251c\u2500\u2500 ", "\u2514\u2500\u2500 ",
+                          "\u2502   ", "    "};
+
+// Names and paths come from the target: control bytes (C0, DEL, and C1 as UTF-8) would let it
+// move the cursor or rewrite the terminal, so they are shown as \xNN.
+std::string esc(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const bool c1 = c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
+                    static_cast<unsigned char>(s[i + 1]) <= 0x9f;
+    if (c < 0x20 || c == 0x7f || c1) {
+      const size_t len = c1 ? 2 : 1;
+      for (size_t k = 0; k < len; ++k) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(s[i + k]));
+        out += buf;
+      }
+      i += len - 1;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// A function as the report prints it: escaped, long library names shortened unless asked not to.
+std::string name_of(const std::string& fn, const TextReportOptions& opts) {
+  if (fn.empty()) return "(unnamed)";
+  return esc(opts.max_name_chars == 0 ? fn : shorten_function_name(fn, opts.max_name_chars));
+}
+
+std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
+  return buf;
+}
+
+std::string frame_ref(const Snapshot& snap, size_t i, const TextReportOptions& opts) {
+  return "#" + std::to_string(i) + " " + name_of(snap.frames[i].function, opts);
+}
+
+const char* state_text(FrameState s) {
+  switch (s) {
+    case FrameState::kSuspended:
+      return "suspended";
+    case FrameState::kDone:
+      return "done (final suspend, not destroyed)";
+    case FrameState::kUnknown:
+      return "unknown";
+  }
+  return "unknown";
+}
+
+std::string plural(size_t n, const char* one, const char* many) {
+  return std::to_string(n) + " " + (n == 1 ? one : many);
+}
+
+// Where a suspend point is, never more precise than what the rules found.
+std::string location(const std::string& file, int line, int64_t index) {
+  if (line > 0) return (file.empty() ? std::string("?") : esc(file)) + ":" + std::to_string(line);
+  if (index >= 0) return "(line unknown, suspend index " + std::to_string(index) + ")";
+  return "(line unknown)";
+}
+
+std::string kind_note(SuspendPoint::Kind kind, FrameState state) {
+  if (kind == SuspendPoint::Kind::kInitial) return "  initial suspend";
+  // A done frame's state text already says final suspend.
+  if (kind == SuspendPoint::Kind::kFinal && state != FrameState::kDone) return "  final suspend";
+  return "";
+}
+
+std::string node_line(const Snapshot& snap, const AsyncForest& forest, const StackNode& n,
+                      const Glyphs& g, const TextReportOptions& opts) {
+  std::string s = std::to_string(n.count()) + g.times + " " + name_of(n.function, opts);
+  s += "  " + location(n.file, n.line, n.line == 0 ? n.index : -1);
+  s += kind_note(n.kind, n.state);
+  // The leaf is where the stack waits; inner frames are suspended on their child by definition,
+  // so their state is only worth a word when it is something else.
+  if (n.children.empty() || n.state != FrameState::kSuspended) {
+    s += "  ";
+    s += state_text(n.state);
+  }
+  // A finished frame Clang placed in its caller's storage may be gone with the caller: "not
+  // destroyed" is then only what the header suggests.
+  if (n.state == FrameState::kDone) {
+    size_t elided = 0;
+    for (size_t f : n.frames) elided += snap.frames[f].elided;
+    if (elided == n.count()) {
+      s += "  (elided: may be destroyed with its caller)";
+    } else if (elided > 0) {
+      s += "  (" + std::to_string(elided) + " elided: may be destroyed with their caller)";
+    }
+  }
+  if (n.stuck > 0) {
+    s += "  [";
+    if (n.stuck != n.count())
+      s += std::to_string(n.stuck) + " of " + std::to_string(n.count()) + " ";
+    s += std::string("stuck ") + g.at_least + format_lower_bound(n.stuck_for_s) + "]";
+  }
+  switch (n.link) {
+    case LinkKind::kRoot:
+      break;
+    case LinkKind::kLinked:
+      if (is_generic_rule(n.rule)) s += "  (generic link)";
+      break;
+    case LinkKind::kDangling:
+      s += "  (awaiter not among frames: uncertain root)";
+      break;
+    case LinkKind::kCycle:
+      s += "  (await cycle cut here: uncertain)";
+      break;
+    case LinkKind::kDepthCut:
+      s += "  (continues a stack cut at depth " +
+           std::to_string(forest.links[n.frames.front()].depth) + ")";
+      break;
+  }
+  if (n.cut_children > 0) s += "  (deeper frames cut: continued as a separate tree)";
+  return s;
+}
+
+void write_tree(std::ostream& out, const Snapshot& snap, const AsyncForest& forest, size_t top,
+                const TextReportOptions& opts, const Glyphs& g) {
+  struct Item {
+    size_t node;
+    std::string prefix;  // drawn before this node's connector
+    bool last;
+  };
+  std::vector<Item> stack;
+  stack.push_back(Item{top, "", true});
+  while (!stack.empty()) {
+    Item it = std::move(stack.back());
+    stack.pop_back();
+    const StackNode& n = forest.nodes[it.node];
+    std::string line = it.prefix;
+    if (n.depth > 0) line += it.last ? g.corner : g.tee;
+    if (n.depth > opts.max_indent_depth) line += "[depth " + std::to_string(n.depth) + "] ";
+    out << line << node_line(snap, forest, n, g, opts) << '\n';
+    // Past the indent cap the prefix stops growing, so a 4096-deep stack stays O(n) wide.
+    std::string child_prefix = it.prefix;
+    if (n.depth > 0 && n.depth < opts.max_indent_depth) child_prefix += it.last ? g.blank : g.bar;
+    for (size_t k = n.children.size(); k-- > 0;) {
+      stack.push_back(Item{n.children[k], child_prefix, k + 1 == n.children.size()});
+    }
+  }
+}
+
+void write_warnings(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
+                    const TextReportOptions& opts) {
+  for (const std::string& w : snap.warnings) out << "warning: " << esc(w) << '\n';
+  const size_t cap = opts.max_listed;
+  auto more = [&](size_t total, const char* what) {
+    if (total > cap) out << "warning: ... and " << (total - cap) << " more " << what << '\n';
+  };
+  for (size_t i = 0; i < forest.cycles.size() && i < cap; ++i) {
+    const AwaitCycle& c = forest.cycles[i];
+    out << "warning: await cycle (torn or hostile data?): ";
+    const size_t shown = std::min<size_t>(c.frames.size(), 8);
+    for (size_t k = 0; k < shown; ++k) out << frame_ref(snap, c.frames[k], opts) << " awaits ";
+    if (shown < c.frames.size()) out << "... (" << c.frames.size() << " frames) ... ";
+    out << frame_ref(snap, c.frames.front(), opts) << "; cut at #" << c.frames.front()
+        << ", stack shown is uncertain\n";
+  }
+  more(forest.cycles.size(), "cycles");
+  for (size_t i = 0; i < forest.dangling.size() && i < cap; ++i) {
+    const DanglingEdge& d = forest.dangling[i];
+    out << "warning: " << frame_ref(snap, d.frame, opts) << ": its awaiter " << hex(d.awaiter)
+        << " is not among the frames found; shown as an uncertain root\n";
+  }
+  more(forest.dangling.size(), "dangling awaiter edges");
+  for (size_t i = 0; i < forest.depth_cuts.size() && i < cap; ++i) {
+    const DepthCut& d = forest.depth_cuts[i];
+    out << "warning: stack of " << frame_ref(snap, d.root, opts) << " is deeper than "
+        << forest.max_depth << " frames: cut between " << frame_ref(snap, d.parent, opts) << " and "
+        << frame_ref(snap, d.frame, opts) << " (depth " << d.depth
+        << "), continued as a separate tree\n";
+  }
+  more(forest.depth_cuts.size(), "depth cuts");
+  for (size_t i = 0; i < forest.duplicates.size() && i < cap; ++i) {
+    const DuplicateAddress& d = forest.duplicates[i];
+    out << "warning: address " << hex(d.address) << " found " << d.frames.size()
+        << " times (torn read?): frames";
+    for (size_t k = 0; k < d.frames.size() && k < 8; ++k) out << " #" << d.frames[k];
+    if (d.frames.size() > 8) out << " ...";
+    out << "; awaiter edges resolve to #" << d.frames.front() << '\n';
+  }
+  more(forest.duplicates.size(), "duplicated addresses");
+}
+
+// Where the leaves of a stuck group are awaited from, most common first: a leaf inside a
+// library (an Asio initiation, a channel receive) says little until its caller is named.
+std::vector<std::string> awaited_from(const Snapshot& snap, const AsyncForest& forest,
+                                      const StuckGroup& s, size_t max_listed,
+                                      const TextReportOptions& opts) {
+  std::map<std::string, size_t> from;
+  size_t roots = 0;
+  for (size_t f : s.leaf_frames) {
+    const size_t a = f < forest.links.size() ? forest.links[f].awaiter : kNoFrame;
+    if (a == kNoFrame) {
+      ++roots;
+      continue;
+    }
+    const CoroFrame& p = snap.frames[a];
+    ++from[name_of(p.function, opts) + "  " +
+           location(p.suspend.file, p.suspend.line, p.suspend.line == 0 ? p.suspend.index : -1)];
+  }
+  if (from.empty()) return {};
+  std::vector<std::pair<std::string, size_t>> sorted(from.begin(), from.end());
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::vector<std::string> lines;
+  for (size_t i = 0; i < sorted.size() && i < max_listed; ++i) {
+    lines.push_back(std::to_string(sorted[i].second) + " from " + sorted[i].first);
+  }
+  if (sorted.size() > max_listed) {
+    lines.push_back("... and " + plural(sorted.size() - max_listed, "more caller", "more callers"));
+  }
+  if (roots > 0) lines.push_back(std::to_string(roots) + " not awaited (stack roots)");
+  return lines;
+}
+
+void write_stuck(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
+                 const std::vector<StuckGroup>& stuck, const Glyphs& g,
+                 const TextReportOptions& opts) {
+  if (!(snap.window_seconds > 0.0)) {
+    out << "STUCK: window 0: stuck detection off\n";
+    return;
+  }
+  const std::string window = format_lower_bound(snap.window_seconds);
+  if (stuck.empty()) {
+    out << "STUCK: none (no suspend point unchanged over the " << window << " window)\n";
+    return;
+  }
+  // Where stuck stacks wait, not every frame above them: a frame awaiting a stuck child is
+  // unchanged because of it, and listing it first would bury the cause.
+  std::vector<const StuckGroup*> leaves;
+  size_t enclosing = 0, enclosing_points = 0;
+  for (const StuckGroup& s : stuck) {
+    if (s.leaves() > 0) leaves.push_back(&s);
+    if (s.leaves() < s.count()) {
+      enclosing += s.count() - s.leaves();
+      ++enclosing_points;
+    }
+  }
+  std::stable_sort(leaves.begin(), leaves.end(), [](const StuckGroup* a, const StuckGroup* b) {
+    return a->leaves() > b->leaves();
+  });
+  out << "STUCK (suspend point unchanged over the " << window
+      << " window; where the stuck stacks wait)\n";
+  for (const StuckGroup* s : leaves) {
+    out << s->leaves() << g.times << " " << name_of(s->function, opts) << "  "
+        << location(s->file, s->line, s->line == 0 ? s->index : -1)
+        << kind_note(s->kind, FrameState::kSuspended) << "  stuck " << g.at_least
+        << format_lower_bound(s->stuck_for_s);
+    if (s->max_stuck_for_s > s->stuck_for_s) {
+      out << ", longest " << g.at_least << format_lower_bound(s->max_stuck_for_s);
+    }
+    out << '\n';
+    for (const std::string& l : awaited_from(snap, forest, *s, 3, opts)) out << "    " << l << '\n';
+  }
+  if (enclosing > 0) {
+    out << "(+ " << plural(enclosing, "enclosing frame", "enclosing frames") << " at "
+        << plural(enclosing_points, "suspend point", "suspend points")
+        << ", each awaiting another coroutine, unchanged too: marked [stuck] in the trees)\n";
+  }
+}
+
+void write_threads(std::ostream& out, const Snapshot& snap) {
+  if (snap.threads.empty()) {
+    out << "THREADS: none read\n";
+    return;
+  }
+  std::vector<const ThreadInfo*> ts;
+  for (const ThreadInfo& t : snap.threads) ts.push_back(&t);
+  std::stable_sort(ts.begin(), ts.end(),
+                   [](const ThreadInfo* a, const ThreadInfo* b) { return a->tid < b->tid; });
+  out << "THREADS\n";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%-8s %-5s %-16s ", "TID", "STATE", "SYSCALL");
+  out << buf << "NAME\n";
+  for (const ThreadInfo* t : ts) {
+    const std::string state = esc(std::string(1, t->state));
+    const std::string sys = t->syscall.empty() ? "?" : esc(t->syscall);
+    std::snprintf(buf, sizeof buf, "%-8d %-5s ", t->tid, state.c_str());
+    out << buf << sys;
+    // Pad to the column without truncating a long name.
+    if (sys.size() < 16) out << std::string(16 - sys.size(), ' ');
+    out << ' ' << esc(t->name) << '\n';
+  }
+}
+
+}  // namespace
+
+std::string format_bytes(uint64_t bytes) {
+  static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  if (bytes < 1024) return std::to_string(bytes) + " B";
+  double v = static_cast<double>(bytes) / 1024.0;
+  size_t u = 0;
+  while (v >= 1024.0 && u + 1 < std::size(kUnits)) {
+    v /= 1024.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
+  return buf;
+}
+
+std::string format_duration(double seconds) {
+  char buf[48];
+  if (!std::isfinite(seconds) || seconds < 0.0) return "?";
+  if (seconds < 1e-3) {
+    std::snprintf(buf, sizeof buf, "%.0f us", seconds * 1e6);
+  } else if (seconds < 1.0) {
+    std::snprintf(buf, sizeof buf, "%.1f ms", seconds * 1e3);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2f s", seconds);
+  }
+  return buf;
+}
+
+std::string format_lower_bound(double seconds) {
+  char buf[48];
+  if (!std::isfinite(seconds) || seconds < 0.0) return "?";
+  // Rounding up would claim more than was observed; the tiny epsilon keeps 0.3 from printing as
+  // 0.2 through binary representation error.
+  if (seconds < 1.0) {
+    std::snprintf(buf, sizeof buf, "%.0fms", std::floor(seconds * 1e3 + 1e-9));
+  } else if (seconds < 1e12) {
+    std::snprintf(buf, sizeof buf, "%.1fs", std::floor(seconds * 10.0 + 1e-9) / 10.0);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.3gs", seconds);
+  }
+  return buf;
+}
+
+void write_text_report(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
+                       const std::vector<StuckGroup>& stuck, const TextReportOptions& opts) {
+  const Glyphs& g = opts.unicode ? kUnicode : kAscii;
+  out << "asyncprobe: pid " << snap.pid;
+  if (!snap.command.empty()) out << " (" << esc(snap.command) << ")";
+  out << ": " << plural(snap.frames.size(), "coroutine", "coroutines") << " in "
+      << plural(forest.stack_count(), "async stack", "async stacks") << " ("
+      << forest.distinct_stack_count() << " distinct), "
+      << plural(snap.threads.size(), "thread", "threads") << "; scanned "
+      << format_bytes(snap.bytes_scanned) << " in " << format_duration(snap.scan_seconds) << '\n';
+  write_warnings(out, snap, forest, opts);
+
+  out << '\n';
+  if (forest.top_nodes.empty()) {
+    out << "ASYNC STACKS: none found\n";
+  } else {
+    out << "ASYNC STACKS (root first, each stack ends where it waits)\n";
+    for (size_t i = 0; i < forest.top_nodes.size(); ++i) {
+      if (i > 0) out << '\n';
+      write_tree(out, snap, forest, forest.top_nodes[i], opts, g);
+    }
+  }
+  out << '\n';
+  write_stuck(out, snap, forest, stuck, g, opts);
+  out << '\n';
+  write_threads(out, snap);
+}
+
+void write_text_report(std::ostream& out, const Snapshot& snap, const TextReportOptions& opts) {
+  const AsyncForest forest = build_async_forest(snap);
+  write_text_report(out, snap, forest, group_stuck(snap), opts);
+}
+
+}  // namespace asyncprobe

@@ -1,0 +1,40 @@
+// The human report: summary line, warnings, coalesced async-stack trees (root first), stuck
+// suspend points, threads. Plain ASCII unless asked otherwise; strings read from the target are
+// escaped so a hostile name cannot drive the terminal.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "userspace/snapshot/async_stacks.h"
+#include "userspace/model/snapshot_model.h"
+#include "userspace/snapshot/stuck_detector.h"
+
+namespace asyncprobe {
+
+struct TextReportOptions {
+  bool unicode = false;          // box-drawing connectors, "×" and "≥" instead of ASCII
+  size_t max_indent_depth = 24;  // deeper tree levels stop indenting and say "[depth N]"
+  size_t max_listed = 10;        // anomalies of each kind spelled out before "... and N more"
+  size_t max_name_chars = 100;   // longer function names are shortened (0: print them whole)
+};
+
+// Writes the report for `snap` using an already built forest and stuck grouping (both must come
+// from this same snapshot).
+void write_text_report(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
+                       const std::vector<StuckGroup>& stuck, const TextReportOptions& opts = {});
+
+// Convenience: builds the forest (default options) and the stuck grouping, then writes.
+void write_text_report(std::ostream& out, const Snapshot& snap, const TextReportOptions& opts = {});
+
+// "12.3 MiB", "512 B": binary units, one decimal.
+std::string format_bytes(uint64_t bytes);
+// "4.1 ms", "850 us", "2.50 s".
+std::string format_duration(double seconds);
+// A lower bound, rounded down so it stays one: "1.0s", "12.3s", "50ms".
+std::string format_lower_bound(double seconds);
+
+}  // namespace asyncprobe

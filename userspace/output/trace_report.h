@@ -1,0 +1,84 @@
+// The report of `asyncprobe trace`: per coroutine function and suspend point (resumes, time
+// running, exact time suspended), blocking calls inside coroutines, event-loop stalls, the
+// coroutines still suspended at the end with their age and async stack, and the accounting
+// (events seen, lost, estimated overhead). Text for people, JSON (--json) for machines.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "userspace/trace/trace_model.h"
+#include "userspace/kernel/trace_session.h"
+
+namespace asyncprobe {
+
+struct AsyncStackEntry {
+  std::string function;
+  std::string file;  // suspend point (empty: unknown)
+  int line = 0;
+  std::string state;  // "running", "suspended", "done", "unknown"
+  std::string rule;   // awaiter rule linking it to the entry before
+};
+
+// A coroutine suspended when the trace ended (from the end-of-trace snapshot).
+struct SuspendedAtEnd {
+  uint64_t frame = 0;
+  std::string function;
+  std::string file;
+  int line = 0;
+  uint64_t age_ns = 0;
+  // "exact": suspended by a run we saw end; "before-trace": already suspended when the trace
+  // began (age >= the trace's length); "not-started": created during the trace, never resumed.
+  std::string age_kind;
+  std::vector<AsyncStackEntry> async_stack;  // this frame first, then who awaits it
+};
+
+struct OverheadEstimate {
+  bool calibrated = false;
+  double uprobe_ns = 0;        // measured (or default) cost of one uprobe hit
+  double syscall_pair_ns = 0;  // of one traced syscall (enter + exit programs)
+  double sched_ns = 0;         // of one context switch program run
+  uint64_t uprobe_hits = 0, syscall_hits = 0, sched_hits = 0;
+  double total_ns() const {
+    return uprobe_ns * static_cast<double>(uprobe_hits) +
+           syscall_pair_ns * static_cast<double>(syscall_hits) +
+           sched_ns * static_cast<double>(sched_hits);
+  }
+};
+
+struct TraceReport {
+  int pid = 0;
+  std::string command;
+  double duration_s = 0;
+  uint64_t start_ts = 0;  // CLOCK_MONOTONIC ns when every probe was attached
+  uint64_t end_ts = 0;
+  bool target_exited = false;
+  uint64_t block_threshold_ns = 0;
+  size_t functions_probed = 0;
+  AttachStats attach;
+  double detach_s = 0;
+  TraceCounters counters;
+  OverheadEstimate overhead;
+  std::vector<SuspendedAtEnd> suspended;
+  size_t running_at_end = 0;
+  std::map<uint32_t, std::string> thread_names;
+  std::vector<std::string> warnings;
+};
+
+// The async stack of a trace-time moment, resolved to names and suspend points.
+std::vector<AsyncStackEntry> resolve_async_stack(const TraceModel& model,
+                                                 const std::vector<AsyncFrameRef>& refs);
+// "where" of a blocking call: the innermost frame with a source line outside system headers and
+// libraries; nullptr when there is none.
+const sym::InlineFrame* blocking_site(const BlockingCall& call);
+
+void write_trace_text(std::ostream& out, const TraceReport& report, const TraceModel& model);
+void write_trace_json(std::ostream& out, const TraceReport& report, const TraceModel& model);
+
+// "1.23 ms", "850 us", "2.50 s".
+std::string format_ns(uint64_t ns);
+
+}  // namespace asyncprobe

@@ -1,0 +1,768 @@
+#include "userspace/preload/service.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "userspace/preload/blocking_records.h"
+#include "userspace/preload/config.h"
+#include "userspace/preload/crash.h"
+#include "userspace/preload/modules.h"
+#include "userspace/preload/protocol.h"
+#include "userspace/preload/signal_safe.h"
+#include "userspace/preload/tracer.h"
+
+namespace asyncprobe::preload {
+
+namespace proto = preload_proto;
+
+void poll_modules_without_hook();  // library.cpp
+
+namespace {
+
+constexpr int kMaxClients = 8;
+constexpr uint64_t kMaxTableBytes = 512ull << 20;  // all tables together
+constexpr uint64_t kMaxOneTable = 256ull << 20;
+
+int g_listen_fd = -1;
+// Identity (device, inode) of our descriptors: a program that closes every fd (daemons do) may
+// get the same numbers back for its own files; we must then never read, write or accept on them.
+struct FdId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+FdId g_listen_id, g_wake_read_id, g_wake_write_id;
+
+FdId fd_id(int fd) {
+  struct stat st {};
+  if (fd < 0 || fstat(fd, &st) != 0) return {};
+  return {st.st_dev, st.st_ino};
+}
+
+bool still_ours(int fd, const FdId& id) {
+  FdId now = fd_id(fd);
+  return fd >= 0 && now.ino == id.ino && now.dev == id.dev && id.ino != 0;
+}
+char g_socket_path[sizeof(sockaddr_un::sun_path)] = {};
+pid_t g_socket_owner = 0;
+int g_wake[2] = {-1, -1};
+std::atomic<int> g_tid{0};
+
+// Raw-syscall I/O: the blocking interposers must not see the library's own calls.
+long sys_read(int fd, void* buf, size_t n) { return sys(SYS_read, fd, buf, n); }
+long sys_send(int fd, const void* buf, size_t n) {
+  return sys(SYS_sendto, fd, buf, n, MSG_NOSIGNAL, nullptr, 0);
+}
+
+bool read_exact(int fd, void* buf, size_t n) {
+  auto* p = static_cast<char*>(buf);
+  while (n > 0) {
+    long r = sys_read(fd, p, n);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+bool send_exact(int fd, const void* buf, size_t n) {
+  auto* p = static_cast<const char*>(buf);
+  while (n > 0) {
+    long w = sys_send(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
+bool send_reply(int fd, uint16_t op, int32_t status, const void* payload, size_t n) {
+  proto::ReplyHeader h{proto::kMagic, op, proto::kVersion, status, 0, n};
+  return send_exact(fd, &h, sizeof h) && (n == 0 || send_exact(fd, payload, n));
+}
+
+// ---- the table helper ------------------------------------------------------------------
+
+struct HelperState {
+  pid_t pid = 0;
+  int out = -1;          // its stdout
+  size_t requested = 0;  // modules [0, requested) were handed to a helper
+  // The blob being read: header first, then straight into its final mapping.
+  preload_table::TableHeader header{};
+  size_t header_got = 0;
+  char* blob = nullptr;
+  size_t blob_got = 0;
+  uint64_t total_bytes = 0;
+} g_helper;
+
+struct HelperChild {
+  const char* path;
+  char* const* argv;
+  char* const* envp;
+  int in, out, err;
+};
+
+char g_child_stack[64 * 1024] __attribute__((aligned(16)));
+
+int helper_child(void* arg) {
+  // A vfork child sharing our memory: raw system calls only until execve.
+  auto* c = static_cast<HelperChild*>(arg);
+  sys(SYS_dup2, c->in, 0);
+  sys(SYS_dup2, c->out, 1);
+  sys(SYS_dup2, c->err, 2);
+  sys(436 /* close_range */, 3, ~0u, 0);
+  sys(SYS_setpriority, PRIO_PROCESS, 0, 10);
+  sys(SYS_execve, c->path, c->argv, c->envp);
+  sys(SYS_exit, 127);
+  return 127;
+}
+
+void finish_helper() {
+  if (g_helper.out >= 0) close(g_helper.out);
+  g_helper.out = -1;
+  if (g_helper.pid > 0) {
+    int st = 0;
+    while (waitpid(g_helper.pid, &st, __WCLONE) < 0 && errno == EINTR) {
+    }
+  }
+  g_helper.pid = 0;
+  if (g_helper.blob != nullptr) munmap(g_helper.blob, g_helper.total_bytes);
+  g_helper.blob = nullptr;
+  g_helper.header_got = 0;
+  g_helper.blob_got = 0;
+}
+
+uint64_t g_table_bytes = 0;
+
+void install_blob() {
+  const auto& h = g_helper.header;
+  char* blob = g_helper.blob;
+  g_helper.blob = nullptr;
+  mprotect(blob, h.total_bytes, PROT_READ);
+  TableView v = make_table_view(blob, h.total_bytes);
+  if (!v.valid() || h.module_id >= Modules::count()) {
+    munmap(blob, h.total_bytes);
+    return;
+  }
+  ModuleRecord* m = Modules::at(h.module_id);
+  // The quick blob is replaced by the complete one; readers may still hold the old view, so it
+  // stays mapped (its memory is counted against the cap).
+  m->tables.store(new TableView(v), std::memory_order_release);
+  g_table_bytes += h.total_bytes;
+}
+
+// Reads what the helper wrote; false at its end.
+bool pump_helper() {
+  if (g_helper.header_got < sizeof g_helper.header) {
+    long r = sys_read(g_helper.out, reinterpret_cast<char*>(&g_helper.header) + g_helper.header_got,
+                      sizeof g_helper.header - g_helper.header_got);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+    if (r <= 0) return false;
+    g_helper.header_got += static_cast<size_t>(r);
+    if (g_helper.header_got < sizeof g_helper.header) return true;
+    const auto& h = g_helper.header;
+    if (h.magic != preload_table::kMagic || h.total_bytes < sizeof h ||
+        h.total_bytes > kMaxOneTable || g_table_bytes + h.total_bytes > kMaxTableBytes) {
+      return false;
+    }
+    g_helper.total_bytes = h.total_bytes;
+    void* p =
+        mmap(nullptr, h.total_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return false;
+    g_helper.blob = static_cast<char*>(p);
+    std::memcpy(g_helper.blob, &h, sizeof h);
+    g_helper.blob_got = sizeof h;
+  } else {
+    long r = sys_read(g_helper.out, g_helper.blob + g_helper.blob_got,
+                      g_helper.total_bytes - g_helper.blob_got);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+    if (r <= 0) return false;
+    g_helper.blob_got += static_cast<size_t>(r);
+  }
+  if (g_helper.blob != nullptr && g_helper.blob_got == g_helper.total_bytes) {
+    install_blob();
+    g_helper.header_got = 0;
+    g_helper.blob_got = 0;
+  }
+  return true;
+}
+
+bool helper_pending() { return g_helper.pid > 0 || g_helper.requested < Modules::count(); }
+
+void start_helper() {
+  size_t n = Modules::count();
+  std::string list;
+  for (size_t i = g_helper.requested; i < n; ++i) {
+    const ModuleRecord* m = Modules::at(i);
+    if (m->unloaded.load() || m->is_self || m->is_vdso || m->path[0] != '/') continue;
+    list += std::to_string(m->id) + " " + m->path + "\n";
+  }
+  g_helper.requested = n;
+  const char* helper = config().helper;
+  if (list.empty() || helper[0] == '\0' || access(helper, X_OK) != 0) return;
+  int in[2], out[2];
+  if (pipe2(in, O_CLOEXEC) != 0) return;
+  if (pipe2(out, O_CLOEXEC) != 0) {
+    close(in[0]);
+    close(in[1]);
+    return;
+  }
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  std::vector<std::string> args = {helper};
+  std::string dirs = config().debug_dirs;
+  for (size_t at = 0; at < dirs.size();) {
+    size_t colon = dirs.find(':', at);
+    if (colon == std::string::npos) colon = dirs.size();
+    if (colon > at) {
+      args.push_back("--debug-dir");
+      args.push_back(dirs.substr(at, colon - at));
+    }
+    at = colon + 1;
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  char* envp[] = {nullptr};
+  HelperChild child{helper, argv.data(), envp, in[0], out[1], devnull >= 0 ? devnull : 2};
+  // No SIGCHLD (exit signal 0): the target's wait() never sees this child; we reap it with
+  // __WCLONE.
+  int pid =
+      clone(helper_child, g_child_stack + sizeof g_child_stack, CLONE_VM | CLONE_VFORK, &child);
+  close(in[0]);
+  close(out[1]);
+  if (devnull >= 0) close(devnull);
+  if (pid <= 0) {
+    close(in[1]);
+    close(out[0]);
+    return;
+  }
+  // The helper reads its whole list before writing anything: no deadlock.
+  {
+    const char* p = list.data();
+    size_t left = list.size();
+    while (left > 0) {
+      long w = sys(SYS_write, in[1], p, left);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) break;
+      p += w;
+      left -= static_cast<size_t>(w);
+    }
+  }
+  close(in[1]);
+  g_helper.pid = pid;
+  g_helper.out = out[0];
+  g_helper.header_got = 0;
+  g_helper.blob_got = 0;
+}
+
+// ---- requests -----------------------------------------------------------------------------
+
+struct TraceSession {
+  int fd = -1;
+  std::vector<EntryCounts> baseline;
+  uint64_t start_ns = 0;
+  uint64_t lost = 0;
+};
+// Never destroyed: the service thread may still serve while the process runs its exit handlers.
+TraceSession& g_trace = *new TraceSession();
+
+bool serve_read(int fd, const proto::ReadRequest& rq) {
+  static const char kZeros[4096] = {};
+  if (rq.length > proto::kMaxRead || rq.address + rq.length < rq.address) {
+    return send_reply(fd, proto::kReadMemory, proto::kErrBadRequest, nullptr, 0);
+  }
+  proto::ReplyHeader h{proto::kMagic, proto::kReadMemory, proto::kVersion, proto::kOk, 0,
+                       rq.length + 8};
+  if (!send_exact(fd, &h, sizeof h)) return false;
+  // Straight from our memory into the socket: the kernel reports an unreadable page as EFAULT,
+  // so nothing faults and no copy of the target's memory is left in its heap.
+  uint64_t off = 0;
+  while (off < rq.length) {
+    uint64_t addr = rq.address + off;
+    uint64_t piece = rq.length - off < (256u << 10) ? rq.length - off : (256u << 10);
+    long w = sys_send(fd, reinterpret_cast<const void*>(addr), piece);
+    if (w > 0) {
+      off += static_cast<uint64_t>(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && errno == EFAULT) {
+      // Narrow down to the page: bytes before the fault may still be readable.
+      uint64_t to_page = 4096 - (addr & 4095);
+      if (piece > to_page) {
+        long w2 = sys_send(fd, reinterpret_cast<const void*>(addr), to_page);
+        if (w2 > 0) {
+          off += static_cast<uint64_t>(w2);
+          continue;
+        }
+        if (w2 < 0 && errno != EFAULT) return false;
+      }
+      break;
+    }
+    return false;
+  }
+  uint64_t readable = off;
+  while (off < rq.length) {
+    uint64_t piece = rq.length - off < sizeof kZeros ? rq.length - off : sizeof kZeros;
+    if (!send_exact(fd, kZeros, piece)) return false;
+    off += piece;
+  }
+  return send_exact(fd, &readable, sizeof readable);
+}
+
+bool read_small_file(const char* path, std::string* out) {
+  int fd = raw_open(path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  char buf[16384];
+  for (;;) {
+    long n = sys_read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out->append(buf, static_cast<size_t>(n));
+    if (out->size() > proto::kMaxPayload) break;
+  }
+  raw_close(fd);
+  return true;
+}
+
+bool all_digits(const std::string& s) {
+  if (s.empty() || s.size() > 10) return false;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+  }
+  return true;
+}
+
+bool serve_proc_file(int fd, const std::string& name) {
+  std::string data;
+  bool ok = false;
+  if (name == "maps" || name == "comm" || name == "status" || name == "cmdline") {
+    ok = read_small_file(("/proc/self/" + name).c_str(), &data);
+  } else if (name == "exe") {
+    char buf[4096];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof buf);
+    ok = n > 0;
+    if (ok) data.assign(buf, static_cast<size_t>(n));
+  } else if (name == "tasks") {
+    if (DIR* d = opendir("/proc/self/task")) {
+      while (dirent* e = readdir(d)) {
+        if (e->d_name[0] != '.') data += std::string(e->d_name) + "\n";
+      }
+      closedir(d);
+      ok = true;
+    }
+  } else if (name.rfind("task/", 0) == 0) {
+    size_t slash = name.find('/', 5);
+    if (slash != std::string::npos) {
+      std::string tid = name.substr(5, slash - 5), file = name.substr(slash + 1);
+      if (all_digits(tid) && (file == "stat" || file == "comm" || file == "syscall")) {
+        ok = read_small_file(("/proc/self/task/" + tid + "/" + file).c_str(), &data);
+      }
+    }
+  }
+  if (!ok) return send_reply(fd, proto::kProcFile, proto::kErrNotFound, nullptr, 0);
+  return send_reply(fd, proto::kProcFile, proto::kOk, data.data(), data.size());
+}
+
+uint32_t features() {
+  uint32_t f = 0;
+  if (config().trace && tracer_patched_count() > 0) f |= proto::kFeatureTrace;
+  if (config().blocking) f |= proto::kFeatureBlocking;
+  if (Modules::tables_complete()) f |= proto::kFeatureTablesComplete;
+  return f;
+}
+
+bool send_trace_state(int fd, uint16_t op) {
+  uint64_t now = monotonic_ns();
+  std::vector<proto::ResumeEvent> events;
+  uint64_t lost = 0;
+  tracer_drain(&events, &lost, now);
+  g_trace.lost += lost;
+  std::vector<EntryCounts> counts;
+  tracer_sum_counts(&counts);
+  std::vector<proto::CountRecord> records;
+  uint64_t total = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    EntryCounts base = i < g_trace.baseline.size() ? g_trace.baseline[i] : EntryCounts{};
+    proto::CountRecord c{static_cast<uint32_t>(i), 0, counts[i].resumes - base.resumes,
+                         counts[i].starts - base.starts, counts[i].dispatches - base.dispatches};
+    if (c.resumes == 0 && c.starts == 0 && c.dispatches == 0) continue;
+    records.push_back(c);
+    total += c.resumes;
+  }
+  proto::TracePollReply r{now, events.size(), g_trace.lost, records.size(), total};
+  std::string payload(reinterpret_cast<const char*>(&r), sizeof r);
+  payload.append(reinterpret_cast<const char*>(events.data()),
+                 events.size() * sizeof(proto::ResumeEvent));
+  payload.append(reinterpret_cast<const char*>(records.data()),
+                 records.size() * sizeof(proto::CountRecord));
+  return send_reply(fd, op, proto::kOk, payload.data(), payload.size());
+}
+
+void stop_trace() {
+  g_trace.fd = -1;
+  tracer_set_flags(config().trace_from_start ? kTraceCount : 0);
+  std::vector<proto::ResumeEvent> discard;
+  uint64_t lost = 0;
+  tracer_drain(&discard, &lost, monotonic_ns());
+}
+
+class Strings {
+ public:
+  Strings() { bytes_.push_back('\0'); }
+  uint32_t add(const char* s) {
+    if (s == nullptr || s[0] == '\0') return 0;
+    uint32_t at = static_cast<uint32_t>(bytes_.size());
+    bytes_.append(s);
+    bytes_.push_back('\0');
+    return at;
+  }
+  const std::string& bytes() const { return bytes_; }
+
+ private:
+  std::string bytes_;
+};
+
+bool serve_functions(int fd) {
+  Strings s;
+  std::vector<proto::FunctionRecord> recs;
+  size_t n = tracer_function_count();
+  for (size_t i = 0; i < n; ++i) {
+    const TracedFunction& f = tracer_function(i);
+    proto::FunctionRecord r{};
+    r.id = f.id;
+    r.resume = f.resume;
+    r.traced = f.traced ? 1 : 0;
+    r.flags = f.gcc && f.index_offset >= 0 ? 1 : 0;
+    if (f.module_id < Modules::count()) r.object = s.add(Modules::at(f.module_id)->path);
+    Modules::CoroRef ref;
+    if (Modules::coroutine_at_pc(f.resume, &ref) && ref.resume_abs() == f.resume) {
+      r.name = s.add(ref.view.str(ref.coro->name));
+      r.file = s.add(ref.view.str(ref.coro->decl_file));
+      r.line = ref.coro->decl_line;
+    }
+    recs.push_back(r);
+  }
+  uint32_t head[2] = {static_cast<uint32_t>(recs.size()), static_cast<uint32_t>(s.bytes().size())};
+  std::string payload(reinterpret_cast<const char*>(head), sizeof head);
+  payload.append(reinterpret_cast<const char*>(recs.data()),
+                 recs.size() * sizeof(proto::FunctionRecord));
+  payload += s.bytes();
+  return send_reply(fd, proto::kTraceFunctions, proto::kOk, payload.data(), payload.size());
+}
+
+bool serve_blocking(int fd, uint64_t since) {
+  std::vector<BlockingSample> samples;
+  uint64_t next = 0, dropped = 0;
+  blocking_samples(since, &samples, &next, &dropped);
+  Strings s;
+  std::vector<proto::BlockingRecord> recs;
+  std::vector<proto::BlockingFrame> frames;
+  for (const auto& smp : samples) {
+    proto::BlockingRecord r{};
+    r.call = s.add(smp.call);
+    r.tid = static_cast<uint32_t>(smp.tid);
+    r.start_ns = smp.start_ns;
+    r.duration_ns = smp.duration_ns;
+    r.call_site = smp.app_site != 0 ? smp.app_site : smp.call_site;
+    r.call_site_text = s.add(describe_call_site(r.call_site).c_str());
+    r.frames_begin = static_cast<uint32_t>(frames.size());
+    for (const auto& f : describe_sample_frames(smp)) {
+      frames.push_back({f.frame, s.add(f.function.c_str()), s.add(f.file.c_str()), f.line, 0});
+    }
+    r.frames_count = static_cast<uint32_t>(frames.size()) - r.frames_begin;
+    recs.push_back(r);
+  }
+  proto::BlockingPollReply head{next,
+                                config().blocking ? config().blocking_threshold_ns : 0,
+                                static_cast<uint32_t>(recs.size()),
+                                static_cast<uint32_t>(dropped),
+                                static_cast<uint32_t>(frames.size()),
+                                static_cast<uint32_t>(s.bytes().size())};
+  std::string payload(reinterpret_cast<const char*>(&head), sizeof head);
+  payload.append(reinterpret_cast<const char*>(recs.data()),
+                 recs.size() * sizeof(proto::BlockingRecord));
+  payload.append(reinterpret_cast<const char*>(frames.data()),
+                 frames.size() * sizeof(proto::BlockingFrame));
+  payload += s.bytes();
+  return send_reply(fd, proto::kBlockingPoll, proto::kOk, payload.data(), payload.size());
+}
+
+// One request; false closes the connection.
+bool serve_one(int fd) {
+  proto::RequestHeader rq{};
+  if (!read_exact(fd, &rq, sizeof rq)) return false;
+  if (rq.magic != proto::kMagic || rq.version != proto::kVersion || rq.payload_bytes > (1u << 20)) {
+    send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
+    return false;
+  }
+  std::string payload(rq.payload_bytes, '\0');
+  if (rq.payload_bytes > 0 && !read_exact(fd, payload.data(), payload.size())) return false;
+  poll_modules_without_hook();
+  switch (rq.op) {
+    case proto::kHello: {
+      proto::HelloReply r{static_cast<uint32_t>(self_pid()),
+                          static_cast<uint32_t>(geteuid()),
+                          features(),
+                          tracer_patched_count(),
+                          tracer_unpatched_count(),
+                          0};
+      return send_reply(fd, rq.op, proto::kOk, &r, sizeof r);
+    }
+    case proto::kReadMemory: {
+      if (payload.size() != sizeof(proto::ReadRequest))
+        return send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
+      proto::ReadRequest r;
+      std::memcpy(&r, payload.data(), sizeof r);
+      return serve_read(fd, r);
+    }
+    case proto::kProcFile:
+      return serve_proc_file(fd, payload);
+    case proto::kTraceStart: {
+      if (!config().trace || tracer_patched_count() == 0)
+        return send_reply(fd, rq.op, proto::kErrUnsupported, nullptr, 0);
+      if (g_trace.fd >= 0 && g_trace.fd != fd)
+        return send_reply(fd, rq.op, proto::kErrBusy, nullptr, 0);
+      proto::TraceStartRequest r{};
+      if (payload.size() == sizeof r) std::memcpy(&r, payload.data(), sizeof r);
+      g_trace = TraceSession{};
+      g_trace.fd = fd;
+      tracer_set_flags(static_cast<uint8_t>(kTraceCount | ((r.flags & 1) != 0 ? kTraceEvents : 0)));
+      std::vector<proto::ResumeEvent> discard;
+      uint64_t lost = 0;
+      tracer_drain(&discard, &lost, monotonic_ns());
+      tracer_sum_counts(&g_trace.baseline);
+      g_trace.start_ns = monotonic_ns();
+      proto::TraceStartReply reply{g_trace.start_ns};
+      return send_reply(fd, rq.op, proto::kOk, &reply, sizeof reply);
+    }
+    case proto::kTracePoll:
+    case proto::kTraceStop: {
+      if (g_trace.fd != fd) return send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
+      bool ok = send_trace_state(fd, rq.op);
+      if (rq.op == proto::kTraceStop) stop_trace();
+      return ok;
+    }
+    case proto::kTraceFunctions:
+      return serve_functions(fd);
+    case proto::kBlockingPoll: {
+      proto::BlockingPollRequest r{};
+      if (payload.size() == sizeof r) std::memcpy(&r, payload.data(), sizeof r);
+      return serve_blocking(fd, r.since);
+    }
+    default:
+      return send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
+  }
+}
+
+// `closed_by_program`: the program closed our descriptor behind our back (a daemon closing every
+// fd): forget it without close(), whose number may already be the program's again.
+void drop_client(std::vector<int>& clients, size_t i, bool closed_by_program = false) {
+  if (g_trace.fd == clients[i]) stop_trace();
+  if (!closed_by_program) close(clients[i]);
+  clients.erase(clients.begin() + static_cast<long>(i));
+}
+
+void accept_client(std::vector<int>& clients) {
+  int fd = accept4(g_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  if (fd < 0) return;
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != geteuid()) {
+    // Only our own user: anyone else (root included) gets one refusal and the door. Its first
+    // request is read first so that the refusal is what it reads back.
+    timeval brief{1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &brief, sizeof brief);
+    proto::RequestHeader ignored{};
+    read_exact(fd, &ignored, sizeof ignored);
+    send_reply(fd, ignored.op, proto::kErrPermission, nullptr, 0);
+    close(fd);
+    return;
+  }
+  if (clients.size() >= static_cast<size_t>(kMaxClients)) {
+    send_reply(fd, 0, proto::kErrBusy, nullptr, 0);
+    close(fd);
+    return;
+  }
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  clients.push_back(fd);
+}
+
+void* service_main(void*) {
+  g_tid.store(self_tid());
+  set_table_loader_thread(self_tid());
+  set_internal_thread(true);
+  std::vector<int> clients;
+  for (;;) {
+    if (g_helper.pid == 0 && g_helper.requested < Modules::count()) start_helper();
+    set_table_loader_alive(helper_pending());
+    std::vector<pollfd> fds;
+    fds.push_back({g_wake[0], POLLIN, 0});
+    fds.push_back({g_helper.out, POLLIN, 0});
+    fds.push_back({g_listen_fd, POLLIN, 0});
+    for (int c : clients) fds.push_back({c, POLLIN, 0});
+    int n = poll(fds.data(), fds.size(), -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      sleep_ms(100);
+      continue;
+    }
+    // A program that closes every descriptor closes ours too: stop watching them rather than
+    // spin on POLLNVAL or touch the program's files (snapshots over the socket end; the crash
+    // handler keeps working).
+    if ((fds[0].revents & POLLNVAL) != 0 ||
+        (fds[0].revents != 0 && !still_ours(g_wake[0], g_wake_read_id)))
+      g_wake[0] = -1;
+    if ((fds[2].revents & POLLNVAL) != 0 ||
+        (fds[2].revents != 0 && !still_ours(g_listen_fd, g_listen_id)))
+      g_listen_fd = -1;
+    if ((fds[1].revents & POLLNVAL) != 0 && g_helper.out >= 0) {
+      g_helper.out = -1;
+      finish_helper();
+    }
+    if ((fds[0].revents & POLLIN) != 0 && g_wake[0] >= 0) {
+      char buf[64];
+      while (sys_read(g_wake[0], buf, sizeof buf) > 0) {
+      }
+    }
+    if (fds[1].revents != 0 && g_helper.out >= 0) {
+      if (!pump_helper()) finish_helper();
+    }
+    // Clients polled this round come first in `clients`; one accepted now waits for the next.
+    size_t polled = clients.size();
+    if ((fds[2].revents & POLLIN) != 0 && g_listen_fd >= 0) accept_client(clients);
+    for (size_t i = polled; i-- > 0;) {
+      short ev = fds[3 + i].revents;
+      if (ev == 0) continue;
+      if ((ev & POLLNVAL) != 0) {
+        drop_client(clients, i, true);
+      } else if ((ev & POLLERR) != 0 || !serve_one(clients[i])) {
+        drop_client(clients, i);
+      }
+    }
+  }
+  return nullptr;
+}
+
+bool private_dir(const std::string& dir, std::string* why) {
+  if (mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    *why = "cannot create " + dir + ": " + std::strerror(errno);
+    return false;
+  }
+  struct stat st {};
+  if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+      (st.st_mode & 077) != 0) {
+    *why = dir + " is not a private directory of this user (want mode 0700, owner uid " +
+           std::to_string(geteuid()) + ")";
+    return false;
+  }
+  return true;
+}
+
+bool bind_socket(std::string* why) {
+  std::string dir = preload_proto::socket_directory(config().socket_dir, geteuid());
+  if (!private_dir(dir, why)) return false;
+  std::string path = preload_proto::socket_path(config().socket_dir, geteuid(), self_pid());
+  if (path.size() >= sizeof g_socket_path) {
+    *why = "socket path too long: " + path;
+    return false;
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *why = std::string("socket: ") + std::strerror(errno);
+    return false;
+  }
+  unlink(path.c_str());  // a stale socket of a process that had our pid
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  mode_t old = umask(0177);
+  int rc = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  umask(old);
+  if (rc != 0 || chmod(path.c_str(), 0600) != 0 || listen(fd, 16) != 0) {
+    *why = "cannot listen on " + path + ": " + std::strerror(errno);
+    close(fd);
+    return false;
+  }
+  std::memcpy(g_socket_path, path.c_str(), path.size() + 1);
+  g_socket_owner = self_pid();
+  g_listen_fd = fd;
+  g_listen_id = fd_id(fd);
+  return true;
+}
+
+}  // namespace
+
+bool start_service(std::string* why) {
+  bool socket_ok = true;
+  if (config().socket) socket_ok = bind_socket(why);
+  if (pipe2(g_wake, O_CLOEXEC | O_NONBLOCK) != 0) return false;
+  g_wake_read_id = fd_id(g_wake[0]);
+  g_wake_write_id = fd_id(g_wake[1]);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 512 * 1024);
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);  // the thread starts with every signal blocked
+  pthread_t t;
+  int rc = pthread_create(&t, &attr, service_main, nullptr);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) {
+    *why = "cannot start the library's thread";
+    return false;
+  }
+  pthread_setname_np(t, "asyncprobe");
+  pthread_detach(t);
+  set_table_loader_alive(true);
+  return socket_ok;
+}
+
+void service_wake() {
+  if (g_wake[1] >= 0 && still_ours(g_wake[1], g_wake_write_id)) {
+    char c = 1;
+    sys(SYS_write, g_wake[1], &c, 1);
+  }
+}
+
+void service_unlink_socket() {
+  if (g_socket_path[0] != '\0' && g_socket_owner == self_pid()) {
+    sys(SYS_unlinkat, AT_FDCWD, g_socket_path, 0);
+    g_socket_path[0] = '\0';
+  }
+}
+
+void service_after_fork_child() {
+  if (g_listen_fd >= 0) close(g_listen_fd);
+  g_listen_fd = -1;
+  g_socket_path[0] = '\0';
+  g_tid.store(0);
+  g_helper = HelperState{};
+  set_table_loader_alive(false);
+}
+
+int service_tid() { return g_tid.load(); }
+
+}  // namespace asyncprobe::preload

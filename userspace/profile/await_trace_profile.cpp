@@ -1,0 +1,118 @@
+#include "userspace/profile/await_trace_profile.h"
+
+#include "userspace/snapshot/async_stacks.h"
+#include "userspace/profile/await_profiler.h"
+#include "userspace/profile/profile_builder.h"
+
+namespace asyncprobe {
+
+namespace {
+
+// Resume function address -> the model's function id.
+std::unordered_map<uint64_t, uint32_t> function_ids(const TraceModel& model) {
+  std::unordered_map<uint64_t, uint32_t> ids;
+  const std::vector<TraceFunction>& fns = model.functions();
+  for (size_t i = 0; i < fns.size(); ++i) {
+    if (fns[i].fn == nullptr || fns[i].loaded == nullptr || fns[i].fn->resume == 0) continue;
+    ids.emplace(fns[i].fn->resume + fns[i].loaded->bias, static_cast<uint32_t>(i));
+  }
+  return ids;
+}
+
+void note(Profile* p, uint64_t n, const std::string& what) {
+  if (n > 0) p->warnings.push_back(std::to_string(n) + " " + what);
+}
+
+}  // namespace
+
+size_t seed_suspended_at_start(const Snapshot& snap, uint64_t since_ns, TraceModel* model) {
+  const std::unordered_map<uint64_t, uint32_t> ids = function_ids(*model);
+  const AsyncForest forest = build_async_forest(snap);
+  const std::vector<bool> awaited = awaited_frames(forest);
+  size_t seeded = 0;
+  for (size_t i = 0; i < snap.frames.size(); ++i) {
+    const CoroFrame& c = snap.frames[i];
+    const FrameLink& link = forest.links[i];
+    if (c.state != FrameState::kSuspended || link.duplicate) continue;
+    auto id = ids.find(c.resume_fn);
+    if (id == ids.end()) continue;
+    const uint64_t awaiter = link.parent != kNoFrame ? snap.frames[link.parent].address : 0;
+    model->seed_suspended(c.address, id->second, since_ns, c.suspend.index, awaiter,
+                          uncertain_edge(c, link), awaited[i]);
+    ++seeded;
+  }
+  return seeded;
+}
+
+std::unordered_map<uint64_t, int64_t> suspended_at_end(const Snapshot& snap,
+                                                       const TraceModel& model) {
+  const std::unordered_map<uint64_t, uint32_t> ids = function_ids(model);
+  std::unordered_map<uint64_t, int64_t> out;
+  for (const CoroFrame& c : snap.frames) {
+    if (c.state != FrameState::kSuspended) continue;
+    auto id = ids.find(c.resume_fn);
+    auto known = model.frame_at_end(c.address);
+    if (id == ids.end() || !known || known->fn != id->second) continue;
+    out.emplace(c.address, c.suspend.index);
+  }
+  return out;
+}
+
+void add_leaf_waits(const TraceModel& model, const std::vector<LeafWaitStack>& waits, Profile* p) {
+  ProfileBuilder builder(p);
+  const std::vector<TraceFunction>& fns = model.functions();
+  std::vector<uint32_t> frames;
+  for (const LeafWaitStack& w : waits) {
+    frames.clear();
+    for (const auto& [fn, index] : w.stack) {
+      ProfileFrame f;
+      f.kind = ProfileFrame::Kind::kAsync;
+      if (fn < fns.size()) {
+        f.function = fns[fn].name;
+        if (fns[fn].loaded != nullptr) f.object = fns[fn].loaded->target_path;
+      }
+      const SuspendPointLocation loc = model.location(fn, index);
+      f.file = loc.file;
+      f.line = loc.line;
+      frames.push_back(builder.intern(f));
+    }
+    const uint32_t leaf_fn = w.stack.empty() ? 0 : w.stack.front().first;
+    builder.add(frames, 0, std::string(), w.coroutine,
+                leaf_fn < fns.size() ? fns[leaf_fn].name : std::string(), w.uncertain,
+                static_cast<int64_t>(w.count), static_cast<int64_t>(w.total_ns));
+  }
+}
+
+void add_leaf_wait_warnings(const TraceModel& model, const TraceCounters& counters, Profile* p) {
+  const LeafWaitCounters& c = model.leaf_wait_counters();
+  p->warnings.push_back(
+      "exact await profile from the trace probes: every leaf wait (a suspension no coroutine "
+      "awaited) with its duration; " +
+      std::to_string(c.waits) + " waits, of which " + std::to_string(c.clipped_at_start) +
+      " began before the profile (the start snapshot saw the coroutine suspended: counted from "
+      "the start) and " +
+      std::to_string(c.open_at_end) + " were still open at the end (counted up to it)");
+  note(p, c.open_unconfirmed,
+       "waits still open at the end are not counted: no end snapshot showed the coroutine "
+       "suspended (it was destroyed unseen, or the target exited)");
+  note(p, c.unknown_start,
+       "resumes ended a suspension whose start was not seen (the coroutine had not run since "
+       "the profile began): not counted");
+  note(p, c.unresolved_points,
+       "parent frames of counted waits have an unknown suspend point (shown without a line)");
+  note(p, c.unknown_awaiter,
+       "waits of coroutines whose awaiter the trace never saw (created during the profile and "
+       "not yet resumed, or already destroyed): their stacks may lack parents");
+  note(p, c.uncertain, "waits rest on a guessed awaiter edge (marked uncertain)");
+  note(p, counters[TRACE_CTR_LOST],
+       "trace records lost (ring buffer full): waits around them are missing; raise "
+       "--ringbuf-mb");
+  note(p, model.stack_desyncs(), "runs ended that the trace never saw start (lost records)");
+  note(p, model.malformed(), "malformed trace records ignored");
+  note(p, model.unknown_functions(), "trace records named an unknown function id");
+  note(p, counters[TRACE_CTR_DEPTH_FOLD], "nested runs deeper than the trace follows were folded");
+  note(p, counters[TRACE_CTR_INDEX_FAIL],
+       "resumes whose suspend index could not be read (their waits show no line)");
+}
+
+}  // namespace asyncprobe

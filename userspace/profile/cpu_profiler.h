@@ -1,0 +1,63 @@
+// Turns the raw CPU samples of `asyncprobe profile` (registers + user stack copy, optional kernel
+// stack) into symbolized stacks: DWARF CFI unwinding (TraceUnwinder), inlined frames, and the
+// running coroutine's async parents joined above its resume frame (RunningCoroutineFinder).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "bpf/profile.h"
+#include "userspace/process/kernel_symbols.h"
+#include "userspace/profile/profile_builder.h"
+#include "userspace/model/profile_model.h"
+#include "userspace/profile/running_coroutine.h"
+#include "userspace/process/stack_unwind.h"
+
+namespace asyncprobe {
+
+// What happened to the samples, for the profile's warnings and docs/PROFILE.md's figures.
+struct CpuProfileStats {
+  uint64_t samples = 0;
+  uint64_t in_coroutine = 0;      // a resume function was on the unwound stack
+  uint64_t joined = 0;            // ... and its async parents were joined
+  uint64_t not_in_snapshot = 0;   // ... its frame was live but no snapshot had it
+  uint64_t ambiguous = 0;         // ... several live frames of it among the words
+  uint64_t no_candidate = 0;      // ... no word was a live frame of it
+  uint64_t uncertain = 0;         // joined through a guessed edge
+  uint64_t unwind_one_frame = 0;  // the walk stopped at the interrupted pc
+  uint64_t traced = 0;            // in a coroutine, frame named by the trace probes (--trace)
+  uint64_t trace_other = 0;       // ... the probes named no run of it: found from the stack
+  // CPU time of this thread per walk (unwinding + symbolizing). The first walks through an
+  // object load its CFI and DWARF: the median is the steady cost.
+  std::vector<float> unwind_cpu_us;
+};
+
+class CpuProfiler {
+ public:
+  CpuProfiler(Profile* profile, TraceUnwinder* unwinder, RunningCoroutineFinder* finder,
+              const KernelSymbols* kernel);
+  void add(const profile_sample& s);
+  // profile --trace: samples name the running frame and its trace function id; `resume_starts`
+  // maps that id to the function's resume address.
+  void use_trace(std::vector<uint64_t> resume_starts) { trace_resume_ = std::move(resume_starts); }
+  const CpuProfileStats& stats() const { return stats_; }
+
+ private:
+  void add_native(const UnwoundFrame& uf, ProfileFrame::Kind kind, std::vector<uint32_t>* out);
+  const std::string& thread_name(int tid);
+  bool trace_names(const profile_sample& s, const ResumeFunction& running);
+
+  Profile* profile_;
+  ProfileBuilder builder_;
+  TraceUnwinder* unwinder_;
+  RunningCoroutineFinder* finder_;
+  const KernelSymbols* kernel_;
+  std::map<int, std::string> thread_names_;
+  CpuProfileStats stats_;
+  std::vector<uint64_t> trace_resume_;
+};
+
+}  // namespace asyncprobe

@@ -1,0 +1,199 @@
+#include "userspace/profile/running_coroutine.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "userspace/process/target_process.h"
+#include "userspace/util/thread_cpu_clock.h"
+
+namespace asyncprobe {
+
+namespace {
+
+double monotonic_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+std::string hex(uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// Candidates worth a header read: frames are at least 8-byte aligned and live in user space.
+bool plausible_frame_address(uint64_t w) {
+  return w >= 0x10000 && (w & 7) == 0 && w < (uint64_t{1} << 47);
+}
+
+}  // namespace
+
+RunningCoroutineFinder::RunningCoroutineFinder(SnapshotTaker* taker, MemoryReader* memory,
+                                               double min_refresh_s)
+    : taker_(taker), memory_(memory), min_refresh_s_(min_refresh_s) {
+  for (const auto& loaded : taker_->index().catalogs()) {
+    if (loaded == nullptr || loaded->catalog == nullptr) continue;
+    for (const sym::CoroFunction& fn : loaded->catalog->functions()) {
+      if (fn.resume == 0) continue;
+      ResumeFunction r;
+      r.start = fn.resume + loaded->bias;
+      // A size-less symbol still covers its first instruction.
+      r.end = r.start + std::max<uint64_t>(fn.resume_size, 1);
+      r.destroy = fn.destroy != 0 ? fn.destroy + loaded->bias : 0;
+      r.cleanup = fn.cleanup != 0 ? fn.cleanup + loaded->bias : 0;
+      r.loaded = loaded.get();
+      r.fn = &fn;
+      r.name = !fn.name.empty()           ? fn.name
+               : !fn.ramp_linkage.empty() ? fn.ramp_linkage
+                                          : hex(r.start);
+      functions_.push_back(std::move(r));
+    }
+  }
+  std::sort(functions_.begin(), functions_.end(),
+            [](const ResumeFunction& a, const ResumeFunction& b) { return a.start < b.start; });
+}
+
+bool RunningCoroutineFinder::refresh(SnapshotError* error) {
+  const double t0 = thread_cpu_seconds();
+  Snapshot s;
+  if (!taker_->take(&s, error)) return false;
+  snap_ = std::move(s);
+  index_snapshot();
+  last_refresh_ = monotonic_s();
+  stats_.snapshots++;
+  last_snapshot_cpu_s_ = thread_cpu_seconds() - t0;
+  stats_.snapshot_seconds += last_snapshot_cpu_s_;
+  return true;
+}
+
+void RunningCoroutineFinder::index_snapshot() {
+  forest_ = build_async_forest(snap_);
+  by_address_.clear();
+  for (size_t i = 0; i < snap_.frames.size(); ++i) by_address_.emplace(snap_.frames[i].address, i);
+}
+
+const ResumeFunction* RunningCoroutineFinder::resume_function_at(uint64_t pc) const {
+  auto it = std::upper_bound(functions_.begin(), functions_.end(), pc,
+                             [](uint64_t v, const ResumeFunction& r) { return v < r.start; });
+  if (it == functions_.begin()) return nullptr;
+  --it;
+  return pc < it->end ? &*it : nullptr;
+}
+
+bool RunningCoroutineFinder::header_is(uint64_t addr, const ResumeFunction& fn) {
+  uint64_t words[2] = {};
+  stats_.header_reads++;
+  try {
+    if (!memory_->read(addr, words, sizeof words)) return false;
+  } catch (const TargetError&) {
+    return false;  // the target is gone: nothing is live any more
+  }
+  return words[0] == fn.start && words[1] != 0 &&
+         (words[1] == fn.destroy || (fn.cleanup != 0 && words[1] == fn.cleanup));
+}
+
+CoroutineJoin RunningCoroutineFinder::join_at(size_t frame_index) {
+  CoroutineJoin j;
+  j.result = CoroutineJoin::Result::kJoined;
+  j.frame = snap_.frames[frame_index].address;
+  const FrameLink* link = &forest_.links[frame_index];
+  for (size_t guard = 0; guard < forest_.max_depth + 1 && link->parent != kNoFrame; ++guard) {
+    const CoroFrame& child = snap_.frames[link - forest_.links.data()];
+    if (is_generic_rule(child.awaiter_rule)) j.uncertain = true;
+    const size_t p = link->parent;
+    j.parents.push_back(snap_.frames[p]);
+    link = &forest_.links[p];
+  }
+  if (link->link == LinkKind::kDangling || link->link == LinkKind::kCycle) j.uncertain = true;
+  return j;
+}
+
+CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
+                                           std::vector<uint64_t> candidates) {
+  const double t0 = thread_cpu_seconds();
+  double in_snapshots = 0;
+  std::sort(candidates.begin(), candidates.end());
+  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
+                                  [](uint64_t w) { return !plausible_frame_address(w); }),
+                   candidates.end());
+
+  // Frames the current snapshot knows as frames of this coroutine.
+  auto known = [&]() {
+    std::vector<size_t> hits;
+    for (uint64_t w : candidates) {
+      auto it = by_address_.find(w);
+      if (it == by_address_.end()) continue;
+      const CoroFrame& f = snap_.frames[it->second];
+      if (f.resume_fn == fn.start) hits.push_back(it->second);
+    }
+    return hits;
+  };
+
+  CoroutineJoin out;
+  std::vector<size_t> hits = known();
+  // The snapshot may be older than the frame: confirm it is still this coroutine's frame.
+  hits.erase(std::remove_if(hits.begin(), hits.end(),
+                            [&](size_t i) { return !header_is(snap_.frames[i].address, fn); }),
+             hits.end());
+  if (hits.size() == 1) {
+    out = join_at(hits[0]);
+  } else if (hits.size() > 1) {
+    out.result = CoroutineJoin::Result::kAmbiguous;
+  } else {
+    // No known frame: is one of the words a live frame of this coroutine that no snapshot has
+    // seen yet (a short-lived coroutine)? Read the headers in one batch.
+    std::vector<uint64_t> headers(candidates.size() * 2);
+    std::vector<ReadRequest> reqs(candidates.size());
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      reqs[i].addr = candidates[i];
+      reqs[i].out = &headers[i * 2];
+      reqs[i].len = 16;
+    }
+    try {
+      memory_->read_batch(reqs);
+    } catch (const TargetError&) {
+      for (ReadRequest& r : reqs) r.ok = false;
+    }
+    stats_.header_reads += reqs.size();
+    std::vector<uint64_t> live;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      const uint64_t resume = headers[i * 2], destroy = headers[i * 2 + 1];
+      if (reqs[i].ok && resume == fn.start && destroy != 0 &&
+          (destroy == fn.destroy || (fn.cleanup != 0 && destroy == fn.cleanup))) {
+        live.push_back(candidates[i]);
+      }
+    }
+    if (live.empty()) {
+      out.result = CoroutineJoin::Result::kNoCandidate;
+    } else if (live.size() > 1) {
+      out.result = CoroutineJoin::Result::kAmbiguous;
+    } else {
+      out.result = CoroutineJoin::Result::kNotInSnapshot;
+      out.frame = live[0];
+      // Rate limit: the configured floor, and at most ~5% of a CPU spent on snapshots (a
+      // snapshot of a big heap costs far more than one of a small one).
+      const double min_gap = std::max(min_refresh_s_, 20 * last_snapshot_cpu_s_);
+      if (monotonic_s() - last_refresh_ >= min_gap) {
+        const double s0 = thread_cpu_seconds();
+        SnapshotError err;
+        if (refresh(&err)) {
+          auto it = by_address_.find(live[0]);
+          if (it != by_address_.end() && snap_.frames[it->second].resume_fn == fn.start) {
+            out = join_at(it->second);
+          }
+        }
+        in_snapshots = thread_cpu_seconds() - s0;
+      } else {
+        stats_.refreshes_skipped++;
+      }
+    }
+  }
+  stats_.join_seconds += thread_cpu_seconds() - t0 - in_snapshots;
+  return out;
+}
+
+}  // namespace asyncprobe

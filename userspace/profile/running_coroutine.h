@@ -1,0 +1,93 @@
+// Finds which coroutine a CPU sample was running, and its async parents, from the sample alone
+// plus snapshots (docs/PROFILE.md, "Finding the running coroutine"): the unwound stack holds
+// the resume function of coroutine C; C's frame address (the resume function's first argument)
+// survives in a callee-saved register or a stack slot, so every register and stack word of the
+// sample is a candidate; a candidate is C's frame when a snapshot knows a live frame of C at
+// that address and the target's memory still holds C's header there. The async parents are the
+// snapshot's awaiter chain above that frame.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "userspace/snapshot/async_stacks.h"
+#include "userspace/snapshot/coroutine_index.h"
+#include "userspace/process/memory_reader.h"
+#include "userspace/model/snapshot_model.h"
+#include "userspace/snapshot/snapshot_taker.h"
+
+namespace asyncprobe {
+
+// The resume (Clang .resume, GCC .actor) function of one coroutine, at its absolute addresses.
+struct ResumeFunction {
+  uint64_t start = 0, end = 0;  // [start, end) of its code
+  uint64_t destroy = 0;         // absolute destroy address (the frame header's second word)
+  uint64_t cleanup = 0;         // Clang .cleanup (elided frames), 0 if none
+  const LoadedCatalog* loaded = nullptr;
+  const sym::CoroFunction* fn = nullptr;
+  std::string name;  // demangled coroutine name, "0x..." when unnamed
+};
+
+struct CoroutineJoin {
+  enum class Result {
+    kJoined,         // exactly one live frame of the coroutine among the candidates
+    kNoCandidate,    // no register or stack word is the address of a live frame of it
+    kAmbiguous,      // several are: which one runs is unknown
+    kNotInSnapshot,  // one live frame, but no snapshot has seen it (parents unknown)
+  };
+  Result result = Result::kNoCandidate;
+  uint64_t frame = 0;              // the running coroutine's frame address (kJoined,
+                                   // kNotInSnapshot)
+  std::vector<CoroFrame> parents;  // awaiting coroutines, nearest first (kJoined)
+  bool uncertain = false;          // an edge of the chain rests on a guess (generic rule, cycle,
+                                   // dangling awaiter)
+};
+
+struct RunningCoroutineStats {
+  uint64_t snapshots = 0;          // snapshots taken (start + refreshes)
+  double snapshot_seconds = 0;     // CPU time spent taking them
+  uint64_t refreshes_skipped = 0;  // refreshes a sample wanted but the rate limit refused
+  uint64_t header_reads = 0;       // frame headers read from the target
+  double join_seconds = 0;         // CPU time spent in find() outside snapshots
+};
+
+class RunningCoroutineFinder {
+ public:
+  // `taker` must be attached. min_refresh_s: the least time between two snapshots taken because
+  // a sample named a frame no snapshot had seen (raised to 20x the last snapshot's CPU time).
+  RunningCoroutineFinder(SnapshotTaker* taker, MemoryReader* memory, double min_refresh_s);
+
+  // Takes a snapshot now. false with *error when the target could not be read.
+  bool refresh(SnapshotError* error);
+  const Snapshot& snapshot() const { return snap_; }
+
+  // The coroutine whose resume function holds `pc` (an address inside the code, not a return
+  // address), or nullptr.
+  const ResumeFunction* resume_function_at(uint64_t pc) const;
+
+  // Which frame of `fn` is running, given every word the sample holds that could be its
+  // address (registers, recovered callee-saved registers, stack words).
+  CoroutineJoin find(const ResumeFunction& fn, std::vector<uint64_t> candidates);
+
+  const RunningCoroutineStats& stats() const { return stats_; }
+
+ private:
+  void index_snapshot();
+  bool header_is(uint64_t addr, const ResumeFunction& fn);
+  CoroutineJoin join_at(size_t frame_index);
+
+  SnapshotTaker* taker_;
+  MemoryReader* memory_;
+  double min_refresh_s_;
+  double last_refresh_ = -1e18;            // monotonic seconds
+  double last_snapshot_cpu_s_ = 0;         // CPU time of the last snapshot
+  std::vector<ResumeFunction> functions_;  // sorted by start
+  Snapshot snap_;
+  AsyncForest forest_;
+  std::unordered_map<uint64_t, size_t> by_address_;  // frame address -> first frame index
+  RunningCoroutineStats stats_;
+};
+
+}  // namespace asyncprobe

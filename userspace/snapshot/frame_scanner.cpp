@@ -1,0 +1,304 @@
+#include "userspace/snapshot/frame_scanner.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "symbolizer/demangle.h"
+#include "userspace/snapshot/word_range_filter.h"
+
+namespace asyncprobe {
+
+std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& regions, ScanStats* stats,
+                                           size_t chunk_bytes) const {
+  std::vector<FoundFrame> found;
+  if (index_.empty()) return found;
+  chunk_bytes = std::max<size_t>(chunk_bytes & ~size_t{7}, 4096);
+  std::vector<uint64_t> buf(chunk_bytes / 8 + 1);
+  std::vector<size_t> hits;
+  for (const auto& region : regions) {
+    uint64_t start = (region.start + 7) & ~uint64_t{7};
+    for (uint64_t at = start; at + 16 <= region.end;) {
+      // One extra word so a header straddling two chunks is seen.
+      size_t len = static_cast<size_t>(std::min<uint64_t>(chunk_bytes + 8, region.end - at));
+      len &= ~size_t{7};
+      if (!read_(at, buf.data(), len)) {
+        // Part of the region vanished or is unreadable: skip this chunk, never read it as zeros.
+        stats->unreadable_bytes += std::min<uint64_t>(chunk_bytes, region.end - at);
+        at += chunk_bytes;
+        continue;
+      }
+      size_t words = len / 8;
+      const uint64_t lo = index_.destroy_lo();
+      const uint64_t span = index_.destroy_span();
+      auto check = [&](size_t i) {
+        uint64_t destroy = buf[i + 1];
+        if (!index_.maybe_destroy(destroy)) return;
+        CoroutineRef ref = index_.match_header(buf[i], destroy);
+        if (ref.fn == nullptr) return;
+        // Only Clang's elided frames (.cleanup) live on thread stacks; a heap frame's header on
+        // a stack is a stale copy in dead stack memory.
+        if (region.is_stack && !ref.via_cleanup) return;
+        FoundFrame f;
+        f.address = at + i * 8;
+        f.resume_word = buf[i];
+        f.destroy_word = destroy;
+        f.ref = ref;
+        f.on_stack = region.is_stack;
+        found.push_back(f);
+      };
+      // Almost no word is a code address: find the candidate destroy words (word i + 1 of a
+      // header at i) many at a time, and look closer only at those.
+      hits.clear();
+      find_words_in_range(buf.data() + 1, words - 1, lo, span, &hits);
+      for (size_t h : hits) check(h);
+      uint64_t advance = std::min<uint64_t>(chunk_bytes, region.end - at);
+      stats->bytes_scanned += advance;
+      at += advance;
+    }
+  }
+  stats->candidates += found.size();
+  // Frames may be found twice where chunks overlap by a word.
+  std::sort(found.begin(), found.end(),
+            [](const FoundFrame& a, const FoundFrame& b) { return a.address < b.address; });
+  found.erase(
+      std::unique(found.begin(), found.end(),
+                  [](const FoundFrame& a, const FoundFrame& b) { return a.address == b.address; }),
+      found.end());
+  return revalidate(std::move(found), stats);
+}
+
+std::map<std::pair<uint64_t, uint64_t>, size_t> find_header_candidates(
+    const std::vector<ScanRegion>& regions, const std::vector<CodeRange>& code,
+    const ReadMemory& read, size_t max_pairs) {
+  std::map<std::pair<uint64_t, uint64_t>, size_t> pairs;
+  if (code.empty()) return pairs;
+  auto range_of = [&](uint64_t w) -> long {
+    for (size_t i = 0; i < code.size(); ++i) {
+      if (w >= code[i].start && w < code[i].end) return static_cast<long>(i);
+    }
+    return -1;
+  };
+  constexpr size_t kChunk = 1 << 20;
+  std::vector<uint64_t> buf(kChunk / 8 + 1);
+  for (const auto& region : regions) {
+    for (uint64_t at = (region.start + 7) & ~uint64_t{7}; at + 16 <= region.end;) {
+      size_t len =
+          static_cast<size_t>(std::min<uint64_t>(kChunk + 8, region.end - at)) & ~size_t{7};
+      if (read(at, buf.data(), len)) {
+        for (size_t i = 0; i + 1 < len / 8; ++i) {
+          long r = range_of(buf[i + 1]);
+          if (r < 0) continue;
+          if (buf[i] != 0 && range_of(buf[i]) != r) continue;
+          if (buf[i] == buf[i + 1]) continue;
+          auto key = std::make_pair(buf[i], buf[i + 1]);
+          auto it = pairs.find(key);
+          if (it != pairs.end()) {
+            it->second++;
+          } else if (pairs.size() < max_pairs) {
+            pairs.emplace(key, 1);
+          }
+        }
+      }
+      at += std::min<uint64_t>(kChunk, region.end - at);
+    }
+  }
+  return pairs;
+}
+
+int64_t FrameScanner::read_index(uint64_t frame, const sym::CoroFunction& fn) const {
+  if (fn.index_width == 0 || fn.index_width > 8) return -1;
+  uint64_t v = 0;
+  if (!read_(frame + fn.index_offset, &v, fn.index_width)) return -1;
+  return static_cast<int64_t>(v);
+}
+
+void FrameScanner::read_pieces(std::vector<ReadRequest>& pieces) const {
+  if (batch_) {
+    batch_(pieces);
+    return;
+  }
+  for (auto& p : pieces) p.ok = read_(p.addr, p.out, p.len);
+}
+
+std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
+                                                 ScanStats* stats) const {
+  // The target runs while we read: a frame counts only if its header and suspend index read the
+  // same twice in a row after the scan, and the header as the scan saw it; otherwise it was being
+  // created, resumed or freed. Frames sit close together in the heap, so each pass reads merged
+  // spans (a gap under a page joins two spans): a few thousand pieces for 100k frames, batched.
+  struct Span {
+    uint64_t start, end;
+    size_t offset;  // into the pass buffer
+  };
+  constexpr uint64_t kJoinGap = 4096;
+  constexpr uint64_t kMaxSpan = 1 << 20;
+  auto need_end = [](const FoundFrame& f) {
+    uint64_t e = f.address + FoundFrame::kHeadWords * 8;
+    const sym::CoroFunction& fn = *f.ref.fn;
+    if (fn.index_width > 0 && fn.index_width <= 8) {
+      e = std::max<uint64_t>(e, f.address + fn.index_offset + fn.index_width);
+    }
+    return e;
+  };
+  std::vector<Span> spans;
+  std::vector<size_t> span_of(hits.size());
+  size_t total = 0;
+  for (size_t i = 0; i < hits.size(); ++i) {
+    uint64_t s0 = hits[i].address;
+    uint64_t e0 = need_end(hits[i]);
+    if (!spans.empty() && s0 <= spans.back().end + kJoinGap &&
+        std::max(e0, spans.back().end) - spans.back().start <= kMaxSpan) {
+      spans.back().end = std::max(e0, spans.back().end);
+    } else {
+      spans.push_back({s0, e0, 0});
+    }
+    span_of[i] = spans.size() - 1;
+  }
+  for (auto& sp : spans) {
+    sp.offset = total;
+    total += static_cast<size_t>(sp.end - sp.start);
+  }
+  auto read_pass = [&](std::vector<uint8_t>& buf, std::vector<ReadRequest>& pieces) {
+    buf.assign(total, 0);
+    pieces.clear();
+    for (const auto& sp : spans) {
+      pieces.push_back(
+          {sp.start, buf.data() + sp.offset, static_cast<size_t>(sp.end - sp.start), false});
+    }
+    read_pieces(pieces);
+  };
+  std::vector<uint8_t> b1;
+  std::vector<uint8_t> b2;
+  std::vector<ReadRequest> p1;
+  std::vector<ReadRequest> p2;
+  read_pass(b1, p1);
+  read_pass(b2, p2);
+  std::vector<FoundFrame> valid;
+  valid.reserve(hits.size());
+  for (size_t i = 0; i < hits.size(); ++i) {
+    FoundFrame& f = hits[i];
+    const Span& sp = spans[span_of[i]];
+    size_t at = sp.offset + static_cast<size_t>(f.address - sp.start);
+    size_t len = static_cast<size_t>(need_end(f) - f.address);
+    bool ok = p1[span_of[i]].ok && p2[span_of[i]].ok;
+    if (ok) {
+      ok = std::memcmp(&b1[at], &b2[at], 16) == 0;
+      const sym::CoroFunction& fn = *f.ref.fn;
+      if (ok && fn.index_width > 0 && fn.index_width <= 8) {
+        ok = std::memcmp(&b1[at + fn.index_offset], &b2[at + fn.index_offset], fn.index_width) == 0;
+      }
+    } else {
+      // A span ran into unreadable memory: read this frame alone (header and index), twice.
+      uint64_t h1[2];
+      uint64_t h2[2];
+      ok = read_(f.address, h1, sizeof h1) && read_(f.address, h2, sizeof h2) &&
+           std::memcmp(h1, h2, sizeof h1) == 0;
+      int64_t i1 = ok ? read_index(f.address, *f.ref.fn) : -1;
+      int64_t i2 = ok ? read_index(f.address, *f.ref.fn) : -1;
+      if (ok && i1 == i2) {
+        std::memcpy(f.head, h2, sizeof h2);
+        f.head_words = 2;
+        f.index = i2;
+        if (f.head[0] == f.resume_word && f.head[1] == f.destroy_word) {
+          valid.push_back(f);
+          continue;
+        }
+      }
+      stats->torn++;
+      continue;
+    }
+    if (!ok) {
+      stats->torn++;
+      continue;
+    }
+    std::memcpy(f.head, &b2[at], std::min<size_t>(len, sizeof f.head));
+    f.head_words = std::min<size_t>(len, sizeof f.head) / 8;
+    if (f.head[0] != f.resume_word || f.head[1] != f.destroy_word) {
+      stats->torn++;
+      continue;
+    }
+    const sym::CoroFunction& fn = *f.ref.fn;
+    f.index = -1;
+    if (fn.index_width > 0 && fn.index_width <= 8) {
+      uint64_t v = 0;
+      std::memcpy(&v, &b2[at + fn.index_offset], fn.index_width);
+      f.index = static_cast<int64_t>(v);
+    }
+    valid.push_back(f);
+  }
+  return valid;
+}
+
+namespace {
+
+SuspendPoint::Kind to_model_kind(sym::SuspendPointInfo::Kind k) {
+  switch (k) {
+    case sym::SuspendPointInfo::Kind::kInitial:
+      return SuspendPoint::Kind::kInitial;
+    case sym::SuspendPointInfo::Kind::kAwait:
+      return SuspendPoint::Kind::kAwait;
+    case sym::SuspendPointInfo::Kind::kFinal:
+      return SuspendPoint::Kind::kFinal;
+  }
+  return SuspendPoint::Kind::kUnknown;
+}
+
+std::string hex_address(uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+}  // namespace
+
+CoroFrame decode_frame(const FoundFrame& found) {
+  const sym::CoroFunction& fn = *found.ref.fn;
+  const sym::CoroCatalog& catalog = *found.ref.loaded->catalog;
+  CoroFrame frame;
+  frame.address = found.address;
+  frame.resume_fn = found.resume_word;
+  frame.destroy_fn = found.destroy_word;
+  frame.function = !fn.name.empty() ? fn.name : hex_address(fn.resume + found.ref.loaded->bias);
+  frame.object = found.ref.loaded->target_path;
+  frame.on_stack = found.on_stack;
+  frame.elided = found.ref.via_cleanup;
+  frame.suspend.index = found.index;
+  if (found.resume_word == 0) {
+    // Finished: the place is the final suspend, shown at the function's declaration.
+    frame.state = FrameState::kDone;
+    frame.suspend.kind = SuspendPoint::Kind::kFinal;
+    if (fn.decl_line != 0) {
+      frame.suspend.file = fn.decl_file;
+      frame.suspend.line = fn.decl_line;
+      frame.suspend.rule = "function-entry";
+    }
+    return frame;
+  }
+  const sym::SuspendPointInfo* sp =
+      found.index >= 0 ? catalog.suspend_point(fn, found.index) : nullptr;
+  if (sp == nullptr) {
+    // Within the range of indices this coroutine uses but with no store we could read (merged
+    // code): suspended, place unknown. Outside it (GCC's odd values are destroy dispatch) or
+    // unreadable: unknown state. Never a guessed line.
+    const auto& points = catalog.suspend_points(fn);
+    // GCC numbers suspend points 2, 4, 6...: odd values are destroy dispatch, 0 and 1 are
+    // set on the exception paths. Clang numbers them 0, 1, 2...
+    bool gcc = fn.compiler == sym::CoroCompiler::kGcc;
+    bool valid = gcc ? found.index >= 2 && (found.index & 1) == 0 : found.index >= 0;
+    if (valid && !points.empty() && found.index <= points.rbegin()->first) {
+      frame.state = FrameState::kSuspended;
+      frame.suspend.kind = SuspendPoint::Kind::kAwait;
+    } else {
+      frame.state = FrameState::kUnknown;
+    }
+    return frame;
+  }
+  frame.state = FrameState::kSuspended;
+  frame.suspend.kind = to_model_kind(sp->kind);
+  frame.suspend.file = sp->location.file;
+  frame.suspend.line = sp->location.line;
+  frame.suspend.rule = sp->rule;
+  return frame;
+}
+
+}  // namespace asyncprobe

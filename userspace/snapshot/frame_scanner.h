@@ -1,0 +1,78 @@
+// Finds coroutine frames in the target's writable memory by their header: a word pair
+// (resume fn, destroy fn) that names a catalogued coroutine, or (NULL, destroy fn) for a frame
+// that reached its final suspend. Then re-reads every hit to drop frames that changed mid-scan.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "userspace/snapshot/coroutine_index.h"
+#include "userspace/process/memory_reader.h"
+#include "userspace/model/snapshot_model.h"
+
+namespace asyncprobe {
+
+struct ScanRegion {
+  uint64_t start = 0;
+  uint64_t end = 0;
+  bool is_stack = false;
+};
+
+struct ScanStats {
+  uint64_t bytes_scanned = 0;
+  uint64_t unreadable_bytes = 0;
+  uint64_t candidates = 0;
+  uint64_t torn = 0;  // header or index changed between scan and re-read: dropped
+};
+
+struct FoundFrame {
+  static constexpr size_t kHeadWords = 8;
+  uint64_t address = 0;
+  // The frame's first 64 bytes as re-read at validation (header, promise start); words past a
+  // readable end are 0 and head_words says how many were read.
+  uint64_t head[kHeadWords] = {};
+  size_t head_words = 0;
+  uint64_t resume_word = 0;
+  uint64_t destroy_word = 0;
+  int64_t index = -1;
+  CoroutineRef ref;
+  bool on_stack = false;
+};
+
+class FrameScanner {
+ public:
+  FrameScanner(const CoroutineIndex& index, ReadMemory read, ReadMemoryBatch batch = {})
+      : index_(index), read_(std::move(read)), batch_(std::move(batch)) {}
+  // Scans the regions in chunks of `chunk_bytes` (bounded memory whatever the heap size).
+  std::vector<FoundFrame> scan(const std::vector<ScanRegion>& regions, ScanStats* stats,
+                               size_t chunk_bytes = 1 << 20) const;
+  // Reads the suspend index of a frame; -1 when unreadable or the width is unknown.
+  int64_t read_index(uint64_t frame, const sym::CoroFunction& fn) const;
+
+ private:
+  // Keeps the hits whose header and index read the same twice after the scan.
+  std::vector<FoundFrame> revalidate(std::vector<FoundFrame> hits, ScanStats* stats) const;
+  void read_pieces(std::vector<ReadRequest>& pieces) const;
+  const CoroutineIndex& index_;
+  ReadMemory read_;
+  ReadMemoryBatch batch_;
+};
+
+// For objects without symbols: every distinct word pair (w0, w1) in the regions where w1 lies in
+// one of the code ranges and w0 is NULL or in the same range: the candidate frame headers of
+// coroutines nobody named. At most `max_pairs` distinct pairs are kept.
+struct CodeRange {
+  uint64_t start = 0;
+  uint64_t end = 0;
+};
+std::map<std::pair<uint64_t, uint64_t>, size_t> find_header_candidates(
+    const std::vector<ScanRegion>& regions, const std::vector<CodeRange>& code,
+    const ReadMemory& read, size_t max_pairs = 4096);
+
+// Turns validated hits into model frames: names, state, suspend point and its source line.
+CoroFrame decode_frame(const FoundFrame& found);
+
+}  // namespace asyncprobe

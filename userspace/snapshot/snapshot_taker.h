@@ -1,0 +1,50 @@
+// Takes one snapshot of a live process: maps -> modules and coroutine catalogs -> frame scan ->
+// decode -> awaiter stitching -> threads. Never stops or writes to the target.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "symbolizer/module.h"
+#include "userspace/snapshot/coroutine_index.h"
+#include "userspace/util/exit_codes.h"
+#include "userspace/model/snapshot_model.h"
+
+namespace asyncprobe {
+
+struct Mapping;
+struct StrippedObject;
+
+struct SnapshotError {
+  ExitCode code = kExitOk;
+  std::string message;  // one line
+};
+
+struct SnapshotSession {
+  int pid = 0;
+  std::vector<std::string> debug_dirs;
+};
+
+// Holds what stays valid between two looks at the same process (modules, catalogs, index), so
+// that a second snapshot (for --window) costs only the memory scan.
+class SnapshotTaker {
+ public:
+  explicit SnapshotTaker(SnapshotSession session);
+  ~SnapshotTaker();
+  // Loads modules and catalogs. false with `error` when the target cannot be inspected.
+  bool attach(SnapshotError* error);
+  // One look. false with `error` when the target went away mid-scan.
+  bool take(Snapshot* out, SnapshotError* error);
+  // The coroutine code mapped in the target (valid after a successful attach()): every
+  // coroutine's resume/destroy addresses, index field and suspend points.
+  const CoroutineIndex& index() const;
+
+ private:
+  void add_stripped_coroutines(const std::vector<StrippedObject>& stripped,
+                               const std::vector<Mapping>& maps);
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace asyncprobe

@@ -1,0 +1,161 @@
+#include "userspace/trace/preload_trace.h"
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "userspace/util/exit_codes.h"
+#include "userspace/process/preload_client.h"
+
+namespace asyncprobe {
+
+bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, PreloadTraceReport* report,
+                           std::vector<preload_proto::ResumeEvent>* events, std::string* why,
+                           int* code) {
+  int dummy = 0;
+  if (code == nullptr) code = &dummy;
+  auto c = PreloadConnection::open(pid, why, code);
+  if (c == nullptr) return false;
+  if (!c->has_feature(preload_proto::kFeatureTrace)) {
+    *why = "pid " + std::to_string(pid) +
+           " does not trace in-process: start it with `asyncprobe run --trace`";
+    *code = kExitUsage;
+    return false;
+  }
+  uint64_t start_ns = 0;
+  if (!c->trace_start(opts.events, &start_ns, why)) {
+    *code = kExitUsage;
+    return false;
+  }
+  if (opts.on_started) opts.on_started();
+  std::unordered_map<uint32_t, std::set<uint64_t>> frames;
+  std::map<uint32_t, uint64_t> per_thread_events;
+  uint64_t event_count = 0;
+  auto absorb = [&](const PreloadConnection::TracePoll& p) {
+    for (const auto& e : p.events) {
+      frames[e.function].insert(e.frame);
+      if (events != nullptr) events->push_back(e);
+    }
+    event_count += p.events.size();
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(opts.duration_s);
+  auto interval =
+      std::chrono::duration<double>(opts.poll_interval_s > 0 ? opts.poll_interval_s : 0.05);
+  PreloadConnection::TracePoll poll;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (opts.stop_early && opts.stop_early()) break;
+    std::this_thread::sleep_for(std::min<std::chrono::duration<double>>(
+        interval, std::chrono::duration<double>(deadline - std::chrono::steady_clock::now())));
+    if (!c->trace_poll(&poll, false, why)) {
+      *code = kExitTargetExited;
+      return false;
+    }
+    absorb(poll);
+  }
+  if (!c->trace_poll(&poll, true, why)) {
+    *code = kExitTargetExited;
+    return false;
+  }
+  absorb(poll);
+  // Names come from the target's tables, computed outside it after start: a session right after
+  // start may have to wait for them (bounded).
+  for (int i = 0;
+       i < 300 && c->refresh_hello() && !c->has_feature(preload_proto::kFeatureTablesComplete);
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  std::vector<PreloadConnection::TraceFunction> fns;
+  c->trace_functions(&fns);
+  std::string comm;
+  c->proc_file("comm", &comm);
+  while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+
+  *report = PreloadTraceReport{};
+  report->pid = pid;
+  report->command = comm;
+  report->mode = "live session";
+  report->duration_s = static_cast<double>(poll.now_ns - start_ns) / 1e9;
+  report->total_resumes = poll.total_resumes;
+  report->events = event_count;
+  report->lost_events = poll.lost_events;
+  for (const auto& f : fns) report->untraced += f.traced ? 0 : 1;
+  for (const auto& cr : poll.counts) {
+    PreloadTraceFunction f;
+    f.resumes = cr.resumes;
+    f.starts = cr.starts;
+    if (cr.function < fns.size()) {
+      const auto& fn = fns[cr.function];
+      f.function = fn.name;
+      f.object = fn.object;
+      f.file = fn.file;
+      f.line = fn.line;
+      f.resume = fn.resume;
+      f.traced = fn.traced;
+    }
+    if (f.function.empty()) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(f.resume));
+      f.function = buf;
+    }
+    if (auto it = frames.find(cr.function); it != frames.end()) f.frames = it->second.size();
+    report->functions.push_back(std::move(f));
+  }
+  std::map<uint32_t, uint64_t> threads;
+  if (events != nullptr) {
+    for (const auto& e : *events) threads[e.tid]++;
+  }
+  for (const auto& [tid, n] : threads) report->threads.emplace_back(static_cast<int>(tid), n);
+  sort_trace_report(report);
+  return true;
+}
+
+int preload_trace_main(int pid, const PreloadTraceOptions& opts, const std::string& format,
+                       std::ostream& out, std::ostream& err) {
+  PreloadTraceReport report;
+  std::vector<preload_proto::ResumeEvent> events;
+  std::string why;
+  int code = kExitOk;
+  if (!preload_trace_collect(pid, opts, &report, opts.events ? &events : nullptr, &why, &code)) {
+    err << "asyncprobe: " << why << "\n";
+    return code;
+  }
+  if (format == "json") {
+    write_trace_report_json(out, report);
+  } else {
+    write_trace_report_text(out, report);
+  }
+  return kExitOk;
+}
+
+bool preload_blocking_collect(int pid, PreloadBlockingReport* report, std::string* why, int* code) {
+  int dummy = 0;
+  if (code == nullptr) code = &dummy;
+  auto c = PreloadConnection::open(pid, why, code);
+  if (c == nullptr) return false;
+  if (!c->has_feature(preload_proto::kFeatureBlocking)) {
+    *why = "pid " + std::to_string(pid) +
+           " does not record blocking calls: start it with `asyncprobe run --blocking`";
+    *code = kExitUsage;
+    return false;
+  }
+  PreloadConnection::BlockingPoll poll;
+  if (!c->blocking_poll(0, &poll, why)) {
+    *code = kExitTargetExited;
+    return false;
+  }
+  std::string comm;
+  c->proc_file("comm", &comm);
+  while (!comm.empty() && comm.back() == '\n') comm.pop_back();
+  *report = PreloadBlockingReport{};
+  report->pid = pid;
+  report->command = comm;
+  report->threshold_ns = poll.threshold_ns;
+  report->dropped = poll.dropped;
+  report->calls = std::move(poll.calls);
+  return true;
+}
+
+}  // namespace asyncprobe
