@@ -7,7 +7,7 @@
 #include "symbolizer/demangle.h"
 #include "symbolizer/index_store_finder.h"
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 namespace {
 
@@ -316,4 +316,4 @@ const SuspendPointInfo* CoroCatalog::suspend_point(const CoroFunction& fn, int64
   return it == points.end() ? nullptr : &it->second;
 }
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

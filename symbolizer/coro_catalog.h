@@ -15,7 +15,7 @@
 #include "symbolizer/index_store_finder.h"
 #include "symbolizer/module.h"
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 enum class CoroCompiler { kGcc, kClang };
 
@@ -84,4 +84,4 @@ class CoroCatalog {
 std::string ramp_of_split_symbol(const std::string& symbol, CoroCompiler* compiler,
                                  std::string* role);
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

@@ -6,7 +6,7 @@
 
 #include <array>
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 namespace {
 
@@ -93,4 +93,4 @@ std::string find_debug_file(const ElfObject& object, const std::string& object_p
   return "";
 }
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

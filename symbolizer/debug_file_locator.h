@@ -9,7 +9,7 @@
 
 #include "symbolizer/elf_object.h"
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 struct DebugSearchPaths {
   // Where the target's files live from our point of view ("" or "/proc/PID/root").
@@ -27,4 +27,4 @@ std::string find_debug_file(const ElfObject& object, const std::string& object_p
 // CRC32 (the .gnu_debuglink polynomial) of a whole file; false when unreadable.
 bool file_crc32(const std::string& path, uint32_t* crc);
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <memory>
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 std::string demangle(const std::string& mangled) {
   if (mangled.size() < 2 || mangled[0] != '_' || mangled[1] != 'Z' || mangled.size() > 8192) {
@@ -18,4 +18,4 @@ std::string demangle(const std::string& mangled) {
   return out.get();
 }
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

@@ -4,8 +4,8 @@
 
 #include <string>
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 std::string demangle(const std::string& mangled);
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 namespace {
 
@@ -394,4 +394,4 @@ bool DieReader::inline_values(const Die& die, InlineValues* out) const {
   return true;
 }
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

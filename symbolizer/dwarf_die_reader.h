@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 class DieReader {
  public:
@@ -76,4 +76,4 @@ class DieReader {
   std::vector<Abbrev> abbrevs_;  // by code
 };
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

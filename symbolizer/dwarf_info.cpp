@@ -11,7 +11,7 @@
 
 #include "symbolizer/demangle.h"
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 namespace {
 
@@ -1026,4 +1026,4 @@ std::optional<StructLayout> DwarfInfo::read_struct(Dwarf_Die* die) const {
   return layout;
 }
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

@@ -17,7 +17,7 @@
 #include "symbolizer/dwarf_die_reader.h"
 #include "symbolizer/elf_object.h"
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 struct SourceLine {
   std::string file;
@@ -245,4 +245,4 @@ class DwarfInfo {
   mutable std::unordered_map<Dwarf_Off, CuLines> cu_lines_;  // by CU DIE offset
 };
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cstring>
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 namespace {
 
@@ -235,4 +235,4 @@ bool ElfObject::read_code(uint64_t vaddr, size_t len, std::vector<uint8_t>* out)
   return false;
 }
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 struct ElfSymbol {
   std::string name;  // raw (mangled) name
@@ -95,4 +95,4 @@ class ElfObject {
   std::vector<std::pair<uint64_t, std::string>> plt_slots_;  // GOT slot -> symbol, sorted
 };
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

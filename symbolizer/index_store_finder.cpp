@@ -5,7 +5,7 @@
 #include <map>
 #include <set>
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 namespace {
 
@@ -431,4 +431,4 @@ std::optional<std::pair<uint32_t, uint8_t>> guess_index_field(const ResumeCodeFa
   return best;
 }
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

@@ -8,7 +8,7 @@
 #include <optional>
 #include <vector>
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 struct FrameConstantStore {
   uint64_t address = 0;  // the storing instruction
@@ -41,4 +41,4 @@ ResumeCodeFacts analyze_resume_code(const uint8_t* code, size_t len, uint64_t va
 // with the most distinct constant values, preferring the field the function reads first.
 std::optional<std::pair<uint32_t, uint8_t>> guess_index_field(const ResumeCodeFacts& facts);
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

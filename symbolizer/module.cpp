@@ -4,7 +4,7 @@
 
 #include "symbolizer/demangle.h"
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 std::unique_ptr<Module> Module::load(const std::string& open_path, const std::string& target_path,
                                      const DebugSearchPaths& paths, std::string* error) {
@@ -97,4 +97,4 @@ std::shared_ptr<Module> ModuleCache::get(const std::string& open_path,
   return m;
 }
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

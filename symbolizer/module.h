@@ -13,7 +13,7 @@
 #include "symbolizer/dwarf_info.h"
 #include "symbolizer/elf_object.h"
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 class Module {
  public:
@@ -66,4 +66,4 @@ class ModuleCache {
   std::map<std::string, std::shared_ptr<Module>> modules_;
 };
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

@@ -1,4 +1,5 @@
 #include "symbolizer/stripped_coroutines.h"
+#include "userspace/util/format.h"
 
 #include <capstone/capstone.h>
 
@@ -10,7 +11,7 @@
 
 #include "symbolizer/index_store_finder.h"
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 namespace {
 
@@ -82,12 +83,6 @@ bool comment_mentions(const ElfObject& object, const char* needle) {
   return false;
 }
 
-std::string hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 }  // namespace
 
 AddressTakenIndex::AddressTakenIndex(const ElfObject& object) {
@@ -155,9 +150,9 @@ std::optional<CoroFunction> recognise_stripped_coroutine(const Module& module,
     fn.index_width = field->second;
     fn.layout_source = "machine-code";
   }
-  fn.name = hex(fn.resume);
+  fn.name = util::hex(fn.resume);
   fn.ramp_linkage = fn.name;
   return fn;
 }
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

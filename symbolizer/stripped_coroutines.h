@@ -15,7 +15,7 @@
 
 #include "symbolizer/coro_catalog.h"
 
-namespace asyncprobe::sym {
+namespace asyncprobe::symbolizer {
 
 // Where the object's code takes rip-relative addresses (`lea X(%rip), reg`): X -> the addresses
 // of those instructions. Built once per object by a byte scan of its executable sections.
@@ -35,4 +35,4 @@ std::optional<CoroFunction> recognise_stripped_coroutine(const Module& module,
                                                          const AddressTakenIndex& taken,
                                                          uint64_t resume, uint64_t destroy);
 
-}  // namespace asyncprobe::sym
+}  // namespace asyncprobe::symbolizer

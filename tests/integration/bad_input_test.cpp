@@ -46,19 +46,19 @@ int free_pid() {
 TEST(BadInput, NoSuchProcess) {
   int pid = free_pid();
   ASSERT_NE(pid, 0);
-  expect_one_line_error(probe({"-p", std::to_string(pid)}), kExitNoProcess, "no such process");
+  expect_one_line_error(probe({"-p", std::to_string(pid)}), util::kExitNoProcess, "no such process");
 }
 
 TEST(BadInput, UsageErrors) {
-  expect_one_line_error(probe({}), kExitUsage, "-p PID");
-  expect_one_line_error(probe({"-p", "abc"}), kExitUsage, "invalid PID");
-  expect_one_line_error(probe({"-p", "1", "--window", "soon"}), kExitUsage, "invalid duration");
-  expect_one_line_error(probe({"-p", "1", "--frobnicate"}), kExitUsage, "unknown option");
+  expect_one_line_error(probe({}), util::kExitUsage, "-p PID");
+  expect_one_line_error(probe({"-p", "abc"}), util::kExitUsage, "invalid PID");
+  expect_one_line_error(probe({"-p", "1", "--window", "soon"}), util::kExitUsage, "invalid duration");
+  expect_one_line_error(probe({"-p", "1", "--frobnicate"}), util::kExitUsage, "unknown option");
 }
 
 TEST(BadInput, KernelThread) {
   // PID 2 is kthreadd on every Linux system.
-  expect_one_line_error(probe({"-p", "2", "--window", "0"}), kExitNotInspectable, "kernel thread");
+  expect_one_line_error(probe({"-p", "2", "--window", "0"}), util::kExitNotInspectable, "kernel thread");
 }
 
 TEST(BadInput, Zombie) {
@@ -71,14 +71,14 @@ TEST(BadInput, Zombie) {
     if (::waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOWAIT) == 0) break;
     ::usleep(10'000);
   }
-  expect_one_line_error(probe({"-p", std::to_string(child), "--window", "0"}), kExitNotInspectable,
+  expect_one_line_error(probe({"-p", std::to_string(child), "--window", "0"}), util::kExitNotInspectable,
                         "zombie");
   ::waitpid(child, nullptr, 0);
 }
 
 TEST(BadInput, ProcessWithoutCoroutineCode) {
   FixtureProcess fx({fixture_path("gcc12-O2", "nocoro")});
-  expect_one_line_error(probe({"-p", std::to_string(fx.pid()), "--window", "0"}), kExitNoCoroutines,
+  expect_one_line_error(probe({"-p", std::to_string(fx.pid()), "--window", "0"}), util::kExitNoCoroutines,
                         "no coroutine code found");
 }
 
@@ -88,13 +88,13 @@ TEST(BadInput, NotPermittedAsAnotherUser) {
   RunResult r = run_command({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                              asyncprobe_binary(), "-p", std::to_string(fx.pid()), "--window", "0"},
                             std::chrono::seconds(60));
-  expect_one_line_error(r, kExitPermission, "CAP_SYS_PTRACE");
+  expect_one_line_error(r, util::kExitPermission, "CAP_SYS_PTRACE");
 }
 
 TEST(BadInput, TargetExitsDuringTheWindow) {
   FixtureProcess fx({fixture_path("gcc12-O2", "exits"), "--after-ms", "700"});
   RunResult r = probe({"-p", std::to_string(fx.pid()), "--window", "3s"});
-  EXPECT_EQ(r.exit.exit_code, kExitTargetExited) << r.err;
+  EXPECT_EQ(r.exit.exit_code, util::kExitTargetExited) << r.err;
   EXPECT_EQ(count_lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("exited"), std::string::npos) << r.err;
 }

@@ -118,7 +118,7 @@ TEST(PreloadBlockingEarly, CallsMadeBeforeTheTablesArriveAreStillAttributed) {
 
 TEST(PreloadBlockingLive, TheSameRecordsAreServedOverTheSocket) {
   FixtureProcess p(run_argv({"--blocking=20ms"}, {fixture_path("gcc12-O2", "preload_blocking")}));
-  PreloadBlockingReport report;
+  model::PreloadBlockingReport report;
   std::string why;
   int code = 0;
   // The names and lines need the target's tables (the leaf's line table and the awaiters'
@@ -134,7 +134,7 @@ TEST(PreloadBlockingLive, TheSameRecordsAreServedOverTheSocket) {
     return true;
   };
   for (int i = 0; i < 300; ++i) {
-    ASSERT_TRUE(preload_blocking_collect(p.pid(), &report, &why, &code)) << why;
+    ASSERT_TRUE(trace::preload_blocking_collect(p.pid(), &report, &why, &code)) << why;
     if (all_placed()) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
@@ -149,7 +149,7 @@ TEST(PreloadBlockingLive, TheSameRecordsAreServedOverTheSocket) {
   }
   // Without --blocking the library never interposes anything.
   FixtureProcess q(run_argv({}, {fixture_path("gcc12-O2", "preload_blocking")}));
-  EXPECT_FALSE(preload_blocking_collect(q.pid(), &report, &why, &code));
+  EXPECT_FALSE(trace::preload_blocking_collect(q.pid(), &report, &why, &code));
   EXPECT_EQ(why, "pid " + std::to_string(q.pid()) +
                      " does not record blocking calls: start it with `asyncprobe run --blocking`");
   std::string maps = read_text_file("/proc/" + std::to_string(q.pid()) + "/maps");

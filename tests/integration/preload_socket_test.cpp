@@ -77,17 +77,17 @@ std::string as_child(unsigned uid, const std::function<std::string()>& work) {
 }
 
 // Frames found with `read` over the regions of `maps_text`, decoded and stitched, as JSON.
-json scan_with(const CoroutineIndex& index, const std::string& maps_text, const ReadMemory& read) {
-  MapsParseResult maps = parse_maps(maps_text);
-  std::vector<ScanRegion> regions;
-  for (const Mapping& m : scan_regions(maps.mappings))
-    regions.push_back({m.start, m.end, classify(m) == RegionKind::kMainStack});
-  FrameScanner scanner(index, read);
-  ScanStats stats;
-  std::vector<FoundFrame> found = scanner.scan(regions, &stats);
-  Snapshot snap;
-  for (const auto& f : found) snap.frames.push_back(decode_frame(f));
-  stitch_awaiters(snap.frames, found, read);
+json scan_with(const snapshot::CoroutineIndex& index, const std::string& maps_text, const process::ReadMemory& read) {
+  process::MapsParseResult maps = process::parse_maps(maps_text);
+  std::vector<snapshot::ScanRegion> regions;
+  for (const process::Mapping& m : process::scan_regions(maps.mappings))
+    regions.push_back({m.start, m.end, process::classify(m) == process::RegionKind::kMainStack});
+  snapshot::FrameScanner scanner(index, read);
+  snapshot::ScanStats stats;
+  std::vector<snapshot::FoundFrame> found = scanner.scan(regions, &stats);
+  model::Snapshot snap;
+  for (const auto& f : found) snap.frames.push_back(snapshot::decode_frame(f));
+  snapshot::stitch_awaiters(snap.frames, found, read);
   json out = json::array();
   for (const auto& f : snap.frames) {
     out.push_back({{"address", f.address},
@@ -106,7 +106,7 @@ void wait_for_tables(pid_t pid, unsigned uid) {
   for (int i = 0; i < 600; ++i) {
     std::string f = as_child(uid, [pid] {
       std::string why;
-      auto c = PreloadConnection::open(pid, &why);
+      auto c = process::PreloadConnection::open(pid, &why);
       return c != nullptr && c->has_feature(preload_proto::kFeatureTablesComplete) ? "yes" : "no";
     });
     if (f == "yes") return;
@@ -153,11 +153,11 @@ TEST_F(PreloadSocket, TheTargetIsClosedToItsOwnUserExceptThroughTheSocket) {
 TEST_F(PreloadSocket, SameUserReadsExactlyWhatRootReadsDirectly) {
   pid_t pid = service_->pid();
   // Root: the coroutine index (also inherited by the child below) and a direct scan.
-  SnapshotTaker taker(SnapshotSession{pid, {}});
-  SnapshotError err;
+  snapshot::SnapshotTaker taker(snapshot::SnapshotSession{pid, {}});
+  snapshot::SnapshotError err;
   ASSERT_TRUE(taker.attach(&err)) << err.message;
   std::string maps_text = read_text_file("/proc/" + std::to_string(pid) + "/maps");
-  MemoryReader direct(pid);
+  process::MemoryReader direct(pid);
   json root_frames = scan_with(taker.index(), maps_text, [&direct](uint64_t a, void* o, size_t n) {
     return direct.read(a, o, n);
   });
@@ -165,7 +165,7 @@ TEST_F(PreloadSocket, SameUserReadsExactlyWhatRootReadsDirectly) {
   std::string child = as_child(kTestUid, [&] {
     std::string why;
     int code = 0;
-    auto src = preload_source(pid, &why, &code);
+    auto src = process::preload_source(pid, &why, &code);
     if (!src) return "error: " + why;
     json j;
     j["maps_equal"] = src->maps == maps_text;
@@ -206,7 +206,7 @@ TEST_F(PreloadSocket, ServesTheProcFilesOfANonDumpableTarget) {
   std::string proc = "/proc/" + std::to_string(pid);
   std::string out = as_child(kTestUid, [pid] {
     std::string why;
-    auto c = PreloadConnection::open(pid, &why);
+    auto c = process::PreloadConnection::open(pid, &why);
     if (c == nullptr) return "error: " + why;
     json j;
     std::string v;
@@ -243,7 +243,7 @@ TEST_F(PreloadSocket, AnotherUserCannotReachTheSocket) {
     int rc = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     s << "connect=" << rc << " errno=" << errno;
     std::string why;
-    s << " open=" << (PreloadConnection::open(pid, &why) != nullptr ? "ok" : "refused");
+    s << " open=" << (process::PreloadConnection::open(pid, &why) != nullptr ? "ok" : "refused");
     return s.str();
   });
   EXPECT_EQ(out, "connect=-1 errno=" + std::to_string(EACCES) + " open=refused");
@@ -271,7 +271,7 @@ TEST_F(PreloadSocket, RootPastTheDirectoryIsRefusedByTheLibrary) {
   // The client side refuses a directory that is not root's own before connecting.
   std::string why;
   EXPECT_EQ(
-      PreloadConnection::open(pid, &why, nullptr, "/tmp/asyncprobe-" + std::to_string(kTestUid)),
+      process::PreloadConnection::open(pid, &why, nullptr, "/tmp/asyncprobe-" + std::to_string(kTestUid)),
       nullptr);
   EXPECT_NE(why.find("is not a private directory of uid 0"), std::string::npos) << why;
 }
@@ -280,13 +280,13 @@ TEST_F(PreloadSocket, UnreadableMemoryIsReportedAsSuchNeverAsZeros) {
   pid_t pid = service_->pid();
   std::string out = as_child(kTestUid, [pid] {
     std::string why;
-    auto c = PreloadConnection::open(pid, &why);
+    auto c = process::PreloadConnection::open(pid, &why);
     if (c == nullptr) return "error: " + why;
     std::string maps;
     c->proc_file("maps", &maps);
-    MapsParseResult parsed = parse_maps(maps);
+    process::MapsParseResult parsed = process::parse_maps(maps);
     // The last readable page of the first writable mapping, then one byte past its end.
-    const Mapping* rw = nullptr;
+    const process::Mapping* rw = nullptr;
     for (const auto& m : parsed.mappings) {
       if (m.perms.read && m.perms.write && (rw == nullptr)) rw = &m;
     }
@@ -359,7 +359,7 @@ TEST_F(PreloadSocket, CliSnapshotAsAnotherUserIsRefusedAndSaysWhy) {
   pid_t pid = service_->pid();
   RunResult r = run_command(
       as_user(kOtherUid, {asyncprobe_binary(), "-p", std::to_string(pid), "--window", "0"}));
-  EXPECT_EQ(r.exit.exit_code, kExitPermission) << r.err;
+  EXPECT_EQ(r.exit.exit_code, util::kExitPermission) << r.err;
   EXPECT_EQ(r.out, "");
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_EQ(r.err.rfind("asyncprobe: cannot read process " + std::to_string(pid), 0), 0u) << r.err;

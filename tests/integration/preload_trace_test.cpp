@@ -121,7 +121,7 @@ TEST(PreloadTraceSession, AnOrdinaryUserCountsExactlyWhatHappenedDuringTheSessio
         setresuid(kTestUid, kTestUid, kTestUid) != 0) {
       _exit(3);
     }
-    PreloadTraceOptions opts;
+    trace::PreloadTraceOptions opts;
     opts.duration_s = 60;
     opts.poll_interval_s = 0.01;
     opts.on_started = [&] { (void)!write(started[1], "s", 1); };
@@ -129,12 +129,12 @@ TEST(PreloadTraceSession, AnOrdinaryUserCountsExactlyWhatHappenedDuringTheSessio
       pollfd p{stop[0], POLLIN, 0};
       return poll(&p, 1, 0) > 0;
     };
-    PreloadTraceReport report;
+    model::PreloadTraceReport report;
     std::vector<preload_proto::ResumeEvent> events;
     std::string why;
     int code = 0;
     json j;
-    if (!preload_trace_collect(pid, opts, &report, &events, &why, &code)) {
+    if (!trace::preload_trace_collect(pid, opts, &report, &events, &why, &code)) {
       j["error"] = why;
     } else {
       for (const auto& f : report.functions) {
@@ -182,24 +182,24 @@ TEST(PreloadTraceSession, AnOrdinaryUserCountsExactlyWhatHappenedDuringTheSessio
 
 TEST(PreloadTraceSession, WithoutRunTraceTheSessionIsRefusedWithAHint) {
   FixtureProcess service(run_argv({}, {fixture_path("gcc12-O2", "preload_service")}));
-  PreloadTraceOptions opts;
+  trace::PreloadTraceOptions opts;
   opts.duration_s = 0.1;
-  PreloadTraceReport report;
+  model::PreloadTraceReport report;
   std::string why;
   int code = 0;
-  EXPECT_FALSE(preload_trace_collect(service.pid(), opts, &report, nullptr, &why, &code));
+  EXPECT_FALSE(trace::preload_trace_collect(service.pid(), opts, &report, nullptr, &why, &code));
   EXPECT_EQ(why, "pid " + std::to_string(service.pid()) +
                      " does not trace in-process: start it with `asyncprobe run --trace`");
-  EXPECT_EQ(code, kExitUsage);
+  EXPECT_EQ(code, util::kExitUsage);
 }
 
 TEST(PreloadTraceSession, NoSocketNoSession) {
   FixtureProcess service({fixture_path("gcc12-O2", "preload_service")});
   std::string why;
   int code = 0;
-  EXPECT_EQ(PreloadConnection::open(service.pid(), &why, &code), nullptr);
+  EXPECT_EQ(process::PreloadConnection::open(service.pid(), &why, &code), nullptr);
   EXPECT_NE(why.find("serves no asyncprobe socket"), std::string::npos) << why;
-  EXPECT_EQ(code, kExitPermission);
+  EXPECT_EQ(code, util::kExitPermission);
 }
 
 // `asyncprobe trace -p PID` run by an ordinary user (no root, no BPF) against a process started
@@ -344,7 +344,7 @@ TEST_F(PreloadTraceCli, WithoutRunTraceTheBpfErrorSaysHowToTraceWithoutRoot) {
   FixtureProcess service(
       as_user(kTestUid, run_argv({}, {fixture_path("gcc12-O2", "preload_service")})));
   TraceCliRun r = finish(start_tracer(kTestUid, {"-p", std::to_string(service.pid())}));
-  EXPECT_EQ(r.exit_code, kExitPermission) << r.err;
+  EXPECT_EQ(r.exit_code, util::kExitPermission) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_NE(r.err.find("CAP_BPF and CAP_PERFMON"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("; pid " + std::to_string(service.pid()) +
@@ -358,7 +358,7 @@ TEST_F(PreloadTraceCli, AnotherUserIsRefusedWithTheBpfError) {
   FixtureProcess service(
       as_user(kTestUid, run_argv({"--trace"}, {fixture_path("gcc12-O2", "preload_service")})));
   TraceCliRun r = finish(start_tracer(kOtherUid, {"-p", std::to_string(service.pid())}));
-  EXPECT_EQ(r.exit_code, kExitPermission) << r.err;
+  EXPECT_EQ(r.exit_code, util::kExitPermission) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_NE(r.err.find("(uid " + std::to_string(kOtherUid) + " has neither)"), std::string::npos)
       << r.err;

@@ -59,10 +59,10 @@ std::string read_file(const std::string& path) {
   return s.str();
 }
 
-void write_profile_file(const Profile& p, const std::string& path) {
+void write_profile_file(const model::Profile& p, const std::string& path) {
   std::ofstream out(path, std::ios::binary);
   std::string error;
-  ASSERT_TRUE(write_profile(out, p, profile_format_for_path(path, ProfileFormat::kText), &error))
+  ASSERT_TRUE(output::write_profile(out, p, output::profile_format_for_path(path, output::ProfileFormat::kText), &error))
       << error;
 }
 
@@ -350,7 +350,7 @@ class BuiltProfile : public ::testing::Test {
     return path;
   }
   TempDir dir_;
-  Profile profile_;
+  model::Profile profile_;
 };
 
 TEST_F(BuiltProfile, GoPprofTopShowsFlatAndCumulativeTimeOfEveryFunctionAndKind) {
@@ -488,11 +488,11 @@ TEST_F(BuiltProfile, SpeedscopeJsonValidatesAgainstThePublishedSchema) {
 // Folded text read back and written again gives the same bytes.
 void expect_folded_round_trip(const std::string& text) {
   std::istringstream in(text);
-  Profile back;
+  model::Profile back;
   std::string error;
-  ASSERT_TRUE(read_folded(in, Profile::Type::kCpu, &back, &error)) << error;
+  ASSERT_TRUE(output::read_folded(in, model::Profile::Type::kCpu, &back, &error)) << error;
   std::ostringstream again;
-  ASSERT_TRUE(write_profile(again, back, ProfileFormat::kFolded, &error)) << error;
+  ASSERT_TRUE(output::write_profile(again, back, output::ProfileFormat::kFolded, &error)) << error;
   EXPECT_EQ(again.str(), text);
 }
 

@@ -435,15 +435,15 @@ TEST(TraceTimeline, ValidatesAgainstTheFormatAndShowsRunsFlowsBlockingAndStalls)
 // Bytes of the target's code at every probed resume function differ from the file (an int3 is
 // there) iff a uprobe is installed in it.
 size_t probed_sites(pid_t pid) {
-  SnapshotTaker taker(SnapshotSession{pid, {}});
-  SnapshotError err;
+  snapshot::SnapshotTaker taker(snapshot::SnapshotSession{pid, {}});
+  snapshot::SnapshotError err;
   if (!taker.attach(&err)) return SIZE_MAX;
   size_t changed = 0;
   const std::string mem = "/proc/" + std::to_string(pid) + "/mem";
   int fd = open(mem.c_str(), O_RDONLY);
   if (fd < 0) return SIZE_MAX;
   for (const auto& loaded : taker.index().catalogs()) {
-    const sym::ElfObject& obj = loaded->catalog->module().object();
+    const symbolizer::ElfObject& obj = loaded->catalog->module().object();
     for (const auto& fn : loaded->catalog->functions()) {
       std::vector<uint8_t> file_bytes;
       if (!obj.read_code(fn.resume, 1, &file_bytes) || file_bytes.size() != 1) continue;

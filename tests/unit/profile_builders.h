@@ -11,16 +11,16 @@
 
 namespace asyncprobe::testing {
 
-inline ProfileFrame profile_frame(ProfileFrame::Kind kind, const std::string& function,
+inline model::ProfileFrame profile_frame(model::ProfileFrame::Kind kind, const std::string& function,
                                   const std::string& file, int line, uint64_t address,
                                   bool inlined = false,
                                   const std::string& object = "/srv/bin/burn") {
-  ProfileFrame f;
+  model::ProfileFrame f;
   f.kind = kind;
   f.function = function;
   f.file = file;
   f.line = line;
-  f.object = kind == ProfileFrame::Kind::kKernel ? "" : object;
+  f.object = kind == model::ProfileFrame::Kind::kKernel ? "" : object;
   f.address = address;
   f.inlined = inlined;
   return f;
@@ -40,10 +40,10 @@ enum ServiceFrame : uint32_t {
   kSysPoll,  // kernel
 };
 
-inline Profile coroutine_cpu_profile() {
-  using K = ProfileFrame::Kind;
-  Profile p;
-  p.type = Profile::Type::kCpu;
+inline model::Profile coroutine_cpu_profile() {
+  using K = model::ProfileFrame::Kind;
+  model::Profile p;
+  p.type = model::Profile::Type::kCpu;
   p.pid = 4242;
   p.command = "burn";
   p.executable = "/srv/bin/burn";
@@ -64,7 +64,7 @@ inline Profile coroutine_cpu_profile() {
       profile_frame(K::kAsync, "maybe_parent(int)", "burn.cpp", 50, 0x7f00000a3000),
       profile_frame(K::kKernel, "do_epoll_wait", "", 0, 0xffffffff81234560),
   };
-  ProfileSample hot;
+  model::ProfileSample hot;
   hot.frames = {kMix, kCompute, kRender, kHandle, kResume, kRunLoop, kMain};
   hot.count = 6;
   hot.value_ns = 60'606'060;
@@ -72,17 +72,17 @@ inline Profile coroutine_cpu_profile() {
   hot.thread_name = "worker";
   hot.coroutine = 0x7f00000a0000;
   hot.coroutine_function = "compute(int)";
-  ProfileSample body = hot;  // the coroutine's own code, past the inlined helper
+  model::ProfileSample body = hot;  // the coroutine's own code, past the inlined helper
   body.frames = {kCompute, kRender, kHandle, kResume, kRunLoop, kMain};
   body.count = 2;
   body.value_ns = 20'202'020;
-  ProfileSample idle;
+  model::ProfileSample idle;
   idle.frames = {kSysPoll, kPoll, kRunLoop, kMain};
   idle.count = 1;
   idle.value_ns = 10'101'010;
   idle.tid = 4242;
   idle.thread_name = "burn";
-  ProfileSample guess;
+  model::ProfileSample guess;
   guess.frames = {kCompute, kGuess, kResume, kRunLoop, kMain};
   guess.count = 1;
   guess.value_ns = 10'101'010;
@@ -97,9 +97,9 @@ inline Profile coroutine_cpu_profile() {
 }
 
 // The same stacks as an await profile: weights are suspended nanoseconds.
-inline Profile coroutine_await_profile() {
-  Profile p = coroutine_cpu_profile();
-  p.type = Profile::Type::kAwait;
+inline model::Profile coroutine_await_profile() {
+  model::Profile p = coroutine_cpu_profile();
+  p.type = model::Profile::Type::kAwait;
   p.frequency_hz = 0;
   p.period_ns = 100'000'000;
   p.warnings.clear();

@@ -97,23 +97,23 @@ double minimum(const std::vector<double>& v) {
 
 // The full trace, consumed into the model by a second thread while the target runs.
 struct FullTrace {
-  std::unique_ptr<TraceSession> session;
-  std::unique_ptr<TraceModel> model;
+  std::unique_ptr<kernel::TraceSession> session;
+  std::unique_ptr<trace::TraceModel> model;
   std::thread consumer;
   std::atomic<bool> stop{false};
-  AttachStats stats;
+  kernel::AttachStats stats;
 
-  bool start(const TraceSessionOptions& opts, const std::vector<TraceFunction>& fns) {
-    TraceError err;
-    session = TraceSession::load(opts, &err);
+  bool start(const kernel::TraceSessionOptions& opts, const std::vector<trace::TraceFunction>& fns) {
+    kernel::TraceError err;
+    session = kernel::TraceSession::load(opts, &err);
     if (session == nullptr || !session->attach(&stats, &err)) {
       std::fprintf(stderr, "trace_bench: %s\n", err.message.c_str());
       return false;
     }
-    model = std::make_unique<TraceModel>(fns, TraceModelOptions{}, nullptr);
+    model = std::make_unique<trace::TraceModel>(fns, trace::TraceModelOptions{}, nullptr);
     consumer = std::thread([this] {
-      TraceReorder reorder;
-      const TraceSession::EventHandler intake = [&](const void* d, size_t n) {
+      trace::TraceReorder reorder;
+      const kernel::TraceSession::EventHandler intake = [&](const void* d, size_t n) {
         reorder.push(d, n);
       };
       auto sink = [&](const void* d, size_t n) { model->handle(d, n); };
@@ -126,10 +126,10 @@ struct FullTrace {
     });
     return true;
   }
-  TraceCounters finish() {
+  kernel::TraceCounters finish() {
     stop.store(true);
     consumer.join();
-    TraceCounters c = session->counters();
+    kernel::TraceCounters c = session->counters();
     session->detach();
     return c;
   }
@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
   int rounds = 5;
   double rate = 50000, seconds = 5;
   int threads = 2;
-  UprobeMode mode = UprobeMode::kMulti;
+  kernel::UprobeMode mode = kernel::UprobeMode::kMulti;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
     if (a == "--resumes") resumes = std::strtoull(v.c_str(), nullptr, 10);
@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
     if (a == "--rate") rate = std::atof(v.c_str());
     if (a == "--seconds") seconds = std::atof(v.c_str());
     if (a == "--threads") threads = std::atoi(v.c_str());
-    if (a == "--mode") mode = v == "perf" ? UprobeMode::kPerf : UprobeMode::kMulti;
+    if (a == "--mode") mode = v == "perf" ? kernel::UprobeMode::kPerf : kernel::UprobeMode::kMulti;
   }
   libbpf_set_print([](enum libbpf_print_level, const char*, va_list) { return 0; });
   Target target;
@@ -158,17 +158,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "trace_bench: cannot start %s\n", TRACE_BENCH_TARGET);
     return 1;
   }
-  SnapshotTaker taker(SnapshotSession{target.pid, {}});
-  SnapshotError serr;
+  snapshot::SnapshotTaker taker(snapshot::SnapshotSession{target.pid, {}});
+  snapshot::SnapshotError serr;
   if (!taker.attach(&serr)) {
     std::fprintf(stderr, "trace_bench: %s\n", serr.message.c_str());
     return 1;
   }
-  std::vector<TraceFunctionSpec> specs;
-  std::vector<TraceFunction> fns;
+  std::vector<kernel::TraceFunctionSpec> specs;
+  std::vector<trace::TraceFunction> fns;
   std::vector<std::string> warnings;
-  collect_trace_functions(taker.index(), target.pid, &specs, &fns, &warnings);
-  TraceSessionOptions opts;
+  kernel::collect_trace_functions(taker.index(), target.pid, &specs, &fns, &warnings);
+  kernel::TraceSessionOptions opts;
   opts.pid = target.pid;
   opts.functions = specs;
   opts.uprobe_mode = mode;
@@ -176,7 +176,7 @@ int main(int argc, char** argv) {
       "trace_bench: target pid %d, %zu coroutine functions, %llu resumes per measurement, "
       "%d rounds, uprobes: %s\n",
       target.pid, specs.size(), static_cast<unsigned long long>(resumes), rounds,
-      mode == UprobeMode::kPerf ? "perf-event links" : "uprobe_multi links");
+      mode == kernel::UprobeMode::kPerf ? "perf-event links" : "uprobe_multi links");
 
   std::vector<double> base, empty, full;
   target.run(resumes / 10);  // warm up
@@ -186,12 +186,12 @@ int main(int argc, char** argv) {
     // The empty program on exactly the sites the trace probes.
     trace_bench_bpf* skel = trace_bench_bpf__open();
     if (skel == nullptr) return 1;
-    bool multi = mode == UprobeMode::kMulti;
+    bool multi = mode == kernel::UprobeMode::kMulti;
     bpf_program__set_autoload(skel->progs.bench_empty, !multi);
     bpf_program__set_autoload(skel->progs.bench_empty_multi, multi);
     if (multi) {
       bpf_program__set_expected_attach_type(skel->progs.bench_empty_multi,
-                                            static_cast<bpf_attach_type>(kBpfAttachUprobeMulti));
+                                            static_cast<bpf_attach_type>(kernel::kBpfAttachUprobeMulti));
     }
     if (trace_bench_bpf__load(skel) != 0) return 1;
     std::vector<int> fds;
@@ -200,7 +200,7 @@ int main(int argc, char** argv) {
       for (uint64_t off : {s.resume_offset, s.destroy_offset, s.cleanup_offset}) {
         if (off == 0) continue;
         if (multi) {
-          int fd = attach_uprobe_multi(bpf_program__fd(skel->progs.bench_empty_multi),
+          int fd = kernel::attach_uprobe_multi(bpf_program__fd(skel->progs.bench_empty_multi),
                                        s.attach_path, {off}, {0}, target.pid);
           if (fd >= 0) fds.push_back(fd);
         } else {
@@ -218,7 +218,7 @@ int main(int argc, char** argv) {
     FullTrace ft;
     if (!ft.start(opts, fns)) return 1;
     full.push_back(target.run(resumes));
-    TraceCounters c = ft.finish();
+    kernel::TraceCounters c = ft.finish();
     std::printf(
         "round %d: CPU per resume: no probe %.1f ns, empty uprobe %.1f ns, asyncprobe "
         "trace %.1f ns (%llu resume hits, %llu lost)\n",
@@ -247,7 +247,7 @@ int main(int argc, char** argv) {
   char cmd[64];
   std::snprintf(cmd, sizeof cmd, "pace %.0f %.1f %d", rate, seconds, threads);
   std::string answer = target.ask(cmd);
-  TraceCounters c = ft.finish();
+  kernel::TraceCounters c = ft.finish();
   unsigned long long done = 0;
   double secs = 0;
   std::sscanf(answer.c_str(), "paced resumes=%llu seconds=%lf", &done, &secs);

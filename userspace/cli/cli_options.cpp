@@ -9,7 +9,7 @@
 
 #include "userspace/util/exit_codes.h"
 
-namespace asyncprobe {
+namespace asyncprobe::cli {
 
 std::optional<double> parse_duration(const std::string& text) {
   if (text.empty() || text.size() > 32) return std::nullopt;
@@ -91,13 +91,13 @@ int fail_with_message(const std::string& message, int code) {
 
 int check_subcommand_start(bool parsed, const std::string& parse_error, bool help,
                            const char* usage, int pid) {
-  if (!parsed) return fail_with_message(parse_error, kExitUsage);
+  if (!parsed) return fail_with_message(parse_error, util::kExitUsage);
   if (help) {
     std::cout << usage;
-    return kExitOk;
+    return util::kExitOk;
   }
   if (kill(pid, 0) != 0 && errno == ESRCH) {
-    return fail_with_message("no process with pid " + std::to_string(pid), kExitNoProcess);
+    return fail_with_message("no process with pid " + std::to_string(pid), util::kExitNoProcess);
   }
   return -1;
 }
@@ -214,4 +214,4 @@ exit codes: 0 ok, 1 internal error, 2 usage, 3 no such process, 4 permission den
 )";
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::cli

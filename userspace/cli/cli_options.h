@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace asyncprobe {
+namespace asyncprobe::cli {
 
 struct CliOptions {
   std::string command = "snapshot";  // snapshot | watch | trace | profile | run
@@ -69,4 +69,4 @@ bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error);
 
 const char* usage_text();
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::cli

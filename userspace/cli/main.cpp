@@ -28,26 +28,26 @@
 #define ASYNCPROBE_HAS_RUN 1
 #endif
 
-namespace asyncprobe {
+namespace asyncprobe::cli {
 namespace {
 
-int fail(const SnapshotError& e) {
+int fail(const snapshot::SnapshotError& e) {
   std::cerr << "asyncprobe: " << e.message << "\n";
   return e.code;
 }
 
 int run_snapshot(const CliOptions& opts) {
-  SnapshotTaker taker(SnapshotSession{opts.pid, opts.debug_dirs});
-  SnapshotError err;
+  snapshot::SnapshotTaker taker(snapshot::SnapshotSession{opts.pid, opts.debug_dirs});
+  snapshot::SnapshotError err;
   if (!taker.attach(&err)) return fail(err);
-  Snapshot first;
+  model::Snapshot first;
   if (!taker.take(&first, &err)) return fail(err);
-  Snapshot snap = first;
+  model::Snapshot snap = first;
   if (opts.window_s > 0) {
     std::this_thread::sleep_for(std::chrono::duration<double>(opts.window_s));
-    Snapshot second;
+    model::Snapshot second;
     if (!taker.take(&second, &err)) return fail(err);
-    mark_stuck(first, second, opts.window_s);
+    snapshot::mark_stuck(first, second, opts.window_s);
     snap = std::move(second);
   }
   snap.window_seconds = opts.window_s;
@@ -57,28 +57,28 @@ int run_snapshot(const CliOptions& opts) {
     file.open(opts.output);
     if (!file) {
       std::cerr << "asyncprobe: cannot write " << opts.output << "\n";
-      return kExitUsage;
+      return asyncprobe::util::kExitUsage;
     }
     out = &file;
   }
   if (opts.format == "json") {
-    write_json_report(*out, snap);
+    output::write_json_report(*out, snap);
   } else if (opts.format == "csv") {
-    write_csv_report(*out, snap);
+    output::write_csv_report(*out, snap);
   } else {
-    TextReportOptions text;
+    output::TextReportOptions text;
     text.unicode = opts.unicode;
     if (opts.full_names) text.max_name_chars = 0;
-    write_text_report(*out, snap, text);
+    output::write_text_report(*out, snap, text);
   }
-  return kExitOk;
+  return asyncprobe::util::kExitOk;
 }
 
 }  // namespace
-}  // namespace asyncprobe
+}  // namespace asyncprobe::cli
 
 int main(int argc, char** argv) {
-  using namespace asyncprobe;
+  using namespace asyncprobe::cli;
   // Subcommands with options of their own parse their own arguments (argv[0] = the subcommand).
   if (argc > 1) {
     std::string sub = argv[1];
@@ -96,24 +96,24 @@ int main(int argc, char** argv) {
   std::string error;
   if (!parse_cli(argc, argv, &opts, &error)) {
     std::cerr << "asyncprobe: " << error << "\n";
-    return kExitUsage;
+    return asyncprobe::util::kExitUsage;
   }
   if (opts.help) {
     std::cout << usage_text();
-    return kExitOk;
+    return asyncprobe::util::kExitOk;
   }
   if (opts.version) {
     std::cout << "asyncprobe 0.1.0\n";
-    return kExitOk;
+    return asyncprobe::util::kExitOk;
   }
   if (opts.command != "snapshot") {
     std::cerr << "asyncprobe: '" << opts.command << "' is not available in this build yet\n";
-    return kExitUsage;
+    return asyncprobe::util::kExitUsage;
   }
   try {
     return run_snapshot(opts);
   } catch (const std::exception& e) {
     std::cerr << "asyncprobe: internal error: " << e.what() << "\n";
-    return kExitInternal;
+    return asyncprobe::util::kExitInternal;
   }
 }

@@ -33,7 +33,7 @@
 #include "userspace/kernel/trace_probes.h"
 #include "userspace/process/stack_unwind.h"
 
-namespace asyncprobe {
+namespace asyncprobe::cli {
 
 namespace {
 
@@ -138,8 +138,8 @@ bool parse_args(int argc, char** argv, ProfileOptions* o, std::string* error) {
       if (!need(&o->output)) return false;
     } else if (a == "--format") {
       if (!need(&o->format)) return false;
-      ProfileFormat f;
-      if (!parse_profile_format(o->format, &f)) {
+      output::ProfileFormat f;
+      if (!output::parse_profile_format(o->format, &f)) {
         *error = "unknown format '" + o->format + "': text, folded, svg, speedscope, pprof or json";
         return false;
       }
@@ -251,7 +251,7 @@ std::string seconds_text(double s) {
 }
 
 // The target ended the profile: said in the profile and on stderr.
-void note_target_exit(Profile* p) {
+void note_target_exit(model::Profile* p) {
   const std::string msg = "the target exited after " +
                           seconds_text(static_cast<double>(p->duration_ns) / 1e9) +
                           ": the profile covers its life until then";
@@ -259,7 +259,7 @@ void note_target_exit(Profile* p) {
   std::cerr << "asyncprobe: " << msg << "\n";
 }
 
-void fill_header(Profile* p, const ProfileOptions& o) {
+void fill_header(model::Profile* p, const ProfileOptions& o) {
   p->pid = o.pid;
   p->command = read_first_line("/proc/" + std::to_string(o.pid) + "/comm");
   p->executable = read_link("/proc/" + std::to_string(o.pid) + "/exe");
@@ -287,26 +287,26 @@ bool run_until_end(const ProfileOptions& o, uint64_t start, int slice_ms, Step s
   }
 }
 
-int write_output(const ProfileOptions& o, const Profile& p) {
-  ProfileFormat fmt = ProfileFormat::kText;
+int write_output(const ProfileOptions& o, const model::Profile& p) {
+  output::ProfileFormat fmt = output::ProfileFormat::kText;
   if (!o.format.empty()) {
-    parse_profile_format(o.format, &fmt);
+    output::parse_profile_format(o.format, &fmt);
   } else if (!o.output.empty()) {
-    fmt = profile_format_for_path(o.output, ProfileFormat::kText);
+    fmt = output::profile_format_for_path(o.output, output::ProfileFormat::kText);
   }
   std::ofstream file;
   std::ostream* out = &std::cout;
   if (!o.output.empty() && o.output != "-") {
     file.open(o.output, std::ios::binary);
-    if (!file) return fail("cannot write " + o.output, kExitUsage);
+    if (!file) return fail("cannot write " + o.output, util::kExitUsage);
     out = &file;
   }
   std::string error;
-  ProfileTextOptions text;
+  output::ProfileTextOptions text;
   if (o.full_names) text.max_name_chars = 0;
-  if (!write_profile(*out, p, fmt, &error, text)) return fail(error, kExitInternal);
+  if (!output::write_profile(*out, p, fmt, &error, text)) return fail(error, util::kExitInternal);
   out->flush();
-  return kExitOk;
+  return util::kExitOk;
 }
 
 // Far above any real blocking call or stall: the profile wants runs and resumes only, not the
@@ -315,50 +315,50 @@ constexpr uint64_t kNoBlockingReports = 3600ull * 1'000'000'000;
 
 // --trace: the probes of `asyncprobe trace` (runs and resumes only). nullptr with *rc set (the
 // message printed) when they cannot be attached.
-std::unique_ptr<TraceSession> attach_profile_probes(const ProfileOptions& o,
-                                                    const SnapshotTaker& taker, Profile* p,
-                                                    TraceProbePlan* plan, AttachStats* attach,
+std::unique_ptr<kernel::TraceSession> attach_profile_probes(const ProfileOptions& o,
+                                                    const snapshot::SnapshotTaker& taker, model::Profile* p,
+                                                    kernel::TraceProbePlan* plan, kernel::AttachStats* attach,
                                                     int* rc) {
-  TraceError terr;
-  if (!plan_trace_probes(taker.index(), o.pid, p->command, plan, &p->warnings, &terr)) {
+  kernel::TraceError terr;
+  if (!kernel::plan_trace_probes(taker.index(), o.pid, p->command, plan, &p->warnings, &terr)) {
     *rc = fail(terr.message, terr.code);
     return nullptr;
   }
-  TraceProbeSettings settings;
+  kernel::TraceProbeSettings settings;
   settings.block_threshold_ns = kNoBlockingReports;
   settings.stall_threshold_ns = kNoBlockingReports;
   settings.ringbuf_bytes = o.ringbuf_mb << 20;
-  settings.btf_path = kernel_btf_path();
-  std::unique_ptr<TraceSession> session = attach_trace_probes(*plan, settings, attach, &terr);
+  settings.btf_path = kernel::kernel_btf_path();
+  std::unique_ptr<kernel::TraceSession> session = kernel::attach_trace_probes(*plan, settings, attach, &terr);
   if (session == nullptr) *rc = fail(terr.message, terr.code);
   return session;
 }
 
 // --await --trace: every leaf wait measured by the trace probes (docs/PROFILE.md).
-int run_await_traced(const ProfileOptions& o, SnapshotTaker* taker) {
-  Profile p;
-  p.type = Profile::Type::kAwait;
+int run_await_traced(const ProfileOptions& o, snapshot::SnapshotTaker* taker) {
+  model::Profile p;
+  p.type = model::Profile::Type::kAwait;
   fill_header(&p, o);
   install_stop_handlers();
-  TraceProbePlan plan;
-  AttachStats attach;
-  int rc = kExitOk;
-  std::unique_ptr<TraceSession> session = attach_profile_probes(o, *taker, &p, &plan, &attach, &rc);
+  kernel::TraceProbePlan plan;
+  kernel::AttachStats attach;
+  int rc = util::kExitOk;
+  std::unique_ptr<kernel::TraceSession> session = attach_profile_probes(o, *taker, &p, &plan, &attach, &rc);
   if (session == nullptr) return rc;
   const uint64_t start = monotonic_ns();
 
-  TraceModelOptions mopts;
+  trace::TraceModelOptions mopts;
   mopts.leaf_waits = true;
   mopts.keep_durations = false;  // 16 bytes per resume the profile does not use
   mopts.max_blocking = 0;
   mopts.max_stalls = 0;
   mopts.stall_threshold_ns = kNoBlockingReports;
-  TraceModel model(plan.functions, mopts, nullptr);
+  trace::TraceModel model(plan.functions, mopts, nullptr);
   // Coroutines already waiting: from the start, with the awaiter edges the snapshot sees.
-  Snapshot first;
-  SnapshotError serr;
+  model::Snapshot first;
+  snapshot::SnapshotError serr;
   if (taker->take(&first, &serr)) {
-    seed_suspended_at_start(first, start, &model);
+    profile::seed_suspended_at_start(first, start, &model);
   } else {
     p.warnings.push_back("the snapshot at the start failed (" + serr.message +
                          "): waits that began before the profile are not counted");
@@ -369,8 +369,8 @@ int run_await_traced(const ProfileOptions& o, SnapshotTaker* taker) {
             << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
             << std::flush;
 
-  TraceReorder reorder;
-  const TraceSession::EventHandler intake = [&](const void* data, size_t size) {
+  trace::TraceReorder reorder;
+  const kernel::TraceSession::EventHandler intake = [&](const void* data, size_t size) {
     reorder.push(data, size);
   };
   // Records after the end (the probes run until detached) would lengthen waits past it.
@@ -392,36 +392,36 @@ int run_await_traced(const ProfileOptions& o, SnapshotTaker* taker) {
   });
   // The last look while the probes still run: which waits are still open, and where.
   end = monotonic_ns();
-  Snapshot last;
+  model::Snapshot last;
   const bool have_last = !exited && taker->take(&last, &serr);
   if (have_last) end = monotonic_ns();
-  const TraceProbeEnd probes_end = detach_trace_probes(session.get(), intake);
+  const kernel::TraceProbeEnd probes_end = kernel::detach_trace_probes(session.get(), intake);
   reorder.release(sink, true);
   model.finish(end);
   const std::unordered_map<uint64_t, int64_t> open =
-      have_last ? suspended_at_end(last, model) : std::unordered_map<uint64_t, int64_t>();
+      have_last ? profile::suspended_at_end(last, model) : std::unordered_map<uint64_t, int64_t>();
   model.close_open_waits(end, open);
   model.resolve_pending(open);
-  add_leaf_waits(model, model.take_leaf_waits(), &p);
+  profile::add_leaf_waits(model, model.take_leaf_waits(), &p);
   p.duration_ns = static_cast<int64_t>(end - start);
-  add_leaf_wait_warnings(model, probes_end.counters, &p);
+  profile::add_leaf_wait_warnings(model, probes_end.counters, &p);
   if (poll_error != 0) {
     p.warnings.push_back(std::string("ring buffer poll failed: ") + strerror(poll_error));
   }
   if (exited) note_target_exit(&p);
-  const LeafWaitCounters& c = model.leaf_wait_counters();
+  const trace::LeafWaitCounters& c = model.leaf_wait_counters();
   std::cerr << "asyncprobe: " << c.waits << " waits, " << probes_end.counters[TRACE_CTR_RESUME_HITS]
             << " resumes, " << probes_end.counters[TRACE_CTR_LOST] << " records lost\n";
   return write_output(o, p);
 }
 
-int run_await(const ProfileOptions& o, SnapshotTaker* taker) {
-  Profile p;
-  p.type = Profile::Type::kAwait;
+int run_await(const ProfileOptions& o, snapshot::SnapshotTaker* taker) {
+  model::Profile p;
+  p.type = model::Profile::Type::kAwait;
   fill_header(&p, o);
   const int64_t interval_ns = 1'000'000'000 / o.hz;
   p.period_ns = interval_ns;
-  AwaitProfiler profiler(&p);
+  profile::AwaitProfiler profiler(&p);
   install_stop_handlers();
   std::cerr << "asyncprobe: await profile of pid " << o.pid << " (" << p.command << "): " << o.hz
             << " snapshots/s" << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
@@ -440,8 +440,8 @@ int run_await(const ProfileOptions& o, SnapshotTaker* taker) {
       nanosleep(&ts, nullptr);
       return true;
     }
-    Snapshot snap;
-    SnapshotError err;
+    model::Snapshot snap;
+    snapshot::SnapshotError err;
     const uint64_t t0 = monotonic_ns();
     if (!taker->take(&snap, &err)) {
       failed++;
@@ -457,7 +457,7 @@ int run_await(const ProfileOptions& o, SnapshotTaker* taker) {
     return true;
   });
   p.duration_ns = static_cast<int64_t>(monotonic_ns() - start);
-  const AwaitProfileStats& st = profiler.stats();
+  const profile::AwaitProfileStats& st = profiler.stats();
   p.warnings.push_back(
       "await profile from " + std::to_string(st.snapshots) +
       " snapshots: each waiting stack is weighted by the time between snapshots (waits shorter "
@@ -479,54 +479,54 @@ int run_await(const ProfileOptions& o, SnapshotTaker* taker) {
   return write_output(o, p);
 }
 
-int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines) {
-  TraceError terr;
-  const std::string btf = kernel_btf_path();
+int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_coroutines) {
+  kernel::TraceError terr;
+  const std::string btf = kernel::kernel_btf_path();
 
-  Profile p;
-  p.type = Profile::Type::kCpu;
+  model::Profile p;
+  p.type = model::Profile::Type::kCpu;
   fill_header(&p, o);
   p.frequency_hz = o.hz;
   p.period_ns = 1'000'000'000 / o.hz;
 
-  TraceUnwinder unwinder(o.pid, o.debug_dirs);
+  process::TraceUnwinder unwinder(o.pid, o.debug_dirs);
   if (!unwinder.ok()) p.warnings.push_back("stacks are not unwound: " + unwinder.error());
-  std::unique_ptr<MemoryReader> memory;
+  std::unique_ptr<process::MemoryReader> memory;
   try {
-    memory = std::make_unique<MemoryReader>(o.pid);
-  } catch (const TargetError& e) {
+    memory = std::make_unique<process::MemoryReader>(o.pid);
+  } catch (const process::TargetError& e) {
     return fail(e.what(), e.code());
   }
   // Samples that name a frame no snapshot has seen refresh it, at most 20 times a second.
-  RunningCoroutineFinder finder(taker, memory.get(), 0.05);
+  profile::RunningCoroutineFinder finder(taker, memory.get(), 0.05);
   if (have_coroutines) {
-    SnapshotError serr;
+    snapshot::SnapshotError serr;
     if (!finder.refresh(&serr)) return fail(serr.message, serr.code);
   } else {
     p.warnings.push_back("the target maps no coroutine code: stacks are not joined");
   }
-  KernelSymbols kernel;
+  process::KernelSymbols kernel;
   if (o.kernel && !kernel.load()) {
     p.warnings.push_back("/proc/kallsyms gave no addresses: kernel frames are shown by address");
   }
-  CpuProfiler profiler(&p, &unwinder, &finder, o.kernel ? &kernel : nullptr);
+  profile::CpuProfiler profiler(&p, &unwinder, &finder, o.kernel ? &kernel : nullptr);
   // --trace: the probes keep each thread's running coroutine; the samples read it.
-  std::unique_ptr<TraceSession> trace;
+  std::unique_ptr<kernel::TraceSession> trace;
   if (o.trace) {
-    TraceProbePlan plan;
-    AttachStats attach;
-    int rc = kExitOk;
+    kernel::TraceProbePlan plan;
+    kernel::AttachStats attach;
+    int rc = util::kExitOk;
     trace = attach_profile_probes(o, *taker, &p, &plan, &attach, &rc);
     if (trace == nullptr) return rc;
     std::vector<uint64_t> resume_starts;
-    for (const TraceFunction& f : plan.functions) {
+    for (const trace::TraceFunction& f : plan.functions) {
       resume_starts.push_back(f.fn != nullptr && f.loaded != nullptr ? f.fn->resume + f.loaded->bias
                                                                      : 0);
     }
     profiler.use_trace(std::move(resume_starts));
   }
 
-  ProfileSessionOptions sopts;
+  kernel::ProfileSessionOptions sopts;
   sopts.pid = o.pid;
   sopts.frequency_hz = o.hz;
   sopts.kernel_stacks = o.kernel;
@@ -535,7 +535,7 @@ int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines)
   sopts.measure_program = std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr;
   sopts.trace_threads_fd = trace != nullptr ? trace->threads_map_fd() : -1;
   install_stop_handlers();
-  std::unique_ptr<ProfileSession> session = ProfileSession::start(sopts, &terr);
+  std::unique_ptr<kernel::ProfileSession> session = kernel::ProfileSession::start(sopts, &terr);
   if (session == nullptr) return fail(terr.message, terr.code);
   std::cerr << "asyncprobe: profiling pid " << o.pid << " (" << p.command << ") at " << o.hz
             << " Hz on " << session->cpus() << " CPUs"
@@ -544,7 +544,7 @@ int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines)
 
   // ASYNCPROBE_PROFILE_DISCARD (benchmarks only): drain the ring, process nothing.
   const bool discard = std::getenv("ASYNCPROBE_PROFILE_DISCARD") != nullptr;
-  const ProfileSession::SampleHandler handle = [&](const profile_sample& s) {
+  const kernel::ProfileSession::SampleHandler handle = [&](const profile_sample& s) {
     if (!discard) profiler.add(s);
   };
   const uint64_t start = monotonic_ns();
@@ -563,11 +563,11 @@ int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines)
   session->stop();
   trace.reset();  // --trace: the probes go as soon as sampling ends
   session->drain(handle);
-  const ProfileCounters c = session->counters();
+  const kernel::ProfileCounters c = session->counters();
   p.lost_samples = static_cast<int64_t>(c[PROFILE_CTR_LOST]);
 
-  const CpuProfileStats& st = profiler.stats();
-  const RunningCoroutineStats& fs = finder.stats();
+  const profile::CpuProfileStats& st = profiler.stats();
+  const profile::RunningCoroutineStats& fs = finder.stats();
   auto note = [&](uint64_t n, const std::string& what) {
     if (n > 0) p.warnings.push_back(std::to_string(n) + " " + what);
   };
@@ -607,7 +607,7 @@ int run_cpu(const ProfileOptions& o, SnapshotTaker* taker, bool have_coroutines)
               << " refreshes_skipped=" << fs.refreshes_skipped << " traced=" << st.traced;
     // The BPF program's time in the target's context per sample (ticks of other processes,
     // which return at the pid filter, included).
-    const ProfileSession::ProgramCpu prog = session->program_cpu();
+    const kernel::ProfileSession::ProgramCpu prog = session->program_cpu();
     const uint64_t target_ticks = c[PROFILE_CTR_TARGET];
     std::cerr << " bpf_ns_per_sample="
               << (prog.runs > 0 && target_ticks > 0 ? prog.run_ns / target_ticks : 0) << "\n";
@@ -628,28 +628,28 @@ int profile_main(int argc, char** argv) {
   }
   if (!o.await || o.trace) {
     // Privileges and BTF first: without them nothing else is worth reading.
-    TraceError terr;
-    if (!check_bpf_support(kernel_btf_path(), "profile", &terr))
+    kernel::TraceError terr;
+    if (!kernel::check_bpf_support(kernel::kernel_btf_path(), "profile", &terr))
       return fail(terr.message, terr.code);
   }
   try {
-    SnapshotTaker taker(SnapshotSession{o.pid, o.debug_dirs});
-    SnapshotError serr;
+    snapshot::SnapshotTaker taker(snapshot::SnapshotSession{o.pid, o.debug_dirs});
+    snapshot::SnapshotError serr;
     bool have_coroutines = true;
     if (!taker.attach(&serr)) {
       // A CPU profile of a process without coroutines is still a CPU profile.
-      if (serr.code != kExitNoCoroutines || o.await || o.trace) {
+      if (serr.code != util::kExitNoCoroutines || o.await || o.trace) {
         return fail(serr.message, serr.code);
       }
       have_coroutines = false;
     }
     if (o.await) return o.trace ? run_await_traced(o, &taker) : run_await(o, &taker);
     return run_cpu(o, &taker, have_coroutines);
-  } catch (const TargetError& e) {
+  } catch (const process::TargetError& e) {
     return fail(e.what(), e.code());
   } catch (const std::exception& e) {
-    return fail(std::string("internal error: ") + e.what(), kExitInternal);
+    return fail(std::string("internal error: ") + e.what(), util::kExitInternal);
   }
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::cli

@@ -3,7 +3,7 @@
 // coroutines wait, from periodic snapshots). See docs/PROFILE.md.
 #pragma once
 
-namespace asyncprobe {
+namespace asyncprobe::cli {
 
 // argv[0] is "profile". Parses its own options, writes the profile, returns an ExitCode.
 int profile_main(int argc, char** argv);
@@ -11,4 +11,4 @@ int profile_main(int argc, char** argv);
 // The usage text of `asyncprobe profile`.
 const char* profile_usage_text();
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::cli

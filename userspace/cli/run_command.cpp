@@ -15,7 +15,7 @@
 #include "userspace/cli/cli_options.h"
 #include "userspace/util/exit_codes.h"
 
-namespace asyncprobe {
+namespace asyncprobe::cli {
 
 namespace {
 
@@ -65,7 +65,7 @@ std::string unsupported_command(const std::string& cmd, int* code) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) return "";
   if ((st.st_mode & (S_ISUID | S_ISGID)) != 0 && geteuid() != 0) {
-    *code = kExitPermission;
+    *code = util::kExitPermission;
     return "'" + cmd +
            "' is set-user-ID or set-group-ID: the dynamic loader ignores LD_PRELOAD for it";
   }
@@ -74,7 +74,7 @@ std::string unsupported_command(const std::string& cmd, int* code) {
   if (!in.read(reinterpret_cast<char*>(&eh), sizeof eh) ||
       std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0)
     return "";
-  *code = kExitUnsupported;
+  *code = util::kExitUnsupported;
   if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != EM_X86_64) {
     return "'" + cmd + "' is not a 64-bit x86-64 program";
   }
@@ -293,13 +293,13 @@ int run_main(int argc, char** argv) {
   bool help = false;
   if (!plan_run(args, &plan, &error, &help)) {
     std::cerr << "asyncprobe: " << error << "\n";
-    return error.rfind("cannot find", 0) == 0 ? kExitInternal : kExitUsage;
+    return error.rfind("cannot find", 0) == 0 ? util::kExitInternal : util::kExitUsage;
   }
   if (help) {
     std::cout << run_usage_text();
-    return kExitOk;
+    return util::kExitOk;
   }
-  int code = kExitOk;
+  int code = util::kExitOk;
   std::string unsupported = unsupported_command(plan.argv[0], &code);
   if (!unsupported.empty()) {
     std::cerr << "asyncprobe: " << unsupported << "\n";
@@ -317,4 +317,4 @@ int run_main(int argc, char** argv) {
   return e == ENOENT ? 127 : 126;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::cli

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace asyncprobe {
+namespace asyncprobe::cli {
 
 // argv[0] is "run". Returns only on error (an exit code: 2 usage, 1 the library is missing,
 // 4 CMD is set-user-ID, 6 CMD is not a dynamic x86-64 program, 126 CMD not executable, 127 CMD
@@ -29,4 +29,4 @@ bool plan_run(const std::vector<std::string>& args, RunPlan* plan, std::string* 
 // directory of $ASYNCPROBE_PRELOAD_DIR, then next to the asyncprobe binary, then ../lib/asyncprobe.
 std::string find_preload_file(const std::string& name);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::cli

@@ -31,7 +31,7 @@
 #include "userspace/output/trace_timeline.h"
 #include "userspace/process/stack_unwind.h"
 
-namespace asyncprobe {
+namespace asyncprobe::cli {
 
 namespace {
 
@@ -153,8 +153,8 @@ std::string read_first_line(const std::string& path) {
 
 int fail(const std::string& message, int code) { return fail_with_message(message, code); }
 
-AsyncStackEntry snapshot_entry(const CoroFrame& f) {
-  AsyncStackEntry e;
+output::AsyncStackEntry snapshot_entry(const model::CoroFrame& f) {
+  output::AsyncStackEntry e;
   e.function = f.function;
   e.file = f.suspend.file;
   e.line = f.suspend.line;
@@ -180,7 +180,7 @@ void install_stop_handlers() {
 std::optional<int> trace_in_process(const TraceOptions& o, std::string* hint) {
   std::string why;
   int code = 0;
-  auto c = PreloadConnection::open(o.pid, &why, &code);
+  auto c = process::PreloadConnection::open(o.pid, &why, &code);
   if (c == nullptr) {
     *hint = "; without them, start it with `asyncprobe run --trace` and trace it as its own user";
     return std::nullopt;
@@ -196,17 +196,17 @@ std::optional<int> trace_in_process(const TraceOptions& o, std::string* hint) {
     return fail(
         "--timeline needs the eBPF engine: in-process tracing records no syscall or "
         "scheduler events",
-        kExitUsage);
+        util::kExitUsage);
   }
   std::ofstream file;
   std::ostream* out = &std::cout;
   if (!o.output.empty()) {
     file.open(o.output);
-    if (!file) return fail("cannot write " + o.output, kExitUsage);
+    if (!file) return fail("cannot write " + o.output, util::kExitUsage);
     out = &file;
   }
   install_stop_handlers();
-  PreloadTraceOptions opts;
+  trace::PreloadTraceOptions opts;
   // -d, or until Ctrl-C / SIGTERM / the target's exit.
   opts.duration_s = o.duration_s > 0 ? o.duration_s : 365.0 * 24 * 3600;
   opts.stop_early = [] { return g_stop_signal.load() != 0; };
@@ -216,7 +216,7 @@ std::optional<int> trace_in_process(const TraceOptions& o, std::string* hint) {
               << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
               << std::flush;
   };
-  int rc = preload_trace_main(o.pid, opts, o.json ? "json" : "text", *out, std::cerr);
+  int rc = trace::preload_trace_main(o.pid, opts, o.json ? "json" : "text", *out, std::cerr);
   out->flush();
   return rc;
 }
@@ -232,46 +232,46 @@ int trace_main(int argc, char** argv) {
   if (int code = check_subcommand_start(parsed, error, o.help, kUsage, o.pid); code >= 0) {
     return code;
   }
-  TraceError terr;
-  const std::string btf = kernel_btf_path();
-  if (!check_trace_support(btf, &terr)) {
+  kernel::TraceError terr;
+  const std::string btf = kernel::kernel_btf_path();
+  if (!kernel::check_trace_support(btf, &terr)) {
     std::string hint;
     if (auto rc = trace_in_process(o, &hint)) return *rc;
     return fail(terr.message + hint, terr.code);
   }
 
   // The coroutine code of the target, as the snapshot knows it.
-  SnapshotTaker taker(SnapshotSession{o.pid, o.debug_dirs});
-  SnapshotError serr;
+  snapshot::SnapshotTaker taker(snapshot::SnapshotSession{o.pid, o.debug_dirs});
+  snapshot::SnapshotError serr;
   if (!taker.attach(&serr)) return fail(serr.message, serr.code);
   const std::string comm = read_first_line("/proc/" + std::to_string(o.pid) + "/comm");
 
-  TraceReport report;
+  output::TraceReport report;
   report.pid = o.pid;
   report.command = comm;
   report.block_threshold_ns = static_cast<uint64_t>(o.block_threshold_s * 1e9);
 
-  TraceProbePlan plan;
-  if (!plan_trace_probes(taker.index(), o.pid, comm, &plan, &report.warnings, &terr)) {
+  kernel::TraceProbePlan plan;
+  if (!kernel::plan_trace_probes(taker.index(), o.pid, comm, &plan, &report.warnings, &terr)) {
     return fail(terr.message, terr.code);
   }
-  const std::vector<TraceFunction>& fns = plan.functions;
+  const std::vector<trace::TraceFunction>& fns = plan.functions;
   report.functions_probed = plan.specs.size();
 
-  TraceCosts costs;
+  kernel::TraceCosts costs;
   if (o.calibrate) {
     std::string cerr;
-    if (!calibrate_trace_costs(&costs, &cerr)) {
+    if (!kernel::calibrate_trace_costs(&costs, &cerr)) {
       report.warnings.push_back("cost calibration failed (" + cerr + "): default costs used");
     }
   }
 
-  TraceUnwinder unwinder(o.pid, o.debug_dirs);
+  process::TraceUnwinder unwinder(o.pid, o.debug_dirs);
   if (!unwinder.ok()) {
     report.warnings.push_back("blocking calls will have no stacks: " + unwinder.error());
   }
 
-  TraceProbeSettings settings;
+  kernel::TraceProbeSettings settings;
   settings.block_threshold_ns = report.block_threshold_ns;
   settings.stall_threshold_ns = report.block_threshold_ns;
   settings.ringbuf_bytes = o.ringbuf_mb << 20;
@@ -279,8 +279,8 @@ int trace_main(int argc, char** argv) {
 
   install_stop_handlers();
 
-  std::unique_ptr<TraceSession> session =
-      attach_trace_probes(plan, settings, &report.attach, &terr);
+  std::unique_ptr<kernel::TraceSession> session =
+      kernel::attach_trace_probes(plan, settings, &report.attach, &terr);
   if (session == nullptr) return fail(terr.message, terr.code);
   report.start_ts = monotonic_ns();
   std::cerr << "asyncprobe: tracing pid " << o.pid << " (" << comm << "): " << report.attach.uprobes
@@ -295,18 +295,18 @@ int trace_main(int argc, char** argv) {
   // suspended before the trace began.
   std::unordered_map<uint64_t, std::string> at_start;
   {
-    Snapshot first;
+    model::Snapshot first;
     if (taker.take(&first, &serr)) {
       for (const auto& f : first.frames) at_start.emplace(f.address, f.function);
     }
   }
 
-  TraceModelOptions mopts;
+  trace::TraceModelOptions mopts;
   mopts.keep_slices = !o.timeline.empty();
   mopts.stall_threshold_ns = report.block_threshold_ns;
-  TraceModel model(fns, mopts, &unwinder);
-  TraceReorder reorder;
-  const TraceSession::EventHandler intake = [&](const void* data, size_t size) {
+  trace::TraceModel model(fns, mopts, &unwinder);
+  trace::TraceReorder reorder;
+  const kernel::TraceSession::EventHandler intake = [&](const void* data, size_t size) {
     reorder.push(data, size);
   };
   auto sink = [&](const void* data, size_t size) { model.handle(data, size); };
@@ -343,13 +343,13 @@ int trace_main(int argc, char** argv) {
 
   // The end: the last look at the process while the probes still run, then detach.
   uint64_t end_ts = monotonic_ns();
-  Snapshot last;
+  model::Snapshot last;
   bool have_last = false;
   if (!report.target_exited) {
     have_last = taker.take(&last, &serr);
     end_ts = monotonic_ns();
   }
-  const TraceProbeEnd probes_end = detach_trace_probes(session.get(), intake);
+  const kernel::TraceProbeEnd probes_end = kernel::detach_trace_probes(session.get(), intake);
   report.counters = probes_end.counters;
   const std::vector<std::pair<uint32_t, trace_thread>>& thread_states = probes_end.threads;
   report.detach_s = probes_end.detach_s;
@@ -369,12 +369,12 @@ int trace_main(int argc, char** argv) {
     std::unordered_map<uint64_t, int64_t> index_at_end;
     for (const auto& f : last.frames) index_at_end.emplace(f.address, f.suspend.index);
     model.resolve_pending(index_at_end);
-    AsyncForest forest = build_async_forest(last);
+    snapshot::AsyncForest forest = snapshot::build_async_forest(last);
     for (size_t i = 0; i < last.frames.size(); ++i) {
-      const CoroFrame& f = last.frames[i];
-      if (f.state != FrameState::kSuspended) continue;
+      const model::CoroFrame& f = last.frames[i];
+      if (f.state != model::FrameState::kSuspended) continue;
       if (forest.links[i].duplicate) continue;
-      SuspendedAtEnd s;
+      output::SuspendedAtEnd s;
       s.frame = f.address;
       s.function = f.function;
       s.file = f.suspend.file;
@@ -394,15 +394,15 @@ int trace_main(int argc, char** argv) {
         s.age_ns = end_ts - report.start_ts;
       }
       size_t at = i;
-      for (size_t guard = 0; guard < 4096 && at != kNoFrame; ++guard) {
+      for (size_t guard = 0; guard < 4096 && at != snapshot::kNoFrame; ++guard) {
         s.async_stack.push_back(snapshot_entry(last.frames[at]));
         at = forest.links[at].parent;
       }
       report.suspended.push_back(std::move(s));
     }
-    auto rank = [](const SuspendedAtEnd& s) { return s.age_kind == "before-trace" ? 0 : 1; };
+    auto rank = [](const output::SuspendedAtEnd& s) { return s.age_kind == "before-trace" ? 0 : 1; };
     std::stable_sort(report.suspended.begin(), report.suspended.end(),
-                     [&](const SuspendedAtEnd& a, const SuspendedAtEnd& b) {
+                     [&](const output::SuspendedAtEnd& a, const output::SuspendedAtEnd& b) {
                        if (rank(a) != rank(b)) return rank(a) < rank(b);
                        return a.age_ns > b.age_ns;
                      });
@@ -437,36 +437,36 @@ int trace_main(int argc, char** argv) {
                               " were not kept");
   }
 
-  int rc = kExitOk;
+  int rc = util::kExitOk;
   if (!o.timeline.empty()) {
     std::ofstream tl(o.timeline);
     if (!tl) {
       std::cerr << "asyncprobe: cannot write " << o.timeline << "\n";
-      rc = kExitUsage;
+      rc = util::kExitUsage;
     } else {
-      TimelineInfo info;
+      output::TimelineInfo info;
       info.pid = o.pid;
       info.command = comm;
       info.base_ts =
           std::min(report.start_ts, model.first_ts() != 0 ? model.first_ts() : report.start_ts);
       info.thread_names = report.thread_names;
-      write_chrome_trace(tl, model, info);
+      output::write_chrome_trace(tl, model, info);
     }
   }
   std::ofstream file;
   std::ostream* out = &std::cout;
   if (!o.output.empty()) {
     file.open(o.output);
-    if (!file) return fail("cannot write " + o.output, kExitUsage);
+    if (!file) return fail("cannot write " + o.output, util::kExitUsage);
     out = &file;
   }
   if (o.json) {
-    write_trace_json(*out, report, model);
+    output::write_trace_json(*out, report, model);
   } else {
-    write_trace_text(*out, report, model);
+    output::write_trace_text(*out, report, model);
   }
   out->flush();
   return rc;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::cli

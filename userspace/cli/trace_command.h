@@ -7,7 +7,7 @@
 
 #include "userspace/kernel/trace_probes.h"  // collect_trace_functions (tools/bench, tests)
 
-namespace asyncprobe {
+namespace asyncprobe::cli {
 
 // argv[0] is "trace". Parses its own options, prints the report, returns an ExitCode.
 int trace_main(int argc, char** argv);
@@ -15,4 +15,4 @@ int trace_main(int argc, char** argv);
 // The usage text of `asyncprobe trace`.
 const char* trace_usage_text();
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::cli

@@ -22,7 +22,7 @@
 #include "profile.skel.h"
 #include "profile_skel.h"
 
-namespace asyncprobe {
+namespace asyncprobe::kernel {
 
 // How often the drain thread empties the kernel ring buffer (samples are submitted without a
 // wakeup), and how much of the samples' time the ring holds by default: 5 drain periods.
@@ -196,7 +196,7 @@ ProfileSession::~ProfileSession() = default;
 std::unique_ptr<ProfileSession> ProfileSession::start(const ProfileSessionOptions& opts,
                                                       TraceError* error) {
   auto im = std::make_unique<Impl>();
-  auto fail = [&](ExitCode code, const std::string& message) {
+  auto fail = [&](util::ExitCode code, const std::string& message) {
     error->code = code;
     error->message = message;
     return nullptr;
@@ -204,7 +204,7 @@ std::unique_ptr<ProfileSession> ProfileSession::start(const ProfileSessionOption
   libbpf_set_print(nullptr);
   im->skel = asyncprobe_profile_bpf_open(opts.btf_path.c_str());
   if (im->skel == nullptr) {
-    return fail(kExitUnsupported,
+    return fail(util::kExitUnsupported,
                 std::string("cannot open the profile BPF object: ") + strerror(errno));
   }
   im->skel->rodata->target_tgid = static_cast<uint32_t>(opts.pid);
@@ -226,18 +226,18 @@ std::unique_ptr<ProfileSession> ProfileSession::start(const ProfileSessionOption
   // profile --trace: read the trace program's per-thread running coroutine from its own map.
   if (opts.trace_threads_fd >= 0 &&
       bpf_map__reuse_fd(im->skel->maps.threads, opts.trace_threads_fd) != 0) {
-    return fail(kExitInternal,
+    return fail(util::kExitInternal,
                 std::string("cannot share the trace's thread map: ") + strerror(errno));
   }
   int err = asyncprobe_profile_bpf_load(im->skel);
   if (err != 0) {
-    ExitCode code = (err == -EPERM || err == -EACCES) ? kExitPermission : kExitUnsupported;
+    util::ExitCode code = (err == -EPERM || err == -EACCES) ? util::kExitPermission : util::kExitUnsupported;
     return fail(code, std::string("cannot load the profile BPF program: ") + strerror(-err));
   }
   im->rb =
       ring_buffer__new(bpf_map__fd(im->skel->maps.samples), &Impl::on_sample, im.get(), nullptr);
   if (im->rb == nullptr) {
-    return fail(kExitInternal, std::string("cannot open the ring buffer: ") + strerror(errno));
+    return fail(util::kExitInternal, std::string("cannot open the ring buffer: ") + strerror(errno));
   }
   const int possible = libbpf_num_possible_cpus();
   int last_errno = 0;
@@ -257,8 +257,8 @@ std::unique_ptr<ProfileSession> ProfileSession::start(const ProfileSessionOption
     im->links.push_back(link);
   }
   if (im->links.empty()) {
-    ExitCode code =
-        (last_errno == EPERM || last_errno == EACCES) ? kExitPermission : kExitUnsupported;
+    util::ExitCode code =
+        (last_errno == EPERM || last_errno == EACCES) ? util::kExitPermission : util::kExitUnsupported;
     return fail(code, std::string("cannot sample any CPU with perf events: ") +
                           strerror(last_errno) +
                           (last_errno == EACCES || last_errno == EPERM
@@ -328,4 +328,4 @@ ProfileSession::ProgramCpu ProfileSession::program_cpu() const {
   return out;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::kernel

@@ -11,7 +11,7 @@
 #include "bpf/profile.h"
 #include "userspace/kernel/trace_session.h"
 
-namespace asyncprobe {
+namespace asyncprobe::kernel {
 
 struct ProfileSessionOptions {
   int pid = 0;
@@ -69,4 +69,4 @@ class ProfileSession {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::kernel

@@ -19,7 +19,7 @@ extern "C" __attribute__((noinline, used)) void asyncprobe_calibration_resume(vo
   asm volatile("" : : "r"(frame) : "memory");
 }
 
-namespace asyncprobe {
+namespace asyncprobe::kernel {
 
 namespace {
 
@@ -44,7 +44,7 @@ bool self_file_offset(uint64_t addr, std::string* path, uint64_t* offset) {
 }
 
 // CPU time of this thread (user + kernel: the traps and programs count, other load does not).
-double thread_cpu_ns() { return thread_cpu_seconds() * 1e9; }
+double thread_cpu_ns() { return util::thread_cpu_seconds() * 1e9; }
 
 double time_calls(size_t n, uint16_t* fake_frame) {
   const double t0 = thread_cpu_ns();
@@ -127,4 +127,4 @@ bool calibrate_trace_costs(TraceCosts* costs, std::string* error, size_t iterati
   return true;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::kernel

@@ -6,7 +6,7 @@
 
 #include <string>
 
-namespace asyncprobe {
+namespace asyncprobe::kernel {
 
 struct TraceCosts {
   double uprobe_ns = 4200.0;  // defaults: docs/TRACE.md, measured on the project's machines
@@ -18,4 +18,4 @@ struct TraceCosts {
 // Fills `costs` with measured values; false (defaults kept, reason in `error`) when it cannot.
 bool calibrate_trace_costs(TraceCosts* costs, std::string* error, size_t iterations = 20000);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::kernel

@@ -8,10 +8,10 @@
 
 #include "userspace/util/exit_codes.h"
 
-namespace asyncprobe {
+namespace asyncprobe::kernel {
 
-void collect_trace_functions(const CoroutineIndex& index, int pid,
-                             std::vector<TraceFunctionSpec>* specs, std::vector<TraceFunction>* fns,
+void collect_trace_functions(const snapshot::CoroutineIndex& index, int pid,
+                             std::vector<TraceFunctionSpec>* specs, std::vector<trace::TraceFunction>* fns,
                              std::vector<std::string>* warnings) {
   const std::string root = "/proc/" + std::to_string(pid) + "/root";
   for (const auto& loaded : index.catalogs()) {
@@ -23,8 +23,8 @@ void collect_trace_functions(const CoroutineIndex& index, int pid,
                           strerror(errno) + "); its coroutines are not traced");
       continue;
     }
-    const sym::ElfObject& obj = loaded->catalog->module().object();
-    for (const sym::CoroFunction& fn : loaded->catalog->functions()) {
+    const symbolizer::ElfObject& obj = loaded->catalog->module().object();
+    for (const symbolizer::CoroFunction& fn : loaded->catalog->functions()) {
       TraceFunctionSpec spec;
       spec.attach_path = path;
       auto off = [&](uint64_t vaddr) -> uint64_t {
@@ -38,10 +38,10 @@ void collect_trace_functions(const CoroutineIndex& index, int pid,
       if (spec.resume_offset == 0) continue;
       spec.layout.index_offset = fn.index_offset;
       spec.layout.index_width = fn.index_width;
-      spec.layout.flags = fn.compiler == sym::CoroCompiler::kGcc ? TRACE_FN_GCC : 0;
+      spec.layout.flags = fn.compiler == symbolizer::CoroCompiler::kGcc ? TRACE_FN_GCC : 0;
       spec.layout.promise_offset = fn.promise_offset;
       specs->push_back(spec);
-      TraceFunction tf;
+      trace::TraceFunction tf;
       tf.loaded = loaded.get();
       tf.fn = &fn;
       tf.name = fn.name.empty() ? fn.ramp_linkage : fn.name;
@@ -50,13 +50,13 @@ void collect_trace_functions(const CoroutineIndex& index, int pid,
   }
 }
 
-bool plan_trace_probes(const CoroutineIndex& index, int pid, const std::string& comm,
+bool plan_trace_probes(const snapshot::CoroutineIndex& index, int pid, const std::string& comm,
                        TraceProbePlan* plan, std::vector<std::string>* warnings,
                        TraceError* error) {
   plan->pid = pid;
   collect_trace_functions(index, pid, &plan->specs, &plan->functions, warnings);
   if (plan->specs.empty()) {
-    error->code = kExitNoCoroutines;
+    error->code = util::kExitNoCoroutines;
     error->message = "pid " + std::to_string(pid) + " (" + comm +
                      "): no coroutine resume function can be probed";
     return false;
@@ -95,4 +95,4 @@ TraceProbeEnd detach_trace_probes(TraceSession* session, const TraceSession::Eve
   return end;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::kernel

@@ -13,13 +13,13 @@
 #include "userspace/trace/trace_model.h"
 #include "userspace/kernel/trace_session.h"
 
-namespace asyncprobe {
+namespace asyncprobe::kernel {
 
 // Every coroutine function of the target's catalogs as probe specs (file offsets of its resume,
 // destroy and cleanup functions, attached through /proc/PID/root) and, at the same positions,
 // the model's function table. Objects that cannot be opened are skipped with a warning.
-void collect_trace_functions(const CoroutineIndex& index, int pid,
-                             std::vector<TraceFunctionSpec>* specs, std::vector<TraceFunction>* fns,
+void collect_trace_functions(const snapshot::CoroutineIndex& index, int pid,
+                             std::vector<TraceFunctionSpec>* specs, std::vector<trace::TraceFunction>* fns,
                              std::vector<std::string>* warnings);
 
 // The functions to probe in one target. false (exit 7, the message `trace` prints) when no
@@ -27,9 +27,9 @@ void collect_trace_functions(const CoroutineIndex& index, int pid,
 struct TraceProbePlan {
   int pid = 0;
   std::vector<TraceFunctionSpec> specs;
-  std::vector<TraceFunction> functions;  // aligned with specs: the model's function table
+  std::vector<trace::TraceFunction> functions;  // aligned with specs: the model's function table
 };
-bool plan_trace_probes(const CoroutineIndex& index, int pid, const std::string& comm,
+bool plan_trace_probes(const snapshot::CoroutineIndex& index, int pid, const std::string& comm,
                        TraceProbePlan* plan, std::vector<std::string>* warnings, TraceError* error);
 
 struct TraceProbeSettings {
@@ -55,4 +55,4 @@ struct TraceProbeEnd {
 };
 TraceProbeEnd detach_trace_probes(TraceSession* session, const TraceSession::EventHandler& intake);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::kernel

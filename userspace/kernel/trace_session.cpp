@@ -20,7 +20,7 @@
 #include "trace.skel.h"
 #include "trace_skel.h"
 
-namespace asyncprobe {
+namespace asyncprobe::kernel {
 
 namespace {
 
@@ -114,14 +114,14 @@ bool check_bpf_support(const std::string& btf_path, const std::string& command, 
   header.pid = 0;
   __user_cap_data_struct data[2] = {};
   if (syscall(SYS_capget, &header, data) != 0) {
-    error->code = kExitInternal;
+    error->code = util::kExitInternal;
     error->message = std::string("cannot read this process's capabilities: ") + strerror(errno);
     return false;
   }
   constexpr int kCapSysAdmin = 21, kCapPerfmon = 38, kCapBpf = 39;
   bool admin = has_cap(data, kCapSysAdmin);
   if (!admin && !(has_cap(data, kCapBpf) && has_cap(data, kCapPerfmon))) {
-    error->code = kExitPermission;
+    error->code = util::kExitPermission;
     error->message = command +
                      " loads eBPF programs: run as root or with CAP_BPF and CAP_PERFMON "
                      "(uid " +
@@ -130,7 +130,7 @@ bool check_bpf_support(const std::string& btf_path, const std::string& command, 
   }
   const std::string btf = btf_path.empty() ? "/sys/kernel/btf/vmlinux" : btf_path;
   if (access(btf.c_str(), R_OK) != 0) {
-    error->code = kExitUnsupported;
+    error->code = util::kExitUnsupported;
     error->message = command + " needs kernel BTF and " + btf + " is missing (" + strerror(errno) +
                      "): use a kernel built with CONFIG_DEBUG_INFO_BTF=y";
     return false;
@@ -202,7 +202,7 @@ int attach_uprobe_multi(int prog_fd, const std::string& path, const std::vector<
 bool TraceSession::Impl::open_and_load(bool use_multi, TraceError* error) {
   skel = asyncprobe_trace_bpf_open(opts.btf_path.c_str());
   if (skel == nullptr) {
-    error->code = kExitInternal;
+    error->code = util::kExitInternal;
     error->message = "cannot open the BPF object: " + std::string(strerror(errno));
     return false;
   }
@@ -235,7 +235,7 @@ bool TraceSession::Impl::open_and_load(bool use_multi, TraceError* error) {
   }
   int err = asyncprobe_trace_bpf_load(skel);
   if (err != 0) {
-    error->code = errno == EPERM || err == -EPERM ? kExitPermission : kExitInternal;
+    error->code = errno == EPERM || err == -EPERM ? util::kExitPermission : util::kExitInternal;
     error->message = "cannot load the BPF programs: " + std::string(strerror(-err));
     if (!libbpf_last_message().empty())
       error->message += " (libbpf: " + libbpf_last_message() + ")";
@@ -252,7 +252,7 @@ bool TraceSession::Impl::open_and_load(bool use_multi, TraceError* error) {
   }
   rb = ring_buffer__new(bpf_map__fd(skel->maps.events), &Impl::on_sample, this, nullptr);
   if (rb == nullptr) {
-    error->code = kExitInternal;
+    error->code = util::kExitInternal;
     error->message = "cannot map the BPF ring buffer: " + std::string(strerror(errno));
     return false;
   }
@@ -316,7 +316,7 @@ bool TraceSession::attach(AttachStats* stats, TraceError* error) {
       bpf_link* link = bpf_program__attach_raw_tracepoint(t.prog, t.tp);
       if (link == nullptr) {
         int e = errno;
-        error->code = e == EPERM || e == EACCES ? kExitPermission : kExitInternal;
+        error->code = e == EPERM || e == EACCES ? util::kExitPermission : util::kExitInternal;
         error->message =
             std::string("cannot attach to the raw tracepoint ") + t.tp + ": " + strerror(e);
         return false;
@@ -413,7 +413,7 @@ bool TraceSession::attach(AttachStats* stats, TraceError* error) {
     return true;
   }
   if (stats->uprobes == 0 && !sites.empty()) {
-    error->code = kExitInternal;
+    error->code = util::kExitInternal;
     error->message = "no uprobe could be attached";
     if (!stats->failures.empty()) error->message += ": " + stats->failures.front();
     return false;
@@ -512,4 +512,4 @@ void TraceSession::detach() {
   detach_seconds_ = seconds_since(t0);
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::kernel

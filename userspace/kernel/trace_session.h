@@ -15,10 +15,10 @@
 #include "bpf/trace.h"
 #include "userspace/util/exit_codes.h"
 
-namespace asyncprobe {
+namespace asyncprobe::kernel {
 
 struct TraceError {
-  ExitCode code = kExitOk;
+  util::ExitCode code = util::kExitOk;
   std::string message;  // one line
 };
 
@@ -126,4 +126,4 @@ int attach_uprobe_multi(int prog_fd, const std::string& path, const std::vector<
 // Syscall name for a number of the x86-64 table ("nanosleep"), or "syscall_<nr>".
 std::string syscall_name(uint32_t nr);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::kernel

@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-namespace asyncprobe {
+namespace asyncprobe::model {
 
 struct PreloadTraceFunction {
   std::string function;  // demangled coroutine name, or "0x<resume>" when unknown
@@ -58,4 +58,4 @@ struct PreloadBlockingReport {
   std::vector<PreloadBlockingCall> calls;  // in the order they happened
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::model

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace asyncprobe {
+namespace asyncprobe::model {
 
 // One function frame of a stack. An address that falls in inlined code yields several frames
 // with the same `address`: the innermost first, each but the outermost with `inlined` set.
@@ -55,4 +55,4 @@ struct Profile {
   int64_t lost_samples = 0;
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::model

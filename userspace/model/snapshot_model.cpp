@@ -1,6 +1,6 @@
 #include "userspace/model/snapshot_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::model {
 
 const char* to_string(FrameState s) {
   switch (s) {
@@ -28,4 +28,4 @@ const char* to_string(SuspendPoint::Kind k) {
   return "unknown";
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::model

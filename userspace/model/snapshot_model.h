@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace asyncprobe {
+namespace asyncprobe::model {
 
 // Where a coroutine is suspended. `line == 0` means no rule could place the suspend point; the
 // report then prints the function and says the line is unknown, never a guess.
@@ -70,4 +70,4 @@ struct Snapshot {
 const char* to_string(FrameState s);
 const char* to_string(SuspendPoint::Kind k);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::model

@@ -3,7 +3,7 @@
 #include <optional>
 #include <string_view>
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 namespace {
 
 constexpr std::string_view kAnonymous = "(anonymous namespace)";
@@ -108,4 +108,4 @@ std::string shorten_function_name(const std::string& name, size_t max_len) {
   return no_params ? *no_params : *no_templates;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

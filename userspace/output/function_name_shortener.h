@@ -8,11 +8,11 @@
 #include <cstddef>
 #include <string>
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 // `name` unchanged when it is at most `max_len` characters; otherwise the first of these that
 // fits: without the return type; with every template argument list folded; with the parameter
 // list folded too (the last one is returned even when it is still longer).
 std::string shorten_function_name(const std::string& name, size_t max_len);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -1,4 +1,5 @@
 #include "userspace/output/preload_report.h"
+#include "userspace/util/format.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -6,15 +7,9 @@
 #include <nlohmann/json.hpp>
 #include <tuple>
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
-
-std::string hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
 
 // Printable ASCII only: names come from the target.
 std::string clean(const std::string& s) {
@@ -29,27 +24,14 @@ std::string where(const std::string& file, int line) {
 
 }  // namespace
 
-std::string preload_format_ns(uint64_t ns) {
-  char buf[32];
-  double v = static_cast<double>(ns);
-  if (ns >= 1'000'000'000ull) {
-    std::snprintf(buf, sizeof buf, "%.2f s", v / 1e9);
-  } else if (ns >= 1'000'000ull) {
-    std::snprintf(buf, sizeof buf, "%.1f ms", v / 1e6);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.0f us", v / 1e3);
-  }
-  return buf;
-}
-
-void sort_trace_report(PreloadTraceReport* r) {
+void sort_trace_report(model::PreloadTraceReport* r) {
   std::sort(r->functions.begin(), r->functions.end(), [](const auto& a, const auto& b) {
     return std::tie(b.resumes, a.function, a.resume) < std::tie(a.resumes, b.function, b.resume);
   });
   std::sort(r->threads.begin(), r->threads.end());
 }
 
-void write_trace_report_text(std::ostream& out, const PreloadTraceReport& r) {
+void write_trace_report_text(std::ostream& out, const model::PreloadTraceReport& r) {
   char dur[32];
   std::snprintf(dur, sizeof dur, "%.2f s", r.duration_s);
   out << "asyncprobe trace (in-process, " << r.mode << "): pid " << r.pid << " ("
@@ -82,7 +64,7 @@ void write_trace_report_text(std::ostream& out, const PreloadTraceReport& r) {
   }
 }
 
-void write_trace_report_json(std::ostream& out, const PreloadTraceReport& r) {
+void write_trace_report_json(std::ostream& out, const model::PreloadTraceReport& r) {
   nlohmann::ordered_json j;
   j["schema"] = "asyncprobe.preload-trace/1";
   j["pid"] = r.pid;
@@ -100,7 +82,7 @@ void write_trace_report_json(std::ostream& out, const PreloadTraceReport& r) {
     o["object"] = clean(f.object);
     o["file"] = clean(f.file);
     o["line"] = f.line;
-    o["resume"] = hex(f.resume);
+    o["resume"] = util::hex(f.resume);
     o["resumes"] = f.resumes;
     o["starts"] = f.starts;
     o["frames"] = f.frames;
@@ -111,9 +93,9 @@ void write_trace_report_json(std::ostream& out, const PreloadTraceReport& r) {
   out << j.dump(2) << "\n";
 }
 
-void write_blocking_report_text(std::ostream& out, const PreloadBlockingReport& r) {
+void write_blocking_report_text(std::ostream& out, const model::PreloadBlockingReport& r) {
   struct Group {
-    const PreloadBlockingCall* first = nullptr;
+    const model::PreloadBlockingCall* first = nullptr;
     uint64_t count = 0, total = 0, max = 0;
   };
   std::vector<Group> groups;
@@ -130,14 +112,14 @@ void write_blocking_report_text(std::ostream& out, const PreloadBlockingReport& 
     g.max = std::max(g.max, c.duration_ns);
   }
   out << "asyncprobe: blocking calls inside coroutines in pid " << r.pid << " (" << clean(r.command)
-      << "), threshold " << preload_format_ns(r.threshold_ns) << ": " << r.calls.size()
+      << "), threshold " << util::format_duration_ns(r.threshold_ns) << ": " << r.calls.size()
       << " recorded";
   if (r.dropped > 0) out << ", " << r.dropped << " more not kept (buffer full)";
   out << "\n";
   for (const auto& g : groups) {
-    const PreloadBlockingCall& c = *g.first;
-    out << "  " << clean(c.call) << " x" << g.count << ", total " << preload_format_ns(g.total)
-        << ", max " << preload_format_ns(g.max) << ", thread " << c.tid << "\n";
+    const model::PreloadBlockingCall& c = *g.first;
+    out << "  " << clean(c.call) << " x" << g.count << ", total " << util::format_duration_ns(g.total)
+        << ", max " << util::format_duration_ns(g.max) << ", thread " << c.tid << "\n";
     out << "    called from " << clean(c.call_site) << "\n";
     for (size_t k = 0; k < c.stack.size(); ++k) {
       const auto& f = c.stack[k];
@@ -155,7 +137,7 @@ void write_blocking_report_text(std::ostream& out, const PreloadBlockingReport& 
   }
 }
 
-void write_blocking_report_json(std::ostream& out, const PreloadBlockingReport& r) {
+void write_blocking_report_json(std::ostream& out, const model::PreloadBlockingReport& r) {
   nlohmann::ordered_json j;
   j["schema"] = "asyncprobe.preload-blocking/1";
   j["pid"] = r.pid;
@@ -174,11 +156,11 @@ void write_blocking_report_json(std::ostream& out, const PreloadBlockingReport& 
       o["stack"].push_back({{"function", clean(f.function)},
                             {"file", clean(f.file)},
                             {"line", f.line},
-                            {"frame", hex(f.frame)}});
+                            {"frame", util::hex(f.frame)}});
     }
     j["calls"].push_back(o);
   }
   out << j.dump(2) << "\n";
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

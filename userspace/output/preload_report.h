@@ -13,18 +13,16 @@
 
 #include "userspace/model/preload_reports.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 // Sorts functions (most resumes first, then name) and threads (by tid).
-void sort_trace_report(PreloadTraceReport* r);
-void write_trace_report_text(std::ostream& out, const PreloadTraceReport& r);
-void write_trace_report_json(std::ostream& out, const PreloadTraceReport& r);
+void sort_trace_report(model::PreloadTraceReport* r);
+void write_trace_report_text(std::ostream& out, const model::PreloadTraceReport& r);
+void write_trace_report_json(std::ostream& out, const model::PreloadTraceReport& r);
 
 // Text groups identical calls (same call, call site and async stack) with count, total and max.
-void write_blocking_report_text(std::ostream& out, const PreloadBlockingReport& r);
-void write_blocking_report_json(std::ostream& out, const PreloadBlockingReport& r);
+void write_blocking_report_text(std::ostream& out, const model::PreloadBlockingReport& r);
+void write_blocking_report_json(std::ostream& out, const model::PreloadBlockingReport& r);
 
-// "12.3 ms", "850 us", "2.50 s".
-std::string preload_format_ns(uint64_t ns);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

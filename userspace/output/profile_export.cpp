@@ -11,7 +11,7 @@
 #include "userspace/output/profile_svg.h"
 #include "userspace/output/profile_text.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
 
@@ -67,7 +67,7 @@ ProfileFormat profile_format_for_path(const std::string& path, ProfileFormat fal
   return fallback;
 }
 
-bool write_profile(std::ostream& out, const Profile& p, ProfileFormat f, std::string* error,
+bool write_profile(std::ostream& out, const model::Profile& p, ProfileFormat f, std::string* error,
                    const ProfileTextOptions& text) {
   if (!check_profile(p, error)) return false;
   switch (f) {
@@ -98,4 +98,4 @@ bool write_profile(std::ostream& out, const Profile& p, ProfileFormat f, std::st
   return true;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -9,7 +9,7 @@
 #include "userspace/model/profile_model.h"
 #include "userspace/output/profile_text.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 enum class ProfileFormat { kText, kFolded, kSvg, kSpeedscope, kPprof, kJson };
 
@@ -27,7 +27,7 @@ const char* profile_format_name(ProfileFormat f);
 // Writes `p` in format `f` (`text` options apply to the text format only). False with a one-line
 // *error when the profile cannot be written (an out-of-range frame index, a stream failure);
 // never throws.
-bool write_profile(std::ostream& out, const Profile& p, ProfileFormat f, std::string* error,
+bool write_profile(std::ostream& out, const model::Profile& p, ProfileFormat f, std::string* error,
                    const ProfileTextOptions& text = {});
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -8,7 +8,7 @@
 
 #include "userspace/output/profile_stacks.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
 
@@ -35,14 +35,14 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 // Splits "name_[x]" into the frame it stands for; `uncertain` is set for _[async?].
-ProfileFrame frame_from_folded(const std::string& text, bool* uncertain) {
-  ProfileFrame f;
+model::ProfileFrame frame_from_folded(const std::string& text, bool* uncertain) {
+  model::ProfileFrame f;
   f.function = text;
-  const std::pair<const char*, ProfileFrame::Kind> kinds[] = {
-      {kKernelSuffix, ProfileFrame::Kind::kKernel},
-      {kCoroutineSuffix, ProfileFrame::Kind::kCoroutine},
-      {kAsyncSuffix, ProfileFrame::Kind::kAsync},
-      {kUncertainAsyncSuffix, ProfileFrame::Kind::kAsync},
+  const std::pair<const char*, model::ProfileFrame::Kind> kinds[] = {
+      {kKernelSuffix, model::ProfileFrame::Kind::kKernel},
+      {kCoroutineSuffix, model::ProfileFrame::Kind::kCoroutine},
+      {kAsyncSuffix, model::ProfileFrame::Kind::kAsync},
+      {kUncertainAsyncSuffix, model::ProfileFrame::Kind::kAsync},
   };
   for (const auto& [suffix, kind] : kinds) {
     const std::string sfx = suffix;
@@ -63,24 +63,24 @@ ProfileFrame frame_from_folded(const std::string& text, bool* uncertain) {
 
 }  // namespace
 
-std::string folded_frame_name(const ProfileFrame& f, bool async_uncertain) {
+std::string folded_frame_name(const model::ProfileFrame& f, bool async_uncertain) {
   std::string name = folded_function(f.function);
   switch (f.kind) {
-    case ProfileFrame::Kind::kKernel:
+    case model::ProfileFrame::Kind::kKernel:
       return name + kKernelSuffix;
-    case ProfileFrame::Kind::kAsync:
+    case model::ProfileFrame::Kind::kAsync:
       return name + (async_uncertain ? kUncertainAsyncSuffix : kAsyncSuffix);
-    case ProfileFrame::Kind::kCoroutine:
+    case model::ProfileFrame::Kind::kCoroutine:
       return name + kCoroutineSuffix;
-    case ProfileFrame::Kind::kNative:
+    case model::ProfileFrame::Kind::kNative:
       break;
   }
   return f.inlined ? name + kInlinedSuffix : name;
 }
 
-void write_folded(std::ostream& out, const Profile& p) {
+void write_folded(std::ostream& out, const model::Profile& p) {
   std::map<std::string, int64_t> stacks;  // sorted output, identical stacks merged
-  for (const ProfileSample& s : p.samples) {
+  for (const model::ProfileSample& s : p.samples) {
     const int64_t w = profile_weight(p, s);
     if (w <= 0 || s.frames.empty()) continue;
     std::string line;
@@ -93,8 +93,8 @@ void write_folded(std::ostream& out, const Profile& p) {
   for (const auto& [stack, weight] : stacks) out << stack << ' ' << weight << '\n';
 }
 
-bool read_folded(std::istream& in, Profile::Type type, Profile* out, std::string* error) {
-  Profile p;
+bool read_folded(std::istream& in, model::Profile::Type type, model::Profile* out, std::string* error) {
+  model::Profile p;
   p.type = type;
   std::map<std::string, uint32_t> interned;
   std::string line;
@@ -116,7 +116,7 @@ bool read_folded(std::istream& in, Profile::Type type, Profile* out, std::string
     errno = 0;
     const long long weight = std::strtoll(count_text.c_str(), nullptr, 10);
     if (errno == ERANGE) return fail("count '" + count_text + "' is too large");
-    ProfileSample s;
+    model::ProfileSample s;
     size_t start = 0;
     const std::string stack = line.substr(0, space);
     std::vector<uint32_t> root_first;
@@ -132,7 +132,7 @@ bool read_folded(std::istream& in, Profile::Type type, Profile* out, std::string
       start = semi + 1;
     }
     s.frames.assign(root_first.rbegin(), root_first.rend());
-    if (type == Profile::Type::kCpu) {
+    if (type == model::Profile::Type::kCpu) {
       s.count = weight;
     } else {
       s.value_ns = weight;
@@ -144,4 +144,4 @@ bool read_folded(std::istream& in, Profile::Type type, Profile* out, std::string
   return true;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -12,19 +12,19 @@
 
 #include "userspace/model/profile_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 // The folded name of a frame: function (never empty, no ';' or line breaks) plus its suffix.
-std::string folded_frame_name(const ProfileFrame& f, bool async_uncertain);
+std::string folded_frame_name(const model::ProfileFrame& f, bool async_uncertain);
 
 // Lines sorted by stack; identical stacks (e.g. from different threads) are merged; stacks of
 // weight 0 are left out. Expects a checked profile (check_profile).
-void write_folded(std::ostream& out, const Profile& p);
+void write_folded(std::ostream& out, const model::Profile& p);
 
 // Reads folded stacks back into a profile of type `type`: frames interned by name and suffix
 // (the suffix gives kind/inlined; the address, file and line are not in the format), weights
 // into count (CPU) or value_ns (await), async_uncertain from _[async?]. Blank lines are
 // skipped. False with a one-line *error naming the line on malformed input.
-bool read_folded(std::istream& in, Profile::Type type, Profile* out, std::string* error);
+bool read_folded(std::istream& in, model::Profile::Type type, model::Profile* out, std::string* error);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

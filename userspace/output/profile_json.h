@@ -8,14 +8,14 @@
 
 #include "userspace/model/profile_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 inline constexpr const char* kProfileSchema = "asyncprobe.profile/1";
 
 // The document as a value, keys in schema order. Expects a checked profile (check_profile).
-nlohmann::ordered_json profile_to_json(const Profile& p);
+nlohmann::ordered_json profile_to_json(const model::Profile& p);
 
 // Writes the document (indent 2) and a newline. Invalid UTF-8 is replaced (U+FFFD).
-void write_profile_json(std::ostream& out, const Profile& p);
+void write_profile_json(std::ostream& out, const model::Profile& p);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

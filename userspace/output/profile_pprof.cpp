@@ -1,4 +1,5 @@
 #include "userspace/output/profile_pprof.h"
+#include "userspace/util/format.h"
 
 #include <zlib.h>
 
@@ -11,7 +12,7 @@
 
 #include "userspace/output/profile_stacks.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
 
@@ -36,10 +37,10 @@ void set_value_type(pprof::ValueType* vt, StringTable& strings, const char* type
   vt->set_unit(strings.index(unit));
 }
 
-std::string pprof_function_name(const ProfileFrame& f, bool uncertain) {
+std::string pprof_function_name(const model::ProfileFrame& f, bool uncertain) {
   std::string name = f.function.empty() ? "[unknown]" : f.function;
-  if (f.kind == ProfileFrame::Kind::kCoroutine) return name + " [coroutine]";
-  if (f.kind == ProfileFrame::Kind::kAsync) return name + (uncertain ? " [async?]" : " [async]");
+  if (f.kind == model::ProfileFrame::Kind::kCoroutine) return name + " [coroutine]";
+  if (f.kind == model::ProfileFrame::Kind::kAsync) return name + (uncertain ? " [async?]" : " [async]");
   return name;
 }
 
@@ -52,7 +53,7 @@ void add_label(pprof::Sample* s, StringTable& strings, const char* key, const st
 // Interns Functions, Mappings and Locations of one profile.
 class Builder {
  public:
-  Builder(const Profile& p, pprof::Profile* out) : p_(p), out_(out), strings_(out) {}
+  Builder(const model::Profile& p, pprof::Profile* out) : p_(p), out_(out), strings_(out) {}
 
   StringTable& strings() { return strings_; }
 
@@ -61,9 +62,9 @@ class Builder {
   void add_mappings() {
     std::vector<std::string> order;
     std::map<std::string, std::pair<uint64_t, uint64_t>> ranges;
-    auto note = [&](const ProfileFrame& f) {
-      if (f.object.empty() || f.kind == ProfileFrame::Kind::kAsync ||
-          f.kind == ProfileFrame::Kind::kKernel) {
+    auto note = [&](const model::ProfileFrame& f) {
+      if (f.object.empty() || f.kind == model::ProfileFrame::Kind::kAsync ||
+          f.kind == model::ProfileFrame::Kind::kKernel) {
         return;
       }
       auto [it, added] = ranges.emplace(f.object, std::make_pair(f.address, f.address + 1));
@@ -74,7 +75,7 @@ class Builder {
         it->second.second = std::max(it->second.second, f.address + 1);
       }
     };
-    for (const ProfileSample& s : p_.samples) {
+    for (const model::ProfileSample& s : p_.samples) {
       for (const uint32_t f : s.frames) note(p_.frames[f]);
     }
     std::stable_partition(order.begin(), order.end(),
@@ -96,8 +97,8 @@ class Builder {
   // The Location of frames [first, last] of a sample: `last` holds the pc, the ones before it
   // were inlined into it.
   uint64_t location(const std::vector<uint32_t>& frames, bool uncertain) {
-    const ProfileFrame& outer = p_.frames[frames.back()];
-    const bool async = outer.kind == ProfileFrame::Kind::kAsync;
+    const model::ProfileFrame& outer = p_.frames[frames.back()];
+    const bool async = outer.kind == model::ProfileFrame::Kind::kAsync;
     auto [it, added] = locations_.emplace(std::make_pair(frames, async && uncertain), 0);
     if (!added) return it->second;
     pprof::Location* loc = out_->add_location();
@@ -105,7 +106,7 @@ class Builder {
     if (!async) {
       loc->set_address(outer.address);
       auto m = mapping_ids_.find(outer.object);
-      if (m != mapping_ids_.end() && outer.kind != ProfileFrame::Kind::kKernel) {
+      if (m != mapping_ids_.end() && outer.kind != model::ProfileFrame::Kind::kKernel) {
         loc->set_mapping_id(m->second);
       }
     }
@@ -119,7 +120,7 @@ class Builder {
   }
 
  private:
-  uint64_t function(const ProfileFrame& f, bool uncertain) {
+  uint64_t function(const model::ProfileFrame& f, bool uncertain) {
     const std::string name = pprof_function_name(f, uncertain);
     auto key = std::make_tuple(name, f.function, f.file);
     auto [it, added] = functions_.emplace(key, 0);
@@ -133,7 +134,7 @@ class Builder {
     return it->second;
   }
 
-  const Profile& p_;
+  const model::Profile& p_;
   pprof::Profile* out_;
   StringTable strings_;
   std::map<std::string, uint64_t> mapping_ids_;
@@ -143,11 +144,11 @@ class Builder {
 
 }  // namespace
 
-pprof::Profile profile_to_pprof(const Profile& p) {
+pprof::Profile profile_to_pprof(const model::Profile& p) {
   pprof::Profile out;
   Builder b(p, &out);
   StringTable& strings = b.strings();
-  const bool cpu = p.type == Profile::Type::kCpu;
+  const bool cpu = p.type == model::Profile::Type::kCpu;
   set_value_type(out.add_sample_type(), strings, cpu ? "samples" : "suspensions", "count");
   set_value_type(out.add_sample_type(), strings, cpu ? "cpu" : "wall", "nanoseconds");
   set_value_type(out.mutable_period_type(), strings, cpu ? "cpu" : "wall", "nanoseconds");
@@ -162,12 +163,12 @@ pprof::Profile profile_to_pprof(const Profile& p) {
   for (const std::string& w : p.warnings) out.add_comment(strings.index("warning: " + w));
 
   b.add_mappings();
-  for (const ProfileSample& s : p.samples) {
+  for (const model::ProfileSample& s : p.samples) {
     if (s.frames.empty()) continue;
     pprof::Sample* ps = out.add_sample();
     std::vector<uint32_t> group;
     for (size_t i = 0; i < s.frames.size(); ++i) {
-      const ProfileFrame& f = p.frames[s.frames[i]];
+      const model::ProfileFrame& f = p.frames[s.frames[i]];
       group.push_back(s.frames[i]);
       const bool continues =
           f.inlined && i + 1 < s.frames.size() && p.frames[s.frames[i + 1]].address == f.address;
@@ -185,14 +186,14 @@ pprof::Profile profile_to_pprof(const Profile& p) {
     if (!s.thread_name.empty()) add_label(ps, strings, "thread", s.thread_name);
     if (s.coroutine != 0) {
       const std::string fn = s.coroutine_function.empty() ? "?" : s.coroutine_function;
-      add_label(ps, strings, "coroutine", fn + " @ " + hex_address(s.coroutine));
+      add_label(ps, strings, "coroutine", fn + " @ " + util::hex(s.coroutine));
     }
     if (s.async_uncertain) add_label(ps, strings, "async_stack", "uncertain");
   }
   return out;
 }
 
-bool write_pprof(std::ostream& out, const Profile& p, std::string* error) {
+bool write_pprof(std::ostream& out, const model::Profile& p, std::string* error) {
   std::string raw;
   if (!profile_to_pprof(p).SerializeToString(&raw)) {
     if (error != nullptr) *error = "pprof: protobuf serialization failed";
@@ -250,4 +251,4 @@ bool read_pprof(const std::string& gzipped, pprof::Profile* out, std::string* er
   return true;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

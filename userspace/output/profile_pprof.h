@@ -17,15 +17,15 @@
 #include "pprof/pprof_profile.pb.h"
 #include "userspace/model/profile_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 // Expects a checked profile (check_profile).
-pprof::Profile profile_to_pprof(const Profile& p);
+pprof::Profile profile_to_pprof(const model::Profile& p);
 
 // gzip (RFC 1952) of the serialized message. False with *error when zlib or protobuf fail.
-bool write_pprof(std::ostream& out, const Profile& p, std::string* error);
+bool write_pprof(std::ostream& out, const model::Profile& p, std::string* error);
 
 // The reverse, for tests and tools: gunzip and parse. False with a one-line *error.
 bool read_pprof(const std::string& gzipped, pprof::Profile* out, std::string* error);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -9,7 +9,7 @@
 
 #include "userspace/output/profile_stacks.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
 
@@ -17,16 +17,16 @@ using json = nlohmann::ordered_json;
 
 constexpr const char* kSpeedscopeSchema = "https://www.speedscope.app/file-format-schema.json";
 
-std::string speedscope_name(const ProfileFrame& f, bool uncertain) {
+std::string speedscope_name(const model::ProfileFrame& f, bool uncertain) {
   std::string name = f.function.empty() ? "[unknown]" : f.function;
   switch (f.kind) {
-    case ProfileFrame::Kind::kCoroutine:
+    case model::ProfileFrame::Kind::kCoroutine:
       return name + " [coroutine]";
-    case ProfileFrame::Kind::kAsync:
+    case model::ProfileFrame::Kind::kAsync:
       return name + (uncertain ? " [async?]" : " [async]");
-    case ProfileFrame::Kind::kKernel:
+    case model::ProfileFrame::Kind::kKernel:
       return name + " [kernel]";
-    case ProfileFrame::Kind::kNative:
+    case model::ProfileFrame::Kind::kNative:
       break;
   }
   return f.inlined ? name + " [inlined]" : name;
@@ -36,11 +36,11 @@ std::string speedscope_name(const ProfileFrame& f, bool uncertain) {
 // (name, file, line) once.
 class FrameTable {
  public:
-  explicit FrameTable(const Profile& p) : p_(p) {}
+  explicit FrameTable(const model::Profile& p) : p_(p) {}
 
   size_t index(uint32_t frame, bool uncertain) {
-    const ProfileFrame& f = p_.frames[frame];
-    const bool marks_uncertain = uncertain && f.kind == ProfileFrame::Kind::kAsync;
+    const model::ProfileFrame& f = p_.frames[frame];
+    const bool marks_uncertain = uncertain && f.kind == model::ProfileFrame::Kind::kAsync;
     auto [it, added] = by_model_.emplace(std::make_pair(frame, marks_uncertain), 0);
     if (!added) return it->second;
     const std::string name = speedscope_name(f, marks_uncertain);
@@ -58,7 +58,7 @@ class FrameTable {
   json take() { return std::move(frames_); }
 
  private:
-  const Profile& p_;
+  const model::Profile& p_;
   std::map<std::pair<uint32_t, bool>, size_t> by_model_;
   std::map<std::tuple<std::string, std::string, int>, size_t> by_identity_;
   json frames_ = json::array();
@@ -66,11 +66,11 @@ class FrameTable {
 
 }  // namespace
 
-json profile_to_speedscope(const Profile& p) {
+json profile_to_speedscope(const model::Profile& p) {
   // CPU weights are nanoseconds when the sampler measured them for every stack, else counts.
   bool use_ns = true;
-  if (p.type == Profile::Type::kCpu) {
-    for (const ProfileSample& s : p.samples) {
+  if (p.type == model::Profile::Type::kCpu) {
+    for (const model::ProfileSample& s : p.samples) {
       if (s.count > 0 && s.value_ns <= 0) use_ns = false;
     }
   }
@@ -82,7 +82,7 @@ json profile_to_speedscope(const Profile& p) {
     int64_t total = 0;
   };
   std::map<int, Thread> threads;  // by tid; 0 = merged across threads
-  for (const ProfileSample& s : p.samples) {
+  for (const model::ProfileSample& s : p.samples) {
     const int64_t w = use_ns ? s.value_ns : s.count;
     if (w <= 0 || s.frames.empty()) continue;
     Thread& t = threads[s.tid];
@@ -116,8 +116,8 @@ json profile_to_speedscope(const Profile& p) {
               {"activeProfileIndex", 0},         {"exporter", "asyncprobe"}};
 }
 
-void write_speedscope(std::ostream& out, const Profile& p) {
+void write_speedscope(std::ostream& out, const model::Profile& p) {
   out << profile_to_speedscope(p).dump(-1, ' ', false, json::error_handler_t::replace) << "\n";
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -11,11 +11,11 @@
 
 #include "userspace/model/profile_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 // Expects a checked profile (check_profile).
-nlohmann::ordered_json profile_to_speedscope(const Profile& p);
+nlohmann::ordered_json profile_to_speedscope(const model::Profile& p);
 
-void write_speedscope(std::ostream& out, const Profile& p);
+void write_speedscope(std::ostream& out, const model::Profile& p);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -7,37 +7,35 @@
 
 #include "userspace/model/profile_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 // False with a one-line *error when a sample names a frame index outside Profile::frames, so no
 // writer ever indexes out of range.
-bool check_profile(const Profile& p, std::string* error);
+bool check_profile(const model::Profile& p, std::string* error);
 
 // The weight flame graphs draw: the sample count of a CPU profile, the suspended wall time (ns)
 // of an await profile.
-int64_t profile_weight(const Profile& p, const ProfileSample& s);
+int64_t profile_weight(const model::Profile& p, const model::ProfileSample& s);
 
 // "samples" or "ns", the unit of profile_weight().
-const char* profile_weight_unit(const Profile& p);
+const char* profile_weight_unit(const model::Profile& p);
 
-// A weight as a reader takes it: "12 samples" (CPU) or "3.250 ms" (await).
-std::string profile_weight_text(const Profile& p, int64_t w);
+// A weight as a reader takes it: "12 samples" (CPU) or "3.25 ms" (await).
+std::string profile_weight_text(const model::Profile& p, int64_t w);
 
 // "cpu" or "await".
-const char* profile_type_name(Profile::Type t);
+const char* profile_type_name(model::Profile::Type t);
 
 // "native", "coroutine", "async", "kernel".
-const char* frame_kind_name(ProfileFrame::Kind k);
+const char* frame_kind_name(model::ProfileFrame::Kind k);
 
 // True for frames that show coroutine code: a running coroutine body or a joined async parent.
-inline bool is_coroutine_frame(const ProfileFrame& f) {
-  return f.kind == ProfileFrame::Kind::kCoroutine || f.kind == ProfileFrame::Kind::kAsync;
+inline bool is_coroutine_frame(const model::ProfileFrame& f) {
+  return f.kind == model::ProfileFrame::Kind::kCoroutine || f.kind == model::ProfileFrame::Kind::kAsync;
 }
 
 // "file:line", "file" when the line is unknown, "" when the file is unknown.
-std::string frame_location(const ProfileFrame& f);
+std::string frame_location(const model::ProfileFrame& f);
 
-// "0x1f2e" for an address.
-std::string hex_address(uint64_t v);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

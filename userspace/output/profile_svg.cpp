@@ -8,7 +8,7 @@
 #include "userspace/output/profile_folded.h"
 #include "userspace/output/profile_stacks.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
 
@@ -20,7 +20,7 @@ constexpr double kCharWidth = 7.2;  // 12px monospace, for fitting names into fr
 // One box of the flame graph: a function (of one kind) reached by one path from the root.
 struct Node {
   std::string name;
-  ProfileFrame::Kind kind = ProfileFrame::Kind::kNative;
+  model::ProfileFrame::Kind kind = model::ProfileFrame::Kind::kNative;
   bool inlined = false;
   bool uncertain = false;  // an async parent whose join is a best guess
   bool root = false;
@@ -29,17 +29,17 @@ struct Node {
   std::map<std::string, size_t> children;    // folded name -> node index (sorted, stable output)
 };
 
-std::vector<Node> build_tree(const Profile& p) {
+std::vector<Node> build_tree(const model::Profile& p) {
   std::vector<Node> nodes(1);
   nodes[0].name = "all";
   nodes[0].root = true;
-  for (const ProfileSample& s : p.samples) {
+  for (const model::ProfileSample& s : p.samples) {
     const int64_t w = profile_weight(p, s);
     if (w <= 0) continue;
     nodes[0].weight += w;
     size_t cur = 0;
     for (auto it = s.frames.rbegin(); it != s.frames.rend(); ++it) {
-      const ProfileFrame& f = p.frames[*it];
+      const model::ProfileFrame& f = p.frames[*it];
       const std::string key = folded_frame_name(f, s.async_uncertain);
       auto found = nodes[cur].children.find(key);
       size_t child;
@@ -50,7 +50,7 @@ std::vector<Node> build_tree(const Profile& p) {
         n.name = f.function.empty() ? "[unknown]" : f.function;
         n.kind = f.kind;
         n.inlined = f.inlined;
-        n.uncertain = s.async_uncertain && f.kind == ProfileFrame::Kind::kAsync;
+        n.uncertain = s.async_uncertain && f.kind == model::ProfileFrame::Kind::kAsync;
         nodes.push_back(std::move(n));
       } else {
         child = found->second;
@@ -85,16 +85,16 @@ std::string frame_colour(const Node& n) {
   const double v2 = (h >> 16) / 65536.0;
   if (n.root) return rgb(200, 200, 200);
   switch (n.kind) {
-    case ProfileFrame::Kind::kCoroutine:  // blue
+    case model::ProfileFrame::Kind::kCoroutine:  // blue
       return rgb(50 + static_cast<int>(40 * v1), 120 + static_cast<int>(50 * v2),
                  225 + static_cast<int>(30 * v1));
-    case ProfileFrame::Kind::kAsync:  // purple
+    case model::ProfileFrame::Kind::kAsync:  // purple
       return rgb(150 + static_cast<int>(40 * v1), 105 + static_cast<int>(35 * v2),
                  225 + static_cast<int>(30 * v1));
-    case ProfileFrame::Kind::kKernel:  // grey
+    case model::ProfileFrame::Kind::kKernel:  // grey
       return rgb(150 + static_cast<int>(40 * v1), 150 + static_cast<int>(40 * v1),
                  150 + static_cast<int>(40 * v1));
-    case ProfileFrame::Kind::kNative:
+    case model::ProfileFrame::Kind::kNative:
       break;
   }
   if (n.inlined) {  // aqua
@@ -109,14 +109,14 @@ std::string frame_colour(const Node& n) {
 const char* kind_label(const Node& n) {
   if (n.root) return "all samples";
   switch (n.kind) {
-    case ProfileFrame::Kind::kCoroutine:
+    case model::ProfileFrame::Kind::kCoroutine:
       return "coroutine, running on the thread";
-    case ProfileFrame::Kind::kAsync:
+    case model::ProfileFrame::Kind::kAsync:
       return n.uncertain ? "async parent, awaiting (not on the thread's stack); join uncertain"
                          : "async parent, awaiting (not on the thread's stack)";
-    case ProfileFrame::Kind::kKernel:
+    case model::ProfileFrame::Kind::kKernel:
       return "kernel";
-    case ProfileFrame::Kind::kNative:
+    case model::ProfileFrame::Kind::kNative:
       break;
   }
   return n.inlined ? "native, inlined" : "native";
@@ -125,13 +125,13 @@ const char* kind_label(const Node& n) {
 const char* kind_class(const Node& n) {
   if (n.root) return "root";
   switch (n.kind) {
-    case ProfileFrame::Kind::kCoroutine:
+    case model::ProfileFrame::Kind::kCoroutine:
       return "k-coro";
-    case ProfileFrame::Kind::kAsync:
+    case model::ProfileFrame::Kind::kAsync:
       return "k-async";
-    case ProfileFrame::Kind::kKernel:
+    case model::ProfileFrame::Kind::kKernel:
       return "k-kernel";
-    case ProfileFrame::Kind::kNative:
+    case model::ProfileFrame::Kind::kNative:
       break;
   }
   return n.inlined ? "k-inlined" : "k-native";
@@ -154,7 +154,7 @@ std::string fitted_name(const std::string& name, double width) {
   return name.substr(0, cut) + "..";
 }
 
-std::string tooltip(const Profile& p, const Node& n, int64_t total) {
+std::string tooltip(const model::Profile& p, const Node& n, int64_t total) {
   std::string t = n.name + "\n";
   if (!n.locations.empty()) {
     auto best = n.locations.begin();
@@ -389,7 +389,7 @@ std::string xml_escape(const std::string& s) {
   return out;
 }
 
-void write_flame_svg(std::ostream& out, const Profile& p, const SvgOptions& opts) {
+void write_flame_svg(std::ostream& out, const model::Profile& p, const SvgOptions& opts) {
   const std::vector<Node> nodes = build_tree(p);
   const int64_t total = nodes[0].weight;
   const double frames_width = opts.width - 2 * kPad;
@@ -425,16 +425,16 @@ void write_flame_svg(std::ostream& out, const Profile& p, const SvgOptions& opts
   const int frames_bottom = kHeaderHeight + (max_depth + 1) * fh;
   std::string title = opts.title;
   if (title.empty()) {
-    title = std::string("asyncprobe ") + (p.type == Profile::Type::kCpu ? "CPU" : "await") +
+    title = std::string("asyncprobe ") + (p.type == model::Profile::Type::kCpu ? "CPU" : "await") +
             " profile of pid " + std::to_string(p.pid);
     if (!p.command.empty()) title += " (" + p.command + ")";
   }
   std::string subtitle = profile_weight_text(p, total);
-  if (p.type == Profile::Type::kAwait) subtitle += " suspended";
+  if (p.type == model::Profile::Type::kAwait) subtitle += " suspended";
   char buf[96];
   std::snprintf(buf, sizeof buf, " in %.3f s", p.duration_ns / 1e9);
   subtitle += buf;
-  if (p.type == Profile::Type::kCpu && p.frequency_hz > 0) {
+  if (p.type == model::Profile::Type::kCpu && p.frequency_hz > 0) {
     subtitle += " at " + std::to_string(p.frequency_hz) + " Hz";
   }
   if (p.lost_samples > 0) subtitle += ", " + std::to_string(p.lost_samples) + " lost";
@@ -490,4 +490,4 @@ void write_flame_svg(std::ostream& out, const Profile& p, const SvgOptions& opts
   out << "<script type=\"text/ecmascript\"><![CDATA[" << kScript << "]]></script>\n</svg>\n";
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

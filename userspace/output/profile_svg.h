@@ -15,7 +15,7 @@
 
 #include "userspace/model/profile_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 struct SvgOptions {
   int width = 1200;        // pixels of the whole image
@@ -25,10 +25,10 @@ struct SvgOptions {
 };
 
 // Expects a checked profile (check_profile).
-void write_flame_svg(std::ostream& out, const Profile& p, const SvgOptions& opts = {});
+void write_flame_svg(std::ostream& out, const model::Profile& p, const SvgOptions& opts = {});
 
 // Text for XML character data and attribute values: escapes markup characters, replaces invalid
 // UTF-8 and characters XML 1.0 forbids with U+FFFD.
 std::string xml_escape(const std::string& s);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

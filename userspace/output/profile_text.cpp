@@ -1,4 +1,5 @@
 #include "userspace/output/profile_text.h"
+#include "userspace/util/format.h"
 
 #include <algorithm>
 #include <cinttypes>
@@ -11,7 +12,7 @@
 #include "userspace/output/function_name_shortener.h"
 #include "userspace/output/profile_stacks.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
 
@@ -21,15 +22,15 @@ std::string percent(int64_t part, int64_t total) {
   return buf;
 }
 
-std::string kind_tag(const ProfileFrame& f, bool uncertain) {
+std::string kind_tag(const model::ProfileFrame& f, bool uncertain) {
   switch (f.kind) {
-    case ProfileFrame::Kind::kCoroutine:
+    case model::ProfileFrame::Kind::kCoroutine:
       return "[coroutine]";
-    case ProfileFrame::Kind::kAsync:
+    case model::ProfileFrame::Kind::kAsync:
       return uncertain ? "[async, uncertain]" : "[async]";
-    case ProfileFrame::Kind::kKernel:
+    case model::ProfileFrame::Kind::kKernel:
       return "[kernel]";
-    case ProfileFrame::Kind::kNative:
+    case model::ProfileFrame::Kind::kNative:
       break;
   }
   return f.inlined ? "[inlined]" : "";
@@ -40,7 +41,7 @@ std::string display_name(const std::string& name, size_t max_chars) {
   return max_chars == 0 ? name : shorten_function_name(name, max_chars);
 }
 
-std::string function_name(const ProfileFrame& f) {
+std::string function_name(const model::ProfileFrame& f) {
   return f.function.empty() ? "[unknown]" : f.function;
 }
 
@@ -52,21 +53,21 @@ struct StackGroup {
   int64_t weight = 0;
 };
 
-std::string printed_stack_key(const Profile& p, const ProfileSample& s) {
+std::string printed_stack_key(const model::Profile& p, const model::ProfileSample& s) {
   std::string key(s.async_uncertain ? "?" : "");
   for (const uint32_t i : s.frames) {
-    const ProfileFrame& f = p.frames[i];
+    const model::ProfileFrame& f = p.frames[i];
     key += std::to_string(static_cast<int>(f.kind)) + (f.inlined ? "i" : "") + f.function + '\0' +
            f.file + ':' + std::to_string(f.line) + '\0';
   }
   return key;
 }
 
-std::vector<StackGroup> group_stacks(const Profile& p) {
+std::vector<StackGroup> group_stacks(const model::Profile& p) {
   std::map<std::string, size_t> index;
   std::vector<StackGroup> groups;
   for (size_t i = 0; i < p.samples.size(); ++i) {
-    const ProfileSample& s = p.samples[i];
+    const model::ProfileSample& s = p.samples[i];
     auto [it, fresh] = index.try_emplace(printed_stack_key(p, s), groups.size());
     if (fresh) groups.emplace_back();
     groups[it->second].samples.push_back(i);
@@ -80,8 +81,8 @@ std::vector<StackGroup> group_stacks(const Profile& p) {
 // "  thread 4243 worker  coroutine compute(int) @ 0x7f...": whose stack it is. A group of
 // several samples names how many threads and coroutines, and the coroutine function when they
 // share it.
-std::string owner_text(const Profile& p, const StackGroup& g, size_t max_chars) {
-  const ProfileSample& first = p.samples[g.samples.front()];
+std::string owner_text(const model::Profile& p, const StackGroup& g, size_t max_chars) {
+  const model::ProfileSample& first = p.samples[g.samples.front()];
   std::string out;
   if (g.samples.size() == 1) {
     if (first.tid != 0) {
@@ -91,7 +92,7 @@ std::string owner_text(const Profile& p, const StackGroup& g, size_t max_chars) 
     if (first.coroutine != 0) {
       const std::string& fn = first.coroutine_function;
       out += "  coroutine " + (fn.empty() ? "?" : display_name(fn, max_chars)) + " @ " +
-             hex_address(first.coroutine);
+             util::hex(first.coroutine);
     }
     return out;
   }
@@ -99,7 +100,7 @@ std::string owner_text(const Profile& p, const StackGroup& g, size_t max_chars) 
   std::set<uint64_t> coroutines;
   bool same_function = true;
   for (const size_t i : g.samples) {
-    const ProfileSample& s = p.samples[i];
+    const model::ProfileSample& s = p.samples[i];
     if (s.tid != 0) tids.insert(s.tid);
     if (s.coroutine != 0) coroutines.insert(s.coroutine);
     same_function = same_function && s.coroutine_function == first.coroutine_function;
@@ -119,14 +120,14 @@ std::string owner_text(const Profile& p, const StackGroup& g, size_t max_chars) 
 
 }  // namespace
 
-void write_profile_text(std::ostream& out, const Profile& p, const ProfileTextOptions& opts) {
+void write_profile_text(std::ostream& out, const model::Profile& p, const ProfileTextOptions& opts) {
   int64_t total = 0;
   int64_t total_count = 0;
-  for (const ProfileSample& s : p.samples) {
+  for (const model::ProfileSample& s : p.samples) {
     total += profile_weight(p, s);
     total_count += s.count;
   }
-  out << "asyncprobe " << (p.type == Profile::Type::kCpu ? "CPU" : "await") << " profile of pid "
+  out << "asyncprobe " << (p.type == model::Profile::Type::kCpu ? "CPU" : "await") << " profile of pid "
       << p.pid;
   if (!p.command.empty()) out << " (" << p.command << ")";
   if (!p.executable.empty()) out << " " << p.executable;
@@ -134,15 +135,15 @@ void write_profile_text(std::ostream& out, const Profile& p, const ProfileTextOp
   char line[160];
   std::snprintf(line, sizeof line, "duration %.3f s", p.duration_ns / 1e9);
   out << line;
-  if (p.type == Profile::Type::kCpu && p.frequency_hz > 0) out << " at " << p.frequency_hz << " Hz";
-  if (p.type == Profile::Type::kAwait && p.period_ns > 0) {
+  if (p.type == model::Profile::Type::kCpu && p.frequency_hz > 0) out << " at " << p.frequency_hz << " Hz";
+  if (p.type == model::Profile::Type::kAwait && p.period_ns > 0) {
     std::snprintf(line, sizeof line, ", a snapshot every %.3f ms", p.period_ns / 1e6);
     out << line;
   }
-  out << ": " << total_count << (p.type == Profile::Type::kCpu ? " samples" : " suspensions seen");
-  if (p.type == Profile::Type::kAwait) out << ", " << profile_weight_text(p, total) << " suspended";
+  out << ": " << total_count << (p.type == model::Profile::Type::kCpu ? " samples" : " suspensions seen");
+  if (p.type == model::Profile::Type::kAwait) out << ", " << profile_weight_text(p, total) << " suspended";
   out << " in " << p.samples.size() << " distinct stacks";
-  if (p.type == Profile::Type::kCpu) out << ", " << p.lost_samples << " lost";
+  if (p.type == model::Profile::Type::kCpu) out << ", " << p.lost_samples << " lost";
   out << "\n";
   for (const std::string& w : p.warnings) out << "warning: " << w << "\n";
   if (total <= 0) {
@@ -152,7 +153,7 @@ void write_profile_text(std::ostream& out, const Profile& p, const ProfileTextOp
 
   // Self: the leaf frame's function. Total: every function on the stack, once per stack.
   std::map<std::string, std::pair<int64_t, int64_t>> functions;  // name -> {self, total}
-  for (const ProfileSample& s : p.samples) {
+  for (const model::ProfileSample& s : p.samples) {
     const int64_t w = profile_weight(p, s);
     if (s.frames.empty() || w <= 0) continue;
     functions[function_name(p.frames[s.frames.front()])].first += w;
@@ -180,14 +181,14 @@ void write_profile_text(std::ostream& out, const Profile& p, const ProfileTextOp
   out << "\nTop stacks (leaf first):\n";
   for (size_t rank = 0; rank < groups.size() && rank < opts.top_stacks; ++rank) {
     const StackGroup& g = groups[rank];
-    const ProfileSample& s = p.samples[g.samples.front()];
+    const model::ProfileSample& s = p.samples[g.samples.front()];
     if (g.weight <= 0) break;
     out << "#" << rank + 1 << "  " << profile_weight_text(p, g.weight) << " ("
         << percent(g.weight, total) << ")" << owner_text(p, g, opts.max_name_chars);
     if (s.async_uncertain) out << "  (async stack uncertain)";
     out << "\n";
     for (size_t i = 0; i < s.frames.size() && i < opts.max_frames; ++i) {
-      const ProfileFrame& f = p.frames[s.frames[i]];
+      const model::ProfileFrame& f = p.frames[s.frames[i]];
       out << "    " << display_name(function_name(f), opts.max_name_chars);
       const std::string loc = frame_location(f);
       if (!loc.empty()) out << "  " << loc;
@@ -201,4 +202,4 @@ void write_profile_text(std::ostream& out, const Profile& p, const ProfileTextOp
   }
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

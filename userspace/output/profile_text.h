@@ -10,7 +10,7 @@
 
 #include "userspace/model/profile_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 struct ProfileTextOptions {
   size_t top_functions = 10;
@@ -21,6 +21,6 @@ struct ProfileTextOptions {
 };
 
 // Expects a checked profile (check_profile).
-void write_profile_text(std::ostream& out, const Profile& p, const ProfileTextOptions& opts = {});
+void write_profile_text(std::ostream& out, const model::Profile& p, const ProfileTextOptions& opts = {});
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

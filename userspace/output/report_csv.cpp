@@ -1,19 +1,14 @@
 #include "userspace/output/report_csv.h"
+#include "userspace/util/format.h"
 
 #include <charconv>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
-
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-  return buf;
-}
 
 // Shortest text that reads back as the same double, independent of the locale.
 std::string number(double v) {
@@ -23,7 +18,7 @@ std::string number(double v) {
   return std::string(buf, res.ptr);
 }
 
-std::string id(size_t i) { return i == kNoFrame ? std::string() : std::to_string(i); }
+std::string id(size_t i) { return i == snapshot::kNoFrame ? std::string() : std::to_string(i); }
 
 }  // namespace
 
@@ -40,16 +35,16 @@ std::string csv_field(std::string_view s) {
   return out;
 }
 
-void write_csv_report(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
+void write_csv_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
                       const CsvReportOptions& opts) {
   const char* eol = opts.crlf ? "\r\n" : "\n";
   if (opts.header) out << kCsvHeader << eol;
   for (size_t i = 0; i < snap.frames.size(); ++i) {
-    const CoroFrame& f = snap.frames[i];
-    const FrameLink* l = i < forest.links.size() ? &forest.links[i] : nullptr;
+    const model::CoroFrame& f = snap.frames[i];
+    const snapshot::FrameLink* l = i < forest.links.size() ? &forest.links[i] : nullptr;
     std::string row;
     row += std::to_string(i);
-    row += ',' + hex(f.address);
+    row += ',' + util::hex(f.address);
     row += ',' + csv_field(f.function);
     row += ',' + csv_field(f.suspend.file);
     row += ',' + std::to_string(f.suspend.line);
@@ -69,8 +64,8 @@ void write_csv_report(std::ostream& out, const Snapshot& snap, const AsyncForest
   }
 }
 
-void write_csv_report(std::ostream& out, const Snapshot& snap, const CsvReportOptions& opts) {
-  write_csv_report(out, snap, build_async_forest(snap), opts);
+void write_csv_report(std::ostream& out, const model::Snapshot& snap, const CsvReportOptions& opts) {
+  write_csv_report(out, snap, snapshot::build_async_forest(snap), opts);
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -10,7 +10,7 @@
 #include "userspace/snapshot/async_stacks.h"
 #include "userspace/model/snapshot_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 inline constexpr const char* kCsvHeader =
     "id,address,function,file,line,suspend_kind,suspend_index,state,awaiter_id,awaiter_rule,"
@@ -25,10 +25,10 @@ struct CsvReportOptions {
 std::string csv_field(std::string_view s);
 
 // Writes the table (forest must come from `snap`).
-void write_csv_report(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
+void write_csv_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
                       const CsvReportOptions& opts = {});
 
 // Convenience: builds the forest with default options, then writes.
-void write_csv_report(std::ostream& out, const Snapshot& snap, const CsvReportOptions& opts = {});
+void write_csv_report(std::ostream& out, const model::Snapshot& snap, const CsvReportOptions& opts = {});
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

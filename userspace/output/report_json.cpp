@@ -1,4 +1,5 @@
 #include "userspace/output/report_json.h"
+#include "userspace/util/format.h"
 
 #include <cinttypes>
 #include <cstdio>
@@ -6,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
 
@@ -14,35 +15,29 @@ namespace {
 using json = nlohmann::ordered_json;
 
 // Addresses are strings: JSON numbers lose precision past 2^53 in most consumers.
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-  return buf;
-}
+json id_or_null(size_t i) { return i == snapshot::kNoFrame ? json(nullptr) : json(i); }
 
-json id_or_null(size_t i) { return i == kNoFrame ? json(nullptr) : json(i); }
-
-json suspend_json(SuspendPoint::Kind kind, const std::string& file, int line, json index) {
+json suspend_json(model::SuspendPoint::Kind kind, const std::string& file, int line, json index) {
   return json{{"kind", to_string(kind)}, {"file", file}, {"line", line}, {"index", index}};
 }
 
-json coroutine_json(const Snapshot& snap, const AsyncForest& forest, size_t i) {
-  const CoroFrame& f = snap.frames[i];
-  const FrameLink& l = forest.links[i];
+json coroutine_json(const model::Snapshot& snap, const snapshot::AsyncForest& forest, size_t i) {
+  const model::CoroFrame& f = snap.frames[i];
+  const snapshot::FrameLink& l = forest.links[i];
   json s = suspend_json(f.suspend.kind, f.suspend.file, f.suspend.line, f.suspend.index);
   s["rule"] = f.suspend.rule;
   json j{{"id", i},
-         {"address", hex(f.address)},
-         {"resume_fn", hex(f.resume_fn)},
-         {"destroy_fn", hex(f.destroy_fn)},
+         {"address", util::hex(f.address)},
+         {"resume_fn", util::hex(f.resume_fn)},
+         {"destroy_fn", util::hex(f.destroy_fn)},
          {"function", f.function},
          {"object", f.object},
          {"state", to_string(f.state)},
          {"suspend", std::move(s)},
          {"awaiter_id", id_or_null(l.awaiter)},
-         {"awaiter_address", f.awaiter == 0 ? json(nullptr) : json(hex(f.awaiter))},
+         {"awaiter_address", f.awaiter == 0 ? json(nullptr) : json(util::hex(f.awaiter))},
          {"awaiter_rule", f.awaiter == 0 ? json(nullptr) : json(f.awaiter_rule)},
-         {"generic_link", f.awaiter != 0 && is_generic_rule(f.awaiter_rule)},
+         {"generic_link", f.awaiter != 0 && snapshot::is_generic_rule(f.awaiter_rule)},
          {"link", to_string(l.link)},
          {"parent_id", id_or_null(l.parent)},
          {"root_id", id_or_null(l.root)},
@@ -103,17 +98,17 @@ void append_string(std::string& out, const std::string& s) {
 
 // One coroutine as compact JSON text, the same bytes as coroutine_json(...).dump(-1) but without
 // building the value: this row is written once per coroutine and dominates large reports.
-std::string coroutine_row(const Snapshot& snap, const AsyncForest& forest, size_t i) {
-  const CoroFrame& f = snap.frames[i];
-  const FrameLink& l = forest.links[i];
-  auto id = [](size_t v) { return v == kNoFrame ? std::string("null") : std::to_string(v); };
+std::string coroutine_row(const model::Snapshot& snap, const snapshot::AsyncForest& forest, size_t i) {
+  const model::CoroFrame& f = snap.frames[i];
+  const snapshot::FrameLink& l = forest.links[i];
+  auto id = [](size_t v) { return v == snapshot::kNoFrame ? std::string("null") : std::to_string(v); };
   auto flag = [](bool b) { return b ? "true" : "false"; };
   std::string r;
   r.reserve(640);
   r += "{\"id\":" + std::to_string(i);
-  r += ",\"address\":\"" + hex(f.address) + '"';
-  r += ",\"resume_fn\":\"" + hex(f.resume_fn) + '"';
-  r += ",\"destroy_fn\":\"" + hex(f.destroy_fn) + '"';
+  r += ",\"address\":\"" + util::hex(f.address) + '"';
+  r += ",\"resume_fn\":\"" + util::hex(f.resume_fn) + '"';
+  r += ",\"destroy_fn\":\"" + util::hex(f.destroy_fn) + '"';
   r += ",\"function\":";
   append_string(r, f.function);
   r += ",\"object\":";
@@ -130,7 +125,7 @@ std::string coroutine_row(const Snapshot& snap, const AsyncForest& forest, size_
   append_string(r, f.suspend.rule);
   r += "},\"awaiter_id\":" + id(l.awaiter);
   r += ",\"awaiter_address\":";
-  r += f.awaiter == 0 ? std::string("null") : '"' + hex(f.awaiter) + '"';
+  r += f.awaiter == 0 ? std::string("null") : '"' + util::hex(f.awaiter) + '"';
   r += ",\"awaiter_rule\":";
   if (f.awaiter == 0) {
     r += "null";
@@ -138,7 +133,7 @@ std::string coroutine_row(const Snapshot& snap, const AsyncForest& forest, size_
     append_string(r, f.awaiter_rule);
   }
   r += ",\"generic_link\":";
-  r += flag(f.awaiter != 0 && is_generic_rule(f.awaiter_rule));
+  r += flag(f.awaiter != 0 && snapshot::is_generic_rule(f.awaiter_rule));
   r += ",\"link\":\"";
   r += to_string(l.link);
   r += "\",\"parent_id\":" + id(l.parent);
@@ -161,7 +156,7 @@ std::string coroutine_row(const Snapshot& snap, const AsyncForest& forest, size_
 // nesting bound cut off, each naming the node it continues.
 class StackWriter {
  public:
-  StackWriter(const AsyncForest& forest, size_t max_nesting)
+  StackWriter(const snapshot::AsyncForest& forest, size_t max_nesting)
       : forest_(forest), max_nesting_(max_nesting < 1 ? 1 : max_nesting) {}
 
   template <class Emit>
@@ -178,7 +173,7 @@ class StackWriter {
  private:
   // Recursion is bounded by max_nesting_, whatever the depth of the tree.
   json node(size_t id, size_t level) {
-    const StackNode& n = forest_.nodes[id];
+    const snapshot::StackNode& n = forest_.nodes[id];
     json j{{"node_id", id},
            {"count", n.count()},
            {"function", n.function},
@@ -187,7 +182,7 @@ class StackWriter {
            {"state", to_string(n.state)},
            {"link", to_string(n.link)},
            {"awaiter_rule", n.rule.empty() ? json(nullptr) : json(n.rule)},
-           {"generic_link", n.link == LinkKind::kLinked && is_generic_rule(n.rule)},
+           {"generic_link", n.link == snapshot::LinkKind::kLinked && snapshot::is_generic_rule(n.rule)},
            {"uncertain", n.uncertain()},
            {"stuck", n.stuck},
            {"stuck_for_s", n.stuck_for_s},
@@ -204,17 +199,17 @@ class StackWriter {
     return j;
   }
 
-  const AsyncForest& forest_;
+  const snapshot::AsyncForest& forest_;
   size_t max_nesting_;
   std::vector<std::pair<size_t, size_t>> pending_;  // (parent node, child node)
 };
 
-json summary_json(const Snapshot& snap, const AsyncForest& forest) {
+json summary_json(const model::Snapshot& snap, const snapshot::AsyncForest& forest) {
   size_t suspended = 0, done = 0, unknown = 0, stuck = 0;
-  for (const CoroFrame& f : snap.frames) {
-    suspended += f.state == FrameState::kSuspended;
-    done += f.state == FrameState::kDone;
-    unknown += f.state == FrameState::kUnknown;
+  for (const model::CoroFrame& f : snap.frames) {
+    suspended += f.state == model::FrameState::kSuspended;
+    done += f.state == model::FrameState::kDone;
+    unknown += f.state == model::FrameState::kUnknown;
     stuck += f.stuck;
   }
   return json{{"coroutines", snap.frames.size()},
@@ -234,7 +229,7 @@ json summary_json(const Snapshot& snap, const AsyncForest& forest) {
               {"depth_cut", forest.depth_cut()}};
 }
 
-json stuck_group_json(const StuckGroup& g) {
+json stuck_group_json(const snapshot::StuckGroup& g) {
   return json{{"count", g.count()},
               {"function", g.function},
               {"suspend",
@@ -245,35 +240,35 @@ json stuck_group_json(const StuckGroup& g) {
               {"frame_ids", g.frames}};
 }
 
-json thread_json(const ThreadInfo& t) {
+json thread_json(const model::ThreadInfo& t) {
   return json{{"tid", t.tid},
               {"name", t.name},
               {"state", std::string(1, t.state)},
               {"syscall", t.syscall},
               {"syscall_nr", t.syscall_nr},
-              {"sp", hex(t.sp)},
-              {"pc", hex(t.pc)},
-              {"stack_lo", hex(t.stack_lo)},
-              {"stack_hi", hex(t.stack_hi)}};
+              {"sp", util::hex(t.sp)},
+              {"pc", util::hex(t.pc)},
+              {"stack_lo", util::hex(t.stack_lo)},
+              {"stack_hi", util::hex(t.stack_hi)}};
 }
 
-json anomalies_json(const AsyncForest& forest) {
+json anomalies_json(const snapshot::AsyncForest& forest) {
   json cycles = json::array();
-  for (const AwaitCycle& c : forest.cycles) {
+  for (const snapshot::AwaitCycle& c : forest.cycles) {
     cycles.push_back(json{{"frame_ids", c.frames}, {"cut_id", c.frames.front()}});
   }
   json dangling = json::array();
-  for (const DanglingEdge& d : forest.dangling) {
-    dangling.push_back(json{{"id", d.frame}, {"awaiter_address", hex(d.awaiter)}});
+  for (const snapshot::DanglingEdge& d : forest.dangling) {
+    dangling.push_back(json{{"id", d.frame}, {"awaiter_address", util::hex(d.awaiter)}});
   }
   json cuts = json::array();
-  for (const DepthCut& d : forest.depth_cuts) {
+  for (const snapshot::DepthCut& d : forest.depth_cuts) {
     cuts.push_back(
         json{{"id", d.frame}, {"parent_id", d.parent}, {"root_id", d.root}, {"depth", d.depth}});
   }
   json dups = json::array();
-  for (const DuplicateAddress& d : forest.duplicates) {
-    dups.push_back(json{{"address", hex(d.address)}, {"frame_ids", d.frames}});
+  for (const snapshot::DuplicateAddress& d : forest.duplicates) {
+    dups.push_back(json{{"address", util::hex(d.address)}, {"frame_ids", d.frames}});
   }
   return json{{"cycles", std::move(cycles)},
               {"dangling", std::move(dangling)},
@@ -387,8 +382,8 @@ class Emitter {
 
 }  // namespace
 
-nlohmann::ordered_json snapshot_to_json(const Snapshot& snap, const AsyncForest& forest,
-                                        const std::vector<StuckGroup>& stuck,
+nlohmann::ordered_json snapshot_to_json(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                                        const std::vector<snapshot::StuckGroup>& stuck,
                                         const JsonReportOptions& opts) {
   json doc;
   doc["schema"] = kSnapshotSchema;
@@ -405,18 +400,18 @@ nlohmann::ordered_json snapshot_to_json(const Snapshot& snap, const AsyncForest&
   StackWriter(forest, opts.max_nesting).each([&](json e) { stacks.push_back(std::move(e)); });
   doc["stacks"] = std::move(stacks);
   json groups = json::array();
-  for (const StuckGroup& g : stuck) groups.push_back(stuck_group_json(g));
+  for (const snapshot::StuckGroup& g : stuck) groups.push_back(stuck_group_json(g));
   doc["stuck"] = std::move(groups);
   json threads = json::array();
-  for (const ThreadInfo& t : snap.threads) threads.push_back(thread_json(t));
+  for (const model::ThreadInfo& t : snap.threads) threads.push_back(thread_json(t));
   doc["threads"] = std::move(threads);
   doc["warnings"] = snap.warnings;
   doc["anomalies"] = anomalies_json(forest);
   return doc;
 }
 
-void write_json_report(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
-                       const std::vector<StuckGroup>& stuck, const JsonReportOptions& opts) {
+void write_json_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                       const std::vector<snapshot::StuckGroup>& stuck, const JsonReportOptions& opts) {
   // Same fields, same order as snapshot_to_json (a test holds them equal), streamed.
   Emitter e(out, opts.indent);
   e.begin();
@@ -432,19 +427,19 @@ void write_json_report(std::ostream& out, const Snapshot& snap, const AsyncFores
   StackWriter(forest, opts.max_nesting).each([&](const json& entry) { e.element(entry); });
   e.end_array();
   e.begin_array("stuck");
-  for (const StuckGroup& g : stuck) e.element(stuck_group_json(g));
+  for (const snapshot::StuckGroup& g : stuck) e.element(stuck_group_json(g));
   e.end_array();
   e.begin_array("threads");
-  for (const ThreadInfo& t : snap.threads) e.element(thread_json(t));
+  for (const model::ThreadInfo& t : snap.threads) e.element(thread_json(t));
   e.end_array();
   e.field("warnings", snap.warnings);
   e.field("anomalies", anomalies_json(forest));
   e.end();
 }
 
-void write_json_report(std::ostream& out, const Snapshot& snap, const JsonReportOptions& opts) {
-  const AsyncForest forest = build_async_forest(snap);
-  write_json_report(out, snap, forest, group_stuck(snap), opts);
+void write_json_report(std::ostream& out, const model::Snapshot& snap, const JsonReportOptions& opts) {
+  const snapshot::AsyncForest forest = snapshot::build_async_forest(snap);
+  write_json_report(out, snap, forest, snapshot::group_stuck(snap), opts);
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -12,7 +12,7 @@
 #include "userspace/model/snapshot_model.h"
 #include "userspace/snapshot/stuck_detector.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 inline constexpr const char* kSnapshotSchema = "asyncprobe.snapshot/1";
 
@@ -26,16 +26,16 @@ struct JsonReportOptions {
 
 // The whole document as a value, keys in schema order (forest and stuck grouping must come from
 // `snap`).
-nlohmann::ordered_json snapshot_to_json(const Snapshot& snap, const AsyncForest& forest,
-                                        const std::vector<StuckGroup>& stuck,
+nlohmann::ordered_json snapshot_to_json(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                                        const std::vector<snapshot::StuckGroup>& stuck,
                                         const JsonReportOptions& opts = {});
 
 // Writes the document followed by a newline. Invalid UTF-8 from the target is replaced (U+FFFD),
 // never thrown on.
-void write_json_report(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
-                       const std::vector<StuckGroup>& stuck, const JsonReportOptions& opts = {});
+void write_json_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                       const std::vector<snapshot::StuckGroup>& stuck, const JsonReportOptions& opts = {});
 
 // Convenience: builds the forest (default options) and the stuck grouping, then writes.
-void write_json_report(std::ostream& out, const Snapshot& snap, const JsonReportOptions& opts = {});
+void write_json_report(std::ostream& out, const model::Snapshot& snap, const JsonReportOptions& opts = {});
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -1,4 +1,5 @@
 #include "userspace/output/report_text.h"
+#include "userspace/util/format.h"
 
 #include <algorithm>
 #include <cinttypes>
@@ -10,7 +11,7 @@
 
 #include "userspace/output/function_name_shortener.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
 
@@ -57,23 +58,17 @@ std::string name_of(const std::string& fn, const TextReportOptions& opts) {
   return esc(opts.max_name_chars == 0 ? fn : shorten_function_name(fn, opts.max_name_chars));
 }
 
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%" PRIx64, v);
-  return buf;
-}
-
-std::string frame_ref(const Snapshot& snap, size_t i, const TextReportOptions& opts) {
+std::string frame_ref(const model::Snapshot& snap, size_t i, const TextReportOptions& opts) {
   return "#" + std::to_string(i) + " " + name_of(snap.frames[i].function, opts);
 }
 
-const char* state_text(FrameState s) {
+const char* state_text(model::FrameState s) {
   switch (s) {
-    case FrameState::kSuspended:
+    case model::FrameState::kSuspended:
       return "suspended";
-    case FrameState::kDone:
+    case model::FrameState::kDone:
       return "done (final suspend, not destroyed)";
-    case FrameState::kUnknown:
+    case model::FrameState::kUnknown:
       return "unknown";
   }
   return "unknown";
@@ -90,27 +85,27 @@ std::string location(const std::string& file, int line, int64_t index) {
   return "(line unknown)";
 }
 
-std::string kind_note(SuspendPoint::Kind kind, FrameState state) {
-  if (kind == SuspendPoint::Kind::kInitial) return "  initial suspend";
+std::string kind_note(model::SuspendPoint::Kind kind, model::FrameState state) {
+  if (kind == model::SuspendPoint::Kind::kInitial) return "  initial suspend";
   // A done frame's state text already says final suspend.
-  if (kind == SuspendPoint::Kind::kFinal && state != FrameState::kDone) return "  final suspend";
+  if (kind == model::SuspendPoint::Kind::kFinal && state != model::FrameState::kDone) return "  final suspend";
   return "";
 }
 
-std::string node_line(const Snapshot& snap, const AsyncForest& forest, const StackNode& n,
+std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& forest, const snapshot::StackNode& n,
                       const Glyphs& g, const TextReportOptions& opts) {
   std::string s = std::to_string(n.count()) + g.times + " " + name_of(n.function, opts);
   s += "  " + location(n.file, n.line, n.line == 0 ? n.index : -1);
   s += kind_note(n.kind, n.state);
   // The leaf is where the stack waits; inner frames are suspended on their child by definition,
   // so their state is only worth a word when it is something else.
-  if (n.children.empty() || n.state != FrameState::kSuspended) {
+  if (n.children.empty() || n.state != model::FrameState::kSuspended) {
     s += "  ";
     s += state_text(n.state);
   }
   // A finished frame Clang placed in its caller's storage may be gone with the caller: "not
   // destroyed" is then only what the header suggests.
-  if (n.state == FrameState::kDone) {
+  if (n.state == model::FrameState::kDone) {
     size_t elided = 0;
     for (size_t f : n.frames) elided += snap.frames[f].elided;
     if (elided == n.count()) {
@@ -123,21 +118,21 @@ std::string node_line(const Snapshot& snap, const AsyncForest& forest, const Sta
     s += "  [";
     if (n.stuck != n.count())
       s += std::to_string(n.stuck) + " of " + std::to_string(n.count()) + " ";
-    s += std::string("stuck ") + g.at_least + format_lower_bound(n.stuck_for_s) + "]";
+    s += std::string("stuck ") + g.at_least + util::format_lower_bound(n.stuck_for_s) + "]";
   }
   switch (n.link) {
-    case LinkKind::kRoot:
+    case snapshot::LinkKind::kRoot:
       break;
-    case LinkKind::kLinked:
-      if (is_generic_rule(n.rule)) s += "  (generic link)";
+    case snapshot::LinkKind::kLinked:
+      if (snapshot::is_generic_rule(n.rule)) s += "  (generic link)";
       break;
-    case LinkKind::kDangling:
+    case snapshot::LinkKind::kDangling:
       s += "  (awaiter not among frames: uncertain root)";
       break;
-    case LinkKind::kCycle:
+    case snapshot::LinkKind::kCycle:
       s += "  (await cycle cut here: uncertain)";
       break;
-    case LinkKind::kDepthCut:
+    case snapshot::LinkKind::kDepthCut:
       s += "  (continues a stack cut at depth " +
            std::to_string(forest.links[n.frames.front()].depth) + ")";
       break;
@@ -146,7 +141,7 @@ std::string node_line(const Snapshot& snap, const AsyncForest& forest, const Sta
   return s;
 }
 
-void write_tree(std::ostream& out, const Snapshot& snap, const AsyncForest& forest, size_t top,
+void write_tree(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest, size_t top,
                 const TextReportOptions& opts, const Glyphs& g) {
   struct Item {
     size_t node;
@@ -158,7 +153,7 @@ void write_tree(std::ostream& out, const Snapshot& snap, const AsyncForest& fore
   while (!stack.empty()) {
     Item it = std::move(stack.back());
     stack.pop_back();
-    const StackNode& n = forest.nodes[it.node];
+    const snapshot::StackNode& n = forest.nodes[it.node];
     std::string line = it.prefix;
     if (n.depth > 0) line += it.last ? g.corner : g.tee;
     if (n.depth > opts.max_indent_depth) line += "[depth " + std::to_string(n.depth) + "] ";
@@ -172,7 +167,7 @@ void write_tree(std::ostream& out, const Snapshot& snap, const AsyncForest& fore
   }
 }
 
-void write_warnings(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
+void write_warnings(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
                     const TextReportOptions& opts) {
   for (const std::string& w : snap.warnings) out << "warning: " << esc(w) << '\n';
   const size_t cap = opts.max_listed;
@@ -180,7 +175,7 @@ void write_warnings(std::ostream& out, const Snapshot& snap, const AsyncForest& 
     if (total > cap) out << "warning: ... and " << (total - cap) << " more " << what << '\n';
   };
   for (size_t i = 0; i < forest.cycles.size() && i < cap; ++i) {
-    const AwaitCycle& c = forest.cycles[i];
+    const snapshot::AwaitCycle& c = forest.cycles[i];
     out << "warning: await cycle (torn or hostile data?): ";
     const size_t shown = std::min<size_t>(c.frames.size(), 8);
     for (size_t k = 0; k < shown; ++k) out << frame_ref(snap, c.frames[k], opts) << " awaits ";
@@ -190,13 +185,13 @@ void write_warnings(std::ostream& out, const Snapshot& snap, const AsyncForest& 
   }
   more(forest.cycles.size(), "cycles");
   for (size_t i = 0; i < forest.dangling.size() && i < cap; ++i) {
-    const DanglingEdge& d = forest.dangling[i];
-    out << "warning: " << frame_ref(snap, d.frame, opts) << ": its awaiter " << hex(d.awaiter)
+    const snapshot::DanglingEdge& d = forest.dangling[i];
+    out << "warning: " << frame_ref(snap, d.frame, opts) << ": its awaiter " << util::hex(d.awaiter)
         << " is not among the frames found; shown as an uncertain root\n";
   }
   more(forest.dangling.size(), "dangling awaiter edges");
   for (size_t i = 0; i < forest.depth_cuts.size() && i < cap; ++i) {
-    const DepthCut& d = forest.depth_cuts[i];
+    const snapshot::DepthCut& d = forest.depth_cuts[i];
     out << "warning: stack of " << frame_ref(snap, d.root, opts) << " is deeper than "
         << forest.max_depth << " frames: cut between " << frame_ref(snap, d.parent, opts) << " and "
         << frame_ref(snap, d.frame, opts) << " (depth " << d.depth
@@ -204,8 +199,8 @@ void write_warnings(std::ostream& out, const Snapshot& snap, const AsyncForest& 
   }
   more(forest.depth_cuts.size(), "depth cuts");
   for (size_t i = 0; i < forest.duplicates.size() && i < cap; ++i) {
-    const DuplicateAddress& d = forest.duplicates[i];
-    out << "warning: address " << hex(d.address) << " found " << d.frames.size()
+    const snapshot::DuplicateAddress& d = forest.duplicates[i];
+    out << "warning: address " << util::hex(d.address) << " found " << d.frames.size()
         << " times (torn read?): frames";
     for (size_t k = 0; k < d.frames.size() && k < 8; ++k) out << " #" << d.frames[k];
     if (d.frames.size() > 8) out << " ...";
@@ -216,18 +211,18 @@ void write_warnings(std::ostream& out, const Snapshot& snap, const AsyncForest& 
 
 // Where the leaves of a stuck group are awaited from, most common first: a leaf inside a
 // library (an Asio initiation, a channel receive) says little until its caller is named.
-std::vector<std::string> awaited_from(const Snapshot& snap, const AsyncForest& forest,
-                                      const StuckGroup& s, size_t max_listed,
+std::vector<std::string> awaited_from(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                                      const snapshot::StuckGroup& s, size_t max_listed,
                                       const TextReportOptions& opts) {
   std::map<std::string, size_t> from;
   size_t roots = 0;
   for (size_t f : s.leaf_frames) {
-    const size_t a = f < forest.links.size() ? forest.links[f].awaiter : kNoFrame;
-    if (a == kNoFrame) {
+    const size_t a = f < forest.links.size() ? forest.links[f].awaiter : snapshot::kNoFrame;
+    if (a == snapshot::kNoFrame) {
       ++roots;
       continue;
     }
-    const CoroFrame& p = snap.frames[a];
+    const model::CoroFrame& p = snap.frames[a];
     ++from[name_of(p.function, opts) + "  " +
            location(p.suspend.file, p.suspend.line, p.suspend.line == 0 ? p.suspend.index : -1)];
   }
@@ -246,41 +241,41 @@ std::vector<std::string> awaited_from(const Snapshot& snap, const AsyncForest& f
   return lines;
 }
 
-void write_stuck(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
-                 const std::vector<StuckGroup>& stuck, const Glyphs& g,
+void write_stuck(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                 const std::vector<snapshot::StuckGroup>& stuck, const Glyphs& g,
                  const TextReportOptions& opts) {
   if (!(snap.window_seconds > 0.0)) {
     out << "STUCK: window 0: stuck detection off\n";
     return;
   }
-  const std::string window = format_lower_bound(snap.window_seconds);
+  const std::string window = util::format_lower_bound(snap.window_seconds);
   if (stuck.empty()) {
     out << "STUCK: none (no suspend point unchanged over the " << window << " window)\n";
     return;
   }
   // Where stuck stacks wait, not every frame above them: a frame awaiting a stuck child is
   // unchanged because of it, and listing it first would bury the cause.
-  std::vector<const StuckGroup*> leaves;
+  std::vector<const snapshot::StuckGroup*> leaves;
   size_t enclosing = 0, enclosing_points = 0;
-  for (const StuckGroup& s : stuck) {
+  for (const snapshot::StuckGroup& s : stuck) {
     if (s.leaves() > 0) leaves.push_back(&s);
     if (s.leaves() < s.count()) {
       enclosing += s.count() - s.leaves();
       ++enclosing_points;
     }
   }
-  std::stable_sort(leaves.begin(), leaves.end(), [](const StuckGroup* a, const StuckGroup* b) {
+  std::stable_sort(leaves.begin(), leaves.end(), [](const snapshot::StuckGroup* a, const snapshot::StuckGroup* b) {
     return a->leaves() > b->leaves();
   });
   out << "STUCK (suspend point unchanged over the " << window
       << " window; where the stuck stacks wait)\n";
-  for (const StuckGroup* s : leaves) {
+  for (const snapshot::StuckGroup* s : leaves) {
     out << s->leaves() << g.times << " " << name_of(s->function, opts) << "  "
         << location(s->file, s->line, s->line == 0 ? s->index : -1)
-        << kind_note(s->kind, FrameState::kSuspended) << "  stuck " << g.at_least
-        << format_lower_bound(s->stuck_for_s);
+        << kind_note(s->kind, model::FrameState::kSuspended) << "  stuck " << g.at_least
+        << util::format_lower_bound(s->stuck_for_s);
     if (s->max_stuck_for_s > s->stuck_for_s) {
-      out << ", longest " << g.at_least << format_lower_bound(s->max_stuck_for_s);
+      out << ", longest " << g.at_least << util::format_lower_bound(s->max_stuck_for_s);
     }
     out << '\n';
     for (const std::string& l : awaited_from(snap, forest, *s, 3, opts)) out << "    " << l << '\n';
@@ -292,20 +287,20 @@ void write_stuck(std::ostream& out, const Snapshot& snap, const AsyncForest& for
   }
 }
 
-void write_threads(std::ostream& out, const Snapshot& snap) {
+void write_threads(std::ostream& out, const model::Snapshot& snap) {
   if (snap.threads.empty()) {
     out << "THREADS: none read\n";
     return;
   }
-  std::vector<const ThreadInfo*> ts;
-  for (const ThreadInfo& t : snap.threads) ts.push_back(&t);
+  std::vector<const model::ThreadInfo*> ts;
+  for (const model::ThreadInfo& t : snap.threads) ts.push_back(&t);
   std::stable_sort(ts.begin(), ts.end(),
-                   [](const ThreadInfo* a, const ThreadInfo* b) { return a->tid < b->tid; });
+                   [](const model::ThreadInfo* a, const model::ThreadInfo* b) { return a->tid < b->tid; });
   out << "THREADS\n";
   char buf[64];
   std::snprintf(buf, sizeof buf, "%-8s %-5s %-16s ", "TID", "STATE", "SYSCALL");
   out << buf << "NAME\n";
-  for (const ThreadInfo* t : ts) {
+  for (const model::ThreadInfo* t : ts) {
     const std::string state = esc(std::string(1, t->state));
     const std::string sys = t->syscall.empty() ? "?" : esc(t->syscall);
     std::snprintf(buf, sizeof buf, "%-8d %-5s ", t->tid, state.c_str());
@@ -318,50 +313,8 @@ void write_threads(std::ostream& out, const Snapshot& snap) {
 
 }  // namespace
 
-std::string format_bytes(uint64_t bytes) {
-  static const char* const kUnits[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  if (bytes < 1024) return std::to_string(bytes) + " B";
-  double v = static_cast<double>(bytes) / 1024.0;
-  size_t u = 0;
-  while (v >= 1024.0 && u + 1 < std::size(kUnits)) {
-    v /= 1024.0;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f %s", v, kUnits[u]);
-  return buf;
-}
-
-std::string format_duration(double seconds) {
-  char buf[48];
-  if (!std::isfinite(seconds) || seconds < 0.0) return "?";
-  if (seconds < 1e-3) {
-    std::snprintf(buf, sizeof buf, "%.0f us", seconds * 1e6);
-  } else if (seconds < 1.0) {
-    std::snprintf(buf, sizeof buf, "%.1f ms", seconds * 1e3);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.2f s", seconds);
-  }
-  return buf;
-}
-
-std::string format_lower_bound(double seconds) {
-  char buf[48];
-  if (!std::isfinite(seconds) || seconds < 0.0) return "?";
-  // Rounding up would claim more than was observed; the tiny epsilon keeps 0.3 from printing as
-  // 0.2 through binary representation error.
-  if (seconds < 1.0) {
-    std::snprintf(buf, sizeof buf, "%.0fms", std::floor(seconds * 1e3 + 1e-9));
-  } else if (seconds < 1e12) {
-    std::snprintf(buf, sizeof buf, "%.1fs", std::floor(seconds * 10.0 + 1e-9) / 10.0);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.3gs", seconds);
-  }
-  return buf;
-}
-
-void write_text_report(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
-                       const std::vector<StuckGroup>& stuck, const TextReportOptions& opts) {
+void write_text_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                       const std::vector<snapshot::StuckGroup>& stuck, const TextReportOptions& opts) {
   const Glyphs& g = opts.unicode ? kUnicode : kAscii;
   out << "asyncprobe: pid " << snap.pid;
   if (!snap.command.empty()) out << " (" << esc(snap.command) << ")";
@@ -369,7 +322,7 @@ void write_text_report(std::ostream& out, const Snapshot& snap, const AsyncFores
       << plural(forest.stack_count(), "async stack", "async stacks") << " ("
       << forest.distinct_stack_count() << " distinct), "
       << plural(snap.threads.size(), "thread", "threads") << "; scanned "
-      << format_bytes(snap.bytes_scanned) << " in " << format_duration(snap.scan_seconds) << '\n';
+      << util::format_bytes(snap.bytes_scanned) << " in " << util::format_duration(snap.scan_seconds) << '\n';
   write_warnings(out, snap, forest, opts);
 
   out << '\n';
@@ -388,9 +341,9 @@ void write_text_report(std::ostream& out, const Snapshot& snap, const AsyncFores
   write_threads(out, snap);
 }
 
-void write_text_report(std::ostream& out, const Snapshot& snap, const TextReportOptions& opts) {
-  const AsyncForest forest = build_async_forest(snap);
-  write_text_report(out, snap, forest, group_stuck(snap), opts);
+void write_text_report(std::ostream& out, const model::Snapshot& snap, const TextReportOptions& opts) {
+  const snapshot::AsyncForest forest = snapshot::build_async_forest(snap);
+  write_text_report(out, snap, forest, snapshot::group_stuck(snap), opts);
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

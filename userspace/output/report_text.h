@@ -13,7 +13,7 @@
 #include "userspace/model/snapshot_model.h"
 #include "userspace/snapshot/stuck_detector.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 struct TextReportOptions {
   bool unicode = false;          // box-drawing connectors, "×" and "≥" instead of ASCII
@@ -24,17 +24,11 @@ struct TextReportOptions {
 
 // Writes the report for `snap` using an already built forest and stuck grouping (both must come
 // from this same snapshot).
-void write_text_report(std::ostream& out, const Snapshot& snap, const AsyncForest& forest,
-                       const std::vector<StuckGroup>& stuck, const TextReportOptions& opts = {});
+void write_text_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                       const std::vector<snapshot::StuckGroup>& stuck, const TextReportOptions& opts = {});
 
 // Convenience: builds the forest (default options) and the stuck grouping, then writes.
-void write_text_report(std::ostream& out, const Snapshot& snap, const TextReportOptions& opts = {});
+void write_text_report(std::ostream& out, const model::Snapshot& snap, const TextReportOptions& opts = {});
 
-// "12.3 MiB", "512 B": binary units, one decimal.
-std::string format_bytes(uint64_t bytes);
-// "4.1 ms", "850 us", "2.50 s".
-std::string format_duration(double seconds);
-// A lower bound, rounded down so it stays one: "1.0s", "12.3s", "50ms".
-std::string format_lower_bound(double seconds);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -1,11 +1,12 @@
 #include "userspace/output/trace_report.h"
+#include "userspace/util/format.h"
 
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
 
@@ -40,7 +41,7 @@ bool system_path(const std::string& file) {
   return file.empty() || file.rfind("/usr/", 0) == 0 || file.rfind("/lib", 0) == 0;
 }
 
-std::string frame_text(const UnwoundFrame& f) {
+std::string frame_text(const process::UnwoundFrame& f) {
   if (f.functions.empty()) {
     char buf[64];
     std::snprintf(buf, sizeof buf, "0x%" PRIx64, f.pc);
@@ -48,7 +49,7 @@ std::string frame_text(const UnwoundFrame& f) {
   }
   std::string out;
   for (size_t i = 0; i < f.functions.size(); ++i) {
-    const sym::InlineFrame& fr = f.functions[i];
+    const symbolizer::InlineFrame& fr = f.functions[i];
     if (i > 0) out += " < ";
     out += fr.function.empty() ? "?" : fr.function;
     if (fr.location.line > 0) {
@@ -75,7 +76,7 @@ std::string async_text(const std::vector<AsyncStackEntry>& stack) {
   return out;
 }
 
-json stats_json(const DurationStats& d) {
+json stats_json(const trace::DurationStats& d) {
   return json{{"count", d.count()},
               {"total_ns", d.total_ns()},
               {"max_ns", d.max_ns()},
@@ -95,7 +96,7 @@ json async_json(const std::vector<AsyncStackEntry>& stack) {
   return a;
 }
 
-json frame_json(const UnwoundFrame& f) {
+json frame_json(const process::UnwoundFrame& f) {
   json j;
   j["pc"] = f.pc;
   j["object"] = f.object;
@@ -111,7 +112,7 @@ json frame_json(const UnwoundFrame& f) {
 }
 
 // Functions with any activity, by self time running, then resumes.
-std::vector<size_t> active_functions(const TraceModel& model) {
+std::vector<size_t> active_functions(const trace::TraceModel& model) {
   std::vector<size_t> ids;
   const auto& st = model.stats();
   for (size_t i = 0; i < st.size(); ++i) {
@@ -125,9 +126,9 @@ std::vector<size_t> active_functions(const TraceModel& model) {
   return ids;
 }
 
-std::string point_label(const TraceModel& model, size_t fn, int64_t index) {
+std::string point_label(const trace::TraceModel& model, size_t fn, int64_t index) {
   if (index < 0) return "(suspend index unknown)";
-  SuspendPointLocation loc = model.location(static_cast<uint32_t>(fn), index);
+  trace::SuspendPointLocation loc = model.location(static_cast<uint32_t>(fn), index);
   std::string s = "@ " + where(loc.file, loc.line);
   if (loc.kind == "initial") s += " initial suspend";
   if (loc.kind == "final") s += " final suspend";
@@ -135,27 +136,12 @@ std::string point_label(const TraceModel& model, size_t fn, int64_t index) {
   return s;
 }
 
-uint64_t total_lost(const TraceCounters& c) { return c[TRACE_CTR_LOST]; }
+uint64_t total_lost(const kernel::TraceCounters& c) { return c[TRACE_CTR_LOST]; }
 
 }  // namespace
 
-std::string format_ns(uint64_t ns) {
-  char buf[32];
-  double v = static_cast<double>(ns);
-  if (ns >= 1'000'000'000ull) {
-    std::snprintf(buf, sizeof buf, "%.2f s", v / 1e9);
-  } else if (ns >= 1'000'000ull) {
-    std::snprintf(buf, sizeof buf, "%.2f ms", v / 1e6);
-  } else if (ns >= 1'000ull) {
-    std::snprintf(buf, sizeof buf, "%.1f us", v / 1e3);
-  } else {
-    std::snprintf(buf, sizeof buf, "%" PRIu64 " ns", ns);
-  }
-  return buf;
-}
-
-std::vector<AsyncStackEntry> resolve_async_stack(const TraceModel& model,
-                                                 const std::vector<AsyncFrameRef>& refs) {
+std::vector<AsyncStackEntry> resolve_async_stack(const trace::TraceModel& model,
+                                                 const std::vector<trace::AsyncFrameRef>& refs) {
   std::vector<AsyncStackEntry> out;
   for (const auto& r : refs) {
     AsyncStackEntry e;
@@ -164,7 +150,7 @@ std::vector<AsyncStackEntry> resolve_async_stack(const TraceModel& model,
     if (r.running) {
       e.state = "running";
     } else if (r.index >= 0) {
-      SuspendPointLocation loc = model.location(r.fn, r.index);
+      trace::SuspendPointLocation loc = model.location(r.fn, r.index);
       e.file = loc.file;
       e.line = loc.line;
       e.state = loc.kind == "final" ? "done" : "suspended";
@@ -176,7 +162,7 @@ std::vector<AsyncStackEntry> resolve_async_stack(const TraceModel& model,
   return out;
 }
 
-const sym::InlineFrame* blocking_site(const BlockingCall& call) {
+const symbolizer::InlineFrame* blocking_site(const trace::BlockingCall& call) {
   for (const auto& f : call.stack) {
     if (system_path(f.object)) continue;  // libc, libstdc++: the call is further out
     for (const auto& fr : f.functions) {
@@ -186,7 +172,7 @@ const sym::InlineFrame* blocking_site(const BlockingCall& call) {
   return nullptr;
 }
 
-void write_trace_text(std::ostream& out, const TraceReport& r, const TraceModel& model) {
+void write_trace_text(std::ostream& out, const TraceReport& r, const trace::TraceModel& model) {
   char line[512];
   std::snprintf(line, sizeof line, "asyncprobe trace: pid %d (%s), %.2f s%s\n", r.pid,
                 r.command.c_str(), r.duration_s,
@@ -218,7 +204,7 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const TraceModel&
                 "unknown");
   out << line;
   for (size_t id : ids) {
-    const FunctionStats& fs = model.stats()[id];
+    const trace::FunctionStats& fs = model.stats()[id];
     std::string name = model.functions()[id].name;
     if (fs.starts > 0) name += " (" + std::to_string(fs.starts) + " starts)";
     if (name.size() > 52) {  // long (template) names get a line of their own
@@ -226,21 +212,21 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const TraceModel&
       name.clear();
     }
     std::snprintf(line, sizeof line, "  %-52s %8" PRIu64 " %10s %10s %10s %10s %10s %8" PRIu64 "\n",
-                  name.c_str(), fs.resumes, format_ns(fs.running_ns).c_str(),
-                  format_ns(fs.suspended.total_ns()).c_str(),
-                  format_ns(fs.suspended.max_ns()).c_str(),
-                  format_ns(fs.suspended.percentile(50)).c_str(),
-                  format_ns(fs.suspended.percentile(99)).c_str(), fs.suspended_unknown_start);
+                  name.c_str(), fs.resumes, util::format_duration_ns(fs.running_ns).c_str(),
+                  util::format_duration_ns(fs.suspended.total_ns()).c_str(),
+                  util::format_duration_ns(fs.suspended.max_ns()).c_str(),
+                  util::format_duration_ns(fs.suspended.percentile(50)).c_str(),
+                  util::format_duration_ns(fs.suspended.percentile(99)).c_str(), fs.suspended_unknown_start);
     out << line;
     for (const auto& [index, ps] : fs.points) {
       if (ps.resumes == 0) continue;
       std::string label = "  " + point_label(model, id, index);
       std::snprintf(
           line, sizeof line, "  %-52s %8" PRIu64 " %10s %10s %10s %10s %10s %8" PRIu64 "\n",
-          label.c_str(), ps.resumes, format_ns(ps.running_ns).c_str(),
-          format_ns(ps.suspended.total_ns()).c_str(), format_ns(ps.suspended.max_ns()).c_str(),
-          format_ns(ps.suspended.percentile(50)).c_str(),
-          format_ns(ps.suspended.percentile(99)).c_str(), ps.suspended_unknown_start);
+          label.c_str(), ps.resumes, util::format_duration_ns(ps.running_ns).c_str(),
+          util::format_duration_ns(ps.suspended.total_ns()).c_str(), util::format_duration_ns(ps.suspended.max_ns()).c_str(),
+          util::format_duration_ns(ps.suspended.percentile(50)).c_str(),
+          util::format_duration_ns(ps.suspended.percentile(99)).c_str(), ps.suspended_unknown_start);
       out << line;
     }
   }
@@ -248,15 +234,15 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const TraceModel&
          "resumes whose suspension began before the trace)\n";
 
   // Blocking calls.
-  out << "\nBLOCKING CALLS INSIDE COROUTINES (>= " << format_ns(r.block_threshold_ns)
+  out << "\nBLOCKING CALLS INSIDE COROUTINES (>= " << util::format_duration_ns(r.block_threshold_ns)
       << "): " << model.blocking().size() << "\n";
   for (const auto& b : model.blocking()) {
-    out << "  " << syscall_name(b.nr) << " " << format_ns(b.exit_ts - b.enter_ts)
+    out << "  " << kernel::syscall_name(b.nr) << " " << util::format_duration_ns(b.exit_ts - b.enter_ts)
         << (b.in_progress ? " so far (still blocked at the end)" : "") << " on "
         << thread_label(r, b.tid) << " at " << since_start(r, b.enter_ts) << "\n";
     const std::string fn = b.fn < model.functions().size() ? model.functions()[b.fn].name : "?";
     out << "    in " << fn;
-    if (const sym::InlineFrame* site = blocking_site(b)) {
+    if (const symbolizer::InlineFrame* site = blocking_site(b)) {
       out << " at " << where(site->location.file, site->location.line);
     }
     out << "\n";
@@ -272,14 +258,14 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const TraceModel&
   }
 
   // Stalls.
-  out << "\nEVENT-LOOP STALLS (>= " << format_ns(r.block_threshold_ns)
+  out << "\nEVENT-LOOP STALLS (>= " << util::format_duration_ns(r.block_threshold_ns)
       << "): " << model.stalls().size() << "\n";
   for (const auto& s : model.stalls()) {
-    out << "  " << thread_label(r, s.tid) << ": " << format_ns(s.end_ts - s.start_ts)
+    out << "  " << thread_label(r, s.tid) << ": " << util::format_duration_ns(s.end_ts - s.start_ts)
         << " without returning to its wait at " << since_start(r, s.start_ts) << ", " << s.runs
         << " coroutine runs, "
         << (s.ended_by_nr == UINT32_MAX ? std::string("still stalled at the end")
-                                        : "ended by " + syscall_name(s.ended_by_nr))
+                                        : "ended by " + kernel::syscall_name(s.ended_by_nr))
         << "\n";
     if (s.have_culprit) {
       const std::string fn =
@@ -288,7 +274,7 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const TraceModel&
                                                  static_cast<double>(s.end_ts - s.start_ts)
                                            : 0.0;
       std::snprintf(line, sizeof line, "    responsible: %s ran %s (%.0f%% of the stall)",
-                    fn.c_str(), format_ns(s.culprit_self_ns).c_str(), share);
+                    fn.c_str(), util::format_duration_ns(s.culprit_self_ns).c_str(), share);
       out << line;
       if (s.culprit_index >= 0) {
         out << ", resumed " << point_label(model, s.culprit_fn, s.culprit_index);
@@ -309,11 +295,11 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const TraceModel&
     }
     std::string age;
     if (s.age_kind == "exact") {
-      age = format_ns(s.age_ns);
+      age = util::format_duration_ns(s.age_ns);
     } else if (s.age_kind == "before-trace") {
-      age = ">= " + format_ns(s.age_ns);
+      age = ">= " + util::format_duration_ns(s.age_ns);
     } else {
-      age = "< " + format_ns(s.age_ns);
+      age = "< " + util::format_duration_ns(s.age_ns);
     }
     std::snprintf(line, sizeof line, "  %-12s ", age.c_str());
     out << line << async_text(s.async_stack);
@@ -323,7 +309,7 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const TraceModel&
   }
 
   // Accounting.
-  const TraceCounters& c = r.counters;
+  const kernel::TraceCounters& c = r.counters;
   uint64_t hits = c[TRACE_CTR_RESUME_HITS] + c[TRACE_CTR_DESTROY_HITS] + c[TRACE_CTR_SYS_ALL_HITS] +
                   c[TRACE_CTR_SCHED_HITS];
   out << "\nEVENTS: " << hits << " seen (" << c[TRACE_CTR_RESUME_HITS] << " resume, "
@@ -341,14 +327,14 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const TraceModel&
                 "OVERHEAD: about %s of target time in %.2f s (%.2f%% of one CPU): %" PRIu64
                 " uprobe hits x %.2f us + %" PRIu64 " syscalls x %.2f us + %" PRIu64
                 " switches x %.2f us (%s)\n",
-                format_ns(static_cast<uint64_t>(o.total_ns())).c_str(), r.duration_s, pct,
+                util::format_duration_ns(static_cast<uint64_t>(o.total_ns())).c_str(), r.duration_s, pct,
                 o.uprobe_hits, o.uprobe_ns / 1e3, o.syscall_hits, o.syscall_pair_ns / 1e3,
                 o.sched_hits, o.sched_ns / 1e3,
                 o.calibrated ? "costs measured on this machine at start" : "default costs");
   out << line;
 }
 
-void write_trace_json(std::ostream& out, const TraceReport& r, const TraceModel& model) {
+void write_trace_json(std::ostream& out, const TraceReport& r, const trace::TraceModel& model) {
   json doc;
   doc["pid"] = r.pid;
   doc["command"] = r.command;
@@ -372,8 +358,8 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const TraceModel&
 
   json fns = json::array();
   for (size_t id : active_functions(model)) {
-    const FunctionStats& fs = model.stats()[id];
-    const TraceFunction& tf = model.functions()[id];
+    const trace::FunctionStats& fs = model.stats()[id];
+    const trace::TraceFunction& tf = model.functions()[id];
     json f;
     f["function"] = tf.name;
     f["object"] = tf.loaded != nullptr ? tf.loaded->target_path : "";
@@ -387,7 +373,7 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const TraceModel&
     json pts = json::array();
     for (const auto& [index, ps] : fs.points) {
       if (ps.resumes == 0) continue;
-      SuspendPointLocation loc = model.location(static_cast<uint32_t>(id), index);
+      trace::SuspendPointLocation loc = model.location(static_cast<uint32_t>(id), index);
       json p;
       p["index"] = index;
       p["kind"] = loc.kind;
@@ -408,13 +394,13 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const TraceModel&
   for (const auto& b : model.blocking()) {
     json j;
     j["tid"] = b.tid;
-    j["syscall"] = syscall_name(b.nr);
+    j["syscall"] = kernel::syscall_name(b.nr);
     j["start_s"] = static_cast<double>(static_cast<int64_t>(b.enter_ts - r.start_ts)) / 1e9;
     j["duration_ns"] = b.exit_ts - b.enter_ts;
     j["in_progress"] = b.in_progress;
     j["function"] = b.fn < model.functions().size() ? model.functions()[b.fn].name : "";
     j["frame"] = b.frame;
-    const sym::InlineFrame* site = blocking_site(b);
+    const symbolizer::InlineFrame* site = blocking_site(b);
     j["site"] = site != nullptr ? json{{"function", site->function},
                                        {"file", site->location.file},
                                        {"line", site->location.line}}
@@ -436,9 +422,9 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const TraceModel&
     j["start_s"] = static_cast<double>(static_cast<int64_t>(s.start_ts - r.start_ts)) / 1e9;
     j["duration_ns"] = s.end_ts - s.start_ts;
     j["runs"] = s.runs;
-    j["ended_by"] = s.ended_by_nr == UINT32_MAX ? json(nullptr) : json(syscall_name(s.ended_by_nr));
+    j["ended_by"] = s.ended_by_nr == UINT32_MAX ? json(nullptr) : json(kernel::syscall_name(s.ended_by_nr));
     if (s.have_culprit) {
-      SuspendPointLocation loc = model.location(s.culprit_fn, s.culprit_index);
+      trace::SuspendPointLocation loc = model.location(s.culprit_fn, s.culprit_index);
       j["responsible"] = json{
           {"function",
            s.culprit_fn < model.functions().size() ? model.functions()[s.culprit_fn].name : ""},
@@ -467,7 +453,7 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const TraceModel&
   doc["suspended_at_end"] = sus;
   doc["running_at_end"] = r.running_at_end;
 
-  const TraceCounters& c = r.counters;
+  const kernel::TraceCounters& c = r.counters;
   doc["events"] = json{{"seen", c[TRACE_CTR_RESUME_HITS] + c[TRACE_CTR_DESTROY_HITS] +
                                     c[TRACE_CTR_SYS_ALL_HITS] + c[TRACE_CTR_SCHED_HITS]},
                        {"resume_hits", c[TRACE_CTR_RESUME_HITS]},
@@ -502,4 +488,4 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const TraceModel&
   out << doc.dump(2) << "\n";
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

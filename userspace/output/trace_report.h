@@ -13,7 +13,7 @@
 #include "userspace/trace/trace_model.h"
 #include "userspace/kernel/trace_session.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 struct AsyncStackEntry {
   std::string function;
@@ -58,9 +58,9 @@ struct TraceReport {
   bool target_exited = false;
   uint64_t block_threshold_ns = 0;
   size_t functions_probed = 0;
-  AttachStats attach;
+  kernel::AttachStats attach;
   double detach_s = 0;
-  TraceCounters counters;
+  kernel::TraceCounters counters;
   OverheadEstimate overhead;
   std::vector<SuspendedAtEnd> suspended;
   size_t running_at_end = 0;
@@ -69,16 +69,14 @@ struct TraceReport {
 };
 
 // The async stack of a trace-time moment, resolved to names and suspend points.
-std::vector<AsyncStackEntry> resolve_async_stack(const TraceModel& model,
-                                                 const std::vector<AsyncFrameRef>& refs);
+std::vector<AsyncStackEntry> resolve_async_stack(const trace::TraceModel& model,
+                                                 const std::vector<trace::AsyncFrameRef>& refs);
 // "where" of a blocking call: the innermost frame with a source line outside system headers and
 // libraries; nullptr when there is none.
-const sym::InlineFrame* blocking_site(const BlockingCall& call);
+const symbolizer::InlineFrame* blocking_site(const trace::BlockingCall& call);
 
-void write_trace_text(std::ostream& out, const TraceReport& report, const TraceModel& model);
-void write_trace_json(std::ostream& out, const TraceReport& report, const TraceModel& model);
+void write_trace_text(std::ostream& out, const TraceReport& report, const trace::TraceModel& model);
+void write_trace_json(std::ostream& out, const TraceReport& report, const trace::TraceModel& model);
 
-// "1.23 ms", "850 us", "2.50 s".
-std::string format_ns(uint64_t ns);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

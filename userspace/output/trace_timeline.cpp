@@ -1,4 +1,5 @@
 #include "userspace/output/trace_timeline.h"
+#include "userspace/util/format.h"
 
 #include <cinttypes>
 #include <cstdio>
@@ -8,7 +9,7 @@
 #include "userspace/output/trace_report.h"
 #include "userspace/kernel/trace_session.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 namespace {
 
@@ -17,12 +18,6 @@ std::string micros(uint64_t ts, uint64_t base) {
   uint64_t ns = ts > base ? ts - base : 0;
   char buf[40];
   std::snprintf(buf, sizeof buf, "%" PRIu64 ".%03" PRIu64, ns / 1000, ns % 1000);
-  return buf;
-}
-
-std::string hex(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "\"0x%" PRIx64 "\"", v);
   return buf;
 }
 
@@ -77,7 +72,7 @@ std::string json_quote(const std::string& s) {
   return out;
 }
 
-TimelineStats write_chrome_trace(std::ostream& out, const TraceModel& model,
+TimelineStats write_chrome_trace(std::ostream& out, const trace::TraceModel& model,
                                  const TimelineInfo& info) {
   TimelineStats stats;
   const uint64_t base = info.base_ts;
@@ -114,7 +109,7 @@ TimelineStats write_chrome_trace(std::ostream& out, const TraceModel& model,
   for (const auto& s : model.stalls()) {
     std::string args = cat("\"ended_by\": ",
                            json_quote(s.ended_by_nr == UINT32_MAX ? std::string("(still stalled)")
-                                                                  : syscall_name(s.ended_by_nr)),
+                                                                  : kernel::syscall_name(s.ended_by_nr)),
                            ", \"runs\": ", std::to_string(s.runs));
     if (s.have_culprit) {
       args += cat(", \"responsible\": ", json_quote(fn_name(s.culprit_fn)),
@@ -128,11 +123,11 @@ TimelineStats write_chrome_trace(std::ostream& out, const TraceModel& model,
   }
   const auto& slices = model.slices();
   for (const auto& s : slices) {
-    std::string args = cat("\"frame\": ", hex(s.frame));
+    std::string args = cat("\"frame\": \"", util::hex(s.frame), "\"");
     if (s.start_of_body) {
       args += ", \"resumed_from\": \"start\"";
     } else if (s.index >= 0) {
-      SuspendPointLocation loc = model.location(s.fn, s.index);
+      trace::SuspendPointLocation loc = model.location(s.fn, s.index);
       args += cat(", \"resumed_from\": ",
                   json_quote(loc.line > 0 ? cat(base_name(loc.file), ":", std::to_string(loc.line))
                                           : cat("index ", std::to_string(s.index))));
@@ -147,12 +142,12 @@ TimelineStats write_chrome_trace(std::ostream& out, const TraceModel& model,
   }
   for (const auto& b : model.blocking()) {
     std::string args = cat("\"coroutine\": ", json_quote(fn_name(b.fn)));
-    if (const sym::InlineFrame* site = blocking_site(b)) {
+    if (const symbolizer::InlineFrame* site = blocking_site(b)) {
       args += cat(", \"site\": ", json_quote(cat(base_name(site->location.file), ":",
                                                  std::to_string(site->location.line))));
     }
     if (b.in_progress) args += ", \"in_progress\": true";
-    event(cat("\"name\": ", json_quote(syscall_name(b.nr)),
+    event(cat("\"name\": ", json_quote(kernel::syscall_name(b.nr)),
               ", \"cat\": \"blocking\", \"ph\": \"X\", \"ts\": ", micros(b.enter_ts, base),
               ", \"dur\": ", micros(b.exit_ts - b.enter_ts, 0), ", \"pid\": ", pid,
               ", \"tid\": ", std::to_string(b.tid), ", \"args\": {", args, "}"));
@@ -162,8 +157,8 @@ TimelineStats write_chrome_trace(std::ostream& out, const TraceModel& model,
   uint64_t id = 1;
   for (const auto& f : model.flows()) {
     if (f.from_slice >= slices.size() || f.to_slice >= slices.size()) continue;
-    const RunSlice& a = slices[f.from_slice];
-    const RunSlice& b = slices[f.to_slice];
+    const trace::RunSlice& a = slices[f.from_slice];
+    const trace::RunSlice& b = slices[f.to_slice];
     uint64_t ta = a.end > a.start ? a.start + 1 : a.start;
     uint64_t tb = b.end > b.start ? b.start + 1 : b.start;
     const std::string fid = std::to_string(id++);
@@ -179,4 +174,4 @@ TimelineStats write_chrome_trace(std::ostream& out, const TraceModel& model,
   return stats;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

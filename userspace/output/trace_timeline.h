@@ -18,7 +18,7 @@
 
 #include "userspace/trace/trace_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::output {
 
 struct TimelineInfo {
   int pid = 0;
@@ -31,11 +31,11 @@ struct TimelineStats {
   size_t slices = 0, flows = 0, blocking = 0, stalls = 0;
 };
 
-TimelineStats write_chrome_trace(std::ostream& out, const TraceModel& model,
+TimelineStats write_chrome_trace(std::ostream& out, const trace::TraceModel& model,
                                  const TimelineInfo& info);
 
 // JSON string literal (with quotes) for arbitrary bytes: escapes control characters, quotes and
 // backslashes, and replaces invalid UTF-8 with U+FFFD.
 std::string json_quote(const std::string& s);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::output

@@ -121,7 +121,7 @@ bool emit(uint32_t module_id, const Blob& b) {
 
 // Line rows of every CU, sorted, with runs of the same file:line merged; an end-of-sequence row
 // becomes line 0 so that addresses past a sequence map to nothing.
-void collect_lines(const sym::Module& module, Blob* b) {
+void collect_lines(const symbolizer::Module& module, Blob* b) {
   Dwarf* dw = dwarf_begin_elf(module.symbol_source().elf(), DWARF_C_READ, nullptr);
   if (dw == nullptr) return;
   std::vector<pt::LineRecord> rows;
@@ -172,9 +172,9 @@ void collect_lines(const sym::Module& module, Blob* b) {
   }
 }
 
-void collect_symbols(const sym::ElfObject& primary, const sym::ElfObject* secondary, Blob* b) {
-  std::map<uint64_t, const sym::ElfSymbol*> by_start;
-  auto add_from = [&](const sym::ElfObject& obj) {
+void collect_symbols(const symbolizer::ElfObject& primary, const symbolizer::ElfObject* secondary, Blob* b) {
+  std::map<uint64_t, const symbolizer::ElfSymbol*> by_start;
+  auto add_from = [&](const symbolizer::ElfObject& obj) {
     for (const auto& s : obj.symbols()) {
       if (!s.is_function || s.value == 0) continue;
       auto [it, inserted] = by_start.emplace(s.value, &s);
@@ -192,12 +192,12 @@ void collect_symbols(const sym::ElfObject& primary, const sym::ElfObject* second
     pt::SymbolRecord r{};
     r.start = start;
     r.size = s->size;
-    r.name = b->strings.add(sym::demangle(s->name));
+    r.name = b->strings.add(symbolizer::demangle(s->name));
     b->symbols.push_back(r);
   }
 }
 
-void collect_coroutines(const sym::CoroCatalog& catalog, bool place_points, Blob* b) {
+void collect_coroutines(const symbolizer::CoroCatalog& catalog, bool place_points, Blob* b) {
   // GCC moves unlikely paths of the actor (exception handling among them) into <actor>.cold.
   std::unordered_map<std::string, std::pair<uint64_t, uint64_t>> cold_by_ramp;
   for (const auto& s : catalog.module().symbol_source().symbols()) {
@@ -206,16 +206,16 @@ void collect_coroutines(const sym::CoroCatalog& catalog, bool place_points, Blob
         s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) != 0) {
       continue;
     }
-    sym::CoroCompiler compiler{};
+    symbolizer::CoroCompiler compiler{};
     std::string role;
-    std::string ramp = sym::ramp_of_split_symbol(s.name.substr(0, s.name.size() - suffix.size()),
+    std::string ramp = symbolizer::ramp_of_split_symbol(s.name.substr(0, s.name.size() - suffix.size()),
                                                  &compiler, &role);
     if (!ramp.empty() && role == "resume") cold_by_ramp[ramp] = {s.value, s.size};
   }
-  std::vector<const sym::CoroFunction*> fns;
+  std::vector<const symbolizer::CoroFunction*> fns;
   for (const auto& fn : catalog.functions()) fns.push_back(&fn);
   std::sort(fns.begin(), fns.end(), [](auto* a, auto* c) { return a->resume < c->resume; });
-  for (const sym::CoroFunction* fn : fns) {
+  for (const symbolizer::CoroFunction* fn : fns) {
     pt::CoroRecord r{};
     r.resume = fn->resume;
     r.resume_size = fn->resume_size;
@@ -231,7 +231,7 @@ void collect_coroutines(const sym::CoroCatalog& catalog, bool place_points, Blob
     r.index_offset = fn->index_offset;
     r.index_width = fn->index_width;
     r.promise_offset = fn->promise_offset;
-    r.compiler = fn->compiler == sym::CoroCompiler::kClang ? 1 : 0;
+    r.compiler = fn->compiler == symbolizer::CoroCompiler::kClang ? 1 : 0;
     r.points_begin = static_cast<uint32_t>(b->points.size());
     if (place_points) {
       for (const auto& [index, info] : catalog.suspend_points(*fn)) {
@@ -239,8 +239,8 @@ void collect_coroutines(const sym::CoroCatalog& catalog, bool place_points, Blob
         p.index = index;
         p.file = info.location.line != 0 ? b->strings.add(info.location.file) : 0;
         p.line = info.location.line > 0 ? static_cast<uint32_t>(info.location.line) : 0;
-        p.kind = info.kind == sym::SuspendPointInfo::Kind::kInitial ? pt::kInitial
-                 : info.kind == sym::SuspendPointInfo::Kind::kFinal ? pt::kFinal
+        p.kind = info.kind == symbolizer::SuspendPointInfo::Kind::kInitial ? pt::kInitial
+                 : info.kind == symbolizer::SuspendPointInfo::Kind::kFinal ? pt::kFinal
                                                                     : pt::kAwait;
         b->points.push_back(p);
       }
@@ -259,13 +259,13 @@ enum class LinesMode { kCoroutines, kAll, kNone };
 
 struct Loaded {
   Request req;
-  std::shared_ptr<sym::Module> module;
-  std::shared_ptr<sym::CoroCatalog> catalog;
+  std::shared_ptr<symbolizer::Module> module;
+  std::shared_ptr<symbolizer::CoroCatalog> catalog;
 };
 
 Blob build(const Loaded& l, LinesMode lines, bool place_points) {
   Blob b;
-  const sym::Module& m = *l.module;
+  const symbolizer::Module& m = *l.module;
   if (m.has_symtab() || !m.symbol_source().symbols().empty()) b.flags |= pt::kHasSymbols;
   if (m.dwarf() != nullptr) b.flags |= pt::kHasDwarf;
   collect_coroutines(*l.catalog, place_points, &b);
@@ -280,24 +280,24 @@ Blob build(const Loaded& l, LinesMode lines, bool place_points) {
 // The first, quick look at an object: its symbols (from its debug file when it has one), no
 // DWARF. Enough to name every frame of a stack; complete for objects without coroutines.
 struct QuickLook {
-  std::unique_ptr<sym::ElfObject> object;
-  std::unique_ptr<sym::ElfObject> debug;
+  std::unique_ptr<symbolizer::ElfObject> object;
+  std::unique_ptr<symbolizer::ElfObject> debug;
   bool has_coroutines = false;
 };
 
-bool quick_look(const Request& r, const sym::DebugSearchPaths& paths, QuickLook* q) {
+bool quick_look(const Request& r, const symbolizer::DebugSearchPaths& paths, QuickLook* q) {
   std::string err;
-  q->object = sym::ElfObject::open(r.path, &err);
+  q->object = symbolizer::ElfObject::open(r.path, &err);
   if (q->object == nullptr) return false;
   if (!q->object->has_symtab() || !q->object->has_debug_info()) {
-    std::string debug = sym::find_debug_file(*q->object, r.path, paths);
-    if (!debug.empty()) q->debug = sym::ElfObject::open(debug, &err);
+    std::string debug = symbolizer::find_debug_file(*q->object, r.path, paths);
+    if (!debug.empty()) q->debug = symbolizer::ElfObject::open(debug, &err);
   }
-  const sym::ElfObject& source = q->debug != nullptr ? *q->debug : *q->object;
+  const symbolizer::ElfObject& source = q->debug != nullptr ? *q->debug : *q->object;
   for (const auto& s : source.symbols()) {
-    sym::CoroCompiler compiler{};
+    symbolizer::CoroCompiler compiler{};
     std::string role;
-    if (s.is_function && !sym::ramp_of_split_symbol(s.name, &compiler, &role).empty() &&
+    if (s.is_function && !symbolizer::ramp_of_split_symbol(s.name, &compiler, &role).empty() &&
         role == "resume") {
       q->has_coroutines = true;
       break;
@@ -314,7 +314,7 @@ int main(int argc, char** argv) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   signal(SIGPIPE, SIG_DFL);
-  sym::DebugSearchPaths paths;
+  symbolizer::DebugSearchPaths paths;
   LinesMode lines = LinesMode::kCoroutines;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -366,7 +366,7 @@ int main(int argc, char** argv) {
   }
   // Pass 2: the objects with coroutines, with DWARF: layouts and lines first, then the suspend
   // points (the slow part).
-  sym::ModuleCache cache(paths);
+  symbolizer::ModuleCache cache(paths);
   std::vector<Loaded> loaded;
   for (const auto& r : with_coroutines) {
     Loaded l;
@@ -375,7 +375,7 @@ int main(int argc, char** argv) {
       std::string err;
       l.module = cache.get(r.path, r.path, &err);
       if (l.module == nullptr) continue;
-      l.catalog = std::make_shared<sym::CoroCatalog>(l.module);
+      l.catalog = std::make_shared<symbolizer::CoroCatalog>(l.module);
       if (!emit(r.id, build(l, lines, false))) return 0;
       loaded.push_back(std::move(l));
     } catch (const std::exception&) {

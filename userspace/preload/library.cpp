@@ -74,7 +74,7 @@ void write_text_to(const char* path, const std::string& text) {
 }
 
 void write_trace_out() {
-  PreloadTraceReport r;
+  model::PreloadTraceReport r;
   r.pid = self_pid();
   r.command = read_comm();
   r.mode = "from start to exit";
@@ -85,7 +85,7 @@ void write_trace_out() {
   for (size_t i = 0; i < counts.size(); ++i) {
     const TracedFunction& f = tracer_function(i);
     if (counts[i].resumes == 0 && counts[i].starts == 0) continue;
-    PreloadTraceFunction out;
+    model::PreloadTraceFunction out;
     out.resume = f.resume;
     out.resumes = counts[i].resumes;
     out.starts = counts[i].starts;
@@ -105,18 +105,18 @@ void write_trace_out() {
     r.functions.push_back(std::move(out));
   }
   tracer_thread_totals(&r.threads);
-  sort_trace_report(&r);
+  output::sort_trace_report(&r);
   std::ostringstream s;
   if (config().json) {
-    write_trace_report_json(s, r);
+    output::write_trace_report_json(s, r);
   } else {
-    write_trace_report_text(s, r);
+    output::write_trace_report_text(s, r);
   }
   write_text_to(config().trace_out, s.str());
 }
 
 void write_blocking_out() {
-  PreloadBlockingReport r;
+  model::PreloadBlockingReport r;
   r.pid = self_pid();
   r.command = read_comm();
   r.threshold_ns = config().blocking_threshold_ns;
@@ -124,7 +124,7 @@ void write_blocking_out() {
   uint64_t next = 0;
   blocking_samples(0, &samples, &next, &r.dropped);
   for (const auto& s : samples) {
-    PreloadBlockingCall c;
+    model::PreloadBlockingCall c;
     c.call = s.call;
     c.tid = s.tid;
     c.duration_ns = s.duration_ns;
@@ -136,9 +136,9 @@ void write_blocking_out() {
   }
   std::ostringstream s;
   if (config().json) {
-    write_blocking_report_json(s, r);
+    output::write_blocking_report_json(s, r);
   } else {
-    write_blocking_report_text(s, r);
+    output::write_blocking_report_text(s, r);
   }
   write_text_to(config().blocking_out, s.str());
 }

@@ -5,7 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 
 bool KernelSymbols::load(const std::string& path) {
   symbols_.clear();
@@ -33,4 +33,4 @@ std::string KernelSymbols::name_at(uint64_t addr) const {
   return std::prev(it)->name;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

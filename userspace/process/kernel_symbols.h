@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 
 class KernelSymbols {
  public:
@@ -25,4 +25,4 @@ class KernelSymbols {
   std::vector<Symbol> symbols_;  // sorted by address
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

@@ -13,7 +13,7 @@
 
 #include "userspace/process/process_maps.h"
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 namespace {
 
 constexpr size_t kMaxSingleRead = 1u << 30;      // below the kernel's MAX_RW_COUNT (~2 GiB)
@@ -47,7 +47,7 @@ MemoryReader::MemoryReader(int pid, Backend backend) : pid_(pid) {
 MemoryReader::MemoryReader(const TargetProcess& target, Backend backend) : pid_(target.pid()) {
   proc_dir_ = UniqueFd(::fcntl(target.proc_dir_fd(), F_DUPFD_CLOEXEC, 0));
   if (!proc_dir_.valid()) {
-    throw TargetError(kExitInternal,
+    throw TargetError(util::kExitInternal,
                       std::string("cannot duplicate /proc directory fd: ") + std::strerror(errno));
   }
   init(backend, !target.vm_readv_works());
@@ -84,7 +84,7 @@ void MemoryReader::init(Backend requested, bool vm_readv_known_bad) {
 }
 
 void MemoryReader::throw_exited() const {
-  throw TargetError(kExitTargetExited,
+  throw TargetError(util::kExitTargetExited,
                     "process " + std::to_string(pid_) + " exited while asyncprobe was reading it");
 }
 
@@ -99,7 +99,7 @@ void MemoryReader::use_proc_mem(int err_from_vm_readv) {
     }
     msg += "/proc/" + std::to_string(pid_) + "/mem: " + std::strerror(err) +
            "; need root or CAP_SYS_PTRACE";
-    throw TargetError(err == EACCES || err == EPERM ? kExitPermission : kExitInternal, msg);
+    throw TargetError(err == EACCES || err == EPERM ? util::kExitPermission : util::kExitInternal, msg);
   }
   backend_ = Backend::kProcMem;
   auto_fallback_ = false;
@@ -309,4 +309,4 @@ ChunkScanStats MemoryReader::for_each_chunk(const Mapping& region, size_t chunk_
   return for_each_chunk(region.start, region.end, chunk_size, callback);
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

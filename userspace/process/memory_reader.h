@@ -15,7 +15,7 @@
 
 #include "userspace/process/target_process.h"
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 
 struct Mapping;
 
@@ -120,4 +120,4 @@ class MemoryReader {
   std::vector<unsigned char> chunk_buf_;
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

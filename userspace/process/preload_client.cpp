@@ -11,7 +11,7 @@
 
 #include "userspace/util/exit_codes.h"
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 
 namespace proto = preload_proto;
 
@@ -52,7 +52,7 @@ std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string*
   if (lstat(dir.c_str(), &st) != 0) {
     *why = "pid " + std::to_string(pid) + " serves no asyncprobe socket to this user (no " + dir +
            "; start it with `asyncprobe run`)";
-    *code = kExitPermission;
+    *code = util::kExitPermission;
     return nullptr;
   }
   // Talk only through a directory that is ours and private: nobody else can have put a socket in
@@ -60,18 +60,18 @@ std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string*
   if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
     *why = dir + " is not a private directory of uid " + std::to_string(geteuid()) +
            "; refusing to use it";
-    *code = kExitPermission;
+    *code = util::kExitPermission;
     return nullptr;
   }
   if (path.size() >= sizeof(sockaddr_un::sun_path)) {
     *why = "socket path too long: " + path;
-    *code = kExitInternal;
+    *code = util::kExitInternal;
     return nullptr;
   }
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *why = std::string("socket: ") + std::strerror(errno);
-    *code = kExitInternal;
+    *code = util::kExitInternal;
     return nullptr;
   }
   sockaddr_un addr{};
@@ -83,16 +83,16 @@ std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string*
     if (e == ENOENT) {
       *why = "pid " + std::to_string(pid) + " serves no asyncprobe socket (no " + path +
              "; start it with `asyncprobe run`)";
-      *code = kExitPermission;
+      *code = util::kExitPermission;
     } else if (e == ECONNREFUSED) {
       *why = "stale socket " + path + ": pid " + std::to_string(pid) + " no longer serves it";
-      *code = kExitNoProcess;
+      *code = util::kExitNoProcess;
     } else if (e == EACCES || e == EPERM) {
       *why = "permission denied connecting to " + path;
-      *code = kExitPermission;
+      *code = util::kExitPermission;
     } else {
       *why = "cannot connect to " + path + ": " + std::strerror(e);
-      *code = kExitInternal;
+      *code = util::kExitInternal;
     }
     return nullptr;
   }
@@ -103,7 +103,7 @@ std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string*
     close(fd);
     *why = "socket " + path + " is not served by pid " + std::to_string(pid) + " of uid " +
            std::to_string(geteuid());
-    *code = kExitPermission;
+    *code = util::kExitPermission;
     return nullptr;
   }
   timeval tv{30, 0};
@@ -116,7 +116,7 @@ std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string*
   std::string body;
   if (!c->request(proto::kHello, nullptr, 0, &h, &body)) {
     *why = "pid " + std::to_string(pid) + " closed the socket without answering";
-    *code = kExitPermission;
+    *code = util::kExitPermission;
     return nullptr;
   }
   if (h.status != proto::kOk || body.size() < sizeof(proto::HelloReply)) {
@@ -124,7 +124,7 @@ std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string*
                ? "pid " + std::to_string(pid) + " serves only its own user; this is uid " +
                      std::to_string(geteuid())
                : std::string("pid ") + std::to_string(pid) + " refused: " + status_text(h.status);
-    *code = kExitPermission;
+    *code = util::kExitPermission;
     return nullptr;
   }
   std::memcpy(&c->hello_, body.data(), sizeof c->hello_);
@@ -350,7 +350,7 @@ bool PreloadConnection::blocking_poll(uint64_t since, BlockingPoll* out, std::st
   for (uint32_t i = 0; i < r.count; ++i) {
     proto::BlockingRecord b;
     std::memcpy(&b, recs + i * sizeof b, sizeof b);
-    PreloadBlockingCall c;
+    model::PreloadBlockingCall c;
     c.call = s(b.call);
     c.tid = static_cast<int>(b.tid);
     c.duration_ns = b.duration_ns;
@@ -377,7 +377,7 @@ std::optional<PreloadSource> preload_source(int pid, std::string* why, int* code
   PreloadSource s;
   if (!c->proc_file("maps", &s.maps)) {
     *why = "pid " + std::to_string(pid) + " did not serve its memory map";
-    if (code != nullptr) *code = kExitTargetExited;
+    if (code != nullptr) *code = util::kExitTargetExited;
     return std::nullopt;
   }
   c->proc_file("exe", &s.exe);
@@ -388,4 +388,4 @@ std::optional<PreloadSource> preload_source(int pid, std::string* why, int* code
   return s;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

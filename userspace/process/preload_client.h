@@ -15,7 +15,7 @@
 #include "userspace/process/memory_reader.h"
 #include "userspace/model/preload_reports.h"
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 
 class PreloadConnection {
  public:
@@ -66,7 +66,7 @@ class PreloadConnection {
     uint64_t next = 0;
     uint64_t threshold_ns = 0;
     uint64_t dropped = 0;
-    std::vector<PreloadBlockingCall> calls;
+    std::vector<model::PreloadBlockingCall> calls;
   };
   bool blocking_poll(uint64_t since, BlockingPoll* out, std::string* why);
 
@@ -100,4 +100,4 @@ std::optional<ReadMemory> preload_memory_source(int pid, std::string* why);
 // Memory plus maps/exe/comm; nullopt with `why` and `code` (ExitCode) on failure.
 std::optional<PreloadSource> preload_source(int pid, std::string* why, int* code = nullptr);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

@@ -8,7 +8,7 @@
 
 #include "userspace/process/target_process.h"
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 namespace {
 
 constexpr uint64_t kMinPage = 4096;      // x86-64 base page: every kernel-printed bound is aligned
@@ -418,4 +418,4 @@ LoadBiasResult compute_load_bias(const MappedObject& object, const std::vector<L
   return r;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 
 struct MapPerms {
   bool read = false;
@@ -128,4 +128,4 @@ struct LoadBiasResult {
 LoadBiasResult compute_load_bias(const MappedObject& object, const std::vector<LoadSegment>& loads,
                                  uint64_t page_size = 4096);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <map>
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 
 namespace {
 
@@ -139,10 +139,10 @@ int collect_frame(Dwfl_Frame* state, void* arg) {
 
 TraceUnwinder::TraceUnwinder(int pid, const std::vector<std::string>& debug_dirs) : pid_(pid) {
   const std::string proc = "/proc/" + std::to_string(pid);
-  sym::DebugSearchPaths paths;
+  symbolizer::DebugSearchPaths paths;
   paths.sysroot = proc + "/root";
   for (const auto& d : debug_dirs) paths.debug_roots.insert(paths.debug_roots.begin(), d);
-  modules_ = std::make_unique<sym::ModuleCache>(paths);
+  modules_ = std::make_unique<symbolizer::ModuleCache>(paths);
 
   Dwfl* dwfl = dwfl_begin(&kDwflCallbacks);
   if (dwfl == nullptr) {
@@ -165,7 +165,7 @@ TraceUnwinder::TraceUnwinder(int pid, const std::vector<std::string>& debug_dirs
                   static_cast<unsigned long long>(maps.front().end));
     const std::string open_path = proc + "/map_files/" + range;
     std::string err;
-    std::shared_ptr<sym::Module> module = modules_->get(open_path, path, &err);
+    std::shared_ptr<symbolizer::Module> module = modules_->get(open_path, path, &err);
     if (module == nullptr) continue;
     // Bias: the mapping of a load segment's page offset, as the snapshot does.
     uint64_t bias = 0;
@@ -262,4 +262,4 @@ std::vector<UnwoundFrame> TraceUnwinder::unwind(const uint64_t regs[17], uint64_
   return out;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

@@ -14,13 +14,13 @@
 #include "symbolizer/dwarf_info.h"
 #include "symbolizer/module.h"
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 
 struct UnwoundFrame {
   uint64_t pc = 0;     // return address (or the interrupted pc for frame 0)
   std::string object;  // target path of the mapped file, empty when unknown
   // Innermost inlined function first; empty when no symbol covers the pc.
-  std::vector<sym::InlineFrame> functions;
+  std::vector<symbolizer::InlineFrame> functions;
   // What the CFI walk knew of this frame's registers (unwind() only; 0 when not recovered): its
   // stack pointer and its callee-saved registers rbx, rbp, r12, r13, r14, r15. The profile
   // looks there for a running coroutine's frame address.
@@ -55,7 +55,7 @@ class TraceUnwinder {
     uint64_t start = 0, end = 0;
     uint64_t bias = 0;
     std::string target_path;
-    std::shared_ptr<sym::Module> module;
+    std::shared_ptr<symbolizer::Module> module;
   };
   const Mapping* mapping_at(uint64_t pc) const;
 
@@ -66,8 +66,8 @@ class TraceUnwinder {
   mutable std::unordered_map<uint64_t, UnwoundFrame> described_;
   std::string error_;
   std::vector<Mapping> mappings_;
-  std::unique_ptr<sym::ModuleCache> modules_;
+  std::unique_ptr<symbolizer::ModuleCache> modules_;
   Walk* current_ = nullptr;
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

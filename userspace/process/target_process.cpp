@@ -15,9 +15,9 @@
 
 #include "userspace/process/process_maps.h"
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 
-TargetError::TargetError(ExitCode code, const std::string& message)
+TargetError::TargetError(util::ExitCode code, const std::string& message)
     : std::runtime_error(message), code_(code) {}
 
 UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
@@ -289,7 +289,7 @@ std::string yama_note() {
     if (target_uid >= 0) msg += ", target owned by uid " + std::to_string(target_uid);
     msg += ")" + yama_note();
   }
-  throw TargetError(kExitPermission, msg);
+  throw TargetError(util::kExitPermission, msg);
 }
 
 bool is_permission_errno(int err) { return err == EACCES || err == EPERM; }
@@ -302,11 +302,11 @@ UniqueFd open_proc_dir(int pid) {
   int err = errno;
   if (err == ENOENT) {
     if (::access("/proc/self/stat", R_OK) != 0) {
-      throw TargetError(kExitInternal, "/proc is not mounted or not readable");
+      throw TargetError(util::kExitInternal, "/proc is not mounted or not readable");
     }
-    throw TargetError(kExitNoProcess, "no such process: PID " + std::to_string(pid));
+    throw TargetError(util::kExitNoProcess, "no such process: PID " + std::to_string(pid));
   }
-  throw TargetError(kExitInternal, "cannot open " + path + ": " + std::strerror(err));
+  throw TargetError(util::kExitInternal, "cannot open " + path + ": " + std::strerror(err));
 }
 
 ProcStat read_stat_or_throw(int dirfd, int pid) {
@@ -314,20 +314,20 @@ ProcStat read_stat_or_throw(int dirfd, int pid) {
   int err = read_file_at(dirfd, "stat", kMaxSmallProcFile, &text);
   if (err != 0) {
     if (is_gone_errno(err)) {
-      throw TargetError(kExitNoProcess, "no such process: PID " + std::to_string(pid));
+      throw TargetError(util::kExitNoProcess, "no such process: PID " + std::to_string(pid));
     }
-    throw TargetError(kExitInternal,
+    throw TargetError(util::kExitInternal,
                       "cannot read /proc/" + std::to_string(pid) + "/stat: " + std::strerror(err));
   }
   auto st = parse_proc_stat(text);
   if (!st) {
-    throw TargetError(kExitInternal, "unexpected format of /proc/" + std::to_string(pid) + "/stat");
+    throw TargetError(util::kExitInternal, "unexpected format of /proc/" + std::to_string(pid) + "/stat");
   }
   return *st;
 }
 
 [[noreturn]] void throw_exited(int pid, const std::string& comm) {
-  throw TargetError(kExitTargetExited, who(pid, comm) + " exited while asyncprobe was opening it");
+  throw TargetError(util::kExitTargetExited, who(pid, comm) + " exited while asyncprobe was opening it");
 }
 
 }  // namespace
@@ -362,9 +362,9 @@ MapsParseResult TargetProcess::read_maps() const {
     if (is_permission_errno(err))
       throw_permission(pid_, comm_, proc_dir_.get(), proc_path("maps"), err);
     if (is_gone_errno(err) || !alive()) {
-      throw TargetError(kExitTargetExited, who(pid_, comm_) + " exited");
+      throw TargetError(util::kExitTargetExited, who(pid_, comm_) + " exited");
     }
-    throw TargetError(kExitInternal,
+    throw TargetError(util::kExitInternal,
                       "cannot read " + proc_path("maps") + ": " + std::strerror(err));
   }
   MapsParseResult r = parse_maps(text);
@@ -432,7 +432,7 @@ MappedFile TargetProcess::open_exe() const {
 
 TargetProcess TargetProcess::open(int pid) {
   if (pid <= 0) {
-    throw TargetError(kExitUsage,
+    throw TargetError(util::kExitUsage,
                       "invalid PID " + std::to_string(pid) + ": expected a positive process id");
   }
   TargetProcess t;
@@ -457,20 +457,20 @@ TargetProcess TargetProcess::open(int pid) {
   const int dirfd = t.proc_dir_.get();
 
   if (st.flags & kPfKthread) {
-    throw TargetError(kExitNotInspectable,
+    throw TargetError(util::kExitNotInspectable,
                       who(t.pid_, t.comm_) + " is a kernel thread: it has no user memory to read");
   }
   if (st.state == 'Z' && st.num_threads > 1) {
     // A leader that called pthread_exit: the process lives on, but the leader's /proc entry
     // and PID no longer lead to its memory.
-    throw TargetError(kExitNotInspectable,
+    throw TargetError(util::kExitNotInspectable,
                       who(t.pid_, t.comm_) + ": its main thread has exited while " +
                           std::to_string(st.num_threads - 1) +
                           " other thread(s) still run; its memory cannot be read through PID " +
                           std::to_string(t.pid_));
   }
   if (st.state == 'Z') {
-    throw TargetError(kExitNotInspectable,
+    throw TargetError(util::kExitNotInspectable,
                       who(t.pid_, t.comm_) +
                           " is a zombie (exited, not yet reaped by its parent): no memory to read");
   }
@@ -483,10 +483,10 @@ TargetProcess TargetProcess::open(int pid) {
     if (is_permission_errno(err)) throw_permission(t.pid_, t.comm_, dirfd, t.proc_path("exe"), err);
     if (!t.alive()) throw_exited(t.pid_, t.comm_);
     if (err == ENOENT) {
-      throw TargetError(kExitNotInspectable,
+      throw TargetError(util::kExitNotInspectable,
                         who(t.pid_, t.comm_) + " has no executable or user address space");
     }
-    throw TargetError(kExitInternal,
+    throw TargetError(util::kExitInternal,
                       "cannot read " + t.proc_path("exe") + ": " + std::strerror(err));
   }
   std::string exe(link, static_cast<size_t>(n));
@@ -501,7 +501,7 @@ TargetProcess TargetProcess::open(int pid) {
   MapsParseResult maps = t.read_maps();
   if (maps.mappings.empty()) {
     if (!t.alive()) throw_exited(t.pid_, t.comm_);
-    throw TargetError(kExitNotInspectable, who(t.pid_, t.comm_) + " has no user memory mapped");
+    throw TargetError(util::kExitNotInspectable, who(t.pid_, t.comm_) + " has no user memory mapped");
   }
 
   // Permission is settled by reading, not by guessing from uids: /proc/PID/mem needs the same
@@ -511,7 +511,7 @@ TargetProcess TargetProcess::open(int pid) {
     int err = errno;
     if (is_permission_errno(err)) throw_permission(t.pid_, t.comm_, dirfd, t.proc_path("mem"), err);
     if (!t.alive()) throw_exited(t.pid_, t.comm_);
-    throw TargetError(kExitInternal,
+    throw TargetError(util::kExitInternal,
                       "cannot open " + t.proc_path("mem") + ": " + std::strerror(err));
   }
   const Mapping* probe = nullptr;
@@ -548,7 +548,7 @@ TargetProcess TargetProcess::open(int pid) {
     int err = errno;
     if (is_permission_errno(err)) throw_permission(t.pid_, t.comm_, dirfd, t.proc_path("exe"), err);
     if (!t.alive()) throw_exited(t.pid_, t.comm_);
-    throw TargetError(kExitInternal,
+    throw TargetError(util::kExitInternal,
                       "cannot open " + t.proc_path("exe") + ": " + std::strerror(err));
   }
   unsigned char header[EI_NIDENT + 8] = {};
@@ -562,7 +562,7 @@ TargetProcess TargetProcess::open(int pid) {
   }
   ElfHeaderCheck check = check_elf_header(header, have);
   if (!check.supported) {
-    throw TargetError(kExitUnsupported,
+    throw TargetError(util::kExitUnsupported,
                       who(t.pid_, t.comm_) + " runs " + printable(t.exe_path_) +
                           (check.is_elf ? ", " : ", which is ") + check.problem +
                           "; asyncprobe supports 64-bit x86-64 ELF processes only");
@@ -570,4 +570,4 @@ TargetProcess TargetProcess::open(int pid) {
   return t;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

@@ -15,7 +15,7 @@
 
 #include "userspace/util/exit_codes.h"
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 
 struct Mapping;
 struct MapsParseResult;
@@ -23,11 +23,11 @@ struct MapsParseResult;
 // A failure that ends the run. what() is one line, fit to print after "asyncprobe: ".
 class TargetError : public std::runtime_error {
  public:
-  TargetError(ExitCode code, const std::string& message);
-  ExitCode code() const noexcept { return code_; }
+  TargetError(util::ExitCode code, const std::string& message);
+  util::ExitCode code() const noexcept { return code_; }
 
  private:
-  ExitCode code_;
+  util::ExitCode code_;
 };
 
 // Owns one file descriptor; closes it on destruction.
@@ -153,4 +153,4 @@ class TargetProcess {
   bool vm_readv_works_ = false;
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

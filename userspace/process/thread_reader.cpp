@@ -9,7 +9,7 @@
 #include <cstring>
 #include <memory>
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 namespace {
 
 struct SyscallEntry {
@@ -233,7 +233,7 @@ ThreadReadResult read_thread_files(int pid, std::vector<int> tids, const TaskFil
       ++result.malformed;
       continue;
     }
-    ThreadInfo ti;
+    model::ThreadInfo ti;
     ti.tid = tid;
     ti.name = st->comm;
     ti.state = st->state;
@@ -286,15 +286,15 @@ ThreadReadResult read_threads(const TargetProcess& target, const std::vector<Map
   if (task_fd < 0) {
     int err = errno;
     if (is_gone(err) || !target.alive()) {
-      throw TargetError(kExitTargetExited, "process " + std::to_string(target.pid()) + " exited");
+      throw TargetError(util::kExitTargetExited, "process " + std::to_string(target.pid()) + " exited");
     }
-    throw TargetError(kExitInternal,
+    throw TargetError(util::kExitInternal,
                       "cannot list " + target.proc_path("task") + ": " + std::strerror(err));
   }
   std::unique_ptr<DIR, DirCloser> dir(::fdopendir(task_fd));
   if (!dir) {
     ::close(task_fd);
-    throw TargetError(kExitInternal, std::string("fdopendir: ") + std::strerror(errno));
+    throw TargetError(util::kExitInternal, std::string("fdopendir: ") + std::strerror(errno));
   }
   std::vector<int> tids;
   // Bound the walk itself, not only what we keep: a directory is input too.
@@ -322,10 +322,10 @@ ThreadReadResult read_threads(const TargetProcess& target, const std::vector<Map
   threads.truncated |= result.truncated;
   result = std::move(threads);
   if (!target.alive()) {
-    throw TargetError(kExitTargetExited, "process " + std::to_string(target.pid()) +
+    throw TargetError(util::kExitTargetExited, "process " + std::to_string(target.pid()) +
                                              " exited while its threads were being read");
   }
   return result;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

@@ -14,7 +14,7 @@
 #include "userspace/model/snapshot_model.h"
 #include "userspace/process/target_process.h"
 
-namespace asyncprobe {
+namespace asyncprobe::process {
 
 // The x86-64 name of a syscall number, or nullptr when it is not in our table (which holds every
 // blocking call an event loop or a lock makes, and the common others).
@@ -40,7 +40,7 @@ struct ThreadReadOptions {
 };
 
 struct ThreadReadResult {
-  std::vector<ThreadInfo> threads;  // ascending tid
+  std::vector<model::ThreadInfo> threads;  // ascending tid
   size_t vanished = 0;              // threads that exited between listing and reading: skipped
   size_t syscall_unreadable = 0;    // threads kept without syscall info (kernel refused, bad text)
   size_t malformed = 0;             // threads skipped because their stat made no sense
@@ -70,4 +70,4 @@ ThreadReadResult read_thread_files(int pid, std::vector<int> tids, const TaskFil
                                    const std::vector<Mapping>& maps,
                                    const ThreadReadOptions& options = {});
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::process

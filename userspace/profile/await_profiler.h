@@ -13,7 +13,7 @@
 #include "userspace/model/profile_model.h"
 #include "userspace/model/snapshot_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::profile {
 
 struct AwaitProfileStats {
   uint64_t snapshots = 0;
@@ -24,16 +24,16 @@ struct AwaitProfileStats {
 
 // For every frame of a snapshot's forest: whether another frame hangs under it (it awaits a
 // coroutine, so its waiting is that coroutine's).
-std::vector<bool> awaited_frames(const AsyncForest& forest);
+std::vector<bool> awaited_frames(const snapshot::AsyncForest& forest);
 // Whether the edge from frame `c` to its parent is a guess (a generic rule, a dangling awaiter,
 // a cut cycle).
-bool uncertain_edge(const CoroFrame& c, const FrameLink& link);
+bool uncertain_edge(const model::CoroFrame& c, const snapshot::FrameLink& link);
 
 class AwaitProfiler {
  public:
-  explicit AwaitProfiler(Profile* profile) : builder_(profile) {}
+  explicit AwaitProfiler(model::Profile* profile) : builder_(profile) {}
   // One snapshot standing for `weight_ns` of wall time.
-  void add(const Snapshot& snap, int64_t weight_ns);
+  void add(const model::Snapshot& snap, int64_t weight_ns);
   const AwaitProfileStats& stats() const { return stats_; }
 
  private:
@@ -41,4 +41,4 @@ class AwaitProfiler {
   AwaitProfileStats stats_;
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::profile

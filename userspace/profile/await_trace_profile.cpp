@@ -4,14 +4,14 @@
 #include "userspace/profile/await_profiler.h"
 #include "userspace/profile/profile_builder.h"
 
-namespace asyncprobe {
+namespace asyncprobe::profile {
 
 namespace {
 
 // Resume function address -> the model's function id.
-std::unordered_map<uint64_t, uint32_t> function_ids(const TraceModel& model) {
+std::unordered_map<uint64_t, uint32_t> function_ids(const trace::TraceModel& model) {
   std::unordered_map<uint64_t, uint32_t> ids;
-  const std::vector<TraceFunction>& fns = model.functions();
+  const std::vector<trace::TraceFunction>& fns = model.functions();
   for (size_t i = 0; i < fns.size(); ++i) {
     if (fns[i].fn == nullptr || fns[i].loaded == nullptr || fns[i].fn->resume == 0) continue;
     ids.emplace(fns[i].fn->resume + fns[i].loaded->bias, static_cast<uint32_t>(i));
@@ -19,24 +19,24 @@ std::unordered_map<uint64_t, uint32_t> function_ids(const TraceModel& model) {
   return ids;
 }
 
-void note(Profile* p, uint64_t n, const std::string& what) {
+void note(model::Profile* p, uint64_t n, const std::string& what) {
   if (n > 0) p->warnings.push_back(std::to_string(n) + " " + what);
 }
 
 }  // namespace
 
-size_t seed_suspended_at_start(const Snapshot& snap, uint64_t since_ns, TraceModel* model) {
+size_t seed_suspended_at_start(const model::Snapshot& snap, uint64_t since_ns, trace::TraceModel* model) {
   const std::unordered_map<uint64_t, uint32_t> ids = function_ids(*model);
-  const AsyncForest forest = build_async_forest(snap);
+  const snapshot::AsyncForest forest = snapshot::build_async_forest(snap);
   const std::vector<bool> awaited = awaited_frames(forest);
   size_t seeded = 0;
   for (size_t i = 0; i < snap.frames.size(); ++i) {
-    const CoroFrame& c = snap.frames[i];
-    const FrameLink& link = forest.links[i];
-    if (c.state != FrameState::kSuspended || link.duplicate) continue;
+    const model::CoroFrame& c = snap.frames[i];
+    const snapshot::FrameLink& link = forest.links[i];
+    if (c.state != model::FrameState::kSuspended || link.duplicate) continue;
     auto id = ids.find(c.resume_fn);
     if (id == ids.end()) continue;
-    const uint64_t awaiter = link.parent != kNoFrame ? snap.frames[link.parent].address : 0;
+    const uint64_t awaiter = link.parent != snapshot::kNoFrame ? snap.frames[link.parent].address : 0;
     model->seed_suspended(c.address, id->second, since_ns, c.suspend.index, awaiter,
                           uncertain_edge(c, link), awaited[i]);
     ++seeded;
@@ -44,12 +44,12 @@ size_t seed_suspended_at_start(const Snapshot& snap, uint64_t since_ns, TraceMod
   return seeded;
 }
 
-std::unordered_map<uint64_t, int64_t> suspended_at_end(const Snapshot& snap,
-                                                       const TraceModel& model) {
+std::unordered_map<uint64_t, int64_t> suspended_at_end(const model::Snapshot& snap,
+                                                       const trace::TraceModel& model) {
   const std::unordered_map<uint64_t, uint32_t> ids = function_ids(model);
   std::unordered_map<uint64_t, int64_t> out;
-  for (const CoroFrame& c : snap.frames) {
-    if (c.state != FrameState::kSuspended) continue;
+  for (const model::CoroFrame& c : snap.frames) {
+    if (c.state != model::FrameState::kSuspended) continue;
     auto id = ids.find(c.resume_fn);
     auto known = model.frame_at_end(c.address);
     if (id == ids.end() || !known || known->fn != id->second) continue;
@@ -58,20 +58,20 @@ std::unordered_map<uint64_t, int64_t> suspended_at_end(const Snapshot& snap,
   return out;
 }
 
-void add_leaf_waits(const TraceModel& model, const std::vector<LeafWaitStack>& waits, Profile* p) {
+void add_leaf_waits(const trace::TraceModel& model, const std::vector<trace::LeafWaitStack>& waits, model::Profile* p) {
   ProfileBuilder builder(p);
-  const std::vector<TraceFunction>& fns = model.functions();
+  const std::vector<trace::TraceFunction>& fns = model.functions();
   std::vector<uint32_t> frames;
-  for (const LeafWaitStack& w : waits) {
+  for (const trace::LeafWaitStack& w : waits) {
     frames.clear();
     for (const auto& [fn, index] : w.stack) {
-      ProfileFrame f;
-      f.kind = ProfileFrame::Kind::kAsync;
+      model::ProfileFrame f;
+      f.kind = model::ProfileFrame::Kind::kAsync;
       if (fn < fns.size()) {
         f.function = fns[fn].name;
         if (fns[fn].loaded != nullptr) f.object = fns[fn].loaded->target_path;
       }
-      const SuspendPointLocation loc = model.location(fn, index);
+      const trace::SuspendPointLocation loc = model.location(fn, index);
       f.file = loc.file;
       f.line = loc.line;
       frames.push_back(builder.intern(f));
@@ -83,8 +83,8 @@ void add_leaf_waits(const TraceModel& model, const std::vector<LeafWaitStack>& w
   }
 }
 
-void add_leaf_wait_warnings(const TraceModel& model, const TraceCounters& counters, Profile* p) {
-  const LeafWaitCounters& c = model.leaf_wait_counters();
+void add_leaf_wait_warnings(const trace::TraceModel& model, const kernel::TraceCounters& counters, model::Profile* p) {
+  const trace::LeafWaitCounters& c = model.leaf_wait_counters();
   p->warnings.push_back(
       "exact await profile from the trace probes: every leaf wait (a suspension no coroutine "
       "awaited) with its duration; " +
@@ -115,4 +115,4 @@ void add_leaf_wait_warnings(const TraceModel& model, const TraceCounters& counte
        "resumes whose suspend index could not be read (their waits show no line)");
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::profile

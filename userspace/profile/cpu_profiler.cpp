@@ -1,4 +1,5 @@
 #include "userspace/profile/cpu_profiler.h"
+#include "userspace/util/format.h"
 
 #include <time.h>
 
@@ -7,10 +8,9 @@
 #include <cstring>
 #include <fstream>
 
-#include "userspace/output/profile_stacks.h"
 #include "userspace/util/thread_cpu_clock.h"
 
-namespace asyncprobe {
+namespace asyncprobe::profile {
 
 namespace {
 
@@ -19,7 +19,7 @@ namespace {
 // recovered for the frames up to it, and the stack from the interrupted sp up to its CFA (the
 // caller's sp). `len`: valid bytes of s.stack.
 std::vector<uint64_t> frame_address_candidates(const profile_sample& s, size_t len,
-                                               const std::vector<UnwoundFrame>& frames, size_t k) {
+                                               const std::vector<process::UnwoundFrame>& frames, size_t k) {
   std::vector<uint64_t> words(std::begin(s.regs), std::end(s.regs));
   for (size_t i = 0; i <= k; ++i) {
     words.insert(words.end(), std::begin(frames[i].callee_saved), std::end(frames[i].callee_saved));
@@ -44,8 +44,8 @@ constexpr size_t kMaxFrames = 128;
 
 }  // namespace
 
-CpuProfiler::CpuProfiler(Profile* profile, TraceUnwinder* unwinder, RunningCoroutineFinder* finder,
-                         const KernelSymbols* kernel)
+CpuProfiler::CpuProfiler(model::Profile* profile, process::TraceUnwinder* unwinder, RunningCoroutineFinder* finder,
+                         const process::KernelSymbols* kernel)
     : profile_(profile), builder_(profile), unwinder_(unwinder), finder_(finder), kernel_(kernel) {}
 
 const std::string& CpuProfiler::thread_name(int tid) {
@@ -58,21 +58,21 @@ const std::string& CpuProfiler::thread_name(int tid) {
   return thread_names_.emplace(tid, name).first->second;
 }
 
-void CpuProfiler::add_native(const UnwoundFrame& uf, ProfileFrame::Kind kind,
+void CpuProfiler::add_native(const process::UnwoundFrame& uf, model::ProfileFrame::Kind kind,
                              std::vector<uint32_t>* out) {
   if (uf.functions.empty()) {
-    ProfileFrame f;
+    model::ProfileFrame f;
     f.kind = kind;
-    f.function = hex_address(uf.pc);
+    f.function = util::hex(uf.pc);
     f.object = uf.object;
     f.address = uf.pc;
     out->push_back(builder_.intern(f));
     return;
   }
-  for (const sym::InlineFrame& fn : uf.functions) {
-    ProfileFrame f;
+  for (const symbolizer::InlineFrame& fn : uf.functions) {
+    model::ProfileFrame f;
     f.kind = kind;
-    f.function = fn.function.empty() ? hex_address(uf.pc) : fn.function;
+    f.function = fn.function.empty() ? util::hex(uf.pc) : fn.function;
     f.file = fn.location.file;
     f.line = fn.location.line;
     f.object = uf.object;
@@ -92,14 +92,14 @@ bool CpuProfiler::trace_names(const profile_sample& s, const ResumeFunction& run
 
 void CpuProfiler::add(const profile_sample& s) {
   stats_.samples++;
-  const double t0 = thread_cpu_seconds();
+  const double t0 = util::thread_cpu_seconds();
   const size_t len = std::min<size_t>(s.stack_len, sizeof s.stack);
   uint64_t regs[17];
   for (int i = 0; i < 17; ++i) regs[i] = s.regs[i];
-  std::vector<UnwoundFrame> frames =
+  std::vector<process::UnwoundFrame> frames =
       unwinder_->unwind(regs, s.stack_addr, s.stack, len, kMaxFrames);
   if (stats_.unwind_cpu_us.size() < kMaxTimings) {
-    stats_.unwind_cpu_us.push_back(static_cast<float>((thread_cpu_seconds() - t0) * 1e6));
+    stats_.unwind_cpu_us.push_back(static_cast<float>((util::thread_cpu_seconds() - t0) * 1e6));
   }
   if (frames.size() <= 1) stats_.unwind_one_frame++;
 
@@ -109,10 +109,10 @@ void CpuProfiler::add(const profile_sample& s) {
   for (size_t i = 0; i < kframes; ++i) {
     const uint64_t a = s.kstack[i];
     if (a == 0) break;
-    ProfileFrame f;
-    f.kind = ProfileFrame::Kind::kKernel;
+    model::ProfileFrame f;
+    f.kind = model::ProfileFrame::Kind::kKernel;
     std::string name = kernel_ != nullptr ? kernel_->name_at(a) : std::string();
-    f.function = name.empty() ? hex_address(a) : name;
+    f.function = name.empty() ? util::hex(a) : name;
     f.address = a;
     stack.push_back(builder_.intern(f));
   }
@@ -152,21 +152,21 @@ void CpuProfiler::add(const profile_sample& s) {
 
   for (size_t i = 0; i < frames.size(); ++i) {
     if (i != k) {
-      add_native(frames[i], ProfileFrame::Kind::kNative, &stack);
+      add_native(frames[i], model::ProfileFrame::Kind::kNative, &stack);
       continue;
     }
     // The resume function: its inlined callees stay native, the function itself is the
     // coroutine body, named as the coroutine (not "[clone .resume]") at the sampled line.
-    const UnwoundFrame& uf = frames[i];
-    ProfileFrame body;
-    body.kind = ProfileFrame::Kind::kCoroutine;
+    const process::UnwoundFrame& uf = frames[i];
+    model::ProfileFrame body;
+    body.kind = model::ProfileFrame::Kind::kCoroutine;
     body.function = running->name;
     body.object = uf.object;
     body.address = uf.pc;
-    for (const sym::InlineFrame& fn : uf.functions) {
+    for (const symbolizer::InlineFrame& fn : uf.functions) {
       if (fn.inlined) {
-        ProfileFrame f;
-        f.function = fn.function.empty() ? hex_address(uf.pc) : fn.function;
+        model::ProfileFrame f;
+        f.function = fn.function.empty() ? util::hex(uf.pc) : fn.function;
         f.file = fn.location.file;
         f.line = fn.location.line;
         f.object = uf.object;
@@ -179,7 +179,7 @@ void CpuProfiler::add(const profile_sample& s) {
       }
     }
     stack.push_back(builder_.intern(body));
-    for (const CoroFrame& p : join.parents) stack.push_back(builder_.intern(async_frame(p)));
+    for (const model::CoroFrame& p : join.parents) stack.push_back(builder_.intern(async_frame(p)));
   }
 
   const int tid = static_cast<int>(s.tid);
@@ -189,4 +189,4 @@ void CpuProfiler::add(const profile_sample& s) {
                profile_->period_ns);
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::profile

@@ -16,7 +16,7 @@
 #include "userspace/profile/running_coroutine.h"
 #include "userspace/process/stack_unwind.h"
 
-namespace asyncprobe {
+namespace asyncprobe::profile {
 
 // What happened to the samples, for the profile's warnings and docs/PROFILE.md's figures.
 struct CpuProfileStats {
@@ -37,8 +37,8 @@ struct CpuProfileStats {
 
 class CpuProfiler {
  public:
-  CpuProfiler(Profile* profile, TraceUnwinder* unwinder, RunningCoroutineFinder* finder,
-              const KernelSymbols* kernel);
+  CpuProfiler(model::Profile* profile, process::TraceUnwinder* unwinder, RunningCoroutineFinder* finder,
+              const process::KernelSymbols* kernel);
   void add(const profile_sample& s);
   // profile --trace: samples name the running frame and its trace function id; `resume_starts`
   // maps that id to the function's resume address.
@@ -46,18 +46,18 @@ class CpuProfiler {
   const CpuProfileStats& stats() const { return stats_; }
 
  private:
-  void add_native(const UnwoundFrame& uf, ProfileFrame::Kind kind, std::vector<uint32_t>* out);
+  void add_native(const process::UnwoundFrame& uf, model::ProfileFrame::Kind kind, std::vector<uint32_t>* out);
   const std::string& thread_name(int tid);
   bool trace_names(const profile_sample& s, const ResumeFunction& running);
 
-  Profile* profile_;
+  model::Profile* profile_;
   ProfileBuilder builder_;
-  TraceUnwinder* unwinder_;
+  process::TraceUnwinder* unwinder_;
   RunningCoroutineFinder* finder_;
-  const KernelSymbols* kernel_;
+  const process::KernelSymbols* kernel_;
   std::map<int, std::string> thread_names_;
   CpuProfileStats stats_;
   std::vector<uint64_t> trace_resume_;
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::profile

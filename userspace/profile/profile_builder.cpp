@@ -1,10 +1,10 @@
 #include "userspace/profile/profile_builder.h"
 
-namespace asyncprobe {
+namespace asyncprobe::profile {
 
-ProfileFrame async_frame(const CoroFrame& c) {
-  ProfileFrame f;
-  f.kind = ProfileFrame::Kind::kAsync;
+model::ProfileFrame async_frame(const model::CoroFrame& c) {
+  model::ProfileFrame f;
+  f.kind = model::ProfileFrame::Kind::kAsync;
   f.function = c.function;
   f.file = c.suspend.file;
   f.line = c.suspend.line;
@@ -13,7 +13,7 @@ ProfileFrame async_frame(const CoroFrame& c) {
   return f;
 }
 
-uint32_t ProfileBuilder::intern(const ProfileFrame& f) {
+uint32_t ProfileBuilder::intern(const model::ProfileFrame& f) {
   std::string key;
   key.reserve(f.function.size() + f.file.size() + f.object.size() + 48);
   key += static_cast<char>('0' + static_cast<int>(f.kind));
@@ -39,7 +39,7 @@ void ProfileBuilder::add(const std::vector<uint32_t>& frames, int tid,
   auto [it, added] = sample_index_.emplace(std::make_tuple(frames, tid, async_uncertain),
                                            profile_->samples.size());
   if (added) {
-    ProfileSample s;
+    model::ProfileSample s;
     s.frames = frames;
     s.tid = tid;
     s.thread_name = thread_name;
@@ -48,7 +48,7 @@ void ProfileBuilder::add(const std::vector<uint32_t>& frames, int tid,
     s.async_uncertain = async_uncertain;
     profile_->samples.push_back(std::move(s));
   }
-  ProfileSample& s = profile_->samples[it->second];
+  model::ProfileSample& s = profile_->samples[it->second];
   if (!added && s.coroutine != coroutine) {
     s.coroutine = 0;  // several coroutines ran (waited) here
     if (s.coroutine_function != coroutine_function) s.coroutine_function.clear();
@@ -57,4 +57,4 @@ void ProfileBuilder::add(const std::vector<uint32_t>& frames, int tid,
   s.value_ns += value_ns;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::profile

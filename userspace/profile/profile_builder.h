@@ -12,16 +12,16 @@
 #include "userspace/model/profile_model.h"
 #include "userspace/model/snapshot_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::profile {
 
 // An awaiting coroutine as a profile frame: its function at the file:line of its suspend point.
-ProfileFrame async_frame(const CoroFrame& c);
+model::ProfileFrame async_frame(const model::CoroFrame& c);
 
 class ProfileBuilder {
  public:
-  explicit ProfileBuilder(Profile* profile) : profile_(profile) {}
+  explicit ProfileBuilder(model::Profile* profile) : profile_(profile) {}
 
-  uint32_t intern(const ProfileFrame& f);
+  uint32_t intern(const model::ProfileFrame& f);
 
   // One observation of a stack (frame indexes, leaf first). `coroutine` (0 if none) is kept on
   // the merged sample while every observation of it names the same coroutine, else cleared.
@@ -30,9 +30,9 @@ class ProfileBuilder {
            int64_t count, int64_t value_ns);
 
  private:
-  Profile* profile_;
+  model::Profile* profile_;
   std::unordered_map<std::string, uint32_t> frame_index_;
   std::map<std::tuple<std::vector<uint32_t>, int, bool>, size_t> sample_index_;
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::profile

@@ -1,4 +1,5 @@
 #include "userspace/profile/running_coroutine.h"
+#include "userspace/util/format.h"
 
 #include <time.h>
 
@@ -8,7 +9,7 @@
 #include "userspace/process/target_process.h"
 #include "userspace/util/thread_cpu_clock.h"
 
-namespace asyncprobe {
+namespace asyncprobe::profile {
 
 namespace {
 
@@ -18,12 +19,6 @@ double monotonic_s() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
-std::string hex(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 // Candidates worth a header read: frames are at least 8-byte aligned and live in user space.
 bool plausible_frame_address(uint64_t w) {
   return w >= 0x10000 && (w & 7) == 0 && w < (uint64_t{1} << 47);
@@ -31,12 +26,12 @@ bool plausible_frame_address(uint64_t w) {
 
 }  // namespace
 
-RunningCoroutineFinder::RunningCoroutineFinder(SnapshotTaker* taker, MemoryReader* memory,
+RunningCoroutineFinder::RunningCoroutineFinder(snapshot::SnapshotTaker* taker, process::MemoryReader* memory,
                                                double min_refresh_s)
     : taker_(taker), memory_(memory), min_refresh_s_(min_refresh_s) {
   for (const auto& loaded : taker_->index().catalogs()) {
     if (loaded == nullptr || loaded->catalog == nullptr) continue;
-    for (const sym::CoroFunction& fn : loaded->catalog->functions()) {
+    for (const symbolizer::CoroFunction& fn : loaded->catalog->functions()) {
       if (fn.resume == 0) continue;
       ResumeFunction r;
       r.start = fn.resume + loaded->bias;
@@ -48,7 +43,7 @@ RunningCoroutineFinder::RunningCoroutineFinder(SnapshotTaker* taker, MemoryReade
       r.fn = &fn;
       r.name = !fn.name.empty()           ? fn.name
                : !fn.ramp_linkage.empty() ? fn.ramp_linkage
-                                          : hex(r.start);
+                                          : util::hex(r.start);
       functions_.push_back(std::move(r));
     }
   }
@@ -56,21 +51,21 @@ RunningCoroutineFinder::RunningCoroutineFinder(SnapshotTaker* taker, MemoryReade
             [](const ResumeFunction& a, const ResumeFunction& b) { return a.start < b.start; });
 }
 
-bool RunningCoroutineFinder::refresh(SnapshotError* error) {
-  const double t0 = thread_cpu_seconds();
-  Snapshot s;
+bool RunningCoroutineFinder::refresh(snapshot::SnapshotError* error) {
+  const double t0 = util::thread_cpu_seconds();
+  model::Snapshot s;
   if (!taker_->take(&s, error)) return false;
   snap_ = std::move(s);
   index_snapshot();
   last_refresh_ = monotonic_s();
   stats_.snapshots++;
-  last_snapshot_cpu_s_ = thread_cpu_seconds() - t0;
+  last_snapshot_cpu_s_ = util::thread_cpu_seconds() - t0;
   stats_.snapshot_seconds += last_snapshot_cpu_s_;
   return true;
 }
 
 void RunningCoroutineFinder::index_snapshot() {
-  forest_ = build_async_forest(snap_);
+  forest_ = snapshot::build_async_forest(snap_);
   by_address_.clear();
   for (size_t i = 0; i < snap_.frames.size(); ++i) by_address_.emplace(snap_.frames[i].address, i);
 }
@@ -88,7 +83,7 @@ bool RunningCoroutineFinder::header_is(uint64_t addr, const ResumeFunction& fn) 
   stats_.header_reads++;
   try {
     if (!memory_->read(addr, words, sizeof words)) return false;
-  } catch (const TargetError&) {
+  } catch (const process::TargetError&) {
     return false;  // the target is gone: nothing is live any more
   }
   return words[0] == fn.start && words[1] != 0 &&
@@ -99,21 +94,21 @@ CoroutineJoin RunningCoroutineFinder::join_at(size_t frame_index) {
   CoroutineJoin j;
   j.result = CoroutineJoin::Result::kJoined;
   j.frame = snap_.frames[frame_index].address;
-  const FrameLink* link = &forest_.links[frame_index];
-  for (size_t guard = 0; guard < forest_.max_depth + 1 && link->parent != kNoFrame; ++guard) {
-    const CoroFrame& child = snap_.frames[link - forest_.links.data()];
-    if (is_generic_rule(child.awaiter_rule)) j.uncertain = true;
+  const snapshot::FrameLink* link = &forest_.links[frame_index];
+  for (size_t guard = 0; guard < forest_.max_depth + 1 && link->parent != snapshot::kNoFrame; ++guard) {
+    const model::CoroFrame& child = snap_.frames[link - forest_.links.data()];
+    if (snapshot::is_generic_rule(child.awaiter_rule)) j.uncertain = true;
     const size_t p = link->parent;
     j.parents.push_back(snap_.frames[p]);
     link = &forest_.links[p];
   }
-  if (link->link == LinkKind::kDangling || link->link == LinkKind::kCycle) j.uncertain = true;
+  if (link->link == snapshot::LinkKind::kDangling || link->link == snapshot::LinkKind::kCycle) j.uncertain = true;
   return j;
 }
 
 CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
                                            std::vector<uint64_t> candidates) {
-  const double t0 = thread_cpu_seconds();
+  const double t0 = util::thread_cpu_seconds();
   double in_snapshots = 0;
   std::sort(candidates.begin(), candidates.end());
   candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
@@ -127,7 +122,7 @@ CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
     for (uint64_t w : candidates) {
       auto it = by_address_.find(w);
       if (it == by_address_.end()) continue;
-      const CoroFrame& f = snap_.frames[it->second];
+      const model::CoroFrame& f = snap_.frames[it->second];
       if (f.resume_fn == fn.start) hits.push_back(it->second);
     }
     return hits;
@@ -147,7 +142,7 @@ CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
     // No known frame: is one of the words a live frame of this coroutine that no snapshot has
     // seen yet (a short-lived coroutine)? Read the headers in one batch.
     std::vector<uint64_t> headers(candidates.size() * 2);
-    std::vector<ReadRequest> reqs(candidates.size());
+    std::vector<process::ReadRequest> reqs(candidates.size());
     for (size_t i = 0; i < candidates.size(); ++i) {
       reqs[i].addr = candidates[i];
       reqs[i].out = &headers[i * 2];
@@ -155,8 +150,8 @@ CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
     }
     try {
       memory_->read_batch(reqs);
-    } catch (const TargetError&) {
-      for (ReadRequest& r : reqs) r.ok = false;
+    } catch (const process::TargetError&) {
+      for (process::ReadRequest& r : reqs) r.ok = false;
     }
     stats_.header_reads += reqs.size();
     std::vector<uint64_t> live;
@@ -178,22 +173,22 @@ CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
       // snapshot of a big heap costs far more than one of a small one).
       const double min_gap = std::max(min_refresh_s_, 20 * last_snapshot_cpu_s_);
       if (monotonic_s() - last_refresh_ >= min_gap) {
-        const double s0 = thread_cpu_seconds();
-        SnapshotError err;
+        const double s0 = util::thread_cpu_seconds();
+        snapshot::SnapshotError err;
         if (refresh(&err)) {
           auto it = by_address_.find(live[0]);
           if (it != by_address_.end() && snap_.frames[it->second].resume_fn == fn.start) {
             out = join_at(it->second);
           }
         }
-        in_snapshots = thread_cpu_seconds() - s0;
+        in_snapshots = util::thread_cpu_seconds() - s0;
       } else {
         stats_.refreshes_skipped++;
       }
     }
   }
-  stats_.join_seconds += thread_cpu_seconds() - t0 - in_snapshots;
+  stats_.join_seconds += util::thread_cpu_seconds() - t0 - in_snapshots;
   return out;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::profile

@@ -18,15 +18,15 @@
 #include "userspace/model/snapshot_model.h"
 #include "userspace/snapshot/snapshot_taker.h"
 
-namespace asyncprobe {
+namespace asyncprobe::profile {
 
 // The resume (Clang .resume, GCC .actor) function of one coroutine, at its absolute addresses.
 struct ResumeFunction {
   uint64_t start = 0, end = 0;  // [start, end) of its code
   uint64_t destroy = 0;         // absolute destroy address (the frame header's second word)
   uint64_t cleanup = 0;         // Clang .cleanup (elided frames), 0 if none
-  const LoadedCatalog* loaded = nullptr;
-  const sym::CoroFunction* fn = nullptr;
+  const snapshot::LoadedCatalog* loaded = nullptr;
+  const symbolizer::CoroFunction* fn = nullptr;
   std::string name;  // demangled coroutine name, "0x..." when unnamed
 };
 
@@ -40,7 +40,7 @@ struct CoroutineJoin {
   Result result = Result::kNoCandidate;
   uint64_t frame = 0;              // the running coroutine's frame address (kJoined,
                                    // kNotInSnapshot)
-  std::vector<CoroFrame> parents;  // awaiting coroutines, nearest first (kJoined)
+  std::vector<model::CoroFrame> parents;  // awaiting coroutines, nearest first (kJoined)
   bool uncertain = false;          // an edge of the chain rests on a guess (generic rule, cycle,
                                    // dangling awaiter)
 };
@@ -57,11 +57,11 @@ class RunningCoroutineFinder {
  public:
   // `taker` must be attached. min_refresh_s: the least time between two snapshots taken because
   // a sample named a frame no snapshot had seen (raised to 20x the last snapshot's CPU time).
-  RunningCoroutineFinder(SnapshotTaker* taker, MemoryReader* memory, double min_refresh_s);
+  RunningCoroutineFinder(snapshot::SnapshotTaker* taker, process::MemoryReader* memory, double min_refresh_s);
 
   // Takes a snapshot now. false with *error when the target could not be read.
-  bool refresh(SnapshotError* error);
-  const Snapshot& snapshot() const { return snap_; }
+  bool refresh(snapshot::SnapshotError* error);
+  const model::Snapshot& snapshot() const { return snap_; }
 
   // The coroutine whose resume function holds `pc` (an address inside the code, not a return
   // address), or nullptr.
@@ -78,16 +78,16 @@ class RunningCoroutineFinder {
   bool header_is(uint64_t addr, const ResumeFunction& fn);
   CoroutineJoin join_at(size_t frame_index);
 
-  SnapshotTaker* taker_;
-  MemoryReader* memory_;
+  snapshot::SnapshotTaker* taker_;
+  process::MemoryReader* memory_;
   double min_refresh_s_;
   double last_refresh_ = -1e18;            // monotonic seconds
   double last_snapshot_cpu_s_ = 0;         // CPU time of the last snapshot
   std::vector<ResumeFunction> functions_;  // sorted by start
-  Snapshot snap_;
-  AsyncForest forest_;
+  model::Snapshot snap_;
+  snapshot::AsyncForest forest_;
   std::unordered_map<uint64_t, size_t> by_address_;  // frame address -> first frame index
   RunningCoroutineStats stats_;
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::profile

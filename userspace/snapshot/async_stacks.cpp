@@ -6,7 +6,7 @@
 #include <tuple>
 #include <unordered_map>
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 const char* to_string(LinkKind k) {
   switch (k) {
@@ -60,7 +60,7 @@ const std::string& empty_string() {
   return kEmpty;
 }
 
-SigTuple signature(const CoroFrame& f, LinkKind link) {
+SigTuple signature(const model::CoroFrame& f, LinkKind link) {
   // The index only distinguishes points that no rule could place; with a line, the line is the
   // suspend point the user sees and the index would split identical-looking nodes.
   const int64_t index = f.suspend.line == 0 ? f.suspend.index : -2;
@@ -88,7 +88,7 @@ struct SigHash {
 
 class Coalescer {
  public:
-  Coalescer(const Snapshot& snap, AsyncForest& forest, const std::vector<size_t>& child_start,
+  Coalescer(const model::Snapshot& snap, AsyncForest& forest, const std::vector<size_t>& child_start,
             const std::vector<size_t>& child_list)
       : snap_(snap), forest_(forest), child_start_(child_start), child_list_(child_list) {}
 
@@ -163,7 +163,7 @@ class Coalescer {
   size_t make_node(const std::vector<size_t>& frames, size_t from, size_t to, size_t depth) {
     StackNode n;
     const size_t first = frames[from];  // lowest index of the group: frames sort by index within
-    const CoroFrame& f = snap_.frames[first];
+    const model::CoroFrame& f = snap_.frames[first];
     n.function = f.function;
     n.kind = f.suspend.kind;
     n.file = f.suspend.file;
@@ -177,7 +177,7 @@ class Coalescer {
                     frames.begin() + static_cast<std::ptrdiff_t>(to));
     bool any = false;
     for (size_t x : n.frames) {
-      const CoroFrame& fr = snap_.frames[x];
+      const model::CoroFrame& fr = snap_.frames[x];
       if (!fr.stuck) continue;
       ++n.stuck;
       if (!any || fr.stuck_for_s < n.stuck_for_s) n.stuck_for_s = fr.stuck_for_s;
@@ -187,7 +187,7 @@ class Coalescer {
     return forest_.nodes.size() - 1;
   }
 
-  const Snapshot& snap_;
+  const model::Snapshot& snap_;
   AsyncForest& forest_;
   const std::vector<size_t>& child_start_;
   const std::vector<size_t>& child_list_;
@@ -196,7 +196,7 @@ class Coalescer {
 
 }  // namespace
 
-AsyncForest build_async_forest(const Snapshot& snap, const AsyncStackOptions& opts) {
+AsyncForest build_async_forest(const model::Snapshot& snap, const AsyncStackOptions& opts) {
   AsyncForest forest;
   const size_t n = snap.frames.size();
   forest.max_depth = std::max<size_t>(opts.max_depth, 1);
@@ -332,4 +332,4 @@ AsyncForest build_async_forest(const Snapshot& snap, const AsyncStackOptions& op
   return forest;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

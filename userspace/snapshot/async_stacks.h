@@ -13,7 +13,7 @@
 
 #include "userspace/model/snapshot_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 inline constexpr size_t kNoFrame = static_cast<size_t>(-1);
 
@@ -70,11 +70,11 @@ struct DuplicateAddress {
 // when the line is unknown (0) the raw suspend index joins it, so unplaced points stay apart.
 struct StackNode {
   std::string function;
-  SuspendPoint::Kind kind = SuspendPoint::Kind::kUnknown;
+  model::SuspendPoint::Kind kind = model::SuspendPoint::Kind::kUnknown;
   std::string file;
   int line = 0;
   int64_t index = -1;  // suspend index of the first frame (the same for all when line == 0)
-  FrameState state = FrameState::kUnknown;
+  model::FrameState state = model::FrameState::kUnknown;
   LinkKind link = LinkKind::kRoot;
   std::string rule;              // awaiter rule (kLinked / kDangling), empty otherwise
   std::vector<size_t> frames;    // merged frames, ascending; count() == frames.size()
@@ -116,6 +116,6 @@ struct AsyncForest {
 
 // Builds the forest and its coalesced view. Never throws on data (only std::bad_alloc), never
 // loops: O(n log n) in the number of frames whatever the awaiter links say.
-AsyncForest build_async_forest(const Snapshot& snap, const AsyncStackOptions& opts = {});
+AsyncForest build_async_forest(const model::Snapshot& snap, const AsyncStackOptions& opts = {});
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

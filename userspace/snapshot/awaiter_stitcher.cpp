@@ -5,7 +5,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 namespace {
 
@@ -17,7 +17,7 @@ constexpr uint64_t kDefaultFrameBytes = 512;
 // rule looks at need it.
 class FrameExtents {
  public:
-  FrameExtents(const std::vector<FoundFrame>& found, const ReadMemory& read)
+  FrameExtents(const std::vector<FoundFrame>& found, const process::ReadMemory& read)
       : found_(found), read_(read), end_(found.size(), 0) {}
 
   uint64_t end(size_t i) {
@@ -49,14 +49,14 @@ class FrameExtents {
 
  private:
   const std::vector<FoundFrame>& found_;
-  const ReadMemory& read_;
+  const process::ReadMemory& read_;
   std::vector<uint64_t> end_;
 };
 
 }  // namespace
 
-StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<FoundFrame>& found,
-                            const ReadMemory& read, const ReadMemoryBatch& batch) {
+StitchStats stitch_awaiters(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,
+                            const process::ReadMemory& read, const process::ReadMemoryBatch& batch) {
   StitchStats stats;
   std::unordered_map<uint64_t, size_t> by_addr;
   for (size_t i = 0; i < found.size(); ++i) by_addr.emplace(found[i].address, i);
@@ -73,7 +73,7 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
     const FoundFrame& f = found[i];
     // A finished coroutine has already handed control back to its awaiter: what its promise
     // still says is history, not an edge.
-    if (frames[i].state == FrameState::kDone) continue;
+    if (frames[i].state == model::FrameState::kDone) continue;
     uint64_t promise = f.address + f.ref.fn->promise_offset;
     uint64_t words[3] = {0, 0, 0};
     // The promise's first words were read with the header at validation; read only when the
@@ -101,7 +101,7 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
     }
     // cppcoro / libcoro / folly style: the continuation handle is the promise's first word.
     long p = frame_at(words[0]);
-    if (p >= 0 && static_cast<size_t>(p) != i && frames[p].state != FrameState::kDone) {
+    if (p >= 0 && static_cast<size_t>(p) != i && frames[p].state != model::FrameState::kDone) {
       // folly keeps an AsyncStackFrame right after the (two-word) continuation; its parentFrame
       // points into the awaiting promise. When that agrees, name the edge after folly.
       uint64_t parent_async = found[p].address + found[p].ref.fn->promise_offset + 16;
@@ -118,7 +118,7 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
   // Coroutines whose frames were linked by their promise's continuation use that layout: a frame
   // of theirs with a null continuation is a root by its own account, and the generic rule (which
   // reads whole frames) is not needed for it.
-  std::unordered_set<const sym::CoroFunction*> continuation_layout;
+  std::unordered_set<const symbolizer::CoroFunction*> continuation_layout;
   for (size_t i = 0; i < found.size(); ++i) {
     if (frames[i].awaiter_rule == "continuation-in-promise") {
       continuation_layout.insert(found[i].ref.fn);
@@ -126,7 +126,7 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
   }
   std::vector<size_t> unlinked;
   for (size_t b = 0; b < found.size(); ++b) {
-    if (frames[b].awaiter != 0 || frames[b].state == FrameState::kDone) continue;
+    if (frames[b].awaiter != 0 || frames[b].state == model::FrameState::kDone) continue;
     const FoundFrame& f = found[b];
     size_t promise_word = f.ref.fn->promise_offset / 8;
     bool null_continuation = f.ref.fn->promise_offset % 8 == 0 && promise_word < f.head_words &&
@@ -141,7 +141,7 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
     offset[k + 1] = offset[k] + static_cast<size_t>((extents.end(b) - found[b].address) / 8);
   }
   std::vector<uint64_t> words(offset.back(), 0);
-  std::vector<ReadRequest> pieces;
+  std::vector<process::ReadRequest> pieces;
   for (size_t k = 0; k < unlinked.size(); ++k) {
     pieces.push_back({found[unlinked[k]].address, words.data() + offset[k],
                       (offset[k + 1] - offset[k]) * 8, false});
@@ -165,7 +165,7 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
     size_t nb = offset[k + 1] - offset[k];
     for (size_t w = 2; w < nb; ++w) {
       long a = extents.containing(b_words[w]);
-      if (a < 0 || static_cast<size_t>(a) == b || frames[a].state != FrameState::kSuspended) {
+      if (a < 0 || static_cast<size_t>(a) == b || frames[a].state != model::FrameState::kSuspended) {
         continue;
       }
       // A continuation is a handle (the frame's address) or a pointer to the promise, never an
@@ -226,4 +226,4 @@ StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<Fo
   return stats;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

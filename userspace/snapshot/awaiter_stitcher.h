@@ -8,7 +8,7 @@
 #include "userspace/snapshot/frame_scanner.h"
 #include "userspace/model/snapshot_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 struct StitchStats {
   size_t continuation_edges = 0;
@@ -19,7 +19,7 @@ struct StitchStats {
 
 // `frames` and `found` are parallel (decode_frame of each hit). Sets CoroFrame::awaiter and
 // awaiter_rule. Reads frame memory through `read`; unreadable memory just yields no edge.
-StitchStats stitch_awaiters(std::vector<CoroFrame>& frames, const std::vector<FoundFrame>& found,
-                            const ReadMemory& read, const ReadMemoryBatch& batch = {});
+StitchStats stitch_awaiters(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,
+                            const process::ReadMemory& read, const process::ReadMemoryBatch& batch = {});
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 void CoroutineIndex::add(LoadedCatalog loaded) {
   loaded_.push_back(std::make_unique<LoadedCatalog>(std::move(loaded)));
@@ -27,4 +27,4 @@ CoroutineRef CoroutineIndex::match_header(uint64_t resume_word, uint64_t destroy
   return ref;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

@@ -10,17 +10,17 @@
 
 #include "symbolizer/coro_catalog.h"
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 struct LoadedCatalog {
-  std::shared_ptr<const sym::CoroCatalog> catalog;
+  std::shared_ptr<const symbolizer::CoroCatalog> catalog;
   uint64_t bias = 0;        // absolute = object vaddr + bias
   std::string target_path;  // as the target names the object
 };
 
 struct CoroutineRef {
   const LoadedCatalog* loaded = nullptr;
-  const sym::CoroFunction* fn = nullptr;
+  const symbolizer::CoroFunction* fn = nullptr;
   bool via_cleanup = false;  // destroy slot held Clang's .cleanup (an elided frame)
 };
 
@@ -45,4 +45,4 @@ class CoroutineIndex {
   uint64_t hi_ = 0;
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

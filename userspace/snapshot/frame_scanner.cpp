@@ -1,4 +1,5 @@
 #include "userspace/snapshot/frame_scanner.h"
+#include "userspace/util/format.h"
 
 #include <algorithm>
 #include <cstring>
@@ -6,7 +7,7 @@
 #include "symbolizer/demangle.h"
 #include "userspace/snapshot/word_range_filter.h"
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& regions, ScanStats* stats,
                                            size_t chunk_bytes) const {
@@ -69,7 +70,7 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
 
 std::map<std::pair<uint64_t, uint64_t>, size_t> find_header_candidates(
     const std::vector<ScanRegion>& regions, const std::vector<CodeRange>& code,
-    const ReadMemory& read, size_t max_pairs) {
+    const process::ReadMemory& read, size_t max_pairs) {
   std::map<std::pair<uint64_t, uint64_t>, size_t> pairs;
   if (code.empty()) return pairs;
   auto range_of = [&](uint64_t w) -> long {
@@ -105,14 +106,14 @@ std::map<std::pair<uint64_t, uint64_t>, size_t> find_header_candidates(
   return pairs;
 }
 
-int64_t FrameScanner::read_index(uint64_t frame, const sym::CoroFunction& fn) const {
+int64_t FrameScanner::read_index(uint64_t frame, const symbolizer::CoroFunction& fn) const {
   if (fn.index_width == 0 || fn.index_width > 8) return -1;
   uint64_t v = 0;
   if (!read_(frame + fn.index_offset, &v, fn.index_width)) return -1;
   return static_cast<int64_t>(v);
 }
 
-void FrameScanner::read_pieces(std::vector<ReadRequest>& pieces) const {
+void FrameScanner::read_pieces(std::vector<process::ReadRequest>& pieces) const {
   if (batch_) {
     batch_(pieces);
     return;
@@ -134,7 +135,7 @@ std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
   constexpr uint64_t kMaxSpan = 1 << 20;
   auto need_end = [](const FoundFrame& f) {
     uint64_t e = f.address + FoundFrame::kHeadWords * 8;
-    const sym::CoroFunction& fn = *f.ref.fn;
+    const symbolizer::CoroFunction& fn = *f.ref.fn;
     if (fn.index_width > 0 && fn.index_width <= 8) {
       e = std::max<uint64_t>(e, f.address + fn.index_offset + fn.index_width);
     }
@@ -158,7 +159,7 @@ std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
     sp.offset = total;
     total += static_cast<size_t>(sp.end - sp.start);
   }
-  auto read_pass = [&](std::vector<uint8_t>& buf, std::vector<ReadRequest>& pieces) {
+  auto read_pass = [&](std::vector<uint8_t>& buf, std::vector<process::ReadRequest>& pieces) {
     buf.assign(total, 0);
     pieces.clear();
     for (const auto& sp : spans) {
@@ -169,8 +170,8 @@ std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
   };
   std::vector<uint8_t> b1;
   std::vector<uint8_t> b2;
-  std::vector<ReadRequest> p1;
-  std::vector<ReadRequest> p2;
+  std::vector<process::ReadRequest> p1;
+  std::vector<process::ReadRequest> p2;
   read_pass(b1, p1);
   read_pass(b2, p2);
   std::vector<FoundFrame> valid;
@@ -183,7 +184,7 @@ std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
     bool ok = p1[span_of[i]].ok && p2[span_of[i]].ok;
     if (ok) {
       ok = std::memcmp(&b1[at], &b2[at], 16) == 0;
-      const sym::CoroFunction& fn = *f.ref.fn;
+      const symbolizer::CoroFunction& fn = *f.ref.fn;
       if (ok && fn.index_width > 0 && fn.index_width <= 8) {
         ok = std::memcmp(&b1[at + fn.index_offset], &b2[at + fn.index_offset], fn.index_width) == 0;
       }
@@ -217,7 +218,7 @@ std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
       stats->torn++;
       continue;
     }
-    const sym::CoroFunction& fn = *f.ref.fn;
+    const symbolizer::CoroFunction& fn = *f.ref.fn;
     f.index = -1;
     if (fn.index_width > 0 && fn.index_width <= 8) {
       uint64_t v = 0;
@@ -231,42 +232,36 @@ std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
 
 namespace {
 
-SuspendPoint::Kind to_model_kind(sym::SuspendPointInfo::Kind k) {
+model::SuspendPoint::Kind to_model_kind(symbolizer::SuspendPointInfo::Kind k) {
   switch (k) {
-    case sym::SuspendPointInfo::Kind::kInitial:
-      return SuspendPoint::Kind::kInitial;
-    case sym::SuspendPointInfo::Kind::kAwait:
-      return SuspendPoint::Kind::kAwait;
-    case sym::SuspendPointInfo::Kind::kFinal:
-      return SuspendPoint::Kind::kFinal;
+    case symbolizer::SuspendPointInfo::Kind::kInitial:
+      return model::SuspendPoint::Kind::kInitial;
+    case symbolizer::SuspendPointInfo::Kind::kAwait:
+      return model::SuspendPoint::Kind::kAwait;
+    case symbolizer::SuspendPointInfo::Kind::kFinal:
+      return model::SuspendPoint::Kind::kFinal;
   }
-  return SuspendPoint::Kind::kUnknown;
-}
-
-std::string hex_address(uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
+  return model::SuspendPoint::Kind::kUnknown;
 }
 
 }  // namespace
 
-CoroFrame decode_frame(const FoundFrame& found) {
-  const sym::CoroFunction& fn = *found.ref.fn;
-  const sym::CoroCatalog& catalog = *found.ref.loaded->catalog;
-  CoroFrame frame;
+model::CoroFrame decode_frame(const FoundFrame& found) {
+  const symbolizer::CoroFunction& fn = *found.ref.fn;
+  const symbolizer::CoroCatalog& catalog = *found.ref.loaded->catalog;
+  model::CoroFrame frame;
   frame.address = found.address;
   frame.resume_fn = found.resume_word;
   frame.destroy_fn = found.destroy_word;
-  frame.function = !fn.name.empty() ? fn.name : hex_address(fn.resume + found.ref.loaded->bias);
+  frame.function = !fn.name.empty() ? fn.name : util::hex(fn.resume + found.ref.loaded->bias);
   frame.object = found.ref.loaded->target_path;
   frame.on_stack = found.on_stack;
   frame.elided = found.ref.via_cleanup;
   frame.suspend.index = found.index;
   if (found.resume_word == 0) {
     // Finished: the place is the final suspend, shown at the function's declaration.
-    frame.state = FrameState::kDone;
-    frame.suspend.kind = SuspendPoint::Kind::kFinal;
+    frame.state = model::FrameState::kDone;
+    frame.suspend.kind = model::SuspendPoint::Kind::kFinal;
     if (fn.decl_line != 0) {
       frame.suspend.file = fn.decl_file;
       frame.suspend.line = fn.decl_line;
@@ -274,7 +269,7 @@ CoroFrame decode_frame(const FoundFrame& found) {
     }
     return frame;
   }
-  const sym::SuspendPointInfo* sp =
+  const symbolizer::SuspendPointInfo* sp =
       found.index >= 0 ? catalog.suspend_point(fn, found.index) : nullptr;
   if (sp == nullptr) {
     // Within the range of indices this coroutine uses but with no store we could read (merged
@@ -283,17 +278,17 @@ CoroFrame decode_frame(const FoundFrame& found) {
     const auto& points = catalog.suspend_points(fn);
     // GCC numbers suspend points 2, 4, 6...: odd values are destroy dispatch, 0 and 1 are
     // set on the exception paths. Clang numbers them 0, 1, 2...
-    bool gcc = fn.compiler == sym::CoroCompiler::kGcc;
+    bool gcc = fn.compiler == symbolizer::CoroCompiler::kGcc;
     bool valid = gcc ? found.index >= 2 && (found.index & 1) == 0 : found.index >= 0;
     if (valid && !points.empty() && found.index <= points.rbegin()->first) {
-      frame.state = FrameState::kSuspended;
-      frame.suspend.kind = SuspendPoint::Kind::kAwait;
+      frame.state = model::FrameState::kSuspended;
+      frame.suspend.kind = model::SuspendPoint::Kind::kAwait;
     } else {
-      frame.state = FrameState::kUnknown;
+      frame.state = model::FrameState::kUnknown;
     }
     return frame;
   }
-  frame.state = FrameState::kSuspended;
+  frame.state = model::FrameState::kSuspended;
   frame.suspend.kind = to_model_kind(sp->kind);
   frame.suspend.file = sp->location.file;
   frame.suspend.line = sp->location.line;
@@ -301,4 +296,4 @@ CoroFrame decode_frame(const FoundFrame& found) {
   return frame;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

@@ -13,7 +13,7 @@
 #include "userspace/process/memory_reader.h"
 #include "userspace/model/snapshot_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 struct ScanRegion {
   uint64_t start = 0;
@@ -44,21 +44,21 @@ struct FoundFrame {
 
 class FrameScanner {
  public:
-  FrameScanner(const CoroutineIndex& index, ReadMemory read, ReadMemoryBatch batch = {})
+  FrameScanner(const CoroutineIndex& index, process::ReadMemory read, process::ReadMemoryBatch batch = {})
       : index_(index), read_(std::move(read)), batch_(std::move(batch)) {}
   // Scans the regions in chunks of `chunk_bytes` (bounded memory whatever the heap size).
   std::vector<FoundFrame> scan(const std::vector<ScanRegion>& regions, ScanStats* stats,
                                size_t chunk_bytes = 1 << 20) const;
   // Reads the suspend index of a frame; -1 when unreadable or the width is unknown.
-  int64_t read_index(uint64_t frame, const sym::CoroFunction& fn) const;
+  int64_t read_index(uint64_t frame, const symbolizer::CoroFunction& fn) const;
 
  private:
   // Keeps the hits whose header and index read the same twice after the scan.
   std::vector<FoundFrame> revalidate(std::vector<FoundFrame> hits, ScanStats* stats) const;
-  void read_pieces(std::vector<ReadRequest>& pieces) const;
+  void read_pieces(std::vector<process::ReadRequest>& pieces) const;
   const CoroutineIndex& index_;
-  ReadMemory read_;
-  ReadMemoryBatch batch_;
+  process::ReadMemory read_;
+  process::ReadMemoryBatch batch_;
 };
 
 // For objects without symbols: every distinct word pair (w0, w1) in the regions where w1 lies in
@@ -70,9 +70,9 @@ struct CodeRange {
 };
 std::map<std::pair<uint64_t, uint64_t>, size_t> find_header_candidates(
     const std::vector<ScanRegion>& regions, const std::vector<CodeRange>& code,
-    const ReadMemory& read, size_t max_pairs = 4096);
+    const process::ReadMemory& read, size_t max_pairs = 4096);
 
 // Turns validated hits into model frames: names, state, suspend point and its source line.
-CoroFrame decode_frame(const FoundFrame& found);
+model::CoroFrame decode_frame(const FoundFrame& found);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

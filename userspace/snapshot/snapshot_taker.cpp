@@ -19,11 +19,11 @@
 #include "userspace/process/target_process.h"
 #include "userspace/process/thread_reader.h"
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 // An executable or application library without symbols, searched for coroutines by code.
 struct StrippedObject {
-  std::shared_ptr<sym::Module> module;
+  std::shared_ptr<symbolizer::Module> module;
   uint64_t bias = 0;
   std::string path;
   std::vector<CodeRange> code;  // absolute
@@ -34,19 +34,19 @@ struct StrippedObject {
 // serves memory, maps and task files over its socket to its own user.
 struct PreloadTarget {
   int pid = 0;
-  PreloadSource source;
-  UniqueFd proc_dir;  // /proc/PID stays readable: its stat tells whether the process lives on
+  process::PreloadSource source;
+  process::UniqueFd proc_dir;  // /proc/PID stays readable: its stat tells whether the process lives on
   uint64_t start_time = 0;
 };
 
 struct SnapshotTaker::Impl {
   SnapshotSession session;
-  std::optional<TargetProcess> target;   // direct reading
+  std::optional<process::TargetProcess> target;   // direct reading
   std::optional<PreloadTarget> preload;  // or through the preload socket
-  std::unique_ptr<MemoryReader> memory;
-  ReadMemory read;
-  ReadMemoryBatch batch;  // empty through the socket: pieces are read one by one
-  std::unique_ptr<sym::ModuleCache> modules;
+  std::unique_ptr<process::MemoryReader> memory;
+  process::ReadMemory read;
+  process::ReadMemoryBatch batch;  // empty through the socket: pieces are read one by one
+  std::unique_ptr<symbolizer::ModuleCache> modules;
   CoroutineIndex index;
   std::vector<std::string> warnings;
 
@@ -54,10 +54,10 @@ struct SnapshotTaker::Impl {
   std::string comm() const { return target ? target->comm() : preload->source.comm; }
   std::string exe_path() const;
   bool alive() const;
-  MapsParseResult read_maps() const;
-  ThreadReadResult threads(const std::vector<Mapping>& maps) const;
-  MappedFile open_object(const Mapping& m) const;
-  bool open_preload(const TargetError& refused, SnapshotError* error);
+  process::MapsParseResult read_maps() const;
+  process::ThreadReadResult threads(const std::vector<process::Mapping>& maps) const;
+  process::MappedFile open_object(const process::Mapping& m) const;
+  bool open_preload(const process::TargetError& refused, SnapshotError* error);
 };
 
 SnapshotTaker::SnapshotTaker(SnapshotSession session) : impl_(std::make_unique<Impl>()) {
@@ -68,7 +68,7 @@ SnapshotTaker::~SnapshotTaker() = default;
 
 namespace {
 
-bool fail_with(const TargetError& e, SnapshotError* error) {
+bool fail_with(const process::TargetError& e, SnapshotError* error) {
   error->code = e.code();
   error->message = e.what();
   return false;
@@ -76,12 +76,12 @@ bool fail_with(const TargetError& e, SnapshotError* error) {
 
 // Thread stacks are scanned from the stack pointer up: below it is dead stack, full of stale
 // copies. A thread whose sp is unknown (running) gets its whole stack mapping.
-std::vector<ScanRegion> build_scan_regions(const std::vector<Mapping>& maps,
-                                           const std::vector<ThreadInfo>& threads) {
+std::vector<ScanRegion> build_scan_regions(const std::vector<process::Mapping>& maps,
+                                           const std::vector<model::ThreadInfo>& threads) {
   std::vector<ScanRegion> regions;
-  for (const Mapping& m : scan_regions(maps)) {
-    ScanRegion r{m.start, m.end, classify(m) == RegionKind::kMainStack};
-    for (const ThreadInfo& t : threads) {
+  for (const process::Mapping& m : process::scan_regions(maps)) {
+    ScanRegion r{m.start, m.end, process::classify(m) == process::RegionKind::kMainStack};
+    for (const model::ThreadInfo& t : threads) {
       if (t.sp >= m.start && t.sp < m.end) {
         r.is_stack = true;
         r.start = t.sp & ~uint64_t{7};
@@ -98,16 +98,16 @@ bool is_system_library(const std::string& path) {
 
 constexpr size_t kMaxTaskFile = 4096;
 
-std::optional<ProcStat> read_stat(int dirfd) {
+std::optional<process::ProcStat> read_stat(int dirfd) {
   std::string text;
-  if (read_file_at(dirfd, "stat", kMaxTaskFile, &text) != 0) return std::nullopt;
-  return parse_proc_stat(text);
+  if (process::read_file_at(dirfd, "stat", kMaxTaskFile, &text) != 0) return std::nullopt;
+  return process::parse_proc_stat(text);
 }
 
 // The thread group of a pid that may name a thread (the socket is named after the process).
 int thread_group_of(int pid) {
   std::string status;
-  if (read_file_at(AT_FDCWD, ("/proc/" + std::to_string(pid) + "/status").c_str(),
+  if (process::read_file_at(AT_FDCWD, ("/proc/" + std::to_string(pid) + "/status").c_str(),
                    size_t{64} * 1024, &status) != 0) {
     return pid;
   }
@@ -119,14 +119,14 @@ int thread_group_of(int pid) {
 
 // Opens a mapped object by its path (the /proc/PID routes need ptrace access): a regular file
 // with the mapping's device and inode, else the regular file found there, flagged unverified.
-MappedFile open_by_path(const Mapping& m) {
-  MappedFile r;
+process::MappedFile open_by_path(const process::Mapping& m) {
+  process::MappedFile r;
   r.path = m.path;
-  UniqueFd where(::open(m.path.c_str(), O_PATH | O_CLOEXEC));
+  process::UniqueFd where(::open(m.path.c_str(), O_PATH | O_CLOEXEC));
   struct stat sb;
   if (!where.valid() || ::fstat(where.get(), &sb) != 0 || !S_ISREG(sb.st_mode)) return r;
   std::string self_fd = "/proc/self/fd/" + std::to_string(where.get());
-  r.fd = UniqueFd(::open(self_fd.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  r.fd = process::UniqueFd(::open(self_fd.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
   r.identity_verified = r.fd.valid() && static_cast<uint64_t>(sb.st_ino) == m.inode &&
                         major(sb.st_dev) == m.dev_major && minor(sb.st_dev) == m.dev_minor;
   return r;
@@ -152,29 +152,29 @@ bool SnapshotTaker::Impl::alive() const {
          st->state != 'x';
 }
 
-MapsParseResult SnapshotTaker::Impl::read_maps() const {
+process::MapsParseResult SnapshotTaker::Impl::read_maps() const {
   if (target) return target->read_maps();
   std::string text;
   if (!preload->source.connection->proc_file("maps", &text) || !alive()) {
-    throw TargetError(kExitTargetExited, "pid " + std::to_string(preload->pid) + " (" + comm() +
+    throw process::TargetError(util::kExitTargetExited, "pid " + std::to_string(preload->pid) + " (" + comm() +
                                              ") exited while it was being read");
   }
-  return parse_maps(text);
+  return process::parse_maps(text);
 }
 
-ThreadReadResult SnapshotTaker::Impl::threads(const std::vector<Mapping>& maps) const {
-  if (target) return read_threads(*target, maps);
-  PreloadConnection& c = *preload->source.connection;
+process::ThreadReadResult SnapshotTaker::Impl::threads(const std::vector<process::Mapping>& maps) const {
+  if (target) return process::read_threads(*target, maps);
+  process::PreloadConnection& c = *preload->source.connection;
   std::string list;
   if (!c.proc_file("tasks", &list)) {
-    throw TargetError(kExitTargetExited, "pid " + std::to_string(preload->pid) +
+    throw process::TargetError(util::kExitTargetExited, "pid " + std::to_string(preload->pid) +
                                              " exited while its threads were being read");
   }
   bool truncated = false;
-  std::vector<int> tids = parse_task_list(list, {}, &truncated);
+  std::vector<int> tids = process::parse_task_list(list, {}, &truncated);
   // The library answers "not served" both for a thread that is gone and for a file the kernel
   // refuses it: a thread whose stat was served is still there.
-  ThreadReadResult r = read_thread_files(
+  process::ThreadReadResult r = process::read_thread_files(
       preload->pid, std::move(tids),
       [&c](const std::string& leaf, size_t max_bytes, std::string* out) {
         if (!c.proc_file(leaf, out)) {
@@ -187,29 +187,29 @@ ThreadReadResult SnapshotTaker::Impl::threads(const std::vector<Mapping>& maps) 
       maps);
   r.truncated |= truncated;
   if (!alive()) {
-    throw TargetError(kExitTargetExited, "pid " + std::to_string(preload->pid) +
+    throw process::TargetError(util::kExitTargetExited, "pid " + std::to_string(preload->pid) +
                                              " exited while its threads were being read");
   }
   return r;
 }
 
-MappedFile SnapshotTaker::Impl::open_object(const Mapping& m) const {
+process::MappedFile SnapshotTaker::Impl::open_object(const process::Mapping& m) const {
   return target ? target->open_mapped_file(m) : open_by_path(m);
 }
 
-bool SnapshotTaker::Impl::open_preload(const TargetError& refused, SnapshotError* error) {
+bool SnapshotTaker::Impl::open_preload(const process::TargetError& refused, SnapshotError* error) {
   int pid = thread_group_of(session.pid);
   std::string why;
-  int code = kExitPermission;
+  int code = util::kExitPermission;
   PreloadTarget p;
   p.pid = pid;
-  p.proc_dir = UniqueFd(
+  p.proc_dir = process::UniqueFd(
       ::open(("/proc/" + std::to_string(pid)).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   auto st = p.proc_dir.valid() ? read_stat(p.proc_dir.get()) : std::nullopt;
-  std::optional<PreloadSource> source;
-  if (st) source = preload_source(pid, &why, &code);
+  std::optional<process::PreloadSource> source;
+  if (st) source = process::preload_source(pid, &why, &code);
   if (!source) {
-    error->code = code == kExitTargetExited ? kExitTargetExited : kExitPermission;
+    error->code = code == util::kExitTargetExited ? util::kExitTargetExited : util::kExitPermission;
     error->message = std::string(refused.what()) +
                      "; a process started with `asyncprobe run` is readable by its own user "
                      "(socket: " +
@@ -228,45 +228,45 @@ bool SnapshotTaker::attach(SnapshotError* error) {
   Impl& s = *impl_;
   try {
     try {
-      s.target.emplace(TargetProcess::open(s.session.pid));
-      s.memory = std::make_unique<MemoryReader>(*s.target);
-      MemoryReader& mem = *s.memory;
+      s.target.emplace(process::TargetProcess::open(s.session.pid));
+      s.memory = std::make_unique<process::MemoryReader>(*s.target);
+      process::MemoryReader& mem = *s.memory;
       s.read = [&mem](uint64_t addr, void* buf, size_t len) { return mem.read(addr, buf, len); };
-      s.batch = [&mem](std::vector<ReadRequest>& pieces) {
-        mem.read_batch(std::span<ReadRequest>(pieces));
+      s.batch = [&mem](std::vector<process::ReadRequest>& pieces) {
+        mem.read_batch(std::span<process::ReadRequest>(pieces));
       };
-    } catch (const TargetError& e) {
+    } catch (const process::TargetError& e) {
       // Direct reading refused: a process started with `asyncprobe run` serves its own user.
-      if (e.code() != kExitPermission) throw;
+      if (e.code() != util::kExitPermission) throw;
       s.target.reset();
       s.memory.reset();
       if (!s.open_preload(e, error)) return false;
     }
-    sym::DebugSearchPaths paths;
+    symbolizer::DebugSearchPaths paths;
     // Through the socket we see the target's files by their paths: /proc/PID/root is closed.
     if (s.target) paths.sysroot = s.target->proc_path("root");
     for (const auto& d : s.session.debug_dirs)
       paths.debug_roots.insert(paths.debug_roots.begin(), d);
-    s.modules = std::make_unique<sym::ModuleCache>(paths);
+    s.modules = std::make_unique<symbolizer::ModuleCache>(paths);
 
-    MapsParseResult maps = s.read_maps();
+    process::MapsParseResult maps = s.read_maps();
     size_t objects = 0;
     std::vector<StrippedObject> stripped;
-    for (const MappedObject& obj : group_objects(maps.mappings)) {
+    for (const process::MappedObject& obj : process::group_objects(maps.mappings)) {
       if (!obj.has_exec() || obj.path.empty() || obj.path[0] != '/') continue;
       // The first mapping of the object is enough to open the file it maps.
-      MappedFile file = s.open_object(obj.mappings.front());
+      process::MappedFile file = s.open_object(obj.mappings.front());
       if (!file.fd.valid()) continue;
       std::string err;
       auto module = s.modules->get(file.path, obj.path, &err);
       if (module == nullptr) continue;
       ++objects;
-      std::vector<LoadSegment> loads;
+      std::vector<process::LoadSegment> loads;
       for (const auto& seg : module->object().load_segments()) {
         loads.push_back({seg.vaddr, seg.offset, seg.filesz, seg.memsz, seg.flags});
       }
-      LoadBiasResult bias = compute_load_bias(obj, loads);
-      auto catalog = std::make_shared<sym::CoroCatalog>(module);
+      process::LoadBiasResult bias = process::compute_load_bias(obj, loads);
+      auto catalog = std::make_shared<symbolizer::CoroCatalog>(module);
       if (catalog->functions().empty()) {
         // System libraries ship stripped and hold none of the user's coroutines; only the
         // executable and the application's own libraries are searched by code.
@@ -294,7 +294,7 @@ bool SnapshotTaker::attach(SnapshotError* error) {
     }
     add_stripped_coroutines(stripped, maps.mappings);
     if (s.index.empty()) {
-      error->code = kExitNoCoroutines;
+      error->code = util::kExitNoCoroutines;
       error->message = "pid " + std::to_string(s.pid()) + " (" + s.comm() + "): ";
       if (!stripped.empty()) {
         const auto& id = stripped.front().module->object().build_id();
@@ -312,34 +312,34 @@ bool SnapshotTaker::attach(SnapshotError* error) {
       return false;
     }
     return true;
-  } catch (const TargetError& e) {
+  } catch (const process::TargetError& e) {
     return fail_with(e, error);
   }
 }
 
 void SnapshotTaker::add_stripped_coroutines(const std::vector<StrippedObject>& stripped,
-                                            const std::vector<Mapping>& maps) {
+                                            const std::vector<process::Mapping>& maps) {
   if (stripped.empty()) return;
   Impl& s = *impl_;
   std::vector<CodeRange> code;
   for (const auto& so : stripped) code.insert(code.end(), so.code.begin(), so.code.end());
   auto pairs = find_header_candidates(build_scan_regions(maps, {}), code, s.read);
   for (const auto& so : stripped) {
-    sym::AddressTakenIndex taken(so.module->object());
-    std::map<uint64_t, sym::CoroFunction> by_resume;
+    symbolizer::AddressTakenIndex taken(so.module->object());
+    std::map<uint64_t, symbolizer::CoroFunction> by_resume;
     for (const auto& [pair, count] : pairs) {
       (void)count;
       auto [w0, w1] = pair;
       bool mine = false;
       for (const auto& r : so.code) mine |= w1 >= r.start && w1 < r.end;
       if (!mine) continue;
-      auto fn = sym::recognise_stripped_coroutine(*so.module, taken, w0 == 0 ? 0 : w0 - so.bias,
+      auto fn = symbolizer::recognise_stripped_coroutine(*so.module, taken, w0 == 0 ? 0 : w0 - so.bias,
                                                   w1 - so.bias);
       if (!fn) continue;
       auto [it, inserted] = by_resume.emplace(fn->resume, *fn);
       // Clang's .destroy and .cleanup are both clones after .resume, .cleanup last: a second
       // confirmed destroy word for the same resume is the .cleanup of elided frames.
-      if (!inserted && it->second.compiler == sym::CoroCompiler::kClang &&
+      if (!inserted && it->second.compiler == symbolizer::CoroCompiler::kClang &&
           fn->destroy != it->second.destroy) {
         uint64_t lo = std::min(fn->destroy, it->second.destroy);
         uint64_t hi = std::max(fn->destroy, it->second.destroy);
@@ -348,7 +348,7 @@ void SnapshotTaker::add_stripped_coroutines(const std::vector<StrippedObject>& s
       }
     }
     if (by_resume.empty()) continue;
-    std::vector<sym::CoroFunction> fns;
+    std::vector<symbolizer::CoroFunction> fns;
     fns.reserve(by_resume.size());
     for (auto& [r, fn] : by_resume) fns.push_back(std::move(fn));
     const std::string& id = so.module->object().build_id();
@@ -358,14 +358,14 @@ void SnapshotTaker::add_stripped_coroutines(const std::vector<StrippedObject>& s
                          "missing); install its debug file" +
                          (id.empty() ? std::string() : " (build-id " + id + ")") +
                          " or pass --debug-dir");
-    s.index.add(LoadedCatalog{std::make_shared<sym::CoroCatalog>(so.module, std::move(fns)),
+    s.index.add(LoadedCatalog{std::make_shared<symbolizer::CoroCatalog>(so.module, std::move(fns)),
                               so.bias, so.path});
   }
 }
 
 const CoroutineIndex& SnapshotTaker::index() const { return impl_->index; }
 
-bool SnapshotTaker::take(Snapshot* out, SnapshotError* error) {
+bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
   Impl& s = *impl_;
   try {
     auto t0 = std::chrono::steady_clock::now();
@@ -373,8 +373,8 @@ bool SnapshotTaker::take(Snapshot* out, SnapshotError* error) {
     out->command = s.comm();
     out->executable = s.exe_path();
     out->warnings = s.warnings;
-    MapsParseResult maps = s.read_maps();
-    ThreadReadResult threads = s.threads(maps.mappings);
+    process::MapsParseResult maps = s.read_maps();
+    process::ThreadReadResult threads = s.threads(maps.mappings);
     out->threads = threads.threads;
     if (s.preload && threads.syscall_unreadable > 0) {
       out->warnings.push_back(
@@ -385,8 +385,8 @@ bool SnapshotTaker::take(Snapshot* out, SnapshotError* error) {
     }
 
     std::vector<ScanRegion> regions = build_scan_regions(maps.mappings, out->threads);
-    const ReadMemory& reader = s.read;
-    const ReadMemoryBatch& batch = s.batch;
+    const process::ReadMemory& reader = s.read;
+    const process::ReadMemoryBatch& batch = s.batch;
     FrameScanner scanner(s.index, reader, batch);
     ScanStats stats;
     std::vector<FoundFrame> found = scanner.scan(regions, &stats);
@@ -398,9 +398,9 @@ bool SnapshotTaker::take(Snapshot* out, SnapshotError* error) {
     out->frames.clear();
     out->frames.reserve(found.size());
     for (const auto& f : found) {
-      CoroFrame frame = decode_frame(f);
+      model::CoroFrame frame = decode_frame(f);
       size_t promise_word = f.ref.fn->promise_offset / 8;
-      if (frame.state != FrameState::kSuspended && promise_word < f.head_words &&
+      if (frame.state != model::FrameState::kSuspended && promise_word < f.head_words &&
           f.head[promise_word] == f.address) {
         ++recycled;
         continue;
@@ -423,14 +423,14 @@ bool SnapshotTaker::take(Snapshot* out, SnapshotError* error) {
                               " frames changed while being read and were left out");
     }
     if (!s.alive()) {
-      error->code = kExitTargetExited;
+      error->code = util::kExitTargetExited;
       error->message = "pid " + std::to_string(out->pid) + " exited while it was being read";
       return false;
     }
     return true;
-  } catch (const TargetError& e) {
+  } catch (const process::TargetError& e) {
     return fail_with(e, error);
   }
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

@@ -11,13 +11,16 @@
 #include "userspace/util/exit_codes.h"
 #include "userspace/model/snapshot_model.h"
 
-namespace asyncprobe {
-
+namespace asyncprobe::process {
 struct Mapping;
+}  // namespace asyncprobe::process
+
+namespace asyncprobe::snapshot {
+
 struct StrippedObject;
 
 struct SnapshotError {
-  ExitCode code = kExitOk;
+  util::ExitCode code = util::kExitOk;
   std::string message;  // one line
 };
 
@@ -35,16 +38,16 @@ class SnapshotTaker {
   // Loads modules and catalogs. false with `error` when the target cannot be inspected.
   bool attach(SnapshotError* error);
   // One look. false with `error` when the target went away mid-scan.
-  bool take(Snapshot* out, SnapshotError* error);
+  bool take(model::Snapshot* out, SnapshotError* error);
   // The coroutine code mapped in the target (valid after a successful attach()): every
   // coroutine's resume/destroy addresses, index field and suspend points.
   const CoroutineIndex& index() const;
 
  private:
   void add_stripped_coroutines(const std::vector<StrippedObject>& stripped,
-                               const std::vector<Mapping>& maps);
+                               const std::vector<process::Mapping>& maps);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

@@ -6,30 +6,30 @@
 #include <unordered_map>
 #include <unordered_set>
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 namespace {
 
-bool same_point(const CoroFrame& a, const CoroFrame& b) {
+bool same_point(const model::CoroFrame& a, const model::CoroFrame& b) {
   if (a.resume_fn != b.resume_fn || a.destroy_fn != b.destroy_fn || a.state != b.state) {
     return false;
   }
   // An unread index proves nothing about progress, except for a done frame, which cannot move.
-  if (a.state != FrameState::kDone && (a.suspend.index < 0 || b.suspend.index < 0)) return false;
+  if (a.state != model::FrameState::kDone && (a.suspend.index < 0 || b.suspend.index < 0)) return false;
   return a.suspend.index == b.suspend.index;
 }
 
 using GroupKey = std::tuple<const std::string&, const std::string&, int, int, int64_t>;
 
-GroupKey group_key(const CoroFrame& f) {
+GroupKey group_key(const model::CoroFrame& f) {
   return GroupKey(f.function, f.suspend.file, f.suspend.line, static_cast<int>(f.suspend.kind),
                   f.suspend.line == 0 ? f.suspend.index : -2);
 }
 
 }  // namespace
 
-size_t mark_stuck(const Snapshot& before, Snapshot& after, double window_s) {
-  for (CoroFrame& f : after.frames) {
+size_t mark_stuck(const model::Snapshot& before, model::Snapshot& after, double window_s) {
+  for (model::CoroFrame& f : after.frames) {
     f.stuck = false;
     f.stuck_for_s = 0.0;
   }
@@ -43,13 +43,13 @@ size_t mark_stuck(const Snapshot& before, Snapshot& after, double window_s) {
   for (size_t i = 0; i < before.frames.size(); ++i) earlier.emplace(before.frames[i].address, i);
 
   size_t marked = 0;
-  for (CoroFrame& f : after.frames) {
+  for (model::CoroFrame& f : after.frames) {
     auto [lo, hi] = earlier.equal_range(f.address);
     // Of several matches take the one with the longest history; ties cannot change the result.
     bool found = false;
     double prior = 0.0;
     for (auto it = lo; it != hi; ++it) {
-      const CoroFrame& b = before.frames[it->second];
+      const model::CoroFrame& b = before.frames[it->second];
       if (!same_point(b, f)) continue;
       const double p =
           b.stuck && std::isfinite(b.stuck_for_s) && b.stuck_for_s > 0.0 ? b.stuck_for_s : 0.0;
@@ -64,10 +64,10 @@ size_t mark_stuck(const Snapshot& before, Snapshot& after, double window_s) {
   return marked;
 }
 
-std::vector<StuckGroup> group_stuck(const Snapshot& snap) {
+std::vector<StuckGroup> group_stuck(const model::Snapshot& snap) {
   // A frame that another frame names as its awaiter is awaiting that one, so it is not a leaf.
   std::unordered_set<uint64_t> awaiting;
-  for (const CoroFrame& f : snap.frames) {
+  for (const model::CoroFrame& f : snap.frames) {
     if (f.awaiter != 0 && f.awaiter != f.address) awaiting.insert(f.awaiter);
   }
   std::vector<size_t> stuck;
@@ -82,7 +82,7 @@ std::vector<StuckGroup> group_stuck(const Snapshot& snap) {
   });
   std::vector<StuckGroup> groups;
   for (size_t i = 0; i < stuck.size();) {
-    const CoroFrame& f = snap.frames[stuck[i]];
+    const model::CoroFrame& f = snap.frames[stuck[i]];
     StuckGroup g;
     g.function = f.function;
     g.kind = f.suspend.kind;
@@ -110,4 +110,4 @@ std::vector<StuckGroup> group_stuck(const Snapshot& snap) {
   return groups;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

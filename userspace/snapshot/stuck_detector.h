@@ -11,7 +11,7 @@
 
 #include "userspace/model/snapshot_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 // Marks frames of `after` that match a frame of `before` (address, resume_fn, destroy_fn, state and
 // suspend index; the index must be known unless the frame is done) as stuck. stuck_for_s becomes
@@ -19,13 +19,13 @@ namespace asyncprobe {
 // snapshots (watch mode) accumulate a growing lower bound. Clears earlier marks in `after`, sets
 // after.window_seconds. A window that is not a positive finite number, or snapshots of different
 // pids, mark nothing (window_seconds becomes 0 for a bad window). Returns the number marked.
-size_t mark_stuck(const Snapshot& before, Snapshot& after, double window_s);
+size_t mark_stuck(const model::Snapshot& before, model::Snapshot& after, double window_s);
 
 // Stuck frames sharing one suspend point (function, kind, file:line; the raw index too when the
 // line is unknown, so unplaced points stay apart).
 struct StuckGroup {
   std::string function;
-  SuspendPoint::Kind kind = SuspendPoint::Kind::kUnknown;
+  model::SuspendPoint::Kind kind = model::SuspendPoint::Kind::kUnknown;
   std::string file;
   int line = 0;
   int64_t index = -1;
@@ -40,6 +40,6 @@ struct StuckGroup {
 };
 
 // Groups the frames marked stuck in `snap`: largest count first, then function, file, line.
-std::vector<StuckGroup> group_stuck(const Snapshot& snap);
+std::vector<StuckGroup> group_stuck(const model::Snapshot& snap);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

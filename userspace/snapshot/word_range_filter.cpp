@@ -4,7 +4,7 @@
 
 #include <limits>
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 void find_words_in_range_scalar(const uint64_t* words, size_t n, uint64_t lo, uint64_t span,
                                 std::vector<size_t>* hits) {
@@ -58,4 +58,4 @@ void find_words_in_range(const uint64_t* words, size_t n, uint64_t lo, uint64_t 
   }
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

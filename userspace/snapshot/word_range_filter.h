@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace asyncprobe {
+namespace asyncprobe::snapshot {
 
 // Appends to `hits` the index of every word w of words[0, n) with w - lo <= span (unsigned
 // arithmetic: the closed range [lo, lo + span]), in increasing order.
@@ -19,4 +19,4 @@ void find_words_in_range(const uint64_t* words, size_t n, uint64_t lo, uint64_t 
 void find_words_in_range_scalar(const uint64_t* words, size_t n, uint64_t lo, uint64_t span,
                                 std::vector<size_t>* hits);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::snapshot

@@ -10,31 +10,31 @@
 #include "userspace/util/exit_codes.h"
 #include "userspace/process/preload_client.h"
 
-namespace asyncprobe {
+namespace asyncprobe::trace {
 
-bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, PreloadTraceReport* report,
+bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, model::PreloadTraceReport* report,
                            std::vector<preload_proto::ResumeEvent>* events, std::string* why,
                            int* code) {
   int dummy = 0;
   if (code == nullptr) code = &dummy;
-  auto c = PreloadConnection::open(pid, why, code);
+  auto c = process::PreloadConnection::open(pid, why, code);
   if (c == nullptr) return false;
   if (!c->has_feature(preload_proto::kFeatureTrace)) {
     *why = "pid " + std::to_string(pid) +
            " does not trace in-process: start it with `asyncprobe run --trace`";
-    *code = kExitUsage;
+    *code = util::kExitUsage;
     return false;
   }
   uint64_t start_ns = 0;
   if (!c->trace_start(opts.events, &start_ns, why)) {
-    *code = kExitUsage;
+    *code = util::kExitUsage;
     return false;
   }
   if (opts.on_started) opts.on_started();
   std::unordered_map<uint32_t, std::set<uint64_t>> frames;
   std::map<uint32_t, uint64_t> per_thread_events;
   uint64_t event_count = 0;
-  auto absorb = [&](const PreloadConnection::TracePoll& p) {
+  auto absorb = [&](const process::PreloadConnection::TracePoll& p) {
     for (const auto& e : p.events) {
       frames[e.function].insert(e.frame);
       if (events != nullptr) events->push_back(e);
@@ -44,19 +44,19 @@ bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, PreloadTrac
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(opts.duration_s);
   auto interval =
       std::chrono::duration<double>(opts.poll_interval_s > 0 ? opts.poll_interval_s : 0.05);
-  PreloadConnection::TracePoll poll;
+  process::PreloadConnection::TracePoll poll;
   while (std::chrono::steady_clock::now() < deadline) {
     if (opts.stop_early && opts.stop_early()) break;
     std::this_thread::sleep_for(std::min<std::chrono::duration<double>>(
         interval, std::chrono::duration<double>(deadline - std::chrono::steady_clock::now())));
     if (!c->trace_poll(&poll, false, why)) {
-      *code = kExitTargetExited;
+      *code = util::kExitTargetExited;
       return false;
     }
     absorb(poll);
   }
   if (!c->trace_poll(&poll, true, why)) {
-    *code = kExitTargetExited;
+    *code = util::kExitTargetExited;
     return false;
   }
   absorb(poll);
@@ -67,13 +67,13 @@ bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, PreloadTrac
        ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  std::vector<PreloadConnection::TraceFunction> fns;
+  std::vector<process::PreloadConnection::TraceFunction> fns;
   c->trace_functions(&fns);
   std::string comm;
   c->proc_file("comm", &comm);
   while (!comm.empty() && comm.back() == '\n') comm.pop_back();
 
-  *report = PreloadTraceReport{};
+  *report = model::PreloadTraceReport{};
   report->pid = pid;
   report->command = comm;
   report->mode = "live session";
@@ -83,7 +83,7 @@ bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, PreloadTrac
   report->lost_events = poll.lost_events;
   for (const auto& f : fns) report->untraced += f.traced ? 0 : 1;
   for (const auto& cr : poll.counts) {
-    PreloadTraceFunction f;
+    model::PreloadTraceFunction f;
     f.resumes = cr.resumes;
     f.starts = cr.starts;
     if (cr.function < fns.size()) {
@@ -108,48 +108,48 @@ bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, PreloadTrac
     for (const auto& e : *events) threads[e.tid]++;
   }
   for (const auto& [tid, n] : threads) report->threads.emplace_back(static_cast<int>(tid), n);
-  sort_trace_report(report);
+  output::sort_trace_report(report);
   return true;
 }
 
 int preload_trace_main(int pid, const PreloadTraceOptions& opts, const std::string& format,
                        std::ostream& out, std::ostream& err) {
-  PreloadTraceReport report;
+  model::PreloadTraceReport report;
   std::vector<preload_proto::ResumeEvent> events;
   std::string why;
-  int code = kExitOk;
+  int code = util::kExitOk;
   if (!preload_trace_collect(pid, opts, &report, opts.events ? &events : nullptr, &why, &code)) {
     err << "asyncprobe: " << why << "\n";
     return code;
   }
   if (format == "json") {
-    write_trace_report_json(out, report);
+    output::write_trace_report_json(out, report);
   } else {
-    write_trace_report_text(out, report);
+    output::write_trace_report_text(out, report);
   }
-  return kExitOk;
+  return util::kExitOk;
 }
 
-bool preload_blocking_collect(int pid, PreloadBlockingReport* report, std::string* why, int* code) {
+bool preload_blocking_collect(int pid, model::PreloadBlockingReport* report, std::string* why, int* code) {
   int dummy = 0;
   if (code == nullptr) code = &dummy;
-  auto c = PreloadConnection::open(pid, why, code);
+  auto c = process::PreloadConnection::open(pid, why, code);
   if (c == nullptr) return false;
   if (!c->has_feature(preload_proto::kFeatureBlocking)) {
     *why = "pid " + std::to_string(pid) +
            " does not record blocking calls: start it with `asyncprobe run --blocking`";
-    *code = kExitUsage;
+    *code = util::kExitUsage;
     return false;
   }
-  PreloadConnection::BlockingPoll poll;
+  process::PreloadConnection::BlockingPoll poll;
   if (!c->blocking_poll(0, &poll, why)) {
-    *code = kExitTargetExited;
+    *code = util::kExitTargetExited;
     return false;
   }
   std::string comm;
   c->proc_file("comm", &comm);
   while (!comm.empty() && comm.back() == '\n') comm.pop_back();
-  *report = PreloadBlockingReport{};
+  *report = model::PreloadBlockingReport{};
   report->pid = pid;
   report->command = comm;
   report->threshold_ns = poll.threshold_ns;
@@ -158,4 +158,4 @@ bool preload_blocking_collect(int pid, PreloadBlockingReport* report, std::strin
   return true;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::trace

@@ -11,7 +11,7 @@
 #include "userspace/preload/protocol.h"
 #include "userspace/output/preload_report.h"
 
-namespace asyncprobe {
+namespace asyncprobe::trace {
 
 struct PreloadTraceOptions {
   double duration_s = 10.0;
@@ -26,7 +26,7 @@ struct PreloadTraceOptions {
 // Records for opts.duration_s (or until stop_early) and fills `report` (sorted). `events`, when
 // not null, receives every resume event in arrival order. False with a one-line `why` and an
 // ExitCode in `code`.
-bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, PreloadTraceReport* report,
+bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, model::PreloadTraceReport* report,
                            std::vector<preload_proto::ResumeEvent>* events, std::string* why,
                            int* code);
 
@@ -36,6 +36,6 @@ int preload_trace_main(int pid, const PreloadTraceOptions& opts, const std::stri
                        std::ostream& out, std::ostream& err);
 
 // The blocking calls the target recorded so far (it must run with `asyncprobe run --blocking`).
-bool preload_blocking_collect(int pid, PreloadBlockingReport* report, std::string* why, int* code);
+bool preload_blocking_collect(int pid, model::PreloadBlockingReport* report, std::string* why, int* code);
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::trace

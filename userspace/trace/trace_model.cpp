@@ -5,7 +5,7 @@
 #include <cstring>
 #include <set>
 
-namespace asyncprobe {
+namespace asyncprobe::trace {
 
 namespace {
 
@@ -54,7 +54,7 @@ void TraceReorder::push(const void* data, size_t size) {
 }
 
 TraceModel::TraceModel(std::vector<TraceFunction> functions, TraceModelOptions opts,
-                       TraceUnwinder* unwinder)
+                       process::TraceUnwinder* unwinder)
     : functions_(std::move(functions)), opts_(opts), unwinder_(unwinder) {
   stats_.resize(functions_.size());
 }
@@ -425,7 +425,7 @@ void TraceModel::on_block(const trace_block_event& e) {
     // Keep the frames up to the running coroutine's resume function; what is above it is the
     // code that resumed the coroutine, told by the async stack instead.
     if (valid_fn(e.fn) && functions_[e.fn].fn != nullptr && functions_[e.fn].loaded != nullptr) {
-      const sym::CoroFunction& cf = *functions_[e.fn].fn;
+      const symbolizer::CoroFunction& cf = *functions_[e.fn].fn;
       const uint64_t lo = cf.resume + functions_[e.fn].loaded->bias;
       const uint64_t hi = lo + std::max<uint64_t>(cf.resume_size, 1);
       for (size_t i = 0; i < b.stack.size(); ++i) {
@@ -568,16 +568,16 @@ SuspendPointLocation TraceModel::location(uint32_t fn, int64_t index) const {
   SuspendPointLocation loc;
   if (valid_fn(fn) && index >= 0 && functions_[fn].fn != nullptr &&
       functions_[fn].loaded != nullptr && functions_[fn].loaded->catalog != nullptr) {
-    const sym::SuspendPointInfo* sp =
+    const symbolizer::SuspendPointInfo* sp =
         functions_[fn].loaded->catalog->suspend_point(*functions_[fn].fn, index);
     if (sp != nullptr) {
       loc.file = sp->location.file;
       loc.line = sp->location.line;
       switch (sp->kind) {
-        case sym::SuspendPointInfo::Kind::kInitial:
+        case symbolizer::SuspendPointInfo::Kind::kInitial:
           loc.kind = "initial";
           break;
-        case sym::SuspendPointInfo::Kind::kFinal:
+        case symbolizer::SuspendPointInfo::Kind::kFinal:
           loc.kind = "final";
           break;
         default:
@@ -604,4 +604,4 @@ void TraceModel::finalize() {
   }
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::trace

@@ -23,7 +23,7 @@
 #include "userspace/snapshot/coroutine_index.h"
 #include "userspace/process/stack_unwind.h"
 
-namespace asyncprobe {
+namespace asyncprobe::trace {
 
 // Exact durations: every sample is kept, percentiles are nearest-rank over all of them.
 class DurationStats {
@@ -43,8 +43,8 @@ class DurationStats {
 
 // One traced coroutine function (its id is the bpf_cookie of its probes).
 struct TraceFunction {
-  const LoadedCatalog* loaded = nullptr;
-  const sym::CoroFunction* fn = nullptr;
+  const snapshot::LoadedCatalog* loaded = nullptr;
+  const symbolizer::CoroFunction* fn = nullptr;
   std::string name;
 };
 
@@ -93,7 +93,7 @@ struct BlockingCall {
   uint32_t fn = 0;
   bool in_progress = false;  // still blocked when the trace ended
   bool stack_truncated = false, stack_failed = false;
-  std::vector<UnwoundFrame> stack;         // innermost first, up to the coroutine's resume function
+  std::vector<process::UnwoundFrame> stack;         // innermost first, up to the coroutine's resume function
   std::vector<AsyncFrameRef> async_stack;  // running coroutine first, then its awaiters
 };
 
@@ -169,7 +169,7 @@ struct TraceModelOptions {
 
 class TraceModel {
  public:
-  TraceModel(std::vector<TraceFunction> functions, TraceModelOptions opts, TraceUnwinder* unwinder);
+  TraceModel(std::vector<TraceFunction> functions, TraceModelOptions opts, process::TraceUnwinder* unwinder);
 
   // One ring-buffer record. Records are handled in timestamp order (see TraceReorder).
   void handle(const void* data, size_t size);
@@ -320,7 +320,7 @@ class TraceModel {
 
   std::vector<TraceFunction> functions_;
   TraceModelOptions opts_;
-  TraceUnwinder* unwinder_;
+  process::TraceUnwinder* unwinder_;
   std::vector<FunctionStats> stats_;
   std::unordered_map<uint32_t, ThreadTrack> threads_;
   std::unordered_map<uint64_t, FrameTrack> frames_;
@@ -379,4 +379,4 @@ void TraceReorder::release(F&& sink, bool flush) {
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::trace

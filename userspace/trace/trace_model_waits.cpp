@@ -8,7 +8,7 @@
 
 #include "userspace/trace/trace_model.h"
 
-namespace asyncprobe {
+namespace asyncprobe::trace {
 
 namespace {
 
@@ -167,4 +167,4 @@ std::vector<LeafWaitStack> TraceModel::take_leaf_waits() {
   return out;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::trace

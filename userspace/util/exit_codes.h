@@ -3,7 +3,7 @@
 // what is missing in the report.
 #pragma once
 
-namespace asyncprobe {
+namespace asyncprobe::util {
 
 enum ExitCode : int {
   kExitOk = 0,
@@ -17,4 +17,4 @@ enum ExitCode : int {
   kExitTargetExited = 8,    // the target exited while we were reading it
 };
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::util

@@ -4,7 +4,7 @@
 
 #include <time.h>
 
-namespace asyncprobe {
+namespace asyncprobe::util {
 
 inline double thread_cpu_seconds() {
   timespec ts{};
@@ -12,4 +12,4 @@ inline double thread_cpu_seconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
 
-}  // namespace asyncprobe
+}  // namespace asyncprobe::util
