@@ -22,8 +22,8 @@
 
 namespace {
 
-using asyncprobe::sym::DieReader;
-namespace cmp = asyncprobe::sym::testing;
+using asyncprobe::symbolizer::DieReader;
+namespace cmp = asyncprobe::symbolizer::testing;
 
 constexpr size_t kMaxUnits = 64;
 constexpr size_t kMaxDies = 20'000;  // per input, over all units

@@ -18,12 +18,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   std::string path = "/proc/self/fd/" + std::to_string(fd);
   std::string err;
-  asyncprobe::sym::DebugSearchPaths paths;
+  asyncprobe::symbolizer::DebugSearchPaths paths;
   paths.debug_roots.clear();  // never wander the host's debug files
-  auto module = asyncprobe::sym::Module::load(path, path, paths, &err);
+  auto module = asyncprobe::symbolizer::Module::load(path, path, paths, &err);
   if (module != nullptr) {
-    std::shared_ptr<const asyncprobe::sym::Module> shared(std::move(module));
-    asyncprobe::sym::CoroCatalog catalog(shared);
+    std::shared_ptr<const asyncprobe::symbolizer::Module> shared(std::move(module));
+    asyncprobe::symbolizer::CoroCatalog catalog(shared);
     for (const auto& fn : catalog.functions()) {
       for (const auto& [index, point] : catalog.suspend_points(fn)) (void)point;
       shared->symbolize(fn.resume);
@@ -32,7 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto& seg : shared->object().load_segments()) shared->symbolize(seg.vaddr + 16);
     // The frames without strings (symbolizer/module.h), inside the first functions' code: the
     // index's raw DIE reader, inline trees and line tables on hostile DWARF.
-    std::vector<asyncprobe::sym::FrameRef> refs;
+    std::vector<asyncprobe::symbolizer::FrameRef> refs;
     size_t looked_up = 0;
     for (const auto& sym : shared->object().symbols()) {
       if (!sym.is_function || looked_up >= 64) continue;

@@ -4,7 +4,7 @@
 #include "symbolizer/index_store_finder.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  auto facts = asyncprobe::sym::analyze_resume_code(data, size, 0x401000);
-  asyncprobe::sym::guess_index_field(facts);
+  auto facts = asyncprobe::symbolizer::analyze_resume_code(data, size, 0x401000);
+  asyncprobe::symbolizer::guess_index_field(facts);
   return 0;
 }

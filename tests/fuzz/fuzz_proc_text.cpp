@@ -9,15 +9,15 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);
-  auto maps = asyncprobe::parse_maps(text);
-  for (const auto& obj : asyncprobe::group_objects(maps.mappings)) {
-    std::vector<asyncprobe::LoadSegment> loads = {{0, 0, 0x1000, 0x1000, 5},
+  auto maps = asyncprobe::process::parse_maps(text);
+  for (const auto& obj : asyncprobe::process::group_objects(maps.mappings)) {
+    std::vector<asyncprobe::process::LoadSegment> loads = {{0, 0, 0x1000, 0x1000, 5},
                                                   {0x2000, 0x1000, 0x800, 0x1000, 6}};
-    asyncprobe::compute_load_bias(obj, loads);
+    asyncprobe::process::compute_load_bias(obj, loads);
   }
-  asyncprobe::scan_regions(maps.mappings);
-  asyncprobe::parse_proc_stat(text);
-  asyncprobe::parse_syscall_file(text);
-  asyncprobe::check_elf_header(data, size);
+  asyncprobe::process::scan_regions(maps.mappings);
+  asyncprobe::process::parse_proc_stat(text);
+  asyncprobe::process::parse_syscall_file(text);
+  asyncprobe::process::check_elf_header(data, size);
   return 0;
 }

@@ -11,8 +11,8 @@
 
 namespace {
 
-asyncprobe::TraceUnwinder& unwinder() {
-  static auto* u = new asyncprobe::TraceUnwinder(getpid(), {});
+asyncprobe::process::TraceUnwinder& unwinder() {
+  static auto* u = new asyncprobe::process::TraceUnwinder(getpid(), {});
   return *u;
 }
 

@@ -7,10 +7,10 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string name(reinterpret_cast<const char*>(data), size);
-  asyncprobe::sym::CoroCompiler compiler{};
+  asyncprobe::symbolizer::CoroCompiler compiler{};
   std::string role;
-  std::string ramp = asyncprobe::sym::ramp_of_split_symbol(name, &compiler, &role);
-  asyncprobe::sym::demangle(ramp);
-  asyncprobe::sym::demangle(name);
+  std::string ramp = asyncprobe::symbolizer::ramp_of_split_symbol(name, &compiler, &role);
+  asyncprobe::symbolizer::demangle(ramp);
+  asyncprobe::symbolizer::demangle(name);
   return 0;
 }

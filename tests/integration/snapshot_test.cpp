@@ -138,7 +138,7 @@ TEST_P(ChainSnapshot, DeepChainOf200) {
 INSTANTIATE_TEST_SUITE_P(AllCompilers, ChainSnapshot,
                          ::testing::ValuesIn(fixture_variants_with("chain")), VariantTestName());
 
-TEST(model::Snapshot, TextReportCoalescesIdenticalStacks) {
+TEST(Snapshot, TextReportCoalescesIdenticalStacks) {
   FixtureProcess fx({fixture_path("gcc12-O2", "chain"), "--depth", "4", "--count", "50"});
   RunResult r = run_command({asyncprobe_binary(), "-p", std::to_string(fx.pid()), "--window", "0"});
   ASSERT_EQ(r.exit.exit_code, 0) << r.err;
@@ -172,7 +172,7 @@ std::vector<std::string> variants_of(const std::string& name) {
   return fixture_variants_with(name);
 }
 
-TEST(model::Snapshot, SharedLibraryCoroutinesInEveryVariant) {
+TEST(Snapshot, SharedLibraryCoroutinesInEveryVariant) {
   const std::string exe = "tests/fixtures/uses_lib.cpp";
   const std::string lib = "tests/fixtures/corolib.cpp";
   for (const auto& v : variants_of("uses_lib")) {
@@ -196,7 +196,7 @@ TEST(model::Snapshot, SharedLibraryCoroutinesInEveryVariant) {
   }
 }
 
-TEST(model::Snapshot, GeneratorsAndInitialSuspend) {
+TEST(Snapshot, GeneratorsAndInitialSuspend) {
   const std::string src = "tests/fixtures/generator.cpp";
   for (const auto& v : variants_of("generator")) {
     FixtureProcess fx({fixture_path(v, "generator")});
@@ -216,7 +216,7 @@ TEST(model::Snapshot, GeneratorsAndInitialSuspend) {
   }
 }
 
-TEST(model::Snapshot, FinishedButNotDestroyedFrames) {
+TEST(Snapshot, FinishedButNotDestroyedFrames) {
   const std::string src = "tests/fixtures/threw.cpp";
   for (const auto& v : variants_of("threw")) {
     FixtureProcess fx({fixture_path(v, "threw")});
@@ -241,7 +241,7 @@ TEST(model::Snapshot, FinishedButNotDestroyedFrames) {
   }
 }
 
-TEST(model::Snapshot, StrippedBinaryWithDebugFileBesideIt) {
+TEST(Snapshot, StrippedBinaryWithDebugFileBesideIt) {
   for (const auto& v : variants_of("stripped/chain")) {
     FixtureProcess fx({fixture_path(v, "stripped/chain"), "--depth", "5", "--count", "2"});
     json doc = snapshot_json(fx.pid());
@@ -249,7 +249,7 @@ TEST(model::Snapshot, StrippedBinaryWithDebugFileBesideIt) {
   }
 }
 
-TEST(model::Snapshot, StrippedBinaryWithBuildIdDebugFileUnderDebugDir) {
+TEST(Snapshot, StrippedBinaryWithBuildIdDebugFileUnderDebugDir) {
   for (const auto& v : variants_of("stripped-buildid/chain")) {
     FixtureProcess fx({fixture_path(v, "stripped-buildid/chain"), "--depth", "5", "--count", "2"});
     json doc = snapshot_json(fx.pid(), {"--debug-dir", fixture_path(v, "stripped-buildid/debug")});
@@ -257,7 +257,7 @@ TEST(model::Snapshot, StrippedBinaryWithBuildIdDebugFileUnderDebugDir) {
   }
 }
 
-TEST(model::Snapshot, BinaryWithoutDwarfNamesFunctionsAndSaysLinesAreUnknown) {
+TEST(Snapshot, BinaryWithoutDwarfNamesFunctionsAndSaysLinesAreUnknown) {
   for (const auto& v : variants_of("nodwarf/chain")) {
     FixtureProcess fx({fixture_path(v, "nodwarf/chain"), "--depth", "5", "--count", "2"});
     json doc = snapshot_json(fx.pid());
@@ -275,7 +275,7 @@ TEST(model::Snapshot, BinaryWithoutDwarfNamesFunctionsAndSaysLinesAreUnknown) {
   }
 }
 
-TEST(model::Snapshot, ManyCoroutinesAllFound) {
+TEST(Snapshot, ManyCoroutinesAllFound) {
   FixtureProcess fx({fixture_path("gcc12-O2", "many"), "--count", "100000"},
                     std::chrono::seconds(60));
   json doc = snapshot_json(fx.pid());
@@ -289,7 +289,7 @@ TEST(model::Snapshot, ManyCoroutinesAllFound) {
   EXPECT_EQ(doc["summary"]["coroutines"].get<int>(), 100000);
 }
 
-TEST(model::Snapshot, AsioServerSessionsAwaitTheirReads) {
+TEST(Snapshot, AsioServerSessionsAwaitTheirReads) {
   const std::string src = "tests/fixtures/asio_server.cpp";
   for (const auto& v : variants_of("asio_server")) {
     FixtureProcess fx({fixture_path(v, "asio_server"), "--clients", "3"});
@@ -352,7 +352,7 @@ std::map<std::string, std::string> resume_names(const std::string& binary) {
   return out;
 }
 
-TEST(model::Snapshot, StrippedBinaryWithoutDebugFileShowsFramesByAddress) {
+TEST(Snapshot, StrippedBinaryWithoutDebugFileShowsFramesByAddress) {
   for (const auto& v : variants_of("stripped-nodebug/chain")) {
     auto names = resume_names(fixture_path(v, "chain"));
     FixtureProcess fx({fixture_path(v, "stripped-nodebug/chain"), "--depth", "5", "--count", "2"});
@@ -387,7 +387,7 @@ TEST(model::Snapshot, StrippedBinaryWithoutDebugFileShowsFramesByAddress) {
 namespace asyncprobe::testing {
 namespace {
 
-TEST(model::Snapshot, WindowMarksUnmovedFramesStuck) {
+TEST(Snapshot, WindowMarksUnmovedFramesStuck) {
   FixtureProcess fx({fixture_path("clang19-O2", "chain"), "--depth", "4", "--count", "5"});
   RunResult r = run_command(
       {asyncprobe_binary(), "-p", std::to_string(fx.pid()), "--json", "--window", "300ms"});
@@ -405,7 +405,7 @@ TEST(model::Snapshot, WindowMarksUnmovedFramesStuck) {
   EXPECT_NE(text.out.find("[stuck >=300ms]"), std::string::npos) << text.out;
 }
 
-TEST(model::Snapshot, CsvToAFileHasOneRowPerCoroutine) {
+TEST(Snapshot, CsvToAFileHasOneRowPerCoroutine) {
   FixtureProcess fx({fixture_path("gcc12-O0", "chain"), "--depth", "3", "--count", "4"});
   std::string path = ::testing::TempDir() + "/snapshot.csv";
   RunResult r = run_command(

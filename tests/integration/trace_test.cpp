@@ -625,7 +625,7 @@ TEST(TraceScale, AttachesToThousandsOfFunctionsAndCountsEachResume) {
 
 int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "trace")
-    return asyncprobe::trace_main(argc - 1, argv + 1);
+    return asyncprobe::cli::trace_main(argc - 1, argv + 1);
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
 }

@@ -16,7 +16,7 @@
 
 #include "symbolizer/dwarf_die_reader.h"
 
-namespace asyncprobe::sym::testing {
+namespace asyncprobe::symbolizer::testing {
 
 // .debug_info's bytes as libdw reads them (what DwarfInfo hands to DieReader::open).
 inline std::pair<const void*, size_t> debug_info_section(Dwarf* dw) {
@@ -140,4 +140,4 @@ inline std::string compare_die_walk(Dwarf_Die top, const DieReader& reader, DieR
   return "";
 }
 
-}  // namespace asyncprobe::sym::testing
+}  // namespace asyncprobe::symbolizer::testing

@@ -122,21 +122,21 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  std::unique_ptr<asyncprobe::PreloadConnection> conn;
+  std::unique_ptr<asyncprobe::process::PreloadConnection> conn;
   std::thread poller;
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> polls{0};
   uint64_t events = 0, lost = 0;
   if (session) {
     std::string why;
-    conn = asyncprobe::PreloadConnection::open(getpid(), &why);
+    conn = asyncprobe::process::PreloadConnection::open(getpid(), &why);
     uint64_t start_ns = 0;
     if (conn == nullptr || !conn->trace_start(true, &start_ns, &why)) {
       std::fprintf(stderr, "preload_resume_bench: %s\n", why.c_str());
       return 1;
     }
     poller = std::thread([&] {
-      asyncprobe::PreloadConnection::TracePoll p;
+      asyncprobe::process::PreloadConnection::TracePoll p;
       std::string w;
       while (!stop) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));

@@ -37,9 +37,9 @@ long minor_faults() {
 double g_snapshot_ns = 0;
 
 void BM_PlainReadOfScannedRegions(benchmark::State& state) {
-  auto proc = asyncprobe::TargetProcess::open(target().pid());
-  asyncprobe::MemoryReader mem(proc);
-  auto regions = asyncprobe::scan_regions(proc.read_maps().mappings);
+  auto proc = asyncprobe::process::TargetProcess::open(target().pid());
+  asyncprobe::process::MemoryReader mem(proc);
+  auto regions = asyncprobe::process::scan_regions(proc.read_maps().mappings);
   std::vector<char> buf(1 << 20);
   uint64_t bytes = 0;
   long faults0 = minor_faults();
@@ -60,8 +60,8 @@ void BM_PlainReadOfScannedRegions(benchmark::State& state) {
 }
 
 void BM_Snapshot(benchmark::State& state) {
-  asyncprobe::SnapshotTaker taker(asyncprobe::SnapshotSession{target().pid(), {}});
-  asyncprobe::SnapshotError err;
+  asyncprobe::snapshot::SnapshotTaker taker(asyncprobe::snapshot::SnapshotSession{target().pid(), {}});
+  asyncprobe::snapshot::SnapshotError err;
   if (!taker.attach(&err)) {
     state.SkipWithError(err.message.c_str());
     return;
@@ -69,7 +69,7 @@ void BM_Snapshot(benchmark::State& state) {
   size_t frames = 0;
   long faults0 = minor_faults();
   for (auto _ : state) {
-    asyncprobe::Snapshot snap;
+    asyncprobe::model::Snapshot snap;
     if (!taker.take(&snap, &err)) {
       state.SkipWithError(err.message.c_str());
       return;

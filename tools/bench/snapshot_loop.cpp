@@ -13,13 +13,13 @@
 
 int main(int argc, char** argv) {
   int pid = 0;
-  if (argc != 3 || !asyncprobe::parse_pid(argv[1], &pid)) {
+  if (argc != 3 || !asyncprobe::cli::parse_pid(argv[1], &pid)) {
     std::fprintf(stderr, "usage: snapshot_loop PID SECONDS\n");
     return 2;
   }
   const double seconds = std::atof(argv[2]);
-  asyncprobe::SnapshotTaker taker(asyncprobe::SnapshotSession{pid, {}});
-  asyncprobe::SnapshotError err;
+  asyncprobe::snapshot::SnapshotTaker taker(asyncprobe::snapshot::SnapshotSession{pid, {}});
+  asyncprobe::snapshot::SnapshotError err;
   if (!taker.attach(&err)) {
     std::fprintf(stderr, "snapshot_loop: %s\n", err.message.c_str());
     return err.code;
@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   long snapshots = 0;
   size_t frames = 0;
   while (std::chrono::steady_clock::now() < end) {
-    asyncprobe::Snapshot snap;
+    asyncprobe::model::Snapshot snap;
     if (!taker.take(&snap, &err)) break;  // the target ended
     frames = snap.frames.size();
     ++snapshots;

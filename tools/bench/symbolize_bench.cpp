@@ -32,9 +32,9 @@
 
 namespace {
 
-using asyncprobe::sym::FrameRef;
-using asyncprobe::sym::InlineFrame;
-using asyncprobe::sym::Module;
+using asyncprobe::symbolizer::FrameRef;
+using asyncprobe::symbolizer::InlineFrame;
+using asyncprobe::symbolizer::Module;
 using Clock = std::chrono::steady_clock;
 
 struct Options {
@@ -95,7 +95,7 @@ Options parse(int argc, char** argv) {
 // Addresses spread over the object's code: a function symbol chosen uniformly, then an offset
 // inside it, so every function is as likely as every other (not just the big ones).
 std::vector<uint64_t> pick_addresses(const Module& m, const Options& o) {
-  std::vector<const asyncprobe::sym::ElfSymbol*> functions;
+  std::vector<const asyncprobe::symbolizer::ElfSymbol*> functions;
   for (const auto& s : m.object().symbols()) {
     if (s.is_function && s.size > 0 && s.value > 0) functions.push_back(&s);
   }

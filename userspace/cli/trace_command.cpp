@@ -21,6 +21,7 @@
 #include "userspace/cli/cli_options.h"
 #include "userspace/util/exit_codes.h"
 #include "userspace/process/preload_client.h"
+#include "userspace/output/preload_report.h"
 #include "userspace/trace/preload_trace.h"
 #include "userspace/snapshot/snapshot_taker.h"
 #include "userspace/kernel/trace_calibrate.h"
@@ -34,6 +35,26 @@
 namespace asyncprobe::cli {
 
 namespace {
+
+// `trace -p` over the run socket: resume counts from the in-process engine.
+int preload_trace_main(int pid, const trace::PreloadTraceOptions& opts, const std::string& format,
+                       std::ostream& out, std::ostream& err) {
+  model::PreloadTraceReport report;
+  std::vector<preload_proto::ResumeEvent> events;
+  std::string why;
+  int code = util::kExitOk;
+  if (!trace::preload_trace_collect(pid, opts, &report, opts.events ? &events : nullptr, &why, &code)) {
+    err << "asyncprobe: " << why << "\n";
+    return code;
+  }
+  if (format == "json") {
+    output::write_trace_report_json(out, report);
+  } else {
+    output::write_trace_report_text(out, report);
+  }
+  return util::kExitOk;
+}
+
 
 std::atomic<int> g_stop_signal{0};
 
@@ -216,7 +237,7 @@ std::optional<int> trace_in_process(const TraceOptions& o, std::string* hint) {
               << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
               << std::flush;
   };
-  int rc = trace::preload_trace_main(o.pid, opts, o.json ? "json" : "text", *out, std::cerr);
+  int rc = preload_trace_main(o.pid, opts, o.json ? "json" : "text", *out, std::cerr);
   out->flush();
   return rc;
 }

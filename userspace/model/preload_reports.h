@@ -58,4 +58,7 @@ struct PreloadBlockingReport {
   std::vector<PreloadBlockingCall> calls;  // in the order they happened
 };
 
+// Sorts functions (most resumes first, then name) and threads (by tid).
+void sort_trace_report(PreloadTraceReport* r);
+
 }  // namespace asyncprobe::model

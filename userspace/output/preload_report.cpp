@@ -24,13 +24,6 @@ std::string where(const std::string& file, int line) {
 
 }  // namespace
 
-void sort_trace_report(model::PreloadTraceReport* r) {
-  std::sort(r->functions.begin(), r->functions.end(), [](const auto& a, const auto& b) {
-    return std::tie(b.resumes, a.function, a.resume) < std::tie(a.resumes, b.function, b.resume);
-  });
-  std::sort(r->threads.begin(), r->threads.end());
-}
-
 void write_trace_report_text(std::ostream& out, const model::PreloadTraceReport& r) {
   char dur[32];
   std::snprintf(dur, sizeof dur, "%.2f s", r.duration_s);

@@ -15,8 +15,6 @@
 
 namespace asyncprobe::output {
 
-// Sorts functions (most resumes first, then name) and threads (by tid).
-void sort_trace_report(model::PreloadTraceReport* r);
 void write_trace_report_text(std::ostream& out, const model::PreloadTraceReport& r);
 void write_trace_report_json(std::ostream& out, const model::PreloadTraceReport& r);
 

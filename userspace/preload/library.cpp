@@ -105,7 +105,7 @@ void write_trace_out() {
     r.functions.push_back(std::move(out));
   }
   tracer_thread_totals(&r.threads);
-  output::sort_trace_report(&r);
+  model::sort_trace_report(&r);
   std::ostringstream s;
   if (config().json) {
     output::write_trace_report_json(s, r);

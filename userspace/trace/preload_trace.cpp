@@ -108,26 +108,8 @@ bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, model::Prel
     for (const auto& e : *events) threads[e.tid]++;
   }
   for (const auto& [tid, n] : threads) report->threads.emplace_back(static_cast<int>(tid), n);
-  output::sort_trace_report(report);
+  model::sort_trace_report(report);
   return true;
-}
-
-int preload_trace_main(int pid, const PreloadTraceOptions& opts, const std::string& format,
-                       std::ostream& out, std::ostream& err) {
-  model::PreloadTraceReport report;
-  std::vector<preload_proto::ResumeEvent> events;
-  std::string why;
-  int code = util::kExitOk;
-  if (!preload_trace_collect(pid, opts, &report, opts.events ? &events : nullptr, &why, &code)) {
-    err << "asyncprobe: " << why << "\n";
-    return code;
-  }
-  if (format == "json") {
-    output::write_trace_report_json(out, report);
-  } else {
-    output::write_trace_report_text(out, report);
-  }
-  return util::kExitOk;
 }
 
 bool preload_blocking_collect(int pid, model::PreloadBlockingReport* report, std::string* why, int* code) {

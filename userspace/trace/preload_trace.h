@@ -30,10 +30,6 @@ bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, model::Prel
                            std::vector<preload_proto::ResumeEvent>* events, std::string* why,
                            int* code);
 
-// The whole command: collect, then write text or JSON ("text"/"json") to out; errors as one line
-// on err. Returns the exit code.
-int preload_trace_main(int pid, const PreloadTraceOptions& opts, const std::string& format,
-                       std::ostream& out, std::ostream& err);
 
 // The blocking calls the target recorded so far (it must run with `asyncprobe run --blocking`).
 bool preload_blocking_collect(int pid, model::PreloadBlockingReport* report, std::string* why, int* code);

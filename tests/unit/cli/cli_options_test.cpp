@@ -27,7 +27,7 @@ std::vector<std::pair<std::string, std::string>> walk(std::vector<std::string> a
   return out;
 }
 
-TEST(cli::OptionCursor, SplitsInlineValuesAndTakesTheNextArgumentOtherwise) {
+TEST(OptionCursor, SplitsInlineValuesAndTakesTheNextArgumentOtherwise) {
   auto got = walk({"profile", "-p", "42", "--format=svg", "--await", "-d", "2s", "--x=a=b"},
                   {"-p", "--format", "-d", "--x"});
   std::vector<std::pair<std::string, std::string>> want = {
@@ -35,7 +35,7 @@ TEST(cli::OptionCursor, SplitsInlineValuesAndTakesTheNextArgumentOtherwise) {
   EXPECT_EQ(got, want);
 }
 
-TEST(cli::OptionCursor, AMissingValueIsAnErrorNamingTheOption) {
+TEST(OptionCursor, AMissingValueIsAnErrorNamingTheOption) {
   auto got = walk({"trace", "--json", "-p"}, {"-p"});
   std::vector<std::pair<std::string, std::string>> want = {{"--json", ""},
                                                            {"-p", "!option -p needs a value"}};

@@ -9,7 +9,7 @@
 namespace asyncprobe {
 namespace {
 
-TEST(output::ProfileFormat, ParsesEveryFormatNameAndNothingElse) {
+TEST(ProfileFormat, ParsesEveryFormatNameAndNothingElse) {
   const std::pair<const char*, output::ProfileFormat> names[] = {
       {"text", output::ProfileFormat::kText},   {"folded", output::ProfileFormat::kFolded},
       {"svg", output::ProfileFormat::kSvg},     {"speedscope", output::ProfileFormat::kSpeedscope},
@@ -28,7 +28,7 @@ TEST(output::ProfileFormat, ParsesEveryFormatNameAndNothingElse) {
   }
 }
 
-TEST(output::ProfileFormat, ChoosesByOutputExtension) {
+TEST(ProfileFormat, ChoosesByOutputExtension) {
   const std::pair<const char*, output::ProfileFormat> paths[] = {
       {"out.folded", output::ProfileFormat::kFolded}, {"/tmp/x.collapsed", output::ProfileFormat::kFolded},
       {"cpu.txt", output::ProfileFormat::kText},      {"flame.svg", output::ProfileFormat::kSvg},
@@ -45,7 +45,7 @@ TEST(output::ProfileFormat, ChoosesByOutputExtension) {
   }
 }
 
-TEST(output::ProfileFormat, WritesEveryFormatAndRefusesBrokenProfiles) {
+TEST(ProfileFormat, WritesEveryFormatAndRefusesBrokenProfiles) {
   const model::Profile p = testing::coroutine_cpu_profile();
   for (const output::ProfileFormat f :
        {output::ProfileFormat::kText, output::ProfileFormat::kFolded, output::ProfileFormat::kSvg,
@@ -63,7 +63,7 @@ TEST(output::ProfileFormat, WritesEveryFormatAndRefusesBrokenProfiles) {
   }
 }
 
-TEST(output::ProfileFormat, ReportsAFailedStream) {
+TEST(ProfileFormat, ReportsAFailedStream) {
   std::ostringstream out;
   out.setstate(std::ios::badbit);
   std::string error;

@@ -114,13 +114,13 @@ TEST(ReportCsv, HeaderAndLineEndOptions) {
   s.frames.push_back(make_frame(0x1000, "a", 1));
   output::CsvReportOptions opts;
   opts.crlf = false;
-  EXPECT_EQ(render(s, opts), std::string(kCsvHeader) +
+  EXPECT_EQ(render(s, opts), std::string(output::kCsvHeader) +
                                  "\n0,0x1000,a,srv.cpp,1,await,4,suspended,,,0,0,false,0,"
                                  "/usr/bin/demo\n");
   opts.header = false;
   EXPECT_EQ(render(s, opts),
             "0,0x1000,a,srv.cpp,1,await,4,suspended,,,0,0,false,0,/usr/bin/demo\n");
-  EXPECT_EQ(render(model::Snapshot{}), std::string(kCsvHeader) + "\r\n");
+  EXPECT_EQ(render(model::Snapshot{}), std::string(output::kCsvHeader) + "\r\n");
 }
 
 TEST(ReportCsv, FieldQuoting) {

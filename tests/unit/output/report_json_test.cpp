@@ -99,7 +99,7 @@ TEST(ReportJson, ParsesBackWithAllFields) {
   EXPECT_EQ(text.rfind("{\n  \"schema\": \"asyncprobe.snapshot/1\",\n", 0), 0u);  // first key
   EXPECT_EQ(text.back(), '\n');
   const json doc = json::parse(text);
-  EXPECT_EQ(doc["schema"], kSnapshotSchema);
+  EXPECT_EQ(doc["schema"], output::kSnapshotSchema);
   EXPECT_EQ(doc["pid"], 4242);
   EXPECT_EQ(doc["command"], "demo");
   EXPECT_EQ(doc["executable"], "/usr/bin/demo");

@@ -360,24 +360,6 @@ TEST(ReportText, RandomBrokenSnapshotsRender) {
   }
 }
 
-TEST(ReportText, Formatting) {
-  EXPECT_EQ(output::format_bytes(0), "0 B");
-  EXPECT_EQ(output::format_bytes(1023), "1023 B");
-  EXPECT_EQ(output::format_bytes(1536), "1.5 KiB");
-  EXPECT_EQ(output::format_bytes(12897484), "12.3 MiB");
-  EXPECT_EQ(output::format_bytes(3ull << 30), "3.0 GiB");
-  EXPECT_EQ(output::format_bytes(~0ull), "16.0 EiB");
-  EXPECT_EQ(output::format_duration(0.0041), "4.1 ms");
-  EXPECT_EQ(output::format_duration(0.00085), "850 us");
-  EXPECT_EQ(output::format_duration(2.5), "2.50 s");
-  EXPECT_EQ(output::format_duration(-1), "?");
-  EXPECT_EQ(output::format_lower_bound(1.0), "1.0s");
-  EXPECT_EQ(output::format_lower_bound(1.99), "1.9s");  // never rounded up
-  EXPECT_EQ(output::format_lower_bound(0.3), "300ms");
-  EXPECT_EQ(output::format_lower_bound(0.0509), "50ms");
-  EXPECT_EQ(output::format_lower_bound(3600), "3600.0s");
-}
-
 TEST(TextReport, LongLibraryNamesAreShortenedUnlessFullNamesAreAsked) {
   const std::string initiate =
       "boost::asio::awaitable<unsigned long, boost::asio::any_io_executor> "

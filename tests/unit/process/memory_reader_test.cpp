@@ -264,7 +264,7 @@ bool deny_process_vm_readv(int err) {
          ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
 }
 
-TEST(process::MemoryReader, FallsBackToProcMemWhenProcessVmReadvIsDenied) {
+TEST(MemoryReader, FallsBackToProcMemWhenProcessVmReadvIsDenied) {
   Child target([](int c, int r) { pattern_child(2, c, r); });
   const uint64_t base = target.receive();
   const int target_pid = target.pid();
@@ -305,7 +305,7 @@ TEST(process::MemoryReader, FallsBackToProcMemWhenProcessVmReadvIsDenied) {
   }
 }
 
-TEST(process::MemoryReader, HostileAddressesFailCleanly) {
+TEST(MemoryReader, HostileAddressesFailCleanly) {
   Child child([](int c, int r) { pattern_child(1, c, r); });
   const uint64_t base = child.receive();
   process::MemoryReader reader(child.pid());
@@ -329,7 +329,7 @@ TEST(process::MemoryReader, HostileAddressesFailCleanly) {
   EXPECT_TRUE(bad[2].ok);
 }
 
-TEST(process::MemoryReader, OpensFromTargetProcess) {
+TEST(MemoryReader, OpensFromTargetProcess) {
   Child child([](int c, int r) { pattern_child(1, c, r); });
   const uint64_t base = child.receive();
   process::TargetProcess target = process::TargetProcess::open(child.pid());

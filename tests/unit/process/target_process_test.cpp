@@ -109,7 +109,7 @@ void idle_child(int cmd, int reply, const char* name) {
   (void)::read(cmd, &c, 1);  // until the parent closes or kills us
 }
 
-TEST(process::TargetProcess, OpensALiveProcess) {
+TEST(TargetProcess, OpensALiveProcess) {
   Child child([](int c, int r) { idle_child(c, r, "ap-target"); });
   ASSERT_EQ(child.receive<int64_t>(), 1);
   ASSERT_TRUE(eventually([&] { return proc_state(child.pid()) == 'S'; }));
@@ -196,7 +196,7 @@ TEST(process::TargetProcess, OpensALiveProcess) {
   }
 }
 
-TEST(process::TargetProcess, DeadButUnreapedIsNotAlive) {
+TEST(TargetProcess, DeadButUnreapedIsNotAlive) {
   Child child([](int c, int r) { idle_child(c, r, "ap-dying"); });
   ASSERT_EQ(child.receive<int64_t>(), 1);
   process::TargetProcess t = process::TargetProcess::open(child.pid());
@@ -206,7 +206,7 @@ TEST(process::TargetProcess, DeadButUnreapedIsNotAlive) {
   EXPECT_FALSE(t.alive());
 }
 
-TEST(process::TargetProcess, ThreadIdResolvesToItsProcess) {
+TEST(TargetProcess, ThreadIdResolvesToItsProcess) {
   Child child([](int c, int r) {
     std::thread th([r] {
       int64_t tid = ::gettid();
@@ -226,7 +226,7 @@ TEST(process::TargetProcess, ThreadIdResolvesToItsProcess) {
   EXPECT_EQ(t.proc_path(), "/proc/" + std::to_string(child.pid()));
 }
 
-TEST(process::TargetProcess, DeletedExecutableStillOpens) {
+TEST(TargetProcess, DeletedExecutableStillOpens) {
   TempDir dir;
   std::string bin = dir.path() + "/ap-deleted";
   ASSERT_EQ(std::system(("cp /bin/sleep '" + bin + "'").c_str()), 0);
@@ -267,7 +267,7 @@ TEST(process::TargetProcess, DeletedExecutableStillOpens) {
   ::waitpid(pid, nullptr, 0);
 }
 
-TEST(process::TargetProcess, NonexistentPid) {
+TEST(TargetProcess, NonexistentPid) {
   std::string max_text = slurp("/proc/sys/kernel/pid_max");
   int pid_max = std::atoi(max_text.c_str());
   ASSERT_GT(pid_max, 300);
@@ -284,7 +284,7 @@ TEST(process::TargetProcess, NonexistentPid) {
   EXPECT_EQ(std::string(e.what()), "no such process: PID " + std::to_string(free_pid));
 }
 
-TEST(process::TargetProcess, InvalidPid) {
+TEST(TargetProcess, InvalidPid) {
   for (int pid : {0, -5}) {
     process::TargetError e = open_error(pid);
     EXPECT_EQ(e.code(), util::kExitUsage);
@@ -293,7 +293,7 @@ TEST(process::TargetProcess, InvalidPid) {
   }
 }
 
-TEST(process::TargetProcess, KernelThread) {
+TEST(TargetProcess, KernelThread) {
   if (slurp("/proc/2/comm") != "kthreadd\n") GTEST_SKIP() << "PID 2 is not kthreadd here";
   process::TargetError e = open_error(2);
   EXPECT_EQ(e.code(), util::kExitNotInspectable);
@@ -301,7 +301,7 @@ TEST(process::TargetProcess, KernelThread) {
             "process 2 (kthreadd) is a kernel thread: it has no user memory to read");
 }
 
-TEST(process::TargetProcess, Zombie) {
+TEST(TargetProcess, Zombie) {
   Child child([](int, int) {
     ::prctl(PR_SET_NAME, "ap-zombie");
     ::_exit(0);
@@ -315,7 +315,7 @@ TEST(process::TargetProcess, Zombie) {
                 "read");
 }
 
-TEST(process::TargetProcess, ExitedMainThreadWithLiveThreads) {
+TEST(TargetProcess, ExitedMainThreadWithLiveThreads) {
   Child child([](int, int r) {
     ::prctl(PR_SET_NAME, "ap-leaderless");
     std::thread([r] {
@@ -336,7 +336,7 @@ TEST(process::TargetProcess, ExitedMainThreadWithLiveThreads) {
                 std::to_string(child.pid()));
 }
 
-TEST(process::TargetProcess, UnprivilegedReaderIsDeniedWithTheCapabilityNamed) {
+TEST(TargetProcess, UnprivilegedReaderIsDeniedWithTheCapabilityNamed) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to drop to uid 65534";
   const int parent = ::getpid();
   Child child([parent](int, int r) {
@@ -418,7 +418,7 @@ std::vector<unsigned char> elf32_pause_loop() {
   return out;
 }
 
-TEST(process::TargetProcess, ThirtyTwoBitProcessIsUnsupported) {
+TEST(TargetProcess, ThirtyTwoBitProcessIsUnsupported) {
   TempDir dir;
   const std::string bin = dir.write("ap-pause32", elf32_pause_loop(), 0755);
   pid_t pid = ::fork();
@@ -571,7 +571,7 @@ void expect_unsupported_exe(const std::string& file, const std::string& what_it_
                                        "; asyncprobe supports 64-bit x86-64 ELF processes only");
 }
 
-TEST(process::TargetProcess, NonElfExecutableIsUnsupported) {
+TEST(TargetProcess, NonElfExecutableIsUnsupported) {
   TempDir dir;
   const std::string file = dir.write(
       "ap-not-elf", {'#', '!', '/', 'b', 'i', 'n', '/', 's', 'h', '\n', 'e', 'x', 'i', 't', '\n'},
@@ -581,13 +581,13 @@ TEST(process::TargetProcess, NonElfExecutableIsUnsupported) {
 
 // Where 32-bit processes cannot run (ia32 emulation off), a 64-bit process whose exe names the
 // same 32-bit ELF exercises the identical check on a real /proc/PID/exe.
-TEST(process::TargetProcess, ThirtyTwoBitExecutableIsUnsupported) {
+TEST(TargetProcess, ThirtyTwoBitExecutableIsUnsupported) {
   TempDir dir;
   const std::string file = dir.write("ap-elf32", elf32_pause_loop(), 0755);
   expect_unsupported_exe(file, ", a 32-bit ELF (i386)");
 }
 
-TEST(process::TargetProcess, ForeignArchitectureIsUnsupported) {
+TEST(TargetProcess, ForeignArchitectureIsUnsupported) {
   TempDir dir;
   std::vector<unsigned char> hdr(64, 0);
   std::memcpy(hdr.data(), ELFMAG, SELFMAG);
@@ -615,7 +615,7 @@ std::vector<unsigned char> ident(unsigned cls, unsigned data, unsigned machine) 
   return h;
 }
 
-TEST(process::ElfHeaderCheck, ClassifiesEveryShape) {
+TEST(ElfHeaderCheck, ClassifiesEveryShape) {
   struct Case {
     std::vector<unsigned char> bytes;
     bool supported;
@@ -662,7 +662,7 @@ std::string stat_line(const std::string& head, std::map<int, std::string> over =
   return s + "\n";
 }
 
-TEST(process::ProcStat, ParsesHostileComm) {
+TEST(ProcStat, ParsesHostileComm) {
   // The comm field may hold ')', spaces and digits; the last ')' ends it.
   auto st = process::parse_proc_stat(stat_line("4242 (a) Z 1 (b)"));
   ASSERT_TRUE(st);

@@ -25,7 +25,7 @@ model::ProfileFrame native(const std::string& fn, uint64_t pc, int line = 10) {
   return f;
 }
 
-TEST(profile::ProfileBuilder, InternsIdenticalFramesAndMergesStacksPerThread) {
+TEST(ProfileBuilder, InternsIdenticalFramesAndMergesStacksPerThread) {
   model::Profile p;
   profile::ProfileBuilder b(&p);
   const uint32_t leaf = b.intern(native("leaf", 0x10));
@@ -61,7 +61,7 @@ TEST(profile::ProfileBuilder, InternsIdenticalFramesAndMergesStacksPerThread) {
   EXPECT_EQ(p.samples[0].count, 4);
 }
 
-TEST(profile::AwaitProfiler, WeightsEachWaitingLeafWithItsStackOnce) {
+TEST(AwaitProfiler, WeightsEachWaitingLeafWithItsStackOnce) {
   model::Snapshot s;
   s.frames.push_back(suspended_frame(0x100, "root()", "/src/s.cpp", 30));
   s.frames.push_back(suspended_frame(0x200, "mid()", "/src/s.cpp", 20, 0x100));
@@ -101,7 +101,7 @@ TEST(profile::AwaitProfiler, WeightsEachWaitingLeafWithItsStackOnce) {
   EXPECT_TRUE(p.samples[1].async_uncertain);
 }
 
-TEST(process::KernelSymbols, FindsTheContainingTextSymbol) {
+TEST(KernelSymbols, FindsTheContainingTextSymbol) {
   char path[] = "/tmp/kallsyms-test-XXXXXX";
   const int fd = mkstemp(path);
   ASSERT_GE(fd, 0);

@@ -28,11 +28,11 @@
 namespace asyncprobe::symbolizer {
 namespace {
 
-using asyncprobe::sym::testing::compare_die_walk;
-using asyncprobe::sym::testing::debug_info_section;
-using asyncprobe::sym::testing::die_udata;
-using asyncprobe::sym::testing::DieWalkCounts;
-using asyncprobe::sym::testing::DieWalkLimits;
+using asyncprobe::symbolizer::testing::compare_die_walk;
+using asyncprobe::symbolizer::testing::debug_info_section;
+using asyncprobe::symbolizer::testing::die_udata;
+using asyncprobe::symbolizer::testing::DieWalkCounts;
+using asyncprobe::symbolizer::testing::DieWalkLimits;
 using asyncprobe::testing::fixture_path;
 
 // A function with 40 inlined calls at its top level, each with nested inlined calls (so the

@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "userspace/trace/trace_model.h"
-#include "userspace/output/trace_timeline.h"
 
 namespace asyncprobe {
 namespace {
@@ -214,15 +213,6 @@ TEST(TraceReorderRules, ReleasesInTimestampOrderKeepingEqualTimesInArrivalOrder)
   r.release(sink, true);
   EXPECT_EQ(out, (std::vector<uint32_t>{2, 1, 3, 4}));
   EXPECT_EQ(r.pending(), 0u);
-}
-
-TEST(TraceTimelineStrings, JsonQuoteEscapesAndRepairs) {
-  EXPECT_EQ(output::json_quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
-  EXPECT_EQ(output::json_quote(std::string("x\n\x01", 3)), "\"x\\u000a\\u0001\"");
-  EXPECT_EQ(output::json_quote("operator\"\" _k"), "\"operator\\\"\\\" _k\"");
-  EXPECT_EQ(output::json_quote("\xc3\xa9"), "\"\xc3\xa9\"");                  // valid UTF-8 kept
-  EXPECT_EQ(output::json_quote("\xff"), "\"\xef\xbf\xbd\"");                  // invalid byte replaced
-  EXPECT_EQ(output::json_quote("\xe2\x82"), "\"\xef\xbf\xbd\xef\xbf\xbd\"");  // truncated sequence
 }
 
 // Leaf waits (profile --await --trace, docs/PROFILE.md): P (fn 0) awaits C (fn 1), C waits 1000
