@@ -25,10 +25,8 @@ std::string where(const std::string& file, int line) {
 }  // namespace
 
 void write_trace_report_text(std::ostream& out, const model::PreloadTraceReport& r) {
-  char dur[32];
-  std::snprintf(dur, sizeof dur, "%.2f s", r.duration_s);
   out << "asyncprobe trace (in-process, " << r.mode << "): pid " << r.pid << " ("
-      << clean(r.command) << "), " << dur << ", " << r.total_resumes << " resumes";
+      << clean(r.command) << "), " << util::format_duration(r.duration_s) << ", " << r.total_resumes << " resumes";
   if (r.events > 0 || r.lost_events > 0)
     out << ", " << r.events << " events, " << r.lost_events << " lost";
   out << "\n";

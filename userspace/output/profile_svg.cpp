@@ -1,4 +1,5 @@
 #include "userspace/output/profile_svg.h"
+#include "userspace/util/format.h"
 
 #include <cstdio>
 #include <map>
@@ -431,9 +432,7 @@ void write_flame_svg(std::ostream& out, const model::Profile& p, const SvgOption
   }
   std::string subtitle = profile_weight_text(p, total);
   if (p.type == model::Profile::Type::kAwait) subtitle += " suspended";
-  char buf[96];
-  std::snprintf(buf, sizeof buf, " in %.3f s", p.duration_ns / 1e9);
-  subtitle += buf;
+  subtitle += " in " + util::format_duration_ns(p.duration_ns);
   if (p.type == model::Profile::Type::kCpu && p.frequency_hz > 0) {
     subtitle += " at " + std::to_string(p.frequency_hz) + " Hz";
   }

@@ -132,13 +132,10 @@ void write_profile_text(std::ostream& out, const model::Profile& p, const Profil
   if (!p.command.empty()) out << " (" << p.command << ")";
   if (!p.executable.empty()) out << " " << p.executable;
   out << "\n";
-  char line[160];
-  std::snprintf(line, sizeof line, "duration %.3f s", p.duration_ns / 1e9);
-  out << line;
+  out << "duration " << util::format_duration_ns(p.duration_ns);
   if (p.type == model::Profile::Type::kCpu && p.frequency_hz > 0) out << " at " << p.frequency_hz << " Hz";
   if (p.type == model::Profile::Type::kAwait && p.period_ns > 0) {
-    std::snprintf(line, sizeof line, ", a snapshot every %.3f ms", p.period_ns / 1e6);
-    out << line;
+    out << ", a snapshot every " << util::format_duration_ns(p.period_ns);
   }
   out << ": " << total_count << (p.type == model::Profile::Type::kCpu ? " samples" : " suspensions seen");
   if (p.type == model::Profile::Type::kAwait) out << ", " << profile_weight_text(p, total) << " suspended";
@@ -170,6 +167,7 @@ void write_profile_text(std::ostream& out, const model::Profile& p, const Profil
     return a.second.second > b.second.second;
   });
   out << "\nTop functions (self, total):\n";
+  char line[160];
   for (size_t i = 0; i < by_self.size() && i < opts.top_functions; ++i) {
     const auto& [name, w] = by_self[i];
     std::snprintf(line, sizeof line, "  %7s %7s  ", percent(w.first, total).c_str(),

@@ -54,7 +54,7 @@ TEST(PreloadReport, TraceTextWarnsAboutUntracedFunctionsAndEmptyRuns) {
   output::write_trace_report_text(s, r);
   EXPECT_EQ(
       s.str(),
-      "asyncprobe trace (in-process, from start to exit): pid 7 (x), 0.00 s, 0 resumes\n"
+      "asyncprobe trace (in-process, from start to exit): pid 7 (x), 0 ns, 0 resumes\n"
       "warning: 2 resume functions could not be patched safely; their resumes are not counted\n"
       "\n"
       "   resumes  coroutine\n"
@@ -101,7 +101,7 @@ TEST(PreloadReport, BlockingTextGroupsIdenticalCalls) {
   EXPECT_EQ(
       s.str(),
       "asyncprobe: blocking calls inside coroutines in pid 9 (srv), threshold 10.0 ms: 3 recorded\n"
-      "  usleep x2, total 120.0 ms, max 60.1 ms, thread 9\n"
+      "  usleep x2, total 120 ms, max 60.1 ms, thread 9\n"
       "    called from leaf() [coroutine] at /s.cpp:10 (srv+0x1)\n"
       "    #0 leaf() running at /s.cpp:10\n"
       "    #1 root() awaiting at /s.cpp:20\n"

@@ -19,7 +19,7 @@ std::string text(const model::Profile& p, const output::ProfileTextOptions& opts
 TEST(ProfileText, SummarisesTopFunctionsAndStacksLeafFirstWithKinds) {
   EXPECT_EQ(text(testing::coroutine_cpu_profile()),
             "asyncprobe CPU profile of pid 4242 (burn) /srv/bin/burn\n"
-            "duration 2.000 s at 99 Hz: 10 samples in 4 distinct stacks, 0 lost\n"
+            "duration 2.00 s at 99 Hz: 10 samples in 4 distinct stacks, 0 lost\n"
             "warning: 1 stack joined by a best guess\n"
             "\n"
             "Top functions (self, total):\n"
@@ -71,7 +71,7 @@ TEST(ProfileText, AwaitProfilesShowSuspendedTime) {
   opts.max_frames = 3;
   EXPECT_EQ(text(testing::coroutine_await_profile(), opts),
             "asyncprobe await profile of pid 4242 (burn) /srv/bin/burn\n"
-            "duration 2.000 s, a snapshot every 100.000 ms: 10 suspensions seen, 101.010 ms "
+            "duration 2.00 s, a snapshot every 100 ms: 10 suspensions seen, 101 ms "
             "suspended in 4 distinct stacks\n"
             "\n"
             "Top functions (self, total):\n"
@@ -79,7 +79,7 @@ TEST(ProfileText, AwaitProfilesShowSuspendedTime) {
             "    30.0%   90.0%  compute(int)\n"
             "\n"
             "Top stacks (leaf first):\n"
-            "#1  60.606 ms (60.0%)  thread 4243 worker  coroutine compute(int) @ 0x7f00000a0000\n"
+            "#1  60.6 ms (60.0%)  thread 4243 worker  coroutine compute(int) @ 0x7f00000a0000\n"
             "    mix(unsigned long)  burn.cpp:9  [inlined]\n"
             "    compute(int)  burn.cpp:21  [coroutine]\n"
             "    render(int)  burn.cpp:30  [async]\n"
@@ -112,17 +112,17 @@ TEST(ProfileText, SameFramesOfSeveralCoroutinesAreOneStackEntry) {
   opts.max_frames = 2;
   EXPECT_EQ(text(p, opts),
             "asyncprobe await profile of pid 4242 (burn) /srv/bin/burn\n"
-            "duration 2.000 s, a snapshot every 100.000 ms: 15 suspensions seen, 151.010 ms "
+            "duration 2.00 s, a snapshot every 100 ms: 15 suspensions seen, 151 ms "
             "suspended in 5 distinct stacks\n"
             "\n"
             "Top functions (self, total):\n"
             "\n"
             "Top stacks (leaf first):\n"
-            "#1  110.606 ms (73.2%)  2 threads  2 coroutines compute(int)\n"
+            "#1  111 ms (73.2%)  2 threads  2 coroutines compute(int)\n"
             "    mix(unsigned long)  burn.cpp:9  [inlined]\n"
             "    compute(int)  burn.cpp:21  [coroutine]\n"
             "    ... 5 more frames\n"
-            "#2  20.202 ms (13.4%)  thread 4243 worker  coroutine compute(int) @ 0x7f00000a0000\n"
+            "#2  20.2 ms (13.4%)  thread 4243 worker  coroutine compute(int) @ 0x7f00000a0000\n"
             "    compute(int)  burn.cpp:21  [coroutine]\n"
             "    render(int)  burn.cpp:30  [async]\n"
             "    ... 4 more frames\n");
@@ -162,7 +162,7 @@ TEST(ProfileText, SaysSoWhenNothingWasSampled) {
   p.lost_samples = 3;
   EXPECT_EQ(text(p),
             "asyncprobe CPU profile of pid 9\n"
-            "duration 0.500 s at 99 Hz: 0 samples in 0 distinct stacks, 3 lost\n"
+            "duration 500 ms at 99 Hz: 0 samples in 0 distinct stacks, 3 lost\n"
             "\n"
             "no samples\n");
 }

@@ -77,7 +77,7 @@ using testing::random_snapshot;
 TEST(ReportText, ThousandChainsAndIdleRoot) {
   const std::string expected =
       "asyncprobe: pid 4242 (demo_server): 3001 coroutines in 1001 async stacks (2 distinct), "
-      "2 threads; scanned 12.3 MiB in 4.1 ms\n"
+      "2 threads; scanned 12.3 MiB in 4.10 ms\n"
       "\n"
       "ASYNC STACKS (root first, each stack ends where it waits)\n"
       "1000x handle_connection(tcp::socket)  server.cpp:40\n"
@@ -176,7 +176,7 @@ TEST(ReportText, AnomaliesAreWarnedAndMarked) {
   aopts.max_depth = 3;
   const std::string expected =
       "asyncprobe: pid 9 (torn): 9 coroutines in 5 async stacks (4 distinct), 0 threads; "
-      "scanned 0 B in 0 us\n"
+      "scanned 0 B in 0 ns\n"
       "warning: await cycle (torn or hostile data?): #0 ping awaits #1 pong awaits #0 ping; "
       "cut at #0, stack shown is uncertain\n"
       "warning: #2 lost: its awaiter 0xdead is not among the frames found; shown as an "
@@ -335,7 +335,7 @@ TEST(ReportText, EmptySnapshot) {
   s.pid = 1;
   EXPECT_EQ(render(s),
             "asyncprobe: pid 1: 0 coroutines in 0 async stacks (0 distinct), 0 threads; "
-            "scanned 0 B in 0 us\n"
+            "scanned 0 B in 0 ns\n"
             "\n"
             "ASYNC STACKS: none found\n"
             "\n"
