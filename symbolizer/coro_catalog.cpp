@@ -6,6 +6,7 @@
 
 #include "symbolizer/demangle.h"
 #include "symbolizer/index_store_finder.h"
+#include "userspace/coro/split_names.h"
 
 namespace asyncprobe::symbolizer {
 
@@ -13,15 +14,6 @@ namespace {
 
 constexpr size_t kMaxResumeBytes = 1 << 20;
 constexpr size_t kDefaultResumeBytes = 16384;
-
-bool strip_suffix(std::string& s, const std::string& suffix) {
-  if (s.size() <= suffix.size() ||
-      s.compare(s.size() - suffix.size(), suffix.size(), suffix) != 0) {
-    return false;
-  }
-  s.resize(s.size() - suffix.size());
-  return true;
-}
 
 // GCC names split functions after the frame type: `<encoding of actor(ramp.Frame*)>.actor`, where
 // the frame type's source name `<ramp>.Frame` appears length-prefixed at the end. Find the
@@ -44,29 +36,26 @@ std::string gcc_ramp_from_frame_suffix(const std::string& s, size_t frame_suffix
 
 std::string ramp_of_split_symbol(const std::string& symbol, CoroCompiler* compiler,
                                  std::string* role) {
-  std::string s = symbol;
-  bool gcc_only = false;
-  if (strip_suffix(s, ".actor")) {
-    *role = "resume";
-    gcc_only = true;
-  } else if (strip_suffix(s, ".destroy")) {
-    *role = "destroy";
-  } else if (strip_suffix(s, ".resume")) {
-    *role = "resume";
-  } else if (strip_suffix(s, ".cleanup")) {
-    *role = "cleanup";
-  } else {
-    return "";
+  const coro::SplitName split = coro::parse_split_name(symbol);
+  switch (split.part) {
+    case coro::SplitPart::kNone:
+      return "";
+    case coro::SplitPart::kResume:
+      *role = "resume";
+      break;
+    case coro::SplitPart::kDestroy:
+      *role = "destroy";
+      break;
+    case coro::SplitPart::kCleanup:
+      *role = "cleanup";
+      break;
   }
-  const bool gcc_frame = (s.size() > 6 && (s.compare(s.size() - 6, 6, ".Frame") == 0 ||
-                                           s.compare(s.size() - 6, 6, ".frame") == 0));
-  if (gcc_frame && (*role == "resume" ? gcc_only : *role == "destroy")) {
-    *compiler = CoroCompiler::kGcc;
-    return gcc_ramp_from_frame_suffix(s, 6);
+  if (!split.gcc) {
+    *compiler = CoroCompiler::kClang;
+    return std::string(split.key);
   }
-  if (gcc_only || gcc_frame || s.empty() || s.find('.') != std::string::npos) return "";
-  *compiler = CoroCompiler::kClang;
-  return s;
+  *compiler = CoroCompiler::kGcc;
+  return gcc_ramp_from_frame_suffix(std::string(split.key), 6);  // 6: ".Frame"
 }
 
 CoroCatalog::CoroCatalog(std::shared_ptr<const Module> module) : module_(std::move(module)) {
@@ -81,8 +70,6 @@ CoroCatalog::CoroCatalog(std::shared_ptr<const Module> module, std::vector<CoroF
 void CoroCatalog::add(CoroFunction fn) {
   size_t idx = functions_.size();
   by_resume_.emplace(fn.resume, idx);
-  by_destroy_.emplace(fn.destroy, idx);
-  if (fn.cleanup != 0) by_destroy_.emplace(fn.cleanup, idx);
   functions_.push_back(std::move(fn));
 }
 
@@ -181,11 +168,6 @@ void CoroCatalog::read_layout(CoroFunction& fn) const {
 const CoroFunction* CoroCatalog::by_resume(uint64_t vaddr) const {
   auto it = by_resume_.find(vaddr);
   return it == by_resume_.end() ? nullptr : &functions_[it->second];
-}
-
-const CoroFunction* CoroCatalog::by_destroy(uint64_t vaddr) const {
-  auto it = by_destroy_.find(vaddr);
-  return it == by_destroy_.end() ? nullptr : &functions_[it->second];
 }
 
 std::optional<std::pair<std::string, int>> CoroCatalog::await_suspend_site(

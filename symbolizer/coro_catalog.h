@@ -14,6 +14,7 @@
 
 #include "symbolizer/index_store_finder.h"
 #include "symbolizer/module.h"
+#include "userspace/coro/frame_abi.h"
 
 namespace asyncprobe::symbolizer {
 
@@ -39,7 +40,7 @@ struct CoroFunction {
   uint32_t index_offset = 0;
   uint8_t index_width = 0;
   std::string layout_source;  // "dwarf" or "machine-code"
-  uint32_t promise_offset = 16;
+  uint32_t promise_offset = coro::kDefaultPromiseOffset;
   uint64_t frame_size = 0;  // 0 when unknown
   std::string decl_file;
   int decl_line = 0;
@@ -53,9 +54,8 @@ class CoroCatalog {
 
   const Module& module() const { return *module_; }
   const std::vector<CoroFunction>& functions() const { return functions_; }
-  // Lookups by object vaddr of the resume / destroy-or-cleanup function.
+  // Lookup by object vaddr of the resume function.
   const CoroFunction* by_resume(uint64_t vaddr) const;
-  const CoroFunction* by_destroy(uint64_t vaddr) const;
 
   // The suspend point for an index read from a frame of `fn`; nullptr when the index is not
   // one this coroutine has. Computed on first use per function and cached (thread-safe).
@@ -74,7 +74,6 @@ class CoroCatalog {
   std::shared_ptr<const Module> module_;
   std::vector<CoroFunction> functions_;
   std::unordered_map<uint64_t, size_t> by_resume_;
-  std::unordered_map<uint64_t, size_t> by_destroy_;
   mutable std::mutex mu_;
   mutable std::unordered_map<size_t, std::map<int64_t, SuspendPointInfo>> points_;
 };

@@ -54,7 +54,6 @@ bool ElfObject::load(std::string* error) {
   GElf_Ehdr ehdr;
   if (gelf_getehdr(elf_, &ehdr) == nullptr) return fail("unreadable ELF header");
   x86_64_ = ehdr.e_ident[EI_CLASS] == ELFCLASS64 && ehdr.e_machine == EM_X86_64;
-  dyn_ = ehdr.e_type == ET_DYN;
 
   size_t phnum = 0;
   if (elf_getphdrnum(elf_, &phnum) == 0) {

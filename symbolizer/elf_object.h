@@ -47,7 +47,6 @@ class ElfObject {
 
   const std::string& path() const { return path_; }
   bool is_x86_64() const { return x86_64_; }
-  bool is_pie_or_shared() const { return dyn_; }
   // Lowercase hex of NT_GNU_BUILD_ID, empty when absent.
   const std::string& build_id() const { return build_id_; }
   const std::string& debuglink() const { return debuglink_; }
@@ -82,7 +81,6 @@ class ElfObject {
   int fd_ = -1;
   Elf* elf_ = nullptr;
   bool x86_64_ = false;
-  bool dyn_ = false;
   bool has_symtab_ = false;
   bool has_debug_info_ = false;
   std::string build_id_;

@@ -19,18 +19,18 @@
 #include <thread>
 #include <vector>
 
-#include "userspace/preload/protocol.h"
 #include "tests/integration/fixture_process.h"
 #include "tests/integration/preload_support.h"
 #include "tests/integration/source_markers.h"
-#include "userspace/snapshot/awaiter_stitcher.h"
-#include "userspace/util/exit_codes.h"
-#include "userspace/snapshot/frame_scanner.h"
+#include "userspace/output/report_json.h"
+#include "userspace/preload/protocol.h"
 #include "userspace/process/memory_reader.h"
 #include "userspace/process/preload_client.h"
 #include "userspace/process/process_maps.h"
-#include "userspace/output/report_json.h"
+#include "userspace/snapshot/awaiter_stitcher.h"
+#include "userspace/snapshot/frame_scanner.h"
 #include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/util/exit_codes.h"
 
 namespace asyncprobe::testing {
 namespace {
@@ -77,7 +77,8 @@ std::string as_child(unsigned uid, const std::function<std::string()>& work) {
 }
 
 // Frames found with `read` over the regions of `maps_text`, decoded and stitched, as JSON.
-json scan_with(const snapshot::CoroutineIndex& index, const std::string& maps_text, const process::ReadMemory& read) {
+json scan_with(const snapshot::CoroutineIndex& index, const std::string& maps_text,
+               const process::ReadMemory& read) {
   process::MapsParseResult maps = process::parse_maps(maps_text);
   std::vector<snapshot::ScanRegion> regions;
   for (const process::Mapping& m : process::scan_regions(maps.mappings))
@@ -96,7 +97,7 @@ json scan_with(const snapshot::CoroutineIndex& index, const std::string& maps_te
                    {"file", f.suspend.file},
                    {"line", f.suspend.line},
                    {"awaiter", f.awaiter},
-                   {"rule", f.awaiter_rule}});
+                   {"rule", coro::rule_name(f.awaiter_rule)}});
   }
   return out;
 }
@@ -270,9 +271,9 @@ TEST_F(PreloadSocket, RootPastTheDirectoryIsRefusedByTheLibrary) {
   close(fd);
   // The client side refuses a directory that is not root's own before connecting.
   std::string why;
-  EXPECT_EQ(
-      process::PreloadConnection::open(pid, &why, nullptr, "/tmp/asyncprobe-" + std::to_string(kTestUid)),
-      nullptr);
+  EXPECT_EQ(process::PreloadConnection::open(pid, &why, nullptr,
+                                             "/tmp/asyncprobe-" + std::to_string(kTestUid)),
+            nullptr);
   EXPECT_NE(why.find("is not a private directory of uid 0"), std::string::npos) << why;
 }
 

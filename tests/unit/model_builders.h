@@ -12,8 +12,9 @@ namespace asyncprobe::testing {
 // A frame suspended at a co_await placed by the index-store rule; linked to `awaiter` by the
 // continuation-in-promise rule when awaiter != 0.
 inline model::CoroFrame suspended_frame(uint64_t address, const std::string& function,
-                                 const std::string& file, int line, uint64_t awaiter = 0,
-                                 int64_t index = 4, const std::string& object = "/usr/bin/demo") {
+                                        const std::string& file, int line, uint64_t awaiter = 0,
+                                        int64_t index = 4,
+                                        const std::string& object = "/usr/bin/demo") {
   model::CoroFrame f;
   f.address = address;
   f.resume_fn = 0x401000;
@@ -27,7 +28,7 @@ inline model::CoroFrame suspended_frame(uint64_t address, const std::string& fun
   f.suspend.line = line;
   f.suspend.rule = "index-store";
   f.awaiter = awaiter;
-  if (awaiter != 0) f.awaiter_rule = "continuation-in-promise";
+  if (awaiter != 0) f.awaiter_rule = coro::AwaiterRule::kContinuationInPromise;
   return f;
 }
 
@@ -48,7 +49,7 @@ inline model::Snapshot random_snapshot(std::mt19937_64& rng) {
     f.suspend.index = static_cast<int64_t>(rng() % 5) - 1;
     f.suspend.kind = static_cast<model::SuspendPoint::Kind>(rng() % 4);
     f.state = static_cast<model::FrameState>(rng() % 3);
-    f.awaiter_rule = kNames[rng() % 7];
+    f.awaiter_rule = static_cast<coro::AwaiterRule>(rng() % 7);
     f.stuck = rng() % 2;
     f.stuck_for_s = f.stuck ? static_cast<double>(rng() % 100) / 10.0 : 0.0;
     s.frames.push_back(f);

@@ -11,8 +11,8 @@
 #include <fstream>
 #include <iostream>
 
-#include "userspace/preload/config.h"
 #include "userspace/cli/cli_options.h"
+#include "userspace/preload/protocol.h"
 #include "userspace/util/exit_codes.h"
 
 namespace asyncprobe::cli {
@@ -266,10 +266,10 @@ bool plan_run(const std::vector<std::string>& args, RunPlan* plan, std::string* 
   for (const auto& o : options) joined += (joined.empty() ? "" : ",") + o;
 
   plan->env.emplace_back("LD_PRELOAD", preload);
-  plan->env.emplace_back(preload::kEnvOptions, joined);
-  plan->env.emplace_back(preload::kEnvOrigPreload, orig_value);
+  plan->env.emplace_back(preload_proto::kEnvOptions, joined);
+  plan->env.emplace_back(preload_proto::kEnvOrigPreload, orig_value);
   std::string helper = find_preload_file(kHelper);
-  if (!helper.empty()) plan->env.emplace_back(preload::kEnvHelper, helper);
+  if (!helper.empty()) plan->env.emplace_back(preload_proto::kEnvHelper, helper);
   auto set_or_unset = [&](const char* name, const std::string& v) {
     if (v.empty()) {
       plan->unset.emplace_back(name);
@@ -277,11 +277,11 @@ bool plan_run(const std::vector<std::string>& args, RunPlan* plan, std::string* 
       plan->env.emplace_back(name, v);
     }
   };
-  set_or_unset(preload::kEnvCrashReport, crash_report);
-  set_or_unset(preload::kEnvTraceOut, trace_out);
-  set_or_unset(preload::kEnvBlockingOut, blocking_out);
-  set_or_unset(preload::kEnvDebugDirs, debug_dirs);
-  set_or_unset(preload::kEnvSocketDir, socket_dir);
+  set_or_unset(preload_proto::kEnvCrashReport, crash_report);
+  set_or_unset(preload_proto::kEnvTraceOut, trace_out);
+  set_or_unset(preload_proto::kEnvBlockingOut, blocking_out);
+  set_or_unset(preload_proto::kEnvDebugDirs, debug_dirs);
+  set_or_unset(preload_proto::kEnvSocketDir, socket_dir);
   return true;
 }
 

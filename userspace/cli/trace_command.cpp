@@ -17,20 +17,20 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "userspace/snapshot/async_stacks.h"
 #include "userspace/cli/cli_options.h"
-#include "userspace/util/exit_codes.h"
-#include "userspace/process/preload_client.h"
-#include "userspace/output/preload_report.h"
-#include "userspace/trace/preload_trace.h"
-#include "userspace/snapshot/snapshot_taker.h"
 #include "userspace/kernel/trace_calibrate.h"
-#include "userspace/trace/trace_model.h"
 #include "userspace/kernel/trace_probes.h"
-#include "userspace/output/trace_report.h"
 #include "userspace/kernel/trace_session.h"
+#include "userspace/output/preload_report.h"
+#include "userspace/output/trace_report.h"
 #include "userspace/output/trace_timeline.h"
+#include "userspace/process/preload_client.h"
 #include "userspace/process/stack_unwind.h"
+#include "userspace/snapshot/async_stacks.h"
+#include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/trace/preload_trace.h"
+#include "userspace/trace/trace_model.h"
+#include "userspace/util/exit_codes.h"
 
 namespace asyncprobe::cli {
 
@@ -43,7 +43,8 @@ int preload_trace_main(int pid, const trace::PreloadTraceOptions& opts, const st
   std::vector<preload_proto::ResumeEvent> events;
   std::string why;
   int code = util::kExitOk;
-  if (!trace::preload_trace_collect(pid, opts, &report, opts.events ? &events : nullptr, &why, &code)) {
+  if (!trace::preload_trace_collect(pid, opts, &report, opts.events ? &events : nullptr, &why,
+                                    &code)) {
     err << "asyncprobe: " << why << "\n";
     return code;
   }
@@ -54,7 +55,6 @@ int preload_trace_main(int pid, const trace::PreloadTraceOptions& opts, const st
   }
   return util::kExitOk;
 }
-
 
 std::atomic<int> g_stop_signal{0};
 
@@ -180,7 +180,7 @@ output::AsyncStackEntry snapshot_entry(const model::CoroFrame& f) {
   e.file = f.suspend.file;
   e.line = f.suspend.line;
   e.state = to_string(f.state);
-  e.rule = f.awaiter_rule;
+  e.rule = coro::rule_name(f.awaiter_rule);
   return e;
 }
 
@@ -421,7 +421,9 @@ int trace_main(int argc, char** argv) {
       }
       report.suspended.push_back(std::move(s));
     }
-    auto rank = [](const output::SuspendedAtEnd& s) { return s.age_kind == "before-trace" ? 0 : 1; };
+    auto rank = [](const output::SuspendedAtEnd& s) {
+      return s.age_kind == "before-trace" ? 0 : 1;
+    };
     std::stable_sort(report.suspended.begin(), report.suspended.end(),
                      [&](const output::SuspendedAtEnd& a, const output::SuspendedAtEnd& b) {
                        if (rank(a) != rank(b)) return rank(a) < rank(b);

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "userspace/coro/awaiter_rules.h"
+
 namespace asyncprobe::model {
 
 // Where a coroutine is suspended. `line == 0` means no rule could place the suspend point; the
@@ -34,12 +36,11 @@ struct CoroFrame {
   std::string object;       // path of the ELF object that holds the coroutine's code
   FrameState state = FrameState::kUnknown;
   SuspendPoint suspend;
-  bool on_stack = false;     // found on a thread stack (an elided frame)
-  bool elided = false;       // Clang put it inside its caller's storage (.cleanup in the destroy
-                             // slot): when done, it may already have been destroyed
-  uint64_t awaiter = 0;      // frame address of the coroutine awaiting this one, 0 if none
-  std::string awaiter_rule;  // rule that found the edge: "continuation-in-promise", "asio-caller",
-                             // "folly-async-stack", "mutual-pointer"
+  bool on_stack = false;  // found on a thread stack (an elided frame)
+  bool elided = false;    // Clang put it inside its caller's storage (.cleanup in the destroy
+                          // slot): when done, it may already have been destroyed
+  uint64_t awaiter = 0;   // frame address of the coroutine awaiting this one, 0 if none
+  coro::AwaiterRule awaiter_rule = coro::AwaiterRule::kNone;  // rule that found the edge
   bool stuck = false;        // suspend point did not move across the observation window
   double stuck_for_s = 0.0;  // lower bound on how long it has been suspended there
 };

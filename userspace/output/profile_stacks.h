@@ -29,13 +29,7 @@ const char* profile_type_name(model::Profile::Type t);
 // "native", "coroutine", "async", "kernel".
 const char* frame_kind_name(model::ProfileFrame::Kind k);
 
-// True for frames that show coroutine code: a running coroutine body or a joined async parent.
-inline bool is_coroutine_frame(const model::ProfileFrame& f) {
-  return f.kind == model::ProfileFrame::Kind::kCoroutine || f.kind == model::ProfileFrame::Kind::kAsync;
-}
-
 // "file:line", "file" when the line is unknown, "" when the file is unknown.
 std::string frame_location(const model::ProfileFrame& f);
-
 
 }  // namespace asyncprobe::output

@@ -35,8 +35,8 @@ std::string csv_field(std::string_view s) {
   return out;
 }
 
-void write_csv_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
-                      const CsvReportOptions& opts) {
+void write_csv_report(std::ostream& out, const model::Snapshot& snap,
+                      const snapshot::AsyncForest& forest, const CsvReportOptions& opts) {
   const char* eol = opts.crlf ? "\r\n" : "\n";
   if (opts.header) out << kCsvHeader << eol;
   for (size_t i = 0; i < snap.frames.size(); ++i) {
@@ -54,7 +54,7 @@ void write_csv_report(std::ostream& out, const model::Snapshot& snap, const snap
     row += ',';
     row += to_string(f.state);
     row += ',' + (l ? id(l->awaiter) : std::string());
-    row += ',' + (f.awaiter != 0 ? csv_field(f.awaiter_rule) : std::string());
+    row += ',' + (f.awaiter != 0 ? csv_field(coro::rule_name(f.awaiter_rule)) : std::string());
     row += ',' + (l ? std::to_string(l->depth) : std::string());
     row += ',' + (l ? id(l->root) : std::string());
     row += f.stuck ? ",true" : ",false";
@@ -64,7 +64,8 @@ void write_csv_report(std::ostream& out, const model::Snapshot& snap, const snap
   }
 }
 
-void write_csv_report(std::ostream& out, const model::Snapshot& snap, const CsvReportOptions& opts) {
+void write_csv_report(std::ostream& out, const model::Snapshot& snap,
+                      const CsvReportOptions& opts) {
   write_csv_report(out, snap, snapshot::build_async_forest(snap), opts);
 }
 

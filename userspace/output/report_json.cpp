@@ -36,8 +36,8 @@ json coroutine_json(const model::Snapshot& snap, const snapshot::AsyncForest& fo
          {"suspend", std::move(s)},
          {"awaiter_id", id_or_null(l.awaiter)},
          {"awaiter_address", f.awaiter == 0 ? json(nullptr) : json(util::hex(f.awaiter))},
-         {"awaiter_rule", f.awaiter == 0 ? json(nullptr) : json(f.awaiter_rule)},
-         {"generic_link", f.awaiter != 0 && snapshot::is_generic_rule(f.awaiter_rule)},
+         {"awaiter_rule", f.awaiter == 0 ? json(nullptr) : json(coro::rule_name(f.awaiter_rule))},
+         {"generic_link", f.awaiter != 0 && coro::is_generic(f.awaiter_rule)},
          {"link", to_string(l.link)},
          {"parent_id", id_or_null(l.parent)},
          {"root_id", id_or_null(l.root)},
@@ -98,10 +98,13 @@ void append_string(std::string& out, const std::string& s) {
 
 // One coroutine as compact JSON text, the same bytes as coroutine_json(...).dump(-1) but without
 // building the value: this row is written once per coroutine and dominates large reports.
-std::string coroutine_row(const model::Snapshot& snap, const snapshot::AsyncForest& forest, size_t i) {
+std::string coroutine_row(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                          size_t i) {
   const model::CoroFrame& f = snap.frames[i];
   const snapshot::FrameLink& l = forest.links[i];
-  auto id = [](size_t v) { return v == snapshot::kNoFrame ? std::string("null") : std::to_string(v); };
+  auto id = [](size_t v) {
+    return v == snapshot::kNoFrame ? std::string("null") : std::to_string(v);
+  };
   auto flag = [](bool b) { return b ? "true" : "false"; };
   std::string r;
   r.reserve(640);
@@ -130,10 +133,10 @@ std::string coroutine_row(const model::Snapshot& snap, const snapshot::AsyncFore
   if (f.awaiter == 0) {
     r += "null";
   } else {
-    append_string(r, f.awaiter_rule);
+    append_string(r, coro::rule_name(f.awaiter_rule));
   }
   r += ",\"generic_link\":";
-  r += flag(f.awaiter != 0 && snapshot::is_generic_rule(f.awaiter_rule));
+  r += flag(f.awaiter != 0 && coro::is_generic(f.awaiter_rule));
   r += ",\"link\":\"";
   r += to_string(l.link);
   r += "\",\"parent_id\":" + id(l.parent);
@@ -181,8 +184,9 @@ class StackWriter {
             suspend_json(n.kind, n.file, n.line, n.line == 0 ? json(n.index) : json(nullptr))},
            {"state", to_string(n.state)},
            {"link", to_string(n.link)},
-           {"awaiter_rule", n.rule.empty() ? json(nullptr) : json(n.rule)},
-           {"generic_link", n.link == snapshot::LinkKind::kLinked && snapshot::is_generic_rule(n.rule)},
+           {"awaiter_rule",
+            n.rule == coro::AwaiterRule::kNone ? json(nullptr) : json(coro::rule_name(n.rule))},
+           {"generic_link", n.link == snapshot::LinkKind::kLinked && coro::is_generic(n.rule)},
            {"uncertain", n.uncertain()},
            {"stuck", n.stuck},
            {"stuck_for_s", n.stuck_for_s},
@@ -382,7 +386,8 @@ class Emitter {
 
 }  // namespace
 
-nlohmann::ordered_json snapshot_to_json(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+nlohmann::ordered_json snapshot_to_json(const model::Snapshot& snap,
+                                        const snapshot::AsyncForest& forest,
                                         const std::vector<snapshot::StuckGroup>& stuck,
                                         const JsonReportOptions& opts) {
   json doc;
@@ -410,8 +415,10 @@ nlohmann::ordered_json snapshot_to_json(const model::Snapshot& snap, const snaps
   return doc;
 }
 
-void write_json_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
-                       const std::vector<snapshot::StuckGroup>& stuck, const JsonReportOptions& opts) {
+void write_json_report(std::ostream& out, const model::Snapshot& snap,
+                       const snapshot::AsyncForest& forest,
+                       const std::vector<snapshot::StuckGroup>& stuck,
+                       const JsonReportOptions& opts) {
   // Same fields, same order as snapshot_to_json (a test holds them equal), streamed.
   Emitter e(out, opts.indent);
   e.begin();
@@ -437,7 +444,8 @@ void write_json_report(std::ostream& out, const model::Snapshot& snap, const sna
   e.end();
 }
 
-void write_json_report(std::ostream& out, const model::Snapshot& snap, const JsonReportOptions& opts) {
+void write_json_report(std::ostream& out, const model::Snapshot& snap,
+                       const JsonReportOptions& opts) {
   const snapshot::AsyncForest forest = snapshot::build_async_forest(snap);
   write_json_report(out, snap, forest, snapshot::group_stuck(snap), opts);
 }

@@ -88,12 +88,14 @@ std::string location(const std::string& file, int line, int64_t index) {
 std::string kind_note(model::SuspendPoint::Kind kind, model::FrameState state) {
   if (kind == model::SuspendPoint::Kind::kInitial) return "  initial suspend";
   // A done frame's state text already says final suspend.
-  if (kind == model::SuspendPoint::Kind::kFinal && state != model::FrameState::kDone) return "  final suspend";
+  if (kind == model::SuspendPoint::Kind::kFinal && state != model::FrameState::kDone)
+    return "  final suspend";
   return "";
 }
 
-std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& forest, const snapshot::StackNode& n,
-                      const Glyphs& g, const TextReportOptions& opts) {
+std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                      const snapshot::StackNode& n, const Glyphs& g,
+                      const TextReportOptions& opts) {
   std::string s = std::to_string(n.count()) + g.times + " " + name_of(n.function, opts);
   s += "  " + location(n.file, n.line, n.line == 0 ? n.index : -1);
   s += kind_note(n.kind, n.state);
@@ -124,7 +126,7 @@ std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& 
     case snapshot::LinkKind::kRoot:
       break;
     case snapshot::LinkKind::kLinked:
-      if (snapshot::is_generic_rule(n.rule)) s += "  (generic link)";
+      if (coro::is_generic(n.rule)) s += "  (generic link)";
       break;
     case snapshot::LinkKind::kDangling:
       s += "  (awaiter not among frames: uncertain root)";
@@ -141,8 +143,8 @@ std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& 
   return s;
 }
 
-void write_tree(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest, size_t top,
-                const TextReportOptions& opts, const Glyphs& g) {
+void write_tree(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                size_t top, const TextReportOptions& opts, const Glyphs& g) {
   struct Item {
     size_t node;
     std::string prefix;  // drawn before this node's connector
@@ -167,8 +169,8 @@ void write_tree(std::ostream& out, const model::Snapshot& snap, const snapshot::
   }
 }
 
-void write_warnings(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
-                    const TextReportOptions& opts) {
+void write_warnings(std::ostream& out, const model::Snapshot& snap,
+                    const snapshot::AsyncForest& forest, const TextReportOptions& opts) {
   for (const std::string& w : snap.warnings) out << "warning: " << esc(w) << '\n';
   const size_t cap = opts.max_listed;
   auto more = [&](size_t total, const char* what) {
@@ -211,7 +213,8 @@ void write_warnings(std::ostream& out, const model::Snapshot& snap, const snapsh
 
 // Where the leaves of a stuck group are awaited from, most common first: a leaf inside a
 // library (an Asio initiation, a channel receive) says little until its caller is named.
-std::vector<std::string> awaited_from(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+std::vector<std::string> awaited_from(const model::Snapshot& snap,
+                                      const snapshot::AsyncForest& forest,
                                       const snapshot::StuckGroup& s, size_t max_listed,
                                       const TextReportOptions& opts) {
   std::map<std::string, size_t> from;
@@ -241,7 +244,8 @@ std::vector<std::string> awaited_from(const model::Snapshot& snap, const snapsho
   return lines;
 }
 
-void write_stuck(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+void write_stuck(std::ostream& out, const model::Snapshot& snap,
+                 const snapshot::AsyncForest& forest,
                  const std::vector<snapshot::StuckGroup>& stuck, const Glyphs& g,
                  const TextReportOptions& opts) {
   if (!(snap.window_seconds > 0.0)) {
@@ -264,9 +268,10 @@ void write_stuck(std::ostream& out, const model::Snapshot& snap, const snapshot:
       ++enclosing_points;
     }
   }
-  std::stable_sort(leaves.begin(), leaves.end(), [](const snapshot::StuckGroup* a, const snapshot::StuckGroup* b) {
-    return a->leaves() > b->leaves();
-  });
+  std::stable_sort(leaves.begin(), leaves.end(),
+                   [](const snapshot::StuckGroup* a, const snapshot::StuckGroup* b) {
+                     return a->leaves() > b->leaves();
+                   });
   out << "STUCK (suspend point unchanged over the " << window
       << " window; where the stuck stacks wait)\n";
   for (const snapshot::StuckGroup* s : leaves) {
@@ -294,8 +299,9 @@ void write_threads(std::ostream& out, const model::Snapshot& snap) {
   }
   std::vector<const model::ThreadInfo*> ts;
   for (const model::ThreadInfo& t : snap.threads) ts.push_back(&t);
-  std::stable_sort(ts.begin(), ts.end(),
-                   [](const model::ThreadInfo* a, const model::ThreadInfo* b) { return a->tid < b->tid; });
+  std::stable_sort(
+      ts.begin(), ts.end(),
+      [](const model::ThreadInfo* a, const model::ThreadInfo* b) { return a->tid < b->tid; });
   out << "THREADS\n";
   char buf[64];
   std::snprintf(buf, sizeof buf, "%-8s %-5s %-16s ", "TID", "STATE", "SYSCALL");
@@ -313,8 +319,10 @@ void write_threads(std::ostream& out, const model::Snapshot& snap) {
 
 }  // namespace
 
-void write_text_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
-                       const std::vector<snapshot::StuckGroup>& stuck, const TextReportOptions& opts) {
+void write_text_report(std::ostream& out, const model::Snapshot& snap,
+                       const snapshot::AsyncForest& forest,
+                       const std::vector<snapshot::StuckGroup>& stuck,
+                       const TextReportOptions& opts) {
   const Glyphs& g = opts.unicode ? kUnicode : kAscii;
   out << "asyncprobe: pid " << snap.pid;
   if (!snap.command.empty()) out << " (" << esc(snap.command) << ")";
@@ -322,7 +330,8 @@ void write_text_report(std::ostream& out, const model::Snapshot& snap, const sna
       << plural(forest.stack_count(), "async stack", "async stacks") << " ("
       << forest.distinct_stack_count() << " distinct), "
       << plural(snap.threads.size(), "thread", "threads") << "; scanned "
-      << util::format_bytes(snap.bytes_scanned) << " in " << util::format_duration(snap.scan_seconds) << '\n';
+      << util::format_bytes(snap.bytes_scanned) << " in "
+      << util::format_duration(snap.scan_seconds) << '\n';
   write_warnings(out, snap, forest, opts);
 
   out << '\n';
@@ -341,7 +350,8 @@ void write_text_report(std::ostream& out, const model::Snapshot& snap, const sna
   write_threads(out, snap);
 }
 
-void write_text_report(std::ostream& out, const model::Snapshot& snap, const TextReportOptions& opts) {
+void write_text_report(std::ostream& out, const model::Snapshot& snap,
+                       const TextReportOptions& opts) {
   const snapshot::AsyncForest forest = snapshot::build_async_forest(snap);
   write_text_report(out, snap, forest, snapshot::group_stuck(snap), opts);
 }

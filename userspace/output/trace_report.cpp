@@ -146,7 +146,7 @@ std::vector<AsyncStackEntry> resolve_async_stack(const trace::TraceModel& model,
   for (const auto& r : refs) {
     AsyncStackEntry e;
     e.function = r.fn < model.functions().size() ? model.functions()[r.fn].name : "?";
-    e.rule = r.rule;
+    e.rule = coro::rule_name(r.rule);
     if (r.running) {
       e.state = "running";
     } else if (r.index >= 0) {
@@ -216,17 +216,20 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const trace::Trac
                   util::format_duration_ns(fs.suspended.total_ns()).c_str(),
                   util::format_duration_ns(fs.suspended.max_ns()).c_str(),
                   util::format_duration_ns(fs.suspended.percentile(50)).c_str(),
-                  util::format_duration_ns(fs.suspended.percentile(99)).c_str(), fs.suspended_unknown_start);
+                  util::format_duration_ns(fs.suspended.percentile(99)).c_str(),
+                  fs.suspended_unknown_start);
     out << line;
     for (const auto& [index, ps] : fs.points) {
       if (ps.resumes == 0) continue;
       std::string label = "  " + point_label(model, id, index);
-      std::snprintf(
-          line, sizeof line, "  %-52s %8" PRIu64 " %10s %10s %10s %10s %10s %8" PRIu64 "\n",
-          label.c_str(), ps.resumes, util::format_duration_ns(ps.running_ns).c_str(),
-          util::format_duration_ns(ps.suspended.total_ns()).c_str(), util::format_duration_ns(ps.suspended.max_ns()).c_str(),
-          util::format_duration_ns(ps.suspended.percentile(50)).c_str(),
-          util::format_duration_ns(ps.suspended.percentile(99)).c_str(), ps.suspended_unknown_start);
+      std::snprintf(line, sizeof line,
+                    "  %-52s %8" PRIu64 " %10s %10s %10s %10s %10s %8" PRIu64 "\n", label.c_str(),
+                    ps.resumes, util::format_duration_ns(ps.running_ns).c_str(),
+                    util::format_duration_ns(ps.suspended.total_ns()).c_str(),
+                    util::format_duration_ns(ps.suspended.max_ns()).c_str(),
+                    util::format_duration_ns(ps.suspended.percentile(50)).c_str(),
+                    util::format_duration_ns(ps.suspended.percentile(99)).c_str(),
+                    ps.suspended_unknown_start);
       out << line;
     }
   }
@@ -237,7 +240,8 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const trace::Trac
   out << "\nBLOCKING CALLS INSIDE COROUTINES (>= " << util::format_duration_ns(r.block_threshold_ns)
       << "): " << model.blocking().size() << "\n";
   for (const auto& b : model.blocking()) {
-    out << "  " << kernel::syscall_name(b.nr) << " " << util::format_duration_ns(b.exit_ts - b.enter_ts)
+    out << "  " << kernel::syscall_name(b.nr) << " "
+        << util::format_duration_ns(b.exit_ts - b.enter_ts)
         << (b.in_progress ? " so far (still blocked at the end)" : "") << " on "
         << thread_label(r, b.tid) << " at " << since_start(r, b.enter_ts) << "\n";
     const std::string fn = b.fn < model.functions().size() ? model.functions()[b.fn].name : "?";
@@ -327,8 +331,8 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const trace::Trac
                 "OVERHEAD: about %s of target time in %.2f s (%.2f%% of one CPU): %" PRIu64
                 " uprobe hits x %.2f us + %" PRIu64 " syscalls x %.2f us + %" PRIu64
                 " switches x %.2f us (%s)\n",
-                util::format_duration_ns(static_cast<uint64_t>(o.total_ns())).c_str(), r.duration_s, pct,
-                o.uprobe_hits, o.uprobe_ns / 1e3, o.syscall_hits, o.syscall_pair_ns / 1e3,
+                util::format_duration_ns(static_cast<uint64_t>(o.total_ns())).c_str(), r.duration_s,
+                pct, o.uprobe_hits, o.uprobe_ns / 1e3, o.syscall_hits, o.syscall_pair_ns / 1e3,
                 o.sched_hits, o.sched_ns / 1e3,
                 o.calibrated ? "costs measured on this machine at start" : "default costs");
   out << line;
@@ -422,7 +426,8 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const trace::Trac
     j["start_s"] = static_cast<double>(static_cast<int64_t>(s.start_ts - r.start_ts)) / 1e9;
     j["duration_ns"] = s.end_ts - s.start_ts;
     j["runs"] = s.runs;
-    j["ended_by"] = s.ended_by_nr == UINT32_MAX ? json(nullptr) : json(kernel::syscall_name(s.ended_by_nr));
+    j["ended_by"] =
+        s.ended_by_nr == UINT32_MAX ? json(nullptr) : json(kernel::syscall_name(s.ended_by_nr));
     if (s.have_culprit) {
       trace::SuspendPointLocation loc = model.location(s.culprit_fn, s.culprit_index);
       j["responsible"] = json{

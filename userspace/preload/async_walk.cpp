@@ -18,10 +18,10 @@ bool try_candidate(uint64_t value, const Modules::CoroRef& ref, RunningCoroutine
 // check every awaiter edge must pass.
 bool suspended_frame_at(uint64_t addr, Modules::CoroRef* ref) {
   if (addr == 0 || (addr & 7) != 0) return false;
-  uint64_t words[2];
+  uint64_t words[coro::kHeaderBytes / 8];
   if (!safe_read(addr, words, sizeof words)) return false;
-  if (!Modules::coroutine_by_destroy(words[1], ref)) return false;
-  return words[0] == ref->resume_abs();
+  if (!Modules::coroutine_by_destroy(words[coro::kDestroyOffset / 8], ref)) return false;
+  return words[coro::kResumeOffset / 8] == ref->resume_abs();
 }
 
 }  // namespace
@@ -61,52 +61,48 @@ bool find_running_coroutine(const StackFrame* frames, size_t n, size_t from,
   return false;
 }
 
+namespace {
+
+AwaitLink make_link(uint64_t frame, const Modules::CoroRef& ref, coro::AwaiterRule rule) {
+  AwaitLink link;
+  link.frame = frame;
+  link.ref = ref;
+  link.rule = rule;
+  link.index = read_suspend_index(frame, ref);
+  link.point = link.index >= 0 ? ref.view.point(*ref.coro, link.index) : nullptr;
+  return link;
+}
+
+// The awaiter of `last` by the library rules (coro/awaiter_rules.h); false when none. Live means
+// suspended here: the walk starts at the running coroutine, and all its awaiters are suspended.
+bool next_awaiter(const AwaitLink& last, AwaitLink* next) {
+  uint64_t promise[coro::kPromiseWords];
+  if (!safe_read(last.frame + last.ref.coro->promise_offset, promise, sizeof promise)) return false;
+  auto find_live = [](uint64_t addr, uint64_t* promise_offset) {
+    Modules::CoroRef ref;
+    if (!suspended_frame_at(addr, &ref)) return false;
+    *promise_offset = ref.coro->promise_offset;
+    return true;
+  };
+  coro::AwaiterEdge edge = coro::awaiter_from_promise(last.frame, promise, find_live);
+  Modules::CoroRef ref;
+  if (edge.frame == 0 || !suspended_frame_at(edge.frame, &ref)) return false;
+  *next = make_link(edge.frame, ref, edge.rule);
+  return true;
+}
+
+}  // namespace
+
 size_t walk_awaiters(const RunningCoroutine& start, AwaitLink* out, size_t max) {
   if (max == 0) return 0;
   size_t n = 0;
-  AwaitLink cur;
-  cur.frame = start.frame;
-  cur.ref = start.ref;
-  cur.rule = "running";
-  cur.index = read_suspend_index(cur.frame, cur.ref);
-  cur.point = cur.index >= 0 ? cur.ref.view.point(*cur.ref.coro, cur.index) : nullptr;
-  out[n++] = cur;
+  out[n++] = make_link(start.frame, start.ref, coro::AwaiterRule::kRunning);
   while (n < max) {
-    const AwaitLink& last = out[n - 1];
-    uint64_t promise = last.frame + last.ref.coro->promise_offset;
-    uint64_t w[3];
-    if (!safe_read(promise, w, sizeof w)) break;
     AwaitLink next;
-    bool found = false;
-    if (w[0] == last.frame) {
-      // Boost.Asio: awaitable_frame_base {coro_ (this frame), attached_thread_, caller_} with
-      // caller_ pointing at the caller's promise.
-      for (uint64_t back : {uint64_t{16}, uint64_t{32}}) {
-        Modules::CoroRef ref;
-        if (w[2] > back && suspended_frame_at(w[2] - back, &ref) &&
-            w[2] == w[2] - back + ref.coro->promise_offset) {
-          next.frame = w[2] - back;
-          next.ref = ref;
-          next.rule = "asio-caller";
-          found = true;
-          break;
-        }
-      }
-    } else {
-      Modules::CoroRef ref;
-      if (w[0] != last.frame && suspended_frame_at(w[0], &ref)) {
-        next.frame = w[0];
-        next.ref = ref;
-        next.rule = "continuation-in-promise";
-        found = true;
-      }
-    }
-    if (!found) break;
+    if (!next_awaiter(out[n - 1], &next)) break;
     bool seen = false;
     for (size_t k = 0; k < n; ++k) seen |= out[k].frame == next.frame;
     if (seen) break;
-    next.index = read_suspend_index(next.frame, next.ref);
-    next.point = next.index >= 0 ? next.ref.view.point(*next.ref.coro, next.index) : nullptr;
     out[n++] = next;
   }
   return n;

@@ -1,12 +1,13 @@
 // From a thread's stack to the async stack of the coroutine running on it: find the innermost
 // activation of a coroutine resume function, recover its frame address (a register or stack slot
 // of that activation holding a pointer whose header names the same coroutine), then follow the
-// awaiter links (the continuation in the promise, Boost.Asio's caller_). Async-signal-safe.
+// awaiter links by the rules of coro/awaiter_rules.h. Async-signal-safe.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
+#include "userspace/coro/awaiter_rules.h"
 #include "userspace/preload/modules.h"
 #include "userspace/preload/signal_safe.h"
 #include "userspace/preload/unwinder.h"
@@ -28,7 +29,7 @@ struct AwaitLink {
   Modules::CoroRef ref;
   int64_t index = -1;
   const preload_table::PointRecord* point = nullptr;  // where it is suspended; null if unplaced
-  const char* rule = "";  // how it was reached: "running", "continuation-in-promise", "asio-caller"
+  coro::AwaiterRule rule = coro::AwaiterRule::kNone;  // how it was reached
 };
 
 // out[0] is the running coroutine itself; out[k+1] awaits out[k]. Returns the count (<= max).

@@ -1,4 +1,4 @@
-// Blocking calls made while a coroutine runs: the interposer library (blocking_interpose.cpp)
+// Blocking calls made while a coroutine runs: the interposer library (blocking_interpose.c)
 // times the calls and hands slow ones to asyncprobe_blocking_note(), which finds the coroutine
 // running on the thread (stack walk) and keeps a bounded ring of records. Records are kept raw
 // and symbolized when read (socket, exit report).

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <string>
 
+#include "userspace/preload/protocol.h"
+
 namespace asyncprobe::preload {
 
 Config& config() {
@@ -88,25 +90,27 @@ bool parse_options(const char* options, Config* c) {
 
 void load_config_from_environment() {
   Config& c = config();
-  parse_options(std::getenv(kEnvOptions), &c);
-  copy_path(c.crash_report, std::getenv(kEnvCrashReport));
-  copy_path(c.trace_out, std::getenv(kEnvTraceOut));
-  copy_path(c.blocking_out, std::getenv(kEnvBlockingOut));
-  copy_path(c.helper, std::getenv(kEnvHelper));
-  copy_path(c.debug_dirs, std::getenv(kEnvDebugDirs));
-  copy_path(c.socket_dir, std::getenv(kEnvSocketDir));
+  parse_options(std::getenv(preload_proto::kEnvOptions), &c);
+  copy_path(c.crash_report, std::getenv(preload_proto::kEnvCrashReport));
+  copy_path(c.trace_out, std::getenv(preload_proto::kEnvTraceOut));
+  copy_path(c.blocking_out, std::getenv(preload_proto::kEnvBlockingOut));
+  copy_path(c.helper, std::getenv(preload_proto::kEnvHelper));
+  copy_path(c.debug_dirs, std::getenv(preload_proto::kEnvDebugDirs));
+  copy_path(c.socket_dir, std::getenv(preload_proto::kEnvSocketDir));
   if (c.follow_children) return;
   // Children must not inherit us: put LD_PRELOAD back the way the user had it.
-  if (std::getenv(kEnvOptions) != nullptr) {
-    const char* orig = std::getenv(kEnvOrigPreload);
+  if (std::getenv(preload_proto::kEnvOptions) != nullptr) {
+    const char* orig = std::getenv(preload_proto::kEnvOrigPreload);
     if (orig != nullptr && orig[0] != '\0') {
       setenv("LD_PRELOAD", orig, 1);
     } else {
       unsetenv("LD_PRELOAD");
     }
   }
-  for (const char* name : {kEnvOptions, kEnvCrashReport, kEnvTraceOut, kEnvBlockingOut, kEnvHelper,
-                           kEnvDebugDirs, kEnvSocketDir, kEnvOrigPreload}) {
+  for (const char* name :
+       {preload_proto::kEnvOptions, preload_proto::kEnvCrashReport, preload_proto::kEnvTraceOut,
+        preload_proto::kEnvBlockingOut, preload_proto::kEnvHelper, preload_proto::kEnvDebugDirs,
+        preload_proto::kEnvSocketDir, preload_proto::kEnvOrigPreload}) {
     unsetenv(name);
   }
 }

@@ -1,6 +1,6 @@
 // What `asyncprobe run` asked the library for, read once from the environment in the library's
-// constructor (see docs/PRELOAD.md, "Environment"). Plain fixed-size storage: the crash handler
-// reads it.
+// constructor (see docs/PRELOAD.md, "Environment"; the variable names are in protocol.h). Plain
+// fixed-size storage: the crash handler reads it.
 #pragma once
 
 #include <cstddef>
@@ -29,16 +29,6 @@ struct Config {
 };
 
 Config& config();
-
-// Environment variable names (set by `asyncprobe run`).
-inline constexpr const char* kEnvOptions = "ASYNCPROBE_PRELOAD_OPTIONS";
-inline constexpr const char* kEnvCrashReport = "ASYNCPROBE_CRASH_REPORT";
-inline constexpr const char* kEnvTraceOut = "ASYNCPROBE_TRACE_OUT";
-inline constexpr const char* kEnvBlockingOut = "ASYNCPROBE_BLOCKING_OUT";
-inline constexpr const char* kEnvHelper = "ASYNCPROBE_PRELOAD_HELPER";
-inline constexpr const char* kEnvDebugDirs = "ASYNCPROBE_DEBUG_DIRS";
-inline constexpr const char* kEnvSocketDir = "ASYNCPROBE_SOCKET_DIR";
-inline constexpr const char* kEnvOrigPreload = "ASYNCPROBE_ORIG_LD_PRELOAD";
 
 // Parses `options` ("crash,socket,trace,trace-from-start,blocking=NS,follow-children,json,
 // crash-wait=MS,no-crash,no-socket") into `c`. Unknown words are ignored. Returns false when

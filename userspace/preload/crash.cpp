@@ -34,8 +34,6 @@ bool g_terminate_installed = false;
 
 std::atomic<int> g_owner{0};  // tid writing a report
 std::atomic<bool> g_terminate_reported{false};
-std::atomic<int> g_loader_tid{0};
-std::atomic<bool> g_loader_alive{false};
 
 // Only the owner of g_owner uses these.
 StackFrame g_frames[kMaxStack];
@@ -84,7 +82,7 @@ void append_thread_name(Text& t, int tid) {
 
 // Waits (bounded) for the helper's tables when they are still being computed.
 void wait_for_tables(Report& r) {
-  if (Modules::tables_complete() || !g_loader_alive.load() || g_loader_tid.load() == self_tid())
+  if (Modules::tables_complete() || !table_loader_alive() || table_loader_tid() == self_tid())
     return;
   int budget = config().crash_wait_ms;
   r.t()
@@ -93,7 +91,7 @@ void wait_for_tables(Report& r) {
       .str(" s for the coroutine tables (still being computed)\n");
   r.flush();
   for (int waited = 0; waited < budget; waited += 20) {
-    if (Modules::tables_complete() || !g_loader_alive.load()) return;
+    if (Modules::tables_complete() || !table_loader_alive()) return;
     sleep_ms(20);
   }
 }
@@ -286,10 +284,6 @@ void on_signal(int sig, siginfo_t* info, void* uc) {
 }
 
 }  // namespace
-
-void set_table_loader_thread(int tid) { g_loader_tid.store(tid); }
-void set_table_loader_alive(bool alive) { g_loader_alive.store(alive); }
-bool table_loader_alive() { return g_loader_alive.load(); }
 
 void install_crash_handlers() {
   void* alt =

@@ -11,9 +11,5 @@ namespace asyncprobe::preload {
 void install_crash_handlers();
 // Puts back what install_crash_handlers replaced (fork children that must not inherit us).
 void uninstall_crash_handlers();
-// The thread that reads the helper's tables: a crash there must not wait for them.
-void set_table_loader_thread(int tid);
-void set_table_loader_alive(bool alive);
-bool table_loader_alive();
 
 }  // namespace asyncprobe::preload

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "userspace/coro/split_names.h"
+
 namespace asyncprobe::preload {
 
 namespace {
@@ -138,11 +140,6 @@ struct Elf {
   }
 };
 
-bool ends_with(const char* s, size_t n, const char* suffix) {
-  size_t m = std::strlen(suffix);
-  return n >= m && std::memcmp(s + n - m, suffix, m) == 0;
-}
-
 std::vector<std::string> split_dirs(const std::string& dirs) {
   std::vector<std::string> out;
   size_t at = 0;
@@ -165,30 +162,13 @@ std::vector<ResumeSymbol> collect(const Elf& e) {
     if (ELF64_ST_TYPE(s.st_info) != STT_FUNC || s.st_shndx == SHN_UNDEF || s.st_value == 0 ||
         s.st_size == 0)
       return;
-    bool gcc = false;
-    if (is_resume_symbol(name, &gcc)) out.push_back({s.st_value, s.st_size, gcc});
+    coro::SplitName split = coro::parse_split_name(name);
+    if (split.part == coro::SplitPart::kResume) out.push_back({s.st_value, s.st_size, split.gcc});
   });
   return out;
 }
 
 }  // namespace
-
-bool is_resume_symbol(const char* name, bool* gcc) {
-  size_t n = std::strlen(name);
-  if (gcc != nullptr) *gcc = false;
-  if (ends_with(name, n, ".actor")) {
-    // GCC: <encoding of actor(ramp.Frame*)>.actor; the frame type's name ends the encoding.
-    bool yes = ends_with(name, n - 6, ".Frame") || ends_with(name, n - 6, ".frame");
-    if (gcc != nullptr) *gcc = yes;
-    return yes;
-  }
-  if (ends_with(name, n, ".resume")) {
-    // Clang: <ramp>.resume, the ramp name itself without dots.
-    if (n == 7) return false;
-    return std::memchr(name, '.', n - 7) == nullptr;
-  }
-  return false;
-}
 
 // Calls fn(elf) with the object whose symbols describe `path`: itself, or its separate debug file
 // when it is stripped (found by build-id, then .gnu_debuglink), or itself again as a last resort.
@@ -245,18 +225,23 @@ std::vector<SymbolCoroutine> scan_coroutines(const std::string& path,
     e.for_each_symbol(*tab, [&](const char* name, const Elf64_Sym& s) {
       if (ELF64_ST_TYPE(s.st_info) != STT_FUNC || s.st_shndx == SHN_UNDEF || s.st_value == 0)
         return;
-      size_t n = std::strlen(name);
-      bool gcc = false;
-      if (is_resume_symbol(name, &gcc)) {
-        size_t cut = gcc ? 6 : 7;
-        SymbolCoroutine& c = by_key[std::string(name, n - cut)];
-        c.resume = s.st_value;
-        c.resume_size = s.st_size;
-        c.gcc = gcc;
-      } else if (ends_with(name, n, ".destroy")) {
-        by_key[std::string(name, n - 8)].destroy = s.st_value;
-      } else if (ends_with(name, n, ".cleanup")) {
-        by_key[std::string(name, n - 8)].cleanup = s.st_value;
+      coro::SplitName split = coro::parse_split_name(name);
+      if (split.part == coro::SplitPart::kNone) return;
+      SymbolCoroutine& c = by_key[std::string(split.key)];
+      switch (split.part) {
+        case coro::SplitPart::kResume:
+          c.resume = s.st_value;
+          c.resume_size = s.st_size;
+          c.gcc = split.gcc;
+          break;
+        case coro::SplitPart::kDestroy:
+          c.destroy = s.st_value;
+          break;
+        case coro::SplitPart::kCleanup:
+          c.cleanup = s.st_value;
+          break;
+        case coro::SplitPart::kNone:
+          break;
       }
     });
     for (const auto& [key, c] : by_key) {
@@ -266,25 +251,6 @@ std::vector<SymbolCoroutine> scan_coroutines(const std::string& path,
   std::sort(out.begin(), out.end(),
             [](const SymbolCoroutine& a, const SymbolCoroutine& b) { return a.resume < b.resume; });
   return out;
-}
-
-uint64_t find_dynamic_symbol(const std::string& path, const char* name, uint64_t* size) {
-  MappedFile file(path);
-  Elf e(file);
-  if (!e.ok()) return 0;
-  uint64_t found = 0;
-  for (uint32_t type : {SHT_DYNSYM, SHT_SYMTAB}) {
-    const Elf64_Shdr* tab = e.find(type);
-    if (tab == nullptr) continue;
-    e.for_each_symbol(*tab, [&](const char* n, const Elf64_Sym& s) {
-      if (found == 0 && s.st_shndx != SHN_UNDEF && std::strcmp(n, name) == 0) {
-        found = s.st_value;
-        if (size != nullptr) *size = s.st_size;
-      }
-    });
-    if (found != 0) break;
-  }
-  return found;
 }
 
 }  // namespace asyncprobe::preload

@@ -33,12 +33,4 @@ struct SymbolCoroutine {
 std::vector<SymbolCoroutine> scan_coroutines(const std::string& path,
                                              const std::string& debug_dirs);
 
-// Is this symbol a coroutine resume function (GCC "<...>.Frame.actor", Clang "<ramp>.resume")?
-// Sets *gcc for the former.
-bool is_resume_symbol(const char* name, bool* gcc = nullptr);
-
-// The address of a dynamic symbol `name` in the object at `path` (object vaddr), 0 if absent,
-// with its size.
-uint64_t find_dynamic_symbol(const std::string& path, const char* name, uint64_t* size);
-
 }  // namespace asyncprobe::preload

@@ -16,15 +16,16 @@
 #include <string>
 #include <vector>
 
+#include "userspace/output/preload_report.h"
 #include "userspace/preload/blocking_records.h"
 #include "userspace/preload/config.h"
 #include "userspace/preload/crash.h"
 #include "userspace/preload/elf_scan.h"
+#include "userspace/preload/library.h"
 #include "userspace/preload/modules.h"
 #include "userspace/preload/service.h"
 #include "userspace/preload/signal_safe.h"
 #include "userspace/preload/tracer.h"
-#include "userspace/output/preload_report.h"
 
 namespace asyncprobe::preload {
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "userspace/coro/frame_abi.h"
 #include "userspace/preload/elf_scan.h"
 #include "userspace/preload/signal_safe.h"
 
@@ -278,7 +279,7 @@ void install_symbol_table(ModuleRecord* m, const std::vector<SymbolCoroutine>& c
     r.resume_size = c.resume_size;
     r.destroy = c.destroy;
     r.cleanup = c.cleanup;
-    r.promise_offset = 16;
+    r.promise_offset = coro::kDefaultPromiseOffset;
     r.compiler = c.gcc ? 0 : 1;
     uint32_t index = static_cast<uint32_t>(coros.size());
     coros.push_back(r);
@@ -318,12 +319,14 @@ void install_symbol_table(ModuleRecord* m, const std::vector<SymbolCoroutine>& c
 
 bool frame_matches(uint64_t frame, const Modules::CoroRef& c) {
   if (frame == 0 || (frame & 7) != 0) return false;
-  uint64_t words[2];
+  uint64_t words[coro::kHeaderBytes / 8];
   if (!safe_read(frame, words, sizeof words)) return false;
   uint64_t destroy = c.coro->destroy + c.module->bias;
   uint64_t cleanup = c.coro->cleanup != 0 ? c.coro->cleanup + c.module->bias : 0;
-  if (words[1] != destroy && (cleanup == 0 || words[1] != cleanup)) return false;
-  return words[0] == 0 || words[0] == c.resume_abs();
+  const uint64_t destroy_word = words[coro::kDestroyOffset / 8];
+  if (destroy_word != destroy && (cleanup == 0 || destroy_word != cleanup)) return false;
+  const uint64_t resume_word = words[coro::kResumeOffset / 8];
+  return resume_word == 0 || resume_word == c.resume_abs();
 }
 
 int64_t read_suspend_index(uint64_t frame, const Modules::CoroRef& c) {

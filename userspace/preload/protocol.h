@@ -1,14 +1,25 @@
-// The wire protocol of the preload library's socket (documented in docs/PRELOAD.md, "Socket
-// protocol"). A Unix stream socket at <dir>/<pid>.sock, dir = $ASYNCPROBE_SOCKET_DIR or
-// /tmp/asyncprobe-<uid> (mode 0700, socket 0600); the library serves only peers of its own
-// effective uid (SO_PEERCRED). Little-endian, packed as declared (every struct is naturally
-// aligned and padded explicitly). One request, one reply, in order.
+// The boundary between asyncprobe and the preload library: the environment `asyncprobe run`
+// passes (docs/PRELOAD.md, "Environment") and the wire protocol of the library's socket
+// (docs/PRELOAD.md, "Socket protocol"). A Unix stream socket at <dir>/<pid>.sock, dir =
+// $ASYNCPROBE_SOCKET_DIR or /tmp/asyncprobe-<uid> (mode 0700, socket 0600); the library serves only
+// peers of its own effective uid (SO_PEERCRED). Little-endian, packed as declared (every struct is
+// naturally aligned and padded explicitly). One request, one reply, in order.
 #pragma once
 
 #include <cstdint>
 #include <string>
 
 namespace asyncprobe::preload_proto {
+
+// Environment variables `asyncprobe run` sets for the library.
+inline constexpr const char* kEnvOptions = "ASYNCPROBE_PRELOAD_OPTIONS";  // see Config's parser
+inline constexpr const char* kEnvCrashReport = "ASYNCPROBE_CRASH_REPORT";
+inline constexpr const char* kEnvTraceOut = "ASYNCPROBE_TRACE_OUT";
+inline constexpr const char* kEnvBlockingOut = "ASYNCPROBE_BLOCKING_OUT";
+inline constexpr const char* kEnvHelper = "ASYNCPROBE_PRELOAD_HELPER";
+inline constexpr const char* kEnvDebugDirs = "ASYNCPROBE_DEBUG_DIRS";
+inline constexpr const char* kEnvSocketDir = "ASYNCPROBE_SOCKET_DIR";
+inline constexpr const char* kEnvOrigPreload = "ASYNCPROBE_ORIG_LD_PRELOAD";
 
 inline constexpr uint32_t kMagic = 0x50525041;  // "APRP"
 inline constexpr uint16_t kVersion = 1;

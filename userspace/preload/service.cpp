@@ -23,7 +23,7 @@
 
 #include "userspace/preload/blocking_records.h"
 #include "userspace/preload/config.h"
-#include "userspace/preload/crash.h"
+#include "userspace/preload/library.h"
 #include "userspace/preload/modules.h"
 #include "userspace/preload/protocol.h"
 #include "userspace/preload/signal_safe.h"
@@ -32,8 +32,6 @@
 namespace asyncprobe::preload {
 
 namespace proto = preload_proto;
-
-void poll_modules_without_hook();  // library.cpp
 
 namespace {
 
@@ -63,7 +61,8 @@ bool still_ours(int fd, const FdId& id) {
 char g_socket_path[sizeof(sockaddr_un::sun_path)] = {};
 pid_t g_socket_owner = 0;
 int g_wake[2] = {-1, -1};
-std::atomic<int> g_tid{0};
+std::atomic<int> g_loader_tid{0};
+std::atomic<bool> g_loader_alive{false};
 
 // Raw-syscall I/O: the blocking interposers must not see the library's own calls.
 long sys_read(int fd, void* buf, size_t n) { return sys(SYS_read, fd, buf, n); }
@@ -610,13 +609,12 @@ void accept_client(std::vector<int>& clients) {
 }
 
 void* service_main(void*) {
-  g_tid.store(self_tid());
-  set_table_loader_thread(self_tid());
+  g_loader_tid.store(self_tid());
   set_internal_thread(true);
   std::vector<int> clients;
   for (;;) {
     if (g_helper.pid == 0 && g_helper.requested < Modules::count()) start_helper();
-    set_table_loader_alive(helper_pending());
+    g_loader_alive.store(helper_pending());
     std::vector<pollfd> fds;
     fds.push_back({g_wake[0], POLLIN, 0});
     fds.push_back({g_helper.out, POLLIN, 0});
@@ -736,7 +734,7 @@ bool start_service(std::string* why) {
   }
   pthread_setname_np(t, "asyncprobe");
   pthread_detach(t);
-  set_table_loader_alive(true);
+  g_loader_alive.store(true);
   return socket_ok;
 }
 
@@ -754,15 +752,15 @@ void service_unlink_socket() {
   }
 }
 
+bool table_loader_alive() { return g_loader_alive.load(); }
+int table_loader_tid() { return g_loader_tid.load(); }
+
 void service_after_fork_child() {
   if (g_listen_fd >= 0) close(g_listen_fd);
   g_listen_fd = -1;
   g_socket_path[0] = '\0';
-  g_tid.store(0);
   g_helper = HelperState{};
-  set_table_loader_alive(false);
+  g_loader_alive.store(false);
 }
-
-int service_tid() { return g_tid.load(); }
 
 }  // namespace asyncprobe::preload

@@ -17,7 +17,9 @@ void service_wake();
 void service_unlink_socket();
 // After fork: the child has no service thread. Closes the inherited listening socket.
 void service_after_fork_child();
-// The tid of the service thread (0 if none).
-int service_tid();
+// Whether the thread may still install tables (a helper is running or due), and its tid: a crash
+// waits for the tables only then, and never on that thread. Async-signal-safe.
+bool table_loader_alive();
+int table_loader_tid();
 
 }  // namespace asyncprobe::preload

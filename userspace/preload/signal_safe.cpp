@@ -119,8 +119,6 @@ uint64_t monotonic_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-uint64_t monotonic_ms() { return monotonic_ns() / 1000000ull; }
-
 Text& Text::str(const char* s) {
   if (s == nullptr) s = "(null)";
   size_t n = 0;

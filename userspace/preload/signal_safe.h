@@ -53,8 +53,6 @@ void write_fully(int fd, const char* p, size_t n);
 int raw_open(const char* path, int flags, int mode);
 void raw_close(int fd);
 void sleep_ms(int ms);
-// Milliseconds of CLOCK_MONOTONIC.
-uint64_t monotonic_ms();
 uint64_t monotonic_ns();
 
 // Formats into a fixed buffer; anything past its capacity is dropped (and marked with "...").

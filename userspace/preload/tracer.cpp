@@ -18,6 +18,7 @@
 #include "userspace/preload/code_patch.h"
 #include "userspace/preload/config.h"
 #include "userspace/preload/elf_scan.h"
+#include "userspace/preload/library.h"
 #include "userspace/preload/modules.h"
 #include "userspace/preload/signal_safe.h"
 
@@ -33,9 +34,6 @@ void asyncprobe_dl_activity() __attribute__((visibility("hidden")));
 }
 
 namespace asyncprobe::preload {
-
-// Defined by the library (library.cpp): called after the dynamic loader changed the module list.
-void on_modules_changed();
 
 namespace {
 

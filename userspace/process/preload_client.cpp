@@ -365,12 +365,6 @@ bool PreloadConnection::blocking_poll(uint64_t since, BlockingPoll* out, std::st
   return true;
 }
 
-std::optional<ReadMemory> preload_memory_source(int pid, std::string* why) {
-  std::shared_ptr<PreloadConnection> c = PreloadConnection::open(pid, why);
-  if (c == nullptr) return std::nullopt;
-  return ReadMemory([c](uint64_t addr, void* out, size_t len) { return c->read(addr, out, len); });
-}
-
 std::optional<PreloadSource> preload_source(int pid, std::string* why, int* code) {
   std::shared_ptr<PreloadConnection> c = PreloadConnection::open(pid, why, code);
   if (c == nullptr) return std::nullopt;

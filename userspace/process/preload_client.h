@@ -1,7 +1,8 @@
-// The client side of the preload library's socket (userspace/preload/protocol.h): for a process started
-// with `asyncprobe run`, reads its memory, its /proc files, and drives in-process trace sessions,
-// without any privilege beyond being the same user. The library verifies that the peer has its
-// uid (SO_PEERCRED); we verify that the socket is served by the pid we asked for, by our uid.
+// The client side of the preload library's socket (userspace/preload/protocol.h): for a process
+// started with `asyncprobe run`, reads its memory, its /proc files, and drives in-process trace
+// sessions, without any privilege beyond being the same user. The library verifies that the peer
+// has its uid (SO_PEERCRED); we verify that the socket is served by the pid we asked for, by our
+// uid.
 #pragma once
 
 #include <cstdint>
@@ -11,9 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "userspace/model/preload_reports.h"
 #include "userspace/preload/protocol.h"
 #include "userspace/process/memory_reader.h"
-#include "userspace/model/preload_reports.h"
 
 namespace asyncprobe::process {
 
@@ -94,9 +95,6 @@ struct PreloadSource {
   std::shared_ptr<PreloadConnection> connection;
 };
 
-// The ReadMemory for `asyncprobe -p PID` when process_vm_readv is not permitted: nullopt (with
-// a one-line `why`) when pid does not serve a socket we may use.
-std::optional<ReadMemory> preload_memory_source(int pid, std::string* why);
 // Memory plus maps/exe/comm; nullopt with `why` and `code` (ExitCode) on failure.
 std::optional<PreloadSource> preload_source(int pid, std::string* why, int* code = nullptr);
 

@@ -14,7 +14,7 @@ std::vector<bool> awaited_frames(const snapshot::AsyncForest& forest) {
 
 bool uncertain_edge(const model::CoroFrame& c, const snapshot::FrameLink& link) {
   return link.link == snapshot::LinkKind::kDangling || link.link == snapshot::LinkKind::kCycle ||
-         (link.parent != snapshot::kNoFrame && snapshot::is_generic_rule(c.awaiter_rule));
+         (link.parent != snapshot::kNoFrame && coro::is_generic(c.awaiter_rule));
 }
 
 void AwaitProfiler::add(const model::Snapshot& snap, int64_t weight_ns) {
@@ -23,7 +23,8 @@ void AwaitProfiler::add(const model::Snapshot& snap, int64_t weight_ns) {
   const std::vector<bool> awaited = awaited_frames(forest);
   for (size_t i = 0; i < snap.frames.size(); ++i) {
     const model::CoroFrame& leaf = snap.frames[i];
-    if (leaf.state != model::FrameState::kSuspended || awaited[i] || forest.links[i].duplicate) continue;
+    if (leaf.state != model::FrameState::kSuspended || awaited[i] || forest.links[i].duplicate)
+      continue;
     std::vector<uint32_t> stack;  // leaf first
     bool uncertain = false;
     size_t at = i;

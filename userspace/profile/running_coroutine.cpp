@@ -26,8 +26,8 @@ bool plausible_frame_address(uint64_t w) {
 
 }  // namespace
 
-RunningCoroutineFinder::RunningCoroutineFinder(snapshot::SnapshotTaker* taker, process::MemoryReader* memory,
-                                               double min_refresh_s)
+RunningCoroutineFinder::RunningCoroutineFinder(snapshot::SnapshotTaker* taker,
+                                               process::MemoryReader* memory, double min_refresh_s)
     : taker_(taker), memory_(memory), min_refresh_s_(min_refresh_s) {
   for (const auto& loaded : taker_->index().catalogs()) {
     if (loaded == nullptr || loaded->catalog == nullptr) continue;
@@ -95,14 +95,16 @@ CoroutineJoin RunningCoroutineFinder::join_at(size_t frame_index) {
   j.result = CoroutineJoin::Result::kJoined;
   j.frame = snap_.frames[frame_index].address;
   const snapshot::FrameLink* link = &forest_.links[frame_index];
-  for (size_t guard = 0; guard < forest_.max_depth + 1 && link->parent != snapshot::kNoFrame; ++guard) {
+  for (size_t guard = 0; guard < forest_.max_depth + 1 && link->parent != snapshot::kNoFrame;
+       ++guard) {
     const model::CoroFrame& child = snap_.frames[link - forest_.links.data()];
-    if (snapshot::is_generic_rule(child.awaiter_rule)) j.uncertain = true;
+    if (coro::is_generic(child.awaiter_rule)) j.uncertain = true;
     const size_t p = link->parent;
     j.parents.push_back(snap_.frames[p]);
     link = &forest_.links[p];
   }
-  if (link->link == snapshot::LinkKind::kDangling || link->link == snapshot::LinkKind::kCycle) j.uncertain = true;
+  if (link->link == snapshot::LinkKind::kDangling || link->link == snapshot::LinkKind::kCycle)
+    j.uncertain = true;
   return j;
 }
 

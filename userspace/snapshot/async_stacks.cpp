@@ -24,10 +24,6 @@ const char* to_string(LinkKind k) {
   return "root";
 }
 
-bool is_generic_rule(std::string_view rule) {
-  return rule.empty() || rule == "mutual-pointer" || rule.substr(0, 7) == "generic";
-}
-
 size_t AsyncForest::stack_count() const {
   size_t n = 0;
   for (size_t r : roots) {
@@ -53,12 +49,7 @@ namespace {
 // The signature fields of a frame, as a tuple so comparisons are lexicographic and total.
 // Function comes first so that nodes with equal counts order by name.
 using SigTuple = std::tuple<const std::string&, int, const std::string&, int, int64_t, int, int,
-                            const std::string&>;
-
-const std::string& empty_string() {
-  static const std::string kEmpty;
-  return kEmpty;
-}
+                            coro::AwaiterRule>;
 
 SigTuple signature(const model::CoroFrame& f, LinkKind link) {
   // The index only distinguishes points that no rule could place; with a line, the line is the
@@ -67,7 +58,7 @@ SigTuple signature(const model::CoroFrame& f, LinkKind link) {
   const bool has_rule = link == LinkKind::kLinked || link == LinkKind::kDangling;
   return SigTuple(f.function, static_cast<int>(f.suspend.kind), f.suspend.file, f.suspend.line,
                   index, static_cast<int>(f.state), static_cast<int>(link),
-                  has_rule ? f.awaiter_rule : empty_string());
+                  has_rule ? f.awaiter_rule : coro::AwaiterRule::kNone);
 }
 
 struct SigHash {
@@ -81,15 +72,15 @@ struct SigHash {
     mix(static_cast<size_t>(std::get<4>(t)));
     mix(static_cast<size_t>(std::get<5>(t)));
     mix(static_cast<size_t>(std::get<6>(t)));
-    mix(std::hash<std::string_view>()(std::get<7>(t)));
+    mix(static_cast<size_t>(std::get<7>(t)));
     return h;
   }
 };
 
 class Coalescer {
  public:
-  Coalescer(const model::Snapshot& snap, AsyncForest& forest, const std::vector<size_t>& child_start,
-            const std::vector<size_t>& child_list)
+  Coalescer(const model::Snapshot& snap, AsyncForest& forest,
+            const std::vector<size_t>& child_start, const std::vector<size_t>& child_list)
       : snap_(snap), forest_(forest), child_start_(child_start), child_list_(child_list) {}
 
   void run() {

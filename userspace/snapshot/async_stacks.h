@@ -27,10 +27,6 @@ enum class LinkKind {
 };
 const char* to_string(LinkKind k);
 
-// True for rules that link frames without knowing the library ("mutual-pointer", "generic-*",
-// or no rule named at all): reports mark such edges so readers weigh them accordingly.
-bool is_generic_rule(std::string_view rule);
-
 // Placement of one frame, aligned with Snapshot::frames.
 struct FrameLink {
   LinkKind link = LinkKind::kRoot;
@@ -76,7 +72,7 @@ struct StackNode {
   int64_t index = -1;  // suspend index of the first frame (the same for all when line == 0)
   model::FrameState state = model::FrameState::kUnknown;
   LinkKind link = LinkKind::kRoot;
-  std::string rule;              // awaiter rule (kLinked / kDangling), empty otherwise
+  coro::AwaiterRule rule = coro::AwaiterRule::kNone;  // awaiter rule (kLinked / kDangling)
   std::vector<size_t> frames;    // merged frames, ascending; count() == frames.size()
   std::vector<size_t> children;  // indices into AsyncForest::nodes, in display order
   size_t depth = 0;              // depth within its printed tree (0 for a top-level node)

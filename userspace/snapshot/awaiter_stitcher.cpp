@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <unordered_map>
 #include <unordered_set>
+
+#include "userspace/coro/awaiter_rules.h"
 
 namespace asyncprobe::snapshot {
 
@@ -53,177 +56,213 @@ class FrameExtents {
   std::vector<uint64_t> end_;
 };
 
-}  // namespace
+// Frame words read in batches, one read per frame: {pointer, count}, count 0 when unreadable.
+class FrameWords {
+ public:
+  FrameWords(const std::vector<FoundFrame>& found, FrameExtents& extents,
+             const process::ReadMemory& read, const process::ReadMemoryBatch& batch)
+      : found_(found), extents_(extents), read_(read), batch_(batch) {}
 
-StitchStats stitch_awaiters(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,
-                            const process::ReadMemory& read, const process::ReadMemoryBatch& batch) {
-  StitchStats stats;
-  std::unordered_map<uint64_t, size_t> by_addr;
-  for (size_t i = 0; i < found.size(); ++i) by_addr.emplace(found[i].address, i);
-  auto frame_at = [&](uint64_t addr) -> long {
-    auto it = by_addr.find(addr);
-    return it == by_addr.end() ? -1 : static_cast<long>(it->second);
-  };
-  auto set_edge = [&](size_t child, size_t parent, const char* rule) {
-    frames[child].awaiter = found[parent].address;
-    frames[child].awaiter_rule = rule;
-  };
+  // Reads every frame of `which` not read yet, in one batch.
+  void read(const std::vector<size_t>& which) {
+    std::vector<size_t> todo;
+    for (size_t i : which) {
+      if (words_.emplace(i, std::make_pair(nullptr, 0)).second) todo.push_back(i);
+    }
+    std::vector<size_t> offset(todo.size() + 1, 0);
+    for (size_t k = 0; k < todo.size(); ++k) {
+      offset[k + 1] =
+          offset[k] + static_cast<size_t>((extents_.end(todo[k]) - found_[todo[k]].address) / 8);
+    }
+    storage_.emplace_back(offset.back(), 0);
+    std::vector<uint64_t>& buf = storage_.back();
+    std::vector<process::ReadRequest> pieces;
+    for (size_t k = 0; k < todo.size(); ++k) {
+      pieces.push_back({found_[todo[k]].address, buf.data() + offset[k],
+                        (offset[k + 1] - offset[k]) * 8, false});
+    }
+    if (batch_) {
+      batch_(pieces);
+    } else {
+      for (auto& p : pieces) p.ok = read_(p.addr, p.out, p.len);
+    }
+    for (size_t k = 0; k < todo.size(); ++k) {
+      if (pieces[k].ok) words_[todo[k]] = {buf.data() + offset[k], offset[k + 1] - offset[k]};
+    }
+  }
 
-  for (size_t i = 0; i < found.size(); ++i) {
-    const FoundFrame& f = found[i];
-    // A finished coroutine has already handed control back to its awaiter: what its promise
-    // still says is history, not an edge.
-    if (frames[i].state == model::FrameState::kDone) continue;
-    uint64_t promise = f.address + f.ref.fn->promise_offset;
-    uint64_t words[3] = {0, 0, 0};
-    // The promise's first words were read with the header at validation; read only when the
-    // promise lies further in (over-aligned promises).
-    size_t first_word = f.ref.fn->promise_offset / 8;
-    if (f.ref.fn->promise_offset % 8 == 0 && first_word + 3 <= f.head_words) {
+  std::pair<const uint64_t*, size_t> of(size_t i) const {
+    auto it = words_.find(i);
+    return it == words_.end() ? std::make_pair(nullptr, size_t{0}) : it->second;
+  }
+
+ private:
+  const std::vector<FoundFrame>& found_;
+  FrameExtents& extents_;
+  const process::ReadMemory& read_;
+  const process::ReadMemoryBatch& batch_;
+  std::deque<std::vector<uint64_t>> storage_;  // stable: words_ points into it
+  std::unordered_map<size_t, std::pair<const uint64_t*, size_t>> words_;
+};
+
+class Stitcher {
+ public:
+  Stitcher(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,
+           const process::ReadMemory& read, const process::ReadMemoryBatch& batch)
+      : frames_(frames),
+        found_(found),
+        read_(read),
+        extents_(found, read),
+        words_(found, extents_, read, batch) {
+    for (size_t i = 0; i < found.size(); ++i) by_addr_.emplace(found[i].address, i);
+  }
+
+  StitchStats run() {
+    library_edges();
+    generic_edges(generic_unlinked());
+    return stats_;
+  }
+
+ private:
+  long frame_at(uint64_t addr) const {
+    auto it = by_addr_.find(addr);
+    return it == by_addr_.end() ? -1 : static_cast<long>(it->second);
+  }
+
+  void set_edge(size_t child, size_t parent, coro::AwaiterRule rule) {
+    frames_[child].awaiter = found_[parent].address;
+    frames_[child].awaiter_rule = rule;
+    switch (rule) {
+      case coro::AwaiterRule::kAsioCaller:
+        stats_.asio_edges++;
+        break;
+      case coro::AwaiterRule::kFollyAsyncStack:
+        stats_.folly_edges++;
+        break;
+      case coro::AwaiterRule::kContinuationInPromise:
+        stats_.continuation_edges++;
+        break;
+      default:
+        stats_.generic_edges++;
+        break;
+    }
+  }
+
+  // The first promise words of frame i: read with the header at validation, unless the promise
+  // lies further in (over-aligned promises).
+  bool promise_words(size_t i, uint64_t (&words)[coro::kPromiseWords]) const {
+    const FoundFrame& f = found_[i];
+    const size_t first_word = f.ref.fn->promise_offset / 8;
+    if (f.ref.fn->promise_offset % 8 == 0 && first_word + coro::kPromiseWords <= f.head_words) {
       std::memcpy(words, &f.head[first_word], sizeof words);
-    } else if (!read(promise, words, sizeof words)) {
-      continue;
+      return true;
     }
-    // Boost.Asio awaitable_frame_base {coro_, attached_thread_, caller_, ...}: coro_ is the frame
-    // itself, caller_ points at the caller's promise.
-    if (words[0] == f.address) {
-      if (words[2] != 0) {
-        for (long p : {frame_at(words[2] - 16), frame_at(words[2] - 32)}) {
-          if (p >= 0 && static_cast<size_t>(p) != i &&
-              words[2] == found[p].address + found[p].ref.fn->promise_offset) {
-            set_edge(i, static_cast<size_t>(p), "asio-caller");
-            stats.asio_edges++;
-            break;
-          }
-        }
-      }
-      continue;
-    }
-    // cppcoro / libcoro / folly style: the continuation handle is the promise's first word.
-    long p = frame_at(words[0]);
-    if (p >= 0 && static_cast<size_t>(p) != i && frames[p].state != model::FrameState::kDone) {
-      // folly keeps an AsyncStackFrame right after the (two-word) continuation; its parentFrame
-      // points into the awaiting promise. When that agrees, name the edge after folly.
-      uint64_t parent_async = found[p].address + found[p].ref.fn->promise_offset + 16;
-      bool folly = words[2] == parent_async;
-      set_edge(i, static_cast<size_t>(p), folly ? "folly-async-stack" : "continuation-in-promise");
-      (folly ? stats.folly_edges : stats.continuation_edges)++;
+    return read_(f.address + f.ref.fn->promise_offset, words, sizeof words);
+  }
+
+  // The library rules (coro/awaiter_rules.h) over every frame's promise.
+  void library_edges() {
+    auto find_live = [&](uint64_t addr, uint64_t* promise_offset) {
+      long p = frame_at(addr);
+      if (p < 0 || frames_[p].state == model::FrameState::kDone) return false;
+      *promise_offset = found_[p].ref.fn->promise_offset;
+      return true;
+    };
+    for (size_t i = 0; i < found_.size(); ++i) {
+      // A finished coroutine has already handed control back to its awaiter: what its promise
+      // still says is history, not an edge.
+      if (frames_[i].state == model::FrameState::kDone) continue;
+      uint64_t words[coro::kPromiseWords] = {};
+      if (!promise_words(i, words)) continue;
+      coro::AwaiterEdge edge = coro::awaiter_from_promise(found_[i].address, words, find_live);
+      if (edge.frame != 0) set_edge(i, static_cast<size_t>(frame_at(edge.frame)), edge.rule);
     }
   }
 
-  // Generic rule for task types we do not know: B is awaited by A when B's frame holds a
-  // pointer into A's frame (the continuation) and A's frame holds B's address (the task), the
-  // continuation closer to its frame's header than the task object is to its own.
-  FrameExtents extents(found, read);
-  // Coroutines whose frames were linked by their promise's continuation use that layout: a frame
-  // of theirs with a null continuation is a root by its own account, and the generic rule (which
+  // The frames the generic rule looks at: suspended, unlinked, and not roots by their own
+  // account. Coroutines whose frames were linked by their promise's continuation use that
+  // layout: a frame of theirs with a null continuation is a root, and the generic rule (which
   // reads whole frames) is not needed for it.
-  std::unordered_set<const symbolizer::CoroFunction*> continuation_layout;
-  for (size_t i = 0; i < found.size(); ++i) {
-    if (frames[i].awaiter_rule == "continuation-in-promise") {
-      continuation_layout.insert(found[i].ref.fn);
+  std::vector<size_t> generic_unlinked() const {
+    std::unordered_set<const symbolizer::CoroFunction*> continuation_layout;
+    for (size_t i = 0; i < found_.size(); ++i) {
+      if (frames_[i].awaiter_rule == coro::AwaiterRule::kContinuationInPromise) {
+        continuation_layout.insert(found_[i].ref.fn);
+      }
     }
+    std::vector<size_t> unlinked;
+    for (size_t b = 0; b < found_.size(); ++b) {
+      if (frames_[b].awaiter != 0 || frames_[b].state == model::FrameState::kDone) continue;
+      const FoundFrame& f = found_[b];
+      size_t promise_word = f.ref.fn->promise_offset / 8;
+      bool null_continuation = f.ref.fn->promise_offset % 8 == 0 && promise_word < f.head_words &&
+                               f.head[promise_word] == 0;
+      if (null_continuation && continuation_layout.count(f.ref.fn) != 0) continue;
+      unlinked.push_back(b);
+    }
+    return unlinked;
   }
-  std::vector<size_t> unlinked;
-  for (size_t b = 0; b < found.size(); ++b) {
-    if (frames[b].awaiter != 0 || frames[b].state == model::FrameState::kDone) continue;
-    const FoundFrame& f = found[b];
-    size_t promise_word = f.ref.fn->promise_offset / 8;
-    bool null_continuation = f.ref.fn->promise_offset % 8 == 0 && promise_word < f.head_words &&
-                             f.head[promise_word] == 0;
-    if (null_continuation && continuation_layout.count(f.ref.fn) != 0) continue;
-    unlinked.push_back(b);
-  }
-  // Read every unlinked frame in one batch.
-  std::vector<size_t> offset(unlinked.size() + 1, 0);
-  for (size_t k = 0; k < unlinked.size(); ++k) {
-    size_t b = unlinked[k];
-    offset[k + 1] = offset[k] + static_cast<size_t>((extents.end(b) - found[b].address) / 8);
-  }
-  std::vector<uint64_t> words(offset.back(), 0);
-  std::vector<process::ReadRequest> pieces;
-  for (size_t k = 0; k < unlinked.size(); ++k) {
-    pieces.push_back({found[unlinked[k]].address, words.data() + offset[k],
-                      (offset[k + 1] - offset[k]) * 8, false});
-  }
-  if (batch) {
-    batch(pieces);
-  } else {
-    for (auto& p : pieces) p.ok = read(p.addr, p.out, p.len);
-  }
-  // Candidate pairs: a word of B that is A's address or A's promise, A suspended. A's words are
-  // needed to confirm; frames not read above are read in a second batch (one read per frame,
-  // not per candidate: a busy heap has tens of thousands of them).
+
+  // A word of B that may be a continuation to A (a suspended frame).
   struct Candidate {
     size_t b, w, a;
   };
-  std::vector<Candidate> candidates;
-  for (size_t k = 0; k < unlinked.size(); ++k) {
-    size_t b = unlinked[k];
-    if (!pieces[k].ok || offset[k + 1] - offset[k] <= 2) continue;
-    const uint64_t* b_words = words.data() + offset[k];
-    size_t nb = offset[k + 1] - offset[k];
-    for (size_t w = 2; w < nb; ++w) {
-      long a = extents.containing(b_words[w]);
-      if (a < 0 || static_cast<size_t>(a) == b || frames[a].state != model::FrameState::kSuspended) {
-        continue;
+  std::vector<Candidate> generic_candidates(const std::vector<size_t>& unlinked) {
+    std::vector<Candidate> candidates;
+    for (size_t b : unlinked) {
+      auto [b_words, nb] = words_.of(b);
+      for (size_t w = coro::kFirstBodyWord; w < nb; ++w) {
+        long a = extents_.containing(b_words[w]);
+        if (a < 0 || static_cast<size_t>(a) == b ||
+            frames_[a].state != model::FrameState::kSuspended ||
+            !coro::may_be_continuation(b_words[w], found_[a].address,
+                                       found_[a].ref.fn->promise_offset)) {
+          continue;
+        }
+        candidates.push_back({b, w, static_cast<size_t>(a)});
       }
-      // A continuation is a handle (the frame's address) or a pointer to the promise, never an
-      // arbitrary interior pointer.
-      uint64_t a_addr = found[a].address;
-      if (b_words[w] != a_addr && b_words[w] != a_addr + found[a].ref.fn->promise_offset) continue;
-      candidates.push_back({k, w, static_cast<size_t>(a)});
+    }
+    return candidates;
+  }
+
+  // The generic rule: B is awaited by A when B's frame holds a continuation to A and A's frame
+  // holds B's address, in that order of depth. Every unlinked frame is read in one batch; the
+  // A's of the candidates in a second one (one read per frame, not per candidate: a busy heap
+  // has tens of thousands of them).
+  void generic_edges(const std::vector<size_t>& unlinked) {
+    words_.read(unlinked);
+    std::vector<Candidate> candidates = generic_candidates(unlinked);
+    std::vector<size_t> awaiting;
+    for (const Candidate& c : candidates) awaiting.push_back(c.a);
+    words_.read(awaiting);
+    for (const Candidate& c : candidates) {
+      if (frames_[c.b].awaiter != 0) continue;  // B already got its edge
+      auto [a_words, na] = words_.of(c.a);
+      if (na <= coro::kFirstBodyWord) continue;
+      const uint64_t* at =
+          std::find(a_words + coro::kFirstBodyWord, a_words + na, found_[c.b].address);
+      if (at != a_words + na &&
+          coro::continuation_before_task(c.w, static_cast<size_t>(at - a_words))) {
+        set_edge(c.b, c.a, coro::AwaiterRule::kMutualPointer);
+      }
     }
   }
-  // Where each frame's words are: {pointer, count}; count 0 when unread or unreadable.
-  std::unordered_map<size_t, std::pair<const uint64_t*, size_t>> frame_words;
-  for (size_t k = 0; k < unlinked.size(); ++k) {
-    if (pieces[k].ok)
-      frame_words[unlinked[k]] = {words.data() + offset[k], offset[k + 1] - offset[k]};
-  }
-  std::vector<size_t> more;
-  for (const Candidate& c : candidates) {
-    if (frame_words.emplace(c.a, std::make_pair(nullptr, 0)).second) more.push_back(c.a);
-  }
-  std::vector<size_t> more_offset(more.size() + 1, 0);
-  for (size_t m = 0; m < more.size(); ++m) {
-    more_offset[m + 1] =
-        more_offset[m] + static_cast<size_t>((extents.end(more[m]) - found[more[m]].address) / 8);
-  }
-  std::vector<uint64_t> more_words(more_offset.back(), 0);
-  pieces.clear();
-  for (size_t m = 0; m < more.size(); ++m) {
-    pieces.push_back({found[more[m]].address, more_words.data() + more_offset[m],
-                      (more_offset[m + 1] - more_offset[m]) * 8, false});
-  }
-  if (batch) {
-    batch(pieces);
-  } else {
-    for (auto& p : pieces) p.ok = read(p.addr, p.out, p.len);
-  }
-  for (size_t m = 0; m < more.size(); ++m) {
-    if (pieces[m].ok) {
-      frame_words[more[m]] = {more_words.data() + more_offset[m],
-                              more_offset[m + 1] - more_offset[m]};
-    }
-  }
-  size_t linked_k = unlinked.size();  // the B that already got its edge
-  for (const Candidate& c : candidates) {
-    if (c.b == linked_k) continue;
-    size_t b = unlinked[c.b];
-    auto [a_words, na] = frame_words[c.a];
-    if (na <= 2) continue;
-    const uint64_t* at = std::find(a_words + 2, a_words + na, found[b].address);
-    // Both frames point at each other; the direction comes from where: a continuation sits
-    // in the awaited frame's promise, near the header, the task object deeper in the
-    // awaiting frame's locals. Equal depths are ambiguous: no edge.
-    if (at != a_words + na && c.w < static_cast<size_t>(at - a_words)) {
-      set_edge(b, c.a, "mutual-pointer");
-      stats.generic_edges++;
-      linked_k = c.b;
-    }
-  }
-  return stats;
+
+  std::vector<model::CoroFrame>& frames_;
+  const std::vector<FoundFrame>& found_;
+  const process::ReadMemory& read_;
+  FrameExtents extents_;
+  FrameWords words_;
+  std::unordered_map<uint64_t, size_t> by_addr_;
+  StitchStats stats_;
+};
+
+}  // namespace
+
+StitchStats stitch_awaiters(std::vector<model::CoroFrame>& frames,
+                            const std::vector<FoundFrame>& found, const process::ReadMemory& read,
+                            const process::ReadMemoryBatch& batch) {
+  return Stitcher(frames, found, read, batch).run();
 }
 
 }  // namespace asyncprobe::snapshot

@@ -209,7 +209,7 @@ std::vector<AsyncFrameRef> TraceModel::async_stack_of(uint64_t frame, uint32_t f
   std::set<uint64_t> seen;
   uint64_t at = frame;
   uint32_t at_fn = fn;
-  std::string rule;
+  coro::AwaiterRule rule = coro::AwaiterRule::kNone;
   for (size_t depth = 0; depth < kMaxAsyncDepth && at != 0 && seen.insert(at).second; ++depth) {
     AsyncFrameRef ref;
     ref.frame = at;
@@ -323,19 +323,22 @@ void TraceModel::on_resume(const trace_resume_event& e) {
   f.awaited = false;
 
   // Who awaits this frame: library rules over the promise words read at resume.
-  uint64_t awaiter = 0;
-  std::string rule;
-  if (e.promise[0] != 0 && e.promise[0] != e.frame && frames_.count(e.promise[0]) != 0) {
-    awaiter = e.promise[0];
-    rule = "continuation-in-promise";
-  } else if (e.promise[2] > 16 && e.promise[2] - 16 != e.frame &&
-             frames_.count(e.promise[2] - 16) != 0) {
-    awaiter = e.promise[2] - 16;
-    rule = "asio-caller";
-  }
+  // A frame the trace knows is live (destroys erase it); its promise offset is the catalog's.
+  auto find_live = [&](uint64_t addr, uint64_t* promise_offset) {
+    auto a = frames_.find(addr);
+    if (a == frames_.end()) return false;
+    const symbolizer::CoroFunction* cf = functions_[a->second.fn].fn;
+    *promise_offset = cf != nullptr ? cf->promise_offset : coro::kDefaultPromiseOffset;
+    return true;
+  };
+  static_assert(TRACE_PROMISE_WORDS == coro::kPromiseWords);
+  uint64_t promise[coro::kPromiseWords];
+  std::copy(std::begin(e.promise), std::end(e.promise), promise);
+  const coro::AwaiterEdge edge = coro::awaiter_from_promise(e.frame, promise, find_live);
+  const uint64_t awaiter = edge.frame;
   if (awaiter != 0) {
     f.awaiter = awaiter;
-    f.awaiter_rule = rule;
+    f.awaiter_rule = edge.rule;
     f.uncertain_edge = false;
     f.unknown_awaiter = false;
     if (opts_.leaf_waits) frames_.find(awaiter)->second.awaited = true;  // found just above

@@ -20,8 +20,9 @@
 #include <vector>
 
 #include "bpf/trace.h"
-#include "userspace/snapshot/coroutine_index.h"
+#include "userspace/coro/awaiter_rules.h"
 #include "userspace/process/stack_unwind.h"
+#include "userspace/snapshot/coroutine_index.h"
 
 namespace asyncprobe::trace {
 
@@ -79,9 +80,9 @@ struct FunctionStats {
 struct AsyncFrameRef {
   uint64_t frame = 0;
   uint32_t fn = 0;
-  int64_t index = -1;    // -1 until known
-  bool running = false;  // the innermost frame, running at that moment
-  std::string rule;      // awaiter rule that linked it to the frame before it
+  int64_t index = -1;                                 // -1 until known
+  bool running = false;                               // the innermost frame, running at that moment
+  coro::AwaiterRule rule = coro::AwaiterRule::kNone;  // the edge to the frame before it
 };
 
 struct BlockingCall {
@@ -93,7 +94,8 @@ struct BlockingCall {
   uint32_t fn = 0;
   bool in_progress = false;  // still blocked when the trace ended
   bool stack_truncated = false, stack_failed = false;
-  std::vector<process::UnwoundFrame> stack;         // innermost first, up to the coroutine's resume function
+  std::vector<process::UnwoundFrame>
+      stack;                               // innermost first, up to the coroutine's resume function
   std::vector<AsyncFrameRef> async_stack;  // running coroutine first, then its awaiters
 };
 
@@ -169,7 +171,8 @@ struct TraceModelOptions {
 
 class TraceModel {
  public:
-  TraceModel(std::vector<TraceFunction> functions, TraceModelOptions opts, process::TraceUnwinder* unwinder);
+  TraceModel(std::vector<TraceFunction> functions, TraceModelOptions opts,
+             process::TraceUnwinder* unwinder);
 
   // One ring-buffer record. Records are handled in timestamp order (see TraceReorder).
   void handle(const void* data, size_t size);
@@ -266,7 +269,7 @@ class TraceModel {
     bool running = false;
     uint32_t running_tid = 0;
     uint64_t awaiter = 0;
-    std::string awaiter_rule;
+    coro::AwaiterRule awaiter_rule = coro::AwaiterRule::kNone;
     size_t last_slice = SIZE_MAX;
     size_t flowed_from = SIZE_MAX;     // awaiter slice already linked to this frame
     std::vector<PendingSlot> pending;  // async-stack entries waiting for this frame's index

@@ -23,7 +23,7 @@ void TraceModel::seed_suspended(uint64_t frame, uint32_t fn, uint64_t since_ns, 
   f.fn = fn;
   f.suspended_since = since_ns;
   f.awaiter = awaiter;
-  f.awaiter_rule = awaiter != 0 ? "start-snapshot" : "";
+  f.awaiter_rule = awaiter != 0 ? coro::AwaiterRule::kStartSnapshot : coro::AwaiterRule::kNone;
   f.uncertain_edge = uncertain_edge;
   f.awaited = awaited;
   f.seeded = true;

@@ -12,7 +12,7 @@ namespace asyncprobe {
 namespace {
 
 model::CoroFrame make_frame(uint64_t address, const std::string& function, int line,
-                     uint64_t awaiter = 0) {
+                            uint64_t awaiter = 0) {
   return testing::suspended_frame(address, function, "srv.cpp", line, awaiter);
 }
 
@@ -92,7 +92,7 @@ TEST(ReportCsv, ExactSmallTable) {
   leaf.stuck_for_s = 1.5;
   s.frames.push_back(leaf);
   model::CoroFrame lost = make_frame(0x3000, "lost", 0, 0xdead);
-  lost.awaiter_rule = "mutual-pointer";
+  lost.awaiter_rule = coro::AwaiterRule::kMutualPointer;
   lost.suspend.index = -1;
   lost.suspend.kind = model::SuspendPoint::Kind::kUnknown;
   lost.state = model::FrameState::kUnknown;
@@ -148,13 +148,22 @@ TEST(ReportCsv, RoundTripThroughAnIndependentReader) {
       "tab\there",
       "caf\xc3\xa9 \xff raw bytes",
   };
+  // Every named rule, with the name the CSV must carry.
+  const std::vector<std::pair<coro::AwaiterRule, std::string>> kRules = {
+      {coro::AwaiterRule::kContinuationInPromise, "continuation-in-promise"},
+      {coro::AwaiterRule::kAsioCaller, "asio-caller"},
+      {coro::AwaiterRule::kFollyAsyncStack, "folly-async-stack"},
+      {coro::AwaiterRule::kMutualPointer, "mutual-pointer"},
+      {coro::AwaiterRule::kStartSnapshot, "start-snapshot"},
+  };
   for (bool crlf : {true, false}) {
     model::Snapshot s;
     for (size_t i = 0; i < nasty.size(); ++i) {
-      model::CoroFrame f = make_frame(0x1000 + i * 0x10, nasty[i], static_cast<int>(i), i ? 0x1000 : 0);
+      model::CoroFrame f =
+          make_frame(0x1000 + i * 0x10, nasty[i], static_cast<int>(i), i ? 0x1000 : 0);
       f.suspend.file = nasty[nasty.size() - 1 - i];
       f.object = nasty[(i + 3) % nasty.size()];
-      f.awaiter_rule = i ? nasty[(i + 5) % nasty.size()] : "";
+      f.awaiter_rule = kRules[i % kRules.size()].first;
       s.frames.push_back(f);
     }
     output::CsvReportOptions opts;
@@ -176,7 +185,7 @@ TEST(ReportCsv, RoundTripThroughAnIndependentReader) {
       EXPECT_EQ(r[3], nasty[nasty.size() - 1 - i]);
       EXPECT_EQ(r[4], std::to_string(i));
       EXPECT_EQ(r[8], i ? "0" : "");
-      EXPECT_EQ(r[9], i ? nasty[(i + 5) % nasty.size()] : "");
+      EXPECT_EQ(r[9], i ? kRules[i % kRules.size()].second : "");
       EXPECT_EQ(r[10], i ? "1" : "0");
       EXPECT_EQ(r[11], "0");
       EXPECT_EQ(r[14], nasty[(i + 3) % nasty.size()]);

@@ -19,14 +19,15 @@ namespace {
 using nlohmann::json;
 
 model::CoroFrame make_frame(uint64_t address, const std::string& function, int line,
-                     uint64_t awaiter = 0) {
+                            uint64_t awaiter = 0) {
   return testing::suspended_frame(address, function, "srv.cpp", line, awaiter);
 }
 
 std::string render(const model::Snapshot& s, const output::JsonReportOptions& opts = {},
                    const snapshot::AsyncStackOptions& aopts = {}) {
   std::ostringstream out;
-  output::write_json_report(out, s, snapshot::build_async_forest(s, aopts), snapshot::group_stuck(s), opts);
+  output::write_json_report(out, s, snapshot::build_async_forest(s, aopts),
+                            snapshot::group_stuck(s), opts);
   return out.str();
 }
 
@@ -68,7 +69,7 @@ model::Snapshot sample() {
     s.frames.push_back(leaf);
   }
   model::CoroFrame generic = make_frame(0x9000, "helper", 0, 0x7f0000100000);
-  generic.awaiter_rule = "mutual-pointer";
+  generic.awaiter_rule = coro::AwaiterRule::kMutualPointer;
   generic.suspend.index = 6;
   generic.suspend.rule.clear();
   generic.on_stack = true;
@@ -308,7 +309,7 @@ TEST(ReportJson, StreamedOutputEqualsTheValue) {
   model::CoroFrame odd = make_frame(0xb000, "esc \"q\" \\ \b\f\n\r\t \x01\x1f \x7f end", 0, 0xb000);
   odd.object = "caf\xc3\xa9 and bad \xff byte";
   odd.suspend.file = "tab\there";
-  odd.awaiter_rule = "";
+  odd.awaiter_rule = coro::AwaiterRule::kNone;
   odd.stuck = true;
   odd.stuck_for_s = 1e-7;
   odd.suspend.index = -1;

@@ -12,12 +12,13 @@ namespace asyncprobe {
 namespace {
 
 model::CoroFrame make_frame(uint64_t address, const std::string& function, const std::string& file,
-                     int line, uint64_t awaiter = 0, int64_t index = 4) {
+                            int line, uint64_t awaiter = 0, int64_t index = 4) {
   return testing::suspended_frame(address, function, file, line, awaiter, index,
                                   "/usr/bin/demo_server");
 }
 
-model::ThreadInfo make_thread(int tid, const std::string& name, char state, const std::string& sys) {
+model::ThreadInfo make_thread(int tid, const std::string& name, char state,
+                              const std::string& sys) {
   model::ThreadInfo t;
   t.tid = tid;
   t.name = name;
@@ -61,7 +62,8 @@ std::string render(const model::Snapshot& s, const output::TextReportOptions& op
 std::string render(const model::Snapshot& s, const snapshot::AsyncStackOptions& aopts,
                    const output::TextReportOptions& opts = {}) {
   std::ostringstream out;
-  output::write_text_report(out, s, snapshot::build_async_forest(s, aopts), snapshot::group_stuck(s), opts);
+  output::write_text_report(out, s, snapshot::build_async_forest(s, aopts),
+                            snapshot::group_stuck(s), opts);
   return out.str();
 }
 
@@ -131,7 +133,7 @@ TEST(ReportText, KindsStatesUnknownLinesAndGenericLinks) {
   model::CoroFrame mystery = make_frame(0x1300, "mystery()", "", 0, 0x1000, 99);
   mystery.suspend.kind = model::SuspendPoint::Kind::kUnknown;
   mystery.state = model::FrameState::kUnknown;
-  mystery.awaiter_rule = "mutual-pointer";
+  mystery.awaiter_rule = coro::AwaiterRule::kMutualPointer;
   model::CoroFrame at_final = make_frame(0x1400, "closing()", "app.cpp", 0, 0x1000, 12);
   at_final.suspend.kind = model::SuspendPoint::Kind::kFinal;
   model::CoroFrame unnamed = make_frame(0x2000, "0x401000", "", 0, 0, -1);
@@ -276,7 +278,8 @@ TEST(ReportText, StuckLeavesNameTheirCallers) {
   }
   add(0x9000, "recv", 3, 0, true);  // a stuck root at the same point
   std::ostringstream out;
-  output::write_text_report(out, s, snapshot::build_async_forest(s), snapshot::group_stuck(s), output::TextReportOptions{});
+  output::write_text_report(out, s, snapshot::build_async_forest(s), snapshot::group_stuck(s),
+                            output::TextReportOptions{});
   const std::string text = out.str();
   const std::string expected =
       "STUCK (suspend point unchanged over the 1.0s window; where the stuck stacks wait)\n"

@@ -1,8 +1,7 @@
 // Pieces of libasyncprobe-preload.so tested in this process: the DWARF CFI unwinder walking this
 // very stack, the tables the helper produces (format checks and lookups), the resume-function
 // scan of real fixtures (it must agree with the symbolizer's catalog), the option parser and the
-// signal-safe formatter. The library's sources are compiled into this test (they are not part
-// of asyncprobe_core).
+// signal-safe formatter. Links the library's code (asyncprobe_preload_core) as the .so does.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,12 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "userspace/preload/config.cpp"
-#include "userspace/preload/elf_scan.cpp"
-#include "userspace/preload/modules.cpp"
-#include "userspace/preload/signal_safe.cpp"
-#include "userspace/preload/unwinder.cpp"
 #include "symbolizer/coro_catalog.h"
+#include "userspace/preload/config.h"
+#include "userspace/preload/elf_scan.h"
+#include "userspace/preload/modules.h"
+#include "userspace/preload/signal_safe.h"
+#include "userspace/preload/unwinder.h"
 
 namespace asyncprobe::preload {
 namespace {
@@ -242,19 +241,6 @@ TEST(PreloadElfScan, AStrippedObjectIsScannedThroughItsDebugFile) {
   EXPECT_TRUE(scan_resume_functions(dir + "stripped-buildid/chain", "").empty());
   EXPECT_TRUE(scan_resume_functions(dir + "stripped-nodebug/chain", "").empty());
   EXPECT_TRUE(scan_resume_functions("/nonexistent", "").empty());
-}
-
-TEST(PreloadElfScan, SymbolNames) {
-  bool gcc = false;
-  EXPECT_TRUE(is_resume_symbol("_Z7descendPZ7descendiE17_Z7descendi.Frame.actor", &gcc));
-  EXPECT_TRUE(gcc);
-  EXPECT_TRUE(is_resume_symbol("_Z7descendi.resume", &gcc));
-  EXPECT_FALSE(gcc);
-  EXPECT_FALSE(is_resume_symbol("_Z7descendPZ7descendiE17_Z7descendi.Frame.actor.cold"));
-  EXPECT_FALSE(is_resume_symbol("_Z7descendi.destroy"));
-  EXPECT_FALSE(is_resume_symbol(".resume"));
-  EXPECT_FALSE(is_resume_symbol("foo.bar.resume"));
-  EXPECT_FALSE(is_resume_symbol("task.actor"));
 }
 
 // ---- options, formatting -----------------------------------------------------------------------

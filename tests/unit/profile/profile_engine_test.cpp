@@ -8,8 +8,8 @@
 #include <string>
 
 #include "tests/unit/model_builders.h"
-#include "userspace/profile/await_profiler.h"
 #include "userspace/process/kernel_symbols.h"
+#include "userspace/profile/await_profiler.h"
 #include "userspace/profile/profile_builder.h"
 
 namespace asyncprobe::testing {
@@ -71,7 +71,7 @@ TEST(AwaitProfiler, WeightsEachWaitingLeafWithItsStackOnce) {
   done.state = model::FrameState::kDone;
   s.frames.push_back(done);
   model::CoroFrame guessed = suspended_frame(0x600, "guessed()", "/src/s.cpp", 60, 0x400);
-  guessed.awaiter_rule = "mutual-pointer";
+  guessed.awaiter_rule = coro::AwaiterRule::kMutualPointer;
   s.frames.push_back(guessed);
 
   model::Profile p;

@@ -1,0 +1,134 @@
+// Who awaits a coroutine: the rules that read an awaiter out of a frame, written once for the
+// three places that follow async stacks (the snapshot's stitcher, the trace model at every resume,
+// the in-target library's crash and blocking-call walk). Each library-specific rule reads the
+// first words of the awaited frame's promise; callers say which addresses hold live frames
+// through a lookup callable, so the rules never touch memory, never allocate, and are
+// async-signal-safe when the lookup is. The generic mutual-pointer rule for unknown task types
+// reads whole frames; its two decisions are here, the batching stays with the snapshot.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "userspace/coro/frame_abi.h"
+
+namespace asyncprobe::coro {
+
+// The rule that made an awaiter edge (named in reports, see rule_name()).
+enum class AwaiterRule : uint8_t {
+  kNone,                   // no edge, or an edge nobody named
+  kRunning,                // not an edge: the running coroutine an in-process walk starts from
+  kContinuationInPromise,  // cppcoro / libcoro / folly: the continuation handle is promise word 0
+  kAsioCaller,             // Boost.Asio: awaitable_frame_base::caller_ is the caller's promise
+  kFollyAsyncStack,        // the continuation rule, confirmed by folly's AsyncStackFrame
+  kMutualPointer,          // generic: the two frames point at each other
+  kStartSnapshot,          // trace: the edge the snapshot at trace start found
+};
+
+// The names reports print (JSON, CSV, text); "" for kNone.
+constexpr const char* rule_name(AwaiterRule r) {
+  switch (r) {
+    case AwaiterRule::kNone:
+      return "";
+    case AwaiterRule::kRunning:
+      return "running";
+    case AwaiterRule::kContinuationInPromise:
+      return "continuation-in-promise";
+    case AwaiterRule::kAsioCaller:
+      return "asio-caller";
+    case AwaiterRule::kFollyAsyncStack:
+      return "folly-async-stack";
+    case AwaiterRule::kMutualPointer:
+      return "mutual-pointer";
+    case AwaiterRule::kStartSnapshot:
+      return "start-snapshot";
+  }
+  return "";
+}
+
+// True for edges found without knowing the library's layout (or by no named rule): reports mark
+// them so that readers weigh them accordingly.
+constexpr bool is_generic(AwaiterRule r) {
+  return r == AwaiterRule::kNone || r == AwaiterRule::kMutualPointer;
+}
+
+// The promise words the library rules read (the trace probes read as many at every resume).
+inline constexpr size_t kPromiseWords = 3;
+
+struct AwaiterEdge {
+  uint64_t frame = 0;  // the awaiting frame; 0: no edge
+  AwaiterRule rule = AwaiterRule::kNone;
+};
+
+namespace detail {
+
+// Boost.Asio's awaitable_frame_base starts {coro_, attached_thread_, caller_}: coro_ is the frame
+// itself, caller_ points at the caller's *promise*, which follows the caller's 16-byte header, or
+// starts at +32 when that promise is over-aligned. The candidate must say its promise is exactly
+// there: an arbitrary pointer 16 or 32 bytes past some frame is not a caller.
+template <typename FindLiveFrame>
+constexpr AwaiterEdge asio_caller(uint64_t frame, uint64_t caller_promise, FindLiveFrame& find) {
+  for (uint64_t back : {kHeaderBytes, 2 * kHeaderBytes}) {
+    if (caller_promise <= back) continue;
+    const uint64_t candidate = caller_promise - back;
+    uint64_t promise_offset = 0;
+    if (candidate != frame && find(candidate, &promise_offset) && promise_offset == back) {
+      return {candidate, AwaiterRule::kAsioCaller};
+    }
+  }
+  return {};
+}
+
+// The continuation handle in promise word 0 (cppcoro, libcoro, folly). folly keeps an
+// AsyncStackFrame right after its two-word continuation, whose parentFrame points at the
+// awaiting promise's own AsyncStackFrame (promise + 16): when that agrees, the edge is named
+// after folly.
+template <typename FindLiveFrame>
+constexpr AwaiterEdge continuation(uint64_t frame, const uint64_t (&promise)[kPromiseWords],
+                                   FindLiveFrame& find) {
+  const uint64_t awaiter = promise[0];
+  uint64_t promise_offset = 0;
+  if (awaiter == 0 || awaiter == frame || !find(awaiter, &promise_offset)) return {};
+  const bool folly = promise[2] == awaiter + promise_offset + 16;
+  return {awaiter, folly ? AwaiterRule::kFollyAsyncStack : AwaiterRule::kContinuationInPromise};
+}
+
+}  // namespace detail
+
+// The awaiter of the frame at `frame`, from the first words of its promise. `find(address,
+// &promise_offset)` answers whether a coroutine frame that has not finished starts at `address`
+// (a finished one awaits nothing any more) and where its promise is; callers that cannot tell
+// a frame's promise offset say kDefaultPromiseOffset. Asio first: its promise word 0 is the frame
+// itself, which no continuation can be; no other rule is tried for an Asio frame.
+//
+// The three callers agreed on this except in details now settled here: the trace tried only
+// caller_ - 16 and did not check the promise offset (its Asio frames with over-aligned promises
+// went unlinked); the in-target walk did not recognise folly; the snapshot accepted an Asio
+// caller that had finished. Whether the awaited frame itself has finished is the caller's check
+// (only the snapshot sees finished frames).
+template <typename FindLiveFrame>
+constexpr AwaiterEdge awaiter_from_promise(uint64_t frame, const uint64_t (&promise)[kPromiseWords],
+                                           FindLiveFrame&& find) {
+  if (promise[0] == frame) return detail::asio_caller(frame, promise[2], find);
+  return detail::continuation(frame, promise, find);
+}
+
+// The generic mutual-pointer rule, for task types no library rule knows: frame B is awaited by
+// frame A when a word of B is a continuation to A and a word of A is B's address (the task
+// object). Words before kFirstBodyWord are the header.
+inline constexpr size_t kFirstBodyWord = kHeaderBytes / 8;
+
+// A continuation is a handle (the frame's address) or a pointer to the promise, never an
+// arbitrary interior pointer.
+constexpr bool may_be_continuation(uint64_t word, uint64_t frame, uint64_t promise_offset) {
+  return word == frame || word == frame + promise_offset;
+}
+
+// Both frames point at each other; the direction comes from where: a continuation sits in the
+// awaited frame's promise, near its header, the task object deeper in the awaiting frame's
+// locals. Equal depths are ambiguous: no edge.
+constexpr bool continuation_before_task(size_t continuation_word, size_t task_word) {
+  return continuation_word < task_word;
+}
+
+}  // namespace asyncprobe::coro
