@@ -113,10 +113,10 @@ struct FullTrace {
     model = std::make_unique<trace::TraceModel>(fns, trace::TraceModelOptions{}, nullptr);
     consumer = std::thread([this] {
       trace::TraceReorder reorder;
-      const kernel::TraceSession::EventHandler intake = [&](const void* d, size_t n) {
-        reorder.push(d, n);
+      const kernel::TraceSession::EventHandler intake = [&](trace::TraceEvent&& e) {
+        reorder.push(std::move(e));
       };
-      auto sink = [&](const void* d, size_t n) { model->handle(d, n); };
+      auto sink = [&](const trace::TraceEvent& e) { model->handle(e); };
       while (!stop.load()) {
         session->poll(50, intake);
         reorder.release(sink, false);
@@ -126,10 +126,10 @@ struct FullTrace {
     });
     return true;
   }
-  kernel::TraceCounters finish() {
+  trace::ProbeStats finish() {
     stop.store(true);
     consumer.join();
-    kernel::TraceCounters c = session->counters();
+    trace::ProbeStats c = session->stats();
     session->detach();
     return c;
   }
@@ -218,13 +218,12 @@ int main(int argc, char** argv) {
     FullTrace ft;
     if (!ft.start(opts, fns)) return 1;
     full.push_back(target.run(resumes));
-    kernel::TraceCounters c = ft.finish();
+    trace::ProbeStats c = ft.finish();
     std::printf(
         "round %d: CPU per resume: no probe %.1f ns, empty uprobe %.1f ns, asyncprobe "
         "trace %.1f ns (%llu resume hits, %llu lost)\n",
         r + 1, base.back(), empty.back(), full.back(),
-        static_cast<unsigned long long>(c[TRACE_CTR_RESUME_HITS]),
-        static_cast<unsigned long long>(c[TRACE_CTR_LOST]));
+        static_cast<unsigned long long>(c.resume_hits), static_cast<unsigned long long>(c.lost));
   }
   const double b = median(base), e = median(empty), f = median(full);
   const double added_empty = e - b, added_full = f - b;
@@ -247,7 +246,7 @@ int main(int argc, char** argv) {
   char cmd[64];
   std::snprintf(cmd, sizeof cmd, "pace %.0f %.1f %d", rate, seconds, threads);
   std::string answer = target.ask(cmd);
-  kernel::TraceCounters c = ft.finish();
+  trace::ProbeStats c = ft.finish();
   unsigned long long done = 0;
   double secs = 0;
   std::sscanf(answer.c_str(), "paced resumes=%llu seconds=%lf", &done, &secs);
@@ -255,12 +254,11 @@ int main(int argc, char** argv) {
       "paced %.0f resumes/s on %d threads for %.1f s (achieved %.0f/s): target made %llu "
       "resumes; trace saw %llu resume hits, wrote %llu records, lost %llu\n",
       rate, threads, secs, secs > 0 ? static_cast<double>(done) / secs : 0.0, done,
-      static_cast<unsigned long long>(c[TRACE_CTR_RESUME_HITS]),
-      static_cast<unsigned long long>(c[TRACE_CTR_EMITTED]),
-      static_cast<unsigned long long>(c[TRACE_CTR_LOST]));
+      static_cast<unsigned long long>(c.resume_hits), static_cast<unsigned long long>(c.records),
+      static_cast<unsigned long long>(c.lost));
   uint64_t modeled = 0;
   for (const auto& st : ft.model->stats()) modeled += st.resumes;
   std::printf("model counted %llu resumes\n", static_cast<unsigned long long>(modeled));
   target.stop();
-  return c[TRACE_CTR_LOST] == 0 && c[TRACE_CTR_RESUME_HITS] == done ? 0 : 3;
+  return c.lost == 0 && c.resume_hits == done ? 0 : 3;
 }

@@ -108,7 +108,7 @@ bool calibrate_trace_costs(TraceCosts* costs, std::string* error, size_t iterati
     *error = err.message;
     return false;
   }
-  const TraceSession::EventHandler ignore = [](const void*, size_t) {};
+  const TraceSession::EventHandler ignore = [](trace::TraceEvent&&) {};
   const size_t chunk = std::min<size_t>(iterations, 5000);  // 5000 records fit in 1 MiB
   double probed_call = 1e18, probed_sys = 1e18;
   for (int r = 0; r < kRounds; ++r) {

@@ -45,12 +45,12 @@ std::unique_ptr<TraceSession> attach_trace_probes(const TraceProbePlan& plan,
                                                   const TraceProbeSettings& settings,
                                                   AttachStats* stats, TraceError* error);
 
-// The end of a trace: what is still in the ring buffer, the counters and the per-thread state
-// while the probes are attached, then detach and whatever raced the detach. `intake` receives
-// every remaining record.
+// The end of a trace: what is still in the ring buffer and the per-thread state while the
+// probes are attached, then detach, whatever raced the detach, and the probes' statistics.
+// `intake` receives every remaining event.
 struct TraceProbeEnd {
-  TraceCounters counters;
-  std::vector<std::pair<uint32_t, trace_thread>> threads;
+  trace::ProbeStats stats;
+  std::vector<trace::ThreadStateAtEnd> threads;
   double detach_s = 0;
 };
 TraceProbeEnd detach_trace_probes(TraceSession* session, const TraceSession::EventHandler& intake);

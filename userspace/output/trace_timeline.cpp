@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "userspace/output/trace_report.h"
-#include "userspace/kernel/trace_session.h"
+#include "userspace/trace/trace_events.h"
 
 namespace asyncprobe::output {
 
@@ -109,7 +109,7 @@ TimelineStats write_chrome_trace(std::ostream& out, const trace::TraceModel& mod
   for (const auto& s : model.stalls()) {
     std::string args = cat("\"ended_by\": ",
                            json_quote(s.ended_by_nr == UINT32_MAX ? std::string("(still stalled)")
-                                                                  : kernel::syscall_name(s.ended_by_nr)),
+                                                                  : trace::syscall_name(s.ended_by_nr)),
                            ", \"runs\": ", std::to_string(s.runs));
     if (s.have_culprit) {
       args += cat(", \"responsible\": ", json_quote(fn_name(s.culprit_fn)),
@@ -147,7 +147,7 @@ TimelineStats write_chrome_trace(std::ostream& out, const trace::TraceModel& mod
                                                  std::to_string(site->location.line))));
     }
     if (b.in_progress) args += ", \"in_progress\": true";
-    event(cat("\"name\": ", json_quote(kernel::syscall_name(b.nr)),
+    event(cat("\"name\": ", json_quote(trace::syscall_name(b.nr)),
               ", \"cat\": \"blocking\", \"ph\": \"X\", \"ts\": ", micros(b.enter_ts, base),
               ", \"dur\": ", micros(b.exit_ts - b.enter_ts, 0), ", \"pid\": ", pid,
               ", \"tid\": ", std::to_string(b.tid), ", \"args\": {", args, "}"));

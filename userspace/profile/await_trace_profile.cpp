@@ -83,7 +83,7 @@ void add_leaf_waits(const trace::TraceModel& model, const std::vector<trace::Lea
   }
 }
 
-void add_leaf_wait_warnings(const trace::TraceModel& model, const kernel::TraceCounters& counters, model::Profile* p) {
+void add_leaf_wait_warnings(const trace::TraceModel& model, const trace::ProbeStats& probes, model::Profile* p) {
   const trace::LeafWaitCounters& c = model.leaf_wait_counters();
   p->warnings.push_back(
       "exact await profile from the trace probes: every leaf wait (a suspension no coroutine "
@@ -104,14 +104,15 @@ void add_leaf_wait_warnings(const trace::TraceModel& model, const kernel::TraceC
        "waits of coroutines whose awaiter the trace never saw (created during the profile and "
        "not yet resumed, or already destroyed): their stacks may lack parents");
   note(p, c.uncertain, "waits rest on a guessed awaiter edge (marked uncertain)");
-  note(p, counters[TRACE_CTR_LOST],
+  note(p, probes.lost,
        "trace records lost (ring buffer full): waits around them are missing; raise "
        "--ringbuf-mb");
   note(p, model.stack_desyncs(), "runs ended that the trace never saw start (lost records)");
-  note(p, model.malformed(), "malformed trace records ignored");
+  note(p, probes.malformed_records, "malformed trace records ignored");
   note(p, model.unknown_functions(), "trace records named an unknown function id");
-  note(p, counters[TRACE_CTR_DEPTH_FOLD], "nested runs deeper than the trace follows were folded");
-  note(p, counters[TRACE_CTR_INDEX_FAIL],
+  note(p, probes.thread_table_full, "trace events dropped: the probes' thread table was full");
+  note(p, probes.nesting_folded, "nested runs deeper than the trace follows were folded");
+  note(p, probes.index_unreadable,
        "resumes whose suspend index could not be read (their waits show no line)");
 }
 

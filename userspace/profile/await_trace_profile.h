@@ -11,8 +11,8 @@
 
 #include "userspace/model/profile_model.h"
 #include "userspace/model/snapshot_model.h"
+#include "userspace/trace/trace_events.h"
 #include "userspace/trace/trace_model.h"
-#include "userspace/kernel/trace_session.h"
 
 namespace asyncprobe::profile {
 
@@ -28,6 +28,6 @@ std::unordered_map<uint64_t, int64_t> suspended_at_end(const model::Snapshot& sn
 // Adds every wait stack to `p` (root..leaf, each frame kind async at its suspend point), and the
 // warnings that say what was clipped, unknown or not counted.
 void add_leaf_waits(const trace::TraceModel& model, const std::vector<trace::LeafWaitStack>& waits, model::Profile* p);
-void add_leaf_wait_warnings(const trace::TraceModel& model, const kernel::TraceCounters& counters, model::Profile* p);
+void add_leaf_wait_warnings(const trace::TraceModel& model, const trace::ProbeStats& probes, model::Profile* p);
 
 }  // namespace asyncprobe::profile

@@ -17,10 +17,11 @@ namespace {
 // Every word of sample `s` that can hold the frame address of the coroutine whose resume
 // function is frames[k]: the interrupted registers, the callee-saved registers the CFI walk
 // recovered for the frames up to it, and the stack from the interrupted sp up to its CFA (the
-// caller's sp). `len`: valid bytes of s.stack.
-std::vector<uint64_t> frame_address_candidates(const profile_sample& s, size_t len,
-                                               const std::vector<process::UnwoundFrame>& frames, size_t k) {
-  std::vector<uint64_t> words(std::begin(s.regs), std::end(s.regs));
+// caller's sp).
+std::vector<uint64_t> frame_address_candidates(const CpuSample& s,
+                                               const std::vector<process::UnwoundFrame>& frames,
+                                               size_t k) {
+  std::vector<uint64_t> words(s.regs.begin(), s.regs.end());
   for (size_t i = 0; i <= k; ++i) {
     words.insert(words.end(), std::begin(frames[i].callee_saved), std::end(frames[i].callee_saved));
   }
@@ -28,10 +29,10 @@ std::vector<uint64_t> frame_address_candidates(const profile_sample& s, size_t l
   // Not below sp: the red zone copy may hold stale words of calls that already returned.
   const uint64_t sp = s.regs[7];
   if (cfa > sp && sp >= s.stack_addr) {
-    const uint64_t span = std::min<uint64_t>(cfa - s.stack_addr, len);
+    const uint64_t span = std::min<uint64_t>(cfa - s.stack_addr, s.stack.size());
     for (uint64_t off = sp - s.stack_addr; off + 8 <= span; off += 8) {
       uint64_t w;
-      std::memcpy(&w, s.stack + off, 8);
+      std::memcpy(&w, s.stack.data() + off, 8);
       words.push_back(w);
     }
   }
@@ -82,7 +83,7 @@ void CpuProfiler::add_native(const process::UnwoundFrame& uf, model::ProfileFram
   }
 }
 
-bool CpuProfiler::trace_names(const profile_sample& s, const ResumeFunction& running) {
+bool CpuProfiler::trace_names(const CpuSample& s, const ResumeFunction& running) {
   if (trace_resume_.empty()) return false;
   const bool named = s.coro_frame != 0 && s.coro_fn < trace_resume_.size() &&
                      trace_resume_[s.coro_fn] == running.start;
@@ -90,14 +91,11 @@ bool CpuProfiler::trace_names(const profile_sample& s, const ResumeFunction& run
   return named;
 }
 
-void CpuProfiler::add(const profile_sample& s) {
+void CpuProfiler::add(const CpuSample& s) {
   stats_.samples++;
   const double t0 = util::thread_cpu_seconds();
-  const size_t len = std::min<size_t>(s.stack_len, sizeof s.stack);
-  uint64_t regs[17];
-  for (int i = 0; i < 17; ++i) regs[i] = s.regs[i];
   std::vector<process::UnwoundFrame> frames =
-      unwinder_->unwind(regs, s.stack_addr, s.stack, len, kMaxFrames);
+      unwinder_->unwind(s.regs.data(), s.stack_addr, s.stack.data(), s.stack.size(), kMaxFrames);
   if (stats_.unwind_cpu_us.size() < kMaxTimings) {
     stats_.unwind_cpu_us.push_back(static_cast<float>((util::thread_cpu_seconds() - t0) * 1e6));
   }
@@ -105,9 +103,7 @@ void CpuProfiler::add(const profile_sample& s) {
 
   std::vector<uint32_t> stack;  // leaf first
   // Kernel frames sit below (leafward of) the user stack.
-  const size_t kframes = std::min<size_t>(s.kstack_len / 8, PROFILE_KSTACK_MAX);
-  for (size_t i = 0; i < kframes; ++i) {
-    const uint64_t a = s.kstack[i];
+  for (const uint64_t a : s.kstack) {
     if (a == 0) break;
     model::ProfileFrame f;
     f.kind = model::ProfileFrame::Kind::kKernel;
@@ -132,7 +128,7 @@ void CpuProfiler::add(const profile_sample& s) {
     // profile --trace: the probes named the running frame; the words are the fallback.
     join = trace_names(s, *running)
                ? finder_->find(*running, {s.coro_frame})
-               : finder_->find(*running, frame_address_candidates(s, len, frames, k));
+               : finder_->find(*running, frame_address_candidates(s, frames, k));
     switch (join.result) {
       case CoroutineJoin::Result::kJoined:
         stats_.joined++;

@@ -1,5 +1,5 @@
-// Turns the raw CPU samples of `asyncprobe profile` (registers + user stack copy, optional kernel
-// stack) into symbolized stacks: DWARF CFI unwinding (TraceUnwinder), inlined frames, and the
+// Turns the CPU samples of `asyncprobe profile` (registers + user stack copy, optional kernel
+// stack; cpu_sample.h) into symbolized stacks: DWARF CFI unwinding (TraceUnwinder), inlined frames, and the
 // running coroutine's async parents joined above its resume frame (RunningCoroutineFinder).
 #pragma once
 
@@ -9,8 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include "bpf/profile.h"
 #include "userspace/process/kernel_symbols.h"
+#include "userspace/profile/cpu_sample.h"
 #include "userspace/profile/profile_builder.h"
 #include "userspace/model/profile_model.h"
 #include "userspace/profile/running_coroutine.h"
@@ -39,7 +39,7 @@ class CpuProfiler {
  public:
   CpuProfiler(model::Profile* profile, process::TraceUnwinder* unwinder, RunningCoroutineFinder* finder,
               const process::KernelSymbols* kernel);
-  void add(const profile_sample& s);
+  void add(const CpuSample& s);
   // profile --trace: samples name the running frame and its trace function id; `resume_starts`
   // maps that id to the function's resume address.
   void use_trace(std::vector<uint64_t> resume_starts) { trace_resume_ = std::move(resume_starts); }
@@ -48,7 +48,7 @@ class CpuProfiler {
  private:
   void add_native(const process::UnwoundFrame& uf, model::ProfileFrame::Kind kind, std::vector<uint32_t>* out);
   const std::string& thread_name(int tid);
-  bool trace_names(const profile_sample& s, const ResumeFunction& running);
+  bool trace_names(const CpuSample& s, const ResumeFunction& running);
 
   model::Profile* profile_;
   ProfileBuilder builder_;
