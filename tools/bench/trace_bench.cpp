@@ -27,10 +27,10 @@
 #include <vector>
 
 #include "trace_bench.skel.h"
-#include "userspace/snapshot/snapshot_taker.h"
 #include "userspace/cli/trace_command.h"
-#include "userspace/trace/trace_model.h"
 #include "userspace/kernel/trace_session.h"
+#include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/trace/trace_model.h"
 
 namespace {
 
@@ -103,7 +103,8 @@ struct FullTrace {
   std::atomic<bool> stop{false};
   kernel::AttachStats stats;
 
-  bool start(const kernel::TraceSessionOptions& opts, const std::vector<trace::TraceFunction>& fns) {
+  bool start(const kernel::TraceSessionOptions& opts,
+             const std::vector<trace::TraceFunction>& fns) {
     kernel::TraceError err;
     session = kernel::TraceSession::load(opts, &err);
     if (session == nullptr || !session->attach(&stats, &err)) {
@@ -190,8 +191,9 @@ int main(int argc, char** argv) {
     bpf_program__set_autoload(skel->progs.bench_empty, !multi);
     bpf_program__set_autoload(skel->progs.bench_empty_multi, multi);
     if (multi) {
-      bpf_program__set_expected_attach_type(skel->progs.bench_empty_multi,
-                                            static_cast<bpf_attach_type>(kernel::kBpfAttachUprobeMulti));
+      bpf_program__set_expected_attach_type(
+          skel->progs.bench_empty_multi,
+          static_cast<bpf_attach_type>(kernel::kBpfAttachUprobeMulti));
     }
     if (trace_bench_bpf__load(skel) != 0) return 1;
     std::vector<int> fds;
@@ -201,7 +203,7 @@ int main(int argc, char** argv) {
         if (off == 0) continue;
         if (multi) {
           int fd = kernel::attach_uprobe_multi(bpf_program__fd(skel->progs.bench_empty_multi),
-                                       s.attach_path, {off}, {0}, target.pid);
+                                               s.attach_path, {off}, {0}, target.pid);
           if (fd >= 0) fds.push_back(fd);
         } else {
           bpf_link* l = bpf_program__attach_uprobe(skel->progs.bench_empty, false, target.pid,

@@ -55,7 +55,8 @@ constexpr bool rows_in_counter_order() {
 static_assert(rows_in_counter_order(), "one row per profile_counter, in enum order");
 
 // The sample as the profiler reads it; its spans point into `s` and `kstack`.
-profile::CpuSample translate(const profile_sample& s, std::array<uint64_t, PROFILE_KSTACK_MAX>* kstack) {
+profile::CpuSample translate(const profile_sample& s,
+                             std::array<uint64_t, PROFILE_KSTACK_MAX>* kstack) {
   profile::CpuSample out;
   out.tid = s.tid;
   std::copy(std::begin(s.regs), std::end(s.regs), out.regs.begin());
@@ -63,7 +64,8 @@ profile::CpuSample translate(const profile_sample& s, std::array<uint64_t, PROFI
   out.stack = std::span<const uint8_t>(s.stack, std::min<size_t>(s.stack_len, PROFILE_STACK_MAX));
   const size_t most = std::min<size_t>(s.kstack_len / 8, PROFILE_KSTACK_MAX);
   size_t kframes = 0;
-  for (; kframes < most && s.kstack[kframes] != 0; ++kframes) (*kstack)[kframes] = s.kstack[kframes];
+  for (; kframes < most && s.kstack[kframes] != 0; ++kframes)
+    (*kstack)[kframes] = s.kstack[kframes];
   out.kstack = std::span<const uint64_t>(kstack->data(), kframes);
   out.coro_frame = s.coro_frame;
   out.coro_fn = s.coro_fn;
@@ -95,12 +97,12 @@ struct ProfileSession::Impl {
   std::thread drainer;
   std::mutex mu;
   std::condition_variable cv;
-  bool stop_draining = false;                // guarded by mu
-  std::vector<std::vector<uint8_t>> queued;  // guarded by mu
-  size_t queued_bytes = 0;                   // guarded by mu
-  uint64_t dropped = 0;                      // guarded by mu
-  std::vector<std::vector<uint8_t>> batch;   // only the consuming thread
-  profile_sample scratch{};                  // only the handler's thread
+  bool stop_draining = false;                         // guarded by mu
+  std::vector<std::vector<uint8_t>> queued;           // guarded by mu
+  size_t queued_bytes = 0;                            // guarded by mu
+  uint64_t dropped = 0;                               // guarded by mu
+  std::vector<std::vector<uint8_t>> batch;            // only the consuming thread
+  profile_sample scratch{};                           // only the handler's thread
   std::array<uint64_t, PROFILE_KSTACK_MAX> kstack{};  // ditto: scratch's kernel frames
 
   // The stack mapping of each thread, told to the program (stack_ranges map); only the
@@ -280,13 +282,15 @@ std::unique_ptr<ProfileSession> ProfileSession::start(const ProfileSessionOption
   }
   int err = asyncprobe_profile_bpf_load(im->skel);
   if (err != 0) {
-    util::ExitCode code = (err == -EPERM || err == -EACCES) ? util::kExitPermission : util::kExitUnsupported;
+    util::ExitCode code =
+        (err == -EPERM || err == -EACCES) ? util::kExitPermission : util::kExitUnsupported;
     return fail(code, std::string("cannot load the profile BPF program: ") + strerror(-err));
   }
   im->rb =
       ring_buffer__new(bpf_map__fd(im->skel->maps.samples), &Impl::on_sample, im.get(), nullptr);
   if (im->rb == nullptr) {
-    return fail(util::kExitInternal, std::string("cannot open the ring buffer: ") + strerror(errno));
+    return fail(util::kExitInternal,
+                std::string("cannot open the ring buffer: ") + strerror(errno));
   }
   const int possible = libbpf_num_possible_cpus();
   int last_errno = 0;
@@ -306,8 +310,8 @@ std::unique_ptr<ProfileSession> ProfileSession::start(const ProfileSessionOption
     im->links.push_back(link);
   }
   if (im->links.empty()) {
-    util::ExitCode code =
-        (last_errno == EPERM || last_errno == EACCES) ? util::kExitPermission : util::kExitUnsupported;
+    util::ExitCode code = (last_errno == EPERM || last_errno == EACCES) ? util::kExitPermission
+                                                                        : util::kExitUnsupported;
     return fail(code, std::string("cannot sample any CPU with perf events: ") +
                           strerror(last_errno) +
                           (last_errno == EACCES || last_errno == EPERM

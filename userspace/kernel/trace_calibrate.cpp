@@ -10,8 +10,8 @@
 #include <cstdio>
 #include <fstream>
 
-#include "userspace/util/thread_cpu_clock.h"
 #include "userspace/kernel/trace_session.h"
+#include "userspace/util/thread_cpu_clock.h"
 
 // A stand-in resume function: asyncprobe puts trace_resume on it while calibrating. Its argument
 // plays the coroutine frame (the suspend index is read from it, as from a real frame).

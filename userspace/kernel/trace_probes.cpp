@@ -11,7 +11,8 @@
 namespace asyncprobe::kernel {
 
 void collect_trace_functions(const snapshot::CoroutineIndex& index, int pid,
-                             std::vector<TraceFunctionSpec>* specs, std::vector<trace::TraceFunction>* fns,
+                             std::vector<TraceFunctionSpec>* specs,
+                             std::vector<trace::TraceFunction>* fns,
                              std::vector<std::string>* warnings) {
   const std::string root = "/proc/" + std::to_string(pid) + "/root";
   for (const auto& loaded : index.catalogs()) {

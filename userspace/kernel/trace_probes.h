@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "userspace/kernel/trace_session.h"
 #include "userspace/snapshot/coroutine_index.h"
 #include "userspace/trace/trace_model.h"
-#include "userspace/kernel/trace_session.h"
 
 namespace asyncprobe::kernel {
 
@@ -19,7 +19,8 @@ namespace asyncprobe::kernel {
 // destroy and cleanup functions, attached through /proc/PID/root) and, at the same positions,
 // the model's function table. Objects that cannot be opened are skipped with a warning.
 void collect_trace_functions(const snapshot::CoroutineIndex& index, int pid,
-                             std::vector<TraceFunctionSpec>* specs, std::vector<trace::TraceFunction>* fns,
+                             std::vector<TraceFunctionSpec>* specs,
+                             std::vector<trace::TraceFunction>* fns,
                              std::vector<std::string>* warnings);
 
 // The functions to probe in one target. false (exit 7, the message `trace` prints) when no

@@ -22,8 +22,8 @@
 #include <utility>
 
 #include "trace.skel.h"
-#include "userspace/kernel/trace_records.h"
 #include "trace_skel.h"
+#include "userspace/kernel/trace_records.h"
 
 namespace asyncprobe::kernel {
 
@@ -59,35 +59,35 @@ struct SyscallClass {
   uint32_t cls;
 };
 constexpr SyscallClass kSyscalls[] = {
-    {0, TRACE_SYS_IO},  // read
-    {1, TRACE_SYS_IO},  // write
-    {7, TRACE_SYS_WAIT},  // poll
-    {17, TRACE_SYS_IO},  // pread64
-    {18, TRACE_SYS_IO},  // pwrite64
-    {19, TRACE_SYS_IO},  // readv
-    {20, TRACE_SYS_IO},  // writev
-    {23, TRACE_SYS_WAIT},  // select
-    {35, TRACE_SYS_WAIT},  // nanosleep
-    {42, TRACE_SYS_IO},  // connect
-    {43, TRACE_SYS_IO},  // accept
-    {44, TRACE_SYS_IO},  // sendto
-    {45, TRACE_SYS_IO},  // recvfrom
-    {46, TRACE_SYS_IO},  // sendmsg
-    {47, TRACE_SYS_IO},  // recvmsg
-    {74, TRACE_SYS_IO},  // fsync
-    {75, TRACE_SYS_IO},  // fdatasync
+    {0, TRACE_SYS_IO},       // read
+    {1, TRACE_SYS_IO},       // write
+    {7, TRACE_SYS_WAIT},     // poll
+    {17, TRACE_SYS_IO},      // pread64
+    {18, TRACE_SYS_IO},      // pwrite64
+    {19, TRACE_SYS_IO},      // readv
+    {20, TRACE_SYS_IO},      // writev
+    {23, TRACE_SYS_WAIT},    // select
+    {35, TRACE_SYS_WAIT},    // nanosleep
+    {42, TRACE_SYS_IO},      // connect
+    {43, TRACE_SYS_IO},      // accept
+    {44, TRACE_SYS_IO},      // sendto
+    {45, TRACE_SYS_IO},      // recvfrom
+    {46, TRACE_SYS_IO},      // sendmsg
+    {47, TRACE_SYS_IO},      // recvmsg
+    {74, TRACE_SYS_IO},      // fsync
+    {75, TRACE_SYS_IO},      // fdatasync
     {202, TRACE_SYS_FUTEX},  // futex
-    {230, TRACE_SYS_WAIT},  // clock_nanosleep
-    {232, TRACE_SYS_WAIT},  // epoll_wait
-    {270, TRACE_SYS_WAIT},  // pselect6
-    {271, TRACE_SYS_WAIT},  // ppoll
-    {281, TRACE_SYS_WAIT},  // epoll_pwait
-    {288, TRACE_SYS_IO},  // accept4
-    {299, TRACE_SYS_IO},  // recvmmsg
-    {307, TRACE_SYS_IO},  // sendmmsg
-    {426, TRACE_SYS_WAIT},  // io_uring_enter
-    {441, TRACE_SYS_WAIT},  // epoll_pwait2
-    {449, TRACE_SYS_WAIT},  // futex_waitv
+    {230, TRACE_SYS_WAIT},   // clock_nanosleep
+    {232, TRACE_SYS_WAIT},   // epoll_wait
+    {270, TRACE_SYS_WAIT},   // pselect6
+    {271, TRACE_SYS_WAIT},   // ppoll
+    {281, TRACE_SYS_WAIT},   // epoll_pwait
+    {288, TRACE_SYS_IO},     // accept4
+    {299, TRACE_SYS_IO},     // recvmmsg
+    {307, TRACE_SYS_IO},     // sendmmsg
+    {426, TRACE_SYS_WAIT},   // io_uring_enter
+    {441, TRACE_SYS_WAIT},   // epoll_pwait2
+    {449, TRACE_SYS_WAIT},   // futex_waitv
 };
 
 // Kernel counter -> name -> field: the one place where the BPF counters (bpf/trace.h) become
@@ -336,56 +336,58 @@ TraceSession::~TraceSession() {
   if (impl_ != nullptr) impl_->unload();
 }
 
-bool TraceSession::attach(AttachStats* stats, TraceError* error) {
+namespace {
+
+// Keeps the first few attach failures, one line each, with libbpf's explanation when it gave one.
+void note_failure(AttachStats* stats, const std::string& what, int err) {
+  if (stats->failures.size() < 5) {
+    std::string line = what + ": " + strerror(err);
+    if (!libbpf_last_message().empty()) line += " (libbpf: " + libbpf_last_message() + ")";
+    stats->failures.push_back(line);
+  }
+  libbpf_last_message().clear();
+}
+
+}  // namespace
+
+// One probe site: a (file, offset) with its role and bpf_cookie.
+struct TraceSession::Site {
+  std::string path;
+  uint64_t offset;
+  uint32_t role;
+  uint64_t cookie;
+};
+
+bool TraceSession::attach_tracepoints(AttachStats* stats, TraceError* error) {
   Impl& im = *impl_;
-  stats->load_seconds = im.load_seconds;
-  // Perf-event uprobes take two descriptors each: raise the soft limit to the hard one.
-  struct rlimit rl {};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-  auto t0 = std::chrono::steady_clock::now();
-  auto note_failure = [&](const std::string& what, int err) {
-    if (stats->failures.size() < 5) {
-      std::string line = what + ": " + strerror(err);
-      if (!libbpf_last_message().empty()) line += " (libbpf: " + libbpf_last_message() + ")";
-      stats->failures.push_back(line);
+  struct {
+    bpf_program* prog;
+    const char* tp;
+  } tps[] = {{im.skel->progs.trace_sys_enter, "sys_enter"},
+             {im.skel->progs.trace_sys_exit, "sys_exit"},
+             {im.skel->progs.trace_sched_switch, "sched_switch"},
+             {im.skel->progs.trace_thread_exit, "sched_process_exit"}};
+  for (auto& t : tps) {
+    bpf_link* link = bpf_program__attach_raw_tracepoint(t.prog, t.tp);
+    if (link == nullptr) {
+      int e = errno;
+      error->code = e == EPERM || e == EACCES ? util::kExitPermission : util::kExitInternal;
+      error->message =
+          std::string("cannot attach to the raw tracepoint ") + t.tp + ": " + strerror(e);
+      return false;
     }
-    libbpf_last_message().clear();
-  };
-  if (im.opts.syscalls) {
-    struct {
-      bpf_program* prog;
-      const char* tp;
-    } tps[] = {{im.skel->progs.trace_sys_enter, "sys_enter"},
-               {im.skel->progs.trace_sys_exit, "sys_exit"},
-               {im.skel->progs.trace_sched_switch, "sched_switch"},
-               {im.skel->progs.trace_thread_exit, "sched_process_exit"}};
-    for (auto& t : tps) {
-      bpf_link* link = bpf_program__attach_raw_tracepoint(t.prog, t.tp);
-      if (link == nullptr) {
-        int e = errno;
-        error->code = e == EPERM || e == EACCES ? util::kExitPermission : util::kExitInternal;
-        error->message =
-            std::string("cannot attach to the raw tracepoint ") + t.tp + ": " + strerror(e);
-        return false;
-      }
-      links_.push_back(Link{link, -1});
-      ++stats->tracepoints;
-    }
+    links_.push_back(Link{link, -1});
+    ++stats->tracepoints;
   }
-  // Every probe site, once: (file, offset) -> role and cookie.
-  struct Site {
-    std::string path;
-    uint64_t offset;
-    uint32_t role;
-    uint64_t cookie;
-  };
+  return true;
+}
+
+std::vector<TraceSession::Site> TraceSession::probe_sites(AttachStats* stats) const {
   std::vector<Site> sites;
   std::set<std::pair<std::string, uint64_t>> seen;
-  for (size_t i = 0; i < im.opts.functions.size(); ++i) {
-    const TraceFunctionSpec& f = im.opts.functions[i];
+  const std::vector<TraceFunctionSpec>& functions = impl_->opts.functions;
+  for (size_t i = 0; i < functions.size(); ++i) {
+    const TraceFunctionSpec& f = functions[i];
     const std::pair<uint64_t, uint32_t> fs[] = {{f.resume_offset, TRACE_ROLE_RESUME},
                                                 {f.destroy_offset, TRACE_ROLE_DESTROY},
                                                 {f.cleanup_offset, TRACE_ROLE_CLEANUP}};
@@ -399,68 +401,98 @@ bool TraceSession::attach(AttachStats* stats, TraceError* error) {
                            (static_cast<uint64_t>(role) << 32) | static_cast<uint64_t>(i)});
     }
   }
+  return sites;
+}
+
+void TraceSession::attach_multi(const std::vector<Site>& sites, AttachStats* stats) {
+  Impl& im = *impl_;
+  // One link per file and program: attached (and detached) in one system call each.
+  std::map<std::pair<std::string, bool>, std::pair<std::vector<uint64_t>, std::vector<uint64_t>>>
+      groups;
+  for (const Site& site : sites) {
+    auto& g = groups[{site.path, site.role == TRACE_ROLE_RESUME}];
+    g.first.push_back(site.offset);
+    g.second.push_back(site.cookie);
+  }
+  for (const auto& [key, g] : groups) {
+    bpf_program* prog =
+        key.second ? im.skel->progs.trace_resume_multi : im.skel->progs.trace_destroy_multi;
+    int fd = attach_uprobe_multi(bpf_program__fd(prog), key.first, g.first, g.second, im.opts.pid);
+    if (fd < 0) {
+      int e = errno;
+      stats->uprobes_failed += g.first.size();
+      note_failure(stats,
+                   "uprobe_multi " + key.first + " (" + std::to_string(g.first.size()) + " sites)",
+                   e);
+      continue;
+    }
+    links_.push_back(Link{nullptr, fd});
+    stats->uprobes += g.first.size();
+  }
+}
+
+void TraceSession::attach_per_site(const std::vector<Site>& sites, AttachStats* stats) {
+  Impl& im = *impl_;
+  for (const Site& site : sites) {
+    LIBBPF_OPTS(bpf_uprobe_opts, uo);
+    uo.bpf_cookie = site.cookie;
+    uo.retprobe = false;
+    bpf_program* prog =
+        site.role == TRACE_ROLE_RESUME ? im.skel->progs.trace_resume : im.skel->progs.trace_destroy;
+    bpf_link* link =
+        bpf_program__attach_uprobe_opts(prog, im.opts.pid, site.path.c_str(), site.offset, &uo);
+    if (link == nullptr) {
+      int e = errno;
+      ++stats->uprobes_failed;
+      char where[64];
+      std::snprintf(where, sizeof where, "+0x%llx", static_cast<unsigned long long>(site.offset));
+      note_failure(stats, "uprobe " + site.path + where, e);
+      if (e == ESRCH) break;
+      continue;
+    }
+    links_.push_back(Link{link, -1});
+    ++stats->uprobes;
+  }
+}
+
+bool TraceSession::reattach_per_site(AttachStats* stats, TraceError* error) {
+  Impl& im = *impl_;
+  detach();
+  im.unload();
+  if (!im.open_and_load(false, error)) return false;
+  std::vector<std::string> failures = std::move(stats->failures);
+  *stats = AttachStats{};
+  stats->load_seconds = im.load_seconds;
+  if (!attach(stats, error)) return false;
+  for (auto& f : failures) {
+    if (stats->failures.size() < 5) stats->failures.push_back("uprobe_multi: " + f);
+  }
+  return true;
+}
+
+bool TraceSession::attach(AttachStats* stats, TraceError* error) {
+  Impl& im = *impl_;
+  stats->load_seconds = im.load_seconds;
+  // Perf-event uprobes take two descriptors each: raise the soft limit to the hard one.
+  struct rlimit rl {};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  if (im.opts.syscalls && !attach_tracepoints(stats, error)) return false;
+  const std::vector<Site> sites = probe_sites(stats);
   if (im.multi) {
-    // One link per file and program: attached (and detached) in one system call each.
-    std::map<std::pair<std::string, bool>, std::pair<std::vector<uint64_t>, std::vector<uint64_t>>>
-        groups;
-    for (const Site& site : sites) {
-      auto& g = groups[{site.path, site.role == TRACE_ROLE_RESUME}];
-      g.first.push_back(site.offset);
-      g.second.push_back(site.cookie);
-    }
-    for (const auto& [key, g] : groups) {
-      bpf_program* prog =
-          key.second ? im.skel->progs.trace_resume_multi : im.skel->progs.trace_destroy_multi;
-      int fd =
-          attach_uprobe_multi(bpf_program__fd(prog), key.first, g.first, g.second, im.opts.pid);
-      if (fd < 0) {
-        int e = errno;
-        stats->uprobes_failed += g.first.size();
-        note_failure(
-            "uprobe_multi " + key.first + " (" + std::to_string(g.first.size()) + " sites)", e);
-        continue;
-      }
-      links_.push_back(Link{nullptr, fd});
-      stats->uprobes += g.first.size();
-    }
+    attach_multi(sites, stats);
   } else {
-    for (const Site& site : sites) {
-      LIBBPF_OPTS(bpf_uprobe_opts, uo);
-      uo.bpf_cookie = site.cookie;
-      uo.retprobe = false;
-      bpf_program* prog = site.role == TRACE_ROLE_RESUME ? im.skel->progs.trace_resume
-                                                         : im.skel->progs.trace_destroy;
-      bpf_link* link =
-          bpf_program__attach_uprobe_opts(prog, im.opts.pid, site.path.c_str(), site.offset, &uo);
-      if (link == nullptr) {
-        int e = errno;
-        ++stats->uprobes_failed;
-        char where[64];
-        std::snprintf(where, sizeof where, "+0x%llx", static_cast<unsigned long long>(site.offset));
-        note_failure("uprobe " + site.path + where, e);
-        if (e == ESRCH) break;
-        continue;
-      }
-      links_.push_back(Link{link, -1});
-      ++stats->uprobes;
-    }
+    attach_per_site(sites, stats);
   }
   stats->uprobe_multi = im.multi;
   stats->attach_seconds = seconds_since(t0);
   if (im.multi && stats->uprobes == 0 && !sites.empty() &&
       im.opts.uprobe_mode == UprobeMode::kAuto) {
     // The kernel loaded the programs but makes no uprobe_multi link: one link per site then.
-    detach();
-    im.unload();
-    if (!im.open_and_load(false, error)) return false;
-    std::vector<std::string> failures = std::move(stats->failures);
-    *stats = AttachStats{};
-    stats->load_seconds = im.load_seconds;
-    if (!attach(stats, error)) return false;
-    for (auto& f : failures) {
-      if (stats->failures.size() < 5) stats->failures.push_back("uprobe_multi: " + f);
-    }
-    return true;
+    return reattach_per_site(stats, error);
   }
   if (stats->uprobes == 0 && !sites.empty()) {
     error->code = util::kExitInternal;

@@ -101,6 +101,14 @@ class TraceSession {
     void* link;  // struct bpf_link* (libbpf), or nullptr
     int fd;      // a uprobe_multi link made directly, or -1
   };
+  struct Site;
+  // The parts of attach(): the raw tracepoints, every (file, offset) once, the uprobes as
+  // uprobe_multi links or one link per site, and the fall back from the first to the second.
+  bool attach_tracepoints(AttachStats* stats, TraceError* error);
+  std::vector<Site> probe_sites(AttachStats* stats) const;
+  void attach_multi(const std::vector<Site>& sites, AttachStats* stats);
+  void attach_per_site(const std::vector<Site>& sites, AttachStats* stats);
+  bool reattach_per_site(AttachStats* stats, TraceError* error);
   std::unique_ptr<Impl> impl_;
   std::vector<Link> links_;
   double detach_seconds_ = 0.0;

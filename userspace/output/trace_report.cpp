@@ -363,9 +363,9 @@ void write_text_accounting(std::ostream& out, const TraceReport& r,
                 "OVERHEAD: about %s of target time in %.2f s (%.2f%% of one CPU): %" PRIu64
                 " uprobe hits x %.2f us + %" PRIu64 " syscalls x %.2f us + %" PRIu64
                 " switches x %.2f us (%s)\n",
-                util::format_duration_ns(static_cast<uint64_t>(o.total_ns())).c_str(),
-                r.duration_s, pct, o.uprobe_hits, o.uprobe_ns / 1e3, o.syscall_hits,
-                o.syscall_pair_ns / 1e3, o.sched_hits, o.sched_ns / 1e3,
+                util::format_duration_ns(static_cast<uint64_t>(o.total_ns())).c_str(), r.duration_s,
+                pct, o.uprobe_hits, o.uprobe_ns / 1e3, o.syscall_hits, o.syscall_pair_ns / 1e3,
+                o.sched_hits, o.sched_ns / 1e3,
                 o.calibrated ? "costs measured on this machine at start" : "default costs");
   out << line;
 }
@@ -461,12 +461,12 @@ json stalls_json(const TraceReport& r, const trace::TraceModel& model) {
         s.ended_by_nr == UINT32_MAX ? json(nullptr) : json(trace::syscall_name(s.ended_by_nr));
     if (s.have_culprit) {
       trace::SuspendPointLocation loc = model.location(s.culprit_fn, s.culprit_index);
-      j["responsible"] = json{
-          {"function", function_name(model, s.culprit_fn, "")},
-          {"frame", s.culprit_frame},
-          {"running_ns", s.culprit_self_ns},
-          {"resumed_from",
-           json{{"file", loc.file}, {"line", loc.line}, {"index", s.culprit_index}}}};
+      j["responsible"] =
+          json{{"function", function_name(model, s.culprit_fn, "")},
+               {"frame", s.culprit_frame},
+               {"running_ns", s.culprit_self_ns},
+               {"resumed_from",
+                json{{"file", loc.file}, {"line", loc.line}, {"index", s.culprit_index}}}};
     } else {
       j["responsible"] = nullptr;
     }

@@ -80,5 +80,4 @@ const symbolizer::InlineFrame* blocking_site(const trace::BlockingCall& call);
 void write_trace_text(std::ostream& out, const TraceReport& report, const trace::TraceModel& model);
 void write_trace_json(std::ostream& out, const TraceReport& report, const trace::TraceModel& model);
 
-
 }  // namespace asyncprobe::output

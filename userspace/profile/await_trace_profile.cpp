@@ -1,8 +1,8 @@
 #include "userspace/profile/await_trace_profile.h"
 
-#include "userspace/snapshot/async_stacks.h"
 #include "userspace/profile/await_profiler.h"
 #include "userspace/profile/profile_builder.h"
+#include "userspace/snapshot/async_stacks.h"
 
 namespace asyncprobe::profile {
 
@@ -25,7 +25,8 @@ void note(model::Profile* p, uint64_t n, const std::string& what) {
 
 }  // namespace
 
-size_t seed_suspended_at_start(const model::Snapshot& snap, uint64_t since_ns, trace::TraceModel* model) {
+size_t seed_suspended_at_start(const model::Snapshot& snap, uint64_t since_ns,
+                               trace::TraceModel* model) {
   const std::unordered_map<uint64_t, uint32_t> ids = function_ids(*model);
   const snapshot::AsyncForest forest = snapshot::build_async_forest(snap);
   const std::vector<bool> awaited = awaited_frames(forest);
@@ -36,7 +37,8 @@ size_t seed_suspended_at_start(const model::Snapshot& snap, uint64_t since_ns, t
     if (c.state != model::FrameState::kSuspended || link.duplicate) continue;
     auto id = ids.find(c.resume_fn);
     if (id == ids.end()) continue;
-    const uint64_t awaiter = link.parent != snapshot::kNoFrame ? snap.frames[link.parent].address : 0;
+    const uint64_t awaiter =
+        link.parent != snapshot::kNoFrame ? snap.frames[link.parent].address : 0;
     model->seed_suspended(c.address, id->second, since_ns, c.suspend.index, awaiter,
                           uncertain_edge(c, link), awaited[i]);
     ++seeded;
@@ -58,7 +60,8 @@ std::unordered_map<uint64_t, int64_t> suspended_at_end(const model::Snapshot& sn
   return out;
 }
 
-void add_leaf_waits(const trace::TraceModel& model, const std::vector<trace::LeafWaitStack>& waits, model::Profile* p) {
+void add_leaf_waits(const trace::TraceModel& model, const std::vector<trace::LeafWaitStack>& waits,
+                    model::Profile* p) {
   ProfileBuilder builder(p);
   const std::vector<trace::TraceFunction>& fns = model.functions();
   std::vector<uint32_t> frames;
@@ -83,7 +86,8 @@ void add_leaf_waits(const trace::TraceModel& model, const std::vector<trace::Lea
   }
 }
 
-void add_leaf_wait_warnings(const trace::TraceModel& model, const trace::ProbeStats& probes, model::Profile* p) {
+void add_leaf_wait_warnings(const trace::TraceModel& model, const trace::ProbeStats& probes,
+                            model::Profile* p) {
   const trace::LeafWaitCounters& c = model.leaf_wait_counters();
   p->warnings.push_back(
       "exact await profile from the trace probes: every leaf wait (a suspension no coroutine "

@@ -45,8 +45,8 @@ constexpr size_t kMaxFrames = 128;
 
 }  // namespace
 
-CpuProfiler::CpuProfiler(model::Profile* profile, process::TraceUnwinder* unwinder, RunningCoroutineFinder* finder,
-                         const process::KernelSymbols* kernel)
+CpuProfiler::CpuProfiler(model::Profile* profile, process::TraceUnwinder* unwinder,
+                         RunningCoroutineFinder* finder, const process::KernelSymbols* kernel)
     : profile_(profile), builder_(profile), unwinder_(unwinder), finder_(finder), kernel_(kernel) {}
 
 const std::string& CpuProfiler::thread_name(int tid) {
@@ -91,6 +91,72 @@ bool CpuProfiler::trace_names(const CpuSample& s, const ResumeFunction& running)
   return named;
 }
 
+void CpuProfiler::add_kernel_frames(const CpuSample& s, std::vector<uint32_t>* stack) {
+  for (const uint64_t a : s.kstack) {
+    model::ProfileFrame f;
+    f.kind = model::ProfileFrame::Kind::kKernel;
+    std::string name = kernel_ != nullptr ? kernel_->name_at(a) : std::string();
+    f.function = name.empty() ? util::hex(a) : name;
+    f.address = a;
+    stack->push_back(builder_.intern(f));
+  }
+}
+
+CoroutineJoin CpuProfiler::join_running(const CpuSample& s, const ResumeFunction& running,
+                                        const std::vector<process::UnwoundFrame>& frames,
+                                        size_t k) {
+  stats_.in_coroutine++;
+  // profile --trace: the probes named the running frame; the words are the fallback.
+  CoroutineJoin join = trace_names(s, running)
+                           ? finder_->find(running, {s.coro_frame})
+                           : finder_->find(running, frame_address_candidates(s, frames, k));
+  switch (join.result) {
+    case CoroutineJoin::Result::kJoined:
+      stats_.joined++;
+      if (join.uncertain) stats_.uncertain++;
+      break;
+    case CoroutineJoin::Result::kNotInSnapshot:
+      stats_.not_in_snapshot++;
+      break;
+    case CoroutineJoin::Result::kAmbiguous:
+      stats_.ambiguous++;
+      break;
+    case CoroutineJoin::Result::kNoCandidate:
+      stats_.no_candidate++;
+      break;
+  }
+  return join;
+}
+
+void CpuProfiler::add_coroutine_frames(const process::UnwoundFrame& uf,
+                                       const ResumeFunction& running, const CoroutineJoin& join,
+                                       std::vector<uint32_t>* stack) {
+  // The resume function: its inlined callees stay native, the function itself is the coroutine
+  // body, named as the coroutine (not "[clone .resume]") at the sampled line.
+  model::ProfileFrame body;
+  body.kind = model::ProfileFrame::Kind::kCoroutine;
+  body.function = running.name;
+  body.object = uf.object;
+  body.address = uf.pc;
+  for (const symbolizer::InlineFrame& fn : uf.functions) {
+    if (fn.inlined) {
+      model::ProfileFrame f;
+      f.function = fn.function.empty() ? util::hex(uf.pc) : fn.function;
+      f.file = fn.location.file;
+      f.line = fn.location.line;
+      f.object = uf.object;
+      f.address = uf.pc;
+      f.inlined = true;
+      stack->push_back(builder_.intern(f));
+    } else {
+      body.file = fn.location.file;
+      body.line = fn.location.line;
+    }
+  }
+  stack->push_back(builder_.intern(body));
+  for (const model::CoroFrame& p : join.parents) stack->push_back(builder_.intern(async_frame(p)));
+}
+
 void CpuProfiler::add(const CpuSample& s) {
   stats_.samples++;
   const double t0 = util::thread_cpu_seconds();
@@ -101,17 +167,8 @@ void CpuProfiler::add(const CpuSample& s) {
   }
   if (frames.size() <= 1) stats_.unwind_one_frame++;
 
-  std::vector<uint32_t> stack;  // leaf first
-  // Kernel frames sit below (leafward of) the user stack.
-  for (const uint64_t a : s.kstack) {
-    if (a == 0) break;
-    model::ProfileFrame f;
-    f.kind = model::ProfileFrame::Kind::kKernel;
-    std::string name = kernel_ != nullptr ? kernel_->name_at(a) : std::string();
-    f.function = name.empty() ? util::hex(a) : name;
-    f.address = a;
-    stack.push_back(builder_.intern(f));
-  }
+  std::vector<uint32_t> stack;   // leaf first
+  add_kernel_frames(s, &stack);  // kernel frames sit below (leafward of) the user stack
 
   // The innermost resume function on the stack: the coroutine this thread was running.
   size_t k = frames.size();
@@ -121,61 +178,15 @@ void CpuProfiler::add(const CpuSample& s) {
     running = finder_->resume_function_at(pc);
     if (running != nullptr) k = i;
   }
-
   CoroutineJoin join;
-  if (running != nullptr) {
-    stats_.in_coroutine++;
-    // profile --trace: the probes named the running frame; the words are the fallback.
-    join = trace_names(s, *running)
-               ? finder_->find(*running, {s.coro_frame})
-               : finder_->find(*running, frame_address_candidates(s, frames, k));
-    switch (join.result) {
-      case CoroutineJoin::Result::kJoined:
-        stats_.joined++;
-        if (join.uncertain) stats_.uncertain++;
-        break;
-      case CoroutineJoin::Result::kNotInSnapshot:
-        stats_.not_in_snapshot++;
-        break;
-      case CoroutineJoin::Result::kAmbiguous:
-        stats_.ambiguous++;
-        break;
-      case CoroutineJoin::Result::kNoCandidate:
-        stats_.no_candidate++;
-        break;
-    }
-  }
+  if (running != nullptr) join = join_running(s, *running, frames, k);
 
   for (size_t i = 0; i < frames.size(); ++i) {
-    if (i != k) {
+    if (i == k) {
+      add_coroutine_frames(frames[i], *running, join, &stack);
+    } else {
       add_native(frames[i], model::ProfileFrame::Kind::kNative, &stack);
-      continue;
     }
-    // The resume function: its inlined callees stay native, the function itself is the
-    // coroutine body, named as the coroutine (not "[clone .resume]") at the sampled line.
-    const process::UnwoundFrame& uf = frames[i];
-    model::ProfileFrame body;
-    body.kind = model::ProfileFrame::Kind::kCoroutine;
-    body.function = running->name;
-    body.object = uf.object;
-    body.address = uf.pc;
-    for (const symbolizer::InlineFrame& fn : uf.functions) {
-      if (fn.inlined) {
-        model::ProfileFrame f;
-        f.function = fn.function.empty() ? util::hex(uf.pc) : fn.function;
-        f.file = fn.location.file;
-        f.line = fn.location.line;
-        f.object = uf.object;
-        f.address = uf.pc;
-        f.inlined = true;
-        stack.push_back(builder_.intern(f));
-      } else {
-        body.file = fn.location.file;
-        body.line = fn.location.line;
-      }
-    }
-    stack.push_back(builder_.intern(body));
-    for (const model::CoroFrame& p : join.parents) stack.push_back(builder_.intern(async_frame(p)));
   }
 
   const int tid = static_cast<int>(s.tid);

@@ -68,8 +68,8 @@ struct BlockEvent : EventHeader {
 // A thread stayed out of its wait syscall at least the stall threshold after running
 // coroutines; ts = entry of the wait that ended it.
 struct StallEvent : EventHeader {
-  uint64_t start_ts = 0;        // exit of the previous wait
-  uint32_t nr = UINT32_MAX;     // the wait syscall that ended it; UINT32_MAX = still stalled
+  uint64_t start_ts = 0;     // exit of the previous wait
+  uint32_t nr = UINT32_MAX;  // the wait syscall that ended it; UINT32_MAX = still stalled
 };
 
 // A thread with a running coroutine was off the CPU from off_ts to ts.
@@ -116,9 +116,9 @@ struct AttachStats {
 // them. The session fills every field from the kernel's counters through one table
 // (kTraceCounterTable in userspace/kernel/trace_session.cpp).
 struct ProbeStats {
-  uint64_t resume_hits = 0;   // resume uprobe hits (incl. GCC start and destroy dispatch)
-  uint64_t destroy_hits = 0;  // destroy/cleanup uprobe hits
-  uint64_t syscall_hits = 0;  // raw syscall tracepoint hits by the target (any syscall)
+  uint64_t resume_hits = 0;             // resume uprobe hits (incl. GCC start and destroy dispatch)
+  uint64_t destroy_hits = 0;            // destroy/cleanup uprobe hits
+  uint64_t syscall_hits = 0;            // raw syscall tracepoint hits by the target (any syscall)
   uint64_t timed_syscalls = 0;          // traced syscalls entered by the target
   uint64_t timed_syscall_exits = 0;     // ... and left
   uint64_t syscalls_in_coroutines = 0;  // traced syscalls made inside a coroutine

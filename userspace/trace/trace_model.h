@@ -94,7 +94,8 @@ struct BlockingCall {
   uint32_t fn = 0;
   bool in_progress = false;  // still blocked when the trace ended
   bool stack_truncated = false, stack_failed = false;
-  std::vector<process::UnwoundFrame> stack;         // innermost first, up to the coroutine's resume function
+  std::vector<process::UnwoundFrame>
+      stack;                               // innermost first, up to the coroutine's resume function
   std::vector<AsyncFrameRef> async_stack;  // running coroutine first, then its awaiters
 };
 
@@ -170,15 +171,16 @@ struct TraceModelOptions {
 
 class TraceModel {
  public:
-  TraceModel(std::vector<TraceFunction> functions, TraceModelOptions opts, process::TraceUnwinder* unwinder);
+  TraceModel(std::vector<TraceFunction> functions, TraceModelOptions opts,
+             process::TraceUnwinder* unwinder);
 
   // One event. Events are handled in timestamp order (see TraceReorder).
   void handle(const TraceEvent& event);
   // Ends the trace at `now_ns` (CLOCK_MONOTONIC): closes runs still on a thread as open.
   void finish(uint64_t now_ns);
   // A blocking call or stall still in progress at the end, from the probes' thread state.
-  void add_in_progress(const ThreadStateAtEnd& st, uint64_t now_ns,
-                       uint64_t block_threshold_ns, uint64_t stall_threshold_ns);
+  void add_in_progress(const ThreadStateAtEnd& st, uint64_t now_ns, uint64_t block_threshold_ns,
+                       uint64_t stall_threshold_ns);
 
   const std::vector<TraceFunction>& functions() const { return functions_; }
   const std::vector<FunctionStats>& stats() const { return stats_; }
