@@ -27,10 +27,10 @@
 #include <vector>
 
 #include "trace_bench.skel.h"
-#include "userspace/snapshot/snapshot_taker.h"
 #include "userspace/cli/trace_command.h"
-#include "userspace/trace/trace_model.h"
 #include "userspace/kernel/trace_session.h"
+#include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/trace/trace_model.h"
 
 namespace {
 
@@ -103,7 +103,8 @@ struct FullTrace {
   std::atomic<bool> stop{false};
   kernel::AttachStats stats;
 
-  bool start(const kernel::TraceSessionOptions& opts, const std::vector<trace::TraceFunction>& fns) {
+  bool start(const kernel::TraceSessionOptions& opts,
+             const std::vector<trace::TraceFunction>& fns) {
     kernel::TraceError err;
     session = kernel::TraceSession::load(opts, &err);
     if (session == nullptr || !session->attach(&stats, &err)) {
@@ -113,10 +114,10 @@ struct FullTrace {
     model = std::make_unique<trace::TraceModel>(fns, trace::TraceModelOptions{}, nullptr);
     consumer = std::thread([this] {
       trace::TraceReorder reorder;
-      const kernel::TraceSession::EventHandler intake = [&](const void* d, size_t n) {
-        reorder.push(d, n);
+      const kernel::TraceSession::EventHandler intake = [&](trace::TraceEvent&& e) {
+        reorder.push(std::move(e));
       };
-      auto sink = [&](const void* d, size_t n) { model->handle(d, n); };
+      auto sink = [&](const trace::TraceEvent& e) { model->handle(e); };
       while (!stop.load()) {
         session->poll(50, intake);
         reorder.release(sink, false);
@@ -126,10 +127,10 @@ struct FullTrace {
     });
     return true;
   }
-  kernel::TraceCounters finish() {
+  trace::ProbeStats finish() {
     stop.store(true);
     consumer.join();
-    kernel::TraceCounters c = session->counters();
+    trace::ProbeStats c = session->stats();
     session->detach();
     return c;
   }
@@ -190,8 +191,9 @@ int main(int argc, char** argv) {
     bpf_program__set_autoload(skel->progs.bench_empty, !multi);
     bpf_program__set_autoload(skel->progs.bench_empty_multi, multi);
     if (multi) {
-      bpf_program__set_expected_attach_type(skel->progs.bench_empty_multi,
-                                            static_cast<bpf_attach_type>(kernel::kBpfAttachUprobeMulti));
+      bpf_program__set_expected_attach_type(
+          skel->progs.bench_empty_multi,
+          static_cast<bpf_attach_type>(kernel::kBpfAttachUprobeMulti));
     }
     if (trace_bench_bpf__load(skel) != 0) return 1;
     std::vector<int> fds;
@@ -201,7 +203,7 @@ int main(int argc, char** argv) {
         if (off == 0) continue;
         if (multi) {
           int fd = kernel::attach_uprobe_multi(bpf_program__fd(skel->progs.bench_empty_multi),
-                                       s.attach_path, {off}, {0}, target.pid);
+                                               s.attach_path, {off}, {0}, target.pid);
           if (fd >= 0) fds.push_back(fd);
         } else {
           bpf_link* l = bpf_program__attach_uprobe(skel->progs.bench_empty, false, target.pid,
@@ -218,13 +220,12 @@ int main(int argc, char** argv) {
     FullTrace ft;
     if (!ft.start(opts, fns)) return 1;
     full.push_back(target.run(resumes));
-    kernel::TraceCounters c = ft.finish();
+    trace::ProbeStats c = ft.finish();
     std::printf(
         "round %d: CPU per resume: no probe %.1f ns, empty uprobe %.1f ns, asyncprobe "
         "trace %.1f ns (%llu resume hits, %llu lost)\n",
         r + 1, base.back(), empty.back(), full.back(),
-        static_cast<unsigned long long>(c[TRACE_CTR_RESUME_HITS]),
-        static_cast<unsigned long long>(c[TRACE_CTR_LOST]));
+        static_cast<unsigned long long>(c.resume_hits), static_cast<unsigned long long>(c.lost));
   }
   const double b = median(base), e = median(empty), f = median(full);
   const double added_empty = e - b, added_full = f - b;
@@ -247,7 +248,7 @@ int main(int argc, char** argv) {
   char cmd[64];
   std::snprintf(cmd, sizeof cmd, "pace %.0f %.1f %d", rate, seconds, threads);
   std::string answer = target.ask(cmd);
-  kernel::TraceCounters c = ft.finish();
+  trace::ProbeStats c = ft.finish();
   unsigned long long done = 0;
   double secs = 0;
   std::sscanf(answer.c_str(), "paced resumes=%llu seconds=%lf", &done, &secs);
@@ -255,12 +256,11 @@ int main(int argc, char** argv) {
       "paced %.0f resumes/s on %d threads for %.1f s (achieved %.0f/s): target made %llu "
       "resumes; trace saw %llu resume hits, wrote %llu records, lost %llu\n",
       rate, threads, secs, secs > 0 ? static_cast<double>(done) / secs : 0.0, done,
-      static_cast<unsigned long long>(c[TRACE_CTR_RESUME_HITS]),
-      static_cast<unsigned long long>(c[TRACE_CTR_EMITTED]),
-      static_cast<unsigned long long>(c[TRACE_CTR_LOST]));
+      static_cast<unsigned long long>(c.resume_hits), static_cast<unsigned long long>(c.records),
+      static_cast<unsigned long long>(c.lost));
   uint64_t modeled = 0;
   for (const auto& st : ft.model->stats()) modeled += st.resumes;
   std::printf("model counted %llu resumes\n", static_cast<unsigned long long>(modeled));
   target.stop();
-  return c[TRACE_CTR_LOST] == 0 && c[TRACE_CTR_RESUME_HITS] == done ? 0 : 3;
+  return c.lost == 0 && c.resume_hits == done ? 0 : 3;
 }

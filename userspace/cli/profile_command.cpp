@@ -370,15 +370,13 @@ int run_await_traced(const ProfileOptions& o, snapshot::SnapshotTaker* taker) {
             << std::flush;
 
   trace::TraceReorder reorder;
-  const kernel::TraceSession::EventHandler intake = [&](const void* data, size_t size) {
-    reorder.push(data, size);
+  const kernel::TraceSession::EventHandler intake = [&](trace::TraceEvent&& e) {
+    reorder.push(std::move(e));
   };
   // Records after the end (the probes run until detached) would lengthen waits past it.
   uint64_t end = UINT64_MAX;
-  auto sink = [&](const void* data, size_t size) {
-    trace_event_header h{};
-    if (size >= sizeof h) std::memcpy(&h, data, sizeof h);
-    if (h.ts <= end) model.handle(data, size);
+  auto sink = [&](const trace::TraceEvent& e) {
+    if (trace::header_of(e).ts <= end) model.handle(e);
   };
   int poll_error = 0;
   const bool exited = run_until_end(o, start, 100, [&](int wait_ms) {
@@ -404,14 +402,14 @@ int run_await_traced(const ProfileOptions& o, snapshot::SnapshotTaker* taker) {
   model.resolve_pending(open);
   profile::add_leaf_waits(model, model.take_leaf_waits(), &p);
   p.duration_ns = static_cast<int64_t>(end - start);
-  profile::add_leaf_wait_warnings(model, probes_end.counters, &p);
+  profile::add_leaf_wait_warnings(model, probes_end.stats, &p);
   if (poll_error != 0) {
     p.warnings.push_back(std::string("ring buffer poll failed: ") + strerror(poll_error));
   }
   if (exited) note_target_exit(&p);
   const trace::LeafWaitCounters& c = model.leaf_wait_counters();
-  std::cerr << "asyncprobe: " << c.waits << " waits, " << probes_end.counters[TRACE_CTR_RESUME_HITS]
-            << " resumes, " << probes_end.counters[TRACE_CTR_LOST] << " records lost\n";
+  std::cerr << "asyncprobe: " << c.waits << " waits, " << probes_end.stats.resume_hits
+            << " resumes, " << probes_end.stats.lost << " records lost\n";
   return write_output(o, p);
 }
 
@@ -544,7 +542,7 @@ int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_c
 
   // ASYNCPROBE_PROFILE_DISCARD (benchmarks only): drain the ring, process nothing.
   const bool discard = std::getenv("ASYNCPROBE_PROFILE_DISCARD") != nullptr;
-  const kernel::ProfileSession::SampleHandler handle = [&](const profile_sample& s) {
+  const kernel::ProfileSession::SampleHandler handle = [&](const profile::CpuSample& s) {
     if (!discard) profiler.add(s);
   };
   const uint64_t start = monotonic_ns();
@@ -556,23 +554,24 @@ int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_c
       poll_error = -r;
       return false;
     }
-    if (trace != nullptr) trace->drain([](const void*, size_t) {});  // only its thread map is read
+    if (trace != nullptr) trace->drain([](trace::TraceEvent&&) {});  // only its thread map is read
     return true;
   });
   p.duration_ns = static_cast<int64_t>(monotonic_ns() - start);
   session->stop();
   trace.reset();  // --trace: the probes go as soon as sampling ends
   session->drain(handle);
-  const kernel::ProfileCounters c = session->counters();
-  p.lost_samples = static_cast<int64_t>(c[PROFILE_CTR_LOST]);
+  const profile::SamplerStats c = session->stats();
+  p.lost_samples = static_cast<int64_t>(c.lost);
 
   const profile::CpuProfileStats& st = profiler.stats();
   const profile::RunningCoroutineStats& fs = finder.stats();
   auto note = [&](uint64_t n, const std::string& what) {
     if (n > 0) p.warnings.push_back(std::to_string(n) + " " + what);
   };
-  note(c[PROFILE_CTR_LOST], "samples lost (ring buffer full): raise --ringbuf-mb");
-  note(c[PROFILE_CTR_STACK_FAILED], "samples without a user stack copy (shown at their pc)");
+  note(c.lost, "samples lost (ring buffer full): raise --ringbuf-mb");
+  note(c.stack_failed, "samples without a user stack copy (shown at their pc)");
+  note(c.stack_short, "samples with a shortened stack copy (outer frames may be missing)");
   note(st.unwind_one_frame, "samples whose stack could not be unwound past the sampled pc");
   note(st.ambiguous,
        "samples in a coroutine with several live frames of it on the stack: not joined");
@@ -581,7 +580,7 @@ int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_c
   note(st.not_in_snapshot,
        "samples in a coroutine no snapshot had seen yet: its async parents are missing");
   note(st.uncertain, "samples joined through a guessed awaiter edge (marked uncertain)");
-  note(c[PROFILE_CTR_KSTACK_FAILED], "kernel stacks could not be read");
+  note(c.kstack_failed, "kernel stacks could not be read");
   note(st.trace_other,
        "samples in a coroutine of which the trace probes named no run (started before the "
        "probes, or a run they do not follow): its frame was found from the stack words");
@@ -592,7 +591,7 @@ int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_c
   std::cerr << "asyncprobe: " << st.samples << " samples (" << st.in_coroutine << " in coroutines, "
             << st.joined << " joined"
             << (o.trace ? ", " + std::to_string(st.traced) + " named by the trace probes" : "")
-            << "), " << c[PROFILE_CTR_LOST] << " lost; " << fs.snapshots << " snapshots\n";
+            << "), " << c.lost << " lost; " << fs.snapshots << " snapshots\n";
   if (std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr) {
     // Costs for docs/PROFILE.md (tools/bench/profile-overhead reads this line).
     std::vector<float> t = st.unwind_cpu_us;
@@ -608,7 +607,7 @@ int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_c
     // The BPF program's time in the target's context per sample (ticks of other processes,
     // which return at the pid filter, included).
     const kernel::ProfileSession::ProgramCpu prog = session->program_cpu();
-    const uint64_t target_ticks = c[PROFILE_CTR_TARGET];
+    const uint64_t target_ticks = c.target_ticks;
     std::cerr << " bpf_ns_per_sample="
               << (prog.runs > 0 && target_ticks > 0 ? prog.run_ns / target_ticks : 0) << "\n";
   }

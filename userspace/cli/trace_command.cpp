@@ -327,10 +327,10 @@ int trace_main(int argc, char** argv) {
   mopts.stall_threshold_ns = report.block_threshold_ns;
   trace::TraceModel model(fns, mopts, &unwinder);
   trace::TraceReorder reorder;
-  const kernel::TraceSession::EventHandler intake = [&](const void* data, size_t size) {
-    reorder.push(data, size);
+  const kernel::TraceSession::EventHandler intake = [&](trace::TraceEvent&& e) {
+    reorder.push(std::move(e));
   };
-  auto sink = [&](const void* data, size_t size) { model.handle(data, size); };
+  auto sink = [&](const trace::TraceEvent& e) { model.handle(e); };
 
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, o.pid, 0));
   const uint64_t deadline =
@@ -371,14 +371,13 @@ int trace_main(int argc, char** argv) {
     end_ts = monotonic_ns();
   }
   const kernel::TraceProbeEnd probes_end = kernel::detach_trace_probes(session.get(), intake);
-  report.counters = probes_end.counters;
-  const std::vector<std::pair<uint32_t, trace_thread>>& thread_states = probes_end.threads;
+  report.probes = probes_end.stats;
   report.detach_s = probes_end.detach_s;
   reorder.release(sink, true);
   model.finish(end_ts);
   if (!report.target_exited) {
-    for (const auto& [tid, st] : thread_states) {
-      model.add_in_progress(tid, st, end_ts, report.block_threshold_ns, report.block_threshold_ns);
+    for (const trace::ThreadStateAtEnd& st : probes_end.threads) {
+      model.add_in_progress(st, end_ts, report.block_threshold_ns, report.block_threshold_ns);
     }
   }
   report.end_ts = end_ts;
@@ -447,18 +446,9 @@ int trace_main(int argc, char** argv) {
   report.overhead.uprobe_ns = costs.uprobe_ns;
   report.overhead.syscall_pair_ns = costs.syscall_pair_ns;
   report.overhead.sched_ns = costs.sched_ns;
-  report.overhead.uprobe_hits =
-      report.counters[TRACE_CTR_RESUME_HITS] + report.counters[TRACE_CTR_DESTROY_HITS];
-  report.overhead.syscall_hits = report.counters[TRACE_CTR_SYS_ALL_HITS];
-  report.overhead.sched_hits = report.counters[TRACE_CTR_SCHED_HITS];
-  if (model.malformed() > 0) {
-    report.warnings.push_back(std::to_string(model.malformed()) + " malformed records ignored");
-  }
-  if (model.slices_dropped() > 0) {
-    report.warnings.push_back("timeline: " + std::to_string(model.slices_dropped()) +
-                              " runs beyond the first " + std::to_string(mopts.max_slices) +
-                              " were not kept");
-  }
+  report.overhead.uprobe_hits = report.probes.resume_hits + report.probes.destroy_hits;
+  report.overhead.syscall_hits = report.probes.syscall_hits;
+  report.overhead.sched_hits = report.probes.context_switches;
 
   int rc = util::kExitOk;
   if (!o.timeline.empty()) {

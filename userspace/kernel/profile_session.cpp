@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -14,15 +15,64 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "bpf/profile.h"
 #include "profile.skel.h"
 #include "profile_skel.h"
 
 namespace asyncprobe::kernel {
+
+namespace {
+
+// Kernel counter -> name -> field: the one place where the sampling program's counters
+// (bpf/profile.h) become profile::SamplerStats. Row i is counter i (checked below).
+struct ProfileCounterRow {
+  profile_counter counter;
+  const char* name;
+  uint64_t profile::SamplerStats::*field;
+};
+constexpr ProfileCounterRow kProfileCounterTable[] = {
+    {PROFILE_CTR_TICKS, "ticks", &profile::SamplerStats::ticks},
+    {PROFILE_CTR_TARGET, "target_ticks", &profile::SamplerStats::target_ticks},
+    {PROFILE_CTR_EMITTED, "samples", &profile::SamplerStats::samples},
+    {PROFILE_CTR_LOST, "lost", &profile::SamplerStats::lost},
+    {PROFILE_CTR_STACK_SHORT, "stack_short", &profile::SamplerStats::stack_short},
+    {PROFILE_CTR_STACK_FAILED, "stack_failed", &profile::SamplerStats::stack_failed},
+    {PROFILE_CTR_KSTACK_FAILED, "kstack_failed", &profile::SamplerStats::kstack_failed},
+};
+constexpr bool rows_in_counter_order() {
+  for (size_t i = 0; i < std::size(kProfileCounterTable); ++i) {
+    if (static_cast<size_t>(kProfileCounterTable[i].counter) != i) return false;
+  }
+  return std::size(kProfileCounterTable) == PROFILE_CTR_COUNT;
+}
+static_assert(rows_in_counter_order(), "one row per profile_counter, in enum order");
+
+// The sample as the profiler reads it; its spans point into `s` and `kstack`.
+profile::CpuSample translate(const profile_sample& s,
+                             std::array<uint64_t, PROFILE_KSTACK_MAX>* kstack) {
+  profile::CpuSample out;
+  out.tid = s.tid;
+  std::copy(std::begin(s.regs), std::end(s.regs), out.regs.begin());
+  out.stack_addr = s.stack_addr;
+  out.stack = std::span<const uint8_t>(s.stack, std::min<size_t>(s.stack_len, PROFILE_STACK_MAX));
+  const size_t most = std::min<size_t>(s.kstack_len / 8, PROFILE_KSTACK_MAX);
+  size_t kframes = 0;
+  for (; kframes < most && s.kstack[kframes] != 0; ++kframes)
+    (*kstack)[kframes] = s.kstack[kframes];
+  out.kstack = std::span<const uint64_t>(kstack->data(), kframes);
+  out.coro_frame = s.coro_frame;
+  out.coro_fn = s.coro_fn;
+  return out;
+}
+
+}  // namespace
 
 // How often the drain thread empties the kernel ring buffer (samples are submitted without a
 // wakeup), and how much of the samples' time the ring holds by default: 5 drain periods.
@@ -47,12 +97,13 @@ struct ProfileSession::Impl {
   std::thread drainer;
   std::mutex mu;
   std::condition_variable cv;
-  bool stop_draining = false;                // guarded by mu
-  std::vector<std::vector<uint8_t>> queued;  // guarded by mu
-  size_t queued_bytes = 0;                   // guarded by mu
-  uint64_t dropped = 0;                      // guarded by mu
-  std::vector<std::vector<uint8_t>> batch;   // only the consuming thread
-  profile_sample scratch{};                  // only the handler's thread
+  bool stop_draining = false;                         // guarded by mu
+  std::vector<std::vector<uint8_t>> queued;           // guarded by mu
+  size_t queued_bytes = 0;                            // guarded by mu
+  uint64_t dropped = 0;                               // guarded by mu
+  std::vector<std::vector<uint8_t>> batch;            // only the consuming thread
+  profile_sample scratch{};                           // only the handler's thread
+  std::array<uint64_t, PROFILE_KSTACK_MAX> kstack{};  // ditto: scratch's kernel frames
 
   // The stack mapping of each thread, told to the program (stack_ranges map); only the
   // consuming thread.
@@ -147,7 +198,7 @@ struct ProfileSession::Impl {
   int hand_over(const std::vector<std::vector<uint8_t>>& samples, const SampleHandler& handler) {
     for (const std::vector<uint8_t>& b : samples) {
       std::memcpy(&scratch, b.data(), b.size());
-      handler(scratch);
+      handler(translate(scratch, &kstack));
     }
     return static_cast<int>(samples.size());
   }
@@ -231,13 +282,15 @@ std::unique_ptr<ProfileSession> ProfileSession::start(const ProfileSessionOption
   }
   int err = asyncprobe_profile_bpf_load(im->skel);
   if (err != 0) {
-    util::ExitCode code = (err == -EPERM || err == -EACCES) ? util::kExitPermission : util::kExitUnsupported;
+    util::ExitCode code =
+        (err == -EPERM || err == -EACCES) ? util::kExitPermission : util::kExitUnsupported;
     return fail(code, std::string("cannot load the profile BPF program: ") + strerror(-err));
   }
   im->rb =
       ring_buffer__new(bpf_map__fd(im->skel->maps.samples), &Impl::on_sample, im.get(), nullptr);
   if (im->rb == nullptr) {
-    return fail(util::kExitInternal, std::string("cannot open the ring buffer: ") + strerror(errno));
+    return fail(util::kExitInternal,
+                std::string("cannot open the ring buffer: ") + strerror(errno));
   }
   const int possible = libbpf_num_possible_cpus();
   int last_errno = 0;
@@ -257,8 +310,8 @@ std::unique_ptr<ProfileSession> ProfileSession::start(const ProfileSessionOption
     im->links.push_back(link);
   }
   if (im->links.empty()) {
-    util::ExitCode code =
-        (last_errno == EPERM || last_errno == EACCES) ? util::kExitPermission : util::kExitUnsupported;
+    util::ExitCode code = (last_errno == EPERM || last_errno == EACCES) ? util::kExitPermission
+                                                                        : util::kExitUnsupported;
     return fail(code, std::string("cannot sample any CPU with perf events: ") +
                           strerror(last_errno) +
                           (last_errno == EACCES || last_errno == EPERM
@@ -301,18 +354,19 @@ void ProfileSession::stop() {
 
 int ProfileSession::cpus() const { return static_cast<int>(impl_->perf_fds.size()); }
 
-ProfileCounters ProfileSession::counters() const {
-  ProfileCounters out;
+profile::SamplerStats ProfileSession::stats() const {
+  profile::SamplerStats out;
   const int ncpu = libbpf_num_possible_cpus();
   if (ncpu <= 0) return out;
   std::vector<uint64_t> per_cpu(static_cast<size_t>(ncpu));
   const int fd = bpf_map__fd(impl_->skel->maps.counters);
-  for (uint32_t k = 0; k < PROFILE_CTR_COUNT; ++k) {
+  for (const ProfileCounterRow& row : kProfileCounterTable) {
+    const uint32_t k = row.counter;
     if (bpf_map_lookup_elem(fd, &k, per_cpu.data()) != 0) continue;
-    for (uint64_t v : per_cpu) out.v[k] += v;
+    for (uint64_t v : per_cpu) out.*row.field += v;
   }
   std::lock_guard<std::mutex> lock(impl_->mu);
-  out.v[PROFILE_CTR_LOST] += impl_->dropped;
+  out.lost += impl_->dropped;
   return out;
 }
 

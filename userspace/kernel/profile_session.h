@@ -1,6 +1,8 @@
 // The kernel side of `asyncprobe profile`: loads bpf/profile.bpf.c, opens a software cpu-clock
 // perf event at the requested frequency on every online CPU, attaches the program to each, and
-// hands the raw samples of the target (registers + user stack copy) to the caller.
+// hands the target's samples (registers + user stack copy) to the caller as profile::CpuSample
+// and its counters as profile::SamplerStats (one table in profile_session.cpp maps each kernel
+// counter to its field). Nothing past this header sees bpf/profile.h.
 #pragma once
 
 #include <cstdint>
@@ -8,8 +10,8 @@
 #include <memory>
 #include <string>
 
-#include "bpf/profile.h"
 #include "userspace/kernel/trace_session.h"
+#include "userspace/profile/cpu_sample.h"
 
 namespace asyncprobe::kernel {
 
@@ -25,15 +27,9 @@ struct ProfileSessionOptions {
   int trace_threads_fd = -1;     // profile --trace: TraceSession::threads_map_fd(), else -1
 };
 
-// Summed per-CPU counters, indexed by profile_counter.
-struct ProfileCounters {
-  uint64_t v[PROFILE_CTR_COUNT] = {};
-  uint64_t operator[](profile_counter c) const { return v[c]; }
-};
-
 class ProfileSession {
  public:
-  using SampleHandler = std::function<void(const profile_sample& sample)>;
+  using SampleHandler = std::function<void(const profile::CpuSample& sample)>;
 
   // Loads the program and starts sampling on every online CPU. nullptr with *error (exit code
   // and one-line message) when BPF or perf events are refused.
@@ -52,7 +48,7 @@ class ProfileSession {
   // Stops sampling (closes the perf events and links) and the drain thread; samples already
   // taken stay drainable.
   void stop();
-  ProfileCounters counters() const;  // LOST includes samples the queue had no room for
+  profile::SamplerStats stats() const;  // lost includes samples the queue had no room for
   // CPU time the program took in the kernel (in the context of the interrupted thread) and its
   // runs, every tick of every process included; zeros unless measure_program was set.
   struct ProgramCpu {

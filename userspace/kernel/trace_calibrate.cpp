@@ -10,8 +10,8 @@
 #include <cstdio>
 #include <fstream>
 
-#include "userspace/util/thread_cpu_clock.h"
 #include "userspace/kernel/trace_session.h"
+#include "userspace/util/thread_cpu_clock.h"
 
 // A stand-in resume function: asyncprobe puts trace_resume on it while calibrating. Its argument
 // plays the coroutine frame (the suspend index is read from it, as from a real frame).
@@ -108,7 +108,7 @@ bool calibrate_trace_costs(TraceCosts* costs, std::string* error, size_t iterati
     *error = err.message;
     return false;
   }
-  const TraceSession::EventHandler ignore = [](const void*, size_t) {};
+  const TraceSession::EventHandler ignore = [](trace::TraceEvent&&) {};
   const size_t chunk = std::min<size_t>(iterations, 5000);  // 5000 records fit in 1 MiB
   double probed_call = 1e18, probed_sys = 1e18;
   for (int r = 0; r < kRounds; ++r) {

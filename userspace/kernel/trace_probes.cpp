@@ -11,7 +11,8 @@
 namespace asyncprobe::kernel {
 
 void collect_trace_functions(const snapshot::CoroutineIndex& index, int pid,
-                             std::vector<TraceFunctionSpec>* specs, std::vector<trace::TraceFunction>* fns,
+                             std::vector<TraceFunctionSpec>* specs,
+                             std::vector<trace::TraceFunction>* fns,
                              std::vector<std::string>* warnings) {
   const std::string root = "/proc/" + std::to_string(pid) + "/root";
   for (const auto& loaded : index.catalogs()) {
@@ -87,11 +88,11 @@ std::unique_ptr<TraceSession> attach_trace_probes(const TraceProbePlan& plan,
 TraceProbeEnd detach_trace_probes(TraceSession* session, const TraceSession::EventHandler& intake) {
   TraceProbeEnd end;
   session->drain(intake);
-  end.counters = session->counters();
   end.threads = session->threads();
   session->detach();
   end.detach_s = session->detach_seconds();
   session->drain(intake);
+  end.stats = session->stats();  // the counters outlive the links: read after the last record
   return end;
 }
 

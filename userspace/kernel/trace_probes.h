@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "userspace/kernel/trace_session.h"
 #include "userspace/snapshot/coroutine_index.h"
 #include "userspace/trace/trace_model.h"
-#include "userspace/kernel/trace_session.h"
 
 namespace asyncprobe::kernel {
 
@@ -19,7 +19,8 @@ namespace asyncprobe::kernel {
 // destroy and cleanup functions, attached through /proc/PID/root) and, at the same positions,
 // the model's function table. Objects that cannot be opened are skipped with a warning.
 void collect_trace_functions(const snapshot::CoroutineIndex& index, int pid,
-                             std::vector<TraceFunctionSpec>* specs, std::vector<trace::TraceFunction>* fns,
+                             std::vector<TraceFunctionSpec>* specs,
+                             std::vector<trace::TraceFunction>* fns,
                              std::vector<std::string>* warnings);
 
 // The functions to probe in one target. false (exit 7, the message `trace` prints) when no
@@ -45,12 +46,12 @@ std::unique_ptr<TraceSession> attach_trace_probes(const TraceProbePlan& plan,
                                                   const TraceProbeSettings& settings,
                                                   AttachStats* stats, TraceError* error);
 
-// The end of a trace: what is still in the ring buffer, the counters and the per-thread state
-// while the probes are attached, then detach and whatever raced the detach. `intake` receives
-// every remaining record.
+// The end of a trace: what is still in the ring buffer and the per-thread state while the
+// probes are attached, then detach, whatever raced the detach, and the probes' statistics.
+// `intake` receives every remaining event.
 struct TraceProbeEnd {
-  TraceCounters counters;
-  std::vector<std::pair<uint32_t, trace_thread>> threads;
+  trace::ProbeStats stats;
+  std::vector<trace::ThreadStateAtEnd> threads;
   double detach_s = 0;
 };
 TraceProbeEnd detach_trace_probes(TraceSession* session, const TraceSession::EventHandler& intake);

@@ -7,18 +7,23 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdarg>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "trace.skel.h"
 #include "trace_skel.h"
+#include "userspace/kernel/trace_records.h"
 
 namespace asyncprobe::kernel {
 
@@ -47,57 +52,98 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
   return 0;
 }
 
-struct SyscallEntry {
+// The syscalls the probes time, by what they can mean (x86-64 numbers; names in
+// process::syscall_name_x86_64).
+struct SyscallClass {
   uint32_t nr;
-  const char* name;
   uint32_t cls;
 };
-
-// x86-64 numbers (arch/x86/entry/syscalls/syscall_64.tbl).
-constexpr SyscallEntry kSyscalls[] = {
-    {0, "read", TRACE_SYS_IO},
-    {1, "write", TRACE_SYS_IO},
-    {7, "poll", TRACE_SYS_WAIT},
-    {17, "pread64", TRACE_SYS_IO},
-    {18, "pwrite64", TRACE_SYS_IO},
-    {19, "readv", TRACE_SYS_IO},
-    {20, "writev", TRACE_SYS_IO},
-    {23, "select", TRACE_SYS_WAIT},
-    {35, "nanosleep", TRACE_SYS_WAIT},
-    {42, "connect", TRACE_SYS_IO},
-    {43, "accept", TRACE_SYS_IO},
-    {44, "sendto", TRACE_SYS_IO},
-    {45, "recvfrom", TRACE_SYS_IO},
-    {46, "sendmsg", TRACE_SYS_IO},
-    {47, "recvmsg", TRACE_SYS_IO},
-    {74, "fsync", TRACE_SYS_IO},
-    {75, "fdatasync", TRACE_SYS_IO},
-    {202, "futex", TRACE_SYS_FUTEX},
-    {230, "clock_nanosleep", TRACE_SYS_WAIT},
-    {232, "epoll_wait", TRACE_SYS_WAIT},
-    {270, "pselect6", TRACE_SYS_WAIT},
-    {271, "ppoll", TRACE_SYS_WAIT},
-    {281, "epoll_pwait", TRACE_SYS_WAIT},
-    {288, "accept4", TRACE_SYS_IO},
-    {299, "recvmmsg", TRACE_SYS_IO},
-    {307, "sendmmsg", TRACE_SYS_IO},
-    {426, "io_uring_enter", TRACE_SYS_WAIT},
-    {441, "epoll_pwait2", TRACE_SYS_WAIT},
-    {449, "futex_waitv", TRACE_SYS_WAIT},
+constexpr SyscallClass kSyscalls[] = {
+    {0, TRACE_SYS_IO},       // read
+    {1, TRACE_SYS_IO},       // write
+    {7, TRACE_SYS_WAIT},     // poll
+    {17, TRACE_SYS_IO},      // pread64
+    {18, TRACE_SYS_IO},      // pwrite64
+    {19, TRACE_SYS_IO},      // readv
+    {20, TRACE_SYS_IO},      // writev
+    {23, TRACE_SYS_WAIT},    // select
+    {35, TRACE_SYS_WAIT},    // nanosleep
+    {42, TRACE_SYS_IO},      // connect
+    {43, TRACE_SYS_IO},      // accept
+    {44, TRACE_SYS_IO},      // sendto
+    {45, TRACE_SYS_IO},      // recvfrom
+    {46, TRACE_SYS_IO},      // sendmsg
+    {47, TRACE_SYS_IO},      // recvmsg
+    {74, TRACE_SYS_IO},      // fsync
+    {75, TRACE_SYS_IO},      // fdatasync
+    {202, TRACE_SYS_FUTEX},  // futex
+    {230, TRACE_SYS_WAIT},   // clock_nanosleep
+    {232, TRACE_SYS_WAIT},   // epoll_wait
+    {270, TRACE_SYS_WAIT},   // pselect6
+    {271, TRACE_SYS_WAIT},   // ppoll
+    {281, TRACE_SYS_WAIT},   // epoll_pwait
+    {288, TRACE_SYS_IO},     // accept4
+    {299, TRACE_SYS_IO},     // recvmmsg
+    {307, TRACE_SYS_IO},     // sendmmsg
+    {426, TRACE_SYS_WAIT},   // io_uring_enter
+    {441, TRACE_SYS_WAIT},   // epoll_pwait2
+    {449, TRACE_SYS_WAIT},   // futex_waitv
 };
+
+// Kernel counter -> name -> field: the one place where the BPF counters (bpf/trace.h) become
+// trace::ProbeStats. Row i is counter i (checked below), so a counter added on the BPF side
+// without a row here does not compile.
+struct TraceCounterRow {
+  trace_counter counter;
+  const char* name;
+  uint64_t trace::ProbeStats::*field;
+};
+constexpr TraceCounterRow kTraceCounterTable[] = {
+    {TRACE_CTR_RESUME_HITS, "resume_hits", &trace::ProbeStats::resume_hits},
+    {TRACE_CTR_DESTROY_HITS, "destroy_hits", &trace::ProbeStats::destroy_hits},
+    {TRACE_CTR_SYS_ENTER_HITS, "timed_syscalls", &trace::ProbeStats::timed_syscalls},
+    {TRACE_CTR_SYS_EXIT_HITS, "timed_syscall_exits", &trace::ProbeStats::timed_syscall_exits},
+    {TRACE_CTR_SCHED_HITS, "context_switches", &trace::ProbeStats::context_switches},
+    {TRACE_CTR_SYS_ALL_HITS, "syscall_hits", &trace::ProbeStats::syscall_hits},
+    {TRACE_CTR_IN_CORO_SYSCALLS, "syscalls_in_coroutines",
+     &trace::ProbeStats::syscalls_in_coroutines},
+    {TRACE_CTR_EMITTED, "records", &trace::ProbeStats::records},
+    {TRACE_CTR_LOST, "lost", &trace::ProbeStats::lost},
+    {TRACE_CTR_LOST_RESUME, "lost_resumes", &trace::ProbeStats::lost_resumes},
+    {TRACE_CTR_LOST_BLOCK, "lost_blocking_calls", &trace::ProbeStats::lost_blocking_calls},
+    {TRACE_CTR_STACK_FAIL, "stack_copy_failed", &trace::ProbeStats::stack_copy_failed},
+    {TRACE_CTR_STACK_TRUNC, "stack_truncated", &trace::ProbeStats::stack_truncated},
+    {TRACE_CTR_DEPTH_FOLD, "nesting_folded", &trace::ProbeStats::nesting_folded},
+    {TRACE_CTR_NO_THREAD_STATE, "thread_table_full", &trace::ProbeStats::thread_table_full},
+    {TRACE_CTR_INDEX_FAIL, "index_unreadable", &trace::ProbeStats::index_unreadable},
+};
+constexpr bool rows_in_counter_order() {
+  for (size_t i = 0; i < std::size(kTraceCounterTable); ++i) {
+    if (static_cast<size_t>(kTraceCounterTable[i].counter) != i) return false;
+  }
+  return std::size(kTraceCounterTable) == TRACE_CTR_COUNT;
+}
+static_assert(rows_in_counter_order(), "one row per trace_counter, in enum order");
+
+trace::ThreadStateAtEnd thread_state_at_end(uint32_t tid, const trace_thread& st) {
+  trace::ThreadStateAtEnd out;
+  out.tid = tid;
+  out.syscall_enter_ts = st.sys_enter_ts;
+  out.syscall_nr = st.sys_nr;
+  out.syscall_in_coroutine = st.sys_in_coro != 0;
+  out.syscall_is_wait = st.sys_is_wait != 0;
+  out.syscall_frame = st.sys_frame;
+  out.syscall_fn = st.sys_fn;
+  out.ran_since_wait = st.ran_since_wait != 0;
+  out.wait_exit_ts = st.wait_exit_ts;
+  return out;
+}
 
 bool has_cap(const __user_cap_data_struct* data, int cap) {
   return (data[cap / 32].effective & (1u << (cap % 32))) != 0;
 }
 
 }  // namespace
-
-std::string syscall_name(uint32_t nr) {
-  for (const auto& s : kSyscalls) {
-    if (s.nr == nr) return s.name;
-  }
-  return "syscall_" + std::to_string(nr);
-}
 
 std::string kernel_btf_path() {
   const char* env = std::getenv("ASYNCPROBE_VMLINUX_BTF");
@@ -145,12 +191,18 @@ struct TraceSession::Impl {
   bool multi = false;  // uprobe programs loaded for uprobe_multi links
   const EventHandler* handler = nullptr;
   int handled = 0;
+  uint64_t malformed = 0;  // records that could not be read
   double load_seconds = 0.0;
 
   static int on_sample(void* ctx, void* data, size_t size) {
     auto* self = static_cast<Impl*>(ctx);
-    if (self->handler != nullptr) (*self->handler)(data, size);
     ++self->handled;
+    std::optional<trace::TraceEvent> event = decode_trace_record(data, size);
+    if (!event) {
+      ++self->malformed;
+      return 0;
+    }
+    if (self->handler != nullptr) (*self->handler)(std::move(*event));
     return 0;
   }
   void unload() {
@@ -284,58 +336,58 @@ TraceSession::~TraceSession() {
   if (impl_ != nullptr) impl_->unload();
 }
 
-bool TraceSession::uses_uprobe_multi() const { return impl_->multi; }
+namespace {
 
-bool TraceSession::attach(AttachStats* stats, TraceError* error) {
+// Keeps the first few attach failures, one line each, with libbpf's explanation when it gave one.
+void note_failure(AttachStats* stats, const std::string& what, int err) {
+  if (stats->failures.size() < 5) {
+    std::string line = what + ": " + strerror(err);
+    if (!libbpf_last_message().empty()) line += " (libbpf: " + libbpf_last_message() + ")";
+    stats->failures.push_back(line);
+  }
+  libbpf_last_message().clear();
+}
+
+}  // namespace
+
+// One probe site: a (file, offset) with its role and bpf_cookie.
+struct TraceSession::Site {
+  std::string path;
+  uint64_t offset;
+  uint32_t role;
+  uint64_t cookie;
+};
+
+bool TraceSession::attach_tracepoints(AttachStats* stats, TraceError* error) {
   Impl& im = *impl_;
-  stats->load_seconds = im.load_seconds;
-  // Perf-event uprobes take two descriptors each: raise the soft limit to the hard one.
-  struct rlimit rl {};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-  auto t0 = std::chrono::steady_clock::now();
-  auto note_failure = [&](const std::string& what, int err) {
-    if (stats->failures.size() < 5) {
-      std::string line = what + ": " + strerror(err);
-      if (!libbpf_last_message().empty()) line += " (libbpf: " + libbpf_last_message() + ")";
-      stats->failures.push_back(line);
+  struct {
+    bpf_program* prog;
+    const char* tp;
+  } tps[] = {{im.skel->progs.trace_sys_enter, "sys_enter"},
+             {im.skel->progs.trace_sys_exit, "sys_exit"},
+             {im.skel->progs.trace_sched_switch, "sched_switch"},
+             {im.skel->progs.trace_thread_exit, "sched_process_exit"}};
+  for (auto& t : tps) {
+    bpf_link* link = bpf_program__attach_raw_tracepoint(t.prog, t.tp);
+    if (link == nullptr) {
+      int e = errno;
+      error->code = e == EPERM || e == EACCES ? util::kExitPermission : util::kExitInternal;
+      error->message =
+          std::string("cannot attach to the raw tracepoint ") + t.tp + ": " + strerror(e);
+      return false;
     }
-    libbpf_last_message().clear();
-  };
-  if (im.opts.syscalls) {
-    struct {
-      bpf_program* prog;
-      const char* tp;
-    } tps[] = {{im.skel->progs.trace_sys_enter, "sys_enter"},
-               {im.skel->progs.trace_sys_exit, "sys_exit"},
-               {im.skel->progs.trace_sched_switch, "sched_switch"},
-               {im.skel->progs.trace_thread_exit, "sched_process_exit"}};
-    for (auto& t : tps) {
-      bpf_link* link = bpf_program__attach_raw_tracepoint(t.prog, t.tp);
-      if (link == nullptr) {
-        int e = errno;
-        error->code = e == EPERM || e == EACCES ? util::kExitPermission : util::kExitInternal;
-        error->message =
-            std::string("cannot attach to the raw tracepoint ") + t.tp + ": " + strerror(e);
-        return false;
-      }
-      links_.push_back(Link{link, -1});
-      ++stats->tracepoints;
-    }
+    links_.push_back(Link{link, -1});
+    ++stats->tracepoints;
   }
-  // Every probe site, once: (file, offset) -> role and cookie.
-  struct Site {
-    std::string path;
-    uint64_t offset;
-    uint32_t role;
-    uint64_t cookie;
-  };
+  return true;
+}
+
+std::vector<TraceSession::Site> TraceSession::probe_sites(AttachStats* stats) const {
   std::vector<Site> sites;
   std::set<std::pair<std::string, uint64_t>> seen;
-  for (size_t i = 0; i < im.opts.functions.size(); ++i) {
-    const TraceFunctionSpec& f = im.opts.functions[i];
+  const std::vector<TraceFunctionSpec>& functions = impl_->opts.functions;
+  for (size_t i = 0; i < functions.size(); ++i) {
+    const TraceFunctionSpec& f = functions[i];
     const std::pair<uint64_t, uint32_t> fs[] = {{f.resume_offset, TRACE_ROLE_RESUME},
                                                 {f.destroy_offset, TRACE_ROLE_DESTROY},
                                                 {f.cleanup_offset, TRACE_ROLE_CLEANUP}};
@@ -349,68 +401,98 @@ bool TraceSession::attach(AttachStats* stats, TraceError* error) {
                            (static_cast<uint64_t>(role) << 32) | static_cast<uint64_t>(i)});
     }
   }
+  return sites;
+}
+
+void TraceSession::attach_multi(const std::vector<Site>& sites, AttachStats* stats) {
+  Impl& im = *impl_;
+  // One link per file and program: attached (and detached) in one system call each.
+  std::map<std::pair<std::string, bool>, std::pair<std::vector<uint64_t>, std::vector<uint64_t>>>
+      groups;
+  for (const Site& site : sites) {
+    auto& g = groups[{site.path, site.role == TRACE_ROLE_RESUME}];
+    g.first.push_back(site.offset);
+    g.second.push_back(site.cookie);
+  }
+  for (const auto& [key, g] : groups) {
+    bpf_program* prog =
+        key.second ? im.skel->progs.trace_resume_multi : im.skel->progs.trace_destroy_multi;
+    int fd = attach_uprobe_multi(bpf_program__fd(prog), key.first, g.first, g.second, im.opts.pid);
+    if (fd < 0) {
+      int e = errno;
+      stats->uprobes_failed += g.first.size();
+      note_failure(stats,
+                   "uprobe_multi " + key.first + " (" + std::to_string(g.first.size()) + " sites)",
+                   e);
+      continue;
+    }
+    links_.push_back(Link{nullptr, fd});
+    stats->uprobes += g.first.size();
+  }
+}
+
+void TraceSession::attach_per_site(const std::vector<Site>& sites, AttachStats* stats) {
+  Impl& im = *impl_;
+  for (const Site& site : sites) {
+    LIBBPF_OPTS(bpf_uprobe_opts, uo);
+    uo.bpf_cookie = site.cookie;
+    uo.retprobe = false;
+    bpf_program* prog =
+        site.role == TRACE_ROLE_RESUME ? im.skel->progs.trace_resume : im.skel->progs.trace_destroy;
+    bpf_link* link =
+        bpf_program__attach_uprobe_opts(prog, im.opts.pid, site.path.c_str(), site.offset, &uo);
+    if (link == nullptr) {
+      int e = errno;
+      ++stats->uprobes_failed;
+      char where[64];
+      std::snprintf(where, sizeof where, "+0x%llx", static_cast<unsigned long long>(site.offset));
+      note_failure(stats, "uprobe " + site.path + where, e);
+      if (e == ESRCH) break;
+      continue;
+    }
+    links_.push_back(Link{link, -1});
+    ++stats->uprobes;
+  }
+}
+
+bool TraceSession::reattach_per_site(AttachStats* stats, TraceError* error) {
+  Impl& im = *impl_;
+  detach();
+  im.unload();
+  if (!im.open_and_load(false, error)) return false;
+  std::vector<std::string> failures = std::move(stats->failures);
+  *stats = AttachStats{};
+  stats->load_seconds = im.load_seconds;
+  if (!attach(stats, error)) return false;
+  for (auto& f : failures) {
+    if (stats->failures.size() < 5) stats->failures.push_back("uprobe_multi: " + f);
+  }
+  return true;
+}
+
+bool TraceSession::attach(AttachStats* stats, TraceError* error) {
+  Impl& im = *impl_;
+  stats->load_seconds = im.load_seconds;
+  // Perf-event uprobes take two descriptors each: raise the soft limit to the hard one.
+  struct rlimit rl {};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  if (im.opts.syscalls && !attach_tracepoints(stats, error)) return false;
+  const std::vector<Site> sites = probe_sites(stats);
   if (im.multi) {
-    // One link per file and program: attached (and detached) in one system call each.
-    std::map<std::pair<std::string, bool>, std::pair<std::vector<uint64_t>, std::vector<uint64_t>>>
-        groups;
-    for (const Site& site : sites) {
-      auto& g = groups[{site.path, site.role == TRACE_ROLE_RESUME}];
-      g.first.push_back(site.offset);
-      g.second.push_back(site.cookie);
-    }
-    for (const auto& [key, g] : groups) {
-      bpf_program* prog =
-          key.second ? im.skel->progs.trace_resume_multi : im.skel->progs.trace_destroy_multi;
-      int fd =
-          attach_uprobe_multi(bpf_program__fd(prog), key.first, g.first, g.second, im.opts.pid);
-      if (fd < 0) {
-        int e = errno;
-        stats->uprobes_failed += g.first.size();
-        note_failure(
-            "uprobe_multi " + key.first + " (" + std::to_string(g.first.size()) + " sites)", e);
-        continue;
-      }
-      links_.push_back(Link{nullptr, fd});
-      stats->uprobes += g.first.size();
-    }
+    attach_multi(sites, stats);
   } else {
-    for (const Site& site : sites) {
-      LIBBPF_OPTS(bpf_uprobe_opts, uo);
-      uo.bpf_cookie = site.cookie;
-      uo.retprobe = false;
-      bpf_program* prog = site.role == TRACE_ROLE_RESUME ? im.skel->progs.trace_resume
-                                                         : im.skel->progs.trace_destroy;
-      bpf_link* link =
-          bpf_program__attach_uprobe_opts(prog, im.opts.pid, site.path.c_str(), site.offset, &uo);
-      if (link == nullptr) {
-        int e = errno;
-        ++stats->uprobes_failed;
-        char where[64];
-        std::snprintf(where, sizeof where, "+0x%llx", static_cast<unsigned long long>(site.offset));
-        note_failure("uprobe " + site.path + where, e);
-        if (e == ESRCH) break;
-        continue;
-      }
-      links_.push_back(Link{link, -1});
-      ++stats->uprobes;
-    }
+    attach_per_site(sites, stats);
   }
   stats->uprobe_multi = im.multi;
   stats->attach_seconds = seconds_since(t0);
   if (im.multi && stats->uprobes == 0 && !sites.empty() &&
       im.opts.uprobe_mode == UprobeMode::kAuto) {
     // The kernel loaded the programs but makes no uprobe_multi link: one link per site then.
-    detach();
-    im.unload();
-    if (!im.open_and_load(false, error)) return false;
-    std::vector<std::string> failures = std::move(stats->failures);
-    *stats = AttachStats{};
-    stats->load_seconds = im.load_seconds;
-    if (!attach(stats, error)) return false;
-    for (auto& f : failures) {
-      if (stats->failures.size() < 5) stats->failures.push_back("uprobe_multi: " + f);
-    }
-    return true;
+    return reattach_per_site(stats, error);
   }
   if (stats->uprobes == 0 && !sites.empty()) {
     error->code = util::kExitInternal;
@@ -445,23 +527,25 @@ int TraceSession::drain(const EventHandler& handler) {
   return r < 0 ? r : im.handled;
 }
 
-TraceCounters TraceSession::counters() const {
-  TraceCounters out;
+trace::ProbeStats TraceSession::stats() const {
+  trace::ProbeStats out;
+  out.malformed_records = impl_->malformed;
   int ncpu = libbpf_num_possible_cpus();
   if (ncpu <= 0) return out;
   std::vector<uint64_t> values(static_cast<size_t>(ncpu));
-  for (uint32_t k = 0; k < TRACE_CTR_COUNT; ++k) {
+  for (const TraceCounterRow& row : kTraceCounterTable) {
+    const uint32_t k = row.counter;
     if (bpf_map__lookup_elem(impl_->skel->maps.counters, &k, sizeof k, values.data(),
                              values.size() * sizeof(uint64_t), 0) != 0) {
       continue;
     }
-    for (uint64_t v : values) out.v[k] += v;
+    for (uint64_t v : values) out.*row.field += v;
   }
   return out;
 }
 
-std::vector<std::pair<uint32_t, trace_thread>> TraceSession::threads() const {
-  std::vector<std::pair<uint32_t, trace_thread>> out;
+std::vector<trace::ThreadStateAtEnd> TraceSession::threads() const {
+  std::vector<trace::ThreadStateAtEnd> out;
   if (!impl_->opts.syscalls && impl_->opts.functions.empty()) return out;
   const bpf_map* map = impl_->skel->maps.threads;
   uint32_t key = 0, next = 0;
@@ -470,7 +554,7 @@ std::vector<std::pair<uint32_t, trace_thread>> TraceSession::threads() const {
     if (bpf_map__get_next_key(map, prev, &next, sizeof next) != 0) break;
     trace_thread value{};
     if (bpf_map__lookup_elem(map, &next, sizeof next, &value, sizeof value, 0) == 0) {
-      out.emplace_back(next, value);
+      out.push_back(thread_state_at_end(next, value));
     }
     key = next;
     prev = &key;

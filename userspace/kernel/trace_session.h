@@ -3,6 +3,11 @@
 // the syscall/scheduler raw tracepoints, and hands the ring buffer's events to a callback. Every
 // probe is a perf-event link owned by this process: closing it (normal end, a signal, or the
 // kernel reaping a killed asyncprobe) removes every probe. Model: bcc libbpf-tools' x.c.
+//
+// The kernel boundary: every ring-buffer record is checked and translated into a
+// trace::TraceEvent, the per-thread map into trace::ThreadStateAtEnd, and the per-CPU counters
+// into trace::ProbeStats (one table in trace_session.cpp maps each kernel counter to its field).
+// Nothing past this header sees bpf/trace.h.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +18,7 @@
 #include <vector>
 
 #include "bpf/trace.h"
+#include "userspace/trace/trace_events.h"
 #include "userspace/util/exit_codes.h"
 
 namespace asyncprobe::kernel {
@@ -48,22 +54,7 @@ struct TraceSessionOptions {
   std::string btf_path;  // kernel BTF; empty = /sys/kernel/btf/vmlinux
 };
 
-struct AttachStats {
-  size_t uprobes = 0;  // attached
-  size_t uprobes_failed = 0;
-  size_t uprobes_duplicate = 0;  // same file offset as an earlier function (folded code)
-  size_t tracepoints = 0;
-  bool uprobe_multi = false;          // attached with uprobe_multi links
-  double attach_seconds = 0.0;        // attaching every probe
-  double load_seconds = 0.0;          // loading and verifying the programs
-  std::vector<std::string> failures;  // the first few, one line each
-};
-
-// Summed per-CPU counters, indexed by trace_counter.
-struct TraceCounters {
-  uint64_t v[TRACE_CTR_COUNT] = {};
-  uint64_t operator[](trace_counter c) const { return v[c]; }
-};
+using trace::AttachStats;
 
 // Preconditions of loading BPF at all: privileges (root, or CAP_BPF + CAP_PERFMON) and kernel
 // BTF. false with a one-line reason and an exit code.
@@ -76,7 +67,7 @@ bool check_bpf_support(const std::string& btf_path, const std::string& command, 
 
 class TraceSession {
  public:
-  using EventHandler = std::function<void(const void* data, size_t size)>;
+  using EventHandler = std::function<void(trace::TraceEvent&& event)>;
 
   // Opens and loads the programs for opts.pid. nullptr with `error` on failure.
   static std::unique_ptr<TraceSession> load(const TraceSessionOptions& opts, TraceError* error);
@@ -87,22 +78,21 @@ class TraceSession {
   // Attaches the tracepoints, then every function's uprobes. A uprobe that fails is counted and
   // skipped; false only when nothing useful could be attached.
   bool attach(AttachStats* stats, TraceError* error);
-  // Waits up to timeout_ms for events and passes each to `handler`. Returns the number handled,
+  // Waits up to timeout_ms for events and passes each to `handler` (records that cannot be read
+  // are counted in ProbeStats::malformed_records instead). Returns the number of records taken,
   // or a negative errno (-EINTR when a signal arrived).
   int poll(int timeout_ms, const EventHandler& handler);
   // Handles what is already in the ring buffer without waiting.
   int drain(const EventHandler& handler);
-  TraceCounters counters() const;
-  // Per-thread state kept by the BPF programs (runs in progress, syscall in progress, last
-  // wait), for every thread that has one.
-  std::vector<std::pair<uint32_t, trace_thread>> threads() const;
+  trace::ProbeStats stats() const;
+  // Per-thread state kept by the BPF programs (syscall in progress, last wait), for every thread
+  // that has one.
+  std::vector<trace::ThreadStateAtEnd> threads() const;
   // The fd of that per-thread map, for another program to share (profile --trace).
   int threads_map_fd() const;
   // Destroys every link (uprobes first). Safe to call twice; the destructor calls it.
   void detach();
   double detach_seconds() const { return detach_seconds_; }
-  size_t link_count() const { return links_.size(); }
-  bool uses_uprobe_multi() const;
 
  private:
   TraceSession() = default;
@@ -111,6 +101,14 @@ class TraceSession {
     void* link;  // struct bpf_link* (libbpf), or nullptr
     int fd;      // a uprobe_multi link made directly, or -1
   };
+  struct Site;
+  // The parts of attach(): the raw tracepoints, every (file, offset) once, the uprobes as
+  // uprobe_multi links or one link per site, and the fall back from the first to the second.
+  bool attach_tracepoints(AttachStats* stats, TraceError* error);
+  std::vector<Site> probe_sites(AttachStats* stats) const;
+  void attach_multi(const std::vector<Site>& sites, AttachStats* stats);
+  void attach_per_site(const std::vector<Site>& sites, AttachStats* stats);
+  bool reattach_per_site(AttachStats* stats, TraceError* error);
   std::unique_ptr<Impl> impl_;
   std::vector<Link> links_;
   double detach_seconds_ = 0.0;
@@ -122,8 +120,5 @@ class TraceSession {
 inline constexpr uint32_t kBpfAttachUprobeMulti = 48;
 int attach_uprobe_multi(int prog_fd, const std::string& path, const std::vector<uint64_t>& offsets,
                         const std::vector<uint64_t>& cookies, int pid);
-
-// Syscall name for a number of the x86-64 table ("nanosleep"), or "syscall_<nr>".
-std::string syscall_name(uint32_t nr);
 
 }  // namespace asyncprobe::kernel

@@ -390,28 +390,30 @@ std::string xml_escape(const std::string& s) {
   return out;
 }
 
-void write_flame_svg(std::ostream& out, const model::Profile& p, const SvgOptions& opts) {
-  const std::vector<Node> nodes = build_tree(p);
-  const int64_t total = nodes[0].weight;
-  const double frames_width = opts.width - 2 * kPad;
-  const int fh = opts.frame_height;
+namespace {
 
-  // Layout: start offsets (in weight units) and depths, depth first in name order.
-  struct Placed {
-    size_t node;
-    int64_t start;
-    int depth;
-  };
+// Where a node is drawn: its start offset (in weight units) and depth.
+struct Placed {
+  size_t node;
+  int64_t start;
+  int depth;
+};
+
+// Layout: start offsets and depths, depth first in name order; nodes narrower than min_width
+// pixels are left out.
+std::vector<Placed> place_nodes(const std::vector<Node>& nodes, double frames_width,
+                                double min_width, int* max_depth) {
+  const int64_t total = nodes[0].weight;
   std::vector<Placed> placed;
-  int max_depth = 0;
+  *max_depth = 0;
   std::vector<Placed> todo{{0, 0, 0}};
   while (!todo.empty()) {
     const Placed cur = todo.back();
     todo.pop_back();
     const Node& n = nodes[cur.node];
-    if (total > 0 && n.weight * frames_width / total < opts.min_width) continue;
+    if (total > 0 && n.weight * frames_width / total < min_width) continue;
     placed.push_back(cur);
-    max_depth = std::max(max_depth, cur.depth);
+    *max_depth = std::max(*max_depth, cur.depth);
     // Children pushed in reverse so they pop in name order.
     std::vector<Placed> kids;
     int64_t offset = cur.start;
@@ -421,15 +423,19 @@ void write_flame_svg(std::ostream& out, const model::Profile& p, const SvgOption
     }
     for (auto it = kids.rbegin(); it != kids.rend(); ++it) todo.push_back(*it);
   }
+  return placed;
+}
 
-  const int height = kHeaderHeight + (max_depth + 1) * fh + kFooterHeight;
-  const int frames_bottom = kHeaderHeight + (max_depth + 1) * fh;
-  std::string title = opts.title;
-  if (title.empty()) {
-    title = std::string("asyncprobe ") + (p.type == model::Profile::Type::kCpu ? "CPU" : "await") +
-            " profile of pid " + std::to_string(p.pid);
-    if (!p.command.empty()) title += " (" + p.command + ")";
-  }
+std::string svg_title(const model::Profile& p, const SvgOptions& opts) {
+  if (!opts.title.empty()) return opts.title;
+  std::string title = std::string("asyncprobe ") +
+                      (p.type == model::Profile::Type::kCpu ? "CPU" : "await") +
+                      " profile of pid " + std::to_string(p.pid);
+  if (!p.command.empty()) title += " (" + p.command + ")";
+  return title;
+}
+
+std::string svg_subtitle(const model::Profile& p, int64_t total) {
   std::string subtitle = profile_weight_text(p, total);
   if (p.type == model::Profile::Type::kAwait) subtitle += " suspended";
   subtitle += " in " + util::format_duration_ns(p.duration_ns);
@@ -441,7 +447,12 @@ void write_flame_svg(std::ostream& out, const model::Profile& p, const SvgOption
     subtitle += ", " + std::to_string(p.warnings.size()) +
                 (p.warnings.size() == 1 ? " warning: " : " warnings, first: ") + p.warnings[0];
   }
+  return subtitle;
+}
 
+// The document up to the frames: style, title, subtitle, buttons, legend.
+void write_svg_head(std::ostream& out, const model::Profile& p, const SvgOptions& opts,
+                    int64_t total, int height, double frames_width) {
   out << "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n"
       << "<svg version=\"1.1\" xmlns=\"http://www.w3.org/2000/svg\" width=\"" << opts.width
       << "\" height=\"" << height << "\" viewBox=\"0 0 " << opts.width << " " << height
@@ -451,9 +462,9 @@ void write_flame_svg(std::ostream& out, const model::Profile& p, const SvgOption
   out << "<rect x=\"0\" y=\"0\" width=\"" << opts.width << "\" height=\"" << height
       << "\" fill=\"#f6f6f2\"/>\n";
   out << "<text id=\"title\" class=\"title\" x=\"" << opts.width / 2
-      << "\" y=\"20\" text-anchor=\"middle\">" << xml_escape(title) << "</text>\n";
+      << "\" y=\"20\" text-anchor=\"middle\">" << xml_escape(svg_title(p, opts)) << "</text>\n";
   out << "<text id=\"subtitle\" x=\"" << opts.width / 2 << "\" y=\"36\" text-anchor=\"middle\">"
-      << xml_escape(subtitle) << "</text>\n";
+      << xml_escape(svg_subtitle(p, total)) << "</text>\n";
   out << "<text id=\"reset\" class=\"btn\" x=\"" << kPad << "\" y=\"20\" style=\"opacity:0\">"
       << "Reset Zoom</text>\n";
   out << "<text id=\"search\" class=\"btn\" x=\"" << opts.width - kPad
@@ -466,7 +477,23 @@ void write_flame_svg(std::ostream& out, const model::Profile& p, const SvgOption
         << "\" y=\"53\">" << e.label << "</text></g>\n";
     lx += 18 + std::string(e.label).size() * kCharWidth + 16;
   }
-  out << "</g>\n<g id=\"frames\">\n";
+  out << "</g>\n";
+}
+
+}  // namespace
+
+void write_flame_svg(std::ostream& out, const model::Profile& p, const SvgOptions& opts) {
+  const std::vector<Node> nodes = build_tree(p);
+  const int64_t total = nodes[0].weight;
+  const double frames_width = opts.width - 2 * kPad;
+  const int fh = opts.frame_height;
+  int max_depth = 0;
+  const std::vector<Placed> placed = place_nodes(nodes, frames_width, opts.min_width, &max_depth);
+  const int height = kHeaderHeight + (max_depth + 1) * fh + kFooterHeight;
+  const int frames_bottom = kHeaderHeight + (max_depth + 1) * fh;
+
+  write_svg_head(out, p, opts, total, height, frames_width);
+  out << "<g id=\"frames\">\n";
   for (size_t i = 0; i < placed.size(); ++i) {
     const Placed& pl = placed[i];
     const Node& n = nodes[pl.node];

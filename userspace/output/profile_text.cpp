@@ -118,17 +118,9 @@ std::string owner_text(const model::Profile& p, const StackGroup& g, size_t max_
   return out;
 }
 
-}  // namespace
-
-void write_profile_text(std::ostream& out, const model::Profile& p, const ProfileTextOptions& opts) {
-  int64_t total = 0;
-  int64_t total_count = 0;
-  for (const model::ProfileSample& s : p.samples) {
-    total += profile_weight(p, s);
-    total_count += s.count;
-  }
-  out << "asyncprobe " << (p.type == model::Profile::Type::kCpu ? "CPU" : "await") << " profile of pid "
-      << p.pid;
+void write_header(std::ostream& out, const model::Profile& p, int64_t total, int64_t total_count) {
+  out << "asyncprobe " << (p.type == model::Profile::Type::kCpu ? "CPU" : "await")
+      << " profile of pid " << p.pid;
   if (!p.command.empty()) out << " (" << p.command << ")";
   if (!p.executable.empty()) out << " " << p.executable;
   out << "\n";
@@ -137,18 +129,19 @@ void write_profile_text(std::ostream& out, const model::Profile& p, const Profil
   if (p.type == model::Profile::Type::kAwait && p.period_ns > 0) {
     out << ", a snapshot every " << util::format_duration_ns(p.period_ns);
   }
-  out << ": " << total_count << (p.type == model::Profile::Type::kCpu ? " samples" : " suspensions seen");
-  if (p.type == model::Profile::Type::kAwait) out << ", " << profile_weight_text(p, total) << " suspended";
+  out << ": " << total_count
+      << (p.type == model::Profile::Type::kCpu ? " samples" : " suspensions seen");
+  if (p.type == model::Profile::Type::kAwait)
+    out << ", " << profile_weight_text(p, total) << " suspended";
   out << " in " << p.samples.size() << " distinct stacks";
   if (p.type == model::Profile::Type::kCpu) out << ", " << p.lost_samples << " lost";
   out << "\n";
-  for (const std::string& w : p.warnings) out << "warning: " << w << "\n";
-  if (total <= 0) {
-    out << "\nno samples\n";
-    return;
-  }
+}
 
-  // Self: the leaf frame's function. Total: every function on the stack, once per stack.
+// Self: the leaf frame's function. Total: every function on the stack, once per stack.
+void write_top_functions(std::ostream& out, const model::Profile& p, int64_t total,
+                         const ProfileTextOptions& opts) {
+  char line[160];
   std::map<std::string, std::pair<int64_t, int64_t>> functions;  // name -> {self, total}
   for (const model::ProfileSample& s : p.samples) {
     const int64_t w = profile_weight(p, s);
@@ -174,7 +167,10 @@ void write_profile_text(std::ostream& out, const model::Profile& p, const Profil
                   percent(w.second, total).c_str());
     out << line << display_name(name, opts.max_name_chars) << "\n";
   }
+}
 
+void write_top_stacks(std::ostream& out, const model::Profile& p, int64_t total,
+                      const ProfileTextOptions& opts) {
   const std::vector<StackGroup> groups = group_stacks(p);
   out << "\nTop stacks (leaf first):\n";
   for (size_t rank = 0; rank < groups.size() && rank < opts.top_stacks; ++rank) {
@@ -198,6 +194,26 @@ void write_profile_text(std::ostream& out, const model::Profile& p, const Profil
       out << "    ... " << s.frames.size() - opts.max_frames << " more frames\n";
     }
   }
+}
+
+}  // namespace
+
+void write_profile_text(std::ostream& out, const model::Profile& p,
+                        const ProfileTextOptions& opts) {
+  int64_t total = 0;
+  int64_t total_count = 0;
+  for (const model::ProfileSample& s : p.samples) {
+    total += profile_weight(p, s);
+    total_count += s.count;
+  }
+  write_header(out, p, total, total_count);
+  for (const std::string& w : p.warnings) out << "warning: " << w << "\n";
+  if (total <= 0) {
+    out << "\nno samples\n";
+    return;
+  }
+  write_top_functions(out, p, total, opts);
+  write_top_stacks(out, p, total, opts);
 }
 
 }  // namespace asyncprobe::output

@@ -136,7 +136,9 @@ std::string point_label(const trace::TraceModel& model, size_t fn, int64_t index
   return s;
 }
 
-uint64_t total_lost(const kernel::TraceCounters& c) { return c[TRACE_CTR_LOST]; }
+std::string function_name(const trace::TraceModel& model, uint32_t fn, const char* unknown) {
+  return fn < model.functions().size() ? model.functions()[fn].name : unknown;
+}
 
 }  // namespace
 
@@ -172,7 +174,9 @@ const symbolizer::InlineFrame* blocking_site(const trace::BlockingCall& call) {
   return nullptr;
 }
 
-void write_trace_text(std::ostream& out, const TraceReport& r, const trace::TraceModel& model) {
+namespace {
+
+void write_text_header(std::ostream& out, const TraceReport& r) {
   char line[512];
   std::snprintf(line, sizeof line, "asyncprobe trace: pid %d (%s), %.2f s%s\n", r.pid,
                 r.command.c_str(), r.duration_s,
@@ -190,19 +194,31 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const trace::Trac
     if (!r.attach.failures.empty()) out << ", e.g. " << r.attach.failures.front();
     out << "\n";
   }
-  if (total_lost(r.counters) > 0) {
-    out << "WARNING: " << total_lost(r.counters)
+  if (r.probes.lost > 0) {
+    out << "WARNING: " << r.probes.lost
         << " events were lost (ring buffer full): the counts below are lower bounds\n";
   }
   for (const auto& w : r.warnings) out << "warning: " << w << "\n";
+}
 
-  // Functions and suspend points.
+void write_text_functions(std::ostream& out, const trace::TraceModel& model) {
+  char line[512];
   std::vector<size_t> ids = active_functions(model);
   out << "\nCOROUTINE FUNCTIONS: " << ids.size() << " active\n";
   std::snprintf(line, sizeof line, "  %-52s %8s %10s %10s %10s %10s %10s %8s\n",
                 "function / suspend point", "resumes", "running", "suspended", "max", "p50", "p99",
                 "unknown");
   out << line;
+  auto row = [&](const std::string& label, uint64_t resumes, uint64_t running_ns,
+                 const trace::DurationStats& suspended, uint64_t unknown) {
+    std::snprintf(line, sizeof line, "  %-52s %8" PRIu64 " %10s %10s %10s %10s %10s %8" PRIu64 "\n",
+                  label.c_str(), resumes, util::format_duration_ns(running_ns).c_str(),
+                  util::format_duration_ns(suspended.total_ns()).c_str(),
+                  util::format_duration_ns(suspended.max_ns()).c_str(),
+                  util::format_duration_ns(suspended.percentile(50)).c_str(),
+                  util::format_duration_ns(suspended.percentile(99)).c_str(), unknown);
+    out << line;
+  };
   for (size_t id : ids) {
     const trace::FunctionStats& fs = model.stats()[id];
     std::string name = model.functions()[id].name;
@@ -211,41 +227,26 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const trace::Trac
       out << "  " << name << "\n";
       name.clear();
     }
-    std::snprintf(line, sizeof line, "  %-52s %8" PRIu64 " %10s %10s %10s %10s %10s %8" PRIu64 "\n",
-                  name.c_str(), fs.resumes, util::format_duration_ns(fs.running_ns).c_str(),
-                  util::format_duration_ns(fs.suspended.total_ns()).c_str(),
-                  util::format_duration_ns(fs.suspended.max_ns()).c_str(),
-                  util::format_duration_ns(fs.suspended.percentile(50)).c_str(),
-                  util::format_duration_ns(fs.suspended.percentile(99)).c_str(),
-                  fs.suspended_unknown_start);
-    out << line;
+    row(name, fs.resumes, fs.running_ns, fs.suspended, fs.suspended_unknown_start);
     for (const auto& [index, ps] : fs.points) {
       if (ps.resumes == 0) continue;
-      std::string label = "  " + point_label(model, id, index);
-      std::snprintf(line, sizeof line,
-                    "  %-52s %8" PRIu64 " %10s %10s %10s %10s %10s %8" PRIu64 "\n", label.c_str(),
-                    ps.resumes, util::format_duration_ns(ps.running_ns).c_str(),
-                    util::format_duration_ns(ps.suspended.total_ns()).c_str(),
-                    util::format_duration_ns(ps.suspended.max_ns()).c_str(),
-                    util::format_duration_ns(ps.suspended.percentile(50)).c_str(),
-                    util::format_duration_ns(ps.suspended.percentile(99)).c_str(),
-                    ps.suspended_unknown_start);
-      out << line;
+      row("  " + point_label(model, id, index), ps.resumes, ps.running_ns, ps.suspended,
+          ps.suspended_unknown_start);
     }
   }
   out << "  (suspended: exact intervals from the end of a run to the next resume; unknown: "
          "resumes whose suspension began before the trace)\n";
+}
 
-  // Blocking calls.
+void write_text_blocking(std::ostream& out, const TraceReport& r, const trace::TraceModel& model) {
   out << "\nBLOCKING CALLS INSIDE COROUTINES (>= " << util::format_duration_ns(r.block_threshold_ns)
       << "): " << model.blocking().size() << "\n";
   for (const auto& b : model.blocking()) {
-    out << "  " << kernel::syscall_name(b.nr) << " "
+    out << "  " << trace::syscall_name(b.nr) << " "
         << util::format_duration_ns(b.exit_ts - b.enter_ts)
         << (b.in_progress ? " so far (still blocked at the end)" : "") << " on "
         << thread_label(r, b.tid) << " at " << since_start(r, b.enter_ts) << "\n";
-    const std::string fn = b.fn < model.functions().size() ? model.functions()[b.fn].name : "?";
-    out << "    in " << fn;
+    out << "    in " << function_name(model, b.fn, "?");
     if (const symbolizer::InlineFrame* site = blocking_site(b)) {
       out << " at " << where(site->location.file, site->location.line);
     }
@@ -260,8 +261,9 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const trace::Trac
   if (model.blocking_dropped() > 0) {
     out << "  ... and " << model.blocking_dropped() << " more not kept\n";
   }
+}
 
-  // Stalls.
+void write_text_stalls(std::ostream& out, const TraceReport& r, const trace::TraceModel& model) {
   out << "\nEVENT-LOOP STALLS (>= " << util::format_duration_ns(r.block_threshold_ns)
       << "): " << model.stalls().size() << "\n";
   for (const auto& s : model.stalls()) {
@@ -269,25 +271,28 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const trace::Trac
         << " without returning to its wait at " << since_start(r, s.start_ts) << ", " << s.runs
         << " coroutine runs, "
         << (s.ended_by_nr == UINT32_MAX ? std::string("still stalled at the end")
-                                        : "ended by " + kernel::syscall_name(s.ended_by_nr))
+                                        : "ended by " + trace::syscall_name(s.ended_by_nr))
         << "\n";
-    if (s.have_culprit) {
-      const std::string fn =
-          s.culprit_fn < model.functions().size() ? model.functions()[s.culprit_fn].name : "?";
-      double share = s.end_ts > s.start_ts ? 100.0 * static_cast<double>(s.culprit_self_ns) /
-                                                 static_cast<double>(s.end_ts - s.start_ts)
-                                           : 0.0;
-      std::snprintf(line, sizeof line, "    responsible: %s ran %s (%.0f%% of the stall)",
-                    fn.c_str(), util::format_duration_ns(s.culprit_self_ns).c_str(), share);
-      out << line;
-      if (s.culprit_index >= 0) {
-        out << ", resumed " << point_label(model, s.culprit_fn, s.culprit_index);
-      }
-      out << "\n    async stack: " << async_text(resolve_async_stack(model, s.async_stack)) << "\n";
+    if (!s.have_culprit) continue;
+    const double share = s.end_ts > s.start_ts ? 100.0 * static_cast<double>(s.culprit_self_ns) /
+                                                     static_cast<double>(s.end_ts - s.start_ts)
+                                               : 0.0;
+    char line[512];
+    std::snprintf(line, sizeof line, "    responsible: %s ran %s (%.0f%% of the stall)",
+                  function_name(model, s.culprit_fn, "?").c_str(),
+                  util::format_duration_ns(s.culprit_self_ns).c_str(), share);
+    out << line;
+    if (s.culprit_index >= 0) {
+      out << ", resumed " << point_label(model, s.culprit_fn, s.culprit_index);
     }
+    out << "\n    async stack: " << async_text(resolve_async_stack(model, s.async_stack)) << "\n";
   }
+  if (model.stalls_dropped() > 0) {
+    out << "  ... and " << model.stalls_dropped() << " more not kept\n";
+  }
+}
 
-  // Still suspended.
+void write_text_suspended(std::ostream& out, const TraceReport& r) {
   out << "\nSTILL SUSPENDED AT THE END: " << r.suspended.size() << " coroutines (oldest first)";
   if (r.running_at_end > 0) out << "; " << r.running_at_end << " running";
   out << "\n";
@@ -305,28 +310,55 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const trace::Trac
     } else {
       age = "< " + util::format_duration_ns(s.age_ns);
     }
+    char line[64];
     std::snprintf(line, sizeof line, "  %-12s ", age.c_str());
     out << line << async_text(s.async_stack);
     if (s.age_kind == "before-trace") out << "  (suspended before the trace began)";
     if (s.age_kind == "not-started") out << "  (created during the trace, never resumed)";
     out << "\n";
   }
+}
 
-  // Accounting.
-  const kernel::TraceCounters& c = r.counters;
-  uint64_t hits = c[TRACE_CTR_RESUME_HITS] + c[TRACE_CTR_DESTROY_HITS] + c[TRACE_CTR_SYS_ALL_HITS] +
-                  c[TRACE_CTR_SCHED_HITS];
-  out << "\nEVENTS: " << hits << " seen (" << c[TRACE_CTR_RESUME_HITS] << " resume, "
-      << c[TRACE_CTR_DESTROY_HITS] << " destroy, " << c[TRACE_CTR_SYS_ALL_HITS] << " syscalls ("
-      << c[TRACE_CTR_SYS_ENTER_HITS] << " timed), " << c[TRACE_CTR_SCHED_HITS]
-      << " context switches), " << c[TRACE_CTR_EMITTED] << " records, " << total_lost(c) << " lost";
-  if (total_lost(c) > 0) {
-    out << " (" << c[TRACE_CTR_LOST_RESUME] << " resumes, " << c[TRACE_CTR_LOST_BLOCK]
-        << " blocking calls)";
+// Everything the trace threw away, in one line: each makes some count a lower bound.
+void write_text_dropped(std::ostream& out, const TraceReport& r, const trace::TraceModel& model) {
+  const trace::ProbeStats& p = r.probes;
+  const std::pair<uint64_t, const char*> dropped[] = {
+      {p.lost, "events lost (ring buffer full)"},
+      {p.thread_table_full, "events of threads the probes had no room for"},
+      {p.nesting_folded, "nested runs folded (deeper than the probes follow)"},
+      {p.index_unreadable, "resumes with an unreadable suspend index"},
+      {p.stack_copy_failed, "blocking calls without a stack copy"},
+      {p.stack_truncated, "blocking-call stacks truncated"},
+      {p.malformed_records, "malformed records ignored"},
+      {model.blocking_dropped(), "blocking calls not kept"},
+      {model.stalls_dropped(), "stalls not kept"},
+      {model.slices_dropped(), "timeline runs not kept"},
+      {model.stack_desyncs(), "runs ended that the trace never saw start"},
+      {model.unknown_functions(), "records naming an unknown function"},
+  };
+  std::string text;
+  for (const auto& [n, what] : dropped) {
+    if (n == 0) continue;
+    text += (text.empty() ? "" : ", ") + std::to_string(n) + " " + what;
+  }
+  if (!text.empty()) out << "DROPPED: " << text << "\n";
+}
+
+void write_text_accounting(std::ostream& out, const TraceReport& r,
+                           const trace::TraceModel& model) {
+  const trace::ProbeStats& c = r.probes;
+  out << "\nEVENTS: " << c.seen() << " seen (" << c.resume_hits << " resume, " << c.destroy_hits
+      << " destroy, " << c.syscall_hits << " syscalls (" << c.timed_syscalls << " timed), "
+      << c.context_switches << " context switches), " << c.records << " records, " << c.lost
+      << " lost";
+  if (c.lost > 0) {
+    out << " (" << c.lost_resumes << " resumes, " << c.lost_blocking_calls << " blocking calls)";
   }
   out << "\n";
+  write_text_dropped(out, r, model);
   const OverheadEstimate& o = r.overhead;
-  double pct = r.duration_s > 0 ? o.total_ns() / (r.duration_s * 1e9) * 100.0 : 0.0;
+  const double pct = r.duration_s > 0 ? o.total_ns() / (r.duration_s * 1e9) * 100.0 : 0.0;
+  char line[512];
   std::snprintf(line, sizeof line,
                 "OVERHEAD: about %s of target time in %.2f s (%.2f%% of one CPU): %" PRIu64
                 " uprobe hits x %.2f us + %" PRIu64 " syscalls x %.2f us + %" PRIu64
@@ -338,28 +370,35 @@ void write_trace_text(std::ostream& out, const TraceReport& r, const trace::Trac
   out << line;
 }
 
-void write_trace_json(std::ostream& out, const TraceReport& r, const trace::TraceModel& model) {
-  json doc;
-  doc["pid"] = r.pid;
-  doc["command"] = r.command;
-  doc["duration_s"] = r.duration_s;
-  doc["target_exited"] = r.target_exited;
-  doc["block_threshold_ns"] = r.block_threshold_ns;
-  doc["attach"] = json{{"uprobes", r.attach.uprobes},
-                       {"uprobes_failed", r.attach.uprobes_failed},
-                       {"uprobes_duplicate", r.attach.uprobes_duplicate},
-                       {"uprobe_multi", r.attach.uprobe_multi},
-                       {"tracepoints", r.attach.tracepoints},
-                       {"functions", r.functions_probed},
-                       {"load_s", r.attach.load_seconds},
-                       {"attach_s", r.attach.attach_seconds},
-                       {"detach_s", r.detach_s},
-                       {"failures", r.attach.failures}};
-  json threads = json::array();
-  for (const auto& [tid, name] : r.thread_names)
-    threads.push_back(json{{"tid", tid}, {"name", name}});
-  doc["threads"] = threads;
+json attach_json(const TraceReport& r) {
+  return json{{"uprobes", r.attach.uprobes},
+              {"uprobes_failed", r.attach.uprobes_failed},
+              {"uprobes_duplicate", r.attach.uprobes_duplicate},
+              {"uprobe_multi", r.attach.uprobe_multi},
+              {"tracepoints", r.attach.tracepoints},
+              {"functions", r.functions_probed},
+              {"load_s", r.attach.load_seconds},
+              {"attach_s", r.attach.attach_seconds},
+              {"detach_s", r.detach_s},
+              {"failures", r.attach.failures}};
+}
 
+json point_json(const trace::TraceModel& model, size_t id, int64_t index,
+                const trace::PointStats& ps) {
+  trace::SuspendPointLocation loc = model.location(static_cast<uint32_t>(id), index);
+  json p;
+  p["index"] = index;
+  p["kind"] = loc.kind;
+  p["file"] = loc.file;
+  p["line"] = loc.line;
+  p["resumes"] = ps.resumes;
+  p["running_ns"] = ps.running_ns;
+  p["suspended"] = stats_json(ps.suspended);
+  p["suspended_unknown_start"] = ps.suspended_unknown_start;
+  return p;
+}
+
+json functions_json(const trace::TraceModel& model) {
   json fns = json::array();
   for (size_t id : active_functions(model)) {
     const trace::FunctionStats& fs = model.stats()[id];
@@ -376,33 +415,24 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const trace::Trac
     f["suspended_unknown_start"] = fs.suspended_unknown_start;
     json pts = json::array();
     for (const auto& [index, ps] : fs.points) {
-      if (ps.resumes == 0) continue;
-      trace::SuspendPointLocation loc = model.location(static_cast<uint32_t>(id), index);
-      json p;
-      p["index"] = index;
-      p["kind"] = loc.kind;
-      p["file"] = loc.file;
-      p["line"] = loc.line;
-      p["resumes"] = ps.resumes;
-      p["running_ns"] = ps.running_ns;
-      p["suspended"] = stats_json(ps.suspended);
-      p["suspended_unknown_start"] = ps.suspended_unknown_start;
-      pts.push_back(p);
+      if (ps.resumes > 0) pts.push_back(point_json(model, id, index, ps));
     }
     f["suspend_points"] = pts;
     fns.push_back(f);
   }
-  doc["functions"] = fns;
+  return fns;
+}
 
+json blocking_json(const TraceReport& r, const trace::TraceModel& model) {
   json blocks = json::array();
   for (const auto& b : model.blocking()) {
     json j;
     j["tid"] = b.tid;
-    j["syscall"] = kernel::syscall_name(b.nr);
+    j["syscall"] = trace::syscall_name(b.nr);
     j["start_s"] = static_cast<double>(static_cast<int64_t>(b.enter_ts - r.start_ts)) / 1e9;
     j["duration_ns"] = b.exit_ts - b.enter_ts;
     j["in_progress"] = b.in_progress;
-    j["function"] = b.fn < model.functions().size() ? model.functions()[b.fn].name : "";
+    j["function"] = function_name(model, b.fn, "");
     j["frame"] = b.frame;
     const symbolizer::InlineFrame* site = blocking_site(b);
     j["site"] = site != nullptr ? json{{"function", site->function},
@@ -416,9 +446,10 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const trace::Trac
     j["async_stack"] = async_json(resolve_async_stack(model, b.async_stack));
     blocks.push_back(j);
   }
-  doc["blocking_calls"] = blocks;
-  doc["blocking_calls_dropped"] = model.blocking_dropped();
+  return blocks;
+}
 
+json stalls_json(const TraceReport& r, const trace::TraceModel& model) {
   json stalls = json::array();
   for (const auto& s : model.stalls()) {
     json j;
@@ -427,24 +458,25 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const trace::Trac
     j["duration_ns"] = s.end_ts - s.start_ts;
     j["runs"] = s.runs;
     j["ended_by"] =
-        s.ended_by_nr == UINT32_MAX ? json(nullptr) : json(kernel::syscall_name(s.ended_by_nr));
+        s.ended_by_nr == UINT32_MAX ? json(nullptr) : json(trace::syscall_name(s.ended_by_nr));
     if (s.have_culprit) {
       trace::SuspendPointLocation loc = model.location(s.culprit_fn, s.culprit_index);
-      j["responsible"] = json{
-          {"function",
-           s.culprit_fn < model.functions().size() ? model.functions()[s.culprit_fn].name : ""},
-          {"frame", s.culprit_frame},
-          {"running_ns", s.culprit_self_ns},
-          {"resumed_from",
-           json{{"file", loc.file}, {"line", loc.line}, {"index", s.culprit_index}}}};
+      j["responsible"] =
+          json{{"function", function_name(model, s.culprit_fn, "")},
+               {"frame", s.culprit_frame},
+               {"running_ns", s.culprit_self_ns},
+               {"resumed_from",
+                json{{"file", loc.file}, {"line", loc.line}, {"index", s.culprit_index}}}};
     } else {
       j["responsible"] = nullptr;
     }
     j["async_stack"] = async_json(resolve_async_stack(model, s.async_stack));
     stalls.push_back(j);
   }
-  doc["stalls"] = stalls;
+  return stalls;
+}
 
+json suspended_json(const TraceReport& r) {
   json sus = json::array();
   for (const auto& s : r.suspended) {
     sus.push_back(json{{"frame", s.frame},
@@ -455,31 +487,36 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const trace::Trac
                        {"age_kind", s.age_kind},
                        {"async_stack", async_json(s.async_stack)}});
   }
-  doc["suspended_at_end"] = sus;
-  doc["running_at_end"] = r.running_at_end;
+  return sus;
+}
 
-  const kernel::TraceCounters& c = r.counters;
-  doc["events"] = json{{"seen", c[TRACE_CTR_RESUME_HITS] + c[TRACE_CTR_DESTROY_HITS] +
-                                    c[TRACE_CTR_SYS_ALL_HITS] + c[TRACE_CTR_SCHED_HITS]},
-                       {"resume_hits", c[TRACE_CTR_RESUME_HITS]},
-                       {"destroy_hits", c[TRACE_CTR_DESTROY_HITS]},
-                       {"syscall_hits", c[TRACE_CTR_SYS_ALL_HITS]},
-                       {"timed_syscalls", c[TRACE_CTR_SYS_ENTER_HITS]},
-                       {"syscalls_in_coroutines", c[TRACE_CTR_IN_CORO_SYSCALLS]},
-                       {"context_switches", c[TRACE_CTR_SCHED_HITS]},
-                       {"records", c[TRACE_CTR_EMITTED]},
-                       {"lost", c[TRACE_CTR_LOST]},
-                       {"lost_resumes", c[TRACE_CTR_LOST_RESUME]},
-                       {"lost_blocking_calls", c[TRACE_CTR_LOST_BLOCK]},
-                       {"stack_copy_failed", c[TRACE_CTR_STACK_FAIL]},
-                       {"stack_truncated", c[TRACE_CTR_STACK_TRUNC]},
-                       {"nesting_folded", c[TRACE_CTR_DEPTH_FOLD]},
-                       {"index_unreadable", c[TRACE_CTR_INDEX_FAIL]},
-                       {"thread_table_full", c[TRACE_CTR_NO_THREAD_STATE]},
-                       {"malformed_records", model.malformed()},
-                       {"replay_desyncs", model.stack_desyncs()}};
+json events_json(const TraceReport& r, const trace::TraceModel& model) {
+  const trace::ProbeStats& c = r.probes;
+  return json{{"seen", c.seen()},
+              {"resume_hits", c.resume_hits},
+              {"destroy_hits", c.destroy_hits},
+              {"syscall_hits", c.syscall_hits},
+              {"timed_syscalls", c.timed_syscalls},
+              {"syscalls_in_coroutines", c.syscalls_in_coroutines},
+              {"context_switches", c.context_switches},
+              {"records", c.records},
+              {"lost", c.lost},
+              {"lost_resumes", c.lost_resumes},
+              {"lost_blocking_calls", c.lost_blocking_calls},
+              {"stack_copy_failed", c.stack_copy_failed},
+              {"stack_truncated", c.stack_truncated},
+              {"nesting_folded", c.nesting_folded},
+              {"index_unreadable", c.index_unreadable},
+              {"thread_table_full", c.thread_table_full},
+              {"malformed_records", c.malformed_records},
+              {"replay_desyncs", model.stack_desyncs()},
+              {"unknown_functions", model.unknown_functions()},
+              {"timeline_runs_dropped", model.slices_dropped()}};
+}
+
+json overhead_json(const TraceReport& r) {
   const OverheadEstimate& o = r.overhead;
-  doc["overhead"] = json{
+  return json{
       {"calibrated", o.calibrated},
       {"uprobe_ns", o.uprobe_ns},
       {"syscall_pair_ns", o.syscall_pair_ns},
@@ -489,6 +526,41 @@ void write_trace_json(std::ostream& out, const TraceReport& r, const trace::Trac
       {"sched_hits", o.sched_hits},
       {"estimated_ns", o.total_ns()},
       {"percent_of_one_cpu", r.duration_s > 0 ? o.total_ns() / (r.duration_s * 1e9) * 100.0 : 0.0}};
+}
+
+}  // namespace
+
+void write_trace_text(std::ostream& out, const TraceReport& r, const trace::TraceModel& model) {
+  write_text_header(out, r);
+  write_text_functions(out, model);
+  write_text_blocking(out, r, model);
+  write_text_stalls(out, r, model);
+  write_text_suspended(out, r);
+  write_text_accounting(out, r, model);
+}
+
+void write_trace_json(std::ostream& out, const TraceReport& r, const trace::TraceModel& model) {
+  json doc;
+  doc["pid"] = r.pid;
+  doc["command"] = r.command;
+  doc["duration_s"] = r.duration_s;
+  doc["target_exited"] = r.target_exited;
+  doc["block_threshold_ns"] = r.block_threshold_ns;
+  doc["attach"] = attach_json(r);
+  json threads = json::array();
+  for (const auto& [tid, name] : r.thread_names) {
+    threads.push_back(json{{"tid", tid}, {"name", name}});
+  }
+  doc["threads"] = threads;
+  doc["functions"] = functions_json(model);
+  doc["blocking_calls"] = blocking_json(r, model);
+  doc["blocking_calls_dropped"] = model.blocking_dropped();
+  doc["stalls"] = stalls_json(r, model);
+  doc["stalls_dropped"] = model.stalls_dropped();
+  doc["suspended_at_end"] = suspended_json(r);
+  doc["running_at_end"] = r.running_at_end;
+  doc["events"] = events_json(r, model);
+  doc["overhead"] = overhead_json(r);
   doc["warnings"] = r.warnings;
   out << doc.dump(2) << "\n";
 }

@@ -1,7 +1,9 @@
 // The report of `asyncprobe trace`: per coroutine function and suspend point (resumes, time
 // running, exact time suspended), blocking calls inside coroutines, event-loop stalls, the
 // coroutines still suspended at the end with their age and async stack, and the accounting
-// (events seen, lost, estimated overhead). Text for people, JSON (--json) for machines.
+// (events seen, everything dropped, estimated overhead). Text for people, JSON (--json) for
+// machines. It reads the trace model and the probes' named statistics only, never the kernel
+// session.
 #pragma once
 
 #include <cstdint>
@@ -10,8 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "userspace/trace/trace_events.h"
 #include "userspace/trace/trace_model.h"
-#include "userspace/kernel/trace_session.h"
 
 namespace asyncprobe::output {
 
@@ -58,9 +60,9 @@ struct TraceReport {
   bool target_exited = false;
   uint64_t block_threshold_ns = 0;
   size_t functions_probed = 0;
-  kernel::AttachStats attach;
+  trace::AttachStats attach;
   double detach_s = 0;
-  kernel::TraceCounters counters;
+  trace::ProbeStats probes;
   OverheadEstimate overhead;
   std::vector<SuspendedAtEnd> suspended;
   size_t running_at_end = 0;
@@ -77,6 +79,5 @@ const symbolizer::InlineFrame* blocking_site(const trace::BlockingCall& call);
 
 void write_trace_text(std::ostream& out, const TraceReport& report, const trace::TraceModel& model);
 void write_trace_json(std::ostream& out, const TraceReport& report, const trace::TraceModel& model);
-
 
 }  // namespace asyncprobe::output

@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "userspace/output/trace_report.h"
-#include "userspace/kernel/trace_session.h"
+#include "userspace/trace/trace_events.h"
 
 namespace asyncprobe::output {
 
@@ -72,106 +72,150 @@ std::string json_quote(const std::string& s) {
   return out;
 }
 
-TimelineStats write_chrome_trace(std::ostream& out, const trace::TraceModel& model,
-                                 const TimelineInfo& info) {
-  TimelineStats stats;
-  const uint64_t base = info.base_ts;
-  const auto& fns = model.functions();
-  auto fn_name = [&](uint32_t fn) { return fn < fns.size() ? fns[fn].name : std::string("?"); };
+namespace {
+
+// One timeline document: the events in the order the format needs them, comma-separated.
+class ChromeTraceWriter {
+ public:
+  ChromeTraceWriter(std::ostream& out, const trace::TraceModel& model, const TimelineInfo& info)
+      : out(out), model(model), info(info), base(info.base_ts), pid(std::to_string(info.pid)) {}
+
+  TimelineStats write() {
+    out << "{\"displayTimeUnit\": \"ns\", \"otherData\": {\"tool\": \"asyncprobe trace\", "
+           "\"pid\": "
+        << pid << "}, \"traceEvents\": [";
+    write_metadata();
+    // Stalls first: at equal timestamps the enclosing slice must come before what it encloses.
+    write_stalls();
+    write_slices();
+    write_blocking();
+    write_flows();
+    out << "\n]}\n";
+    return stats_;
+  }
+
+ private:
+  std::ostream& out;
+  const trace::TraceModel& model;
+  const TimelineInfo& info;
+  const uint64_t base;
+  const std::string pid;
   bool first = true;
-  auto event = [&](const std::string& body) {
+  TimelineStats stats_;
+
+  void event(const std::string& body) {
     out << (first ? "\n" : ",\n") << "{" << body << "}";
     first = false;
-  };
-  const std::string pid = std::to_string(info.pid);
-
-  out << "{\"displayTimeUnit\": \"ns\", \"otherData\": {\"tool\": \"asyncprobe trace\", "
-         "\"pid\": "
-      << pid << "}, \"traceEvents\": [";
-  event(cat("\"name\": \"process_name\", \"ph\": \"M\", \"pid\": ", pid,
-            ", \"tid\": 0, \"args\": {\"name\": ",
-            json_quote(cat(info.command, " (pid ", pid, ")")), "}"));
-  std::set<uint32_t> tids;
-  for (const auto& s : model.slices()) tids.insert(s.tid);
-  for (const auto& b : model.blocking()) tids.insert(b.tid);
-  for (const auto& s : model.stalls()) tids.insert(s.tid);
-  for (uint32_t tid : tids) {
-    auto it = info.thread_names.find(tid);
-    const std::string t = std::to_string(tid);
-    std::string name = it != info.thread_names.end() && !it->second.empty()
-                           ? cat(it->second, " (", t, ")")
-                           : cat("thread ", t);
-    event(cat("\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": ", pid, ", \"tid\": ", t,
-              ", \"args\": {\"name\": ", json_quote(name), "}"));
+  }
+  std::string fn_name(uint32_t fn) const {
+    return fn < model.functions().size() ? model.functions()[fn].name : std::string("?");
   }
 
-  // Stalls first: at equal timestamps the enclosing slice must come before what it encloses.
-  for (const auto& s : model.stalls()) {
-    std::string args = cat("\"ended_by\": ",
-                           json_quote(s.ended_by_nr == UINT32_MAX ? std::string("(still stalled)")
-                                                                  : kernel::syscall_name(s.ended_by_nr)),
-                           ", \"runs\": ", std::to_string(s.runs));
-    if (s.have_culprit) {
-      args += cat(", \"responsible\": ", json_quote(fn_name(s.culprit_fn)),
-                  ", \"responsible_running_us\": ", micros(s.culprit_self_ns, 0));
+  // The process and one named track per thread.
+  void write_metadata() {
+    event(cat("\"name\": \"process_name\", \"ph\": \"M\", \"pid\": ", pid,
+              ", \"tid\": 0, \"args\": {\"name\": ",
+              json_quote(cat(info.command, " (pid ", pid, ")")), "}"));
+    std::set<uint32_t> tids;
+    for (const auto& s : model.slices()) tids.insert(s.tid);
+    for (const auto& b : model.blocking()) tids.insert(b.tid);
+    for (const auto& s : model.stalls()) tids.insert(s.tid);
+    for (uint32_t tid : tids) {
+      auto it = info.thread_names.find(tid);
+      const std::string t = std::to_string(tid);
+      std::string name = it != info.thread_names.end() && !it->second.empty()
+                             ? cat(it->second, " (", t, ")")
+                             : cat("thread ", t);
+      event(cat("\"name\": \"thread_name\", \"ph\": \"M\", \"pid\": ", pid, ", \"tid\": ", t,
+                ", \"args\": {\"name\": ", json_quote(name), "}"));
     }
-    event(cat("\"name\": \"event-loop stall\", \"cat\": \"stall\", \"ph\": \"X\", \"ts\": ",
-              micros(s.start_ts, base), ", \"dur\": ", micros(s.end_ts - s.start_ts, 0),
-              ", \"pid\": ", pid, ", \"tid\": ", std::to_string(s.tid), ", \"args\": {", args,
-              "}"));
-    ++stats.stalls;
   }
-  const auto& slices = model.slices();
-  for (const auto& s : slices) {
-    std::string args = cat("\"frame\": \"", util::hex(s.frame), "\"");
-    if (s.start_of_body) {
-      args += ", \"resumed_from\": \"start\"";
-    } else if (s.index >= 0) {
-      trace::SuspendPointLocation loc = model.location(s.fn, s.index);
-      args += cat(", \"resumed_from\": ",
-                  json_quote(loc.line > 0 ? cat(base_name(loc.file), ":", std::to_string(loc.line))
-                                          : cat("index ", std::to_string(s.index))));
+
+  void write_stalls() {
+    for (const auto& s : model.stalls()) {
+      std::string args =
+          cat("\"ended_by\": ",
+              json_quote(s.ended_by_nr == UINT32_MAX ? std::string("(still stalled)")
+                                                     : trace::syscall_name(s.ended_by_nr)),
+              ", \"runs\": ", std::to_string(s.runs));
+      if (s.have_culprit) {
+        args += cat(", \"responsible\": ", json_quote(fn_name(s.culprit_fn)),
+                    ", \"responsible_running_us\": ", micros(s.culprit_self_ns, 0));
+      }
+      event(cat("\"name\": \"event-loop stall\", \"cat\": \"stall\", \"ph\": \"X\", \"ts\": ",
+                micros(s.start_ts, base), ", \"dur\": ", micros(s.end_ts - s.start_ts, 0),
+                ", \"pid\": ", pid, ", \"tid\": ", std::to_string(s.tid), ", \"args\": {", args,
+                "}"));
+      ++stats_.stalls;
     }
-    if (s.offcpu_ns > 0) args += cat(", \"off_cpu_us\": ", micros(s.offcpu_ns, 0));
-    if (s.open_at_end) args += ", \"running_at_end\": true";
-    event(cat("\"name\": ", json_quote(fn_name(s.fn)),
-              ", \"cat\": \"coroutine\", \"ph\": \"X\", \"ts\": ", micros(s.start, base),
-              ", \"dur\": ", micros(s.end - s.start, 0), ", \"pid\": ", pid,
-              ", \"tid\": ", std::to_string(s.tid), ", \"args\": {", args, "}"));
-    ++stats.slices;
   }
-  for (const auto& b : model.blocking()) {
-    std::string args = cat("\"coroutine\": ", json_quote(fn_name(b.fn)));
-    if (const symbolizer::InlineFrame* site = blocking_site(b)) {
-      args += cat(", \"site\": ", json_quote(cat(base_name(site->location.file), ":",
-                                                 std::to_string(site->location.line))));
+
+  void write_slices() {
+    const auto& slices = model.slices();
+    for (const auto& s : slices) {
+      std::string args = cat("\"frame\": \"", util::hex(s.frame), "\"");
+      if (s.start_of_body) {
+        args += ", \"resumed_from\": \"start\"";
+      } else if (s.index >= 0) {
+        trace::SuspendPointLocation loc = model.location(s.fn, s.index);
+        args +=
+            cat(", \"resumed_from\": ",
+                json_quote(loc.line > 0 ? cat(base_name(loc.file), ":", std::to_string(loc.line))
+                                        : cat("index ", std::to_string(s.index))));
+      }
+      if (s.offcpu_ns > 0) args += cat(", \"off_cpu_us\": ", micros(s.offcpu_ns, 0));
+      if (s.open_at_end) args += ", \"running_at_end\": true";
+      event(cat("\"name\": ", json_quote(fn_name(s.fn)),
+                ", \"cat\": \"coroutine\", \"ph\": \"X\", \"ts\": ", micros(s.start, base),
+                ", \"dur\": ", micros(s.end - s.start, 0), ", \"pid\": ", pid,
+                ", \"tid\": ", std::to_string(s.tid), ", \"args\": {", args, "}"));
+      ++stats_.slices;
     }
-    if (b.in_progress) args += ", \"in_progress\": true";
-    event(cat("\"name\": ", json_quote(kernel::syscall_name(b.nr)),
-              ", \"cat\": \"blocking\", \"ph\": \"X\", \"ts\": ", micros(b.enter_ts, base),
-              ", \"dur\": ", micros(b.exit_ts - b.enter_ts, 0), ", \"pid\": ", pid,
-              ", \"tid\": ", std::to_string(b.tid), ", \"args\": {", args, "}"));
-    ++stats.blocking;
   }
+
+  void write_blocking() {
+    for (const auto& b : model.blocking()) {
+      std::string args = cat("\"coroutine\": ", json_quote(fn_name(b.fn)));
+      if (const symbolizer::InlineFrame* site = blocking_site(b)) {
+        args += cat(", \"site\": ", json_quote(cat(base_name(site->location.file), ":",
+                                                   std::to_string(site->location.line))));
+      }
+      if (b.in_progress) args += ", \"in_progress\": true";
+      event(cat("\"name\": ", json_quote(trace::syscall_name(b.nr)),
+                ", \"cat\": \"blocking\", \"ph\": \"X\", \"ts\": ", micros(b.enter_ts, base),
+                ", \"dur\": ", micros(b.exit_ts - b.enter_ts, 0), ", \"pid\": ", pid,
+                ", \"tid\": ", std::to_string(b.tid), ", \"args\": {", args, "}"));
+      ++stats_.blocking;
+    }
+  }
+
   // Flows bind to the slice enclosing their timestamp: one nanosecond into each run.
-  uint64_t id = 1;
-  for (const auto& f : model.flows()) {
-    if (f.from_slice >= slices.size() || f.to_slice >= slices.size()) continue;
-    const trace::RunSlice& a = slices[f.from_slice];
-    const trace::RunSlice& b = slices[f.to_slice];
-    uint64_t ta = a.end > a.start ? a.start + 1 : a.start;
-    uint64_t tb = b.end > b.start ? b.start + 1 : b.start;
-    const std::string fid = std::to_string(id++);
-    event(cat("\"name\": \"awaits\", \"cat\": \"await\", \"ph\": \"s\", \"id\": ", fid,
-              ", \"ts\": ", micros(ta, base), ", \"pid\": ", pid,
-              ", \"tid\": ", std::to_string(a.tid)));
-    event(cat(
-        "\"name\": \"awaits\", \"cat\": \"await\", \"ph\": \"f\", \"bp\": \"e\", \"id\": ", fid,
-        ", \"ts\": ", micros(tb, base), ", \"pid\": ", pid, ", \"tid\": ", std::to_string(b.tid)));
-    ++stats.flows;
+  void write_flows() {
+    const auto& slices = model.slices();
+    uint64_t id = 1;
+    for (const auto& f : model.flows()) {
+      if (f.from_slice >= slices.size() || f.to_slice >= slices.size()) continue;
+      const trace::RunSlice& a = slices[f.from_slice];
+      const trace::RunSlice& b = slices[f.to_slice];
+      uint64_t ta = a.end > a.start ? a.start + 1 : a.start;
+      uint64_t tb = b.end > b.start ? b.start + 1 : b.start;
+      const std::string fid = std::to_string(id++);
+      event(cat("\"name\": \"awaits\", \"cat\": \"await\", \"ph\": \"s\", \"id\": ", fid,
+                ", \"ts\": ", micros(ta, base), ", \"pid\": ", pid,
+                ", \"tid\": ", std::to_string(a.tid)));
+      event(cat("\"name\": \"awaits\", \"cat\": \"await\", \"ph\": \"f\", \"bp\": \"e\", \"id\": ",
+                fid, ", \"ts\": ", micros(tb, base), ", \"pid\": ", pid,
+                ", \"tid\": ", std::to_string(b.tid)));
+      ++stats_.flows;
+    }
   }
-  out << "\n]}\n";
-  return stats;
+};
+
+}  // namespace
+
+TimelineStats write_chrome_trace(std::ostream& out, const trace::TraceModel& model,
+                                 const TimelineInfo& info) {
+  return ChromeTraceWriter(out, model, info).write();
 }
 
 }  // namespace asyncprobe::output

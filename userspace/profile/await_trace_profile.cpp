@@ -1,8 +1,8 @@
 #include "userspace/profile/await_trace_profile.h"
 
-#include "userspace/snapshot/async_stacks.h"
 #include "userspace/profile/await_profiler.h"
 #include "userspace/profile/profile_builder.h"
+#include "userspace/snapshot/async_stacks.h"
 
 namespace asyncprobe::profile {
 
@@ -25,7 +25,8 @@ void note(model::Profile* p, uint64_t n, const std::string& what) {
 
 }  // namespace
 
-size_t seed_suspended_at_start(const model::Snapshot& snap, uint64_t since_ns, trace::TraceModel* model) {
+size_t seed_suspended_at_start(const model::Snapshot& snap, uint64_t since_ns,
+                               trace::TraceModel* model) {
   const std::unordered_map<uint64_t, uint32_t> ids = function_ids(*model);
   const snapshot::AsyncForest forest = snapshot::build_async_forest(snap);
   const std::vector<bool> awaited = awaited_frames(forest);
@@ -36,7 +37,8 @@ size_t seed_suspended_at_start(const model::Snapshot& snap, uint64_t since_ns, t
     if (c.state != model::FrameState::kSuspended || link.duplicate) continue;
     auto id = ids.find(c.resume_fn);
     if (id == ids.end()) continue;
-    const uint64_t awaiter = link.parent != snapshot::kNoFrame ? snap.frames[link.parent].address : 0;
+    const uint64_t awaiter =
+        link.parent != snapshot::kNoFrame ? snap.frames[link.parent].address : 0;
     model->seed_suspended(c.address, id->second, since_ns, c.suspend.index, awaiter,
                           uncertain_edge(c, link), awaited[i]);
     ++seeded;
@@ -58,7 +60,8 @@ std::unordered_map<uint64_t, int64_t> suspended_at_end(const model::Snapshot& sn
   return out;
 }
 
-void add_leaf_waits(const trace::TraceModel& model, const std::vector<trace::LeafWaitStack>& waits, model::Profile* p) {
+void add_leaf_waits(const trace::TraceModel& model, const std::vector<trace::LeafWaitStack>& waits,
+                    model::Profile* p) {
   ProfileBuilder builder(p);
   const std::vector<trace::TraceFunction>& fns = model.functions();
   std::vector<uint32_t> frames;
@@ -83,7 +86,8 @@ void add_leaf_waits(const trace::TraceModel& model, const std::vector<trace::Lea
   }
 }
 
-void add_leaf_wait_warnings(const trace::TraceModel& model, const kernel::TraceCounters& counters, model::Profile* p) {
+void add_leaf_wait_warnings(const trace::TraceModel& model, const trace::ProbeStats& probes,
+                            model::Profile* p) {
   const trace::LeafWaitCounters& c = model.leaf_wait_counters();
   p->warnings.push_back(
       "exact await profile from the trace probes: every leaf wait (a suspension no coroutine "
@@ -104,14 +108,15 @@ void add_leaf_wait_warnings(const trace::TraceModel& model, const kernel::TraceC
        "waits of coroutines whose awaiter the trace never saw (created during the profile and "
        "not yet resumed, or already destroyed): their stacks may lack parents");
   note(p, c.uncertain, "waits rest on a guessed awaiter edge (marked uncertain)");
-  note(p, counters[TRACE_CTR_LOST],
+  note(p, probes.lost,
        "trace records lost (ring buffer full): waits around them are missing; raise "
        "--ringbuf-mb");
   note(p, model.stack_desyncs(), "runs ended that the trace never saw start (lost records)");
-  note(p, model.malformed(), "malformed trace records ignored");
+  note(p, probes.malformed_records, "malformed trace records ignored");
   note(p, model.unknown_functions(), "trace records named an unknown function id");
-  note(p, counters[TRACE_CTR_DEPTH_FOLD], "nested runs deeper than the trace follows were folded");
-  note(p, counters[TRACE_CTR_INDEX_FAIL],
+  note(p, probes.thread_table_full, "trace events dropped: the probes' thread table was full");
+  note(p, probes.nesting_folded, "nested runs deeper than the trace follows were folded");
+  note(p, probes.index_unreadable,
        "resumes whose suspend index could not be read (their waits show no line)");
 }
 

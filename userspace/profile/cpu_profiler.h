@@ -1,6 +1,6 @@
-// Turns the raw CPU samples of `asyncprobe profile` (registers + user stack copy, optional kernel
-// stack) into symbolized stacks: DWARF CFI unwinding (TraceUnwinder), inlined frames, and the
-// running coroutine's async parents joined above its resume frame (RunningCoroutineFinder).
+// Turns the CPU samples of `asyncprobe profile` (registers + user stack copy, optional kernel
+// stack; cpu_sample.h) into symbolized stacks: DWARF CFI unwinding (TraceUnwinder), inlined frames,
+// and the running coroutine's async parents joined above its resume frame (RunningCoroutineFinder).
 #pragma once
 
 #include <cstdint>
@@ -9,12 +9,12 @@
 #include <utility>
 #include <vector>
 
-#include "bpf/profile.h"
-#include "userspace/process/kernel_symbols.h"
-#include "userspace/profile/profile_builder.h"
 #include "userspace/model/profile_model.h"
-#include "userspace/profile/running_coroutine.h"
+#include "userspace/process/kernel_symbols.h"
 #include "userspace/process/stack_unwind.h"
+#include "userspace/profile/cpu_sample.h"
+#include "userspace/profile/profile_builder.h"
+#include "userspace/profile/running_coroutine.h"
 
 namespace asyncprobe::profile {
 
@@ -37,18 +37,26 @@ struct CpuProfileStats {
 
 class CpuProfiler {
  public:
-  CpuProfiler(model::Profile* profile, process::TraceUnwinder* unwinder, RunningCoroutineFinder* finder,
-              const process::KernelSymbols* kernel);
-  void add(const profile_sample& s);
+  CpuProfiler(model::Profile* profile, process::TraceUnwinder* unwinder,
+              RunningCoroutineFinder* finder, const process::KernelSymbols* kernel);
+  void add(const CpuSample& s);
   // profile --trace: samples name the running frame and its trace function id; `resume_starts`
   // maps that id to the function's resume address.
   void use_trace(std::vector<uint64_t> resume_starts) { trace_resume_ = std::move(resume_starts); }
   const CpuProfileStats& stats() const { return stats_; }
 
  private:
-  void add_native(const process::UnwoundFrame& uf, model::ProfileFrame::Kind kind, std::vector<uint32_t>* out);
+  void add_native(const process::UnwoundFrame& uf, model::ProfileFrame::Kind kind,
+                  std::vector<uint32_t>* out);
   const std::string& thread_name(int tid);
-  bool trace_names(const profile_sample& s, const ResumeFunction& running);
+  bool trace_names(const CpuSample& s, const ResumeFunction& running);
+  // The parts of add(): kernel frames, the running coroutine's join (counted in stats_), and
+  // its body frame with the inlined callees and the async parents above it.
+  void add_kernel_frames(const CpuSample& s, std::vector<uint32_t>* stack);
+  CoroutineJoin join_running(const CpuSample& s, const ResumeFunction& running,
+                             const std::vector<process::UnwoundFrame>& frames, size_t k);
+  void add_coroutine_frames(const process::UnwoundFrame& uf, const ResumeFunction& running,
+                            const CoroutineJoin& join, std::vector<uint32_t>* stack);
 
   model::Profile* profile_;
   ProfileBuilder builder_;

@@ -108,6 +108,57 @@ CoroutineJoin RunningCoroutineFinder::join_at(size_t frame_index) {
   return j;
 }
 
+std::vector<uint64_t> RunningCoroutineFinder::live_frames(const ResumeFunction& fn,
+                                                          const std::vector<uint64_t>& candidates) {
+  // The headers of every candidate in one batch: resume and destroy pointers.
+  std::vector<uint64_t> headers(candidates.size() * 2);
+  std::vector<process::ReadRequest> reqs(candidates.size());
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    reqs[i].addr = candidates[i];
+    reqs[i].out = &headers[i * 2];
+    reqs[i].len = 16;
+  }
+  try {
+    memory_->read_batch(reqs);
+  } catch (const process::TargetError&) {
+    for (process::ReadRequest& r : reqs) r.ok = false;
+  }
+  stats_.header_reads += reqs.size();
+  std::vector<uint64_t> live;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const uint64_t resume = headers[i * 2], destroy = headers[i * 2 + 1];
+    if (reqs[i].ok && resume == fn.start && destroy != 0 &&
+        (destroy == fn.destroy || (fn.cleanup != 0 && destroy == fn.cleanup))) {
+      live.push_back(candidates[i]);
+    }
+  }
+  return live;
+}
+
+CoroutineJoin RunningCoroutineFinder::join_unseen(const ResumeFunction& fn, uint64_t frame,
+                                                  double* in_snapshots) {
+  CoroutineJoin out;
+  out.result = CoroutineJoin::Result::kNotInSnapshot;
+  out.frame = frame;
+  // Rate limit: the configured floor, and at most ~5% of a CPU spent on snapshots (a snapshot of
+  // a big heap costs far more than one of a small one).
+  const double min_gap = std::max(min_refresh_s_, 20 * last_snapshot_cpu_s_);
+  if (monotonic_s() - last_refresh_ < min_gap) {
+    stats_.refreshes_skipped++;
+    return out;
+  }
+  const double s0 = util::thread_cpu_seconds();
+  snapshot::SnapshotError err;
+  if (refresh(&err)) {
+    auto it = by_address_.find(frame);
+    if (it != by_address_.end() && snap_.frames[it->second].resume_fn == fn.start) {
+      out = join_at(it->second);
+    }
+  }
+  *in_snapshots = util::thread_cpu_seconds() - s0;
+  return out;
+}
+
 CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
                                            std::vector<uint64_t> candidates) {
   const double t0 = util::thread_cpu_seconds();
@@ -142,51 +193,14 @@ CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
     out.result = CoroutineJoin::Result::kAmbiguous;
   } else {
     // No known frame: is one of the words a live frame of this coroutine that no snapshot has
-    // seen yet (a short-lived coroutine)? Read the headers in one batch.
-    std::vector<uint64_t> headers(candidates.size() * 2);
-    std::vector<process::ReadRequest> reqs(candidates.size());
-    for (size_t i = 0; i < candidates.size(); ++i) {
-      reqs[i].addr = candidates[i];
-      reqs[i].out = &headers[i * 2];
-      reqs[i].len = 16;
-    }
-    try {
-      memory_->read_batch(reqs);
-    } catch (const process::TargetError&) {
-      for (process::ReadRequest& r : reqs) r.ok = false;
-    }
-    stats_.header_reads += reqs.size();
-    std::vector<uint64_t> live;
-    for (size_t i = 0; i < reqs.size(); ++i) {
-      const uint64_t resume = headers[i * 2], destroy = headers[i * 2 + 1];
-      if (reqs[i].ok && resume == fn.start && destroy != 0 &&
-          (destroy == fn.destroy || (fn.cleanup != 0 && destroy == fn.cleanup))) {
-        live.push_back(candidates[i]);
-      }
-    }
+    // seen yet (a short-lived coroutine)?
+    const std::vector<uint64_t> live = live_frames(fn, candidates);
     if (live.empty()) {
       out.result = CoroutineJoin::Result::kNoCandidate;
     } else if (live.size() > 1) {
       out.result = CoroutineJoin::Result::kAmbiguous;
     } else {
-      out.result = CoroutineJoin::Result::kNotInSnapshot;
-      out.frame = live[0];
-      // Rate limit: the configured floor, and at most ~5% of a CPU spent on snapshots (a
-      // snapshot of a big heap costs far more than one of a small one).
-      const double min_gap = std::max(min_refresh_s_, 20 * last_snapshot_cpu_s_);
-      if (monotonic_s() - last_refresh_ >= min_gap) {
-        const double s0 = util::thread_cpu_seconds();
-        snapshot::SnapshotError err;
-        if (refresh(&err)) {
-          auto it = by_address_.find(live[0]);
-          if (it != by_address_.end() && snap_.frames[it->second].resume_fn == fn.start) {
-            out = join_at(it->second);
-          }
-        }
-        in_snapshots = util::thread_cpu_seconds() - s0;
-      } else {
-        stats_.refreshes_skipped++;
-      }
+      out = join_unseen(fn, live[0], &in_snapshots);
     }
   }
   stats_.join_seconds += util::thread_cpu_seconds() - t0 - in_snapshots;

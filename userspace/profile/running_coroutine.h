@@ -12,10 +12,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "userspace/model/snapshot_model.h"
+#include "userspace/process/memory_reader.h"
 #include "userspace/snapshot/async_stacks.h"
 #include "userspace/snapshot/coroutine_index.h"
-#include "userspace/process/memory_reader.h"
-#include "userspace/model/snapshot_model.h"
 #include "userspace/snapshot/snapshot_taker.h"
 
 namespace asyncprobe::profile {
@@ -38,11 +38,11 @@ struct CoroutineJoin {
     kNotInSnapshot,  // one live frame, but no snapshot has seen it (parents unknown)
   };
   Result result = Result::kNoCandidate;
-  uint64_t frame = 0;              // the running coroutine's frame address (kJoined,
-                                   // kNotInSnapshot)
+  uint64_t frame = 0;                     // the running coroutine's frame address (kJoined,
+                                          // kNotInSnapshot)
   std::vector<model::CoroFrame> parents;  // awaiting coroutines, nearest first (kJoined)
-  bool uncertain = false;          // an edge of the chain rests on a guess (generic rule, cycle,
-                                   // dangling awaiter)
+  bool uncertain = false;  // an edge of the chain rests on a guess (generic rule, cycle,
+                           // dangling awaiter)
 };
 
 struct RunningCoroutineStats {
@@ -57,7 +57,8 @@ class RunningCoroutineFinder {
  public:
   // `taker` must be attached. min_refresh_s: the least time between two snapshots taken because
   // a sample named a frame no snapshot had seen (raised to 20x the last snapshot's CPU time).
-  RunningCoroutineFinder(snapshot::SnapshotTaker* taker, process::MemoryReader* memory, double min_refresh_s);
+  RunningCoroutineFinder(snapshot::SnapshotTaker* taker, process::MemoryReader* memory,
+                         double min_refresh_s);
 
   // Takes a snapshot now. false with *error when the target could not be read.
   bool refresh(snapshot::SnapshotError* error);
@@ -77,6 +78,12 @@ class RunningCoroutineFinder {
   void index_snapshot();
   bool header_is(uint64_t addr, const ResumeFunction& fn);
   CoroutineJoin join_at(size_t frame_index);
+  // Candidates whose frame header (read now) is one of fn's: live frames no snapshot has seen.
+  std::vector<uint64_t> live_frames(const ResumeFunction& fn,
+                                    const std::vector<uint64_t>& candidates);
+  // Joins the live frame `frame` after a fresh snapshot, when the rate limit allows one; the
+  // CPU time of that snapshot goes to *in_snapshots.
+  CoroutineJoin join_unseen(const ResumeFunction& fn, uint64_t frame, double* in_snapshots);
 
   snapshot::SnapshotTaker* taker_;
   process::MemoryReader* memory_;

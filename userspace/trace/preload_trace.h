@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "userspace/model/preload_reports.h"
 #include "userspace/preload/protocol.h"
-#include "userspace/output/preload_report.h"
 
 namespace asyncprobe::trace {
 
@@ -26,12 +26,13 @@ struct PreloadTraceOptions {
 // Records for opts.duration_s (or until stop_early) and fills `report` (sorted). `events`, when
 // not null, receives every resume event in arrival order. False with a one-line `why` and an
 // ExitCode in `code`.
-bool preload_trace_collect(int pid, const PreloadTraceOptions& opts, model::PreloadTraceReport* report,
+bool preload_trace_collect(int pid, const PreloadTraceOptions& opts,
+                           model::PreloadTraceReport* report,
                            std::vector<preload_proto::ResumeEvent>* events, std::string* why,
                            int* code);
 
-
 // The blocking calls the target recorded so far (it must run with `asyncprobe run --blocking`).
-bool preload_blocking_collect(int pid, model::PreloadBlockingReport* report, std::string* why, int* code);
+bool preload_blocking_collect(int pid, model::PreloadBlockingReport* report, std::string* why,
+                              int* code);
 
 }  // namespace asyncprobe::trace

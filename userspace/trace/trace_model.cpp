@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstddef>
-#include <cstring>
 #include <set>
 
 namespace asyncprobe::trace {
@@ -12,13 +11,6 @@ namespace {
 constexpr size_t kRecentRuns = 65536;     // completed runs kept per thread for stalls
 constexpr size_t kMaxAsyncDepth = 256;    // awaiter chain bound
 constexpr size_t kMaxFrames = 4'000'000;  // frames tracked at once
-
-template <typename T>
-bool read_record(const void* data, size_t size, T* out) {
-  if (size < sizeof(T)) return false;
-  std::memcpy(out, data, sizeof(T));
-  return true;
-}
 
 }  // namespace
 
@@ -45,12 +37,10 @@ uint64_t DurationStats::percentile(double p) const {
   return samples_[std::min(r, samples_.size()) - 1];
 }
 
-void TraceReorder::push(const void* data, size_t size) {
-  trace_event_header h{};
-  if (size >= sizeof h) std::memcpy(&h, data, sizeof h);
-  newest_ = std::max<uint64_t>(newest_, h.ts);
-  const auto* bytes = static_cast<const uint8_t*>(data);
-  pending_.push_back(Rec{h.ts, seq_++, std::vector<uint8_t>(bytes, bytes + size)});
+void TraceReorder::push(TraceEvent e) {
+  const uint64_t ts = header_of(e).ts;
+  newest_ = std::max<uint64_t>(newest_, ts);
+  pending_.push_back(Rec{ts, seq_++, std::move(e)});
 }
 
 TraceModel::TraceModel(std::vector<TraceFunction> functions, TraceModelOptions opts,
@@ -59,62 +49,10 @@ TraceModel::TraceModel(std::vector<TraceFunction> functions, TraceModelOptions o
   stats_.resize(functions_.size());
 }
 
-void TraceModel::handle(const void* data, size_t size) {
-  trace_event_header h{};
-  if (!read_record(data, size, &h)) {
-    ++malformed_;
-    return;
-  }
+void TraceModel::handle(const TraceEvent& event) {
+  const EventHeader& h = header_of(event);
   if (first_ts_ == 0 || h.ts < first_ts_) first_ts_ = h.ts;
-  if (h.kind < 16) ++records_[h.kind];
-  switch (h.kind) {
-    case TRACE_EV_RESUME: {
-      trace_resume_event e{};
-      if (!read_record(data, size, &e)) break;
-      on_resume(e);
-      return;
-    }
-    case TRACE_EV_DESTROY: {
-      trace_destroy_event e{};
-      if (!read_record(data, size, &e)) break;
-      on_destroy(e);
-      return;
-    }
-    case TRACE_EV_RUN_END: {
-      trace_run_end_event e{};
-      if (!read_record(data, size, &e)) break;
-      on_run_end(e);
-      return;
-    }
-    case TRACE_EV_BLOCK: {
-      if (size < offsetof(trace_block_event, stack)) break;
-      const auto* e = static_cast<const trace_block_event*>(data);
-      if (e->stack_len > TRACE_STACK_MAX ||
-          size < offsetof(trace_block_event, stack) + e->stack_len) {
-        break;
-      }
-      on_block(*e);
-      return;
-    }
-    case TRACE_EV_STALL: {
-      trace_stall_event e{};
-      if (!read_record(data, size, &e)) break;
-      on_stall(e);
-      return;
-    }
-    case TRACE_EV_OFFCPU: {
-      trace_offcpu_event e{};
-      if (!read_record(data, size, &e)) break;
-      on_offcpu(e);
-      return;
-    }
-    case TRACE_EV_THREAD_EXIT:
-      on_thread_exit(h);
-      return;
-    default:
-      break;
-  }
-  ++malformed_;
+  std::visit([this](const auto& e) { on(e); }, event);
 }
 
 void TraceModel::resume_top_clock(ThreadTrack& t, uint64_t ts) {
@@ -235,27 +173,49 @@ std::vector<AsyncFrameRef> TraceModel::async_stack_of(uint64_t frame, uint32_t f
   return out;
 }
 
-void TraceModel::on_resume(const trace_resume_event& e) {
-  const uint32_t tid = e.h.tid;
-  const uint64_t ts = e.h.ts;
+void TraceModel::on(const ResumeEvent& e) {
+  const uint32_t tid = e.tid;
   ThreadTrack& t = threads_[tid];
-  pop_runs(tid, t, e.popped, ts);
-  if (e.mode == TRACE_RESUME_REPLACE) {
+  end_runs_before(tid, t, e);
+  if (!valid_fn(e.fn)) {
+    ++unknown_fn_;
+    return;
+  }
+  FrameTrack& f = frame_resumed(tid, e);
+  const int64_t index = e.index;
+  const LeafWaitEnd wait = count_resume(f, e);
+  f.running = true;
+  f.running_tid = tid;
+  f.seen_running = true;
+  f.suspended_since = 0;
+  // Awaited again once a coroutine names it, during this run (a child resumed inside it) or
+  // during its next suspension.
+  f.awaited = false;
+  link_awaiter(f, e);
+  if (wait.counts) {
+    if (f.seeded && f.generation == 0) ++wait_counters_.clipped_at_start;
+    add_leaf_wait(e.frame, f, index, wait.ns);
+  }
+  if (!e.start_of_body) ++f.generation;
+  push_run(t, f, e);
+}
+
+void TraceModel::end_runs_before(uint32_t tid, ThreadTrack& t, const ResumeEvent& e) {
+  pop_runs(tid, t, e.popped, e.ts);
+  if (e.replaces_top) {
     if (!t.stack.empty()) {
-      end_run(tid, t, t.stack.back(), ts);
+      end_run(tid, t, t.stack.back(), e.ts);
       t.stack.pop_back();
     } else {
       ++desync_;
     }
   } else if (!t.stack.empty()) {
     RunEntry& top = t.stack.back();
-    if (!top.closed && ts > top.self_start) top.self_ns += ts - top.self_start;
+    if (!top.closed && e.ts > top.self_start) top.self_ns += e.ts - top.self_start;
   }
-  if (!valid_fn(e.fn)) {
-    ++unknown_fn_;
-    return;
-  }
+}
 
+TraceModel::FrameTrack& TraceModel::frame_resumed(uint32_t tid, const ResumeEvent& e) {
   auto it = frames_.find(e.frame);
   if (it != frames_.end() && it->second.fn != e.fn) {
     // The address now holds another coroutine: the old frame was freed unseen.
@@ -269,7 +229,7 @@ void TraceModel::on_resume(const trace_resume_event& e) {
     if (other != threads_.end()) {
       for (auto r = other->second.stack.rbegin(); r != other->second.stack.rend(); ++r) {
         if (r->frame == e.frame && !r->closed) {
-          end_run(it->second.running_tid, other->second, *r, ts);
+          end_run(it->second.running_tid, other->second, *r, e.ts);
           break;
         }
       }
@@ -283,45 +243,43 @@ void TraceModel::on_resume(const trace_resume_event& e) {
     it = frames_.emplace(e.frame, FrameTrack{}).first;
     it->second.fn = e.fn;
   }
-  FrameTrack& f = it->second;
-  FunctionStats& fs = stats_[e.fn];
-  const int64_t index = e.index_ok ? e.index : -1;
-  const bool start = e.what == TRACE_RESUME_START;
-  bool leaf_wait = false;  // this resume ends a wait to count once the awaiter is known
-  uint64_t waited = 0;
-  if (start) {
-    ++fs.starts;
-  } else {
-    ++fs.resumes;
-    PointStats& p = fs.points[index];
-    p.index = index;
-    ++p.resumes;
-    if (f.suspended_since != 0 && ts >= f.suspended_since && !f.running) {
-      waited = ts - f.suspended_since;
-      if (opts_.keep_durations) {
-        fs.suspended.add(waited);
-        p.suspended.add(waited);
-      }
-      leaf_wait = opts_.leaf_waits && counts_as_leaf_wait(f, index);
-    } else {
-      ++fs.suspended_unknown_start;
-      ++p.suspended_unknown_start;
-      // A first resume from the initial suspend point ends no wait (counts_as_leaf_wait): only
-      // the others are waits that went uncounted.
-      if (opts_.leaf_waits && location(f.fn, index).kind != "initial") {
-        ++wait_counters_.unknown_start;
-      }
-    }
-    fill_pending(f, index);
-  }
-  f.running = true;
-  f.running_tid = tid;
-  f.seen_running = true;
-  f.suspended_since = 0;
-  // Awaited again once a coroutine names it, during this run (a child resumed inside it) or
-  // during its next suspension.
-  f.awaited = false;
+  return it->second;
+}
 
+TraceModel::LeafWaitEnd TraceModel::count_resume(FrameTrack& f, const ResumeEvent& e) {
+  FunctionStats& fs = stats_[e.fn];
+  const int64_t index = e.index;
+  const uint64_t ts = e.ts;
+  LeafWaitEnd wait;  // this resume ends a wait to count once the awaiter is known
+  if (e.start_of_body) {
+    ++fs.starts;
+    return wait;
+  }
+  ++fs.resumes;
+  PointStats& p = fs.points[index];
+  p.index = index;
+  ++p.resumes;
+  if (f.suspended_since != 0 && ts >= f.suspended_since && !f.running) {
+    wait.ns = ts - f.suspended_since;
+    if (opts_.keep_durations) {
+      fs.suspended.add(wait.ns);
+      p.suspended.add(wait.ns);
+    }
+    wait.counts = opts_.leaf_waits && counts_as_leaf_wait(f, index);
+  } else {
+    ++fs.suspended_unknown_start;
+    ++p.suspended_unknown_start;
+    // A first resume from the initial suspend point ends no wait (counts_as_leaf_wait): only
+    // the others are waits that went uncounted.
+    if (opts_.leaf_waits && location(f.fn, index).kind != "initial") {
+      ++wait_counters_.unknown_start;
+    }
+  }
+  fill_pending(f, index);
+  return wait;
+}
+
+void TraceModel::link_awaiter(FrameTrack& f, const ResumeEvent& e) {
   // Who awaits this frame: library rules over the promise words read at resume.
   // A frame the trace knows is live (destroys erase it); its promise offset is the catalog's.
   auto find_live = [&](uint64_t addr, uint64_t* promise_offset) {
@@ -345,50 +303,50 @@ void TraceModel::on_resume(const trace_resume_event& e) {
   } else if (e.promise[0] != 0 && e.promise[0] != e.frame && f.awaiter == 0) {
     f.unknown_awaiter = true;
   }
-  if (leaf_wait) {
-    if (f.seeded && f.generation == 0) ++wait_counters_.clipped_at_start;
-    add_leaf_wait(e.frame, f, index, waited);
-  }
-  if (!start) ++f.generation;
+}
 
+void TraceModel::push_run(ThreadTrack& t, FrameTrack& f, const ResumeEvent& e) {
   RunEntry r;
   r.frame = e.frame;
   r.fn = e.fn;
-  r.index = index;
-  r.start = ts;
-  r.self_start = ts;
-  r.start_of_body = start;
-  if (opts_.keep_slices) {
-    if (slices_.size() < opts_.max_slices) {
-      r.slice = slices_.size();
-      RunSlice s;
-      s.tid = tid;
-      s.start = ts;
-      s.end = ts;
-      s.frame = e.frame;
-      s.fn = e.fn;
-      s.index = index;
-      s.start_of_body = start;
-      slices_.push_back(s);
-      if (f.awaiter != 0) {
-        auto a = frames_.find(f.awaiter);
-        if (a != frames_.end() && a->second.last_slice != SIZE_MAX &&
-            f.flowed_from != a->second.last_slice) {
-          flows_.push_back(FlowLink{a->second.last_slice, r.slice});
-          f.flowed_from = a->second.last_slice;
-        }
-      }
-      f.last_slice = r.slice;
-    } else {
-      ++slices_dropped_;
-    }
-  }
+  r.index = e.index;
+  r.start = e.ts;
+  r.self_start = e.ts;
+  r.start_of_body = e.start_of_body;
+  if (opts_.keep_slices) r.slice = add_slice(f, e);
   t.stack.push_back(r);
 }
 
-void TraceModel::on_destroy(const trace_destroy_event& e) {
-  ThreadTrack& t = threads_[e.h.tid];
-  pop_runs(e.h.tid, t, e.popped, e.h.ts);
+size_t TraceModel::add_slice(FrameTrack& f, const ResumeEvent& e) {
+  if (slices_.size() >= opts_.max_slices) {
+    ++slices_dropped_;
+    return SIZE_MAX;
+  }
+  const size_t id = slices_.size();
+  RunSlice s;
+  s.tid = e.tid;
+  s.start = e.ts;
+  s.end = e.ts;
+  s.frame = e.frame;
+  s.fn = e.fn;
+  s.index = e.index;
+  s.start_of_body = e.start_of_body;
+  slices_.push_back(s);
+  if (f.awaiter != 0) {
+    auto a = frames_.find(f.awaiter);
+    if (a != frames_.end() && a->second.last_slice != SIZE_MAX &&
+        f.flowed_from != a->second.last_slice) {
+      flows_.push_back(FlowLink{a->second.last_slice, id});
+      f.flowed_from = a->second.last_slice;
+    }
+  }
+  f.last_slice = id;
+  return id;
+}
+
+void TraceModel::on(const DestroyEvent& e) {
+  ThreadTrack& t = threads_[e.tid];
+  pop_runs(e.tid, t, e.popped, e.ts);
   if (!valid_fn(e.fn)) {
     ++unknown_fn_;
     return;
@@ -401,45 +359,47 @@ void TraceModel::on_destroy(const trace_destroy_event& e) {
   }
 }
 
-void TraceModel::on_run_end(const trace_run_end_event& e) {
-  ThreadTrack& t = threads_[e.h.tid];
-  pop_runs(e.h.tid, t, e.popped, e.h.ts);
+void TraceModel::on(const RunEndEvent& e) {
+  ThreadTrack& t = threads_[e.tid];
+  pop_runs(e.tid, t, e.popped, e.ts);
 }
 
-void TraceModel::on_block(const trace_block_event& e) {
+std::vector<process::UnwoundFrame> TraceModel::unwind_to_resume(const BlockEvent& e) {
+  std::vector<process::UnwoundFrame> stack =
+      unwinder_->unwind(e.regs.data(), e.stack_addr, e.stack.data(), e.stack.size());
+  // Keep the frames up to the running coroutine's resume function; what is above it is the
+  // code that resumed the coroutine, told by the async stack instead.
+  if (valid_fn(e.fn) && functions_[e.fn].fn != nullptr && functions_[e.fn].loaded != nullptr) {
+    const symbolizer::CoroFunction& cf = *functions_[e.fn].fn;
+    const uint64_t lo = cf.resume + functions_[e.fn].loaded->bias;
+    const uint64_t hi = lo + std::max<uint64_t>(cf.resume_size, 1);
+    for (size_t i = 0; i < stack.size(); ++i) {
+      const uint64_t pc = stack[i].pc - (i == 0 ? 0 : 1);
+      if (pc >= lo && pc < hi) {
+        stack.resize(i + 1);
+        break;
+      }
+    }
+  }
+  return stack;
+}
+
+void TraceModel::on(const BlockEvent& e) {
   if (blocking_.size() >= opts_.max_blocking) {
     ++blocking_dropped_;
     return;
   }
   BlockingCall b;
-  b.tid = e.h.tid;
+  b.tid = e.tid;
   b.nr = e.nr;
   b.enter_ts = e.enter_ts;
-  b.exit_ts = e.h.ts;
+  b.exit_ts = e.ts;
   b.ret = e.ret;
   b.frame = e.frame;
   b.fn = valid_fn(e.fn) ? e.fn : 0;
-  b.stack_truncated = (e.flags & TRACE_BLOCK_STACK_TRUNCATED) != 0;
-  b.stack_failed = (e.flags & TRACE_BLOCK_STACK_FAILED) != 0;
-  if (unwinder_ != nullptr && unwinder_->ok()) {
-    uint64_t regs[TRACE_NREGS];
-    for (int i = 0; i < TRACE_NREGS; ++i) regs[i] = e.regs[i];
-    b.stack = unwinder_->unwind(regs, e.stack_addr, e.stack, e.stack_len);
-    // Keep the frames up to the running coroutine's resume function; what is above it is the
-    // code that resumed the coroutine, told by the async stack instead.
-    if (valid_fn(e.fn) && functions_[e.fn].fn != nullptr && functions_[e.fn].loaded != nullptr) {
-      const symbolizer::CoroFunction& cf = *functions_[e.fn].fn;
-      const uint64_t lo = cf.resume + functions_[e.fn].loaded->bias;
-      const uint64_t hi = lo + std::max<uint64_t>(cf.resume_size, 1);
-      for (size_t i = 0; i < b.stack.size(); ++i) {
-        const uint64_t pc = b.stack[i].pc - (i == 0 ? 0 : 1);
-        if (pc >= lo && pc < hi) {
-          b.stack.resize(i + 1);
-          break;
-        }
-      }
-    }
-  }
+  b.stack_truncated = e.stack_truncated;
+  b.stack_failed = e.stack_failed;
+  if (unwinder_ != nullptr && unwinder_->ok()) b.stack = unwind_to_resume(e);
   blocking_.push_back(std::move(b));
   if (valid_fn(e.fn)) {
     PendingSlot owner{SlotKind::kBlocking, blocking_.size() - 1, 0};
@@ -447,17 +407,17 @@ void TraceModel::on_block(const trace_block_event& e) {
   }
 }
 
-void TraceModel::on_stall(const trace_stall_event& e) {
+void TraceModel::on(const StallEvent& e) {
   if (stalls_.size() >= opts_.max_stalls) {
     ++stalls_dropped_;
     return;
   }
   Stall s;
-  s.tid = e.h.tid;
+  s.tid = e.tid;
   s.start_ts = e.start_ts;
-  s.end_ts = e.h.ts;
+  s.end_ts = e.ts;
   s.ended_by_nr = e.nr;
-  auto t = threads_.find(e.h.tid);
+  auto t = threads_.find(e.tid);
   if (t != threads_.end()) {
     for (auto r = t->second.recent.rbegin(); r != t->second.recent.rend(); ++r) {
       if (r->end < s.start_ts) break;
@@ -480,13 +440,13 @@ void TraceModel::on_stall(const trace_stall_event& e) {
   }
 }
 
-void TraceModel::on_offcpu(const trace_offcpu_event& e) {
-  auto t = threads_.find(e.h.tid);
-  if (t == threads_.end() || t->second.stack.empty() || e.h.ts < e.off_ts) return;
-  t->second.stack.back().offcpu_ns += e.h.ts - e.off_ts;
+void TraceModel::on(const OffCpuEvent& e) {
+  auto t = threads_.find(e.tid);
+  if (t == threads_.end() || t->second.stack.empty() || e.ts < e.off_ts) return;
+  t->second.stack.back().offcpu_ns += e.ts - e.off_ts;
 }
 
-void TraceModel::on_thread_exit(const trace_event_header& h) {
+void TraceModel::on(const ThreadExitEvent& h) {
   auto t = threads_.find(h.tid);
   if (t == threads_.end()) return;
   pop_runs(h.tid, t->second, static_cast<uint32_t>(t->second.stack.size()), h.ts);
@@ -516,33 +476,35 @@ void TraceModel::finish(uint64_t now_ns) {
   }
 }
 
-void TraceModel::add_in_progress(uint32_t tid, const trace_thread& st, uint64_t now_ns,
+void TraceModel::add_in_progress(const ThreadStateAtEnd& st, uint64_t now_ns,
                                  uint64_t block_threshold_ns, uint64_t stall_threshold_ns) {
-  if (st.sys_enter_ts != 0 && st.sys_in_coro && now_ns > st.sys_enter_ts &&
-      now_ns - st.sys_enter_ts >= block_threshold_ns && valid_fn(st.sys_fn) &&
-      blocking_.size() < opts_.max_blocking) {
-    BlockingCall b;
-    b.tid = tid;
-    b.nr = st.sys_nr;
-    b.enter_ts = st.sys_enter_ts;
-    b.exit_ts = now_ns;
-    b.frame = st.sys_frame;
-    b.fn = st.sys_fn;
-    b.in_progress = true;
-    blocking_.push_back(std::move(b));
-    PendingSlot owner{SlotKind::kBlocking, blocking_.size() - 1, 0};
-    blocking_.back().async_stack = async_stack_of(st.sys_frame, st.sys_fn, true, owner);
+  if (st.syscall_enter_ts != 0 && st.syscall_in_coroutine && now_ns > st.syscall_enter_ts &&
+      now_ns - st.syscall_enter_ts >= block_threshold_ns && valid_fn(st.syscall_fn)) {
+    if (blocking_.size() >= opts_.max_blocking) {
+      ++blocking_dropped_;
+    } else {
+      BlockingCall b;
+      b.tid = st.tid;
+      b.nr = st.syscall_nr;
+      b.enter_ts = st.syscall_enter_ts;
+      b.exit_ts = now_ns;
+      b.frame = st.syscall_frame;
+      b.fn = st.syscall_fn;
+      b.in_progress = true;
+      blocking_.push_back(std::move(b));
+      PendingSlot owner{SlotKind::kBlocking, blocking_.size() - 1, 0};
+      blocking_.back().async_stack = async_stack_of(st.syscall_frame, st.syscall_fn, true, owner);
+    }
   }
-  const bool in_wait = st.sys_enter_ts != 0 && st.sys_is_wait;
+  const bool in_wait = st.syscall_enter_ts != 0 && st.syscall_is_wait;
   if (!in_wait && st.wait_exit_ts != 0 && st.ran_since_wait && now_ns > st.wait_exit_ts &&
-      now_ns - st.wait_exit_ts >= stall_threshold_ns && stalls_.size() < opts_.max_stalls) {
-    trace_stall_event e{};
-    e.h.kind = TRACE_EV_STALL;
-    e.h.tid = tid;
-    e.h.ts = now_ns;
+      now_ns - st.wait_exit_ts >= stall_threshold_ns) {
+    StallEvent e;
+    e.tid = st.tid;
+    e.ts = now_ns;
     e.start_ts = st.wait_exit_ts;
     e.nr = UINT32_MAX;
-    on_stall(e);
+    on(e);
   }
 }
 

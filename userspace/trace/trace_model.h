@@ -1,11 +1,12 @@
-// The accounting of `asyncprobe trace`: replays the BPF events (bpf/trace.h) of one target into
-// per-function and per-suspend-point statistics (resumes, time running, exact time suspended),
-// coroutine runs per thread (for the timeline), blocking calls inside coroutines with their
-// stacks, and event-loop stalls with the coroutine responsible. docs/TRACE.md defines every
+// The accounting of `asyncprobe trace`: replays the trace events (trace_events.h) of one target
+// into per-function and per-suspend-point statistics (resumes, time running, exact time
+// suspended), coroutine runs per thread (for the timeline), blocking calls inside coroutines with
+// their stacks, and event-loop stalls with the coroutine responsible. docs/TRACE.md defines every
 // quantity; the rules here are the ones written there.
 //
-// Input comes from the kernel's ring buffer and describes a process we do not trust: every
-// event is checked for size and kind, every table is bounded, and unknown ids are counted.
+// The events describe a process we do not trust: the kernel session checked each record's size
+// and kind when it translated it; here every table is bounded, what goes past a bound is counted
+// (slices_dropped, blocking_dropped, stalls_dropped), and unknown ids are counted.
 #pragma once
 
 #include <algorithm>
@@ -19,10 +20,10 @@
 #include <unordered_map>
 #include <vector>
 
-#include "bpf/trace.h"
 #include "userspace/coro/awaiter_rules.h"
 #include "userspace/process/stack_unwind.h"
 #include "userspace/snapshot/coroutine_index.h"
+#include "userspace/trace/trace_events.h"
 
 namespace asyncprobe::trace {
 
@@ -174,13 +175,13 @@ class TraceModel {
   TraceModel(std::vector<TraceFunction> functions, TraceModelOptions opts,
              process::TraceUnwinder* unwinder);
 
-  // One ring-buffer record. Records are handled in timestamp order (see TraceReorder).
-  void handle(const void* data, size_t size);
+  // One event. Events are handled in timestamp order (see TraceReorder).
+  void handle(const TraceEvent& event);
   // Ends the trace at `now_ns` (CLOCK_MONOTONIC): closes runs still on a thread as open.
   void finish(uint64_t now_ns);
-  // A blocking call or stall still in progress at the end, from the BPF thread map.
-  void add_in_progress(uint32_t tid, const trace_thread& st, uint64_t now_ns,
-                       uint64_t block_threshold_ns, uint64_t stall_threshold_ns);
+  // A blocking call or stall still in progress at the end, from the probes' thread state.
+  void add_in_progress(const ThreadStateAtEnd& st, uint64_t now_ns, uint64_t block_threshold_ns,
+                       uint64_t stall_threshold_ns);
 
   const std::vector<TraceFunction>& functions() const { return functions_; }
   const std::vector<FunctionStats>& stats() const { return stats_; }
@@ -192,9 +193,6 @@ class TraceModel {
   size_t blocking_dropped() const { return blocking_dropped_; }
   size_t stalls_dropped() const { return stalls_dropped_; }
   uint64_t first_ts() const { return first_ts_; }
-  // Records by kind (index = trace_event_kind) and ones that were malformed.
-  const uint64_t* records() const { return records_; }
-  uint64_t malformed() const { return malformed_; }
   uint64_t unknown_functions() const { return unknown_fn_; }
   uint64_t stack_desyncs() const { return desync_; }
   // Runs still in progress when finish() was called.
@@ -300,13 +298,29 @@ class TraceModel {
   };
   using DoneKey = std::pair<std::vector<std::pair<uint32_t, int64_t>>, bool>;
 
-  void on_resume(const trace_resume_event& e);
-  void on_destroy(const trace_destroy_event& e);
-  void on_run_end(const trace_run_end_event& e);
-  void on_block(const trace_block_event& e);
-  void on_stall(const trace_stall_event& e);
-  void on_offcpu(const trace_offcpu_event& e);
-  void on_thread_exit(const trace_event_header& h);
+  // A resume that ends a suspension counted as a leaf wait (opts.leaf_waits), and its length.
+  struct LeafWaitEnd {
+    bool counts = false;
+    uint64_t ns = 0;
+  };
+
+  void on(const ResumeEvent& e);
+  void on(const DestroyEvent& e);
+  void on(const RunEndEvent& e);
+  void on(const BlockEvent& e);
+  void on(const StallEvent& e);
+  void on(const OffCpuEvent& e);
+  void on(const ThreadExitEvent& h);
+
+  // The parts of a resume: the runs it ends, its frame's track, the statistics and wait it
+  // closes, who awaits the frame (the awaiter rules), and the run it begins.
+  void end_runs_before(uint32_t tid, ThreadTrack& t, const ResumeEvent& e);
+  FrameTrack& frame_resumed(uint32_t tid, const ResumeEvent& e);
+  LeafWaitEnd count_resume(FrameTrack& f, const ResumeEvent& e);
+  void link_awaiter(FrameTrack& f, const ResumeEvent& e);
+  void push_run(ThreadTrack& t, FrameTrack& f, const ResumeEvent& e);
+  size_t add_slice(FrameTrack& f, const ResumeEvent& e);  // SIZE_MAX when over max_slices
+  std::vector<process::UnwoundFrame> unwind_to_resume(const BlockEvent& e);
 
   void pop_runs(uint32_t tid, ThreadTrack& t, uint32_t n, uint64_t ts);
   void end_run(uint32_t tid, ThreadTrack& t, RunEntry& r, uint64_t ts);
@@ -333,8 +347,7 @@ class TraceModel {
   std::vector<FlowLink> flows_;
   std::vector<std::vector<AsyncFrameRef>> captured_;
   size_t slices_dropped_ = 0, blocking_dropped_ = 0, stalls_dropped_ = 0;
-  uint64_t records_[16] = {};
-  uint64_t malformed_ = 0, unknown_fn_ = 0, desync_ = 0;
+  uint64_t unknown_fn_ = 0, desync_ = 0;
   uint64_t first_ts_ = 0;
   size_t running_at_end_ = 0;
   std::map<WaitKey, size_t> wait_ids_;
@@ -345,13 +358,13 @@ class TraceModel {
   mutable std::map<std::pair<uint32_t, int64_t>, SuspendPointLocation> location_cache_;
 };
 
-// Puts ring-buffer records back in timestamp order: records from different CPUs can reach the
-// ring slightly out of order; one thread's records never are. Records are released once they are
-// older than the newest one by `window_ns`, or all at flush().
+// Puts events back in timestamp order: records from different CPUs can reach the ring slightly
+// out of order; one thread's records never are. Events are released once they are older than the
+// newest one by `window_ns`, or all at flush().
 class TraceReorder {
  public:
   explicit TraceReorder(uint64_t window_ns = 50'000'000) : window_(window_ns) {}
-  void push(const void* data, size_t size);
+  void push(TraceEvent event);
   template <typename F>
   void release(F&& sink, bool flush);
   size_t pending() const { return pending_.size(); }
@@ -360,7 +373,7 @@ class TraceReorder {
   struct Rec {
     uint64_t ts;
     uint64_t seq;
-    std::vector<uint8_t> bytes;
+    TraceEvent event;
   };
   uint64_t window_;
   uint64_t seq_ = 0;
@@ -377,7 +390,7 @@ void TraceReorder::release(F&& sink, bool flush) {
   size_t n = 0;
   for (; n < pending_.size(); ++n) {
     if (!flush && pending_[n].ts + window_ > newest_) break;
-    sink(pending_[n].bytes.data(), pending_[n].bytes.size());
+    sink(static_cast<const TraceEvent&>(pending_[n].event));
   }
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(n));
 }

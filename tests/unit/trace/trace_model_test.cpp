@@ -1,10 +1,9 @@
-// The trace's accounting rules (docs/TRACE.md) on hand-made ring-buffer records: runs ended by
-// transfers, nesting and boundaries; exact suspended intervals per suspend point; frames reused
-// or resumed on another thread; percentiles; record ordering; hostile records; JSON strings.
-// The records have the exact layout the BPF programs write (bpf/trace.h).
+// The trace's accounting rules (docs/TRACE.md) on hand-made events (trace_events.h): runs ended
+// by transfers, nesting and boundaries; exact suspended intervals per suspend point; frames
+// reused or resumed on another thread; percentiles; event ordering; unknown ids; the stall cap.
+// Malformed ring-buffer records are the kernel session's (tests/unit/kernel/).
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -15,46 +14,49 @@
 namespace asyncprobe {
 namespace {
 
-trace_resume_event resume(uint32_t tid, uint64_t ts, uint32_t fn, uint64_t frame, int64_t index,
-                          uint8_t mode, uint8_t popped = 0, uint64_t continuation = 0) {
-  trace_resume_event e{};
-  e.h.kind = TRACE_EV_RESUME;
-  e.h.tid = tid;
-  e.h.ts = ts;
+constexpr bool kPush = false, kReplace = true;
+
+trace::ResumeEvent resume(uint32_t tid, uint64_t ts, uint32_t fn, uint64_t frame, int64_t index,
+                          bool replaces_top, uint32_t popped = 0, uint64_t continuation = 0) {
+  trace::ResumeEvent e;
+  e.tid = tid;
+  e.ts = ts;
   e.fn = fn;
   e.frame = frame;
   e.index = index;
-  e.index_ok = index >= 0 ? 1 : 0;
-  e.mode = mode;
+  e.replaces_top = replaces_top;
   e.popped = popped;
-  e.what = TRACE_RESUME_RESUME;
   e.promise[0] = continuation;
   return e;
 }
 
-trace_run_end_event run_end(uint32_t tid, uint64_t ts, uint32_t popped) {
-  trace_run_end_event e{};
-  e.h.kind = TRACE_EV_RUN_END;
-  e.h.tid = tid;
-  e.h.ts = ts;
+trace::RunEndEvent run_end(uint32_t tid, uint64_t ts, uint32_t popped) {
+  trace::RunEndEvent e;
+  e.tid = tid;
+  e.ts = ts;
   e.popped = popped;
   return e;
 }
 
-trace_destroy_event destroy(uint32_t tid, uint64_t ts, uint32_t fn, uint64_t frame) {
-  trace_destroy_event e{};
-  e.h.kind = TRACE_EV_DESTROY;
-  e.h.tid = tid;
-  e.h.ts = ts;
+trace::DestroyEvent destroy(uint32_t tid, uint64_t ts, uint32_t fn, uint64_t frame) {
+  trace::DestroyEvent e;
+  e.tid = tid;
+  e.ts = ts;
   e.fn = fn;
   e.frame = frame;
   return e;
 }
 
-template <typename E>
-void feed(trace::TraceModel& m, const E& e) {
-  m.handle(&e, sizeof e);
+trace::StallEvent stall(uint32_t tid, uint64_t start_ts, uint64_t end_ts) {
+  trace::StallEvent e;
+  e.tid = tid;
+  e.ts = end_ts;
+  e.start_ts = start_ts;
+  e.nr = 232;  // epoll_wait
+  return e;
 }
+
+void feed(trace::TraceModel& m, const trace::TraceEvent& e) { m.handle(e); }
 
 std::vector<trace::TraceFunction> two_functions() {
   std::vector<trace::TraceFunction> f(2);
@@ -82,10 +84,10 @@ TEST(TraceDurationStats, NearestRankPercentilesOverEverySample) {
 
 TEST(TraceModelRules, TransferEndsARunAndTheNextResumeClosesTheSuspendedInterval) {
   trace::TraceModel m(two_functions(), {}, nullptr);
-  feed(m, resume(1, 100, 0, 0xa000, 4, TRACE_RESUME_PUSH));
-  feed(m, resume(1, 150, 1, 0xb000, 2, TRACE_RESUME_REPLACE));  // a() transferred into b()
-  feed(m, run_end(1, 170, 1));                                  // b() returned to the loop
-  feed(m, resume(1, 400, 0, 0xa000, 6, TRACE_RESUME_PUSH));
+  feed(m, resume(1, 100, 0, 0xa000, 4, kPush));
+  feed(m, resume(1, 150, 1, 0xb000, 2, kReplace));  // a() transferred into b()
+  feed(m, run_end(1, 170, 1));                      // b() returned to the loop
+  feed(m, resume(1, 400, 0, 0xa000, 6, kPush));
   feed(m, run_end(1, 420, 1));
   m.finish(1000);
   const trace::FunctionStats& a = m.stats()[0];
@@ -105,9 +107,9 @@ TEST(TraceModelRules, TransferEndsARunAndTheNextResumeClosesTheSuspendedInterval
 
 TEST(TraceModelRules, NestedRunsCountSelfTimeOnly) {
   trace::TraceModel m(two_functions(), {}, nullptr);
-  feed(m, resume(1, 0, 0, 0xa000, 2, TRACE_RESUME_PUSH));
-  feed(m, resume(1, 10, 1, 0xb000, 2, TRACE_RESUME_PUSH));  // b() resumed inside a()
-  feed(m, run_end(1, 20, 1));                               // b() is over, a() goes on
+  feed(m, resume(1, 0, 0, 0xa000, 2, kPush));
+  feed(m, resume(1, 10, 1, 0xb000, 2, kPush));  // b() resumed inside a()
+  feed(m, run_end(1, 20, 1));                   // b() is over, a() goes on
   feed(m, run_end(1, 50, 1));
   m.finish(100);
   EXPECT_EQ(m.stats()[0].running_ns, 10u + 30u);
@@ -116,9 +118,9 @@ TEST(TraceModelRules, NestedRunsCountSelfTimeOnly) {
 
 TEST(TraceModelRules, AResumeOnAnotherThreadEndsTheRunStillOpenOnTheFirst) {
   trace::TraceModel m(two_functions(), {}, nullptr);
-  feed(m, resume(1, 0, 0, 0xa000, 2, TRACE_RESUME_PUSH));
-  feed(m, resume(2, 30, 0, 0xa000, 4, TRACE_RESUME_PUSH));  // thread 1 never showed its end
-  feed(m, run_end(1, 80, 1));                               // ... until now: already closed
+  feed(m, resume(1, 0, 0, 0xa000, 2, kPush));
+  feed(m, resume(2, 30, 0, 0xa000, 4, kPush));  // thread 1 never showed its end
+  feed(m, run_end(1, 80, 1));                   // ... until now: already closed
   feed(m, run_end(2, 90, 1));
   m.finish(100);
   const trace::FunctionStats& a = m.stats()[0];
@@ -131,12 +133,12 @@ TEST(TraceModelRules, AResumeOnAnotherThreadEndsTheRunStillOpenOnTheFirst) {
 
 TEST(TraceModelRules, DestroyedFramesAndReusedAddressesStartOver) {
   trace::TraceModel m(two_functions(), {}, nullptr);
-  feed(m, resume(1, 0, 0, 0xa000, 2, TRACE_RESUME_PUSH));
+  feed(m, resume(1, 0, 0, 0xa000, 2, kPush));
   feed(m, run_end(1, 10, 1));
   feed(m, destroy(1, 20, 0, 0xa000));
-  feed(m, resume(1, 50, 1, 0xa000, 2, TRACE_RESUME_PUSH));  // same address, another coroutine
+  feed(m, resume(1, 50, 1, 0xa000, 2, kPush));  // same address, another coroutine
   feed(m, run_end(1, 60, 1));
-  feed(m, resume(1, 70, 1, 0xa000, 4, TRACE_RESUME_PUSH));
+  feed(m, resume(1, 70, 1, 0xa000, 4, kPush));
   m.finish(100);
   EXPECT_EQ(m.stats()[0].destroys, 1u);
   EXPECT_EQ(m.stats()[1].resumes, 2u);
@@ -153,11 +155,11 @@ TEST(TraceModelRules, TimelineFlowsGoFromAwaiterToAwaited) {
   trace::TraceModelOptions opts;
   opts.keep_slices = true;
   trace::TraceModel m(two_functions(), opts, nullptr);
-  feed(m, resume(1, 0, 0, 0xa000, 2, TRACE_RESUME_PUSH));
+  feed(m, resume(1, 0, 0, 0xa000, 2, kPush));
   // b() starts with a() as its continuation (promise word 0), by symmetric transfer.
-  feed(m, resume(1, 10, 1, 0xb000, 2, TRACE_RESUME_REPLACE, 0, 0xa000));
+  feed(m, resume(1, 10, 1, 0xb000, 2, kReplace, 0, 0xa000));
   feed(m, run_end(1, 20, 1));
-  feed(m, resume(1, 30, 1, 0xb000, 4, TRACE_RESUME_PUSH, 0, 0xa000));  // no new flow
+  feed(m, resume(1, 30, 1, 0xb000, 4, kPush, 0, 0xa000));  // no new flow
   feed(m, run_end(1, 40, 1));
   m.finish(100);
   ASSERT_EQ(m.slices().size(), 3u);
@@ -167,47 +169,51 @@ TEST(TraceModelRules, TimelineFlowsGoFromAwaiterToAwaited) {
   EXPECT_EQ(m.slices()[0].end, 10u);
 }
 
-TEST(TraceModelRules, HostileRecordsAreCountedNotTrusted) {
+TEST(TraceModelRules, UnknownFunctionsAndUnseenRunsAreCountedNotTrusted) {
   trace::TraceModel m(two_functions(), {}, nullptr);
-  const uint8_t junk[3] = {1, 2, 3};
-  m.handle(junk, sizeof junk);
-  trace_resume_event bad_fn = resume(1, 0, 77, 0xa000, 2, TRACE_RESUME_PUSH);
-  feed(m, bad_fn);
-  trace_event_header unknown{};
-  unknown.kind = 99;
-  feed(m, unknown);
-  trace_block_event* block = new trace_block_event{};
-  block->h.kind = TRACE_EV_BLOCK;
-  block->stack_len = TRACE_STACK_MAX + 1;  // more than the record can hold
-  m.handle(block, sizeof *block);
-  delete block;
+  feed(m, resume(1, 0, 77, 0xa000, 2, kPush));  // no function 77
+  feed(m, destroy(1, 5, 99, 0xa000));
   feed(m, run_end(5, 10, 3));  // pops runs that were never pushed
   m.finish(100);
-  EXPECT_EQ(m.malformed(), 3u);
-  EXPECT_EQ(m.unknown_functions(), 1u);
-  EXPECT_GE(m.stack_desyncs(), 1u);
-  EXPECT_TRUE(m.blocking().empty());
+  EXPECT_EQ(m.unknown_functions(), 2u);
+  EXPECT_EQ(m.stack_desyncs(), 1u);
+  EXPECT_EQ(m.stats()[0].resumes + m.stats()[1].resumes, 0u);
+}
+
+// Stalls past max_stalls are counted, not kept: one recorded, two dropped (one from an event,
+// one still in progress at the end).
+TEST(TraceModelRules, StallsPastTheCapAreCountedAsDropped) {
+  trace::TraceModelOptions opts;
+  opts.max_stalls = 1;
+  trace::TraceModel m(two_functions(), opts, nullptr);
+  feed(m, stall(1, 100, 20'000'000));
+  feed(m, stall(1, 30'000'000, 50'000'000));
+  trace::ThreadStateAtEnd st;
+  st.tid = 1;
+  st.ran_since_wait = true;
+  st.wait_exit_ts = 60'000'000;
+  m.finish(90'000'000);
+  m.add_in_progress(st, 90'000'000, 10'000'000, 10'000'000);
+  ASSERT_EQ(m.stalls().size(), 1u);
+  EXPECT_EQ(m.stalls()[0].start_ts, 100u);
+  EXPECT_EQ(m.stalls()[0].end_ts, 20'000'000u);
+  EXPECT_EQ(m.stalls_dropped(), 2u);
 }
 
 TEST(TraceReorderRules, ReleasesInTimestampOrderKeepingEqualTimesInArrivalOrder) {
   trace::TraceReorder r(100);
   auto push = [&](uint64_t ts, uint32_t tid) {
-    trace_event_header h{};
-    h.kind = TRACE_EV_THREAD_EXIT;
-    h.tid = tid;
-    h.ts = ts;
-    r.push(&h, sizeof h);
+    trace::ThreadExitEvent e;
+    e.tid = tid;
+    e.ts = ts;
+    r.push(e);
   };
   push(1000, 1);
   push(990, 2);
   push(1000, 3);
   push(1200, 4);
   std::vector<uint32_t> out;
-  auto sink = [&](const void* d, size_t) {
-    trace_event_header h{};
-    std::memcpy(&h, d, sizeof h);
-    out.push_back(h.tid);
-  };
+  auto sink = [&](const trace::TraceEvent& e) { out.push_back(trace::header_of(e).tid); };
   r.release(sink, false);  // newest is 1200: everything up to 1100 goes
   EXPECT_EQ(out, (std::vector<uint32_t>{2, 1, 3}));
   r.release(sink, true);
@@ -227,11 +233,11 @@ trace::TraceModel leaf_wait_model() {
 
 // C's 1000 waits (the first from 120 to 1000, then 90 ns each), ending at t = 100'000.
 void feed_child_waits(trace::TraceModel& m) {
-  feed(m, resume(1, 100, 0, kP, 2, TRACE_RESUME_PUSH));
-  feed(m, resume(1, 110, 1, kC, 0, TRACE_RESUME_REPLACE, 0, kP));  // P awaits C from here
+  feed(m, resume(1, 100, 0, kP, 2, kPush));
+  feed(m, resume(1, 110, 1, kC, 0, kReplace, 0, kP));  // P awaits C from here
   feed(m, run_end(1, 120, 1));
   for (uint64_t k = 0; k < 1000; ++k) {
-    feed(m, resume(1, 1000 + k * 100, 1, kC, 4, TRACE_RESUME_PUSH, 0, kP));
+    feed(m, resume(1, 1000 + k * 100, 1, kC, 4, kPush, 0, kP));
     feed(m, run_end(1, 1010 + k * 100, 1));
   }
 }
@@ -251,7 +257,7 @@ std::vector<trace::LeafWaitStack> end_with_both_suspended(trace::TraceModel& m, 
 TEST(TraceLeafWaits, CountOnlyTheInnermostWaitAndSumPerChainUntilTheParentResumes) {
   trace::TraceModel m = leaf_wait_model();
   feed_child_waits(m);
-  feed(m, resume(1, 200'000, 0, kP, 6, TRACE_RESUME_PUSH));  // C done: P resumes at index 6
+  feed(m, resume(1, 200'000, 0, kP, 6, kPush));  // C done: P resumes at index 6
   const std::vector<trace::LeafWaitStack> waits = m.take_leaf_waits();
   ASSERT_EQ(waits.size(), 1u);
   const std::vector<std::pair<uint32_t, int64_t>> want = {{1, 4}, {0, 6}};
@@ -293,7 +299,7 @@ TEST(TraceLeafWaits, CoroutinesSuspendedAtTheStartWaitFromTheStart) {
   trace::TraceModel m = leaf_wait_model();
   m.seed_suspended(kP, 0, 50, 6, 0, false, true);
   m.seed_suspended(kC, 1, 50, 4, kP, false, false);
-  feed(m, resume(1, 150, 1, kC, 4, TRACE_RESUME_PUSH, 0, kP));
+  feed(m, resume(1, 150, 1, kC, 4, kPush, 0, kP));
   feed(m, run_end(1, 160, 1));
   m.finish(1000);
   m.close_open_waits(1000, {});  // no end snapshot: C's open wait is not counted
@@ -311,9 +317,9 @@ TEST(TraceLeafWaits, CoroutinesSuspendedAtTheStartWaitFromTheStart) {
 // awaiting it from then on, so at the end only the child's open wait counts.
 TEST(TraceLeafWaits, AChildResumedInsideItsParentsRunMakesTheParentAwaited) {
   trace::TraceModel m = leaf_wait_model();
-  feed(m, resume(1, 100, 0, kP, 2, TRACE_RESUME_PUSH));
-  feed(m, resume(1, 110, 1, kC, 0, TRACE_RESUME_PUSH, 0, kP));  // nested in P's run
-  feed(m, run_end(1, 130, 2));                                  // both runs end
+  feed(m, resume(1, 100, 0, kP, 2, kPush));
+  feed(m, resume(1, 110, 1, kC, 0, kPush, 0, kP));  // nested in P's run
+  feed(m, run_end(1, 130, 2));                      // both runs end
   const std::vector<trace::LeafWaitStack> waits = end_with_both_suspended(m, 1000);
   ASSERT_EQ(waits.size(), 1u);
   EXPECT_EQ(waits[0].stack, kCUnderP);
