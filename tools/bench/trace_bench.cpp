@@ -28,7 +28,7 @@
 
 #include "trace_bench.skel.h"
 #include "userspace/snapshot/snapshot_taker.h"
-#include "userspace/cli/trace_command.h"
+#include "userspace/kernel/trace_probes.h"
 #include "userspace/trace/trace_model.h"
 #include "userspace/kernel/trace_session.h"
 
