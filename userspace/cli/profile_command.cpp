@@ -452,10 +452,32 @@ std::unique_ptr<kernel::TraceSession> attach_running_probes(const ProfileOptions
   return trace;
 }
 
-int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_coroutines) {
+// Starts the perf-event sampling. nullptr with *rc set (the message printed) when refused.
+std::unique_ptr<kernel::ProfileSession> start_sampling(const ProfileOptions& o,
+                                                       kernel::TraceSession* trace,
+                                                       const model::Profile& p, int* rc) {
+  kernel::ProfileSessionOptions sopts;
+  sopts.pid = o.pid;
+  sopts.frequency_hz = o.hz;
+  sopts.kernel_stacks = o.kernel;
+  sopts.ringbuf_bytes = o.ringbuf_mb_given ? uint64_t{o.ringbuf_mb} << 20 : 0;
+  sopts.btf_path = kernel::kernel_btf_path();
+  sopts.measure_program = std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr;
+  sopts.trace_threads_fd = trace != nullptr ? trace->threads_map_fd() : -1;
   kernel::TraceError terr;
-  const std::string btf = kernel::kernel_btf_path();
+  std::unique_ptr<kernel::ProfileSession> session = kernel::ProfileSession::start(sopts, &terr);
+  if (session == nullptr) {
+    *rc = fail(terr.message, terr.code);
+    return nullptr;
+  }
+  std::cerr << "asyncprobe: profiling pid " << o.pid << " (" << p.command << ") at " << o.hz
+            << " Hz on " << session->cpus() << " CPUs"
+            << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
+            << std::flush;
+  return session;
+}
 
+int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_coroutines) {
   model::Profile p;
   p.type = model::Profile::Type::kCpu;
   fill_header(&p, o);
@@ -490,21 +512,10 @@ int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_c
     if (trace == nullptr) return rc;
   }
 
-  kernel::ProfileSessionOptions sopts;
-  sopts.pid = o.pid;
-  sopts.frequency_hz = o.hz;
-  sopts.kernel_stacks = o.kernel;
-  sopts.ringbuf_bytes = o.ringbuf_mb_given ? uint64_t{o.ringbuf_mb} << 20 : 0;
-  sopts.btf_path = btf;
-  sopts.measure_program = std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr;
-  sopts.trace_threads_fd = trace != nullptr ? trace->threads_map_fd() : -1;
   install_stop_handlers();
-  std::unique_ptr<kernel::ProfileSession> session = kernel::ProfileSession::start(sopts, &terr);
-  if (session == nullptr) return fail(terr.message, terr.code);
-  std::cerr << "asyncprobe: profiling pid " << o.pid << " (" << p.command << ") at " << o.hz
-            << " Hz on " << session->cpus() << " CPUs"
-            << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
-            << std::flush;
+  int rc = util::kExitOk;
+  std::unique_ptr<kernel::ProfileSession> session = start_sampling(o, trace.get(), p, &rc);
+  if (session == nullptr) return rc;
 
   // ASYNCPROBE_PROFILE_DISCARD (benchmarks only): drain the ring, process nothing.
   const bool discard = std::getenv("ASYNCPROBE_PROFILE_DISCARD") != nullptr;
