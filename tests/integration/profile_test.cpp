@@ -430,7 +430,7 @@ TEST(ProfileBadInput, BadDurationFrequencyOrFormatIsUsage) {
       {{"-p", "1", "-d", "1", "--format", "png"}, "unknown format 'png'"},
       {{"-p", "1", "-d", "1", "--await", "--trace", "-F", "10"}, "-F does not apply"},
       {{"-d", "1"}, "profile needs -p PID"},
-      {{"-p", "1", "--frobnicate"}, "unknown profile option '--frobnicate'"},
+      {{"-p", "1", "--frobnicate"}, "unknown option '--frobnicate'"},
   };
   for (const auto& [args, message] : cases) {
     RunResult r = run_profile(args);

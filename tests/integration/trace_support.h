@@ -1,10 +1,6 @@
 // Test support for the `asyncprobe trace` integration tests (header-only, used by trace_test.cpp
 // and trace_many_test.cpp): run the tracer as a separate process with its output in files, wait
 // for it to have attached, stop it with a signal, and look at the BPF objects it owns.
-//
-// The tracer is `asyncprobe trace` when the asyncprobe binary dispatches it, else the test binary
-// itself run as `<test> trace ...` (its main() hands "trace" to trace_main), so that the tests
-// exercise the same code before and after the CLI is wired.
 #pragma once
 
 #include <dirent.h>
@@ -35,28 +31,8 @@ inline std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-inline std::string self_exe() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) throw std::runtime_error("readlink /proc/self/exe failed");
-  return std::string(buf, static_cast<size_t>(n));
-}
-
-// argv prefix that runs `trace`: {asyncprobe, "trace"} or {<this test>, "trace"}.
-inline std::vector<std::string> tracer_argv() {
-  static std::optional<std::vector<std::string>> cached;
-  if (!cached) {
-    const std::string bin = asyncprobe_binary();
-    bool wired = false;
-    if (access(bin.c_str(), X_OK) == 0) {
-      RunResult r = run_command({bin, "trace", "--help"}, std::chrono::seconds(20));
-      wired = r.exit.exit_code == 0 && r.out.find("asyncprobe trace") != std::string::npos;
-    }
-    cached = wired ? std::vector<std::string>{bin, "trace"}
-                   : std::vector<std::string>{self_exe(), "trace"};
-  }
-  return *cached;
-}
+// argv prefix that runs `trace`.
+inline std::vector<std::string> tracer_argv() { return {asyncprobe_binary(), "trace"}; }
 
 // A scratch directory under the build tree, removed by the destructor.
 class ScratchDir {

@@ -6,8 +6,6 @@
 // file (checked against tests/fixtures/trace_event_schema.json with ajv when npm can install it,
 // and by the checks here in any case), and that no probe outlives the tracer (normal end,
 // SIGTERM, kill -9), nor the target's exit.
-//
-// This binary's main() also runs `trace` itself (see trace_support.h).
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -23,7 +21,6 @@
 #include "tests/integration/source_markers.h"
 #include "tests/integration/trace_support.h"
 #include "userspace/snapshot/snapshot_taker.h"
-#include "userspace/cli/trace_command.h"
 
 namespace asyncprobe::testing {
 namespace {
@@ -622,10 +619,3 @@ TEST(TraceScale, AttachesToThousandsOfFunctionsAndCountsEachResume) {
 }
 }  // namespace
 }  // namespace asyncprobe::testing
-
-int main(int argc, char** argv) {
-  if (argc > 1 && std::string(argv[1]) == "trace")
-    return asyncprobe::cli::trace_main(argc - 1, argv + 1);
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
-}

@@ -27,7 +27,7 @@
 #include <vector>
 
 #include "trace_bench.skel.h"
-#include "userspace/cli/trace_command.h"
+#include "userspace/kernel/trace_probes.h"
 #include "userspace/kernel/trace_session.h"
 #include "userspace/snapshot/snapshot_taker.h"
 #include "userspace/trace/trace_model.h"

@@ -2,12 +2,16 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 
+#include "userspace/output/profile_export.h"
 #include "userspace/util/exit_codes.h"
+#include "userspace/util/format.h"
 
 namespace asyncprobe::cli {
 
@@ -48,40 +52,211 @@ bool parse_pid(const std::string& s, int* pid) {
   return true;
 }
 
-bool OptionCursor::next() {
-  if (++i_ >= argc_) return false;
-  name_ = argv_[i_];
-  has_inline_ = false;
-  auto eq = name_.find('=');
-  if (name_.rfind("--", 0) == 0 && eq != std::string::npos) {
-    inline_value_ = name_.substr(eq + 1);
-    name_.resize(eq);
-    has_inline_ = true;
-  }
-  return true;
+namespace {
+
+// CLI11 converts the transformed text to the bound variable: doubles are written exactly.
+std::string exact(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
 }
 
-bool OptionCursor::value(std::string* out, std::string* error) {
-  if (has_inline_) {
-    *out = inline_value_;
-    return true;
-  }
-  if (i_ + 1 >= argc_) {
-    *error = "option " + name_ + " needs a value";
-    return false;
-  }
-  *out = argv_[++i_];
-  return true;
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.rfind(prefix, 0) == 0;
 }
 
-bool parse_ringbuf_mb(const std::string& s, uint32_t* mb, std::string* error) {
-  int v = 0;
-  if (!parse_pid(s, &v) || v > 1024) {
-    *error = "invalid --ringbuf-mb '" + s + "': 1..1024";
-    return false;
+// CLI11's messages for the errors our own checks do not catch first, as one lower-case line.
+std::string cli11_message(const CLI::ParseError& e) {
+  std::string m = e.what();
+  if (!m.empty()) m[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(m[0])));
+  return m;
+}
+
+}  // namespace
+
+OptionParser::OptionParser(std::string command) : app_("", std::move(command)) {
+  app_.set_help_flag();
+  app_.allow_extras();  // unknown options are reported by parse() in our words
+  // Repeats are counted and reported by parse(); CLI11 must not throw or silently keep one.
+  app_.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  flag("-h,--help", &help_);
+}
+
+CLI::Option* OptionParser::flag(const std::string& names, bool* value) {
+  return app_.add_flag(names, *value)->disable_flag_override();
+}
+
+CLI::Option* OptionParser::flag_with_value(const std::string& name,
+                                           const std::string& default_value, std::string* value) {
+  return app_.add_flag(name + "{" + default_value + "}", *value);
+}
+
+CLI::Option* OptionParser::text(const std::string& names, std::string* value) {
+  return app_.add_option(names, *value);
+}
+
+CLI::Option* OptionParser::texts(const std::string& names, std::vector<std::string>* values) {
+  CLI::Option* o =
+      app_.add_option(names, *values)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  repeatable_.push_back(o);
+  return o;
+}
+
+CLI::Option* OptionParser::pid(int* value) {
+  return app_.add_option("-p,--pid", *value)
+      ->transform(CLI::Validator(
+          [](std::string& s) -> std::string {
+            int pid = 0;
+            if (!parse_pid(s, &pid)) return "invalid PID '" + s + "': expected a positive number";
+            return "";
+          },
+          "PID"));
+}
+
+CLI::Option* OptionParser::duration(const std::string& names, double* seconds, DurationRange range,
+                                    double max_s) {
+  return app_.add_option(names, *seconds)
+      ->transform(CLI::Validator(
+          [range, max_s](std::string& s) -> std::string {
+            const std::optional<double> d = parse_duration(s);
+            if (!d) return "invalid duration '" + s + "': use e.g. 500ms, 10s, 2m";
+            if (range == DurationRange::kAboveZero && *d <= 0) {
+              return "invalid duration '" + s + "': must be above 0";
+            }
+            if (max_s > 0 && *d > max_s) {
+              return "invalid duration '" + s + "': at most " + util::format_duration(max_s);
+            }
+            s = exact(*d);
+            return "";
+          },
+          "DURATION"));
+}
+
+CLI::Option* OptionParser::count(const std::string& names, int* value, int first, int last,
+                                 const std::string& what) {
+  return app_.add_option(names, *value)
+      ->transform(CLI::Validator(
+          [first, last, what](std::string& s) -> std::string {
+            int v = 0;
+            if (!parse_pid(s, &v) || v < first || v > last) {
+              return "invalid " + what + " '" + s + "': " + std::to_string(first) + ".." +
+                     std::to_string(last);
+            }
+            return "";
+          },
+          "N"));
+}
+
+CLI::Option* OptionParser::choice(const std::string& names, std::string* value,
+                                  std::vector<std::string> allowed, const std::string& what) {
+  std::string list;
+  for (size_t i = 0; i < allowed.size(); ++i) {
+    list += (i == 0 ? "" : i + 1 == allowed.size() ? " or " : ", ") + allowed[i];
   }
-  *mb = static_cast<uint32_t>(v);
-  return true;
+  return app_.add_option(names, *value)
+      ->check(CLI::Validator(
+          [allowed, list, what](std::string& s) -> std::string {
+            if (std::find(allowed.begin(), allowed.end(), s) != allowed.end()) return "";
+            return "unknown " + what + " '" + s + "': expected " + list;
+          },
+          "NAME"));
+}
+
+CLI::Option* OptionParser::ringbuf_mb(uint32_t* mb) {
+  return app_.add_option("--ringbuf-mb", *mb)
+      ->transform(CLI::Validator(
+          [](std::string& s) -> std::string {
+            int v = 0;
+            if (!parse_pid(s, &v) || v > 1024) return "invalid --ringbuf-mb '" + s + "': 1..1024";
+            return "";
+          },
+          "N"));
+}
+
+void OptionParser::conflict(CLI::Option* a, CLI::Option* b) { a->excludes(b); }
+
+bool OptionParser::is_option(const std::string& arg) const {
+  const std::string name = arg.substr(0, arg.find('='));
+  for (const CLI::Option* o : app_.get_options()) {
+    if (o->check_name(name)) return true;
+  }
+  return false;
+}
+
+bool OptionParser::takes_value(const std::string& arg) const {
+  for (const CLI::Option* o : app_.get_options()) {
+    if (o->check_name(arg)) return o->get_items_expected_min() > 0;
+  }
+  return false;
+}
+
+// A value-taking option at the end, or followed by another option: CLI11 would report it in its
+// own words, or take the next option as the value (`-o --json` writing a file named "--json").
+std::string OptionParser::missing_value(const std::vector<std::string>& args) const {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--") break;
+    if (!starts_with(a, "-")) {
+      if (stop_at_argument_) break;
+      continue;
+    }
+    if (!takes_value(a)) continue;
+    if (i + 1 >= args.size() || args[i + 1] == "--" || is_option(args[i + 1])) {
+      return "option " + a + " needs a value";
+    }
+    ++i;
+  }
+  return "";
+}
+
+std::string OptionParser::repeated_option() const {
+  for (const CLI::Option* o : app_.get_options()) {
+    if (o->count() <= 1) continue;
+    if (std::find(repeatable_.begin(), repeatable_.end(), o) != repeatable_.end()) continue;
+    return "option " + o->get_name() + " given more than once";
+  }
+  return "";
+}
+
+ParseResult OptionParser::parse(int argc, char** argv, std::vector<std::string>* rest) {
+  ParseResult r;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  auto fail = [&r](std::string message) {
+    r.ok = false;
+    r.error = std::move(message);
+    return r;
+  };
+  if (std::string m = missing_value(args); !m.empty()) return fail(m);
+  if (stop_at_argument_) app_.prefix_command();
+  try {
+    app_.parse(argc, argv);
+  } catch (const CLI::ValidationError& e) {
+    // "--pid: invalid PID 'x': ..." from our transformers: the value's own message.
+    std::string m = e.what();
+    const size_t colon = m.find(": ");
+    return fail(colon == std::string::npos ? m : m.substr(colon + 2));
+  } catch (const CLI::ExcludesError& e) {
+    std::string m = e.what();  // "--json excludes --csv"
+    const size_t at = m.find(" excludes ");
+    if (at != std::string::npos) m = m.substr(0, at) + " and " + m.substr(at + 10) + " conflict";
+    return fail(m);
+  } catch (const CLI::ParseError& e) {
+    return fail(cli11_message(e));
+  }
+  r.help = help_;
+  if (help_) return r;
+  if (std::string m = repeated_option(); !m.empty()) return fail(m);
+  std::vector<std::string> left = app_.remaining();
+  if (!left.empty() && left.front() == "--" && stop_at_argument_) {
+    left.erase(left.begin());
+  } else if (!left.empty() && starts_with(left.front(), "-") && left.front() != "-" &&
+             left.front() != "--") {
+    return fail("unknown option '" + left.front() + "'");
+  } else if (!left.empty() && !stop_at_argument_) {
+    return fail("unexpected argument '" + left.front() + "'");
+  }
+  if (rest != nullptr) *rest = std::move(left);
+  return r;
 }
 
 int fail_with_message(const std::string& message, int code) {
@@ -89,129 +264,43 @@ int fail_with_message(const std::string& message, int code) {
   return code;
 }
 
-int check_subcommand_start(bool parsed, const std::string& parse_error, bool help,
-                           const char* usage, int pid) {
-  if (!parsed) return fail_with_message(parse_error, util::kExitUsage);
-  if (help) {
+int usage_error(const std::string& command, const std::string& message) {
+  const std::string help =
+      command.empty() ? "asyncprobe --help" : "asyncprobe " + command + " --help";
+  return fail_with_message(message + " (see " + help + ")", util::kExitUsage);
+}
+
+int finish_parse(const ParseResult& parsed, const std::string& command, const char* usage) {
+  if (!parsed.ok) return usage_error(command, parsed.error);
+  if (parsed.help) {
     std::cout << usage;
     return util::kExitOk;
   }
+  return -1;
+}
+
+int check_process_exists(int pid) {
   if (kill(pid, 0) != 0 && errno == ESRCH) {
     return fail_with_message("no process with pid " + std::to_string(pid), util::kExitNoProcess);
   }
   return -1;
 }
 
-bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  size_t i = 0;
-  if (!args.empty() && (args[0] == "snapshot" || args[0] == "watch" || args[0] == "trace" ||
-                        args[0] == "profile" || args[0] == "run")) {
-    opts->command = args[0];
-    i = 1;
+std::string check_output_name(const std::string& path, const std::string& format,
+                              const std::string& choose) {
+  std::string lower = path;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::string named;
+  if (lower.size() > 4 && lower.compare(lower.size() - 4, 4, ".csv") == 0) {
+    named = "csv";
+  } else {
+    const output::ProfileFormat f =
+        output::profile_format_for_path(lower, output::ProfileFormat::kText);
+    if (f != output::ProfileFormat::kText) named = output::profile_format_name(f);
   }
-  auto value_of = [&](const std::string& arg, const std::string& name, std::string* out) -> bool {
-    // Accepts "--name=value" and "--name value" (and "-x value" for short names).
-    if (arg.rfind(name + "=", 0) == 0 && name.size() > 2) {
-      *out = arg.substr(name.size() + 1);
-      return true;
-    }
-    if (arg == name) {
-      if (i + 1 >= args.size()) return false;
-      *out = args[++i];
-      return true;
-    }
-    return false;
-  };
-  for (; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    std::string v;
-    if (a == "--") {
-      opts->run_argv.assign(args.begin() + static_cast<long>(i) + 1, args.end());
-      break;
-    }
-    if (a == "-h" || a == "--help") {
-      opts->help = true;
-    } else if (a == "-V" || a == "--version") {
-      opts->version = true;
-    } else if (a == "--json") {
-      opts->format = "json";
-    } else if (a == "--csv") {
-      opts->format = "csv";
-    } else if (a == "--unicode") {
-      opts->unicode = true;
-    } else if (a == "--full-names") {
-      opts->full_names = true;
-    } else if (value_of(a, "-p", &v) || value_of(a, "--pid", &v)) {
-      if (!parse_pid(v, &opts->pid)) {
-        *error = "invalid PID '" + v + "': expected a positive number";
-        return false;
-      }
-    } else if (value_of(a, "-o", &v) || value_of(a, "--output", &v)) {
-      opts->output = v;
-    } else if (value_of(a, "--format", &v)) {
-      if (v != "text" && v != "json" && v != "csv") {
-        *error = "unknown format '" + v + "': expected text, json or csv";
-        return false;
-      }
-      opts->format = v;
-    } else if (value_of(a, "--window", &v) || value_of(a, "-d", &v) ||
-               value_of(a, "--duration", &v) || value_of(a, "--interval", &v) ||
-               value_of(a, "--stuck-threshold", &v)) {
-      auto d = parse_duration(v);
-      if (!d) {
-        *error = "invalid duration '" + v + "': use e.g. 500ms, 1s, 2m or 0";
-        return false;
-      }
-      if (a.rfind("--window", 0) == 0) {
-        opts->window_s = *d;
-      } else if (a.rfind("--interval", 0) == 0) {
-        opts->interval_s = *d;
-      } else if (a.rfind("--stuck-threshold", 0) == 0) {
-        opts->stuck_threshold_s = *d;
-      } else {
-        opts->duration_s = *d;
-      }
-    } else if (value_of(a, "--debug-dir", &v)) {
-      opts->debug_dirs.push_back(v);
-    } else {
-      *error = "unknown option '" + a + "' (see --help)";
-      return false;
-    }
-  }
-  if (!opts->help && !opts->version && opts->command != "run" && opts->pid == 0) {
-    *error = "no target: give -p PID";
-    return false;
-  }
-  return true;
-}
-
-const char* usage_text() {
-  return R"(usage: asyncprobe [snapshot] -p PID [options]
-       asyncprobe watch -p PID [--interval 1s] [--stuck-threshold 5s]
-
-Shows every live C++20 coroutine of a running process as an async stack: who awaits
-whom, where each is suspended (file:line of its co_await), and which look stuck.
-Reads the target's memory; never stops it, never writes to it.
-
-options:
-  -p, --pid PID          target process
-  --window DURATION      stuck detection: take a second look after DURATION and mark
-                         coroutines whose suspend point did not move (default 1s; 0 = off)
-  --json | --csv         machine-readable output (schema: docs/SNAPSHOT_FORMAT.md)
-  --format FMT           text, json or csv
-  -o, --output FILE      write the report to FILE
-  --debug-dir DIR        extra debug-file root (searched like /usr/lib/debug)
-  --unicode              draw trees with Unicode box characters
-  --full-names           print long library function names whole (default: return types,
-                         then template and parameter lists, folded past 100 characters)
-  -h, --help             this text
-  -V, --version          version
-
-exit codes: 0 ok, 1 internal error, 2 usage, 3 no such process, 4 permission denied,
-  5 kernel thread or zombie, 6 not a 64-bit x86-64 ELF process, 7 no coroutine code in
-  the target, 8 target exited during the scan
-)";
+  if (named.empty() || named == format) return "";
+  return "-o " + path + " names a " + named + " file but the report is " + format + ": " + choose;
 }
 
 }  // namespace asyncprobe::cli

@@ -1,6 +1,10 @@
-// Command-line parsing for the asyncprobe CLI, in the style of perf and bpftrace: a subcommand
-// (default: snapshot), `-p PID`, `-o FILE`, `-d DURATION`, long options with `=` or a space.
+// Option parsing for every subcommand: CLI11 with asyncprobe's rules on top. An option given twice
+// is an error (unless declared repeatable), a value-taking option without its value says so, and
+// every usage error is one line, `asyncprobe: MESSAGE (see asyncprobe SUB --help)`, exit 2.
+// The value rules (durations, pids, sizes) are CLI11 transformers built on the parsers below.
 #pragma once
+
+#include <CLI/CLI.hpp>
 
 #include <cstdint>
 #include <optional>
@@ -9,64 +13,89 @@
 
 namespace asyncprobe::cli {
 
-struct CliOptions {
-  std::string command = "snapshot";  // snapshot | watch | trace | profile | run
-  int pid = 0;
-  std::string format = "text";  // text | json | csv
-  std::string output;           // -o FILE; empty = stdout
-  double window_s = 1.0;        // --window
-  double duration_s = 10.0;     // -d
-  double interval_s = 1.0;      // watch --interval
-  double stuck_threshold_s = 5.0;
-  std::vector<std::string> debug_dirs;  // --debug-dir (repeatable)
-  bool unicode = false;
-  bool full_names = false;  // --full-names: text report prints names unshortened
-  bool help = false;
-  bool version = false;
-  std::vector<std::string> run_argv;  // after `--` for `run`
-};
-
 // Parses "1.5s", "500ms", "2m", "250us", "0", or a bare number of seconds. nullopt when invalid.
 std::optional<double> parse_duration(const std::string& text);
 
 // Parses a process id: decimal digits only, 1..0x3fffffff. false when invalid.
 bool parse_pid(const std::string& s, int* pid);
 
-// Walks a subcommand's arguments one option at a time: "--name=value" is split, otherwise an
-// option's value is the next argument.
-class OptionCursor {
- public:
-  OptionCursor(int argc, char** argv) : argc_(argc), argv_(argv) {}
-  // Moves to the next option (argv[1] first); false after the last.
-  bool next();
-  // The option as written, without any "=value": "-p", "--pid", "--format".
-  const std::string& name() const { return name_; }
-  // The option's value; false with "option X needs a value" in *error when there is none.
-  bool value(std::string* out, std::string* error);
-
- private:
-  int argc_;
-  char** argv_;
-  int i_ = 0;
-  std::string name_;
-  std::string inline_value_;
-  bool has_inline_ = false;
+// What a duration option accepts beyond parse_duration's rules.
+enum class DurationRange {
+  kZeroOrMore,  // 0 allowed (it means "off" or "until stopped")
+  kAboveZero,
 };
 
-// --ringbuf-mb: 1..1024 MiB. false with a one-line message in *error otherwise.
-bool parse_ringbuf_mb(const std::string& s, uint32_t* mb, std::string* error);
+// The end of parsing a subcommand's arguments.
+struct ParseResult {
+  bool ok = true;     // false: a usage error, in `error`
+  bool help = false;  // -h/--help: print the usage and exit 0
+  std::string error;  // one line, without the "asyncprobe: " prefix
+};
 
-// Prints "asyncprobe: MESSAGE" on stderr and returns `code`.
+// One subcommand's options. Registers -h/--help itself; the subcommand adds the rest.
+class OptionParser {
+ public:
+  explicit OptionParser(std::string command);
+
+  CLI::Option* flag(const std::string& names, bool* value);
+  CLI::Option* text(const std::string& names, std::string* value);
+  // Repeatable: each occurrence appends.
+  CLI::Option* texts(const std::string& names, std::vector<std::string>* values);
+  CLI::Option* pid(int* value);  // -p, --pid
+  CLI::Option* duration(const std::string& names, double* seconds, DurationRange range,
+                        double max_s = 0);
+  // --name or --name=VALUE (never the next argument): `default_value` when given bare.
+  CLI::Option* flag_with_value(const std::string& name, const std::string& default_value,
+                               std::string* value);
+  // A whole number in first..last; `what` names it in the error ("frequency").
+  CLI::Option* count(const std::string& names, int* value, int first, int last,
+                     const std::string& what);
+  // One of `allowed`; `what` names it in the error ("format").
+  CLI::Option* choice(const std::string& names, std::string* value,
+                      std::vector<std::string> allowed, const std::string& what);
+  // --ringbuf-mb N: 1..1024 MiB.
+  CLI::Option* ringbuf_mb(uint32_t* mb);
+
+  // Options that cannot be given together.
+  void conflict(CLI::Option* a, CLI::Option* b);
+
+  // After the first argument that is not an option, the rest is left unparsed (`run CMD ...`).
+  void stop_at_first_argument() { stop_at_argument_ = true; }
+
+  // argv[0] is the subcommand's name (or the program's). On success with stop_at_first_argument,
+  // *rest holds the first non-option argument and all after it ("--" removed).
+  ParseResult parse(int argc, char** argv, std::vector<std::string>* rest = nullptr);
+
+ private:
+  std::string missing_value(const std::vector<std::string>& args) const;
+  bool takes_value(const std::string& arg) const;
+  bool is_option(const std::string& arg) const;
+  std::string repeated_option() const;
+
+  CLI::App app_;
+  bool help_ = false;
+  bool stop_at_argument_ = false;
+  std::vector<const CLI::Option*> repeatable_;
+};
+
+// Prints "asyncprobe: MESSAGE (see asyncprobe COMMAND --help)" on stderr; returns kExitUsage.
+// An empty COMMAND points at `asyncprobe --help`.
+int usage_error(const std::string& command, const std::string& message);
+
+// Prints "asyncprobe: MESSAGE" on stderr and returns `code`: errors that are not about usage.
 int fail_with_message(const std::string& message, int code);
 
-// What every subcommand checks once its arguments are parsed: -1 to go on, else the exit code to
-// return (usage error printed, --help printed, or no process with that pid).
-int check_subcommand_start(bool parsed, const std::string& parse_error, bool help,
-                           const char* usage, int pid);
+// What every subcommand does with a ParseResult: -1 to go on, else the exit code to return (usage
+// printed for --help, or the usage error printed).
+int finish_parse(const ParseResult& parsed, const std::string& command, const char* usage);
 
-// Parses argv. On error returns false with a one-line message in `error`.
-bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error);
+// -1 when the process exists, else the "no process with pid N" exit code (message printed).
+int check_process_exists(int pid);
 
-const char* usage_text();
+// Formats with no file-name inference (snapshot, trace): an -o name whose extension says another
+// format than the one chosen is a usage error, so that `-o report.json` without --json does not
+// write text into it. "" when fine, else the message. `choose` says how to pick the format.
+std::string check_output_name(const std::string& path, const std::string& format,
+                              const std::string& choose);
 
 }  // namespace asyncprobe::cli

@@ -18,20 +18,19 @@
 #include <unordered_map>
 #include <vector>
 
-#include "userspace/profile/await_profiler.h"
-#include "userspace/profile/await_trace_profile.h"
-#include "userspace/cli/cli_options.h"
-#include "userspace/profile/cpu_profiler.h"
-#include "userspace/util/exit_codes.h"
+#include "userspace/kernel/profile_session.h"
+#include "userspace/kernel/trace_probes.h"
+#include "userspace/output/profile_export.h"
 #include "userspace/process/kernel_symbols.h"
 #include "userspace/process/memory_reader.h"
-#include "userspace/output/profile_export.h"
-#include "userspace/kernel/profile_session.h"
+#include "userspace/process/stack_unwind.h"
+#include "userspace/process/target_process.h"
+#include "userspace/profile/await_profiler.h"
+#include "userspace/profile/await_trace_profile.h"
+#include "userspace/profile/cpu_profiler.h"
 #include "userspace/profile/running_coroutine.h"
 #include "userspace/snapshot/snapshot_taker.h"
-#include "userspace/process/target_process.h"
-#include "userspace/kernel/trace_probes.h"
-#include "userspace/process/stack_unwind.h"
+#include "userspace/util/exit_codes.h"
 
 namespace asyncprobe::cli {
 
@@ -45,22 +44,6 @@ constexpr int kDefaultCpuHz = 99;
 constexpr int kDefaultAwaitHz = 10;
 constexpr int kMaxCpuHz = 1000;
 constexpr int kMaxAwaitHz = 100;  // a snapshot scans the heap: more often costs the target
-
-struct ProfileOptions {
-  int pid = 0;
-  double duration_s = 0;  // 0: until Ctrl-C, SIGTERM or the target's exit
-  int hz = 0;             // 0: the default of the mode
-  std::string output;
-  std::string format;  // empty: from -o's extension, else text
-  bool await = false;
-  bool trace = false;  // take the running / waiting coroutines from the trace probes
-  bool kernel = false;
-  bool full_names = false;
-  std::vector<std::string> debug_dirs;
-  uint32_t ringbuf_mb = 32;
-  bool ringbuf_mb_given = false;  // CPU profile without it: sized to the rate and CPUs
-  bool help = false;
-};
 
 const char kUsage[] =
     "usage: asyncprobe profile -p PID [-d DURATION] [-F HZ] [-o FILE] [--format NAME]\n"
@@ -93,97 +76,12 @@ const char kUsage[] =
     "  --debug-dir DIR         also look for debug files under DIR (repeatable)\n"
     "  --ringbuf-mb N          sample ring buffer in MiB (default: CPU profile 0.1 s of\n"
     "                          samples on every CPU, at least 1; --trace 32)\n"
+    "  -h, --help              this text\n"
     "exit codes: 0 ok (also when the target exits during the profile: the output says so),\n"
     "  2 usage, 3 no such process, 4 not permitted (privileges), 5 not inspectable,\n"
     "  6 unsupported (no kernel BTF / BPF / perf events), 7 no coroutine code (--await,\n"
     "  --trace),\n"
     "  1 internal error\n";
-
-bool parse_hz(const std::string& s, int* hz) {
-  int v = 0;
-  if (!parse_pid(s, &v) || v > 1'000'000) return false;
-  *hz = v;
-  return true;
-}
-
-bool parse_args(int argc, char** argv, ProfileOptions* o, std::string* error) {
-  OptionCursor opt(argc, argv);
-  while (opt.next()) {
-    const std::string& a = opt.name();
-    auto need = [&](std::string* out) { return opt.value(out, error); };
-    std::string v;
-    if (a == "-h" || a == "--help") {
-      o->help = true;
-    } else if (a == "-p" || a == "--pid") {
-      if (!need(&v)) return false;
-      if (!parse_pid(v, &o->pid)) {
-        *error = "invalid pid '" + v + "'";
-        return false;
-      }
-    } else if (a == "-d" || a == "--duration") {
-      if (!need(&v)) return false;
-      auto d = parse_duration(v);
-      if (!d || *d <= 0) {
-        *error = "invalid duration '" + v + "': use e.g. 500ms, 10s, 2m (above 0)";
-        return false;
-      }
-      o->duration_s = *d;
-    } else if (a == "-F" || a == "--frequency") {
-      if (!need(&v)) return false;
-      if (!parse_hz(v, &o->hz)) {
-        *error = "invalid frequency '" + v + "': a whole number of Hz";
-        return false;
-      }
-    } else if (a == "-o" || a == "--output") {
-      if (!need(&o->output)) return false;
-    } else if (a == "--format") {
-      if (!need(&o->format)) return false;
-      output::ProfileFormat f;
-      if (!output::parse_profile_format(o->format, &f)) {
-        *error = "unknown format '" + o->format + "': text, folded, svg, speedscope, pprof or json";
-        return false;
-      }
-    } else if (a == "--await") {
-      o->await = true;
-    } else if (a == "--trace") {
-      o->trace = true;
-    } else if (a == "--kernel") {
-      o->kernel = true;
-    } else if (a == "--full-names") {
-      o->full_names = true;
-    } else if (a == "--debug-dir") {
-      if (!need(&v)) return false;
-      o->debug_dirs.push_back(v);
-    } else if (a == "--ringbuf-mb") {
-      if (!need(&v) || !parse_ringbuf_mb(v, &o->ringbuf_mb, error)) return false;
-      o->ringbuf_mb_given = true;
-    } else {
-      *error = "unknown profile option '" + a + "' (see asyncprobe profile --help)";
-      return false;
-    }
-  }
-  if (o->help) return true;
-  if (o->pid == 0) {
-    *error = "profile needs -p PID";
-    return false;
-  }
-  if (o->await && o->trace && o->hz != 0) {
-    *error = "-F does not apply to --await --trace: every wait is measured";
-    return false;
-  }
-  const int max_hz = o->await ? kMaxAwaitHz : kMaxCpuHz;
-  if (o->hz == 0) o->hz = o->await ? kDefaultAwaitHz : kDefaultCpuHz;
-  if (o->hz > max_hz) {
-    *error = "-F " + std::to_string(o->hz) + " is out of range: " +
-             (o->await ? "1..100 snapshots per second with --await" : "1..1000 Hz");
-    return false;
-  }
-  if (o->await && o->kernel) {
-    *error = "--kernel applies to CPU profiles, not --await";
-    return false;
-  }
-  return true;
-}
 
 uint64_t monotonic_ns() {
   timespec ts{};
@@ -316,9 +214,10 @@ constexpr uint64_t kNoBlockingReports = 3600ull * 1'000'000'000;
 // --trace: the probes of `asyncprobe trace` (runs and resumes only). nullptr with *rc set (the
 // message printed) when they cannot be attached.
 std::unique_ptr<kernel::TraceSession> attach_profile_probes(const ProfileOptions& o,
-                                                    const snapshot::SnapshotTaker& taker, model::Profile* p,
-                                                    kernel::TraceProbePlan* plan, kernel::AttachStats* attach,
-                                                    int* rc) {
+                                                            const snapshot::SnapshotTaker& taker,
+                                                            model::Profile* p,
+                                                            kernel::TraceProbePlan* plan,
+                                                            kernel::AttachStats* attach, int* rc) {
   kernel::TraceError terr;
   if (!kernel::plan_trace_probes(taker.index(), o.pid, p->command, plan, &p->warnings, &terr)) {
     *rc = fail(terr.message, terr.code);
@@ -329,7 +228,8 @@ std::unique_ptr<kernel::TraceSession> attach_profile_probes(const ProfileOptions
   settings.stall_threshold_ns = kNoBlockingReports;
   settings.ringbuf_bytes = o.ringbuf_mb << 20;
   settings.btf_path = kernel::kernel_btf_path();
-  std::unique_ptr<kernel::TraceSession> session = kernel::attach_trace_probes(*plan, settings, attach, &terr);
+  std::unique_ptr<kernel::TraceSession> session =
+      kernel::attach_trace_probes(*plan, settings, attach, &terr);
   if (session == nullptr) *rc = fail(terr.message, terr.code);
   return session;
 }
@@ -343,7 +243,8 @@ int run_await_traced(const ProfileOptions& o, snapshot::SnapshotTaker* taker) {
   kernel::TraceProbePlan plan;
   kernel::AttachStats attach;
   int rc = util::kExitOk;
-  std::unique_ptr<kernel::TraceSession> session = attach_profile_probes(o, *taker, &p, &plan, &attach, &rc);
+  std::unique_ptr<kernel::TraceSession> session =
+      attach_profile_probes(o, *taker, &p, &plan, &attach, &rc);
   if (session == nullptr) return rc;
   const uint64_t start = monotonic_ns();
 
@@ -477,10 +378,105 @@ int run_await(const ProfileOptions& o, snapshot::SnapshotTaker* taker) {
   return write_output(o, p);
 }
 
-int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_coroutines) {
-  kernel::TraceError terr;
-  const std::string btf = kernel::kernel_btf_path();
+// The CPU profile's losses and guesses, each counted in a warning.
+void add_cpu_warnings(const profile::SamplerStats& c, const profile::CpuProfileStats& st,
+                      model::Profile* p) {
+  auto note = [p](uint64_t n, const std::string& what) {
+    if (n > 0) p->warnings.push_back(std::to_string(n) + " " + what);
+  };
+  note(c.lost, "samples lost (ring buffer full): raise --ringbuf-mb");
+  note(c.stack_failed, "samples without a user stack copy (shown at their pc)");
+  note(c.stack_short, "samples with a shortened stack copy (outer frames may be missing)");
+  note(st.unwind_one_frame, "samples whose stack could not be unwound past the sampled pc");
+  note(st.ambiguous,
+       "samples in a coroutine with several live frames of it on the stack: not joined");
+  note(st.no_candidate,
+       "samples in a coroutine whose frame address was not found on the stack: not joined");
+  note(st.not_in_snapshot,
+       "samples in a coroutine no snapshot had seen yet: its async parents are missing");
+  note(st.uncertain, "samples joined through a guessed awaiter edge (marked uncertain)");
+  note(c.kstack_failed, "kernel stacks could not be read");
+  note(st.trace_other,
+       "samples in a coroutine of which the trace probes named no run (started before the "
+       "probes, or a run they do not follow): its frame was found from the stack words");
+}
 
+// The one-line summary on stderr, and with ASYNCPROBE_PROFILE_STATS the costs line.
+void print_cpu_stats(const ProfileOptions& o, const profile::CpuProfileStats& st,
+                     const profile::RunningCoroutineStats& fs, const profile::SamplerStats& c,
+                     const kernel::ProfileSession& session) {
+  std::cerr << "asyncprobe: " << st.samples << " samples (" << st.in_coroutine << " in coroutines, "
+            << st.joined << " joined"
+            << (o.trace ? ", " + std::to_string(st.traced) + " named by the trace probes" : "")
+            << "), " << c.lost << " lost; " << fs.snapshots << " snapshots\n";
+  if (std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr) {
+    // Costs for docs/PROFILE.md (tools/bench/profile-overhead reads this line).
+    std::vector<float> t = st.unwind_cpu_us;
+    std::sort(t.begin(), t.end());
+    std::cerr << "profile-stats samples=" << st.samples
+              << " unwind_cpu_us_median=" << (t.empty() ? 0.f : t[t.size() / 2])
+              << " unwind_cpu_us_max=" << (t.empty() ? 0.f : t.back()) << " join_cpu_us_per_sample="
+              << (st.in_coroutine > 0 ? fs.join_seconds * 1e6 / double(st.in_coroutine) : 0)
+              << " snapshots=" << fs.snapshots << " snapshot_cpu_ms_each="
+              << (fs.snapshots > 0 ? fs.snapshot_seconds * 1e3 / double(fs.snapshots) : 0)
+              << " header_reads=" << fs.header_reads
+              << " refreshes_skipped=" << fs.refreshes_skipped << " traced=" << st.traced;
+    // The BPF program's time in the target's context per sample (ticks of other processes,
+    // which return at the pid filter, included).
+    const kernel::ProfileSession::ProgramCpu prog = session.program_cpu();
+    const uint64_t target_ticks = c.target_ticks;
+    std::cerr << " bpf_ns_per_sample="
+              << (prog.runs > 0 && target_ticks > 0 ? prog.run_ns / target_ticks : 0) << "\n";
+  }
+}
+
+// --trace: the probes keep each thread's running coroutine and the samples read it. nullptr with
+// *rc set when they cannot be attached.
+std::unique_ptr<kernel::TraceSession> attach_running_probes(const ProfileOptions& o,
+                                                            const snapshot::SnapshotTaker& taker,
+                                                            model::Profile* p,
+                                                            profile::CpuProfiler* profiler,
+                                                            int* rc) {
+  kernel::TraceProbePlan plan;
+  kernel::AttachStats attach;
+  std::unique_ptr<kernel::TraceSession> trace =
+      attach_profile_probes(o, taker, p, &plan, &attach, rc);
+  if (trace == nullptr) return nullptr;
+  std::vector<uint64_t> resume_starts;
+  for (const trace::TraceFunction& f : plan.functions) {
+    resume_starts.push_back(f.fn != nullptr && f.loaded != nullptr ? f.fn->resume + f.loaded->bias
+                                                                   : 0);
+  }
+  profiler->use_trace(std::move(resume_starts));
+  return trace;
+}
+
+// Starts the perf-event sampling. nullptr with *rc set (the message printed) when refused.
+std::unique_ptr<kernel::ProfileSession> start_sampling(const ProfileOptions& o,
+                                                       kernel::TraceSession* trace,
+                                                       const model::Profile& p, int* rc) {
+  kernel::ProfileSessionOptions sopts;
+  sopts.pid = o.pid;
+  sopts.frequency_hz = o.hz;
+  sopts.kernel_stacks = o.kernel;
+  sopts.ringbuf_bytes = o.ringbuf_mb_given ? uint64_t{o.ringbuf_mb} << 20 : 0;
+  sopts.btf_path = kernel::kernel_btf_path();
+  sopts.measure_program = std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr;
+  sopts.trace_threads_fd = trace != nullptr ? trace->threads_map_fd() : -1;
+  kernel::TraceError terr;
+  std::unique_ptr<kernel::ProfileSession> session = kernel::ProfileSession::start(sopts, &terr);
+  if (session == nullptr) {
+    *rc = fail(terr.message, terr.code);
+    return nullptr;
+  }
+  std::cerr << "asyncprobe: profiling pid " << o.pid << " (" << p.command << ") at " << o.hz
+            << " Hz on " << session->cpus() << " CPUs"
+            << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
+            << std::flush;
+  return session;
+}
+
+int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_coroutines) {
   model::Profile p;
   p.type = model::Profile::Type::kCpu;
   fill_header(&p, o);
@@ -508,37 +504,17 @@ int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_c
     p.warnings.push_back("/proc/kallsyms gave no addresses: kernel frames are shown by address");
   }
   profile::CpuProfiler profiler(&p, &unwinder, &finder, o.kernel ? &kernel : nullptr);
-  // --trace: the probes keep each thread's running coroutine; the samples read it.
   std::unique_ptr<kernel::TraceSession> trace;
   if (o.trace) {
-    kernel::TraceProbePlan plan;
-    kernel::AttachStats attach;
     int rc = util::kExitOk;
-    trace = attach_profile_probes(o, *taker, &p, &plan, &attach, &rc);
+    trace = attach_running_probes(o, *taker, &p, &profiler, &rc);
     if (trace == nullptr) return rc;
-    std::vector<uint64_t> resume_starts;
-    for (const trace::TraceFunction& f : plan.functions) {
-      resume_starts.push_back(f.fn != nullptr && f.loaded != nullptr ? f.fn->resume + f.loaded->bias
-                                                                     : 0);
-    }
-    profiler.use_trace(std::move(resume_starts));
   }
 
-  kernel::ProfileSessionOptions sopts;
-  sopts.pid = o.pid;
-  sopts.frequency_hz = o.hz;
-  sopts.kernel_stacks = o.kernel;
-  sopts.ringbuf_bytes = o.ringbuf_mb_given ? uint64_t{o.ringbuf_mb} << 20 : 0;
-  sopts.btf_path = btf;
-  sopts.measure_program = std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr;
-  sopts.trace_threads_fd = trace != nullptr ? trace->threads_map_fd() : -1;
   install_stop_handlers();
-  std::unique_ptr<kernel::ProfileSession> session = kernel::ProfileSession::start(sopts, &terr);
-  if (session == nullptr) return fail(terr.message, terr.code);
-  std::cerr << "asyncprobe: profiling pid " << o.pid << " (" << p.command << ") at " << o.hz
-            << " Hz on " << session->cpus() << " CPUs"
-            << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
-            << std::flush;
+  int rc = util::kExitOk;
+  std::unique_ptr<kernel::ProfileSession> session = start_sampling(o, trace.get(), p, &rc);
+  if (session == nullptr) return rc;
 
   // ASYNCPROBE_PROFILE_DISCARD (benchmarks only): drain the ring, process nothing.
   const bool discard = std::getenv("ASYNCPROBE_PROFILE_DISCARD") != nullptr;
@@ -564,67 +540,63 @@ int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_c
   const profile::SamplerStats c = session->stats();
   p.lost_samples = static_cast<int64_t>(c.lost);
 
-  const profile::CpuProfileStats& st = profiler.stats();
-  const profile::RunningCoroutineStats& fs = finder.stats();
-  auto note = [&](uint64_t n, const std::string& what) {
-    if (n > 0) p.warnings.push_back(std::to_string(n) + " " + what);
-  };
-  note(c.lost, "samples lost (ring buffer full): raise --ringbuf-mb");
-  note(c.stack_failed, "samples without a user stack copy (shown at their pc)");
-  note(c.stack_short, "samples with a shortened stack copy (outer frames may be missing)");
-  note(st.unwind_one_frame, "samples whose stack could not be unwound past the sampled pc");
-  note(st.ambiguous,
-       "samples in a coroutine with several live frames of it on the stack: not joined");
-  note(st.no_candidate,
-       "samples in a coroutine whose frame address was not found on the stack: not joined");
-  note(st.not_in_snapshot,
-       "samples in a coroutine no snapshot had seen yet: its async parents are missing");
-  note(st.uncertain, "samples joined through a guessed awaiter edge (marked uncertain)");
-  note(c.kstack_failed, "kernel stacks could not be read");
-  note(st.trace_other,
-       "samples in a coroutine of which the trace probes named no run (started before the "
-       "probes, or a run they do not follow): its frame was found from the stack words");
+  add_cpu_warnings(c, profiler.stats(), &p);
   if (poll_error != 0) {
     p.warnings.push_back(std::string("ring buffer poll failed: ") + strerror(poll_error));
   }
   if (exited) note_target_exit(&p);
-  std::cerr << "asyncprobe: " << st.samples << " samples (" << st.in_coroutine << " in coroutines, "
-            << st.joined << " joined"
-            << (o.trace ? ", " + std::to_string(st.traced) + " named by the trace probes" : "")
-            << "), " << c.lost << " lost; " << fs.snapshots << " snapshots\n";
-  if (std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr) {
-    // Costs for docs/PROFILE.md (tools/bench/profile-overhead reads this line).
-    std::vector<float> t = st.unwind_cpu_us;
-    std::sort(t.begin(), t.end());
-    std::cerr << "profile-stats samples=" << st.samples
-              << " unwind_cpu_us_median=" << (t.empty() ? 0.f : t[t.size() / 2])
-              << " unwind_cpu_us_max=" << (t.empty() ? 0.f : t.back()) << " join_cpu_us_per_sample="
-              << (st.in_coroutine > 0 ? fs.join_seconds * 1e6 / double(st.in_coroutine) : 0)
-              << " snapshots=" << fs.snapshots << " snapshot_cpu_ms_each="
-              << (fs.snapshots > 0 ? fs.snapshot_seconds * 1e3 / double(fs.snapshots) : 0)
-              << " header_reads=" << fs.header_reads
-              << " refreshes_skipped=" << fs.refreshes_skipped << " traced=" << st.traced;
-    // The BPF program's time in the target's context per sample (ticks of other processes,
-    // which return at the pid filter, included).
-    const kernel::ProfileSession::ProgramCpu prog = session->program_cpu();
-    const uint64_t target_ticks = c.target_ticks;
-    std::cerr << " bpf_ns_per_sample="
-              << (prog.runs > 0 && target_ticks > 0 ? prog.run_ns / target_ticks : 0) << "\n";
-  }
+  print_cpu_stats(o, profiler.stats(), finder.stats(), c, *session);
   return write_output(o, p);
+}
+
+// The rules between options that CLI11 does not express: -F's range depends on the mode.
+std::string check_profile_options(ProfileOptions* o) {
+  if (o->pid == 0) return "profile needs -p PID";
+  if (o->await && o->trace && o->hz != 0) {
+    return "-F does not apply to --await --trace: every wait is measured";
+  }
+  const int max_hz = o->await ? kMaxAwaitHz : kMaxCpuHz;
+  if (o->hz == 0) o->hz = o->await ? kDefaultAwaitHz : kDefaultCpuHz;
+  if (o->hz > max_hz) {
+    return "-F " + std::to_string(o->hz) + " is out of range: " +
+           (o->await ? "1..100 snapshots per second with --await" : "1..1000 Hz");
+  }
+  if (o->await && o->kernel) return "--kernel applies to CPU profiles, not --await";
+  return "";
 }
 
 }  // namespace
 
-const char* profile_usage_text() { return kUsage; }
+ParseResult parse_profile_args(int argc, char** argv, ProfileOptions* o) {
+  OptionParser p("profile");
+  p.pid(&o->pid);
+  p.duration("-d,--duration", &o->duration_s, DurationRange::kAboveZero);
+  p.count("-F,--frequency", &o->hz, 1, 1'000'000, "frequency");
+  p.text("-o,--output", &o->output);
+  p.choice("--format", &o->format, {"text", "folded", "svg", "speedscope", "pprof", "json"},
+           "format");
+  p.flag("--await", &o->await);
+  p.flag("--trace", &o->trace);
+  p.flag("--kernel", &o->kernel);
+  p.flag("--full-names", &o->full_names);
+  p.texts("--debug-dir", &o->debug_dirs);
+  const CLI::Option* ringbuf = p.ringbuf_mb(&o->ringbuf_mb);
+  ParseResult r = p.parse(argc, argv);
+  if (!r.ok || r.help) return r;
+  o->ringbuf_mb_given = ringbuf->count() > 0;
+  if (std::string error = check_profile_options(o); !error.empty()) {
+    r.ok = false;
+    r.error = error;
+  }
+  return r;
+}
 
 int profile_main(int argc, char** argv) {
   ProfileOptions o;
-  std::string error;
-  const bool parsed = parse_args(argc, argv, &o, &error);
-  if (int code = check_subcommand_start(parsed, error, o.help, kUsage, o.pid); code >= 0) {
-    return code;
+  if (int rc = finish_parse(parse_profile_args(argc, argv, &o), "profile", kUsage); rc >= 0) {
+    return rc;
   }
+  if (int rc = check_process_exists(o.pid); rc >= 0) return rc;
   if (!o.await || o.trace) {
     // Privileges and BTF first: without them nothing else is worth reading.
     kernel::TraceError terr;

@@ -3,12 +3,33 @@
 // coroutines wait, from periodic snapshots). See docs/PROFILE.md.
 #pragma once
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "userspace/cli/cli_options.h"
+
 namespace asyncprobe::cli {
 
-// argv[0] is "profile". Parses its own options, writes the profile, returns an ExitCode.
-int profile_main(int argc, char** argv);
+struct ProfileOptions {
+  int pid = 0;
+  double duration_s = 0;  // 0: until Ctrl-C, SIGTERM or the target's exit
+  int hz = 0;             // after parsing: the mode's default when -F was not given
+  std::string output;
+  std::string format;  // empty: from -o's extension, else text
+  bool await = false;
+  bool trace = false;  // take the running / waiting coroutines from the trace probes
+  bool kernel = false;
+  bool full_names = false;
+  std::vector<std::string> debug_dirs;
+  uint32_t ringbuf_mb = 32;
+  bool ringbuf_mb_given = false;  // CPU profile without it: sized to the rate and CPUs
+};
 
-// The usage text of `asyncprobe profile`.
-const char* profile_usage_text();
+// argv[0] is "profile".
+ParseResult parse_profile_args(int argc, char** argv, ProfileOptions* o);
+
+// argv[0] is "profile". Parses its options, writes the profile, returns an ExitCode.
+int profile_main(int argc, char** argv);
 
 }  // namespace asyncprobe::cli

@@ -11,7 +11,6 @@
 #include <fstream>
 #include <iostream>
 
-#include "userspace/cli/cli_options.h"
 #include "userspace/preload/protocol.h"
 #include "userspace/util/exit_codes.h"
 
@@ -22,6 +21,39 @@ namespace {
 constexpr const char* kLibrary = "libasyncprobe-preload.so";
 constexpr const char* kBlockingLibrary = "libasyncprobe-preload-blocking.so";
 constexpr const char* kHelper = "asyncprobe-preload-helper";
+
+const char kUsage[] = R"(usage: asyncprobe run [options] -- CMD [ARGS...]
+
+Runs CMD with the asyncprobe preload library: no root, no recompilation. CMD keeps its pid,
+output and exit status. While it runs:
+  - a crash (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) or std::terminate prints the thread's stack
+    and the async stack of the coroutine it was running, then the process dies the same way;
+  - `asyncprobe -p PID`, run by the same user, reads it through a private socket;
+  - with --trace, `asyncprobe trace -p PID` counts coroutine resumes in-process.
+
+options:
+  --crash-report FILE     also append crash and std::terminate reports to FILE
+  --crash-wait DURATION   how long a crash waits for symbol tables still being computed
+                          (default 30s)
+  --no-crash-handler      do not install the crash and terminate handlers
+  --no-socket             do not serve snapshots over the socket
+  --trace                 patch coroutine resume functions at load time, so that
+                          `asyncprobe trace -p PID` can count resumes without root
+  --trace-out FILE        count every resume from start to exit and write the report to FILE
+                          when CMD exits (implies --trace)
+  --blocking[=DURATION]   record blocking calls (locks, sleeps, poll/epoll, reads, writes)
+                          that last DURATION or longer (default 10ms) while a coroutine runs
+  --blocking-out FILE     write the blocking-call report to FILE at exit (default: stderr)
+  --json                  write the reports at exit as JSON
+  --follow-children       programs CMD starts run with the library too
+  --debug-dir DIR         extra debug-file root (repeatable)
+  --socket-dir DIR        directory for the socket (default /tmp/asyncprobe-UID)
+  -h, --help              this text
+
+exit status: CMD's own; 127 CMD not found, 126 CMD not executable, 2 usage, 1 the preload
+library is not installed, 4 CMD is set-user-ID (the loader would ignore the library), 6 CMD is
+not a dynamically linked 64-bit x86-64 program.
+)";
 
 std::string self_dir() {
   char buf[4096];
@@ -115,127 +147,72 @@ std::string find_preload_file(const std::string& name) {
   return "";
 }
 
-const char* run_usage_text() {
-  return R"(usage: asyncprobe run [options] -- CMD [ARGS...]
-
-Runs CMD with the asyncprobe preload library: no root, no recompilation. CMD keeps its pid,
-output and exit status. While it runs:
-  - a crash (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT) or std::terminate prints the thread's stack
-    and the async stack of the coroutine it was running, then the process dies the same way;
-  - `asyncprobe -p PID`, run by the same user, reads it through a private socket;
-  - with --trace, `asyncprobe trace -p PID` counts coroutine resumes in-process.
-
-options:
-  --crash-report FILE     also append crash and std::terminate reports to FILE
-  --crash-wait DURATION   how long a crash waits for symbol tables still being computed
-                          (default 30s)
-  --no-crash-handler      do not install the crash and terminate handlers
-  --no-socket             do not serve snapshots over the socket
-  --trace                 patch coroutine resume functions at load time, so that
-                          `asyncprobe trace -p PID` can count resumes without root
-  --trace-out FILE        count every resume from start to exit and write the report to FILE
-                          when CMD exits (implies --trace)
-  --blocking[=DURATION]   record blocking calls (locks, sleeps, poll/epoll, reads, writes)
-                          that last DURATION or longer (default 10ms) while a coroutine runs
-  --blocking-out FILE     write the blocking-call report to FILE at exit (default: stderr)
-  --json                  write the reports at exit as JSON
-  --follow-children       programs CMD starts run with the library too
-  --debug-dir DIR         extra debug-file root (repeatable)
-  --socket-dir DIR        directory for the socket (default /tmp/asyncprobe-UID)
-  -h, --help              this text
-
-exit status: CMD's own; 127 CMD not found, 126 CMD not executable, 2 usage, 1 the preload
-library is not installed, 4 CMD is set-user-ID (the loader would ignore the library), 6 CMD is
-not a dynamically linked 64-bit x86-64 program.
-)";
+ParseResult parse_run_args(int argc, char** argv, RunOptions* o) {
+  OptionParser p("run");
+  p.text("--crash-report", &o->crash_report);
+  p.duration("--crash-wait", &o->crash_wait_s, DurationRange::kZeroOrMore, 3600);
+  bool no_crash = false, no_socket = false;
+  p.flag("--no-crash-handler", &no_crash);
+  p.flag("--no-socket", &no_socket);
+  p.flag("--trace", &o->trace);
+  p.text("--trace-out", &o->trace_out);
+  std::string blocking;
+  CLI::Option* blocking_opt = p.flag_with_value("--blocking", "10ms", &blocking);
+  p.text("--blocking-out", &o->blocking_out);
+  p.flag("--json", &o->json);
+  p.flag("--follow-children", &o->follow);
+  p.texts("--debug-dir", &o->debug_dirs);
+  p.text("--socket-dir", &o->socket_dir);
+  p.stop_at_first_argument();
+  ParseResult r = p.parse(argc, argv, &o->argv);
+  if (!r.ok || r.help) return r;
+  auto fail = [&r](std::string message) {
+    r.ok = false;
+    r.error = std::move(message);
+    return r;
+  };
+  if (blocking_opt->count() > 0) {
+    const std::optional<double> d = parse_duration(blocking);
+    if (!d || *d <= 0)
+      return fail("invalid duration '" + blocking + "': use e.g. 500us, 10ms or 1s");
+    o->blocking = true;
+    o->blocking_s = *d;
+  }
+  if (o->argv.empty()) return fail("no command: asyncprobe run [options] -- CMD [ARGS...]");
+  o->crash = !no_crash;
+  o->socket = !no_socket;
+  if (!o->trace_out.empty()) o->trace = o->trace_from_start = true;
+  if (!o->blocking_out.empty()) o->blocking = true;
+  for (std::string* path : {&o->crash_report, &o->trace_out, &o->blocking_out, &o->socket_dir}) {
+    *path = absolute(*path);
+  }
+  for (std::string& d : o->debug_dirs) d = absolute(d);
+  return r;
 }
 
-bool plan_run(const std::vector<std::string>& args, RunPlan* plan, std::string* error, bool* help) {
-  std::vector<std::string> options;
-  std::string crash_report, trace_out, blocking_out, socket_dir, debug_dirs;
-  bool trace = false, trace_from_start = false, blocking = false, follow = false, json = false;
-  bool crash = true, socket = true;
-  uint64_t blocking_ns = 10'000'000, crash_wait_ms = 30'000;
-  *help = false;
-  size_t i = 0;
-  auto value = [&](const std::string& a, const std::string& name, std::string* out) -> bool {
-    if (a.rfind(name + "=", 0) == 0) {
-      *out = a.substr(name.size() + 1);
-      return true;
-    }
-    if (a == name) {
-      if (i + 1 >= args.size()) {
-        *error = "option " + name + " needs a value";
-        return false;
-      }
-      *out = args[++i];
-      return true;
-    }
-    return false;
-  };
-  for (; i < args.size(); ++i) {
-    const std::string& a = args[i];
-    std::string v;
-    if (a == "--") {
-      ++i;
-      break;
-    }
-    if (a == "-h" || a == "--help") {
-      *help = true;
-      return true;
-    } else if (a == "--no-crash-handler") {
-      crash = false;
-    } else if (a == "--no-socket") {
-      socket = false;
-    } else if (a == "--trace") {
-      trace = true;
-    } else if (a == "--json") {
-      json = true;
-    } else if (a == "--follow-children") {
-      follow = true;
-    } else if (a == "--blocking") {
-      blocking = true;
-    } else if (a.rfind("--blocking=", 0) == 0) {
-      blocking = true;
-      auto d = parse_duration(a.substr(11));
-      if (!d || *d <= 0) {
-        *error = "invalid duration '" + a.substr(11) + "': use e.g. 500us, 10ms or 1s";
-        return false;
-      }
-      blocking_ns = static_cast<uint64_t>(std::llround(*d * 1e9));
-    } else if (value(a, "--crash-wait", &v)) {
-      auto d = parse_duration(v);
-      if (!d || *d > 3600) {
-        *error = "invalid duration '" + v + "': use e.g. 5s (at most 1h)";
-        return false;
-      }
-      crash_wait_ms = static_cast<uint64_t>(std::llround(*d * 1e3));
-    } else if (value(a, "--crash-report", &v)) {
-      crash_report = absolute(v);
-    } else if (value(a, "--trace-out", &v)) {
-      trace_out = absolute(v);
-      trace = trace_from_start = true;
-    } else if (value(a, "--blocking-out", &v)) {
-      blocking_out = absolute(v);
-      blocking = true;
-    } else if (value(a, "--debug-dir", &v)) {
-      debug_dirs += (debug_dirs.empty() ? "" : ":") + absolute(v);
-    } else if (value(a, "--socket-dir", &v)) {
-      socket_dir = absolute(v);
-    } else if (error->empty() && a.rfind('-', 0) != 0) {
-      break;  // the command itself, without "--"
-    } else {
-      if (error->empty()) *error = "unknown option '" + a + "' (see asyncprobe run --help)";
-      return false;
-    }
-    if (!error->empty()) return false;
-  }
-  if (i >= args.size()) {
-    *error = "no command: asyncprobe run [options] -- CMD [ARGS...]";
-    return false;
-  }
-  plan->argv.assign(args.begin() + static_cast<long>(i), args.end());
+namespace {
 
+// ASYNCPROBE_PRELOAD_OPTIONS: what the library reads at load time.
+std::string library_options(const RunOptions& o) {
+  std::vector<std::string> options;
+  options.push_back(o.crash ? "crash" : "no-crash");
+  options.push_back(o.socket ? "socket" : "no-socket");
+  if (o.trace) options.push_back(o.trace_from_start ? "trace-from-start" : "trace");
+  if (o.blocking) {
+    options.push_back("blocking=" + std::to_string(std::llround(o.blocking_s * 1e9)));
+  }
+  if (o.follow) options.push_back("follow-children");
+  if (o.json) options.push_back("json");
+  options.push_back("crash-wait=" + std::to_string(std::llround(o.crash_wait_s * 1e3)));
+  std::string joined;
+  for (const auto& opt : options) joined += (joined.empty() ? "" : ",") + opt;
+  return joined;
+}
+
+}  // namespace
+
+bool plan_run(const RunOptions& o, RunPlan* plan, std::string* error) {
+  plan->argv = o.argv;
   std::string lib = find_preload_file(kLibrary);
   if (lib.empty()) {
     *error = std::string("cannot find ") + kLibrary +
@@ -243,7 +220,7 @@ bool plan_run(const std::vector<std::string>& args, RunPlan* plan, std::string* 
     return false;
   }
   std::string preload = lib;
-  if (blocking) {
+  if (o.blocking) {
     std::string blib = find_preload_file(kBlockingLibrary);
     if (blib.empty()) {
       *error = std::string("cannot find ") + kBlockingLibrary;
@@ -255,18 +232,8 @@ bool plan_run(const std::vector<std::string>& args, RunPlan* plan, std::string* 
   std::string orig_value = orig != nullptr ? orig : "";
   if (!orig_value.empty()) preload += ":" + orig_value;
 
-  options.push_back(crash ? "crash" : "no-crash");
-  options.push_back(socket ? "socket" : "no-socket");
-  if (trace) options.push_back(trace_from_start ? "trace-from-start" : "trace");
-  if (blocking) options.push_back("blocking=" + std::to_string(blocking_ns));
-  if (follow) options.push_back("follow-children");
-  if (json) options.push_back("json");
-  options.push_back("crash-wait=" + std::to_string(crash_wait_ms));
-  std::string joined;
-  for (const auto& o : options) joined += (joined.empty() ? "" : ",") + o;
-
   plan->env.emplace_back("LD_PRELOAD", preload);
-  plan->env.emplace_back(preload_proto::kEnvOptions, joined);
+  plan->env.emplace_back(preload_proto::kEnvOptions, library_options(o));
   plan->env.emplace_back(preload_proto::kEnvOrigPreload, orig_value);
   std::string helper = find_preload_file(kHelper);
   if (!helper.empty()) plan->env.emplace_back(preload_proto::kEnvHelper, helper);
@@ -277,28 +244,22 @@ bool plan_run(const std::vector<std::string>& args, RunPlan* plan, std::string* 
       plan->env.emplace_back(name, v);
     }
   };
-  set_or_unset(preload_proto::kEnvCrashReport, crash_report);
-  set_or_unset(preload_proto::kEnvTraceOut, trace_out);
-  set_or_unset(preload_proto::kEnvBlockingOut, blocking_out);
+  std::string debug_dirs;
+  for (const std::string& d : o.debug_dirs) debug_dirs += (debug_dirs.empty() ? "" : ":") + d;
+  set_or_unset(preload_proto::kEnvCrashReport, o.crash_report);
+  set_or_unset(preload_proto::kEnvTraceOut, o.trace_out);
+  set_or_unset(preload_proto::kEnvBlockingOut, o.blocking_out);
   set_or_unset(preload_proto::kEnvDebugDirs, debug_dirs);
-  set_or_unset(preload_proto::kEnvSocketDir, socket_dir);
+  set_or_unset(preload_proto::kEnvSocketDir, o.socket_dir);
   return true;
 }
 
 int run_main(int argc, char** argv) {
-  std::vector<std::string> args;
-  for (int i = 1; i < argc; ++i) args.emplace_back(argv[i]);
+  RunOptions o;
+  if (int rc = finish_parse(parse_run_args(argc, argv, &o), "run", kUsage); rc >= 0) return rc;
   RunPlan plan;
   std::string error;
-  bool help = false;
-  if (!plan_run(args, &plan, &error, &help)) {
-    std::cerr << "asyncprobe: " << error << "\n";
-    return error.rfind("cannot find", 0) == 0 ? util::kExitInternal : util::kExitUsage;
-  }
-  if (help) {
-    std::cout << run_usage_text();
-    return util::kExitOk;
-  }
+  if (!plan_run(o, &plan, &error)) return fail_with_message(error, util::kExitInternal);
   int code = util::kExitOk;
   std::string unsupported = unsupported_command(plan.argv[0], &code);
   if (!unsupported.empty()) {

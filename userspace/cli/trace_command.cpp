@@ -11,13 +11,13 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <unordered_map>
 
-#include "userspace/cli/cli_options.h"
 #include "userspace/kernel/trace_calibrate.h"
 #include "userspace/kernel/trace_probes.h"
 #include "userspace/kernel/trace_session.h"
@@ -35,6 +35,35 @@
 namespace asyncprobe::cli {
 
 namespace {
+
+const char kUsage[] =
+    "usage: asyncprobe trace -p PID [-d DURATION] [--block-threshold DURATION]\n"
+    "                        [--timeline FILE.json] [--json] [-o FILE]\n"
+    "  Traces the coroutines of a running process with eBPF (root, or CAP_BPF and\n"
+    "  CAP_PERFMON): resumes, time running and suspended per coroutine function and suspend\n"
+    "  point, blocking syscalls made inside coroutines, event-loop stalls, and the coroutines\n"
+    "  still suspended at the end. A uprobe on every resume costs the target a few us per\n"
+    "  resume: the report ends with the estimated overhead.\n"
+    "  Without those privileges, a process started with `asyncprobe run --trace` is traced\n"
+    "  in-process instead, by its own user: exact resume counts per coroutine function.\n"
+    "options:\n"
+    "  -p, --pid PID              process to trace\n"
+    "  -d, --duration DURATION    how long (e.g. 10s, 500ms); default: until Ctrl-C, SIGTERM\n"
+    "                             or the target's exit\n"
+    "  --block-threshold DURATION report blocking calls and event-loop stalls at least this\n"
+    "                             long (default 10ms)\n"
+    "  --timeline FILE.json       write a Chrome trace event file (Perfetto UI,\n"
+    "                             chrome://tracing): a track per thread, a slice per\n"
+    "                             coroutine run, flows from awaiter to awaited\n"
+    "  --json                     the report as JSON\n"
+    "  -o, --output FILE          write the report to FILE (a .json name needs --json)\n"
+    "  --debug-dir DIR            also look for debug files under DIR (repeatable)\n"
+    "  --ringbuf-mb N             ring buffer size in MiB (default 16)\n"
+    "  --no-calibrate             use default per-event costs for the overhead estimate\n"
+    "                             instead of measuring them at start (saves ~0.2 s)\n"
+    "  -h, --help                 this text\n"
+    "exit codes: 0 ok, 2 usage, 3 no such process, 4 not permitted (privileges), 6 unsupported\n"
+    "  (no kernel BTF / BPF), 7 no coroutine code in the target, 1 internal error\n";
 
 // `trace -p` over the run socket: resume counts from the in-process engine.
 int preload_trace_main(int pid, const trace::PreloadTraceOptions& opts, const std::string& format,
@@ -59,105 +88,6 @@ int preload_trace_main(int pid, const trace::PreloadTraceOptions& opts, const st
 std::atomic<int> g_stop_signal{0};
 
 void on_stop_signal(int sig) { g_stop_signal.store(sig); }
-
-struct TraceOptions {
-  int pid = 0;
-  double duration_s = 0;  // 0: until Ctrl-C, SIGTERM or the target's exit
-  double block_threshold_s = 0.010;
-  std::string timeline;
-  bool json = false;
-  std::string output;
-  std::vector<std::string> debug_dirs;
-  bool calibrate = true;
-  uint32_t ringbuf_mb = 16;
-  bool help = false;
-};
-
-const char kUsage[] =
-    "usage: asyncprobe trace -p PID [-d DURATION] [--block-threshold DURATION]\n"
-    "                        [--timeline FILE.json] [--json] [-o FILE]\n"
-    "  Traces the coroutines of a running process with eBPF (root, or CAP_BPF and\n"
-    "  CAP_PERFMON): resumes, time running and suspended per coroutine function and suspend\n"
-    "  point, blocking syscalls made inside coroutines, event-loop stalls, and the coroutines\n"
-    "  still suspended at the end. A uprobe on every resume costs the target a few us per\n"
-    "  resume: the report ends with the estimated overhead.\n"
-    "  Without those privileges, a process started with `asyncprobe run --trace` is traced\n"
-    "  in-process instead, by its own user: exact resume counts per coroutine function.\n"
-    "options:\n"
-    "  -p, --pid PID              process to trace\n"
-    "  -d, --duration DURATION    how long (e.g. 10s, 500ms); default: until Ctrl-C, SIGTERM\n"
-    "                             or the target's exit\n"
-    "  --block-threshold DURATION report blocking calls and event-loop stalls at least this\n"
-    "                             long (default 10ms)\n"
-    "  --timeline FILE.json       write a Chrome trace event file (Perfetto UI,\n"
-    "                             chrome://tracing): a track per thread, a slice per\n"
-    "                             coroutine run, flows from awaiter to awaited\n"
-    "  --json                     the report as JSON\n"
-    "  -o, --output FILE          write the report to FILE\n"
-    "  --debug-dir DIR            also look for debug files under DIR (repeatable)\n"
-    "  --ringbuf-mb N             ring buffer size in MiB (default 16)\n"
-    "  --no-calibrate             use default per-event costs for the overhead estimate\n"
-    "                             instead of measuring them at start (saves ~0.2 s)\n"
-    "exit codes: 0 ok, 2 usage, 3 no such process, 4 not permitted (privileges), 6 unsupported\n"
-    "  (no kernel BTF / BPF), 7 no coroutine code in the target, 1 internal error\n";
-
-bool parse_args(int argc, char** argv, TraceOptions* o, std::string* error) {
-  OptionCursor opt(argc, argv);
-  while (opt.next()) {
-    const std::string& a = opt.name();
-    auto need = [&](std::string* out) { return opt.value(out, error); };
-    if (a == "-h" || a == "--help") {
-      o->help = true;
-    } else if (a == "-p" || a == "--pid") {
-      std::string v;
-      if (!need(&v)) return false;
-      if (!parse_pid(v, &o->pid)) {
-        *error = "invalid pid '" + v + "'";
-        return false;
-      }
-    } else if (a == "-d" || a == "--duration" || a == "--block-threshold") {
-      std::string v;
-      if (!need(&v)) return false;
-      auto d = parse_duration(v);
-      if (!d) {
-        *error = "invalid duration '" + v + "': use e.g. 500ms, 10s, 2m";
-        return false;
-      }
-      if (a == "--block-threshold") {
-        if (*d <= 0) {
-          *error = "--block-threshold must be above 0";
-          return false;
-        }
-        o->block_threshold_s = *d;
-      } else {
-        o->duration_s = *d;
-      }
-    } else if (a == "--timeline") {
-      if (!need(&o->timeline)) return false;
-    } else if (a == "--json") {
-      o->json = true;
-    } else if (a == "-o" || a == "--output") {
-      if (!need(&o->output)) return false;
-    } else if (a == "--debug-dir") {
-      std::string v;
-      if (!need(&v)) return false;
-      o->debug_dirs.push_back(v);
-    } else if (a == "--no-calibrate") {
-      o->calibrate = false;
-    } else if (a == "--ringbuf-mb") {
-      std::string v;
-      if (!need(&v) || !parse_ringbuf_mb(v, &o->ringbuf_mb, error)) return false;
-    } else {
-      *error = "unknown trace option '" + a + "' (see asyncprobe trace --help)";
-      return false;
-    }
-  }
-  if (!o->help && o->pid == 0) {
-    *error = "trace needs -p PID";
-    return false;
-  }
-  return true;
-}
 
 uint64_t monotonic_ns() {
   timespec ts{};
@@ -195,6 +125,18 @@ void install_stop_handlers() {
   sigaction(SIGHUP, &sa, nullptr);
 }
 
+// The report goes to -o FILE or stdout. nullptr (message printed, *rc set) when FILE cannot be
+// written.
+std::ostream* open_output(const std::string& path, std::ofstream* file, int* rc) {
+  if (path.empty()) return &std::cout;
+  file->open(path);
+  if (!*file) {
+    *rc = fail("cannot write " + path, util::kExitUsage);
+    return nullptr;
+  }
+  return file;
+}
+
 // Without root or BPF: a target started with `asyncprobe run --trace` counts its own resumes and
 // serves them to its user over its socket. Returns nullopt when it does not, with a hint for
 // the eBPF error the caller reports instead.
@@ -214,18 +156,14 @@ std::optional<int> trace_in_process(const TraceOptions& o, std::string* hint) {
   }
   c.reset();  // the session opens its own connection
   if (!o.timeline.empty()) {
-    return fail(
-        "--timeline needs the eBPF engine: in-process tracing records no syscall or "
-        "scheduler events",
-        util::kExitUsage);
+    return usage_error("trace",
+                       "--timeline needs the eBPF engine: in-process tracing records no syscall "
+                       "or scheduler events");
   }
   std::ofstream file;
-  std::ostream* out = &std::cout;
-  if (!o.output.empty()) {
-    file.open(o.output);
-    if (!file) return fail("cannot write " + o.output, util::kExitUsage);
-    out = &file;
-  }
+  int rc = util::kExitOk;
+  std::ostream* out = open_output(o.output, &file, &rc);
+  if (out == nullptr) return rc;
   install_stop_handlers();
   trace::PreloadTraceOptions opts;
   // -d, or until Ctrl-C / SIGTERM / the target's exit.
@@ -237,101 +175,101 @@ std::optional<int> trace_in_process(const TraceOptions& o, std::string* hint) {
               << (o.duration_s > 0 ? "" : "; Ctrl-C to stop") << "\n"
               << std::flush;
   };
-  int rc = preload_trace_main(o.pid, opts, o.json ? "json" : "text", *out, std::cerr);
+  rc = preload_trace_main(o.pid, opts, o.json ? "json" : "text", *out, std::cerr);
   out->flush();
   return rc;
 }
 
-}  // namespace
+// One eBPF trace from attach to report: parse -> prepare -> attach -> record -> finish -> write.
+struct EbpfTrace {
+  EbpfTrace(const TraceOptions& opts, std::string btf_path)
+      : o(opts),
+        btf(std::move(btf_path)),
+        taker(snapshot::SnapshotSession{opts.pid, opts.debug_dirs}) {}
 
-const char* trace_usage_text() { return kUsage; }
-
-int trace_main(int argc, char** argv) {
-  TraceOptions o;
-  std::string error;
-  const bool parsed = parse_args(argc, argv, &o, &error);
-  if (int code = check_subcommand_start(parsed, error, o.help, kUsage, o.pid); code >= 0) {
-    return code;
-  }
-  kernel::TraceError terr;
-  const std::string btf = kernel::kernel_btf_path();
-  if (!kernel::check_trace_support(btf, &terr)) {
-    std::string hint;
-    if (auto rc = trace_in_process(o, &hint)) return *rc;
-    return fail(terr.message + hint, terr.code);
-  }
-
-  // The coroutine code of the target, as the snapshot knows it.
-  snapshot::SnapshotTaker taker(snapshot::SnapshotSession{o.pid, o.debug_dirs});
-  snapshot::SnapshotError serr;
-  if (!taker.attach(&serr)) return fail(serr.message, serr.code);
-  const std::string comm = read_first_line("/proc/" + std::to_string(o.pid) + "/comm");
-
+  const TraceOptions& o;
+  const std::string btf;
+  snapshot::SnapshotTaker taker;
+  std::optional<process::TraceUnwinder> unwinder;  // once the target is known to be traceable
+  std::string comm;
   output::TraceReport report;
+  kernel::TraceProbePlan plan;
+  kernel::TraceCosts costs;
+  std::unique_ptr<kernel::TraceSession> session;
+  // Frames that exist at the start: if still suspended at the end without having run, they were
+  // suspended before the trace began.
+  std::unordered_map<uint64_t, std::string> at_start;
+};
+
+// The coroutine code of the target as the snapshot knows it, the probe plan, the costs. -1 to go
+// on, else the exit code (message printed).
+int prepare(EbpfTrace* t) {
+  const TraceOptions& o = t->o;
+  snapshot::SnapshotError serr;
+  if (!t->taker.attach(&serr)) return fail(serr.message, serr.code);
+  t->comm = read_first_line("/proc/" + std::to_string(o.pid) + "/comm");
+  output::TraceReport& report = t->report;
   report.pid = o.pid;
-  report.command = comm;
+  report.command = t->comm;
   report.block_threshold_ns = static_cast<uint64_t>(o.block_threshold_s * 1e9);
 
-  kernel::TraceProbePlan plan;
-  if (!kernel::plan_trace_probes(taker.index(), o.pid, comm, &plan, &report.warnings, &terr)) {
+  kernel::TraceError terr;
+  if (!kernel::plan_trace_probes(t->taker.index(), o.pid, t->comm, &t->plan, &report.warnings,
+                                 &terr)) {
     return fail(terr.message, terr.code);
   }
-  const std::vector<trace::TraceFunction>& fns = plan.functions;
-  report.functions_probed = plan.specs.size();
-
-  kernel::TraceCosts costs;
+  report.functions_probed = t->plan.specs.size();
   if (o.calibrate) {
     std::string cerr;
-    if (!kernel::calibrate_trace_costs(&costs, &cerr)) {
+    if (!kernel::calibrate_trace_costs(&t->costs, &cerr)) {
       report.warnings.push_back("cost calibration failed (" + cerr + "): default costs used");
     }
   }
-
-  process::TraceUnwinder unwinder(o.pid, o.debug_dirs);
-  if (!unwinder.ok()) {
-    report.warnings.push_back("blocking calls will have no stacks: " + unwinder.error());
+  t->unwinder.emplace(o.pid, o.debug_dirs);
+  if (!t->unwinder->ok()) {
+    report.warnings.push_back("blocking calls will have no stacks: " + t->unwinder->error());
   }
+  return -1;
+}
 
+// Attaches the probes and takes the first look at the frames. -1 to go on, else the exit code.
+int attach(EbpfTrace* t) {
+  const TraceOptions& o = t->o;
+  output::TraceReport& report = t->report;
   kernel::TraceProbeSettings settings;
   settings.block_threshold_ns = report.block_threshold_ns;
   settings.stall_threshold_ns = report.block_threshold_ns;
   settings.ringbuf_bytes = o.ringbuf_mb << 20;
-  settings.btf_path = btf;
+  settings.btf_path = t->btf;
 
   install_stop_handlers();
 
-  std::unique_ptr<kernel::TraceSession> session =
-      kernel::attach_trace_probes(plan, settings, &report.attach, &terr);
-  if (session == nullptr) return fail(terr.message, terr.code);
+  kernel::TraceError terr;
+  t->session = kernel::attach_trace_probes(t->plan, settings, &report.attach, &terr);
+  if (t->session == nullptr) return fail(terr.message, terr.code);
   report.start_ts = monotonic_ns();
-  std::cerr << "asyncprobe: tracing pid " << o.pid << " (" << comm << "): " << report.attach.uprobes
-            << " uprobes on " << plan.specs.size() << " coroutine functions + "
-            << report.attach.tracepoints << " tracepoints attached in "
+  std::cerr << "asyncprobe: tracing pid " << o.pid << " (" << t->comm
+            << "): " << report.attach.uprobes << " uprobes on " << t->plan.specs.size()
+            << " coroutine functions + " << report.attach.tracepoints << " tracepoints attached in "
             << static_cast<int>(report.attach.attach_seconds * 1e3) << " ms"
             << (report.attach.uprobe_multi ? " (uprobe_multi)" : "") << "; "
             << (o.duration_s > 0 ? "" : "Ctrl-C to stop") << "\n"
             << std::flush;
 
-  // Frames that exist now: if still suspended at the end without having run, they were
-  // suspended before the trace began.
-  std::unordered_map<uint64_t, std::string> at_start;
-  {
-    model::Snapshot first;
-    if (taker.take(&first, &serr)) {
-      for (const auto& f : first.frames) at_start.emplace(f.address, f.function);
-    }
+  model::Snapshot first;
+  snapshot::SnapshotError serr;
+  if (t->taker.take(&first, &serr)) {
+    for (const auto& f : first.frames) t->at_start.emplace(f.address, f.function);
   }
+  return -1;
+}
 
-  trace::TraceModelOptions mopts;
-  mopts.keep_slices = !o.timeline.empty();
-  mopts.stall_threshold_ns = report.block_threshold_ns;
-  trace::TraceModel model(fns, mopts, &unwinder);
-  trace::TraceReorder reorder;
-  const kernel::TraceSession::EventHandler intake = [&](trace::TraceEvent&& e) {
-    reorder.push(std::move(e));
-  };
-  auto sink = [&](const trace::TraceEvent& e) { model.handle(e); };
-
+// Feeds the ring buffer to the model until -d passes, a stop signal arrives or the target exits.
+void record(EbpfTrace* t, trace::TraceReorder* reorder,
+            const kernel::TraceSession::EventHandler& intake,
+            const std::function<void(const trace::TraceEvent&)>& sink) {
+  const TraceOptions& o = t->o;
+  output::TraceReport& report = t->report;
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, o.pid, 0));
   const uint64_t deadline =
       o.duration_s > 0 ? report.start_ts + static_cast<uint64_t>(o.duration_s * 1e9) : 0;
@@ -342,12 +280,12 @@ int trace_main(int argc, char** argv) {
     int wait_ms = 100;
     if (deadline != 0)
       wait_ms = static_cast<int>(std::min<uint64_t>(100, (deadline - now) / 1'000'000 + 1));
-    int r = session->poll(wait_ms, intake);
+    int r = t->session->poll(wait_ms, intake);
     if (r < 0 && r != -EINTR) {
       report.warnings.push_back(std::string("ring buffer poll failed: ") + strerror(-r));
       break;
     }
-    reorder.release(sink, false);
+    reorder->release(sink, false);
     bool exited = false;
     if (pidfd >= 0) {
       pollfd p{pidfd, POLLIN, 0};
@@ -361,105 +299,124 @@ int trace_main(int argc, char** argv) {
     }
   }
   if (pidfd >= 0) close(pidfd);
+}
 
-  // The end: the last look at the process while the probes still run, then detach.
+// Still suspended at the end: the last snapshot's frames, aged by the trace.
+void add_suspended_at_end(EbpfTrace* t, trace::TraceModel* model, const model::Snapshot& last,
+                          uint64_t end_ts) {
+  output::TraceReport& report = t->report;
+  const std::vector<trace::TraceFunction>& fns = t->plan.functions;
+  std::unordered_map<uint64_t, int64_t> index_at_end;
+  for (const auto& f : last.frames) index_at_end.emplace(f.address, f.suspend.index);
+  model->resolve_pending(index_at_end);
+  snapshot::AsyncForest forest = snapshot::build_async_forest(last);
+  for (size_t i = 0; i < last.frames.size(); ++i) {
+    const model::CoroFrame& f = last.frames[i];
+    if (f.state != model::FrameState::kSuspended) continue;
+    if (forest.links[i].duplicate) continue;
+    output::SuspendedAtEnd s;
+    s.frame = f.address;
+    s.function = f.function;
+    s.file = f.suspend.file;
+    s.line = f.suspend.line;
+    auto fe = model->frame_at_end(f.address);
+    bool same_fn = fe && fe->fn < fns.size() && fns[fe->fn].name == f.function;
+    if (same_fn && fe->running) continue;  // resumed while the snapshot was read
+    if (same_fn && fe->suspended_since != 0 && fe->suspended_since <= end_ts) {
+      s.age_kind = "exact";
+      s.age_ns = end_ts - fe->suspended_since;
+    } else if (auto it = t->at_start.find(f.address);
+               it != t->at_start.end() && it->second == f.function) {
+      s.age_kind = "before-trace";
+      s.age_ns = end_ts - report.start_ts;
+    } else {
+      s.age_kind = "not-started";
+      s.age_ns = end_ts - report.start_ts;
+    }
+    size_t at = i;
+    for (size_t guard = 0; guard < 4096 && at != snapshot::kNoFrame; ++guard) {
+      s.async_stack.push_back(snapshot_entry(last.frames[at]));
+      at = forest.links[at].parent;
+    }
+    report.suspended.push_back(std::move(s));
+  }
+  auto rank = [](const output::SuspendedAtEnd& s) { return s.age_kind == "before-trace" ? 0 : 1; };
+  std::stable_sort(report.suspended.begin(), report.suspended.end(),
+                   [&](const output::SuspendedAtEnd& a, const output::SuspendedAtEnd& b) {
+                     if (rank(a) != rank(b)) return rank(a) < rank(b);
+                     return a.age_ns > b.age_ns;
+                   });
+  for (const auto& w : last.warnings) report.warnings.push_back(w);
+}
+
+// The end: the last look at the process while the probes still run, then detach and drain.
+void finish(EbpfTrace* t, trace::TraceModel* model, trace::TraceReorder* reorder,
+            const kernel::TraceSession::EventHandler& intake,
+            const std::function<void(const trace::TraceEvent&)>& sink) {
+  output::TraceReport& report = t->report;
   uint64_t end_ts = monotonic_ns();
   model::Snapshot last;
   bool have_last = false;
+  snapshot::SnapshotError serr;
   if (!report.target_exited) {
-    have_last = taker.take(&last, &serr);
+    have_last = t->taker.take(&last, &serr);
     end_ts = monotonic_ns();
   }
-  const kernel::TraceProbeEnd probes_end = kernel::detach_trace_probes(session.get(), intake);
+  const kernel::TraceProbeEnd probes_end = kernel::detach_trace_probes(t->session.get(), intake);
   report.probes = probes_end.stats;
   report.detach_s = probes_end.detach_s;
-  reorder.release(sink, true);
-  model.finish(end_ts);
+  reorder->release(sink, true);
+  model->finish(end_ts);
   if (!report.target_exited) {
     for (const trace::ThreadStateAtEnd& st : probes_end.threads) {
-      model.add_in_progress(st, end_ts, report.block_threshold_ns, report.block_threshold_ns);
+      model->add_in_progress(st, end_ts, report.block_threshold_ns, report.block_threshold_ns);
     }
   }
   report.end_ts = end_ts;
   report.duration_s = static_cast<double>(end_ts - report.start_ts) / 1e9;
-  report.running_at_end = model.running_at_end();
-
-  // Still suspended at the end: the last snapshot's frames, aged by the trace.
+  report.running_at_end = model->running_at_end();
   if (have_last) {
-    std::unordered_map<uint64_t, int64_t> index_at_end;
-    for (const auto& f : last.frames) index_at_end.emplace(f.address, f.suspend.index);
-    model.resolve_pending(index_at_end);
-    snapshot::AsyncForest forest = snapshot::build_async_forest(last);
-    for (size_t i = 0; i < last.frames.size(); ++i) {
-      const model::CoroFrame& f = last.frames[i];
-      if (f.state != model::FrameState::kSuspended) continue;
-      if (forest.links[i].duplicate) continue;
-      output::SuspendedAtEnd s;
-      s.frame = f.address;
-      s.function = f.function;
-      s.file = f.suspend.file;
-      s.line = f.suspend.line;
-      auto fe = model.frame_at_end(f.address);
-      bool same_fn = fe && fe->fn < fns.size() && fns[fe->fn].name == f.function;
-      if (same_fn && fe->running) continue;  // resumed while the snapshot was read
-      if (same_fn && fe->suspended_since != 0 && fe->suspended_since <= end_ts) {
-        s.age_kind = "exact";
-        s.age_ns = end_ts - fe->suspended_since;
-      } else if (auto it = at_start.find(f.address);
-                 it != at_start.end() && it->second == f.function) {
-        s.age_kind = "before-trace";
-        s.age_ns = end_ts - report.start_ts;
-      } else {
-        s.age_kind = "not-started";
-        s.age_ns = end_ts - report.start_ts;
-      }
-      size_t at = i;
-      for (size_t guard = 0; guard < 4096 && at != snapshot::kNoFrame; ++guard) {
-        s.async_stack.push_back(snapshot_entry(last.frames[at]));
-        at = forest.links[at].parent;
-      }
-      report.suspended.push_back(std::move(s));
-    }
-    auto rank = [](const output::SuspendedAtEnd& s) {
-      return s.age_kind == "before-trace" ? 0 : 1;
-    };
-    std::stable_sort(report.suspended.begin(), report.suspended.end(),
-                     [&](const output::SuspendedAtEnd& a, const output::SuspendedAtEnd& b) {
-                       if (rank(a) != rank(b)) return rank(a) < rank(b);
-                       return a.age_ns > b.age_ns;
-                     });
-    for (const auto& w : last.warnings) report.warnings.push_back(w);
+    add_suspended_at_end(t, model, last, end_ts);
   } else if (report.target_exited) {
     report.warnings.push_back("the target exited during the trace: no end-of-trace snapshot");
   }
-  model.finalize();
+  model->finalize();
+}
 
+// Thread names, the overhead estimate and the model's own losses.
+void summarize(EbpfTrace* t, const trace::TraceModel& model) {
+  output::TraceReport& report = t->report;
   for (uint32_t tid : model.threads_seen()) {
-    std::string name = read_first_line("/proc/" + std::to_string(o.pid) + "/task/" +
+    std::string name = read_first_line("/proc/" + std::to_string(t->o.pid) + "/task/" +
                                        std::to_string(tid) + "/comm");
     report.thread_names[tid] = name;
   }
   for (const auto& b : model.blocking()) report.thread_names.emplace(b.tid, "");
   for (const auto& s : model.stalls()) report.thread_names.emplace(s.tid, "");
 
-  report.overhead.calibrated = costs.measured;
-  report.overhead.uprobe_ns = costs.uprobe_ns;
-  report.overhead.syscall_pair_ns = costs.syscall_pair_ns;
-  report.overhead.sched_ns = costs.sched_ns;
+  report.overhead.calibrated = t->costs.measured;
+  report.overhead.uprobe_ns = t->costs.uprobe_ns;
+  report.overhead.syscall_pair_ns = t->costs.syscall_pair_ns;
+  report.overhead.sched_ns = t->costs.sched_ns;
+  // Losses (malformed records, runs beyond the timeline's cap, ...) are the report's to print.
   report.overhead.uprobe_hits = report.probes.resume_hits + report.probes.destroy_hits;
   report.overhead.syscall_hits = report.probes.syscall_hits;
   report.overhead.sched_hits = report.probes.context_switches;
+}
 
+// --timeline, then the report. The report is written even when the timeline cannot be.
+int write_reports(const EbpfTrace& t, const trace::TraceModel& model) {
+  const TraceOptions& o = t.o;
+  const output::TraceReport& report = t.report;
   int rc = util::kExitOk;
   if (!o.timeline.empty()) {
     std::ofstream tl(o.timeline);
     if (!tl) {
-      std::cerr << "asyncprobe: cannot write " << o.timeline << "\n";
-      rc = util::kExitUsage;
+      rc = fail("cannot write " + o.timeline, util::kExitUsage);
     } else {
       output::TimelineInfo info;
       info.pid = o.pid;
-      info.command = comm;
+      info.command = t.comm;
       info.base_ts =
           std::min(report.start_ts, model.first_ts() != 0 ? model.first_ts() : report.start_ts);
       info.thread_names = report.thread_names;
@@ -467,12 +424,8 @@ int trace_main(int argc, char** argv) {
     }
   }
   std::ofstream file;
-  std::ostream* out = &std::cout;
-  if (!o.output.empty()) {
-    file.open(o.output);
-    if (!file) return fail("cannot write " + o.output, util::kExitUsage);
-    out = &file;
-  }
+  std::ostream* out = open_output(o.output, &file, &rc);
+  if (out == nullptr) return rc;
   if (o.json) {
     output::write_trace_json(*out, report, model);
   } else {
@@ -480,6 +433,71 @@ int trace_main(int argc, char** argv) {
   }
   out->flush();
   return rc;
+}
+
+int trace_with_ebpf(const TraceOptions& o, const std::string& btf) {
+  EbpfTrace t(o, btf);
+  if (int rc = prepare(&t); rc >= 0) return rc;
+  if (int rc = attach(&t); rc >= 0) return rc;
+  trace::TraceModelOptions mopts;
+  mopts.keep_slices = !o.timeline.empty();
+  mopts.stall_threshold_ns = t.report.block_threshold_ns;
+  trace::TraceModel model(t.plan.functions, mopts, &*t.unwinder);
+  trace::TraceReorder reorder;
+  const kernel::TraceSession::EventHandler intake = [&](trace::TraceEvent&& e) {
+    reorder.push(std::move(e));
+  };
+  const std::function<void(const trace::TraceEvent&)> sink = [&](const trace::TraceEvent& e) {
+    model.handle(e);
+  };
+  record(&t, &reorder, intake, sink);
+  finish(&t, &model, &reorder, intake, sink);
+  summarize(&t, model);
+  return write_reports(t, model);
+}
+
+}  // namespace
+
+ParseResult parse_trace_args(int argc, char** argv, TraceOptions* o) {
+  OptionParser p("trace");
+  p.pid(&o->pid);
+  p.duration("-d,--duration", &o->duration_s, DurationRange::kZeroOrMore);
+  p.duration("--block-threshold", &o->block_threshold_s, DurationRange::kAboveZero);
+  p.text("--timeline", &o->timeline);
+  p.flag("--json", &o->json);
+  p.text("-o,--output", &o->output);
+  p.texts("--debug-dir", &o->debug_dirs);
+  bool no_calibrate = false;
+  p.flag("--no-calibrate", &no_calibrate);
+  p.ringbuf_mb(&o->ringbuf_mb);
+  ParseResult r = p.parse(argc, argv);
+  if (!r.ok || r.help) return r;
+  o->calibrate = !no_calibrate;
+  std::string error;
+  if (o->pid == 0) {
+    error = "trace needs -p PID";
+  } else if (!o->output.empty()) {
+    error = check_output_name(o->output, o->json ? "json" : "text", "choose JSON with --json");
+  }
+  if (!error.empty()) {
+    r.ok = false;
+    r.error = error;
+  }
+  return r;
+}
+
+int trace_main(int argc, char** argv) {
+  TraceOptions o;
+  if (int rc = finish_parse(parse_trace_args(argc, argv, &o), "trace", kUsage); rc >= 0) return rc;
+  if (int rc = check_process_exists(o.pid); rc >= 0) return rc;
+  kernel::TraceError terr;
+  const std::string btf = kernel::kernel_btf_path();
+  if (!kernel::check_trace_support(btf, &terr)) {
+    std::string hint;
+    if (auto rc = trace_in_process(o, &hint)) return *rc;
+    return fail(terr.message + hint, terr.code);
+  }
+  return trace_with_ebpf(o, btf);
 }
 
 }  // namespace asyncprobe::cli

@@ -141,7 +141,6 @@ void write_header(std::ostream& out, const model::Profile& p, int64_t total, int
 // Self: the leaf frame's function. Total: every function on the stack, once per stack.
 void write_top_functions(std::ostream& out, const model::Profile& p, int64_t total,
                          const ProfileTextOptions& opts) {
-  char line[160];
   std::map<std::string, std::pair<int64_t, int64_t>> functions;  // name -> {self, total}
   for (const model::ProfileSample& s : p.samples) {
     const int64_t w = profile_weight(p, s);

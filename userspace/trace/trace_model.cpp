@@ -289,7 +289,7 @@ void TraceModel::link_awaiter(FrameTrack& f, const ResumeEvent& e) {
     *promise_offset = cf != nullptr ? cf->promise_offset : coro::kDefaultPromiseOffset;
     return true;
   };
-  static_assert(TRACE_PROMISE_WORDS == coro::kPromiseWords);
+  static_assert(kPromiseWords == coro::kPromiseWords);
   uint64_t promise[coro::kPromiseWords];
   std::copy(std::begin(e.promise), std::end(e.promise), promise);
   const coro::AwaiterEdge edge = coro::awaiter_from_promise(e.frame, promise, find_live);

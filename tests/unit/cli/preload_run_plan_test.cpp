@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "userspace/cli/run_command.h"
+#include "userspace/util/format.h"
 
 namespace asyncprobe {
 namespace {
@@ -26,9 +27,17 @@ struct Plan {
   std::map<std::string, std::string> env;
 };
 
-Plan plan(const std::vector<std::string>& args) {
+// `asyncprobe run ARGS`: parsed, then planned.
+Plan plan(std::vector<std::string> args) {
   Plan p;
-  p.ok = cli::plan_run(args, &p.plan, &p.error, &p.help);
+  args.insert(args.begin(), "run");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  cli::RunOptions o;
+  cli::ParseResult r = cli::parse_run_args(static_cast<int>(argv.size()), argv.data(), &o);
+  p.help = r.help;
+  p.error = r.error;
+  p.ok = r.ok && (r.help || cli::plan_run(o, &p.plan, &p.error));
   for (const auto& [k, v] : p.plan.env) p.env[k] = v;
   return p;
 }
@@ -99,21 +108,34 @@ TEST_F(RunPlanTest, RelativePathsBecomeAbsolute) {
 }
 
 TEST_F(RunPlanTest, TheCommandMayFollowTheOptionsWithoutDashes) {
-  Plan p = plan({"--trace", "prog", "--not-ours"});
+  Plan p = plan({"--trace", "prog", "--not-ours", "--trace"});
   ASSERT_TRUE(p.ok) << p.error;
-  EXPECT_EQ(p.plan.argv, (std::vector<std::string>{"prog", "--not-ours"}));
+  EXPECT_EQ(p.plan.argv, (std::vector<std::string>{"prog", "--not-ours", "--trace"}));
+  // A bare --blocking never takes the command as its value.
+  Plan b = plan({"--blocking", "prog", "1s"});
+  ASSERT_TRUE(b.ok) << b.error;
+  EXPECT_EQ(b.plan.argv, (std::vector<std::string>{"prog", "1s"}));
+  EXPECT_EQ(b.env["ASYNCPROBE_PRELOAD_OPTIONS"], "crash,socket,blocking=10000000,crash-wait=30000");
+  // After "--", options are the command's.
+  Plan d = plan({"--", "--trace"});
+  ASSERT_TRUE(d.ok) << d.error;
+  EXPECT_EQ(d.plan.argv, std::vector<std::string>{"--trace"});
 }
 
 TEST_F(RunPlanTest, ErrorsAreOneLine) {
   EXPECT_EQ(plan({}).error, "no command: asyncprobe run [options] -- CMD [ARGS...]");
   EXPECT_EQ(plan({"--trace"}).error, "no command: asyncprobe run [options] -- CMD [ARGS...]");
-  EXPECT_EQ(plan({"--bogus", "--", "x"}).error,
-            "unknown option '--bogus' (see asyncprobe run --help)");
+  EXPECT_EQ(plan({"--bogus", "--", "x"}).error, "unknown option '--bogus'");
+  EXPECT_EQ(plan({"--bogus", "x"}).error, "unknown option '--bogus'");
   EXPECT_EQ(plan({"--blocking=soon", "--", "x"}).error,
             "invalid duration 'soon': use e.g. 500us, 10ms or 1s");
   EXPECT_EQ(plan({"--crash-report"}).error, "option --crash-report needs a value");
+  EXPECT_EQ(plan({"--crash-report", "--json", "x"}).error, "option --crash-report needs a value");
   EXPECT_EQ(plan({"--crash-wait", "2h", "--", "x"}).error,
-            "invalid duration '2h': use e.g. 5s (at most 1h)");
+            "invalid duration '2h': at most " + util::format_duration(3600));
+  EXPECT_EQ(plan({"--trace", "--trace", "x"}).error, "option --trace given more than once");
+  EXPECT_EQ(plan({"--debug-dir", "/a", "--socket-dir", "/s", "--socket-dir", "/t", "x"}).error,
+            "option --socket-dir given more than once");
   Plan h = plan({"--help"});
   EXPECT_TRUE(h.ok);
   EXPECT_TRUE(h.help);
