@@ -91,6 +91,9 @@ class ResumeProbeSession {
   virtual ~ResumeProbeSession() = default;
   // Detaches the functions whose hits passed the budget. Call every few tens of ms.
   virtual void check_budget() = 0;
+  // The counts so far; the probes stay attached (a daemon reads at every look and keeps one
+  // window open across looks, so the covered stretch has no gaps). ended_at_s = now.
+  virtual ResumeProbeResult read() = 0;
   // Ends the window now: reads the counts, detaches everything.
   virtual ResumeProbeResult finish() = 0;
 };
@@ -150,5 +153,17 @@ class StuckCheck {
   std::unordered_map<uint64_t, FrameTrack> tracks_;
   double last_look_s_ = -1.0;
 };
+
+class SnapshotTaker;
+struct SnapshotError;
+
+// The one-window check `asyncprobe -p PID --window W` makes: a look, a probe window of W on the
+// functions of every frame of that look (when `prober` is given and can start), a second look
+// at the window's end, the counts. Without a prober (or when it cannot start: its reason, else
+// `no_probe_why`, goes to snap.stuck_probe.note) frames that look the same are `unchanged`.
+// `out` is the second look, marked. false with `error` when a look fails.
+bool take_with_stuck_check(SnapshotTaker& taker, double window_s, ResumeProber* prober,
+                           const std::string& no_probe_why, model::Snapshot* out,
+                           SnapshotError* error);
 
 }  // namespace asyncprobe::snapshot
