@@ -281,6 +281,9 @@ bool take_with_stuck_check(SnapshotTaker& taker, double window_s, ResumeProber* 
   if (session != nullptr) result = session->finish();  // detached before anything else
   if (!ok) return false;
   check.observe(*out, looked);
+  // The looks are at least the window apart and a probe covered at least the window: the
+  // window asked for is the bound every mark holds to.
+  out->window_seconds = window_s;
   if (session != nullptr) {
     check.apply_probe(request, result, *out);
     for (const std::string& w : result.warnings) out->warnings.push_back(w);
