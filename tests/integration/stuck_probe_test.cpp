@@ -25,8 +25,8 @@ constexpr double kWindow = 0.4;  // "--window 400ms"
 
 // The setpriv prefix that runs asyncprobe as root without the capabilities BPF needs (it keeps
 // CAP_SYS_PTRACE, so it still reads the fixture's memory).
-const std::vector<std::string> kUnprivileged = {
-    "setpriv", "--inh-caps=-bpf,-perfmon,-sys_admin", "--bounding-set=-bpf,-perfmon,-sys_admin"};
+const std::vector<std::string> kUnprivileged = {"setpriv", "--inh-caps=-bpf,-perfmon,-sys_admin",
+                                                "--bounding-set=-bpf,-perfmon,-sys_admin"};
 
 struct Run {
   json doc;
@@ -37,8 +37,8 @@ Run look(pid_t pid, const std::vector<std::string>& prefix, const std::vector<st
   Run out;
   for (bool as_json : {true, false}) {
     std::vector<std::string> argv = prefix;
-    for (const std::string& a :
-         std::vector<std::string>{asyncprobe_binary(), "-p", std::to_string(pid), "--window", "400ms"}) {
+    for (const std::string& a : std::vector<std::string>{
+             asyncprobe_binary(), "-p", std::to_string(pid), "--window", "400ms"}) {
       argv.push_back(a);
     }
     argv.insert(argv.end(), extra.begin(), extra.end());

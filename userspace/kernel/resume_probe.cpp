@@ -54,7 +54,8 @@ class BpfResumeProbeSession : public snapshot::ResumeProbeSession {
     skel_->rodata->target_tgid = static_cast<uint32_t>(req.pid);
     size_t frames = 0;
     for (const auto& f : req.functions) frames += f.frames.size();
-    bpf_map__set_max_entries(skel_->maps.frames, static_cast<uint32_t>(std::max<size_t>(1, frames)));
+    bpf_map__set_max_entries(skel_->maps.frames,
+                             static_cast<uint32_t>(std::max<size_t>(1, frames)));
     bpf_map__set_max_entries(skel_->maps.fn_hits,
                              static_cast<uint32_t>(std::max<size_t>(1, req.functions.size())));
     bpf_program__set_autoload(skel_->progs.resume_count, !multi);
@@ -97,7 +98,8 @@ class BpfResumeProbeSession : public snapshot::ResumeProbeSession {
         close_uprobe_links(fns_[i].links);
         if (first_failure.empty()) {
           first_failure = "uprobe " + path + ": " + strerror(e);
-          if (!libbpf_last_message().empty()) first_failure += " (libbpf: " + libbpf_last_message() + ")";
+          if (!libbpf_last_message().empty())
+            first_failure += " (libbpf: " + libbpf_last_message() + ")";
         }
         ++failed_;
         continue;

@@ -61,8 +61,7 @@ FrameTrack track_of(const model::CoroFrame& f, double at_s) {
 }  // namespace
 
 double stuck_clock_now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 void fingerprint_frames(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,
@@ -74,8 +73,8 @@ void fingerprint_frames(std::vector<model::CoroFrame>& frames, const std::vector
   for (size_t i = 0; i < n; ++i) {
     const uint64_t size = found[i].ref.fn != nullptr ? found[i].ref.fn->frame_size : 0;
     // Unknown size: the header and the start of the promise, as the scan read them.
-    lengths[i] = static_cast<uint32_t>(
-        size == 0 ? FoundFrame::kHeadWords * 8 : std::min<uint64_t>(size, kFingerprintBytes));
+    lengths[i] = static_cast<uint32_t>(size == 0 ? FoundFrame::kHeadWords * 8
+                                                 : std::min<uint64_t>(size, kFingerprintBytes));
     offsets[i] = total;
     total += lengths[i];
   }
@@ -98,8 +97,7 @@ void fingerprint_frames(std::vector<model::CoroFrame>& frames, const std::vector
     } else if (found[i].head_words > 0) {
       // The frame ends before the bytes asked for (a short mapping): its head as re-read.
       const size_t bytes = found[i].head_words * 8;
-      frames[i].fingerprint =
-          fnv1a(reinterpret_cast<const unsigned char*>(found[i].head), bytes);
+      frames[i].fingerprint = fnv1a(reinterpret_cast<const unsigned char*>(found[i].head), bytes);
       frames[i].fingerprint_bytes = static_cast<uint32_t>(bytes);
     } else {
       frames[i].fingerprint = 0;

@@ -68,8 +68,8 @@ struct ResumeProbeRequest {
 
 struct ResumeProbeFunctionResult {
   bool attached = false;
-  bool hot = false;        // detached early; covered_until_s says when
-  uint64_t hits = 0;       // all entries of the function seen while attached
+  bool hot = false;              // detached early; covered_until_s says when
+  uint64_t hits = 0;             // all entries of the function seen while attached
   double attached_at_s = 0.0;    // stuck_clock_now() once its probe was live
   double covered_until_s = 0.0;  // when its probe was detached (hot) or the window ended
 };
@@ -77,11 +77,11 @@ struct ResumeProbeFunctionResult {
 struct ResumeProbeResult {
   std::vector<ResumeProbeFunctionResult> functions;  // aligned with the request's
   std::unordered_map<uint64_t, uint64_t> entries;    // candidate frame -> resumes + destroys
-  double started_at_s = 0.0;  // every probe live from here
-  double ended_at_s = 0.0;    // the window's end: the first detach began here
-  double attach_s = 0.0;      // loading + attaching
+  double started_at_s = 0.0;                         // every probe live from here
+  double ended_at_s = 0.0;  // the window's end: the first detach began here
+  double attach_s = 0.0;    // loading + attaching
   double detach_s = 0.0;
-  uint64_t hits = 0;          // all functions
+  uint64_t hits = 0;  // all functions
   std::vector<std::string> warnings;
 };
 

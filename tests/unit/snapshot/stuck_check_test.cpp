@@ -52,14 +52,14 @@ TEST(StuckCheck, MemoryEvidenceNeverSaysStuck) {
   check.observe(before, 100.0);
   model::CoroFrame reused = make_frame(0x3000, "other", 30, 4);
   reused.destroy_fn = 0x409000;
-  model::Snapshot after = snapshot_of({make_frame(0x1000, "a", 10, 4), make_frame(0x2000, "b", 22, 6),
-                                       reused, make_frame(0x5000, "e", 50, 4),
-                                       make_frame(0x6000, "f", 60, 4, 0xbbbb)});
+  model::Snapshot after =
+      snapshot_of({make_frame(0x1000, "a", 10, 4), make_frame(0x2000, "b", 22, 6), reused,
+                   make_frame(0x5000, "e", 50, 4), make_frame(0x6000, "f", 60, 4, 0xbbbb)});
   check.observe(after, 101.5);
   EXPECT_DOUBLE_EQ(after.window_seconds, 1.5);
-  const StuckEvidence want[] = {StuckEvidence::kUnchangedNoProbe, StuckEvidence::kSuspendPointChanged,
-                                StuckEvidence::kRecreated, StuckEvidence::kNew,
-                                StuckEvidence::kContentChanged};
+  const StuckEvidence want[] = {StuckEvidence::kUnchangedNoProbe,
+                                StuckEvidence::kSuspendPointChanged, StuckEvidence::kRecreated,
+                                StuckEvidence::kNew, StuckEvidence::kContentChanged};
   for (size_t i = 0; i < after.frames.size(); ++i) {
     EXPECT_FALSE(after.frames[i].stuck) << i;
     EXPECT_EQ(after.frames[i].stuck_evidence, want[i]) << i;
@@ -113,17 +113,17 @@ snapshot::ResumeProbeRequest request_for(std::vector<uint64_t> frames) {
 
 TEST(StuckCheck, ProbeDecidesUnchangedFrames) {
   snapshot::StuckCheck check;
-  model::Snapshot first = snapshot_of({make_frame(0x1000, "idle", 10, 4),
-                                       make_frame(0x2000, "busy", 20, 4),
-                                       make_frame(0x3000, "moving", 30, 4, 0x1)});
+  model::Snapshot first =
+      snapshot_of({make_frame(0x1000, "idle", 10, 4), make_frame(0x2000, "busy", 20, 4),
+                   make_frame(0x3000, "moving", 30, 4, 0x1)});
   check.observe(first, 100.0);
   const snapshot::ResumeProbeRequest req = request_for({0x1000, 0x2000, 0x3000});
-  model::Snapshot second = snapshot_of({make_frame(0x1000, "idle", 10, 4),
-                                        make_frame(0x2000, "busy", 20, 4),
-                                        make_frame(0x3000, "moving", 30, 4, 0x2)});
+  model::Snapshot second =
+      snapshot_of({make_frame(0x1000, "idle", 10, 4), make_frame(0x2000, "busy", 20, 4),
+                   make_frame(0x3000, "moving", 30, 4, 0x2)});
   check.observe(second, 101.1);
-  check.apply_probe(req, probe_result(100.1, 101.2, false, 0, {{0x1000, 0}, {0x2000, 57}, {0x3000, 0}}),
-                    second);
+  check.apply_probe(
+      req, probe_result(100.1, 101.2, false, 0, {{0x1000, 0}, {0x2000, 57}, {0x3000, 0}}), second);
   const model::CoroFrame& idle = second.frames[0];
   EXPECT_TRUE(idle.stuck);
   EXPECT_FALSE(idle.unchanged);
