@@ -73,7 +73,9 @@ TEST(StuckCheck, UnchangedForGrowsAcrossLooks) {
   for (double t : {10.0, 11.0, 13.0}) {
     model::Snapshot s = snapshot_of({make_frame(0x1000, "a", 10, 4)});
     check.observe(s, t);
-    if (t == 13.0) EXPECT_DOUBLE_EQ(s.frames[0].unchanged_for_s, 3.0);
+    if (t == 13.0) {
+      EXPECT_DOUBLE_EQ(s.frames[0].unchanged_for_s, 3.0);
+    }
   }
   model::Snapshot moved = snapshot_of({make_frame(0x1000, "a", 10, 4, 0x2222)});
   check.observe(moved, 14.0);
