@@ -2,13 +2,13 @@
 
 #include <fstream>
 #include <iostream>
-#include <thread>
 
 #include "userspace/output/report_csv.h"
 #include "userspace/output/report_json.h"
 #include "userspace/output/report_text.h"
 #include "userspace/snapshot/snapshot_taker.h"
-#include "userspace/snapshot/stuck_detector.h"
+#include "userspace/kernel/resume_probe.h"
+#include "userspace/snapshot/stuck_check.h"
 #include "userspace/util/exit_codes.h"
 
 namespace asyncprobe::cli {
@@ -21,8 +21,11 @@ Reads the target's memory; never stops it, never writes to it.
 
 options:
   -p, --pid PID          target process
-  --window DURATION      stuck detection: take a second look after DURATION and mark
-                         coroutines whose suspend point did not move (default 1s; 0 = off)
+  --window DURATION      stuck check: a second look after DURATION; a coroutine is stuck
+                         when a resume probe saw it not resumed during the window (root or
+                         CAP_BPF+CAP_PERFMON), unchanged when it only looked the same
+                         (default 1s; 0 = off)
+  --no-probe             no resume probe: coroutines that look the same are `unchanged`
   --json | --csv         machine-readable output (schema: docs/SNAPSHOT_FORMAT.md)
   --format FMT           text, json or csv (instead of --json or --csv)
   -o, --output FILE      write the report to FILE (a .json or .csv name needs that format)
@@ -52,6 +55,7 @@ ParseResult parse_snapshot_args(int argc, char** argv, SnapshotOptions* o) {
   p.texts("--debug-dir", &o->debug_dirs);
   p.flag("--unicode", &o->unicode);
   p.flag("--full-names", &o->full_names);
+  p.flag("--no-probe", &o->no_probe);
   ParseResult r = p.parse(argc, argv);
   if (!r.ok || r.help) return r;
   if (json) o->format = "json";
@@ -90,17 +94,16 @@ int run_snapshot(const SnapshotOptions& o) {
   snapshot::SnapshotTaker taker(snapshot::SnapshotSession{o.pid, o.debug_dirs});
   snapshot::SnapshotError err;
   if (!taker.attach(&err)) return fail(err);
-  model::Snapshot first;
-  if (!taker.take(&first, &err)) return fail(err);
-  model::Snapshot snap = first;
+  model::Snapshot snap;
   if (o.window_s > 0) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(o.window_s));
-    model::Snapshot second;
-    if (!taker.take(&second, &err)) return fail(err);
-    snapshot::mark_stuck(first, second, o.window_s);
-    snap = std::move(second);
+    kernel::BpfResumeProber prober;
+    if (!snapshot::take_with_stuck_check(taker, o.window_s, o.no_probe ? nullptr : &prober,
+                                         "--no-probe", &snap, &err)) {
+      return fail(err);
+    }
+  } else if (!taker.take(&snap, &err)) {
+    return fail(err);
   }
-  snap.window_seconds = o.window_s;
   std::ofstream file;
   std::ostream* out = &std::cout;
   if (!o.output.empty()) {

@@ -33,25 +33,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// libbpf's messages go to a buffer: a failure is reported by us in one line, and the last
-// libbpf warning is added to it when it explains more.
-std::string& libbpf_last_message() {
-  static std::string last;
-  return last;
-}
-
-int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
-  if (level == LIBBPF_DEBUG) return 0;
-  char buf[512];
-  int n = std::vsnprintf(buf, sizeof buf, fmt, args);
-  if (n > 0) {
-    std::string line(buf, std::min(static_cast<size_t>(n), sizeof buf - 1));
-    while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
-    if (!line.empty()) libbpf_last_message() = line;
-  }
-  return 0;
-}
-
 // The syscalls the probes time, by what they can mean (x86-64 numbers; names in
 // process::syscall_name_x86_64).
 struct SyscallClass {
@@ -214,43 +195,6 @@ struct TraceSession::Impl {
   bool open_and_load(bool use_multi, TraceError* error);
 };
 
-namespace {
-
-// BPF_TRACE_UPROBE_MULTI (kernel 6.6): libbpf 1.1 has no wrapper, so the link is made with the
-// bpf() system call directly. Layout of union bpf_attr's link_create.uprobe_multi.
-constexpr uint32_t kAttachUprobeMulti = kBpfAttachUprobeMulti;
-constexpr int kCmdLinkCreate = 28;
-struct UprobeMultiAttr {
-  uint32_t prog_fd;
-  uint32_t target_fd;
-  uint32_t attach_type;
-  uint32_t flags;
-  uint64_t path;
-  uint64_t offsets;
-  uint64_t ref_ctr_offsets;
-  uint64_t cookies;
-  uint32_t cnt;
-  uint32_t multi_flags;
-  uint32_t pid;
-  uint32_t pad;
-};
-static_assert(sizeof(UprobeMultiAttr) == 64);
-
-}  // namespace
-
-int attach_uprobe_multi(int prog_fd, const std::string& path, const std::vector<uint64_t>& offsets,
-                        const std::vector<uint64_t>& cookies, int pid) {
-  UprobeMultiAttr attr{};
-  attr.prog_fd = static_cast<uint32_t>(prog_fd);
-  attr.attach_type = kAttachUprobeMulti;
-  attr.path = reinterpret_cast<uint64_t>(path.c_str());
-  attr.offsets = reinterpret_cast<uint64_t>(offsets.data());
-  attr.cookies = reinterpret_cast<uint64_t>(cookies.data());
-  attr.cnt = static_cast<uint32_t>(offsets.size());
-  attr.pid = static_cast<uint32_t>(pid);
-  return static_cast<int>(syscall(__NR_bpf, kCmdLinkCreate, &attr, sizeof attr));
-}
-
 bool TraceSession::Impl::open_and_load(bool use_multi, TraceError* error) {
   skel = asyncprobe_trace_bpf_open(opts.btf_path.c_str());
   if (skel == nullptr) {
@@ -274,9 +218,9 @@ bool TraceSession::Impl::open_and_load(bool use_multi, TraceError* error) {
   bpf_program__set_autoload(skel->progs.trace_destroy_multi, use_multi);
   if (use_multi) {
     bpf_program__set_expected_attach_type(skel->progs.trace_resume_multi,
-                                          static_cast<bpf_attach_type>(kAttachUprobeMulti));
+                                          static_cast<bpf_attach_type>(kBpfAttachUprobeMulti));
     bpf_program__set_expected_attach_type(skel->progs.trace_destroy_multi,
-                                          static_cast<bpf_attach_type>(kAttachUprobeMulti));
+                                          static_cast<bpf_attach_type>(kBpfAttachUprobeMulti));
   }
   // Without syscall tracing the raw tracepoint programs are not even loaded.
   if (!opts.syscalls) {
@@ -313,7 +257,7 @@ bool TraceSession::Impl::open_and_load(bool use_multi, TraceError* error) {
 
 std::unique_ptr<TraceSession> TraceSession::load(const TraceSessionOptions& opts,
                                                  TraceError* error) {
-  libbpf_set_print(libbpf_print);
+  install_libbpf_print();
   libbpf_last_message().clear();
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<TraceSession> s(new TraceSession());

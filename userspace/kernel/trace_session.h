@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "bpf/trace.h"
+#include "userspace/kernel/uprobe_links.h"
 #include "userspace/trace/trace_events.h"
 #include "userspace/util/exit_codes.h"
 
@@ -113,12 +114,5 @@ class TraceSession {
   std::vector<Link> links_;
   double detach_seconds_ = 0.0;
 };
-
-// A uprobe_multi link (BPF_TRACE_UPROBE_MULTI, kernel 6.6+) made with the bpf() system call, for
-// a program loaded with that expected attach type: every offset of `path`, cookies alongside,
-// in process `pid`. The link's fd, or -1 with errno.
-inline constexpr uint32_t kBpfAttachUprobeMulti = 48;
-int attach_uprobe_multi(int prog_fd, const std::string& path, const std::vector<uint64_t>& offsets,
-                        const std::vector<uint64_t>& cookies, int pid);
 
 }  // namespace asyncprobe::kernel

@@ -90,6 +90,7 @@ TEST(ReportCsv, ExactSmallTable) {
   model::CoroFrame leaf = make_frame(0x2000, "read", 22, 0x1000);
   leaf.stuck = true;
   leaf.stuck_for_s = 1.5;
+  leaf.stuck_evidence = model::StuckEvidence::kResumeProbe;
   s.frames.push_back(leaf);
   model::CoroFrame lost = make_frame(0x3000, "lost", 0, 0xdead);
   lost.awaiter_rule = coro::AwaiterRule::kMutualPointer;
@@ -100,12 +101,13 @@ TEST(ReportCsv, ExactSmallTable) {
   s.frames.push_back(lost);
   const std::string expected =
       "id,address,function,file,line,suspend_kind,suspend_index,state,awaiter_id,awaiter_rule,"
-      "depth,root_id,stuck,stuck_for_s,object\r\n"
+      "depth,root_id,stuck,stuck_for_s,object,unchanged,stuck_evidence\r\n"
       "0,0x1000,\"serve(std::map<int, int>)\",srv.cpp,40,await,4,suspended,,,0,0,false,0,"
-      "/usr/bin/demo\r\n"
+      "/usr/bin/demo,false,not-checked\r\n"
       "1,0x2000,read,srv.cpp,22,await,4,suspended,0,continuation-in-promise,1,0,true,1.5,"
-      "/usr/bin/demo\r\n"
-      "2,0x3000,lost,,0,unknown,-1,unknown,,mutual-pointer,0,2,false,0,/usr/bin/demo\r\n";
+      "/usr/bin/demo,false,resume-probe\r\n"
+      "2,0x3000,lost,,0,unknown,-1,unknown,,mutual-pointer,0,2,false,0,/usr/bin/demo,false,"
+      "not-checked\r\n";
   EXPECT_EQ(render(s), expected);
 }
 
@@ -116,10 +118,11 @@ TEST(ReportCsv, HeaderAndLineEndOptions) {
   opts.crlf = false;
   EXPECT_EQ(render(s, opts), std::string(output::kCsvHeader) +
                                  "\n0,0x1000,a,srv.cpp,1,await,4,suspended,,,0,0,false,0,"
-                                 "/usr/bin/demo\n");
+                                 "/usr/bin/demo,false,not-checked\n");
   opts.header = false;
   EXPECT_EQ(render(s, opts),
-            "0,0x1000,a,srv.cpp,1,await,4,suspended,,,0,0,false,0,/usr/bin/demo\n");
+            "0,0x1000,a,srv.cpp,1,await,4,suspended,,,0,0,false,0,/usr/bin/demo,false,"
+            "not-checked\n");
   EXPECT_EQ(render(model::Snapshot{}), std::string(output::kCsvHeader) + "\r\n");
 }
 
@@ -174,12 +177,13 @@ TEST(ReportCsv, RoundTripThroughAnIndependentReader) {
     // quoted, so that is unambiguous.
     ASSERT_TRUE(parse_csv(text, !crlf, &rows)) << text;
     ASSERT_EQ(rows.size(), nasty.size() + 1);
-    ASSERT_EQ(rows[0].size(), 15u);
+    ASSERT_EQ(rows[0].size(), 17u);
     EXPECT_EQ(rows[0][0], "id");
     EXPECT_EQ(rows[0][14], "object");
+    EXPECT_EQ(rows[0][16], "stuck_evidence");
     for (size_t i = 0; i < nasty.size(); ++i) {
       const std::vector<std::string>& r = rows[i + 1];
-      ASSERT_EQ(r.size(), 15u) << i;
+      ASSERT_EQ(r.size(), 17u) << i;
       EXPECT_EQ(r[0], std::to_string(i));
       EXPECT_EQ(r[2], nasty[i]);
       EXPECT_EQ(r[3], nasty[nasty.size() - 1 - i]);
@@ -209,7 +213,7 @@ TEST(ReportCsv, RandomBrokenSnapshotsParseBack) {
     ASSERT_TRUE(parse_csv(render(s), false, &rows));
     ASSERT_EQ(rows.size(), s.frames.size() + 1);
     for (size_t i = 0; i < s.frames.size(); ++i) {
-      ASSERT_EQ(rows[i + 1].size(), 15u);
+      ASSERT_EQ(rows[i + 1].size(), 17u);
       EXPECT_EQ(rows[i + 1][2], s.frames[i].function);
       EXPECT_EQ(rows[i + 1][3], s.frames[i].suspend.file);
     }
