@@ -135,6 +135,7 @@ void CoroCatalog::read_layout(CoroFunction& fn) const {
     }
     if (layout) {
       fn.frame_size = layout->byte_size;
+      if (fn.compiler == CoroCompiler::kGcc) fn.final_index = gcc_final_index(layout->members);
       if (const StructMember* p = layout->find(promise_member)) {
         fn.promise_offset = static_cast<uint32_t>(p->offset);
       }
@@ -208,6 +209,42 @@ std::optional<std::pair<std::string, int>> CoroCatalog::await_suspend_site(
   return std::nullopt;
 }
 
+namespace {
+
+// The awaiter kind of a GCC frame member name: "Is", "Aw", "Yd", "Fs", or empty.
+std::string gcc_awaiter_kind(const std::string& name) {
+  if (name.size() < 2) return "";
+  std::string kind = name.substr(0, 2);
+  if (kind != "Is" && kind != "Aw" && kind != "Yd" && kind != "Fs") return "";
+  // Is / Fs: nothing or a suffix follows; Aw / Yd: a number, then maybe a suffix.
+  size_t i = 2;
+  if (kind == "Aw" || kind == "Yd") {
+    size_t digits = i;
+    while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i])) != 0) ++i;
+    if (i == digits) return "";
+  }
+  for (; i < name.size(); ++i) {
+    if (name[i] != '_' && std::isdigit(static_cast<unsigned char>(name[i])) == 0) return "";
+  }
+  return kind;
+}
+
+}  // namespace
+
+int64_t gcc_final_index(const std::vector<StructMember>& members) {
+  int64_t awaits = 0;
+  bool initial = false;
+  bool final = false;
+  for (const auto& m : members) {
+    std::string kind = gcc_awaiter_kind(m.name);
+    if (kind == "Aw" || kind == "Yd") ++awaits;
+    initial |= kind == "Is";
+    final |= kind == "Fs";
+  }
+  if (!initial || !final) return -1;
+  return 2 * (awaits + 2);
+}
+
 std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFunction& fn) const {
   std::map<int64_t, SuspendPointInfo> points;
   const int64_t initial = fn.compiler == CoroCompiler::kGcc ? 2 : 0;
@@ -261,15 +298,14 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
     }
     set.emplace(frames.back().location.file, line);
   }
-  int64_t max_value = lines.empty() ? -1 : lines.rbegin()->first;
   for (const auto& [value, where] : lines) {
     SuspendPointInfo sp;
     sp.index = value;
-    // GCC numbers the final suspend last; Clang may not store it at all (a done frame is told
-    // apart by its NULL resume pointer instead), so only GCC's last index is called final.
-    sp.kind = fn.compiler == CoroCompiler::kGcc && value == max_value && lines.size() > 1
-                  ? SuspendPointInfo::Kind::kFinal
-                  : SuspendPointInfo::Kind::kAwait;
+    // Final only where the frame type says the final suspend is: the last index stored is not
+    // it when the final suspend is unreachable (a `for (;;)` loop) or its store was optimised
+    // away. Clang tells a finished frame by its NULL resume pointer instead.
+    sp.kind =
+        value == fn.final_index ? SuspendPointInfo::Kind::kFinal : SuspendPointInfo::Kind::kAwait;
     // A co_await is in the coroutine's own source file; a line in another file (a header the
     // store was inlined from) places nothing.
     bool foreign =
@@ -279,6 +315,14 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
       sp.rule = "index-store";
     }
     points[value] = sp;
+  }
+  if (fn.final_index >= 0 && points.count(fn.final_index) == 0) {
+    // No store of it was read (unreachable, or merged): a frame there is still at its final
+    // suspend, with the place unknown.
+    SuspendPointInfo fin;
+    fin.index = fn.final_index;
+    fin.kind = SuspendPointInfo::Kind::kFinal;
+    points[fn.final_index] = fin;
   }
   return points;
 }

@@ -42,6 +42,10 @@ struct CoroFunction {
   std::string layout_source;  // "dwarf" or "machine-code"
   uint32_t promise_offset = coro::kDefaultPromiseOffset;
   uint64_t frame_size = 0;  // 0 when unknown
+  // The suspend index of the final suspend; -1 when unknown. GCC: from the frame type's awaiter
+  // members (see final_index_from_members). Clang marks a finished frame by a NULL resume
+  // pointer instead.
+  int64_t final_index = -1;
   std::string decl_file;
   int decl_line = 0;
 };
@@ -77,6 +81,13 @@ class CoroCatalog {
   mutable std::mutex mu_;
   mutable std::unordered_map<size_t, std::map<int64_t, SuspendPointInfo>> points_;
 };
+
+// GCC numbers a coroutine's suspend points in source order, 2 apart: the initial suspend 2, then
+// one per co_await / co_yield, the final suspend last. Each keeps its awaiter in the frame as a
+// member named `Is` (initial), `Aw<n>` (co_await), `Yd<n>` (co_yield) or `Fs` (final), with an
+// optional `_<scope>_<n>` suffix. The final suspend's index is therefore 2 * (awaits + 2);
+// -1 when the members show no initial and final awaiter (not a GCC frame type).
+int64_t gcc_final_index(const std::vector<StructMember>& members);
 
 // Derives the ramp's mangled name from a split-function symbol; empty when `symbol` is not one.
 // Sets `compiler` and `role` ("resume", "destroy", "cleanup").

@@ -3,6 +3,7 @@
 #include <capstone/capstone.h>
 
 #include <map>
+#include <optional>
 #include <set>
 
 namespace asyncprobe::symbolizer {
@@ -12,14 +13,21 @@ namespace {
 constexpr size_t kMaxInstructions = 200000;
 
 // Which registers and stack slots hold the frame pointer, and which registers hold a known
-// constant, along a linear sweep of the function. Control flow is ignored on purpose: compilers
-// keep the frame pointer in one register or one spill slot for the whole function, which a
-// linear sweep sees; a wrong guess can only drop a store, not invent one.
+// constant, at one point of the function. A register may hold the frame pointer plus a constant
+// (GCC -O2 keeps `frame + 0x100` in %rbx to reach late fields with short displacements): its
+// value is that constant. A wrong guess can only drop a store, not invent one.
 struct SweepState {
-  std::set<unsigned> frame_regs;
-  std::set<int64_t> frame_slots;  // rbp/rsp-relative spill slots holding the frame pointer
+  std::map<unsigned, int64_t> frame_regs;  // register -> its offset from the frame start
+  std::map<int64_t, int64_t> frame_slots;  // rbp/rsp-relative spill slot -> offset it holds
   std::map<unsigned, int64_t> constants;
 };
+
+// The frame offset a register holds, if it holds a frame pointer.
+std::optional<int64_t> frame_offset(const SweepState& st, unsigned reg) {
+  auto it = st.frame_regs.find(reg);
+  if (it == st.frame_regs.end()) return std::nullopt;
+  return it->second;
+}
 
 bool is_stack_base(unsigned reg) { return reg == X86_REG_RBP || reg == X86_REG_RSP; }
 
@@ -146,11 +154,13 @@ bool same_state(const SweepState& a, const SweepState& b) {
 // What holds on every path: the meet of two states.
 SweepState meet(const SweepState& a, const SweepState& b) {
   SweepState out;
-  for (unsigned r : a.frame_regs) {
-    if (b.frame_regs.count(r) != 0) out.frame_regs.insert(r);
+  for (const auto& [r, off] : a.frame_regs) {
+    auto it = b.frame_regs.find(r);
+    if (it != b.frame_regs.end() && it->second == off) out.frame_regs.emplace(r, off);
   }
-  for (int64_t s : a.frame_slots) {
-    if (b.frame_slots.count(s) != 0) out.frame_slots.insert(s);
+  for (const auto& [slot, off] : a.frame_slots) {
+    auto it = b.frame_slots.find(slot);
+    if (it != b.frame_slots.end() && it->second == off) out.frame_slots.emplace(slot, off);
   }
   for (const auto& [r, v] : a.constants) {
     auto it = b.constants.find(r);
@@ -178,16 +188,20 @@ void transfer(csh handle, const cs_insn* insn, SweepState& st, ResumeCodeFacts* 
         (id == X86_INS_MOV || id == X86_INS_MOVZX || id == X86_INS_CMP || id == X86_INS_TEST)) {
       for (const cs_x86_op* op : {&src, &dst}) {
         if (op == &dst && id != X86_INS_CMP && id != X86_INS_TEST) continue;
-        if (op->type == X86_OP_MEM && op->mem.index == X86_REG_INVALID &&
-            st.frame_regs.count(full_reg(handle, op->mem.base)) != 0 && op->mem.disp >= 16) {
-          facts->first_frame_load = std::make_pair(static_cast<uint32_t>(op->mem.disp), op->size);
+        if (op->type != X86_OP_MEM || op->mem.index != X86_REG_INVALID) continue;
+        auto base = frame_offset(st, full_reg(handle, op->mem.base));
+        if (base && *base + op->mem.disp >= 16) {
+          facts->first_frame_load =
+              std::make_pair(static_cast<uint32_t>(*base + op->mem.disp), op->size);
           break;
         }
       }
     }
     if (is_mov && dst.type == X86_OP_MEM && dst.mem.index == X86_REG_INVALID) {
       unsigned base = full_reg(handle, dst.mem.base);
-      if (st.frame_regs.count(base) != 0 && dst.mem.disp >= 0 && dst.mem.disp < (1 << 20)) {
+      auto base_off = frame_offset(st, base);
+      int64_t field = base_off ? *base_off + dst.mem.disp : -1;
+      if (base_off && field >= 0 && field < (1 << 20)) {
         std::optional<int64_t> value;
         if (src.type == X86_OP_IMM) {
           value = src.imm;
@@ -196,12 +210,11 @@ void transfer(csh handle, const cs_insn* insn, SweepState& st, ResumeCodeFacts* 
           if (it != st.constants.end()) value = it->second;
         }
         if (value && facts != nullptr) {
-          facts->stores.push_back(
-              {insn->address, static_cast<uint32_t>(dst.mem.disp), dst.size, *value});
+          facts->stores.push_back({insn->address, static_cast<uint32_t>(field), dst.size, *value});
         }
       } else if (is_stack_base(base) && src.type == X86_OP_REG && is_64bit_reg(src.reg)) {
-        if (st.frame_regs.count(src.reg) != 0) {
-          st.frame_slots.insert(dst.mem.disp);
+        if (auto off = frame_offset(st, src.reg)) {
+          st.frame_slots[dst.mem.disp] = *off;
         } else {
           st.frame_slots.erase(dst.mem.disp);
         }
@@ -211,12 +224,12 @@ void transfer(csh handle, const cs_insn* insn, SweepState& st, ResumeCodeFacts* 
     if (dst.type == X86_OP_REG) {
       unsigned d = full_reg(handle, dst.reg);
       if (is_mov && src.type == X86_OP_REG && is_64bit_reg(src.reg) && is_64bit_reg(dst.reg)) {
-        bool frame = st.frame_regs.count(src.reg) != 0;
+        auto frame = frame_offset(st, src.reg);
         auto c = st.constants.find(src.reg);
         std::optional<int64_t> cval;
         if (c != st.constants.end()) cval = c->second;
         forget_reg(st, d);
-        if (frame) st.frame_regs.insert(d);
+        if (frame) st.frame_regs[d] = *frame;
         if (cval) st.constants[d] = *cval;
         return;
       }
@@ -227,9 +240,26 @@ void transfer(csh handle, const cs_insn* insn, SweepState& st, ResumeCodeFacts* 
       }
       if (is_mov && src.type == X86_OP_MEM && is_64bit_reg(dst.reg) &&
           is_stack_base(full_reg(handle, src.mem.base)) && src.mem.index == X86_REG_INVALID) {
-        bool frame = st.frame_slots.count(src.mem.disp) != 0;
+        auto slot = st.frame_slots.find(src.mem.disp);
+        std::optional<int64_t> frame;
+        if (slot != st.frame_slots.end()) frame = slot->second;
         forget_reg(st, d);
-        if (frame) st.frame_regs.insert(d);
+        if (frame) st.frame_regs[d] = *frame;
+        return;
+      }
+      // frame + k: `add $k,%reg` / `sub $k,%reg` on a frame register, `lea k(%frame),%reg`.
+      if ((id == X86_INS_ADD || id == X86_INS_SUB) && src.type == X86_OP_IMM &&
+          is_64bit_reg(dst.reg)) {
+        auto frame = frame_offset(st, d);
+        forget_reg(st, d);
+        if (frame) st.frame_regs[d] = *frame + (id == X86_INS_ADD ? src.imm : -src.imm);
+        return;
+      }
+      if (id == X86_INS_LEA && is_64bit_reg(dst.reg) && src.type == X86_OP_MEM &&
+          src.mem.index == X86_REG_INVALID && src.mem.segment == X86_REG_INVALID) {
+        auto frame = frame_offset(st, full_reg(handle, src.mem.base));
+        forget_reg(st, d);
+        if (frame) st.frame_regs[d] = *frame + src.mem.disp;
         return;
       }
       // `xor %eax,%eax` makes a zero constant.
@@ -312,7 +342,7 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
     }
   }
   SweepState entry;
-  entry.frame_regs.insert(X86_REG_RDI);
+  entry.frame_regs[X86_REG_RDI] = 0;
   std::vector<std::optional<SweepState>> out(nb);
   auto orphan_state = [](const std::optional<SweepState>& first) -> std::optional<SweepState> {
     if (!first) return std::nullopt;

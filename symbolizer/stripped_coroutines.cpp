@@ -9,6 +9,7 @@
 #include <cstring>
 #include <vector>
 
+#include "symbolizer/coro_catalog.h"
 #include "symbolizer/index_store_finder.h"
 
 namespace asyncprobe::symbolizer {
@@ -124,9 +125,30 @@ bool AddressTakenIndex::taken_together(uint64_t a, uint64_t b, uint64_t window) 
   return false;
 }
 
+namespace {
+
+// A function symbol that starts at `vaddr` and is not a coroutine's split function: the address
+// is an ordinary function's (a stripped object keeps its exported .dynsym names; split functions
+// are local and never exported). E.g. bash keeps `bash_input.getter`/`.ungetter`, two adjacent
+// function pointers set together, that look like a (resume, destroy) header.
+bool named_ordinary_function(const ElfObject& object, uint64_t vaddr) {
+  if (vaddr == 0) return false;
+  const ElfSymbol* sym = object.function_at(vaddr);
+  if (sym == nullptr || sym->value != vaddr) return false;
+  CoroCompiler compiler = CoroCompiler::kGcc;
+  std::string role;
+  return ramp_of_split_symbol(sym->name, &compiler, &role).empty();
+}
+
+}  // namespace
+
 std::optional<CoroFunction> recognise_stripped_coroutine(const Module& module,
                                                          const AddressTakenIndex& taken,
                                                          uint64_t resume, uint64_t destroy) {
+  if (named_ordinary_function(module.object(), resume) ||
+      named_ordinary_function(module.object(), destroy)) {
+    return std::nullopt;
+  }
   CoroFunction fn;
   fn.destroy = destroy;
   if (auto stub = read_gcc_destroy_stub(module, destroy)) {

@@ -391,30 +391,13 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
     FrameScanner scanner(s.index, reader, batch);
     ScanStats stats;
     std::vector<FoundFrame> found = scanner.scan(regions, &stats);
-    // Boost.Asio recycles frame memory without clearing it: a finished or undecodable frame with
-    // Asio's promise signature (coro_ == the frame itself) is a dead frame in the recycler.
-    size_t recycled = 0;
-    std::vector<FoundFrame> live;
-    live.reserve(found.size());
+    // Every frame whose header names its coroutine is kept, Boost.Asio's included: Asio's frame
+    // recycler (thread_info_base::deallocate) writes the frame's size in 8-byte chunks over the
+    // header's first byte, and frames it does not keep go back to malloc, which writes its free
+    // list over the first two words, so neither matches a (resume, destroy) pair any more.
     out->frames.clear();
     out->frames.reserve(found.size());
-    for (const auto& f : found) {
-      model::CoroFrame frame = decode_frame(f);
-      size_t promise_word = f.ref.fn->promise_offset / 8;
-      if (frame.state != model::FrameState::kSuspended && promise_word < f.head_words &&
-          f.head[promise_word] == f.address) {
-        ++recycled;
-        continue;
-      }
-      live.push_back(f);
-      out->frames.push_back(std::move(frame));
-    }
-    found.swap(live);
-    if (recycled > 0) {
-      out->warnings.push_back(std::to_string(recycled) +
-                              " finished Boost.Asio frames held for reuse by its frame recycler "
-                              "were left out");
-    }
+    for (const auto& f : found) out->frames.push_back(decode_frame(f));
     stitch_awaiters(out->frames, found, reader, batch);
     fingerprint_frames(out->frames, found, reader, batch);
     out->bytes_scanned = stats.bytes_scanned;

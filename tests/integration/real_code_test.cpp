@@ -1,0 +1,327 @@
+// The real-code matrix: Boost.Asio 1.81's own C++20 examples (Debian's
+// libboost1.81-doc, built by tests/fixtures/CMakeLists.txt with g++ 12, clang++ 14 and 19 at -O2,
+// echo_server also with g++ -O0) run on a free loopback port under load from echo_load (busy
+// connections doing round trips, idle ones connected and silent); asyncprobe must find every
+// coroutine at the place the examples' source says. Expected lines are found by searching the
+// example and Asio sources for the statements, never taken from asyncprobe's output.
+//
+// What the sources say (coroutines/echo_server.cpp; echo_server_with_deferred.cpp is the same
+// with `deferred` in place of `use_awaitable`):
+// - listener() loops forever at `co_await acceptor.async_accept(...)`; it co_spawns one
+//   echo(socket) per connection. co_spawn (impl/co_spawn.hpp) wraps each spawned coroutine in its
+//   own co_spawn_entry_point, which awaits it at `co_await f();`: listener and every echo are
+//   children of their own entry point, which is a root; no echo is under listener.
+// - echo() loops: `co_await socket.async_read_some(...)` then `co_await async_write(...)`. An
+//   idle connection's echo waits at the read forever; a busy one is at the read or the write.
+// - With use_awaitable, each pending operation is a coroutine too:
+//   async_result<use_awaitable_t>::initiate (impl/use_awaitable.hpp) waits at
+//   `co_await [&] (auto* frame)` for the operation it started; with deferred it is not one.
+// - Nothing has finished: no frame is at a final suspend.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/fixture_process.h"
+
+extern char** environ;
+
+namespace asyncprobe::testing {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kExampleDir =
+    "/usr/share/doc/libboost1.81-doc/examples/libs/asio/example/cpp20";
+constexpr const char* kAsioDir = "/usr/include/boost/asio";
+constexpr int kBusy = 3;
+constexpr int kIdle = 2;
+
+// The 1-based line of `path` whose text, without surrounding blanks, starts with `statement`;
+// throws unless exactly one line does.
+int line_of(const std::string& path, const std::string& statement) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::string text;
+  int found = 0;
+  int count = 0;
+  for (int n = 1; std::getline(in, text); ++n) {
+    size_t b = text.find_first_not_of(" \t");
+    if (b != std::string::npos && text.compare(b, statement.size(), statement) == 0) {
+      found = n;
+      ++count;
+    }
+  }
+  if (count != 1) {
+    throw std::runtime_error(path + ": " + std::to_string(count) + " lines start with " +
+                             statement);
+  }
+  return found;
+}
+
+int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error("no free port");
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// True once some socket listens on `port` (/proc/net/tcp: local address :PORT, state 0A).
+bool listening(int port) {
+  std::ifstream in("/proc/net/tcp");
+  char want[16];
+  std::snprintf(want, sizeof want, ":%04X", port);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::string local = line.size() > 20 ? line.substr(6, 15) : "";
+    if (local.find(want) != std::string::npos && line.find(" 0A ") != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// A program nobody here wrote, started with extra environment variables (it prints no READY
+// line); SIGKILLed and reaped on destruction.
+class Spawned {
+ public:
+  Spawned(std::vector<std::string> argv, const std::vector<std::string>& env) {
+    std::vector<std::string> env_text = env;
+    for (char** e = environ; *e != nullptr; ++e) env_text.emplace_back(*e);
+    std::vector<char*> envp;
+    for (auto& e : env_text) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    if (posix_spawn(&pid_, argv[0].c_str(), nullptr, nullptr, args.data(), envp.data()) != 0) {
+      throw std::runtime_error("cannot start " + argv[0]);
+    }
+  }
+  ~Spawned() {
+    ::kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+  Spawned(const Spawned&) = delete;
+  Spawned& operator=(const Spawned&) = delete;
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// An example server on `port`, returned once it listens.
+std::unique_ptr<Spawned> start_server(const std::string& path, int port) {
+  auto server = std::make_unique<Spawned>(
+      std::vector<std::string>{path},
+      std::vector<std::string>{"ASYNCPROBE_EXAMPLE_PORT=" + std::to_string(port)});
+  for (int i = 0; i < 400 && !listening(port); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!listening(port)) throw std::runtime_error(path + " does not listen on its port");
+  return server;
+}
+
+json snapshot(pid_t pid) {
+  RunResult r =
+      run_command({asyncprobe_binary(), "-p", std::to_string(pid), "--json", "--window", "0"},
+                  std::chrono::seconds(120));
+  EXPECT_EQ(r.exit.exit_code, 0) << r.err;
+  return json::parse(r.out);
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+std::string function_of(const json& c) { return c["function"].get<std::string>(); }
+bool is_entry_point(const json& c) {
+  return function_of(c).find("co_spawn_entry_point") != std::string::npos;
+}
+bool is_initiate(const json& c, const std::string& operation) {
+  const std::string f = function_of(c);
+  return f.find("async_result<boost::asio::use_awaitable_t") != std::string::npos &&
+         f.find("::initiate<") != std::string::npos && f.find(operation) != std::string::npos;
+}
+bool at(const json& c, const std::string& file, int line) {
+  return ends_with(c["suspend"]["file"].get<std::string>(), file) &&
+         c["suspend"]["line"].get<int>() == line;
+}
+
+// Frames left out because they changed while being read (busy echoes may be mid-resume).
+int torn_frames(const json& doc) {
+  int torn = 0;
+  for (const auto& w : doc["warnings"]) {
+    int n = 0;
+    if (std::sscanf(w.get<std::string>().c_str(), "%d frames changed while being read", &n) == 1) {
+      torn += n;
+    }
+  }
+  return torn;
+}
+
+struct Expected {
+  std::string source;  // file name, e.g. echo_server.cpp
+  int accept_line = 0;
+  int read_line = 0;
+  int write_line = 0;
+  bool use_awaitable = false;  // pending operations are initiate coroutines
+};
+
+Expected expected_for(const std::string& example) {
+  Expected e;
+  e.source = example + ".cpp";
+  std::string path = std::string(kExampleDir) + "/coroutines/" + e.source;
+  e.accept_line = line_of(path, "tcp::socket socket = co_await acceptor.async_accept(");
+  e.read_line = line_of(path, "std::size_t n = co_await socket.async_read_some(");
+  e.write_line = line_of(path, "co_await async_write(socket,");
+  e.use_awaitable = example == "echo_server";
+  return e;
+}
+
+// Checks one snapshot of an example under load.
+void check_snapshot(const json& doc, const Expected& e, const std::string& label) {
+  const std::string co_spawn_hpp = "boost/asio/impl/co_spawn.hpp";
+  const std::string use_awaitable_hpp = "boost/asio/impl/use_awaitable.hpp";
+  const int entry_line = line_of(std::string(kAsioDir) + "/impl/co_spawn.hpp", "co_await f();");
+  const int initiate_line =
+      line_of(std::string(kAsioDir) + "/impl/use_awaitable.hpp", "co_await [&] (auto* frame)");
+  const json& cs = doc["coroutines"];
+  auto parent = [&](const json& c) -> const json* {
+    return c["awaiter_id"].is_null() ? nullptr : &cs[c["awaiter_id"].get<size_t>()];
+  };
+  auto children = [&](const json& c) {
+    std::vector<const json*> out;
+    for (const auto& k : cs) {
+      if (!k["awaiter_id"].is_null() && k["awaiter_id"] == c["id"]) out.push_back(&k);
+    }
+    return out;
+  };
+  int listeners = 0;
+  int echoes = 0;
+  int reading = 0;
+  int reading_with_op = 0;
+  int entry_points = 0;
+  for (const auto& c : cs) {
+    const std::string f = function_of(c);
+    EXPECT_EQ(c["state"], "suspended") << label << " " << f;
+    EXPECT_NE(c["suspend"]["kind"], "final") << label << " " << f;
+    const json* p = parent(c);
+    if (is_entry_point(c)) {
+      ++entry_points;
+      EXPECT_TRUE(at(c, co_spawn_hpp, entry_line)) << label << " " << c["suspend"];
+      EXPECT_EQ(p, nullptr) << label << ": co_spawn_entry_point is a root";
+    } else if (f == "listener()") {
+      ++listeners;
+      EXPECT_TRUE(at(c, e.source, e.accept_line)) << label << " " << c["suspend"];
+      EXPECT_EQ(c["suspend"]["kind"], "await") << label;
+      if (p == nullptr) {
+        ADD_FAILURE() << label << ": listener has no parent";
+        continue;
+      }
+      EXPECT_TRUE(is_entry_point(*p)) << label << " listener under " << function_of(*p);
+      auto ops = children(c);
+      if (e.use_awaitable) {
+        // The pending accept: async_result<use_awaitable_t>::initiate of the acceptor's
+        // initiate_async_move_accept.
+        EXPECT_EQ(ops.size(), 1u) << label << ": the listener's accept operation";
+        if (ops.size() == 1) {
+          EXPECT_TRUE(is_initiate(*ops[0], "initiate_async_move_accept"))
+              << label << " " << function_of(*ops[0]);
+          EXPECT_TRUE(at(*ops[0], use_awaitable_hpp, initiate_line)) << label;
+        }
+      } else {
+        EXPECT_EQ(ops.size(), 0u) << label << ": a deferred accept is not a coroutine";
+      }
+    } else if (f.rfind("echo(", 0) == 0) {
+      ++echoes;
+      if (p == nullptr) {
+        ADD_FAILURE() << label << ": echo has no parent";
+        continue;
+      }
+      EXPECT_TRUE(is_entry_point(*p)) << label << " echo under " << function_of(*p);
+      EXPECT_EQ(c["suspend"]["kind"], "await") << label;
+      bool read = at(c, e.source, e.read_line);
+      bool write = at(c, e.source, e.write_line);
+      EXPECT_TRUE(read || write) << label << " echo at " << c["suspend"];
+      reading += read ? 1 : 0;
+      auto ops = children(c);
+      EXPECT_LE(ops.size(), e.use_awaitable ? 1u : 0u) << label;
+      if (read && ops.size() == 1 && is_initiate(*ops[0], "initiate_async_receive") &&
+          at(*ops[0], use_awaitable_hpp, initiate_line)) {
+        ++reading_with_op;
+      }
+    } else {
+      // Otherwise only the pending operations of listener and echo (checked above). One is a
+      // root only when its busy echo changed while being read and was left out.
+      EXPECT_TRUE(p != nullptr || torn_frames(doc) > 0) << label << " unexpected root " << f;
+      EXPECT_TRUE(e.use_awaitable && (is_initiate(c, "initiate_async_receive") ||
+                                      is_initiate(c, "initiate_async_write") ||
+                                      is_initiate(c, "initiate_async_move_accept")))
+          << label << " unexpected " << f;
+    }
+  }
+  const int connections = kBusy + kIdle;
+  EXPECT_EQ(listeners, 1) << label;
+  EXPECT_EQ(entry_points, 1 + connections) << label;
+  // Busy echoes may change while being read and be left out (counted in a warning).
+  EXPECT_LE(echoes, connections) << label;
+  EXPECT_GE(echoes + torn_frames(doc), connections) << label;
+  // The idle connections' echoes wait at the read (with its operation, under use_awaitable).
+  EXPECT_GE(reading, kIdle) << label;
+  if (e.use_awaitable) {
+    EXPECT_GE(reading_with_op, kIdle) << label;
+  }
+}
+
+class AsioExamples : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
+
+TEST_P(AsioExamples, EveryCoroutineAtItsSourceLine) {
+  const auto& [variant, example] = GetParam();
+  const std::string label = variant + "/" + example;
+  const Expected e = expected_for(example);
+  const int port = free_port();
+  auto server = start_server(fixture_path(variant, "examples/" + example), port);
+  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
+                       std::to_string(kIdle), "60"});
+  // Several looks: a busy echo is at its read or its write (g++ labelled the write "final").
+  for (int look = 0; look < 4; ++look) {
+    check_snapshot(snapshot(server->pid()), e, label + " look " + std::to_string(look));
+  }
+}
+
+std::vector<std::pair<std::string, std::string>> matrix() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const char* v : {"gcc12-O2", "clang14-O2", "clang19-O2"}) {
+    out.emplace_back(v, "echo_server");
+    out.emplace_back(v, "echo_server_with_deferred");
+  }
+  out.emplace_back("gcc12-O0", "echo_server");
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Matrix, AsioExamples, ::testing::ValuesIn(matrix()), [](const auto& info) {
+  return test_name_of_variant(info.param.first) + "_" + info.param.second;
+});
+
+}  // namespace
+}  // namespace asyncprobe::testing
