@@ -40,6 +40,10 @@ struct CoroFunction {
   uint8_t index_width = 0;
   std::string layout_source;  // "dwarf" or "machine-code"
   uint32_t promise_offset = 16;
+  // The promise's type was in the DWARF frame type: exception_offsets (frame-relative) lists its
+  // std::exception_ptr members (none: the promise holds no exception_ptr).
+  bool promise_type_known = false;
+  std::vector<uint32_t> exception_offsets;
   uint64_t frame_size = 0;  // 0 when unknown
   std::string decl_file;
   int decl_line = 0;

@@ -6,6 +6,7 @@
 
 #include "userspace/snapshot/async_stacks.h"
 #include "userspace/cli/cli_options.h"
+#include "userspace/diagnose/diagnose.h"
 #include "userspace/util/exit_codes.h"
 #include "userspace/output/report_csv.h"
 #include "userspace/output/report_json.h"
@@ -51,6 +52,8 @@ int run_snapshot(const CliOptions& opts) {
     snap = std::move(second);
   }
   snap.window_seconds = opts.window_s;
+  diagnose::diagnose(snap, opts.window_s > 0 ? &first : nullptr);
+  diagnose::add_native_stacks(snap, opts.pid, opts.debug_dirs, taker.reader());
   std::ofstream file;
   std::ostream* out = &std::cout;
   if (!opts.output.empty()) {

@@ -13,6 +13,8 @@
 #include "symbolizer/stripped_coroutines.h"
 #include "userspace/snapshot/awaiter_stitcher.h"
 #include "userspace/snapshot/frame_scanner.h"
+#include "userspace/process/exception_reader.h"
+#include "userspace/process/lock_reader.h"
 #include "userspace/process/memory_reader.h"
 #include "userspace/process/preload_client.h"
 #include "userspace/process/process_maps.h"
@@ -90,6 +92,32 @@ std::vector<ScanRegion> build_scan_regions(const std::vector<process::Mapping>& 
     regions.push_back(r);
   }
   return regions;
+}
+
+// The exceptions frames hold (promises whose DWARF type names an exception_ptr member), and a
+// warning for frames whose promise type is unknown (Clang -O1+ emits no frame type).
+void read_held_exceptions(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,
+                          const process::ReadMemory& read, std::vector<std::string>* warnings) {
+  size_t unknown = 0;
+  for (size_t i = 0; i < frames.size() && i < found.size(); ++i) {
+    const symbolizer::CoroFunction* fn = found[i].ref.fn;
+    frames[i].promise_layout_known = fn != nullptr && fn->promise_type_known;
+    if (!frames[i].promise_layout_known) {
+      ++unknown;
+      continue;
+    }
+    for (uint32_t off : fn->exception_offsets) {
+      uint64_t object = 0;
+      if (!read(found[i].address + off, &object, sizeof object) || object == 0) continue;
+      frames[i].exception = process::read_held_exception(object, read);
+      break;
+    }
+  }
+  if (unknown > 0) {
+    warnings->push_back(std::to_string(unknown) +
+                        " coroutines have no promise type in the debug info (Clang at -O1 and "
+                        "above emits none): whether they hold an exception could not be read");
+  }
 }
 
 bool is_system_library(const std::string& path) {
@@ -365,6 +393,8 @@ void SnapshotTaker::add_stripped_coroutines(const std::vector<StrippedObject>& s
 
 const CoroutineIndex& SnapshotTaker::index() const { return impl_->index; }
 
+const process::ReadMemory& SnapshotTaker::reader() const { return impl_->read; }
+
 bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
   Impl& s = *impl_;
   try {
@@ -415,6 +445,8 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
                               "were left out");
     }
     stitch_awaiters(out->frames, found, reader, batch);
+    read_held_exceptions(out->frames, found, reader, &out->warnings);
+    for (model::ThreadInfo& t : out->threads) t.lock_wait = process::read_lock_wait(t, reader);
     out->bytes_scanned = stats.bytes_scanned;
     out->scan_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
