@@ -43,10 +43,10 @@ std::vector<model::Diagnosis> await_cycles(const model::Snapshot& snap,
     if (before != nullptr && earlier.count(members) == 0) continue;
     model::Diagnosis d;
     d.kind = model::Diagnosis::Kind::kAwaitCycle;
-    d.frame_ids = c.frames;
+    d.frame_ids = c.frames;  // the forest's order: frames[k] awaits frames[k + 1]
     d.summary = std::to_string(c.frames.size()) + " coroutines await each other: ";
-    for (size_t f : c.frames) d.summary += snap.frames[f].function + " -> ";
-    d.summary += snap.frames[c.frames.front()].function;
+    for (size_t f : d.frame_ids) d.summary += snap.frames[f].function + " awaits ";
+    d.summary += snap.frames[d.frame_ids.front()].function;
     out.push_back(std::move(d));
   }
   return out;

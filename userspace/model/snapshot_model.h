@@ -127,6 +127,9 @@ struct Snapshot {
   std::vector<std::string> warnings;  // degraded results: missing debug info, torn reads, ...
   std::vector<Diagnosis> diagnoses;   // filled by diagnose::diagnose() after the looks
   std::vector<std::string> diagnosis_limits;  // what the diagnoses could not see, for this target
+  size_t orphan_candidates = 0;      // suspended heap frames the orphan mark phase could judge
+  size_t orphan_unknown_extent = 0;  // suspended frames it could not (extent unknown): never orphaned
+  bool maps_io_uring = false;        // io_uring rings mapped: pointers may live in kernel memory
   uint64_t bytes_scanned = 0;
   double scan_seconds = 0.0;
   double window_seconds = 0.0;  // --window used for stuck detection (0: one instant)

@@ -414,8 +414,7 @@ void write_lock_diagnosis(std::ostream& out, const model::Snapshot& snap, const 
   }
 }
 
-void write_diagnoses(std::ostream& out, const model::Snapshot& snap, const Glyphs& g,
-                     const TextReportOptions& opts) {
+void write_diagnoses(std::ostream& out, const model::Snapshot& snap, const TextReportOptions& opts) {
   if (snap.diagnoses.empty()) {
     out << "DIAGNOSES: none\n";
   } else {
@@ -425,7 +424,6 @@ void write_diagnoses(std::ostream& out, const model::Snapshot& snap, const Glyph
   const size_t cap = std::max<size_t>(opts.max_listed, 1);
   for (const model::Diagnosis& d : snap.diagnoses) {
     out << model::to_string(d.kind) << ": ";
-    if (d.kind == K::kOrphaned) out << d.frame_ids.size() << g.times << " ";
     out << esc(d.summary) << '\n';
     if (d.kind == K::kThreadDeadlock || d.kind == K::kLockOwnerGone) {
       write_lock_diagnosis(out, snap, d, opts);
@@ -482,7 +480,7 @@ void write_text_report(std::ostream& out, const model::Snapshot& snap, const sna
   write_warnings(out, snap, forest, opts);
 
   out << '\n';
-  write_diagnoses(out, snap, g, opts);
+  write_diagnoses(out, snap, opts);
   out << '\n';
   if (forest.top_nodes.empty()) {
     out << "ASYNC STACKS: none found\n";

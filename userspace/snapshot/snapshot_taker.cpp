@@ -13,6 +13,7 @@
 #include "symbolizer/stripped_coroutines.h"
 #include "userspace/snapshot/awaiter_stitcher.h"
 #include "userspace/snapshot/frame_scanner.h"
+#include "userspace/snapshot/orphan_marker.h"
 #include "userspace/process/exception_reader.h"
 #include "userspace/process/lock_reader.h"
 #include "userspace/process/memory_reader.h"
@@ -115,8 +116,8 @@ void read_held_exceptions(std::vector<model::CoroFrame>& frames, const std::vect
   }
   if (unknown > 0) {
     warnings->push_back(std::to_string(unknown) +
-                        " coroutines have no promise type in the debug info (Clang at -O1 and "
-                        "above emits none): whether they hold an exception could not be read");
+                        " coroutines have no promise type in the debug info (Clang emits none at "
+                        "-O1 and above): whether they hold an exception could not be read");
   }
 }
 
@@ -446,6 +447,19 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
     }
     stitch_awaiters(out->frames, found, reader, batch);
     read_held_exceptions(out->frames, found, reader, &out->warnings);
+    // Roots of the mark phase: what the frame scan read, plus the modules' writable data.
+    std::vector<ScanRegion> roots = regions;
+    for (const process::Mapping& m : maps.mappings) {
+      if (m.perms.read && m.perms.write && process::classify(m) == process::RegionKind::kFileData) {
+        roots.push_back(ScanRegion{m.start, m.end, false});
+      }
+    }
+    OrphanStats orphans = mark_orphans(out->frames, frame_extents(out->frames, found, reader), roots, reader);
+    out->orphan_candidates = orphans.candidates;
+    for (const process::Mapping& m : maps.mappings) {
+      out->maps_io_uring |= m.path.find("io_uring") != std::string::npos;
+    }
+    out->orphan_unknown_extent = orphans.unknown_extent;
     for (model::ThreadInfo& t : out->threads) t.lock_wait = process::read_lock_wait(t, reader);
     out->bytes_scanned = stats.bytes_scanned;
     out->scan_seconds =
