@@ -72,7 +72,7 @@ std::vector<FrameExtent> frame_extents(const std::vector<model::CoroFrame>& fram
 
 OrphanStats mark_orphans(std::vector<model::CoroFrame>& frames, const std::vector<FrameExtent>& extents,
                          const std::vector<ScanRegion>& regions, const process::ReadMemory& read,
-                         size_t chunk_bytes) {
+                         const PointerRecord* seen, size_t seen_regions, size_t chunk_bytes) {
   OrphanStats stats;
   const FrameIndex fi = index_frames(extents);
   for (size_t i = 0; i < frames.size(); ++i) {
@@ -94,7 +94,28 @@ OrphanStats mark_orphans(std::vector<model::CoroFrame>& frames, const std::vecto
   chunk_bytes = std::max<size_t>(chunk_bytes & ~size_t{7}, 4096);
   std::vector<uint64_t> buf(chunk_bytes / 8);
   std::vector<size_t> hits;
-  for (const ScanRegion& region : regions) {
+  // One word at `where` holding `value`: a root's pointer, or an edge between frames.
+  auto visit = [&](uint64_t where, uint64_t value) {
+    const size_t to = fi.holding(value);
+    if (to == SIZE_MAX) return;
+    const size_t from = fi.holding(where);
+    if (from == SIZE_MAX) {
+      if (!reached[to]) {
+        reached[to] = 1;
+        work.push_back(static_cast<uint32_t>(to));
+      }
+    } else if (from != to) {
+      edges[from].push_back(static_cast<uint32_t>(to));
+    }
+  };
+  size_t first_region = 0;
+  if (seen != nullptr && !seen->overflow && seen->lo <= lo && lo + span <= seen->lo + seen->span) {
+    for (const auto& [where, value] : seen->words) visit(where, value);
+    first_region = std::min(seen_regions, regions.size());
+    stats.reused_scan = true;
+  }
+  for (size_t r = first_region; r < regions.size(); ++r) {
+    const ScanRegion& region = regions[r];
     for (uint64_t at = (region.start + 7) & ~uint64_t{7}; at + 8 <= region.end;) {
       const size_t len = static_cast<size_t>(std::min<uint64_t>(chunk_bytes, region.end - at)) & ~size_t{7};
       if (!read(at, buf.data(), len)) {
@@ -104,19 +125,7 @@ OrphanStats mark_orphans(std::vector<model::CoroFrame>& frames, const std::vecto
       }
       hits.clear();
       find_words_in_range(buf.data(), len / 8, lo, span, &hits);
-      for (size_t h : hits) {
-        const size_t to = fi.holding(buf[h]);
-        if (to == SIZE_MAX) continue;
-        const size_t from = fi.holding(at + h * 8);
-        if (from == SIZE_MAX) {
-          if (!reached[to]) {
-            reached[to] = 1;
-            work.push_back(static_cast<uint32_t>(to));
-          }
-        } else if (from != to) {
-          edges[from].push_back(static_cast<uint32_t>(to));
-        }
-      }
+      for (size_t h : hits) visit(at + h * 8, buf[h]);
       stats.bytes_scanned += len;
       at += len;
     }

@@ -32,6 +32,7 @@ struct OrphanStats {
   uint64_t unreadable_bytes = 0;
   size_t candidates = 0;  // suspended heap frames with a known extent
   size_t unknown_extent = 0;
+  bool reused_scan = false;  // the frame scan's recorded words were used (no second read)
 };
 
 // Extents of `frames`: the DWARF frame size when the catalog knows it, else the usable size of the
@@ -41,9 +42,12 @@ std::vector<FrameExtent> frame_extents(const std::vector<model::CoroFrame>& fram
                                        const process::ReadMemory& read);
 
 // Marks CoroFrame::orphaned on the suspended frames nothing live points to. `regions` are the
-// roots' memory (stacks from sp up, heap, anonymous and module data mappings).
+// roots' memory (stacks from sp up, heap, anonymous and module data mappings). `seen`: words the
+// frame scan already recorded (valid unless it overflowed); those regions (`seen_regions`, the
+// ones the frame scan read) are then not read again.
 OrphanStats mark_orphans(std::vector<model::CoroFrame>& frames, const std::vector<FrameExtent>& extents,
                          const std::vector<ScanRegion>& regions, const process::ReadMemory& read,
+                         const PointerRecord* seen = nullptr, size_t seen_regions = 0,
                          size_t chunk_bytes = 1 << 20);
 
 }  // namespace asyncprobe::snapshot

@@ -5,6 +5,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -119,6 +120,41 @@ void read_held_exceptions(std::vector<model::CoroFrame>& frames, const std::vect
                         " coroutines have no promise type in the debug info (Clang emits none at "
                         "-O1 and above): whether they hold an exception could not be read");
   }
+}
+
+// The span of the regions frames can live in (non-stack ones), for the scan's pointer record.
+PointerRecord frame_memory_range(const std::vector<ScanRegion>& regions) {
+  PointerRecord rec;
+  uint64_t lo = UINT64_MAX, hi = 0;
+  for (const ScanRegion& r : regions) {
+    if (r.end <= r.start) continue;
+    lo = std::min(lo, r.start);
+    hi = std::max(hi, r.end);
+  }
+  if (hi == 0) {
+    rec.overflow = true;  // nothing to record
+    return rec;
+  }
+  rec.lo = lo;
+  rec.span = hi - 1 - lo;
+  return rec;
+}
+
+// The orphan mark phase; roots are what the frame scan read plus the modules' writable data.
+void find_orphans(model::Snapshot* out, const std::vector<process::Mapping>& maps,
+                  const std::vector<ScanRegion>& regions, const std::vector<FoundFrame>& found,
+                  const PointerRecord& seen, const process::ReadMemory& read) {
+  std::vector<ScanRegion> roots = regions;
+  for (const process::Mapping& m : maps) {
+    if (m.perms.read && m.perms.write && process::classify(m) == process::RegionKind::kFileData) {
+      roots.push_back(ScanRegion{m.start, m.end, false});
+    }
+    out->maps_io_uring |= m.path.find("io_uring") != std::string::npos;
+  }
+  OrphanStats orphans = mark_orphans(out->frames, frame_extents(out->frames, found, read), roots,
+                                     read, &seen, regions.size());
+  out->orphan_candidates = orphans.candidates;
+  out->orphan_unknown_extent = orphans.unknown_extent;
 }
 
 bool is_system_library(const std::string& path) {
@@ -420,7 +456,12 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
     const process::ReadMemoryBatch& batch = s.batch;
     FrameScanner scanner(s.index, reader, batch);
     ScanStats stats;
-    std::vector<FoundFrame> found = scanner.scan(regions, &stats);
+    // The orphan mark phase reuses the words the scan sees pointing into frame memory: heap and
+    // anonymous mappings, where frames live.
+    PointerRecord pointers;
+    if (s.session.find_orphans) pointers = frame_memory_range(regions);
+    std::vector<FoundFrame> found =
+        scanner.scan(regions, &stats, 1 << 20, s.session.find_orphans ? &pointers : nullptr);
     // Boost.Asio recycles frame memory without clearing it: a finished or undecodable frame with
     // Asio's promise signature (coro_ == the frame itself) is a dead frame in the recycler.
     size_t recycled = 0;
@@ -447,20 +488,7 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
     }
     stitch_awaiters(out->frames, found, reader, batch);
     read_held_exceptions(out->frames, found, reader, &out->warnings);
-    // Roots of the mark phase: what the frame scan read, plus the modules' writable data.
-    std::vector<ScanRegion> roots = regions;
-    for (const process::Mapping& m : maps.mappings) {
-      if (m.perms.read && m.perms.write && process::classify(m) == process::RegionKind::kFileData) {
-        roots.push_back(ScanRegion{m.start, m.end, false});
-      }
-    }
-    OrphanStats orphans = mark_orphans(out->frames, frame_extents(out->frames, found, reader), roots, reader);
-    out->orphan_candidates = orphans.candidates;
-    for (const process::Mapping& m : maps.mappings) {
-      out->maps_io_uring |= m.path.find("io_uring") != std::string::npos;
-    }
-    out->orphan_unknown_extent = orphans.unknown_extent;
-    for (model::ThreadInfo& t : out->threads) t.lock_wait = process::read_lock_wait(t, reader);
+    if (s.session.find_orphans) find_orphans(out, maps.mappings, regions, found, pointers, reader);
     out->bytes_scanned = stats.bytes_scanned;
     out->scan_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -28,6 +28,7 @@ struct SnapshotError {
 struct SnapshotSession {
   int pid = 0;
   std::vector<std::string> debug_dirs;
+  bool find_orphans = true;  // the orphan mark phase (a second pass over memory); off: benchmarks
 };
 
 // Holds what stays valid between two looks at the same process (modules, catalogs, index), so
