@@ -23,8 +23,12 @@ uint64_t word_at(const uint8_t* data, size_t size, size_t off) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace asyncprobe::process;
   // Futex owner: the first 24 bytes choose the word's offset, op and expected value.
-  uint64_t args[6] = {kBase + (word_at(data, size, 0) % (size + 16)), word_at(data, size, 8),
-                      word_at(data, size, 16), 0, 0, 0};
+  uint64_t args[6] = {kBase + (word_at(data, size, 0) % (size + 16)),
+                      word_at(data, size, 8),
+                      word_at(data, size, 16),
+                      0,
+                      0,
+                      0};
   decode_futex_wait(args, kBase, data, size);
 
   // Exception: the object address comes from the input, every pointer it leads to as well.

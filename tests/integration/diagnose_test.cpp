@@ -21,9 +21,9 @@ namespace {
 using nlohmann::json;
 
 json snapshot_json(pid_t pid) {
-  RunResult r = run_command(
-      {asyncprobe_binary(), "-p", std::to_string(pid), "--json", "--window", "0.2"},
-      std::chrono::seconds(120));
+  RunResult r =
+      run_command({asyncprobe_binary(), "-p", std::to_string(pid), "--json", "--window", "0.2"},
+                  std::chrono::seconds(120));
   EXPECT_EQ(r.exit.exit_code, 0) << r.err;
   return json::parse(r.out);
 }
@@ -50,7 +50,8 @@ bool native_stack_mentions(const json& doc, long tid, const std::string& word) {
   for (const json& t : doc["threads"]) {
     if (t["tid"].get<long>() != tid) continue;
     for (const json& f : t["native_stack"]) {
-      if (f["function"].is_string() && f["function"].get<std::string>().find(word) != std::string::npos) {
+      if (f["function"].is_string() &&
+          f["function"].get<std::string>().find(word) != std::string::npos) {
         return true;
       }
     }
@@ -214,8 +215,8 @@ TEST_P(CoroFailures, AwaitCyclesAreDiagnosed) {
       EXPECT_EQ(std::to_string(f["suspend"]["line"].get<int>()), line_of(marker)) << fn;
     }
   }
-  EXPECT_EQ(seen, (std::set<std::vector<std::string>>{{"pair_first", "pair_second"},
-                                                      {"ring_first", "ring_second", "ring_third"}}));
+  EXPECT_EQ(seen, (std::set<std::vector<std::string>>{
+                      {"pair_first", "pair_second"}, {"ring_first", "ring_second", "ring_third"}}));
 }
 
 TEST_P(CoroFailures, FailedCoroutinesByTypeAndMessage) {
@@ -270,13 +271,15 @@ TEST_P(CoroFailures, FailedCoroutinesByTypeAndMessage) {
 
 TEST_P(CoroFailures, TextReportPutsDiagnosesBeforeTheTrees) {
   FixtureProcess p({fixture_path(GetParam(), "coro_failures")});
-  RunResult r = run_command({asyncprobe_binary(), "-p", std::to_string(p.pid()), "--window", "0.2"});
+  RunResult r =
+      run_command({asyncprobe_binary(), "-p", std::to_string(p.pid()), "--window", "0.2"});
   ASSERT_EQ(r.exit.exit_code, 0) << r.err;
   const size_t diagnoses = r.out.find("\nDIAGNOSES\n");
   const size_t stacks = r.out.find("\nASYNC STACKS");
   ASSERT_NE(diagnoses, std::string::npos) << r.out;
   EXPECT_LT(diagnoses, stacks);
-  EXPECT_NE(r.out.find("\nawait_cycle: 2 coroutines await each other: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nawait_cycle: 2 coroutines await each other: "), std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("\nawait_cycle: 3 coroutines await each other: "), std::string::npos);
   EXPECT_EQ(r.out.find("torn or hostile"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("stuck frames are in await cycles"), std::string::npos);
@@ -286,7 +289,8 @@ TEST_P(CoroFailures, TextReportPutsDiagnosesBeforeTheTrees) {
               std::string::npos)
         << r.out;
     EXPECT_NE(r.out.find("3x charge_card(int)"), std::string::npos);
-    EXPECT_NE(r.out.find("failed: std::runtime_error: \"payment backend refused\""), std::string::npos);
+    EXPECT_NE(r.out.find("failed: std::runtime_error: \"payment backend refused\""),
+              std::string::npos);
   }
 }
 
@@ -312,9 +316,11 @@ TEST_P(Orphans, DroppedWakeupsAreOrphanedHeldParksAreNot) {
   EXPECT_EQ(held["request"] + held["handler"], 0);
   std::vector<json> d = of_kind(doc, "orphaned");
   ASSERT_EQ(d.size(), 1u) << doc["diagnoses"].dump(1);
-  EXPECT_EQ(d[0]["frame_ids"].size(), static_cast<size_t>(orphaned["request"] + orphaned["handler"]));
+  EXPECT_EQ(d[0]["frame_ids"].size(),
+            static_cast<size_t>(orphaned["request"] + orphaned["handler"]));
   EXPECT_EQ(doc["diagnoses"].size(), 1u);
-  const std::string leaf = orphaned["handler"] == 5 ? "handler_loses_wakeup" : "request_calls_handler";
+  const std::string leaf =
+      orphaned["handler"] == 5 ? "handler_loses_wakeup" : "request_calls_handler";
   const std::string src = source_file("tests/fixtures/orphans.cpp");
   EXPECT_NE(d[0]["summary"].get<std::string>().find(":" + std::to_string(marker_line(src, leaf))),
             std::string::npos)

@@ -19,7 +19,8 @@ FrameKey key_of(const model::CoroFrame& f) {
   return {f.address, f.resume_fn, f.destroy_fn, f.suspend.index};
 }
 
-std::set<std::set<FrameKey>> cycles_of(const model::Snapshot& snap, const snapshot::AsyncForest& forest) {
+std::set<std::set<FrameKey>> cycles_of(const model::Snapshot& snap,
+                                       const snapshot::AsyncForest& forest) {
   std::set<std::set<FrameKey>> out;
   for (const snapshot::AwaitCycle& c : forest.cycles) {
     std::set<FrameKey> members;

@@ -60,7 +60,8 @@ void diagnose(model::Snapshot& snap, const model::Snapshot* before) {
 void add_native_stacks(model::Snapshot& snap, int pid, const std::vector<std::string>& debug_dirs,
                        const process::ReadMemory& read) {
   std::set<int> wanted;
-  for (const model::Diagnosis& d : snap.diagnoses) wanted.insert(d.threads.begin(), d.threads.end());
+  for (const model::Diagnosis& d : snap.diagnoses)
+    wanted.insert(d.threads.begin(), d.threads.end());
   if (wanted.empty() || !read) return;
   process::TraceUnwinder unwinder(pid, debug_dirs);
   if (!unwinder.ok()) return;
@@ -73,10 +74,11 @@ void add_native_stacks(model::Snapshot& snap, int pid, const std::vector<std::st
     while (len >= 4096 && !read(t.sp, bytes.data(), len)) len /= 2;
     if (len < 4096) continue;
     uint64_t regs[17] = {};
-    regs[7] = t.sp;  // rsp
+    regs[7] = t.sp;   // rsp
     regs[16] = t.pc;  // rip
     t.native_stack.clear();
-    for (const process::UnwoundFrame& f : unwinder.unwind(regs, t.sp, bytes.data(), len, kMaxNativeFrames)) {
+    for (const process::UnwoundFrame& f :
+         unwinder.unwind(regs, t.sp, bytes.data(), len, kMaxNativeFrames)) {
       model::NativeFrame nf;
       nf.pc = f.pc;
       if (!f.functions.empty()) {

@@ -9,7 +9,8 @@
 namespace asyncprobe::diagnose {
 
 std::vector<model::Diagnosis> failed_coroutines(const model::Snapshot& snap) {
-  using Key = std::tuple<std::string, bool, std::string, std::string>;  // type, has_what, what, error
+  using Key =
+      std::tuple<std::string, bool, std::string, std::string>;  // type, has_what, what, error
   std::map<Key, model::Diagnosis> groups;
   std::vector<Key> order;  // first appearance: the report follows the frames
   for (size_t i = 0; i < snap.frames.size(); ++i) {
@@ -31,7 +32,8 @@ std::vector<model::Diagnosis> failed_coroutines(const model::Snapshot& snap) {
     std::set<std::string> functions;
     for (size_t f : d.frame_ids) functions.insert(snap.frames[f].function);
     const size_t n = d.frame_ids.size();
-    d.summary = std::to_string(n) + (n == 1 ? " coroutine failed with " : " coroutines failed with ");
+    d.summary =
+        std::to_string(n) + (n == 1 ? " coroutine failed with " : " coroutines failed with ");
     d.summary += ex.type.empty() ? "an exception of unreadable type" : ex.type;
     if (ex.has_what) d.summary += ": \"" + ex.what + (ex.what_truncated ? "...\"" : "\"");
     d.summary += " in ";

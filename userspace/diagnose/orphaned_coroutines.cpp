@@ -19,8 +19,9 @@ FrameKey key_of(const model::CoroFrame& f) {
 }
 
 std::string point_of(const model::CoroFrame& f) {
-  return f.function + " at " + (f.suspend.line > 0 ? f.suspend.file + ":" + std::to_string(f.suspend.line)
-                                                  : "suspend index " + std::to_string(f.suspend.index));
+  return f.function + " at " +
+         (f.suspend.line > 0 ? f.suspend.file + ":" + std::to_string(f.suspend.line)
+                             : "suspend index " + std::to_string(f.suspend.index));
 }
 
 }  // namespace

@@ -14,7 +14,8 @@ namespace asyncprobe::diagnose {
 namespace {
 
 // The lock waits that count: in `snap`, and (with an earlier look) the same lock and owner then.
-std::map<int, model::LockWait> stable_waits(const model::Snapshot& snap, const model::Snapshot* before) {
+std::map<int, model::LockWait> stable_waits(const model::Snapshot& snap,
+                                            const model::Snapshot* before) {
   std::map<int, model::LockWait> earlier;
   if (before != nullptr) {
     for (const model::ThreadInfo& t : before->threads) {
@@ -49,7 +50,8 @@ model::Diagnosis::Lock lock_of(const model::LockWait& w, bool alive,
   return l;
 }
 
-std::string cycle_summary(const std::vector<int>& cycle, const std::map<int, model::LockWait>& waits) {
+std::string cycle_summary(const std::vector<int>& cycle,
+                          const std::map<int, model::LockWait>& waits) {
   std::string s = std::to_string(cycle.size()) + " threads wait for each other's locks: ";
   for (int tid : cycle) {
     const model::LockWait& w = waits.at(tid);
@@ -119,10 +121,12 @@ std::vector<model::Diagnosis> thread_deadlocks(const model::Snapshot& snap,
     d.threads.insert(d.threads.end(), partners.begin(), partners.end());
     std::set<uint64_t> seen;
     for (int p : partners) {
-      if (seen.insert(waits.at(p).address).second) d.locks.push_back(lock_of(waits.at(p), true, waiters));
+      if (seen.insert(waits.at(p).address).second)
+        d.locks.push_back(lock_of(waits.at(p), true, waiters));
     }
     d.summary = "thread " + std::to_string(owner) + " holds " + d.locks.front().type + " " +
-                util::hex(d.locks.front().address) + " that thread " + std::to_string(partners.front()) +
+                util::hex(d.locks.front().address) + " that thread " +
+                std::to_string(partners.front()) +
                 " waits for, and is parked forever by glibc after the kernel refused its own PI "
                 "lock as a deadlock (EDEADLK)";
     out.push_back(std::move(d));
@@ -138,10 +142,10 @@ std::vector<model::Diagnosis> thread_deadlocks(const model::Snapshot& snap,
     d.threads = d.locks.back().waiters;
     std::string who = d.threads.size() == 1 ? "thread " + std::to_string(d.threads.front())
                                             : std::to_string(d.threads.size()) + " threads";
-    d.summary = who + " wait" + (d.threads.size() == 1 ? "s" : "") + " for " + w.type + " " +
-                util::hex(w.address) + " whose owner, thread " + std::to_string(w.owner) +
-                (gone ? ", is gone (it exited holding the lock)"
-                      : ", died holding it (FUTEX_OWNER_DIED)");
+    d.summary =
+        who + " wait" + (d.threads.size() == 1 ? "s" : "") + " for " + w.type + " " +
+        util::hex(w.address) + " whose owner, thread " + std::to_string(w.owner) +
+        (gone ? ", is gone (it exited holding the lock)" : ", died holding it (FUTEX_OWNER_DIED)");
     out.push_back(std::move(d));
   }
   return out;

@@ -80,8 +80,7 @@ bool derives_from_std_error(const ReadMemory& read, uint64_t type_info, std::str
     if (!read_u64(read, type_info, &vptr) || vptr < kVtableTypeInfo ||
         !read_u64(read, vptr - kVtableTypeInfo, &meta) ||
         !type_name(read, meta, limits, &meta_name) || meta_name != kSiClassTypeInfo ||
-        !read_u64(read, type_info + kSiBaseType, &base) ||
-        !type_name(read, base, limits, &name)) {
+        !read_u64(read, type_info + kSiBaseType, &base) || !type_name(read, base, limits, &name)) {
       return false;
     }
     type_info = base;
@@ -132,7 +131,8 @@ model::HeldException read_held_exception(uint64_t object, const ReadMemory& read
     return ex;
   }
   ex.type = symbolizer::demangle_type(mangled);
-  if (derives_from_std_error(read, type_info, mangled, limits)) read_message(read, object, limits, &ex);
+  if (derives_from_std_error(read, type_info, mangled, limits))
+    read_message(read, object, limits, &ex);
   return ex;
 }
 

@@ -149,7 +149,8 @@ std::optional<model::LockWait> read_lock_wait(const model::ThreadInfo& thread,
   if (uaddr < kLockWindowBefore) return std::nullopt;
   uint8_t buf[kLockWindowBefore + kLockWindowAfter];
   const uint64_t base = uaddr - kLockWindowBefore;
-  if (read(base, buf, sizeof buf)) return decode_futex_wait(thread.syscall_args, base, buf, sizeof buf);
+  if (read(base, buf, sizeof buf))
+    return decode_futex_wait(thread.syscall_args, base, buf, sizeof buf);
   // The word may sit at the start of a mapping: try the part from the word on.
   if (read(uaddr, buf, kLockWindowAfter)) {
     return decode_futex_wait(thread.syscall_args, uaddr, buf, kLockWindowAfter);

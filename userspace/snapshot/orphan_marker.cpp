@@ -70,7 +70,8 @@ std::vector<FrameExtent> frame_extents(const std::vector<model::CoroFrame>& fram
   return out;
 }
 
-OrphanStats mark_orphans(std::vector<model::CoroFrame>& frames, const std::vector<FrameExtent>& extents,
+OrphanStats mark_orphans(std::vector<model::CoroFrame>& frames,
+                         const std::vector<FrameExtent>& extents,
                          const std::vector<ScanRegion>& regions, const process::ReadMemory& read,
                          const PointerRecord* seen, size_t seen_regions, size_t chunk_bytes) {
   OrphanStats stats;
@@ -117,7 +118,8 @@ OrphanStats mark_orphans(std::vector<model::CoroFrame>& frames, const std::vecto
   for (size_t r = first_region; r < regions.size(); ++r) {
     const ScanRegion& region = regions[r];
     for (uint64_t at = (region.start + 7) & ~uint64_t{7}; at + 8 <= region.end;) {
-      const size_t len = static_cast<size_t>(std::min<uint64_t>(chunk_bytes, region.end - at)) & ~size_t{7};
+      const size_t len =
+          static_cast<size_t>(std::min<uint64_t>(chunk_bytes, region.end - at)) & ~size_t{7};
       if (!read(at, buf.data(), len)) {
         stats.unreadable_bytes += len;
         at += len;

@@ -45,7 +45,8 @@ std::vector<FrameExtent> frame_extents(const std::vector<model::CoroFrame>& fram
 // roots' memory (stacks from sp up, heap, anonymous and module data mappings). `seen`: words the
 // frame scan already recorded (valid unless it overflowed); those regions (`seen_regions`, the
 // ones the frame scan read) are then not read again.
-OrphanStats mark_orphans(std::vector<model::CoroFrame>& frames, const std::vector<FrameExtent>& extents,
+OrphanStats mark_orphans(std::vector<model::CoroFrame>& frames,
+                         const std::vector<FrameExtent>& extents,
                          const std::vector<ScanRegion>& regions, const process::ReadMemory& read,
                          const PointerRecord* seen = nullptr, size_t seen_regions = 0,
                          size_t chunk_bytes = 1 << 20);

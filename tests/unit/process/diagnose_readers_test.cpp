@@ -157,7 +157,8 @@ struct FakeMemory {
   uint64_t base;
   std::vector<uint8_t> bytes;
   bool operator()(uint64_t addr, void* out, size_t len) const {
-    if (addr < base || addr - base > bytes.size() || bytes.size() - (addr - base) < len) return false;
+    if (addr < base || addr - base > bytes.size() || bytes.size() - (addr - base) < len)
+      return false;
     std::memcpy(out, bytes.data() + (addr - base), len);
     return true;
   }
