@@ -93,7 +93,7 @@ TEST(LockReader, PiAndRobustWordsCarryTheOwner) {
 TEST(LockReader, WriteLockedRwlockNamesItsWriter) {
   pthread_rwlock_t rw = PTHREAD_RWLOCK_INITIALIZER;
   ASSERT_EQ(pthread_rwlock_wrlock(&rw), 0);
-  uint8_t bytes[64] = {};
+  uint8_t bytes[80] = {};
   std::memcpy(bytes + 16, &rw, sizeof rw);
   pthread_rwlock_unlock(&rw);
   const uint64_t base = 0x100000;
