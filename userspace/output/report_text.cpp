@@ -480,8 +480,11 @@ void write_text_report(std::ostream& out, const model::Snapshot& snap, const sna
   write_warnings(out, snap, forest, opts);
 
   out << '\n';
-  write_diagnoses(out, snap, opts);
-  out << '\n';
+  // A snapshot the diagnoses never ran on (no limits recorded either) has no section.
+  if (!snap.diagnoses.empty() || !snap.diagnosis_limits.empty()) {
+    write_diagnoses(out, snap, opts);
+    out << '\n';
+  }
   if (forest.top_nodes.empty()) {
     out << "ASYNC STACKS: none found\n";
   } else {
