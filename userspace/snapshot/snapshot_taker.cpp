@@ -488,6 +488,7 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
     }
     stitch_awaiters(out->frames, found, reader, batch);
     read_held_exceptions(out->frames, found, reader, &out->warnings);
+    for (model::ThreadInfo& t : out->threads) t.lock_wait = process::read_lock_wait(t, reader);
     if (s.session.find_orphans) find_orphans(out, maps.mappings, regions, found, pointers, reader);
     out->bytes_scanned = stats.bytes_scanned;
     out->scan_seconds =
