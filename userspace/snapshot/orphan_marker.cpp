@@ -146,6 +146,15 @@ OrphanStats mark_orphans(std::vector<model::CoroFrame>& frames,
     model::CoroFrame& f = frames[fi.ids[k]];
     f.orphaned = !reached[k] && f.state == model::FrameState::kSuspended && !f.on_stack;
   }
+  // A frame inside another one's extent (Clang places an awaited coroutine's frame inside its
+  // caller's when it can prove the lifetime) shares its container's fate.
+  for (size_t i = 0; i < frames.size(); ++i) {
+    model::CoroFrame& f = frames[i];
+    if (f.state != model::FrameState::kSuspended || f.on_stack) continue;
+    const size_t k = fi.holding(f.address);
+    if (k == SIZE_MAX || fi.ids[k] == i) continue;
+    f.orphaned = !reached[k];
+  }
   return stats;
 }
 
