@@ -138,6 +138,12 @@ void CoroCatalog::read_layout(CoroFunction& fn) const {
       if (fn.compiler == CoroCompiler::kGcc) fn.final_index = gcc_final_index(layout->members);
       if (const StructMember* p = layout->find(promise_member)) {
         fn.promise_offset = static_cast<uint32_t>(p->offset);
+        fn.promise_type_known = true;
+        for (uint64_t e : p->exception_ptr_offsets) {
+          if (p->offset + e + 8 <= (layout->byte_size != 0 ? layout->byte_size : UINT32_MAX)) {
+            fn.exception_offsets.push_back(static_cast<uint32_t>(p->offset + e));
+          }
+        }
       }
       if (const StructMember* m = layout->find(index_member);
           m != nullptr && m->size > 0 && m->size <= 8) {

@@ -41,6 +41,10 @@ struct CoroFunction {
   uint8_t index_width = 0;
   std::string layout_source;  // "dwarf" or "machine-code"
   uint32_t promise_offset = coro::kDefaultPromiseOffset;
+  // The promise's type was in the DWARF frame type: exception_offsets (frame-relative) lists its
+  // std::exception_ptr members (none: the promise holds no exception_ptr).
+  bool promise_type_known = false;
+  std::vector<uint32_t> exception_offsets;
   uint64_t frame_size = 0;  // 0 when unknown
   // The suspend index of the final suspend; -1 when unknown. GCC: from the frame type's awaiter
   // members (see final_index_from_members). Clang marks a finished frame by a NULL resume

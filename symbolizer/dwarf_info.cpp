@@ -108,6 +108,43 @@ uint64_t type_size(Dwarf_Die* member) {
   return size;
 }
 
+// The type a member or base-class DIE refers to, with typedefs and qualifiers stripped.
+bool member_type(Dwarf_Die* member, Dwarf_Die* type) {
+  Dwarf_Attribute attr;
+  return dwarf_attr_integrate(member, DW_AT_type, &attr) != nullptr &&
+         dwarf_formref_die(&attr, type) != nullptr && strip_type(type);
+}
+
+// Appends the offsets (from `base`) of every std::exception_ptr inside the class `type`: its
+// members and base classes, nested up to a few levels (a promise derives from a library base
+// that holds it: Boost.Asio's pending_exception_, cppcoro's m_exception). Bounded by `budget`.
+void collect_exception_ptrs(Dwarf_Die* type, uint64_t base, int depth, size_t* budget,
+                            std::vector<uint64_t>* out) {
+  int tag = dwarf_tag(type);
+  if (tag != DW_TAG_structure_type && tag != DW_TAG_class_type) return;
+  const char* name = dwarf_diename(type);
+  if (name != nullptr && std::strcmp(name, "exception_ptr") == 0) {
+    out->push_back(base);
+    return;
+  }
+  Dwarf_Die child;
+  if (depth <= 0 || dwarf_child(type, &child) != 0) return;
+  do {
+    if (*budget == 0) return;
+    --*budget;
+    int ctag = dwarf_tag(&child);
+    if (ctag != DW_TAG_member && ctag != DW_TAG_inheritance) continue;
+    Dwarf_Attribute attr;
+    Dwarf_Word offset = 0;
+    Dwarf_Die sub;
+    if (dwarf_attr(&child, DW_AT_data_member_location, &attr) == nullptr ||
+        dwarf_formudata(&attr, &offset) != 0 || !member_type(&child, &sub)) {
+      continue;
+    }
+    collect_exception_ptrs(&sub, base + offset, depth - 1, budget, out);
+  } while (dwarf_siblingof(&child, &child) == 0);
+}
+
 // The attributes of an inlined call the index keeps, read in one dwarf_getattrs pass.
 struct InlineAttrs {
   Dwarf_Word file = ~Dwarf_Word{0};
@@ -1018,7 +1055,13 @@ std::optional<StructLayout> DwarfInfo::read_struct(Dwarf_Die* die) const {
       const char* mname = dwarf_diename(&member);
       if (mname != nullptr && dwarf_attr(&member, DW_AT_data_member_location, &attr) != nullptr &&
           dwarf_formudata(&attr, &offset) == 0) {
-        layout.members.push_back({mname, offset, type_size(&member)});
+        StructMember sm{mname, offset, type_size(&member), {}};
+        Dwarf_Die type;
+        size_t budget = 4096;
+        if (member_type(&member, &type)) {
+          collect_exception_ptrs(&type, 0, 6, &budget, &sm.exception_ptr_offsets);
+        }
+        layout.members.push_back(std::move(sm));
       }
     }
     if (dwarf_siblingof(&member, &member) != 0) break;

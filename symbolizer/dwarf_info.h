@@ -48,6 +48,8 @@ struct StructMember {
   std::string name;
   uint64_t offset = 0;
   uint64_t size = 0;  // 0 when the member's type has no known size
+  // Offsets, from the member's start, of each std::exception_ptr inside it (members and bases).
+  std::vector<uint64_t> exception_ptr_offsets;
 };
 
 struct StructLayout {

@@ -7,6 +7,7 @@
 #include "userspace/output/report_json.h"
 #include "userspace/output/report_text.h"
 #include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/diagnose/diagnose.h"
 #include "userspace/kernel/resume_probe.h"
 #include "userspace/snapshot/stuck_check.h"
 #include "userspace/util/exit_codes.h"
@@ -94,16 +95,18 @@ int run_snapshot(const SnapshotOptions& o) {
   snapshot::SnapshotTaker taker(snapshot::SnapshotSession{o.pid, o.debug_dirs});
   snapshot::SnapshotError err;
   if (!taker.attach(&err)) return fail(err);
-  model::Snapshot snap;
+  model::Snapshot snap, first;
   if (o.window_s > 0) {
     kernel::BpfResumeProber prober;
     if (!snapshot::take_with_stuck_check(taker, o.window_s, o.no_probe ? nullptr : &prober,
-                                         "--no-probe", &snap, &err)) {
+                                         "--no-probe", &snap, &err, &first)) {
       return fail(err);
     }
   } else if (!taker.take(&snap, &err)) {
     return fail(err);
   }
+  diagnose::diagnose(snap, o.window_s > 0 ? &first : nullptr);
+  diagnose::add_native_stacks(snap, o.pid, o.debug_dirs, taker.reader());
   std::ofstream file;
   std::ostream* out = &std::cout;
   if (!o.output.empty()) {

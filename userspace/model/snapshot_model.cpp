@@ -54,4 +54,20 @@ const char* to_string(StuckEvidence e) {
   return "not-checked";
 }
 
+const char* to_string(Diagnosis::Kind k) {
+  switch (k) {
+    case Diagnosis::Kind::kOrphaned:
+      return "orphaned";
+    case Diagnosis::Kind::kAwaitCycle:
+      return "await_cycle";
+    case Diagnosis::Kind::kThreadDeadlock:
+      return "thread_deadlock";
+    case Diagnosis::Kind::kLockOwnerGone:
+      return "lock_owner_gone";
+    case Diagnosis::Kind::kFailed:
+      return "failed";
+  }
+  return "unknown";
+}
+
 }  // namespace asyncprobe::model

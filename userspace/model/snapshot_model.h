@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,17 @@ enum class StuckEvidence {
   kUnchangedProbeMissed, // looked the same; its function's probe could not be attached
 };
 
+// The exception a promise holds (a non-null std::exception_ptr), read from the thrown object's
+// ABI header in the target. Fields stay empty where the bytes did not validate; `error` says why.
+struct HeldException {
+  uint64_t object = 0;  // the thrown object's address (the exception_ptr's value)
+  std::string type;     // dynamic type, demangled ("std::runtime_error", "int"); "" when unread
+  std::string what;     // message of a std::logic_error / std::runtime_error (or subclass)
+  bool has_what = false;
+  bool what_truncated = false;  // the message was longer than we read
+  std::string error;            // why the type or message could not be read; "" when both were
+};
+
 // One coroutine frame found in the target's memory.
 struct CoroFrame {
   uint64_t address = 0;     // frame start in the target
@@ -70,6 +82,26 @@ struct CoroFrame {
   // A bounded fingerprint of the frame's bytes (header included), from the look itself.
   uint64_t fingerprint = 0;
   uint32_t fingerprint_bytes = 0;  // 0: not fingerprinted (unreadable)
+  // A std::exception_ptr in the promise was non-null (promise type from DWARF).
+  std::optional<HeldException> exception;
+  bool promise_layout_known = false;  // DWARF said where the promise's exception_ptr members are
+  bool orphaned = false;              // no live memory points at it (see Diagnosis::kOrphaned)
+};
+
+// A thread blocked in futex() on a lock whose owner is recorded: read from the lock's bytes.
+struct LockWait {
+  uint64_t address = 0;  // the lock object (pthread_mutex_t / pthread_rwlock_t) in the target
+  std::string type;      // "pthread_mutex", "pthread_mutex_pi", "pthread_rwlock"
+  int owner = 0;         // owning TID (0: not recorded)
+  bool owner_died = false;  // FUTEX_OWNER_DIED set in the word (robust / PI)
+};
+
+// One frame of a thread's native (synchronous) stack.
+struct NativeFrame {
+  uint64_t pc = 0;
+  std::string function;  // innermost function covering pc (inlined ones included); "" unknown
+  std::string file;
+  int line = 0;
 };
 
 struct ThreadInfo {
@@ -81,6 +113,9 @@ struct ThreadInfo {
   uint64_t sp = 0;  // user stack pointer when blocked in a syscall
   uint64_t pc = 0;
   uint64_t stack_lo = 0, stack_hi = 0;  // the thread's stack mapping, when known
+  uint64_t syscall_args[6] = {};        // argument registers of the blocking syscall
+  std::optional<LockWait> lock_wait;    // blocked in futex() on a lock with a recorded owner
+  std::vector<NativeFrame> native_stack;  // unwound for threads named by a diagnosis only
 };
 
 // What the confirming resume probe of a window did (userspace/snapshot/stuck_check.h).
@@ -97,6 +132,34 @@ struct StuckProbeInfo {
   double detach_s = 0.0;
 };
 
+// A conclusion drawn from the snapshot (and the earlier look, where there was one), stated with
+// its evidence. Frame ids index Snapshot::frames; threads are TIDs.
+struct Diagnosis {
+  enum class Kind {
+    kOrphaned,        // suspended frames no live memory points to: they can never resume
+    kAwaitCycle,      // coroutines awaiting each other, the same in both looks
+    kThreadDeadlock,  // threads waiting on each other's locks (a cycle in the wait-for graph)
+    kLockOwnerGone,   // a thread waiting on a lock whose owner thread exited or died
+    kFailed,          // coroutines whose promise holds an exception
+  };
+  struct Lock {
+    uint64_t address = 0;
+    std::string type;  // as LockWait::type
+    int owner = 0;
+    bool owner_alive = true;  // the owner TID is a thread of the process
+    bool owner_died = false;  // FUTEX_OWNER_DIED
+    std::vector<int> waiters;
+  };
+  Kind kind = Kind::kFailed;
+  std::vector<size_t> frame_ids;  // orphaned / failed: every frame of the group; cycle: in order
+  std::vector<int> threads;       // deadlock: the cycle in order (each waits for the next)
+  std::vector<Lock> locks;
+  std::optional<HeldException> exception;  // failed: shared by every frame of the group
+  std::string summary;                     // one line
+};
+
+const char* to_string(Diagnosis::Kind k);
+
 struct Snapshot {
   int pid = 0;
   std::string command;     // comm
@@ -104,6 +167,11 @@ struct Snapshot {
   std::vector<CoroFrame> frames;
   std::vector<ThreadInfo> threads;
   std::vector<std::string> warnings;  // degraded results: missing debug info, torn reads, ...
+  std::vector<Diagnosis> diagnoses;   // filled by diagnose::diagnose() after the looks
+  std::vector<std::string> diagnosis_limits;  // what the diagnoses could not see, for this target
+  size_t orphan_candidates = 0;      // suspended heap frames the orphan mark phase could judge
+  size_t orphan_unknown_extent = 0;  // suspended frames it could not (extent unknown): never orphaned
+  bool maps_io_uring = false;        // io_uring rings mapped: pointers may live in kernel memory
   uint64_t bytes_scanned = 0;
   double scan_seconds = 0.0;
   double window_seconds = 0.0;  // --window used for stuck detection (0: one instant)

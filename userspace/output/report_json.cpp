@@ -21,6 +21,14 @@ json suspend_json(model::SuspendPoint::Kind kind, const std::string& file, int l
   return json{{"kind", to_string(kind)}, {"file", file}, {"line", line}, {"index", index}};
 }
 
+json exception_json(const model::HeldException& e) {
+  return json{{"type", e.type.empty() ? json(nullptr) : json(e.type)},
+              {"what", e.has_what ? json(e.what) : json(nullptr)},
+              {"what_truncated", e.what_truncated},
+              {"object", util::hex(e.object)},
+              {"error", e.error.empty() ? json(nullptr) : json(e.error)}};
+}
+
 json coroutine_json(const model::Snapshot& snap, const snapshot::AsyncForest& forest, size_t i) {
   const model::CoroFrame& f = snap.frames[i];
   const snapshot::FrameLink& l = forest.links[i];
@@ -50,7 +58,9 @@ json coroutine_json(const model::Snapshot& snap, const snapshot::AsyncForest& fo
          {"unchanged", f.unchanged},
          {"unchanged_for_s", f.unchanged_for_s},
          {"stuck_evidence", to_string(f.stuck_evidence)},
-         {"resumes", f.resumes < 0 ? json(nullptr) : json(f.resumes)}};
+         {"resumes", f.resumes < 0 ? json(nullptr) : json(f.resumes)},
+         {"exception", f.exception ? exception_json(*f.exception) : json(nullptr)},
+         {"orphaned", f.orphaned}};
   return j;
 }
 
@@ -161,7 +171,13 @@ std::string coroutine_row(const model::Snapshot& snap, const snapshot::AsyncFore
   r += ",\"unchanged_for_s\":" + json(f.unchanged_for_s).dump();
   r += ",\"stuck_evidence\":\"";
   r += to_string(f.stuck_evidence);
-  r += "\",\"resumes\":" + (f.resumes < 0 ? std::string("null") : std::to_string(f.resumes)) + '}';
+  r += "\",\"resumes\":" + (f.resumes < 0 ? std::string("null") : std::to_string(f.resumes));
+  r += ",\"exception\":";
+  r += f.exception ? exception_json(*f.exception).dump(-1, ' ', false, json::error_handler_t::replace)
+                   : std::string("null");
+  r += ",\"orphaned\":";
+  r += flag(f.orphaned);
+  r += '}';
   return r;
 }
 
@@ -270,6 +286,54 @@ json stuck_group_json(const snapshot::StuckGroup& g) {
               {"frame_ids", g.frames}};
 }
 
+json lock_wait_json(const model::LockWait& w) {
+  return json{{"address", util::hex(w.address)},
+              {"type", w.type},
+              {"owner", w.owner},
+              {"owner_died", w.owner_died}};
+}
+
+json native_stack_json(const std::vector<model::NativeFrame>& frames) {
+  json out = json::array();
+  for (const model::NativeFrame& f : frames) {
+    out.push_back(json{{"pc", util::hex(f.pc)},
+                       {"function", f.function.empty() ? json(nullptr) : json(f.function)},
+                       {"file", f.file.empty() ? json(nullptr) : json(f.file)},
+                       {"line", f.line}});
+  }
+  return out;
+}
+
+// One diagnosis: the fields of its kind only (docs/SNAPSHOT_FORMAT.md, "diagnoses").
+json diagnosis_json(const model::Diagnosis& d) {
+  json j{{"kind", model::to_string(d.kind)}};
+  using K = model::Diagnosis::Kind;
+  if (d.kind == K::kThreadDeadlock || d.kind == K::kLockOwnerGone) {
+    j["threads"] = d.threads;
+    json locks = json::array();
+    for (const model::Diagnosis::Lock& l : d.locks) {
+      locks.push_back(json{{"address", util::hex(l.address)},
+                           {"type", l.type},
+                           {"owner", l.owner},
+                           {"owner_alive", l.owner_alive},
+                           {"owner_died", l.owner_died},
+                           {"waiters", l.waiters}});
+    }
+    j["locks"] = std::move(locks);
+  } else {
+    j["frame_ids"] = d.frame_ids;
+  }
+  if (d.exception) j["exception"] = exception_json(*d.exception);
+  j["summary"] = d.summary;
+  return j;
+}
+
+json diagnoses_json(const model::Snapshot& snap) {
+  json out = json::array();
+  for (const model::Diagnosis& d : snap.diagnoses) out.push_back(diagnosis_json(d));
+  return out;
+}
+
 json thread_json(const model::ThreadInfo& t) {
   return json{{"tid", t.tid},
               {"name", t.name},
@@ -279,7 +343,9 @@ json thread_json(const model::ThreadInfo& t) {
               {"sp", util::hex(t.sp)},
               {"pc", util::hex(t.pc)},
               {"stack_lo", util::hex(t.stack_lo)},
-              {"stack_hi", util::hex(t.stack_hi)}};
+              {"stack_hi", util::hex(t.stack_hi)},
+              {"lock_wait", t.lock_wait ? lock_wait_json(*t.lock_wait) : json(nullptr)},
+              {"native_stack", native_stack_json(t.native_stack)}};
 }
 
 json anomalies_json(const snapshot::AsyncForest& forest) {
@@ -422,6 +488,8 @@ nlohmann::ordered_json snapshot_to_json(const model::Snapshot& snap,
   doc["command"] = snap.command;
   doc["executable"] = snap.executable;
   doc["summary"] = summary_json(snap, forest);
+  doc["diagnoses"] = diagnoses_json(snap);
+  doc["diagnosis_limits"] = snap.diagnosis_limits;
   json coroutines = json::array();
   for (size_t i = 0; i < snap.frames.size(); ++i) {
     coroutines.push_back(coroutine_json(snap, forest, i));
@@ -453,6 +521,8 @@ void write_json_report(std::ostream& out, const model::Snapshot& snap,
   e.field("command", snap.command);
   e.field("executable", snap.executable);
   e.field("summary", summary_json(snap, forest));
+  e.field("diagnoses", diagnoses_json(snap));
+  e.field("diagnosis_limits", snap.diagnosis_limits);
   e.begin_array("coroutines");
   for (size_t i = 0; i < snap.frames.size(); ++i) e.element_text(coroutine_row(snap, forest, i));
   e.end_array();

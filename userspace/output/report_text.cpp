@@ -95,6 +95,53 @@ std::string kind_note(model::SuspendPoint::Kind kind, model::FrameState state) {
   return "";
 }
 
+std::string exception_text(const model::HeldException& e) {
+  std::string s = e.type.empty() ? "(exception of unreadable type)" : esc(e.type);
+  if (e.has_what) s += ": \"" + esc(e.what) + (e.what_truncated ? "...\"" : "\"");
+  if (!e.error.empty()) s += " (" + esc(e.error) + ")";
+  return s;
+}
+
+// "failed: <exception>" when every failed frame of the node holds the same one, "[orphaned]".
+std::string outcome_marks(const model::Snapshot& snap, const snapshot::StackNode& n) {
+  std::string s;
+  size_t failed = 0, orphaned = 0;
+  const model::HeldException* first = nullptr;
+  bool same = true;
+  for (size_t f : n.frames) {
+    const model::CoroFrame& fr = snap.frames[f];
+    orphaned += fr.orphaned;
+    if (!fr.exception) continue;
+    ++failed;
+    if (first == nullptr) {
+      first = &*fr.exception;
+    } else {
+      same = same && first->type == fr.exception->type && first->what == fr.exception->what;
+    }
+  }
+  if (failed > 0) {
+    s += "  ";
+    if (failed != n.count()) s += "[" + std::to_string(failed) + " of " + std::to_string(n.count()) + "] ";
+    s += same ? "failed: " + exception_text(*first) : std::string("failed (different exceptions)");
+  }
+  if (orphaned > 0) {
+    s += orphaned == n.count() ? "  [orphaned]"
+                               : "  [" + std::to_string(orphaned) + " of " + std::to_string(n.count()) +
+                                     " orphaned]";
+  }
+  return s;
+}
+
+bool in_diagnosed_cycle(const model::Snapshot& snap, size_t frame) {
+  for (const model::Diagnosis& d : snap.diagnoses) {
+    if (d.kind == model::Diagnosis::Kind::kAwaitCycle &&
+        std::find(d.frame_ids.begin(), d.frame_ids.end(), frame) != d.frame_ids.end()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
                       const snapshot::StackNode& n, const Glyphs& g,
                       const TextReportOptions& opts) {
@@ -136,7 +183,8 @@ std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& 
       s += "  (awaiter not among frames: uncertain root)";
       break;
     case snapshot::LinkKind::kCycle:
-      s += "  (await cycle cut here: uncertain)";
+      s += in_diagnosed_cycle(snap, n.frames.front()) ? "  (await cycle, held in both looks: see DIAGNOSES)"
+                                                      : "  (await cycle cut here: uncertain)";
       break;
     case snapshot::LinkKind::kDepthCut:
       s += "  (continues a stack cut at depth " +
@@ -144,6 +192,7 @@ std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& 
       break;
   }
   if (n.cut_children > 0) s += "  (deeper frames cut: continued as a separate tree)";
+  s += outcome_marks(snap, n);
   return s;
 }
 
@@ -173,6 +222,19 @@ void write_tree(std::ostream& out, const model::Snapshot& snap, const snapshot::
   }
 }
 
+// True when the cycle was diagnosed as an await_cycle (it held in both looks).
+bool diagnosed_cycle(const model::Snapshot& snap, const snapshot::AwaitCycle& c) {
+  std::vector<size_t> members = c.frames;
+  std::sort(members.begin(), members.end());
+  for (const model::Diagnosis& d : snap.diagnoses) {
+    if (d.kind != model::Diagnosis::Kind::kAwaitCycle) continue;
+    std::vector<size_t> ids = d.frame_ids;
+    std::sort(ids.begin(), ids.end());
+    if (ids == members) return true;
+  }
+  return false;
+}
+
 void write_warnings(std::ostream& out, const model::Snapshot& snap,
                     const snapshot::AsyncForest& forest, const TextReportOptions& opts) {
   for (const std::string& w : snap.warnings) out << "warning: " << esc(w) << '\n';
@@ -180,8 +242,12 @@ void write_warnings(std::ostream& out, const model::Snapshot& snap,
   auto more = [&](size_t total, const char* what) {
     if (total > cap) out << "warning: ... and " << (total - cap) << " more " << what << '\n';
   };
-  for (size_t i = 0; i < forest.cycles.size() && i < cap; ++i) {
-    const snapshot::AwaitCycle& c = forest.cycles[i];
+  std::vector<const snapshot::AwaitCycle*> torn;
+  for (const snapshot::AwaitCycle& c : forest.cycles) {
+    if (!diagnosed_cycle(snap, c)) torn.push_back(&c);
+  }
+  for (size_t i = 0; i < torn.size() && i < cap; ++i) {
+    const snapshot::AwaitCycle& c = *torn[i];
     out << "warning: await cycle (torn or hostile data?): ";
     const size_t shown = std::min<size_t>(c.frames.size(), 8);
     for (size_t k = 0; k < shown; ++k) out << frame_ref(snap, c.frames[k], opts) << " awaits ";
@@ -189,7 +255,7 @@ void write_warnings(std::ostream& out, const model::Snapshot& snap,
     out << frame_ref(snap, c.frames.front(), opts) << "; cut at #" << c.frames.front()
         << ", stack shown is uncertain\n";
   }
-  more(forest.cycles.size(), "cycles");
+  more(torn.size(), "cycles");
   for (size_t i = 0; i < forest.dangling.size() && i < cap; ++i) {
     const snapshot::DanglingEdge& d = forest.dangling[i];
     out << "warning: " << frame_ref(snap, d.frame, opts) << ": its awaiter " << util::hex(d.awaiter)
@@ -274,6 +340,28 @@ void write_unchanged(std::ostream& out, const model::Snapshot& snap) {
          "trees)\n";
 }
 
+// Which stuck frames a diagnosis explains: members of an await cycle (every one awaits another,
+// so none is a leaf above) and orphaned frames. They will never move.
+void write_stuck_diagnosed(std::ostream& out, const model::Snapshot& snap,
+                           const std::vector<snapshot::StuckGroup>& stuck) {
+  size_t cyclic = 0, orphaned = 0;
+  for (const model::Diagnosis& d : snap.diagnoses) {
+    if (d.kind != model::Diagnosis::Kind::kAwaitCycle) continue;
+    for (size_t f : d.frame_ids) cyclic += snap.frames[f].stuck;
+  }
+  for (const snapshot::StuckGroup& s : stuck) {
+    for (size_t f : s.frames) orphaned += snap.frames[f].orphaned;
+  }
+  if (cyclic > 0) {
+    out << plural(cyclic, "stuck frame is", "stuck frames are")
+        << " in await cycles (cyclic: they will never move; see DIAGNOSES)\n";
+  }
+  if (orphaned > 0) {
+    out << plural(orphaned, "stuck frame is", "stuck frames are")
+        << " orphaned (nothing can resume them; see DIAGNOSES)\n";
+  }
+}
+
 void write_stuck(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
                  const std::vector<snapshot::StuckGroup>& stuck, const Glyphs& g,
                  const TextReportOptions& opts) {
@@ -315,12 +403,78 @@ void write_stuck(std::ostream& out, const model::Snapshot& snap, const snapshot:
     out << '\n';
     for (const std::string& l : awaited_from(snap, forest, *s, 3, opts)) out << "    " << l << '\n';
   }
+  write_stuck_diagnosed(out, snap, stuck);
   if (enclosing > 0) {
     out << "(+ " << plural(enclosing, "enclosing frame", "enclosing frames") << " at "
         << plural(enclosing_points, "suspend point", "suspend points")
         << ", each awaiting another coroutine, not resumed either: marked [stuck] in the trees)\n";
   }
   write_unchanged(out, snap);
+}
+
+std::string frame_evidence(const model::Snapshot& snap, size_t i, const TextReportOptions& opts) {
+  const model::CoroFrame& f = snap.frames[i];
+  return frame_ref(snap, i, opts) + "  " +
+         location(f.suspend.file, f.suspend.line, f.suspend.line == 0 ? f.suspend.index : -1) +
+         kind_note(f.suspend.kind, f.state) + "  " + state_text(f.state);
+}
+
+void write_native_stack(std::ostream& out, const model::ThreadInfo& t, const TextReportOptions& opts) {
+  if (t.native_stack.empty()) {
+    out << "      (native stack not unwound)\n";
+    return;
+  }
+  for (size_t k = 0; k < t.native_stack.size(); ++k) {
+    const model::NativeFrame& f = t.native_stack[k];
+    out << "      #" << k << " " << util::hex(f.pc) << " "
+        << (f.function.empty() ? std::string("??") : name_of(f.function, opts));
+    if (f.line > 0) out << "  " << location(f.file, f.line, -1);
+    out << '\n';
+  }
+}
+
+void write_lock_diagnosis(std::ostream& out, const model::Snapshot& snap, const model::Diagnosis& d,
+                          const TextReportOptions& opts) {
+  for (const model::Diagnosis::Lock& l : d.locks) {
+    for (int w : l.waiters) {
+      const model::ThreadInfo* t = nullptr;
+      for (const model::ThreadInfo& x : snap.threads) t = x.tid == w ? &x : t;
+      out << "    thread " << w;
+      if (t != nullptr && !t->name.empty()) out << " (" << esc(t->name) << ")";
+      out << " waits for " << l.type << " " << util::hex(l.address) << " held by thread "
+          << l.owner
+          << (l.owner_died ? " (died: FUTEX_OWNER_DIED)" : !l.owner_alive ? " (exited)" : "")
+          << '\n';
+      if (t != nullptr) write_native_stack(out, *t, opts);
+    }
+  }
+}
+
+void write_diagnoses(std::ostream& out, const model::Snapshot& snap, const TextReportOptions& opts) {
+  if (snap.diagnoses.empty()) {
+    out << "DIAGNOSES: none\n";
+  } else {
+    out << "DIAGNOSES\n";
+  }
+  using K = model::Diagnosis::Kind;
+  const size_t cap = std::max<size_t>(opts.max_listed, 1);
+  for (const model::Diagnosis& d : snap.diagnoses) {
+    out << model::to_string(d.kind) << ": ";
+    out << esc(d.summary) << '\n';
+    if (d.kind == K::kThreadDeadlock || d.kind == K::kLockOwnerGone) {
+      write_lock_diagnosis(out, snap, d, opts);
+      continue;
+    }
+    for (size_t k = 0; k < d.frame_ids.size() && k < cap; ++k) {
+      out << "    " << frame_evidence(snap, d.frame_ids[k], opts);
+      if (d.kind == K::kAwaitCycle) {
+        out << "  awaits #" << d.frame_ids[(k + 1) % d.frame_ids.size()];
+      }
+      out << '\n';
+    }
+    if (d.frame_ids.size() > cap) out << "    ... and " << (d.frame_ids.size() - cap) << " more\n";
+  }
+  for (const std::string& l : snap.diagnosis_limits) out << "  limit: " << esc(l) << '\n';
 }
 
 void write_threads(std::ostream& out, const model::Snapshot& snap) {
@@ -366,6 +520,11 @@ void write_text_report(std::ostream& out, const model::Snapshot& snap,
   write_warnings(out, snap, forest, opts);
 
   out << '\n';
+  // A snapshot the diagnoses never ran on (no limits recorded either) has no section.
+  if (!snap.diagnoses.empty() || !snap.diagnosis_limits.empty()) {
+    write_diagnoses(out, snap, opts);
+    out << '\n';
+  }
   if (forest.top_nodes.empty()) {
     out << "ASYNC STACKS: none found\n";
   } else {

@@ -254,6 +254,7 @@ ThreadReadResult read_thread_files(int pid, std::vector<int> tids, const TaskFil
           ti.syscall_nr = sc->nr;
           const char* name = syscall_name_x86_64(sc->nr);
           ti.syscall = name != nullptr ? name : "syscall_" + std::to_string(sc->nr);
+          std::copy(std::begin(sc->args), std::end(sc->args), std::begin(ti.syscall_args));
           ti.sp = sc->sp;
           ti.pc = sc->pc;
           break;

@@ -9,8 +9,25 @@
 
 namespace asyncprobe::snapshot {
 
+namespace {
+
+void record_pointers(const uint64_t* words, size_t n, uint64_t at, PointerRecord* rec,
+                     std::vector<size_t>* hits) {
+  hits->clear();
+  find_words_in_range(words, n, rec->lo, rec->span, hits);
+  if (rec->words.size() + hits->size() > rec->cap) {
+    rec->overflow = true;
+    rec->words.clear();
+    rec->words.shrink_to_fit();
+    return;
+  }
+  for (size_t h : *hits) rec->words.emplace_back(at + h * 8, words[h]);
+}
+
+}  // namespace
+
 std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& regions, ScanStats* stats,
-                                           size_t chunk_bytes) const {
+                                           size_t chunk_bytes, PointerRecord* pointers) const {
   std::vector<FoundFrame> found;
   if (index_.empty()) return found;
   chunk_bytes = std::max<size_t>(chunk_bytes & ~size_t{7}, 4096);
@@ -52,6 +69,7 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
       hits.clear();
       find_words_in_range(buf.data() + 1, words - 1, lo, span, &hits);
       for (size_t h : hits) check(h);
+      if (pointers != nullptr && !pointers->overflow) record_pointers(buf.data(), words, at, pointers, &hits);
       uint64_t advance = std::min<uint64_t>(chunk_bytes, region.end - at);
       stats->bytes_scanned += advance;
       at += advance;

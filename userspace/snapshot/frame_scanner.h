@@ -42,13 +42,25 @@ struct FoundFrame {
   bool on_stack = false;
 };
 
+// Words the frame scan saw that point into [lo, lo + span]: kept (with where they were) for the
+// orphan mark phase, so that it need not read the memory again. At most `cap` are kept; past it,
+// `overflow` says the mark phase must read the memory itself.
+struct PointerRecord {
+  uint64_t lo = 0;
+  uint64_t span = 0;
+  size_t cap = size_t{4} << 20;
+  bool overflow = false;
+  std::vector<std::pair<uint64_t, uint64_t>> words;  // (address of the word, its value)
+};
+
 class FrameScanner {
  public:
   FrameScanner(const CoroutineIndex& index, process::ReadMemory read, process::ReadMemoryBatch batch = {})
       : index_(index), read_(std::move(read)), batch_(std::move(batch)) {}
   // Scans the regions in chunks of `chunk_bytes` (bounded memory whatever the heap size).
+  // `pointers`, when given, collects the words pointing into its range as well.
   std::vector<FoundFrame> scan(const std::vector<ScanRegion>& regions, ScanStats* stats,
-                               size_t chunk_bytes = 1 << 20) const;
+                               size_t chunk_bytes = 1 << 20, PointerRecord* pointers = nullptr) const;
   // Reads the suspend index of a frame; -1 when unreadable or the width is unknown.
   int64_t read_index(uint64_t frame, const symbolizer::CoroFunction& fn) const;
 

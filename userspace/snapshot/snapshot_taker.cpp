@@ -5,6 +5,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -13,6 +14,9 @@
 #include "symbolizer/stripped_coroutines.h"
 #include "userspace/snapshot/awaiter_stitcher.h"
 #include "userspace/snapshot/frame_scanner.h"
+#include "userspace/snapshot/orphan_marker.h"
+#include "userspace/process/exception_reader.h"
+#include "userspace/process/lock_reader.h"
 #include "userspace/process/memory_reader.h"
 #include "userspace/process/preload_client.h"
 #include "userspace/process/process_maps.h"
@@ -91,6 +95,67 @@ std::vector<ScanRegion> build_scan_regions(const std::vector<process::Mapping>& 
     regions.push_back(r);
   }
   return regions;
+}
+
+// The exceptions frames hold (promises whose DWARF type names an exception_ptr member), and a
+// warning for frames whose promise type is unknown (Clang -O1+ emits no frame type).
+void read_held_exceptions(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,
+                          const process::ReadMemory& read, std::vector<std::string>* warnings) {
+  size_t unknown = 0;
+  for (size_t i = 0; i < frames.size() && i < found.size(); ++i) {
+    const symbolizer::CoroFunction* fn = found[i].ref.fn;
+    frames[i].promise_layout_known = fn != nullptr && fn->promise_type_known;
+    if (!frames[i].promise_layout_known) {
+      ++unknown;
+      continue;
+    }
+    for (uint32_t off : fn->exception_offsets) {
+      uint64_t object = 0;
+      if (!read(found[i].address + off, &object, sizeof object) || object == 0) continue;
+      frames[i].exception = process::read_held_exception(object, read);
+      break;
+    }
+  }
+  if (unknown > 0) {
+    warnings->push_back(std::to_string(unknown) +
+                        " coroutines have no promise type in the debug info (Clang emits none at "
+                        "-O1 and above): whether they hold an exception could not be read");
+  }
+}
+
+// The span of the regions frames can live in (non-stack ones), for the scan's pointer record.
+PointerRecord frame_memory_range(const std::vector<ScanRegion>& regions) {
+  PointerRecord rec;
+  uint64_t lo = UINT64_MAX, hi = 0;
+  for (const ScanRegion& r : regions) {
+    if (r.end <= r.start) continue;
+    lo = std::min(lo, r.start);
+    hi = std::max(hi, r.end);
+  }
+  if (hi == 0) {
+    rec.overflow = true;  // nothing to record
+    return rec;
+  }
+  rec.lo = lo;
+  rec.span = hi - 1 - lo;
+  return rec;
+}
+
+// The orphan mark phase; roots are what the frame scan read plus the modules' writable data.
+void find_orphans(model::Snapshot* out, const std::vector<process::Mapping>& maps,
+                  const std::vector<ScanRegion>& regions, const std::vector<FoundFrame>& found,
+                  const PointerRecord& seen, const process::ReadMemory& read) {
+  std::vector<ScanRegion> roots = regions;
+  for (const process::Mapping& m : maps) {
+    if (m.perms.read && m.perms.write && process::classify(m) == process::RegionKind::kFileData) {
+      roots.push_back(ScanRegion{m.start, m.end, false});
+    }
+    out->maps_io_uring |= m.path.find("io_uring") != std::string::npos;
+  }
+  OrphanStats orphans = mark_orphans(out->frames, frame_extents(out->frames, found, read), roots,
+                                     read, &seen, regions.size());
+  out->orphan_candidates = orphans.candidates;
+  out->orphan_unknown_extent = orphans.unknown_extent;
 }
 
 bool is_system_library(const std::string& path) {
@@ -366,6 +431,8 @@ void SnapshotTaker::add_stripped_coroutines(const std::vector<StrippedObject>& s
 
 const CoroutineIndex& SnapshotTaker::index() const { return impl_->index; }
 
+const process::ReadMemory& SnapshotTaker::reader() const { return impl_->read; }
+
 bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
   Impl& s = *impl_;
   try {
@@ -390,7 +457,12 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
     const process::ReadMemoryBatch& batch = s.batch;
     FrameScanner scanner(s.index, reader, batch);
     ScanStats stats;
-    std::vector<FoundFrame> found = scanner.scan(regions, &stats);
+    // The orphan mark phase reuses the words the scan sees pointing into frame memory: heap and
+    // anonymous mappings, where frames live.
+    PointerRecord pointers;
+    if (s.session.find_orphans) pointers = frame_memory_range(regions);
+    std::vector<FoundFrame> found =
+        scanner.scan(regions, &stats, 1 << 20, s.session.find_orphans ? &pointers : nullptr);
     // Every frame whose header names its coroutine is kept, Boost.Asio's included: Asio's frame
     // recycler (thread_info_base::deallocate) writes the frame's size in 8-byte chunks over the
     // header's first byte, and frames it does not keep go back to malloc, which writes its free
@@ -400,6 +472,9 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
     for (const auto& f : found) out->frames.push_back(decode_frame(f));
     stitch_awaiters(out->frames, found, reader, batch);
     fingerprint_frames(out->frames, found, reader, batch);
+    read_held_exceptions(out->frames, found, reader, &out->warnings);
+    for (model::ThreadInfo& t : out->threads) t.lock_wait = process::read_lock_wait(t, reader);
+    if (s.session.find_orphans) find_orphans(out, maps.mappings, regions, found, pointers, reader);
     out->bytes_scanned = stats.bytes_scanned;
     out->scan_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "symbolizer/module.h"
+#include "userspace/process/memory_reader.h"
 #include "userspace/snapshot/coroutine_index.h"
 #include "userspace/util/exit_codes.h"
 #include "userspace/model/snapshot_model.h"
@@ -27,6 +28,7 @@ struct SnapshotError {
 struct SnapshotSession {
   int pid = 0;
   std::vector<std::string> debug_dirs;
+  bool find_orphans = true;  // the orphan mark phase (a second pass over memory); off: benchmarks
 };
 
 // Holds what stays valid between two looks at the same process (modules, catalogs, index), so
@@ -42,6 +44,8 @@ class SnapshotTaker {
   // The coroutine code mapped in the target (valid after a successful attach()): every
   // coroutine's resume/destroy addresses, index field and suspend points.
   const CoroutineIndex& index() const;
+  // Reads the target's memory (directly or through the run socket; valid after attach()).
+  const process::ReadMemory& reader() const;
 
  private:
   void add_stripped_coroutines(const std::vector<StrippedObject>& stripped,

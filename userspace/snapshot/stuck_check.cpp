@@ -250,7 +250,7 @@ void StuckCheck::note_no_probe(model::Snapshot& snap, const std::string& why) co
 
 bool take_with_stuck_check(SnapshotTaker& taker, double window_s, ResumeProber* prober,
                            const std::string& no_probe_why, model::Snapshot* out,
-                           SnapshotError* error) {
+                           SnapshotError* error, model::Snapshot* first_out) {
   StuckCheck check;
   model::Snapshot first;
   if (!taker.take(&first, error)) return false;
@@ -288,6 +288,7 @@ bool take_with_stuck_check(SnapshotTaker& taker, double window_s, ResumeProber* 
   } else {
     check.note_no_probe(*out, why);
   }
+  if (first_out != nullptr) *first_out = std::move(first);
   return true;
 }
 

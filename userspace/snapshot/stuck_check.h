@@ -161,9 +161,10 @@ struct SnapshotError;
 // functions of every frame of that look (when `prober` is given and can start), a second look
 // at the window's end, the counts. Without a prober (or when it cannot start: its reason, else
 // `no_probe_why`, goes to snap.stuck_probe.note) frames that look the same are `unchanged`.
-// `out` is the second look, marked. false with `error` when a look fails.
+// `out` is the second look, marked; `first_out`, when given, gets the first look (the diagnoses
+// compare both). false with `error` when a look fails.
 bool take_with_stuck_check(SnapshotTaker& taker, double window_s, ResumeProber* prober,
                            const std::string& no_probe_why, model::Snapshot* out,
-                           SnapshotError* error);
+                           SnapshotError* error, model::Snapshot* first_out = nullptr);
 
 }  // namespace asyncprobe::snapshot

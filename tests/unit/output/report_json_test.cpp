@@ -219,7 +219,12 @@ TEST(ReportJson, ParsesBackWithAllFields) {
                                      {"sp", "0x7ffd0000"},
                                      {"pc", "0x401234"},
                                      {"stack_lo", "0x0"},
-                                     {"stack_hi", "0x0"}}));
+                                     {"stack_hi", "0x0"},
+                                     {"lock_wait", nullptr},
+                                     {"native_stack", json::array()}}));
+  EXPECT_EQ(doc["diagnoses"], json::array());
+  EXPECT_EQ(doc["coroutines"][0]["exception"], nullptr);
+  EXPECT_EQ(doc["coroutines"][0]["orphaned"], false);
   EXPECT_EQ(doc["warnings"], (json{"no debug info for /usr/lib/libx.so: install its debug file"}));
   EXPECT_EQ(doc["anomalies"], (json{{"cycles", json::array()},
                                     {"dangling", json::array()},
@@ -333,10 +338,24 @@ TEST(ReportJson, StreamedOutputEqualsTheValue) {
   odd.stuck = true;
   odd.stuck_for_s = 1e-7;
   odd.suspend.index = -1;
+  odd.exception = model::HeldException{0x5000, "esc \"t\" \xff", "what\n\x01 \xc3\xa9", true, true, ""};
+  odd.orphaned = true;
   s.frames.push_back(odd);
   model::CoroFrame nan = make_frame(0xc000, "nan", 1);
   nan.stuck_for_s = std::numeric_limits<double>::quiet_NaN();
   s.frames.push_back(nan);
+  model::Diagnosis failed;
+  failed.kind = model::Diagnosis::Kind::kFailed;
+  failed.frame_ids = {s.frames.size() - 2};
+  failed.exception = odd.exception;
+  failed.summary = "1 coroutine failed";
+  s.diagnoses.push_back(failed);
+  model::Diagnosis deadlock;
+  deadlock.kind = model::Diagnosis::Kind::kThreadDeadlock;
+  deadlock.threads = {7, 8};
+  deadlock.locks = {{0x1000, "pthread_mutex", 8, true, false, {7}}, {0x2000, "pthread_mutex", 7, true, false, {8}}};
+  deadlock.summary = "2 threads";
+  s.diagnoses.push_back(deadlock);
   const snapshot::AsyncForest forest = snapshot::build_async_forest(s);
   const std::vector<snapshot::StuckGroup> stuck = snapshot::group_stuck(s);
   const nlohmann::ordered_json value = output::snapshot_to_json(s, forest, stuck);
@@ -361,6 +380,9 @@ TEST(ReportJson, StreamedOutputEqualsTheValue) {
   EXPECT_NE(text.find("\n  \"coroutines\": [\n    {\"id\":0,\"address\":\"0x7f0000100000\","),
             std::string::npos);
   EXPECT_NE(text.find("\"stuck_for_s\":1e-07,"), std::string::npos);
+  EXPECT_NE(text.find("\"resumes\":null,\"exception\":{\"type\":"), std::string::npos);
+  EXPECT_NE(text.find("\"orphaned\":true}"), std::string::npos);
+  EXPECT_NE(text.find("\"kind\": \"thread_deadlock\",\n      \"threads\": [7, 8],\n"), std::string::npos);
   // Flat values inline, string lists one per line.
   EXPECT_NE(text.find("\n      \"frame_ids\": [0, 2, 4],\n"), std::string::npos);
   EXPECT_NE(text.find("\"suspend\": {\"kind\": \"await\", \"file\": \"srv.cpp\", \"line\": 40, "
@@ -368,6 +390,8 @@ TEST(ReportJson, StreamedOutputEqualsTheValue) {
             std::string::npos);
   EXPECT_NE(text.find("\"warnings\": [\n    \"no debug info"), std::string::npos);
   EXPECT_NE(text.find("\"stuck_for_s\":null,"), std::string::npos);
+  EXPECT_NE(text.find("\"resumes\":null,\"exception\":null,\"orphaned\":false}"),
+            std::string::npos);
 }
 
 TEST(ReportJson, EmptySnapshot) {
