@@ -23,6 +23,10 @@
 #include "userspace/cli/profile_command.h"
 #define ASYNCPROBE_HAS_PROFILE 1
 #endif
+#if __has_include("userspace/cli/watch_command.h")
+#include "userspace/cli/watch_command.h"
+#define ASYNCPROBE_HAS_WATCH 1
+#endif
 #if __has_include("userspace/cli/run_command.h")
 #include "userspace/cli/run_command.h"
 #define ASYNCPROBE_HAS_RUN 1
@@ -87,6 +91,9 @@ int main(int argc, char** argv) {
 #endif
 #ifdef ASYNCPROBE_HAS_PROFILE
     if (sub == "profile") return profile_main(argc - 1, argv + 1);
+#endif
+#ifdef ASYNCPROBE_HAS_WATCH
+    if (sub == "watch") return watch_main(argc - 1, argv + 1);
 #endif
 #ifdef ASYNCPROBE_HAS_RUN
     if (sub == "run") return run_main(argc - 1, argv + 1);
