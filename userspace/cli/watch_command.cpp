@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "userspace/cli/cli_options.h"
+#include "userspace/kernel/resume_probe.h"
 #include "userspace/util/exit_codes.h"
 #include "userspace/watch/metrics_server.h"
 #include "userspace/watch/watcher.h"
@@ -22,8 +23,9 @@ const char* watch_usage_text() {
   return R"(usage: asyncprobe watch (-p PID [-p PID ...] | --all) [options]
 
 The resident daemon: watches coroutine processes and reports, as they happen, coroutines
-that sit unchanged (or, where a probe confirms it, stuck) at one suspend point past a
-threshold, and when they move on. One event per line on stdout or -o FILE; Prometheus
+stuck at one suspend point past a threshold (known not resumed: a short uprobe window on
+their functions confirms it; without one they are reported `unchanged`), and when they move
+on. One event per line on stdout or -o FILE; Prometheus
 metrics on --listen. Ends on SIGTERM/SIGINT (exit 0); with -p, when every target has exited.
 
 options:
@@ -33,6 +35,9 @@ options:
   --interval DURATION      re-check known frames this often (default 1s)
   --stuck-threshold DUR    report coroutines unchanged this long (default 5s)
   --json                   events as JSON lines (default: one-line text)
+  --no-probe               no resume probes: coroutines unchanged past the threshold are
+                           reported `unchanged`, never `stuck` (probes need root, or
+                           CAP_BPF + CAP_PERFMON)
   -o, --output FILE        append events to FILE (flushed per event) instead of stdout
   --listen ADDR:PORT       serve Prometheus metrics at http://ADDR:PORT/metrics
                            (":PORT" binds to 127.0.0.1)
@@ -58,6 +63,7 @@ struct WatchArgs {
   std::string listen;
   size_t max_series = 100;
   std::vector<std::string> debug_dirs;
+  bool no_probe = false;
   bool help = false;
 };
 
@@ -110,6 +116,7 @@ int watch_main(int argc, char** argv) {
   app.add_option("--interval", a.interval);
   app.add_option("--stuck-threshold", a.threshold);
   app.add_flag("--json", a.json);
+  app.add_flag("--no-probe", a.no_probe);
   app.add_option("-o,--output", a.output);
   app.add_option("--listen", a.listen);
   app.add_option("--max-series", a.max_series)->check(CLI::Range(size_t{1}, size_t{100000}));
@@ -167,10 +174,11 @@ int watch_main(int argc, char** argv) {
     }
   }
   watch::EventSink sink(out, a.json);
-  watch::MemoryOnlyConfirmer confirmer;
+  kernel::BpfResumeProber bpf_prober;
   int code = util::kExitOk;
   try {
-    watch::Watcher watcher(config, sink, server ? &page : nullptr, confirmer);
+    watch::Watcher watcher(config, sink, server ? &page : nullptr,
+                           a.no_probe ? nullptr : &bpf_prober);
     const int started = watcher.start(steady_now());
     if (started >= 0) {
       code = started;

@@ -98,6 +98,7 @@ std::string format_json(const Event& e) {
     }
     j[duration_key(e.kind)] = floor_ms(e.for_s);
     j["evidence"] = e.evidence;
+    if (!e.message.empty()) j["note"] = e.message;
     nlohmann::ordered_json stack = nlohmann::ordered_json::array();
     for (const StackFrame& f : e.stack) {
       stack.push_back(point_json(PointKey{f.function, f.file, f.line, -1}));

@@ -14,8 +14,8 @@ enum class EventKind {
   kDetached,   // a watched process is no longer watched (reason: exited, permission-lost, ...)
   kError,      // a process could not be watched or read (reason, message); never fatal
   kUnchanged,  // coroutines sat at one suspend point, unchanged in memory, past the threshold;
-               // whether they were resumed in between could not be known (no confirming probe)
-  kStuck,      // ... and a probe confirmed they were not resumed: stuck
+               // whether they were resumed in between could not be known (no probe could tell)
+  kStuck,      // ... and a resume probe saw them not resumed: stuck, known
   kRecovered,  // the coroutines of an unchanged/stuck episode moved on
   // The diagnoses (orphaned, await_cycle, thread_deadlock, failed) join here as the diagnosis
   // engine lands; each gets a kind, a schema section in docs/WATCH_FORMAT.md and a metric.
@@ -54,7 +54,8 @@ struct Event {
   std::string evidence;           // how it was decided: "memory-unchanged", "resume-probe", ...
   std::vector<StackFrame> stack;  // root first, ending at the suspend point
 
-  // attached: frames and coroutine functions found; detached/error: reason and message
+  // attached: frames and coroutine functions found; detached/error: reason and message;
+  // unchanged: message says why no probe could decide
   size_t coroutines = 0;
   size_t functions = 0;
   std::string reason;

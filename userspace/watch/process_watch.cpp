@@ -56,12 +56,8 @@ bool changed_by_factor(size_t count, size_t reported) {
 
 }  // namespace
 
-double steady_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-ProcessWatch::ProcessWatch(int pid, const WatchSettings& settings, StuckConfirmer& confirmer)
-    : pid_(pid), settings_(settings), confirmer_(confirmer) {}
+ProcessWatch::ProcessWatch(int pid, const WatchSettings& settings, snapshot::ResumeProber* prober)
+    : pid_(pid), settings_(settings), prober_(prober) {}
 
 ProcessWatch::~ProcessWatch() = default;
 
@@ -80,7 +76,7 @@ bool ProcessWatch::attach(std::vector<Event>* events, snapshot::SnapshotError* e
       snapshot::SnapshotSession{pid_, settings_.debug_dirs});
   if (!taker_->attach(error)) return false;
   // Loading catalogs takes a while: the frames' clocks start when the scan sees them.
-  const double now = steady_seconds();
+  const double now = snapshot::stuck_clock_now();
   container_ = container_id_of(pid_);
   std::string reason;
   bool gone = false;
@@ -145,6 +141,9 @@ bool ProcessWatch::rescan(double now, std::string* error_reason, bool* gone) {
       t.since = old->since;
       t.content = old->content;
       t.content_known = old->content_known;
+      t.confirmed_at = old->confirmed_at;
+      t.hot_at = old->hot_at;
+      t.in_probe = old->in_probe;
     }
     if (t.ref.fn == nullptr) continue;
     if (stack_done.size() < points_.size()) stack_done.resize(points_.size(), false);
@@ -287,61 +286,136 @@ bool ProcessWatch::tick(double now, std::vector<Event>* events, TickReport* repo
     return false;
   }
   report->error_reason = ok ? "" : reason;
+  // The window is one interval, give or take the tick's jitter.
+  if (probe_ && now - probe_->started >= 0.75 * settings_.interval_s) finish_probe(now);
+  if (probe_) probe_->session->check_budget();
   update_episodes(now, events);
+  if (!probe_) start_probe(now);
   return true;
 }
 
-void ProcessWatch::update_episodes(double now, std::vector<Event>* events) {
-  // Leaf frames unchanged past the threshold, by point.
-  std::map<uint32_t, std::vector<const FrameTrack*>> over;
+ProcessWatch::FrameTrack* ProcessWatch::find_track(uint64_t address) {
+  auto it = std::lower_bound(tracks_.begin(), tracks_.end(), address,
+                             [](const FrameTrack& a, uint64_t addr) { return a.address < addr; });
+  return it != tracks_.end() && it->address == address ? &*it : nullptr;
+}
+
+void ProcessWatch::start_probe(double now) {
+  if (prober_ == nullptr || now < next_probe_try_) return;
+  // Probed early enough that the verdict is in by the threshold: one interval before it.
+  const double ripe = std::max(0.0, settings_.stuck_threshold_s - settings_.interval_s);
+  std::map<const symbolizer::CoroFunction*, snapshot::ResumeProbeFunction> by_fn;
   for (const FrameTrack& t : tracks_) {
     if (t.state != model::FrameState::kSuspended || t.encloses || !t.content_known) continue;
-    if (now - t.since >= settings_.stuck_threshold_s) over[t.point].push_back(&t);
+    if (t.ref.fn == nullptr || now - t.since < ripe) continue;
+    // Confirmed or found too hot lately: the next window comes a threshold later.
+    if (std::max(t.confirmed_at, t.hot_at) >= t.since &&
+        now - std::max(t.confirmed_at, t.hot_at) < settings_.stuck_threshold_s) {
+      continue;
+    }
+    snapshot::ResumeProbeFunction& f = by_fn[t.ref.fn];
+    f.loaded = t.ref.loaded;
+    f.fn = t.ref.fn;
+    f.frames.push_back(t.address);  // tracks are sorted: ascending
   }
-  std::unordered_set<uint64_t> resumed;  // frames a confirmer saw running: their clocks restart
+  for (FrameTrack& t : tracks_) {
+    auto f = t.ref.fn != nullptr ? by_fn.find(t.ref.fn) : by_fn.end();
+    t.in_probe = f != by_fn.end() &&
+                 std::binary_search(f->second.frames.begin(), f->second.frames.end(), t.address);
+  }
+  if (by_fn.empty()) return;
+  ProbeWindow w;
+  w.request.pid = pid_;
+  for (auto& [fn, f] : by_fn) w.request.functions.push_back(std::move(f));
+  std::string why;
+  w.session = prober_->start(w.request, &why);
+  if (w.session == nullptr) {
+    for (FrameTrack& t : tracks_) t.in_probe = false;
+    // Not possible here (privileges, BPF): frames stay `unchanged`; asking again costs a BPF
+    // load, so not before a minute.
+    no_probe_why_ = why.empty() ? "the resume probe could not start" : why;
+    next_probe_try_ = now + 60.0;
+    return;
+  }
+  no_probe_why_.clear();
+  w.started = snapshot::stuck_clock_now();
+  probe_ = std::move(w);
+}
+
+void ProcessWatch::finish_probe(double now) {
+  snapshot::ResumeProbeResult r = probe_->session->finish();
+  for (FrameTrack& t : tracks_) t.in_probe = false;
+  const snapshot::ResumeProbeRequest& req = probe_->request;
+  for (size_t i = 0; i < req.functions.size() && i < r.functions.size(); ++i) {
+    const snapshot::ResumeProbeFunctionResult& fr = r.functions[i];
+    // The function's probe watched the whole window: a frame it never saw enter was not resumed.
+    const bool covered = fr.attached && !fr.hot && fr.attached_at_s <= r.started_at_s &&
+                         fr.covered_until_s >= r.ended_at_s;
+    for (uint64_t addr : req.functions[i].frames) {
+      FrameTrack* t = find_track(addr);
+      if (t == nullptr) continue;
+      auto hits = r.entries.find(addr);
+      if (hits != r.entries.end() && hits->second > 0) {
+        t->since = now;  // resumed: busy, not stuck
+      } else if (covered && t->since <= probe_->started) {
+        t->confirmed_at = now;
+      } else if (t->since <= probe_->started) {
+        t->hot_at = now;  // unchanged, but the probe could not watch it throughout
+      }
+    }
+  }
+  probe_.reset();
+}
+
+void ProcessWatch::update_episodes(double now, std::vector<Event>* events) {
+  // Leaf frames unchanged past the threshold, by point; the stuck ones (a probe saw them not
+  // resumed during their present unchanged stretch) apart from the merely unchanged.
+  struct Group {
+    std::vector<const FrameTrack*> stuck, unchanged;
+  };
+  std::map<uint32_t, Group> over;
+  for (const FrameTrack& t : tracks_) {
+    if (t.state != model::FrameState::kSuspended || t.encloses || !t.content_known) continue;
+    if (now - t.since < settings_.stuck_threshold_s) continue;
+    // A verdict is on its way: neither `stuck` nor `unchanged` until it is in.
+    if (t.in_probe && t.confirmed_at < t.since) continue;
+    Group& g = over[t.point];
+    (t.confirmed_at >= t.since ? g.stuck : g.unchanged).push_back(&t);
+  }
   std::set<PointKey> present;
-  for (const auto& [point, frames] : over) {
+  for (const auto& [point, group] : over) {
     const PointInfo& info = points_[point];
+    const bool stuck = !group.stuck.empty();
+    const std::vector<const FrameTrack*>& frames = stuck ? group.stuck : group.unchanged;
     double shortest = now - frames.front()->since;
-    for (const FrameTrack* t : frames) shortest = std::min(shortest, now - t->since);
+    double longest = shortest;
+    for (const FrameTrack* t : frames) {
+      shortest = std::min(shortest, now - t->since);
+      longest = std::max(longest, now - t->since);
+    }
     auto [it, fresh] = episodes_.try_emplace(info.key);
     Episode& ep = it->second;
-    const EventKind before = fresh ? EventKind::kRecovered : ep.kind;  // kRecovered: no event yet
-    if (ep.kind != EventKind::kStuck && now >= ep.next_confirm) {
-      ConfirmRequest req{pid_, {}, frames.front()->resume, settings_.interval_s};
-      for (const FrameTrack* t : frames) req.frames.push_back(t->address);
-      ConfirmResult r = confirmer_.confirm(req);
-      ep.evidence = r.evidence;
-      ep.next_confirm = now + settings_.stuck_threshold_s;
-      if (r.verdict == ConfirmResult::Verdict::kResumed) {
-        if (r.resumed.empty()) r.resumed = req.frames;
-        resumed.insert(r.resumed.begin(), r.resumed.end());
-        if (fresh) episodes_.erase(it);
-        continue;
-      }
-      ep.kind = r.verdict == ConfirmResult::Verdict::kNotResumed ? EventKind::kStuck
-                                                                 : EventKind::kUnchanged;
-    }
-    present.insert(info.key);
+    const EventKind kind = stuck ? EventKind::kStuck : EventKind::kUnchanged;
+    const bool kind_changed = fresh || ep.kind != kind;
+    ep.kind = kind;
+    ep.evidence = stuck                                          ? "resume-probe"
+                  : prober_ == nullptr || !no_probe_why_.empty() ? "memory-unchanged"
+                                                                 : "probe-not-covered";
     ep.current_count = frames.size();
-    ep.longest_s = std::max(ep.longest_s, now - frames.front()->since);
-    const bool kind_changed = before != ep.kind;
+    ep.longest_s = std::max(ep.longest_s, longest);
+    present.insert(info.key);
     if (!kind_changed && !changed_by_factor(frames.size(), ep.reported_count)) continue;
-    Event e = base_event(ep.kind);
+    Event e = base_event(kind);
     e.suspend = info.key;
     e.count = frames.size();
     e.previous_count = kind_changed ? 0 : ep.reported_count;
     e.for_s = shortest;
     e.evidence = ep.evidence;
+    if (!stuck) e.message = prober_ == nullptr ? "no resume probe (--no-probe)" : no_probe_why_;
     e.stack = info.stack;
     events->push_back(std::move(e));
     ep.reported_count = frames.size();
     recovered_at_.erase(info.key);
-  }
-  if (!resumed.empty()) {
-    for (FrameTrack& t : tracks_) {
-      if (resumed.count(t.address) > 0) t.since = now;
-    }
   }
   for (auto it = episodes_.begin(); it != episodes_.end();) {
     if (present.count(it->first) > 0) {

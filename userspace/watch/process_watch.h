@@ -1,30 +1,33 @@
 // One watched process: attached once (modules, catalogs, coroutine index kept), then ticked.
-// A tick either re-checks the frames already known (their header and suspend index: a few bytes
-// each, read as merged spans in a handful of syscalls) or, when due, rescans the whole process
-// for new frames. Rescans are budgeted: they run at most every --stuck-threshold and no more
-// often than their measured CPU cost allows (WatchSettings::rescan_cpu_share of one core).
+// A tick either re-checks the frames already known (header, suspend index and a fingerprint of
+// their bytes, read as merged spans in a handful of syscalls) or, when due, rescans the whole
+// process for new frames. Rescans are budgeted: they run at most every --stuck-threshold and no
+// more often than their measured CPU cost allows (WatchSettings::rescan_cpu_share of one core).
 // Frames whose header, index and content (a fingerprint of the frame's bytes: locals, promise)
-// stay the same past the threshold form episodes per suspend point; the confirmer decides whether
-// an episode is `stuck` or only `unchanged`.
+// stay the same past the threshold form episodes per suspend point (see below for stuck).
 #pragma once
 
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "userspace/model/snapshot_model.h"
 #include "userspace/snapshot/coroutine_index.h"
 #include "userspace/snapshot/snapshot_taker.h"
+#include "userspace/snapshot/stuck_check.h"
 #include "userspace/watch/event.h"
-#include "userspace/watch/stuck_confirmer.h"
 
 namespace asyncprobe::watch {
 
-// Steady-clock seconds: the time base of ticks and frame clocks.
-double steady_seconds();
-
+// Frames unchanged for (threshold - interval) get a confirming resume probe (the stuck check's
+// ResumeProber: a uprobe window on their functions) lasting one interval; a frame the probe saw
+// not resumed while its memory stayed unchanged is `stuck`, one it saw resumed is busy (its clock
+// restarts), and without a probe (no privileges, --no-probe, a function too hot to probe) it is
+// `unchanged`. Never "the same suspend point seen twice".
+// Time is snapshot::stuck_clock_now() seconds throughout.
 struct WatchSettings {
   double interval_s = 1.0;
   double stuck_threshold_s = 5.0;
@@ -50,7 +53,8 @@ struct PointGauge {
 
 class ProcessWatch {
  public:
-  ProcessWatch(int pid, const WatchSettings& settings, StuckConfirmer& confirmer);
+  // `prober` may be null: no confirming probes, only `unchanged`.
+  ProcessWatch(int pid, const WatchSettings& settings, snapshot::ResumeProber* prober);
   ~ProcessWatch();
 
   // Attaches and takes the first full scan. On success emits `attached`; on failure fills
@@ -83,6 +87,14 @@ class ProcessWatch {
     uint32_t content_len = 0;  // bytes of the frame fingerprinted (header included)
     uint64_t content = 0;      // their fingerprint; a change means the coroutine ran
     bool content_known = false;
+    double confirmed_at = -1.0;  // end of the last probe window that saw it not resumed
+    double hot_at = -1.0;        // last probe window that could not cover its function
+    bool in_probe = false;       // in the open probe window's request
+  };
+  struct ProbeWindow {
+    std::unique_ptr<snapshot::ResumeProbeSession> session;
+    snapshot::ResumeProbeRequest request;
+    double started = 0.0;
   };
   struct PointInfo {
     PointKey key;
@@ -93,19 +105,24 @@ class ProcessWatch {
     size_t reported_count = 0;
     size_t current_count = 0;
     double longest_s = 0.0;
-    double next_confirm = 0.0;  // steady time of the next confirming attempt
     std::string evidence;
   };
 
   bool rescan(double now, std::string* error_reason, bool* gone);
   bool recheck(double now, bool* gone);
   void update_episodes(double now, std::vector<Event>* events);
+  void finish_probe(double now);
+  void start_probe(double now);
+  FrameTrack* find_track(uint64_t address);
   uint32_t point_of(const model::CoroFrame& frame);
   Event base_event(EventKind kind) const;
 
   int pid_;
   const WatchSettings& settings_;
-  StuckConfirmer& confirmer_;
+  snapshot::ResumeProber* prober_;
+  std::optional<ProbeWindow> probe_;
+  std::string no_probe_why_;  // why the last probe could not start ("" if it did)
+  double next_probe_try_ = 0.0;
   std::unique_ptr<snapshot::SnapshotTaker> taker_;
   std::string command_;
   std::string container_;

@@ -41,11 +41,11 @@ void EventSink::write(const Event& e) {
 }
 
 Watcher::Watcher(WatcherConfig config, EventSink& sink, MetricsPage* page,
-                 StuckConfirmer& confirmer)
+                 snapshot::ResumeProber* prober)
     : config_(std::move(config)),
       sink_(sink),
       page_(page),
-      confirmer_(confirmer),
+      prober_(prober),
       sweep_(static_cast<int>(::getpid())) {}
 
 Watcher::~Watcher() = default;
@@ -56,7 +56,7 @@ void Watcher::emit(const Event& e) {
 }
 
 bool Watcher::attach(int pid, bool report_failures, int* code) {
-  auto w = std::make_unique<ProcessWatch>(pid, config_.settings, confirmer_);
+  auto w = std::make_unique<ProcessWatch>(pid, config_.settings, prober_);
   std::vector<Event> events;
   snapshot::SnapshotError err;
   if (!w->attach(&events, &err)) {
@@ -86,7 +86,7 @@ int Watcher::start(double now) {
     if (!attach(pid, true, &code) && first_failure < 0) first_failure = code;
   }
   if (config_.all) sweep(now);
-  next_tick_ = steady_seconds() + config_.settings.interval_s;
+  next_tick_ = snapshot::stuck_clock_now() + config_.settings.interval_s;
   publish(now);
   if (!config_.all && processes_.empty())
     return first_failure < 0 ? util::kExitInternal : first_failure;
@@ -126,9 +126,9 @@ bool Watcher::step(double now) {
   for (auto it = processes_.begin(); it != processes_.end();) {
     std::vector<Event> events;
     TickReport report;
-    const double t0 = steady_seconds();
+    const double t0 = snapshot::stuck_clock_now();
     const bool alive = it->second->tick(now, &events, &report);
-    const double took = steady_seconds() - t0;
+    const double took = snapshot::stuck_clock_now() - t0;
     const std::string kind = report.rescan ? "rescan" : "recheck";
     ++scans_total_[kind];
     scan_seconds_.try_emplace(kind, kScanBuckets).first->second.observe(took);

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
+#include "userspace/snapshot/stuck_check.h"
 #include "userspace/watch/discovery.h"
 #include "userspace/watch/event.h"
 #include "userspace/watch/metrics.h"
 #include "userspace/watch/process_watch.h"
-#include "userspace/watch/stuck_confirmer.h"
 
 namespace asyncprobe::watch {
 
@@ -39,7 +39,8 @@ struct WatcherConfig {
 
 class Watcher {
  public:
-  Watcher(WatcherConfig config, EventSink& sink, MetricsPage* page, StuckConfirmer& confirmer);
+  // `prober` (may be null: no confirming probes) is shared by every watched process.
+  Watcher(WatcherConfig config, EventSink& sink, MetricsPage* page, snapshot::ResumeProber* prober);
   ~Watcher();
 
   // Attaches to the -p targets (an `error` event for each that fails). Returns -1 to go on, or
@@ -60,7 +61,7 @@ class Watcher {
   WatcherConfig config_;
   EventSink& sink_;
   MetricsPage* page_;
-  StuckConfirmer& confirmer_;
+  snapshot::ResumeProber* prober_;
   std::map<std::pair<int, uint64_t>, std::unique_ptr<ProcessWatch>> processes_;
   ProcessSweep sweep_;
   double next_tick_ = 0.0;
