@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <cctype>
 
 #include "userspace/process/process_maps.h"
@@ -40,6 +41,14 @@ std::string container_id_of(int pid) {
   const std::string path = "/proc/" + std::to_string(pid) + "/cgroup";
   if (process::read_file_at(AT_FDCWD, path.c_str(), 64 * 1024, &text) != 0) return "";
   return container_id_from_cgroup(text);
+}
+
+std::string comm_of(int pid) {
+  std::string text;
+  const std::string path = "/proc/" + std::to_string(pid) + "/comm";
+  if (process::read_file_at(AT_FDCWD, path.c_str(), 256, &text) != 0) return "";
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
 }
 
 uint64_t start_time_of(int pid) {
@@ -78,6 +87,7 @@ std::vector<int> ProcessSweep::candidates(const std::set<std::pair<int, uint64_t
   DIR* dir = opendir("/proc");
   if (dir == nullptr) return out;
   std::set<std::pair<int, uint64_t>> alive;
+  std::map<int, uint64_t> starts;
   while (dirent* d = readdir(dir)) {
     if (!std::isdigit(static_cast<unsigned char>(d->d_name[0]))) continue;
     const int pid = std::atoi(d->d_name);
@@ -100,8 +110,11 @@ std::vector<int> ProcessSweep::candidates(const std::set<std::pair<int, uint64_t
       continue;
     }
     out.push_back(pid);
+    starts[pid] = start;
   }
   closedir(dir);
+  // Newest first: a process that just started is the likeliest news, and a sweep may stop early.
+  std::sort(out.begin(), out.end(), [&](int a, int b) { return starts[a] > starts[b]; });
   // Forget exclusions of processes that are gone, so the set stays as large as the host's.
   for (auto it = excluded_.begin(); it != excluded_.end();) {
     it = alive.count(it->first) > 0 ? std::next(it) : excluded_.erase(it);

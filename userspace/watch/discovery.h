@@ -19,13 +19,17 @@ namespace asyncprobe::watch {
 std::string container_id_from_cgroup(const std::string& cgroup_text);
 std::string container_id_of(int pid);
 
+// /proc/PID/comm without its newline; empty when unreadable.
+std::string comm_of(int pid);
+
 // Field 22 of /proc/PID/stat; 0 when the process is gone or is a kernel thread.
 uint64_t start_time_of(int pid);
 
 class ProcessSweep {
  public:
   explicit ProcessSweep(int self_pid) : self_(self_pid) {}
-  // Pids of user processes seen in /proc now that are not in `watched` and not excluded.
+  // Pids of user processes seen in /proc now that are not in `watched` and not excluded, newest
+  // first.
   std::vector<int> candidates(const std::set<std::pair<int, uint64_t>>& watched);
   // This process holds no coroutine code: its executable objects are remembered, and a later
   // process that maps only remembered objects is not attached to at all.

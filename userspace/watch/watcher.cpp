@@ -29,6 +29,8 @@ const char* reason_of(int code) {
   }
 }
 
+constexpr double kSweepBudgetSeconds = 1.0;
+
 const std::vector<double> kScanBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                           0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
@@ -67,6 +69,7 @@ bool Watcher::attach(int pid, bool report_failures, int* code) {
       e.kind = EventKind::kError;
       e.time = std::chrono::system_clock::now();
       e.pid = pid;
+      e.command = comm_of(pid);
       e.reason = reason_of(err.code);
       e.message = err.message;
       e.container = container_id_of(pid);
@@ -97,7 +100,11 @@ void Watcher::sweep(double now) {
   next_sweep_ = now + config_.sweep_interval_s;
   std::set<std::pair<int, uint64_t>> watched;
   for (const auto& [id, w] : processes_) watched.insert(id);
+  // Attaching loads catalogs (up to a second for a new kind of process): a sweep stops after its
+  // budget and the next one goes on, so ticks of watched processes are not held up for long.
+  const double budget_end = snapshot::stuck_clock_now() + kSweepBudgetSeconds;
   for (int pid : sweep_.candidates(watched)) {
+    if (snapshot::stuck_clock_now() > budget_end) break;
     int code = 0;
     // Host-wide, a process without coroutines is the rule, not news; one we may not read or
     // that failed otherwise is reported once.
@@ -110,6 +117,7 @@ void Watcher::sweep(double now) {
       e.kind = EventKind::kError;
       e.time = std::chrono::system_clock::now();
       e.pid = pid;
+      e.command = comm_of(pid);
       e.reason = reason_of(code);
       e.message = "not watched: " + std::string(reason_of(code));
       e.container = container_id_of(pid);
