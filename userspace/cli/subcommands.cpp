@@ -8,6 +8,7 @@
 #include "userspace/cli/run_command.h"
 #include "userspace/cli/snapshot_command.h"
 #include "userspace/cli/trace_command.h"
+#include "userspace/cli/watch_command.h"
 #include "userspace/util/exit_codes.h"
 
 namespace asyncprobe::cli {
@@ -23,6 +24,8 @@ const std::vector<Subcommand>& subcommands() {
       {"profile", "CPU profile joined with async stacks, or where coroutines wait (--await)",
        profile_main},
       {"run", "start a program with the preload library: crash reports, no root needed", run_main},
+      {"watch", "resident daemon: stuck coroutines as JSON-line events and Prometheus metrics",
+       watch_main},
   };
   return table;
 }

@@ -28,6 +28,7 @@ class CoroutineIndex {
  public:
   void add(LoadedCatalog loaded);
   bool empty() const { return destroy_.empty(); }
+  size_t function_count() const { return destroy_.size(); }  // coroutines whose frames it knows
   // Header words -> coroutine; nullptr-valued ref when the pair is not a frame header.
   CoroutineRef match_header(uint64_t resume_word, uint64_t destroy_word) const;
   // Quick reject for the scanner: is this word possibly a destroy/cleanup address?

@@ -433,6 +433,28 @@ const CoroutineIndex& SnapshotTaker::index() const { return impl_->index; }
 
 const process::ReadMemory& SnapshotTaker::reader() const { return impl_->read; }
 
+void SnapshotTaker::read_pieces(std::vector<process::ReadRequest>& pieces) {
+  Impl& s = *impl_;
+  try {
+    if (s.batch) {
+      s.batch(pieces);
+      return;
+    }
+    for (auto& p : pieces) p.ok = s.read && s.read(p.addr, p.out, p.len);
+  } catch (const process::TargetError&) {
+    for (auto& p : pieces) p.ok = false;
+  }
+}
+
+bool SnapshotTaker::alive() const {
+  if (!impl_->target && !impl_->preload) return false;
+  try {
+    return impl_->alive();
+  } catch (const process::TargetError&) {
+    return false;
+  }
+}
+
 bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
   Impl& s = *impl_;
   try {

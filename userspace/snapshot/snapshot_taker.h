@@ -14,6 +14,7 @@
 
 namespace asyncprobe::process {
 struct Mapping;
+struct ReadRequest;
 }  // namespace asyncprobe::process
 
 namespace asyncprobe::snapshot {
@@ -46,6 +47,12 @@ class SnapshotTaker {
   const CoroutineIndex& index() const;
   // Reads the target's memory (directly or through the run socket; valid after attach()).
   const process::ReadMemory& reader() const;
+  // Re-reads pieces of the target's memory (valid after a successful attach()), batched where the
+  // backend allows: what a resident watcher uses to re-check known frames between scans. Sets
+  // each piece's ok; throws nothing (a vanished target reads as not ok).
+  void read_pieces(std::vector<process::ReadRequest>& pieces);
+  // False once the target has exited (immune to PID reuse).
+  bool alive() const;
 
  private:
   void add_stripped_coroutines(const std::vector<StrippedObject>& stripped,

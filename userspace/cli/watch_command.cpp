@@ -1,0 +1,199 @@
+#include "userspace/cli/watch_command.h"
+
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <optional>
+
+#include "userspace/cli/cli_options.h"
+#include "userspace/kernel/resume_probe.h"
+#include "userspace/util/exit_codes.h"
+#include "userspace/watch/metrics_server.h"
+#include "userspace/watch/watcher.h"
+
+namespace asyncprobe::cli {
+
+const char* watch_usage_text() {
+  return R"(usage: asyncprobe watch (-p PID [-p PID ...] | --all) [options]
+
+The resident daemon: watches coroutine processes and reports, as they happen, coroutines
+stuck at one suspend point past a threshold (known not resumed: a short uprobe window on
+their functions confirms it; without one they are reported `unchanged`), and when they move
+on. One event per line on stdout or -o FILE; Prometheus
+metrics on --listen. Ends on SIGTERM/SIGINT (exit 0); with -p, when every target has exited.
+
+options:
+  -p, --pid PID            a process to watch (repeatable)
+  --all                    every process of the host that maps coroutine code, new ones
+                           picked up within a few seconds
+  --interval DURATION      re-check known frames this often (default 1s)
+  --stuck-threshold DUR    report coroutines unchanged this long (default 5s)
+  --json                   events as JSON lines (default: one-line text)
+  --no-probe               no resume probes: coroutines unchanged past the threshold are
+                           reported `unchanged`, never `stuck` (probes need root, or
+                           CAP_BPF + CAP_PERFMON)
+  -o, --output FILE        append events to FILE (flushed per event) instead of stdout
+  --listen ADDR:PORT       serve Prometheus metrics at http://ADDR:PORT/metrics
+                           (":PORT" binds to 127.0.0.1)
+  --max-series N           suspend-point series per process (default 100; the rest are
+                           summed into function="other")
+  --debug-dir DIR          also look for separate debug files under DIR (repeatable)
+  -h, --help               this text
+
+Events and metrics: docs/WATCH_FORMAT.md. Exit codes: 0 done (signal, or targets exited),
+2 usage error, 3/4/5/6/7 as for a snapshot when no -p target could be watched.
+)";
+}
+
+namespace {
+
+struct WatchArgs {
+  std::vector<std::string> pids;
+  bool all = false;
+  std::string interval = "1s";
+  std::string threshold = "5s";
+  bool json = false;
+  std::string output;
+  std::string listen;
+  size_t max_series = 100;
+  std::vector<std::string> debug_dirs;
+  bool no_probe = false;
+  bool help = false;
+};
+
+int usage_error(const std::string& message) {
+  std::cerr << "asyncprobe: " << message << " (see --help)\n";
+  return util::kExitUsage;
+}
+
+// A positive duration option, or nullopt after printing the error.
+std::optional<double> positive_duration(const std::string& name, const std::string& text) {
+  auto d = parse_duration(text);
+  if (!d) {
+    usage_error("invalid " + name + " '" + text + "': use e.g. 500ms, 1s or 2m");
+    return std::nullopt;
+  }
+  if (*d < 0.01) {
+    usage_error(name + " must be at least 10ms, got '" + text + "'");
+    return std::nullopt;
+  }
+  return d;
+}
+
+double steady_now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Runs the watcher until a stop signal or until it has nothing left to watch. SIGTERM and SIGINT
+// are blocked in every thread and taken here with sigtimedwait, so a signal ends the wait
+// between ticks and nothing is cut off mid-event.
+int run_loop(watch::Watcher& watcher, const sigset_t& stop_signals) {
+  for (;;) {
+    const double now = steady_now();
+    if (now >= watcher.next_wake() && !watcher.step(now)) return util::kExitOk;
+    const double wait = std::max(0.0, watcher.next_wake() - steady_now());
+    timespec ts{static_cast<time_t>(wait), static_cast<long>((wait - std::floor(wait)) * 1e9)};
+    const int sig = sigtimedwait(&stop_signals, nullptr, &ts);
+    if (sig == SIGTERM || sig == SIGINT) return util::kExitOk;
+  }
+}
+
+}  // namespace
+
+int watch_main(int argc, char** argv) {
+  WatchArgs a;
+  CLI::App app{"asyncprobe watch", "asyncprobe watch"};
+  app.set_help_flag();
+  app.add_flag("-h,--help", a.help);
+  app.add_option("-p,--pid", a.pids)->allow_extra_args(false);
+  app.add_flag("--all", a.all);
+  app.add_option("--interval", a.interval);
+  app.add_option("--stuck-threshold", a.threshold);
+  app.add_flag("--json", a.json);
+  app.add_flag("--no-probe", a.no_probe);
+  app.add_option("-o,--output", a.output);
+  app.add_option("--listen", a.listen);
+  app.add_option("--max-series", a.max_series)->check(CLI::Range(size_t{1}, size_t{100000}));
+  app.add_option("--debug-dir", a.debug_dirs)->allow_extra_args(false);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return usage_error(std::string("watch: ") + e.what());
+  }
+  if (a.help) {
+    std::cout << watch_usage_text();
+    return util::kExitOk;
+  }
+  if (a.all && !a.pids.empty()) return usage_error("watch: -p and --all exclude each other");
+  if (!a.all && a.pids.empty()) return usage_error("watch: give -p PID or --all");
+
+  watch::WatcherConfig config;
+  config.all = a.all;
+  for (const std::string& p : a.pids) {
+    int pid = 0;
+    if (!parse_pid(p, &pid)) return usage_error("watch: invalid pid '" + p + "'");
+    config.pids.push_back(pid);
+  }
+  auto interval = positive_duration("--interval", a.interval);
+  if (!interval) return util::kExitUsage;
+  auto threshold = positive_duration("--stuck-threshold", a.threshold);
+  if (!threshold) return util::kExitUsage;
+  config.settings.interval_s = *interval;
+  config.settings.stuck_threshold_s = *threshold;
+  config.settings.max_point_series = a.max_series;
+  config.settings.debug_dirs = a.debug_dirs;
+
+  // Signals first: the server thread inherits the blocked mask, so only sigtimedwait takes them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  watch::MetricsPage page;
+  std::optional<watch::MetricsServer> server;
+  if (!a.listen.empty()) {
+    std::string host, error;
+    int port = 0;
+    if (!watch::parse_listen_address(a.listen, &host, &port, &error)) return usage_error(error);
+    server.emplace(page);
+    if (!server->bind(host, port, &error)) return usage_error(error);
+  }
+  std::FILE* out = stdout;
+  if (!a.output.empty()) {
+    out = std::fopen(a.output.c_str(), "ae");
+    if (out == nullptr) {
+      return usage_error("cannot open " + a.output + " for appending: " + std::strerror(errno));
+    }
+  }
+  watch::EventSink sink(out, a.json);
+  kernel::BpfResumeProber bpf_prober;
+  int code = util::kExitOk;
+  try {
+    watch::Watcher watcher(config, sink, server ? &page : nullptr,
+                           a.no_probe ? nullptr : &bpf_prober);
+    const int started = watcher.start(steady_now());
+    if (started >= 0) {
+      code = started;
+    } else {
+      if (server) server->start();
+      code = run_loop(watcher, stop_signals);
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "asyncprobe: internal error: " << e.what() << "\n";
+    code = util::kExitInternal;
+  }
+  if (server) server->stop();
+  if (out != stdout) std::fclose(out);
+  std::fflush(stdout);
+  return code;
+}
+
+}  // namespace asyncprobe::cli

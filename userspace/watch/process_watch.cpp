@@ -1,0 +1,458 @@
+#include "userspace/watch/process_watch.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "userspace/process/memory_reader.h"
+#include "userspace/snapshot/frame_scanner.h"
+#include "userspace/util/thread_cpu_clock.h"
+#include "userspace/watch/discovery.h"
+
+namespace asyncprobe::watch {
+
+namespace {
+
+constexpr size_t kMaxStackDepth = 64;
+// Re-check spans: frames closer than this are read as one piece; no piece grows past kMaxSpan.
+constexpr uint64_t kJoinGap = 512;
+constexpr uint64_t kMaxSpan = uint64_t{1} << 20;
+
+// Frames of unknown size are fingerprinted over their first 64 bytes (header, promise, the
+// start of the locals); a larger read could take in a neighbouring allocation's changes.
+constexpr uint32_t kDefaultContentBytes = 64;
+constexpr uint32_t kMaxContentBytes = 4096;
+
+uint32_t content_bytes(const symbolizer::CoroFunction* fn) {
+  if (fn != nullptr && fn->frame_size >= 16 && fn->frame_size <= kMaxContentBytes) {
+    return static_cast<uint32_t>(fn->frame_size);
+  }
+  return kDefaultContentBytes;
+}
+
+// A word-wise multiply-rotate fingerprint: fast enough for every known frame each tick.
+uint64_t fingerprint(const unsigned char* p, size_t len) {
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ len;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h = (h << 29) | (h >> 35);
+  }
+  for (; i < len; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+const char* state_name(model::FrameState s) { return model::to_string(s); }
+
+// Whether `count` moved far enough from what was last reported to say so again.
+bool changed_by_factor(size_t count, size_t reported) {
+  return count >= 2 * reported || 2 * count <= reported;
+}
+
+}  // namespace
+
+ProcessWatch::ProcessWatch(int pid, const WatchSettings& settings, snapshot::ResumeProber* prober)
+    : pid_(pid), settings_(settings), prober_(prober) {}
+
+ProcessWatch::~ProcessWatch() = default;
+
+Event ProcessWatch::base_event(EventKind kind) const {
+  Event e;
+  e.kind = kind;
+  e.time = std::chrono::system_clock::now();
+  e.pid = pid_;
+  e.command = command_;
+  e.container = container_;
+  return e;
+}
+
+bool ProcessWatch::attach(std::vector<Event>* events, snapshot::SnapshotError* error) {
+  taker_ = std::make_unique<snapshot::SnapshotTaker>(
+      snapshot::SnapshotSession{pid_, settings_.debug_dirs});
+  if (!taker_->attach(error)) return false;
+  // Loading catalogs takes a while: the frames' clocks start when the scan sees them.
+  const double now = snapshot::stuck_clock_now();
+  container_ = container_id_of(pid_);
+  std::string reason;
+  bool gone = false;
+  if (!rescan(now, &reason, &gone)) {
+    error->code = gone ? util::kExitTargetExited : util::kExitInternal;
+    error->message = "pid " + std::to_string(pid_) + ": first scan failed (" + reason + ")";
+    return false;
+  }
+  Event e = base_event(EventKind::kAttached);
+  e.coroutines = tracks_.size();
+  e.functions = taker_->index().function_count();
+  events->push_back(std::move(e));
+  return true;
+}
+
+uint32_t ProcessWatch::point_of(const model::CoroFrame& f) {
+  PointKey key{f.function, f.suspend.file, f.suspend.line,
+               f.suspend.line > 0 ? -1 : f.suspend.index};
+  auto [it, inserted] = point_ids_.emplace(key, static_cast<uint32_t>(points_.size()));
+  if (inserted) points_.push_back(PointInfo{key, {}});
+  return it->second;
+}
+
+bool ProcessWatch::rescan(double now, std::string* error_reason, bool* gone) {
+  const double cpu0 = util::thread_cpu_seconds();
+  model::Snapshot snap;
+  snapshot::SnapshotError err;
+  if (!taker_->take(&snap, &err)) {
+    *gone = err.code == util::kExitTargetExited || !taker_->alive();
+    *error_reason = *gone ? "exited" : "scan-failed";
+    return false;
+  }
+  command_ = snap.command;
+  std::unordered_map<uint64_t, size_t> by_address;
+  std::unordered_set<uint64_t> awaited_by;  // frames some other frame names as its awaiter
+  by_address.reserve(snap.frames.size());
+  for (size_t i = 0; i < snap.frames.size(); ++i) {
+    by_address.emplace(snap.frames[i].address, i);
+    if (snap.frames[i].awaiter != 0) awaited_by.insert(snap.frames[i].awaiter);
+  }
+  std::vector<FrameTrack> next;
+  next.reserve(snap.frames.size());
+  std::vector<bool> stack_done(points_.size(), false);
+  for (const model::CoroFrame& f : snap.frames) {
+    FrameTrack t;
+    t.address = f.address;
+    t.resume = f.resume_fn;
+    t.destroy = f.destroy_fn;
+    t.index = f.suspend.index;
+    t.ref = taker_->index().match_header(f.resume_fn, f.destroy_fn);
+    t.state = f.state;
+    t.encloses = awaited_by.count(f.address) > 0;
+    t.point = point_of(f);
+    t.since = now;
+    t.content_len = content_bytes(t.ref.fn);
+    // Same place as at the last look: its unchanged clock keeps running.
+    auto old =
+        std::lower_bound(tracks_.begin(), tracks_.end(), f.address,
+                         [](const FrameTrack& a, uint64_t addr) { return a.address < addr; });
+    if (old != tracks_.end() && old->address == f.address && old->resume == t.resume &&
+        old->destroy == t.destroy && old->index == t.index) {
+      t.since = old->since;
+      t.content = old->content;
+      t.content_known = old->content_known;
+      t.confirmed_at = old->confirmed_at;
+      t.hot_at = old->hot_at;
+      t.in_probe = old->in_probe;
+    }
+    if (t.ref.fn == nullptr) continue;
+    if (stack_done.size() < points_.size()) stack_done.resize(points_.size(), false);
+    if (!stack_done[t.point] && !t.encloses) {
+      // The point's stack: this frame and its awaiters, outermost first.
+      std::vector<StackFrame> stack;
+      const model::CoroFrame* cur = &f;
+      while (cur != nullptr && stack.size() < kMaxStackDepth) {
+        stack.push_back({cur->function, cur->suspend.file, cur->suspend.line});
+        auto up = cur->awaiter != 0 ? by_address.find(cur->awaiter) : by_address.end();
+        cur = up == by_address.end() || up->second >= snap.frames.size() ||
+                      &snap.frames[up->second] == cur
+                  ? nullptr
+                  : &snap.frames[up->second];
+      }
+      std::reverse(stack.begin(), stack.end());
+      points_[t.point].stack = std::move(stack);
+      stack_done[t.point] = true;
+    }
+    next.push_back(t);
+  }
+  std::sort(next.begin(), next.end(),
+            [](const FrameTrack& a, const FrameTrack& b) { return a.address < b.address; });
+  tracks_ = std::move(next);
+  const double cost = util::thread_cpu_seconds() - cpu0;
+  rescan_period_s_ =
+      std::max({settings_.stuck_threshold_s, settings_.interval_s,
+                settings_.rescan_cpu_share > 0 ? cost / settings_.rescan_cpu_share : 0.0});
+  next_rescan_ = now + rescan_period_s_;
+  return true;
+}
+
+bool ProcessWatch::recheck(double now, bool* gone) {
+  if (tracks_.empty()) return true;
+  // Each frame needs its two header words, its index field and the bytes fingerprinted.
+  auto need_end = [](const FrameTrack& t) {
+    uint64_t end = t.address + std::max<uint64_t>(16, t.content_len);
+    if (t.ref.fn != nullptr && t.ref.fn->index_width > 0) {
+      end = std::max(end, t.address + t.ref.fn->index_offset + t.ref.fn->index_width);
+    }
+    return end;
+  };
+  struct Span {
+    uint64_t start, end;
+    size_t offset;
+  };
+  std::vector<Span> spans;
+  for (const FrameTrack& t : tracks_) {
+    const uint64_t end = need_end(t);
+    if (!spans.empty() && t.address <= spans.back().end + kJoinGap &&
+        end - spans.back().start <= kMaxSpan) {
+      spans.back().end = std::max(spans.back().end, end);
+    } else {
+      spans.push_back({t.address, end, 0});
+    }
+  }
+  size_t total = 0;
+  for (Span& s : spans) {
+    s.offset = total;
+    total += s.end - s.start;
+  }
+  std::vector<unsigned char> buf(total);
+  std::vector<process::ReadRequest> pieces;
+  pieces.reserve(spans.size());
+  for (const Span& s : spans)
+    pieces.push_back({s.start, buf.data() + s.offset, s.end - s.start, false});
+  taker_->read_pieces(pieces);
+
+  std::vector<FrameTrack> kept;
+  kept.reserve(tracks_.size());
+  size_t span = 0;
+  for (FrameTrack& t : tracks_) {
+    while (spans[span].end < need_end(t) || spans[span].start > t.address) ++span;
+    if (!pieces[span].ok) continue;  // unmapped since: freed
+    const unsigned char* at = buf.data() + spans[span].offset + (t.address - spans[span].start);
+    uint64_t w[2];
+    std::memcpy(w, at, sizeof w);
+    if (w[1] != t.destroy || (w[0] != t.resume && w[0] != 0)) continue;  // freed or reused
+    int64_t index = -1;
+    if (t.ref.fn != nullptr && t.ref.fn->index_width > 0 && t.ref.fn->index_width <= 8) {
+      uint64_t v = 0;
+      std::memcpy(&v, at + t.ref.fn->index_offset, t.ref.fn->index_width);
+      index = static_cast<int64_t>(v);
+    }
+    const uint64_t content = fingerprint(at, t.content_len);
+    const bool was_known = t.content_known;
+    const bool content_changed = was_known && content != t.content;
+    t.content = content;
+    t.content_known = true;
+    // Same place but it ran (or was written to); or the first look at its content: either way
+    // the frame is known unchanged from now on only.
+    if (content_changed || !was_known) t.since = now;
+    if (w[0] != t.resume || index != t.index) {
+      // Moved (or finished): decode the new place with the snapshot's own rules.
+      snapshot::FoundFrame found;
+      found.address = t.address;
+      found.resume_word = w[0];
+      found.destroy_word = w[1];
+      found.index = index;
+      found.ref = t.ref;
+      model::CoroFrame decoded = snapshot::decode_frame(found);
+      t.resume = w[0];
+      t.index = index;
+      t.state = decoded.state;
+      t.point = point_of(decoded);
+      t.since = now;
+    }
+    kept.push_back(t);
+  }
+  tracks_ = std::move(kept);
+  for (const auto& p : pieces) {
+    if (!p.ok && !taker_->alive()) {
+      *gone = true;
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ProcessWatch::tick(double now, std::vector<Event>* events, TickReport* report) {
+  const double cpu0 = util::thread_cpu_seconds();
+  bool gone = false;
+  bool ok;
+  std::string reason;
+  if (now >= next_rescan_) {
+    report->rescan = true;
+    ok = rescan(now, &reason, &gone);
+  } else {
+    ok = recheck(now, &gone);
+    if (!ok && !gone) reason = "recheck-failed";
+  }
+  if (!gone && !taker_->alive()) gone = true;
+  report->cpu_seconds = util::thread_cpu_seconds() - cpu0;
+  if (gone) {
+    report->error_reason = "exited";
+    Event e = base_event(EventKind::kDetached);
+    e.reason = "exited";
+    e.message = "the process exited";
+    events->push_back(std::move(e));
+    return false;
+  }
+  report->error_reason = ok ? "" : reason;
+  // The window is one interval, give or take the tick's jitter.
+  if (probe_ && now - probe_->started >= 0.75 * settings_.interval_s) finish_probe(now);
+  if (probe_) probe_->session->check_budget();
+  update_episodes(now, events);
+  if (!probe_) start_probe(now);
+  return true;
+}
+
+ProcessWatch::FrameTrack* ProcessWatch::find_track(uint64_t address) {
+  auto it = std::lower_bound(tracks_.begin(), tracks_.end(), address,
+                             [](const FrameTrack& a, uint64_t addr) { return a.address < addr; });
+  return it != tracks_.end() && it->address == address ? &*it : nullptr;
+}
+
+void ProcessWatch::start_probe(double now) {
+  if (prober_ == nullptr || now < next_probe_try_) return;
+  // Probed early enough that the verdict is in by the threshold: one interval before it.
+  const double ripe = std::max(0.0, settings_.stuck_threshold_s - settings_.interval_s);
+  std::map<const symbolizer::CoroFunction*, snapshot::ResumeProbeFunction> by_fn;
+  for (const FrameTrack& t : tracks_) {
+    if (t.state != model::FrameState::kSuspended || t.encloses || !t.content_known) continue;
+    if (t.ref.fn == nullptr || now - t.since < ripe) continue;
+    // Confirmed or found too hot lately: the next window comes a threshold later.
+    if (std::max(t.confirmed_at, t.hot_at) >= t.since &&
+        now - std::max(t.confirmed_at, t.hot_at) < settings_.stuck_threshold_s) {
+      continue;
+    }
+    snapshot::ResumeProbeFunction& f = by_fn[t.ref.fn];
+    f.loaded = t.ref.loaded;
+    f.fn = t.ref.fn;
+    f.frames.push_back(t.address);  // tracks are sorted: ascending
+  }
+  for (FrameTrack& t : tracks_) {
+    auto f = t.ref.fn != nullptr ? by_fn.find(t.ref.fn) : by_fn.end();
+    t.in_probe = f != by_fn.end() &&
+                 std::binary_search(f->second.frames.begin(), f->second.frames.end(), t.address);
+  }
+  if (by_fn.empty()) return;
+  ProbeWindow w;
+  w.request.pid = pid_;
+  for (auto& [fn, f] : by_fn) w.request.functions.push_back(std::move(f));
+  std::string why;
+  w.session = prober_->start(w.request, &why);
+  if (w.session == nullptr) {
+    for (FrameTrack& t : tracks_) t.in_probe = false;
+    // Not possible here (privileges, BPF): frames stay `unchanged`; asking again costs a BPF
+    // load, so not before a minute.
+    no_probe_why_ = why.empty() ? "the resume probe could not start" : why;
+    next_probe_try_ = now + 60.0;
+    return;
+  }
+  no_probe_why_.clear();
+  w.started = snapshot::stuck_clock_now();
+  probe_ = std::move(w);
+}
+
+void ProcessWatch::finish_probe(double now) {
+  snapshot::ResumeProbeResult r = probe_->session->finish();
+  for (FrameTrack& t : tracks_) t.in_probe = false;
+  const snapshot::ResumeProbeRequest& req = probe_->request;
+  for (size_t i = 0; i < req.functions.size() && i < r.functions.size(); ++i) {
+    const snapshot::ResumeProbeFunctionResult& fr = r.functions[i];
+    // The function's probe watched the whole window: a frame it never saw enter was not resumed.
+    const bool covered = fr.attached && !fr.hot && fr.attached_at_s <= r.started_at_s &&
+                         fr.covered_until_s >= r.ended_at_s;
+    for (uint64_t addr : req.functions[i].frames) {
+      FrameTrack* t = find_track(addr);
+      if (t == nullptr) continue;
+      auto hits = r.entries.find(addr);
+      if (hits != r.entries.end() && hits->second > 0) {
+        t->since = now;  // resumed: busy, not stuck
+      } else if (covered && t->since <= probe_->started) {
+        t->confirmed_at = now;
+      } else if (t->since <= probe_->started) {
+        t->hot_at = now;  // unchanged, but the probe could not watch it throughout
+      }
+    }
+  }
+  probe_.reset();
+}
+
+void ProcessWatch::update_episodes(double now, std::vector<Event>* events) {
+  // Leaf frames unchanged past the threshold, by point; the stuck ones (a probe saw them not
+  // resumed during their present unchanged stretch) apart from the merely unchanged.
+  struct Group {
+    std::vector<const FrameTrack*> stuck, unchanged;
+  };
+  std::map<uint32_t, Group> over;
+  for (const FrameTrack& t : tracks_) {
+    if (t.state != model::FrameState::kSuspended || t.encloses || !t.content_known) continue;
+    if (now - t.since < settings_.stuck_threshold_s) continue;
+    // A verdict is on its way: neither `stuck` nor `unchanged` until it is in.
+    if (t.in_probe && t.confirmed_at < t.since) continue;
+    Group& g = over[t.point];
+    (t.confirmed_at >= t.since ? g.stuck : g.unchanged).push_back(&t);
+  }
+  std::set<PointKey> present;
+  for (const auto& [point, group] : over) {
+    const PointInfo& info = points_[point];
+    const bool stuck = !group.stuck.empty();
+    const std::vector<const FrameTrack*>& frames = stuck ? group.stuck : group.unchanged;
+    double shortest = now - frames.front()->since;
+    double longest = shortest;
+    for (const FrameTrack* t : frames) {
+      shortest = std::min(shortest, now - t->since);
+      longest = std::max(longest, now - t->since);
+    }
+    auto [it, fresh] = episodes_.try_emplace(info.key);
+    Episode& ep = it->second;
+    const EventKind kind = stuck ? EventKind::kStuck : EventKind::kUnchanged;
+    const bool kind_changed = fresh || ep.kind != kind;
+    ep.kind = kind;
+    ep.evidence = stuck                                          ? "resume-probe"
+                  : prober_ == nullptr || !no_probe_why_.empty() ? "memory-unchanged"
+                                                                 : "probe-not-covered";
+    ep.current_count = frames.size();
+    ep.longest_s = std::max(ep.longest_s, longest);
+    present.insert(info.key);
+    if (!kind_changed && !changed_by_factor(frames.size(), ep.reported_count)) continue;
+    Event e = base_event(kind);
+    e.suspend = info.key;
+    e.count = frames.size();
+    e.previous_count = kind_changed ? 0 : ep.reported_count;
+    e.for_s = shortest;
+    e.evidence = ep.evidence;
+    if (!stuck) e.message = prober_ == nullptr ? "no resume probe (--no-probe)" : no_probe_why_;
+    e.stack = info.stack;
+    events->push_back(std::move(e));
+    ep.reported_count = frames.size();
+    recovered_at_.erase(info.key);
+  }
+  for (auto it = episodes_.begin(); it != episodes_.end();) {
+    if (present.count(it->first) > 0) {
+      ++it;
+      continue;
+    }
+    Event e = base_event(EventKind::kRecovered);
+    e.suspend = it->first;
+    e.count = it->second.reported_count;
+    e.for_s = it->second.longest_s;
+    e.evidence = it->second.evidence;
+    auto id = point_ids_.find(it->first);
+    if (id != point_ids_.end()) e.stack = points_[id->second].stack;
+    events->push_back(std::move(e));
+    recovered_at_[it->first] = Recovered{now, it->second.kind == EventKind::kStuck};
+    it = episodes_.erase(it);
+  }
+  for (auto it = recovered_at_.begin(); it != recovered_at_.end();) {
+    it = now - it->second.at > settings_.recovered_retention_s ? recovered_at_.erase(it)
+                                                               : std::next(it);
+  }
+}
+
+std::map<std::string, size_t> ProcessWatch::state_counts() const {
+  std::map<std::string, size_t> counts{{"suspended", 0}, {"done", 0}, {"unknown", 0}};
+  for (const FrameTrack& t : tracks_) ++counts[state_name(t.state)];
+  return counts;
+}
+
+std::vector<PointGauge> ProcessWatch::point_gauges(double now) const {
+  (void)now;
+  std::vector<PointGauge> out;
+  for (const auto& [key, ep] : episodes_) {
+    out.push_back({key, ep.current_count, ep.kind == EventKind::kStuck});
+  }
+  for (const auto& [key, r] : recovered_at_) out.push_back({key, 0, r.confirmed});
+  return out;
+}
+
+}  // namespace asyncprobe::watch
