@@ -4,14 +4,14 @@
 #include <string>
 #include <thread>
 
-#include "userspace/snapshot/async_stacks.h"
 #include "userspace/cli/cli_options.h"
-#include "userspace/util/exit_codes.h"
 #include "userspace/output/report_csv.h"
 #include "userspace/output/report_json.h"
 #include "userspace/output/report_text.h"
+#include "userspace/snapshot/async_stacks.h"
 #include "userspace/snapshot/snapshot_taker.h"
 #include "userspace/snapshot/stuck_detector.h"
+#include "userspace/util/exit_codes.h"
 
 // The trace (eBPF) and run (LD_PRELOAD) engines are separate parts of the tree; the CLI offers
 // each subcommand when its part is present.
@@ -25,6 +25,7 @@
 #endif
 #if __has_include("userspace/cli/run_command.h")
 #include "userspace/cli/run_command.h"
+#include "userspace/cli/top_command.h"
 #define ASYNCPROBE_HAS_RUN 1
 #endif
 
@@ -90,6 +91,7 @@ int main(int argc, char** argv) {
 #endif
 #ifdef ASYNCPROBE_HAS_RUN
     if (sub == "run") return run_main(argc - 1, argv + 1);
+    if (sub == "top") return top_main(argc - 1, argv + 1);
 #endif
   }
   CliOptions opts;

@@ -79,8 +79,13 @@ std::string plural(size_t n, const char* one, const char* many) {
 }
 
 // Where a suspend point is, never more precise than what the rules found.
-std::string location(const std::string& file, int line, int64_t index) {
-  if (line > 0) return (file.empty() ? std::string("?") : esc(file)) + ":" + std::to_string(line);
+std::string location(const std::string& file, int line, int64_t index, bool base_name = false) {
+  if (line > 0) {
+    std::string shown = file;
+    if (base_name && shown.find('/') != std::string::npos)
+      shown = shown.substr(shown.rfind('/') + 1);
+    return (shown.empty() ? std::string("?") : esc(shown)) + ":" + std::to_string(line);
+  }
   if (index >= 0) return "(line unknown, suspend index " + std::to_string(index) + ")";
   return "(line unknown)";
 }
@@ -88,14 +93,16 @@ std::string location(const std::string& file, int line, int64_t index) {
 std::string kind_note(model::SuspendPoint::Kind kind, model::FrameState state) {
   if (kind == model::SuspendPoint::Kind::kInitial) return "  initial suspend";
   // A done frame's state text already says final suspend.
-  if (kind == model::SuspendPoint::Kind::kFinal && state != model::FrameState::kDone) return "  final suspend";
+  if (kind == model::SuspendPoint::Kind::kFinal && state != model::FrameState::kDone)
+    return "  final suspend";
   return "";
 }
 
-std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& forest, const snapshot::StackNode& n,
-                      const Glyphs& g, const TextReportOptions& opts) {
+std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                      const snapshot::StackNode& n, const Glyphs& g,
+                      const TextReportOptions& opts) {
   std::string s = std::to_string(n.count()) + g.times + " " + name_of(n.function, opts);
-  s += "  " + location(n.file, n.line, n.line == 0 ? n.index : -1);
+  s += "  " + location(n.file, n.line, n.line == 0 ? n.index : -1, opts.base_names);
   s += kind_note(n.kind, n.state);
   // The leaf is where the stack waits; inner frames are suspended on their child by definition,
   // so their state is only worth a word when it is something else.
@@ -141,8 +148,8 @@ std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& 
   return s;
 }
 
-void write_tree(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest, size_t top,
-                const TextReportOptions& opts, const Glyphs& g) {
+void write_tree(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                size_t top, const TextReportOptions& opts, const Glyphs& g) {
   struct Item {
     size_t node;
     std::string prefix;  // drawn before this node's connector
@@ -167,8 +174,8 @@ void write_tree(std::ostream& out, const model::Snapshot& snap, const snapshot::
   }
 }
 
-void write_warnings(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
-                    const TextReportOptions& opts) {
+void write_warnings(std::ostream& out, const model::Snapshot& snap,
+                    const snapshot::AsyncForest& forest, const TextReportOptions& opts) {
   for (const std::string& w : snap.warnings) out << "warning: " << esc(w) << '\n';
   const size_t cap = opts.max_listed;
   auto more = [&](size_t total, const char* what) {
@@ -211,7 +218,8 @@ void write_warnings(std::ostream& out, const model::Snapshot& snap, const snapsh
 
 // Where the leaves of a stuck group are awaited from, most common first: a leaf inside a
 // library (an Asio initiation, a channel receive) says little until its caller is named.
-std::vector<std::string> awaited_from(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+std::vector<std::string> awaited_from(const model::Snapshot& snap,
+                                      const snapshot::AsyncForest& forest,
                                       const snapshot::StuckGroup& s, size_t max_listed,
                                       const TextReportOptions& opts) {
   std::map<std::string, size_t> from;
@@ -241,7 +249,8 @@ std::vector<std::string> awaited_from(const model::Snapshot& snap, const snapsho
   return lines;
 }
 
-void write_stuck(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+void write_stuck(std::ostream& out, const model::Snapshot& snap,
+                 const snapshot::AsyncForest& forest,
                  const std::vector<snapshot::StuckGroup>& stuck, const Glyphs& g,
                  const TextReportOptions& opts) {
   if (!(snap.window_seconds > 0.0)) {
@@ -264,9 +273,10 @@ void write_stuck(std::ostream& out, const model::Snapshot& snap, const snapshot:
       ++enclosing_points;
     }
   }
-  std::stable_sort(leaves.begin(), leaves.end(), [](const snapshot::StuckGroup* a, const snapshot::StuckGroup* b) {
-    return a->leaves() > b->leaves();
-  });
+  std::stable_sort(leaves.begin(), leaves.end(),
+                   [](const snapshot::StuckGroup* a, const snapshot::StuckGroup* b) {
+                     return a->leaves() > b->leaves();
+                   });
   out << "STUCK (suspend point unchanged over the " << window
       << " window; where the stuck stacks wait)\n";
   for (const snapshot::StuckGroup* s : leaves) {
@@ -294,8 +304,9 @@ void write_threads(std::ostream& out, const model::Snapshot& snap) {
   }
   std::vector<const model::ThreadInfo*> ts;
   for (const model::ThreadInfo& t : snap.threads) ts.push_back(&t);
-  std::stable_sort(ts.begin(), ts.end(),
-                   [](const model::ThreadInfo* a, const model::ThreadInfo* b) { return a->tid < b->tid; });
+  std::stable_sort(
+      ts.begin(), ts.end(),
+      [](const model::ThreadInfo* a, const model::ThreadInfo* b) { return a->tid < b->tid; });
   out << "THREADS\n";
   char buf[64];
   std::snprintf(buf, sizeof buf, "%-8s %-5s %-16s ", "TID", "STATE", "SYSCALL");
@@ -313,8 +324,19 @@ void write_threads(std::ostream& out, const model::Snapshot& snap) {
 
 }  // namespace
 
-void write_text_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
-                       const std::vector<snapshot::StuckGroup>& stuck, const TextReportOptions& opts) {
+void write_async_stacks(std::ostream& out, const model::Snapshot& snap,
+                        const snapshot::AsyncForest& forest, const TextReportOptions& opts) {
+  const Glyphs& g = opts.unicode ? kUnicode : kAscii;
+  for (size_t i = 0; i < forest.top_nodes.size(); ++i) {
+    if (i > 0) out << '\n';
+    write_tree(out, snap, forest, forest.top_nodes[i], opts, g);
+  }
+}
+
+void write_text_report(std::ostream& out, const model::Snapshot& snap,
+                       const snapshot::AsyncForest& forest,
+                       const std::vector<snapshot::StuckGroup>& stuck,
+                       const TextReportOptions& opts) {
   const Glyphs& g = opts.unicode ? kUnicode : kAscii;
   out << "asyncprobe: pid " << snap.pid;
   if (!snap.command.empty()) out << " (" << esc(snap.command) << ")";
@@ -322,7 +344,8 @@ void write_text_report(std::ostream& out, const model::Snapshot& snap, const sna
       << plural(forest.stack_count(), "async stack", "async stacks") << " ("
       << forest.distinct_stack_count() << " distinct), "
       << plural(snap.threads.size(), "thread", "threads") << "; scanned "
-      << util::format_bytes(snap.bytes_scanned) << " in " << util::format_duration(snap.scan_seconds) << '\n';
+      << util::format_bytes(snap.bytes_scanned) << " in "
+      << util::format_duration(snap.scan_seconds) << '\n';
   write_warnings(out, snap, forest, opts);
 
   out << '\n';
@@ -330,10 +353,7 @@ void write_text_report(std::ostream& out, const model::Snapshot& snap, const sna
     out << "ASYNC STACKS: none found\n";
   } else {
     out << "ASYNC STACKS (root first, each stack ends where it waits)\n";
-    for (size_t i = 0; i < forest.top_nodes.size(); ++i) {
-      if (i > 0) out << '\n';
-      write_tree(out, snap, forest, forest.top_nodes[i], opts, g);
-    }
+    write_async_stacks(out, snap, forest, opts);
   }
   out << '\n';
   write_stuck(out, snap, forest, stuck, g, opts);
@@ -341,7 +361,8 @@ void write_text_report(std::ostream& out, const model::Snapshot& snap, const sna
   write_threads(out, snap);
 }
 
-void write_text_report(std::ostream& out, const model::Snapshot& snap, const TextReportOptions& opts) {
+void write_text_report(std::ostream& out, const model::Snapshot& snap,
+                       const TextReportOptions& opts) {
   const snapshot::AsyncForest forest = snapshot::build_async_forest(snap);
   write_text_report(out, snap, forest, snapshot::group_stuck(snap), opts);
 }
