@@ -109,9 +109,18 @@ std::string where(const std::string& marker) {
   return "top_service.cpp:" + std::to_string(marker_line(kService, marker));
 }
 
-std::string top_command(pid_t pid, const std::string& interval = "200ms") {
+std::string top_command(pid_t pid, const std::string& interval = "200ms",
+                        const std::string& extra = "") {
   return asyncprobe_binary() + " top -p " + std::to_string(pid) + " --interval " + interval +
-         "; echo EXIT=$?";
+         extra + "; echo EXIT=$?";
+}
+
+// The number in a table row's STUCK column (the row's second field).
+long stuck_cell(const std::string& row) {
+  std::istringstream in(row);
+  long count = -1, stuck = -1;
+  in >> count >> stuck;
+  return stuck;
 }
 
 class TopTerminal : public ::testing::Test {
@@ -143,6 +152,45 @@ TEST_F(TopTerminal, TableShowsEachPointWithItsCountAndLocation) {
   t.keys({"q"});
   EXPECT_EQ(wait_exit(t, &s), 0) << s;
   EXPECT_NE(s.find("asyncprobe top: quit"), std::string::npos) << s;
+}
+
+// The idle coroutines are never resumed: once a probe window covered a whole interval they are
+// stuck (known). The tick loops are resumed every 2 ms: never stuck, and the probe's count of
+// their resumes shows (5 loops x ~500/s). A 1 s interval: a loaded machine can starve the fixture
+// for a few hundred ms, and then "not resumed during the window" would be true of the loop too.
+TEST_F(TopTerminal, IdleCoroutinesBecomeStuckAndTheBusyLoopNever) {
+  FixtureProcess svc({fixture_path("gcc12-O0", "top_service"), "--idle", "30", "--busy", "5"});
+  Tmux t(80, 24);
+  t.type_line(top_command(svc.pid(), "1s"));
+  std::string s = t.wait_for("refresh #4", "", std::chrono::seconds(30));
+  std::string wait = line_with(s, "wait_forever(int)");
+  EXPECT_EQ(stuck_cell(wait), 30) << s;
+  EXPECT_EQ(stuck_cell(line_with(s, "serve_idle(int)")), 30) << s;
+  std::string tick = line_with(s, "tick_loop(int)");
+  EXPECT_EQ(stuck_cell(tick), 0) << s;
+  EXPECT_NE(tick.find("/s"), std::string::npos) << "resumes per second counted\n" << s;
+  EXPECT_NE(line_with(s, "stuck 60").size(), 0u) << s;
+  // Stuck first: the two stuck points lead the table (rows start on the fifth line).
+  std::vector<std::string> lines = lines_of(s);
+  ASSERT_GT(lines.size(), 6u);
+  EXPECT_EQ(lines[4].find("tick_loop"), std::string::npos) << s;
+  EXPECT_EQ(lines[5].find("tick_loop"), std::string::npos) << s;
+  EXPECT_NE(lines[6].find("tick_loop"), std::string::npos) << s;
+  t.keys({"q"});
+  EXPECT_EQ(wait_exit(t, &s), 0) << s;
+}
+
+// Without a probe nothing is known: nothing is called stuck.
+TEST_F(TopTerminal, WithoutAProbeNothingIsCalledStuck) {
+  FixtureProcess svc({fixture_path("gcc12-O0", "top_service"), "--idle", "30", "--busy", "5"});
+  Tmux t(80, 24);
+  t.type_line(top_command(svc.pid(), "200ms", " --no-probe"));
+  std::string s = t.wait_for("refresh #6");
+  EXPECT_EQ(stuck_cell(line_with(s, "wait_forever(int)")), 0) << s;
+  EXPECT_EQ(stuck_cell(line_with(s, "serve_idle(int)")), 0) << s;
+  EXPECT_NE(line_with(s, "stuck 0   unchanged").size(), 0u) << s;
+  t.keys({"q"});
+  EXPECT_EQ(wait_exit(t, &s), 0) << s;
 }
 
 TEST_F(TopTerminal, EnterOpensTheAsyncStacksOfThePointAndEscReturns) {
@@ -249,8 +297,13 @@ TEST_F(TopTerminal, UsesAWiderTerminalAndStillFitsEightyByTwentyFour) {
   std::string s = t.wait_for("wait_forever(int)");
   EXPECT_EQ(lines_of(s).size(), 24u) << s;
   t.resize(200, 60);
-  s = t.wait_for("Enter: stacks  /: filter");
-  std::vector<std::string> lines = lines_of(s);
+  std::vector<std::string> lines;
+  for (int tries = 0; tries < 100; ++tries) {
+    s = t.screen();
+    lines = lines_of(s);
+    if (lines.size() >= 60 && lines[59].find("Enter: stacks") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   ASSERT_GE(lines.size(), 60u) << s;
   // The status line is drawn across the whole width, and the location column moved right.
   size_t status = 0;

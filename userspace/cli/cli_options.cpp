@@ -142,6 +142,8 @@ bool parse_cli(int argc, char** argv, CliOptions* opts, std::string* error) {
       opts->unicode = true;
     } else if (a == "--full-names") {
       opts->full_names = true;
+    } else if (a == "--no-probe") {
+      opts->no_probe = true;
     } else if (value_of(a, "-p", &v) || value_of(a, "--pid", &v)) {
       if (!parse_pid(v, &opts->pid)) {
         *error = "invalid PID '" + v + "': expected a positive number";
@@ -196,8 +198,12 @@ Reads the target's memory; never stops it, never writes to it.
 
 options:
   -p, --pid PID          target process
-  --window DURATION      stuck detection: take a second look after DURATION and mark
-                         coroutines whose suspend point did not move (default 1s; 0 = off)
+  --window DURATION      stuck detection: take a second look after DURATION (default 1s;
+                         0 = off). [stuck] only when known not resumed in the window (a
+                         resume probe, root or CAP_BPF+CAP_PERFMON); frames that merely
+                         look the same are [unchanged]
+  --no-probe             no resume probe (nothing attached to the target): frames that look
+                         the same are [unchanged], never [stuck]
   --json | --csv         machine-readable output (schema: docs/SNAPSHOT_FORMAT.md)
   --format FMT           text, json or csv
   -o, --output FILE      write the report to FILE

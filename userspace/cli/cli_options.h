@@ -20,6 +20,7 @@ struct CliOptions {
   double stuck_threshold_s = 5.0;
   std::vector<std::string> debug_dirs;  // --debug-dir (repeatable)
   bool unicode = false;
+  bool no_probe = false;    // --no-probe: stuck check from memory only (never `stuck`)
   bool full_names = false;  // --full-names: text report prints names unshortened
   bool help = false;
   bool version = false;

@@ -2,7 +2,6 @@
 #include <fstream>
 #include <iostream>
 #include <string>
-#include <thread>
 
 #include "userspace/cli/cli_options.h"
 #include "userspace/output/report_csv.h"
@@ -10,7 +9,8 @@
 #include "userspace/output/report_text.h"
 #include "userspace/snapshot/async_stacks.h"
 #include "userspace/snapshot/snapshot_taker.h"
-#include "userspace/snapshot/stuck_detector.h"
+#include "userspace/kernel/resume_probe.h"
+#include "userspace/snapshot/stuck_check.h"
 #include "userspace/util/exit_codes.h"
 
 // The trace (eBPF) and run (LD_PRELOAD) engines are separate parts of the tree; the CLI offers
@@ -41,17 +41,16 @@ int run_snapshot(const CliOptions& opts) {
   snapshot::SnapshotTaker taker(snapshot::SnapshotSession{opts.pid, opts.debug_dirs});
   snapshot::SnapshotError err;
   if (!taker.attach(&err)) return fail(err);
-  model::Snapshot first;
-  if (!taker.take(&first, &err)) return fail(err);
-  model::Snapshot snap = first;
+  model::Snapshot snap;
   if (opts.window_s > 0) {
-    std::this_thread::sleep_for(std::chrono::duration<double>(opts.window_s));
-    model::Snapshot second;
-    if (!taker.take(&second, &err)) return fail(err);
-    snapshot::mark_stuck(first, second, opts.window_s);
-    snap = std::move(second);
+    kernel::BpfResumeProber prober;
+    if (!snapshot::take_with_stuck_check(taker, opts.window_s, opts.no_probe ? nullptr : &prober,
+                                         "--no-probe", &snap, &err)) {
+      return fail(err);
+    }
+  } else if (!taker.take(&snap, &err)) {
+    return fail(err);
   }
-  snap.window_seconds = opts.window_s;
   std::ofstream file;
   std::ostream* out = &std::cout;
   if (!opts.output.empty()) {

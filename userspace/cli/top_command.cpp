@@ -40,6 +40,9 @@ int top_main(int argc, char** argv) {
   app.add_option("-p,--pid", pid_text, "process to watch")->required()->type_name("PID");
   app.add_option("--interval", interval_text, "time between refreshes (default 1s)")
       ->type_name("DURATION");
+  bool no_probe = false;
+  app.add_flag("--no-probe", no_probe,
+               "never confirm stuck coroutines with a resume probe: they show as unchanged");
   app.add_flag("--unicode", unicode,
                "box-drawing characters in the stacks (default: when the locale is UTF-8)");
   app.add_option("--debug-dir", opts.debug_dirs, "extra debug-file root (repeatable)")
@@ -71,6 +74,7 @@ int top_main(int argc, char** argv) {
   bool utf8 = utf8_locale();  // also sets the locale ncurses draws in
   opts.unicode = unicode || utf8;
   opts.color = std::getenv("NO_COLOR") == nullptr;
+  opts.probe = !no_probe;
   std::string reason;
   int code = top::run_top(opts, &reason);
   if (!reason.empty()) std::cerr << "asyncprobe top: " << reason << "\n";

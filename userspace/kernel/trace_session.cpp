@@ -19,6 +19,7 @@
 
 #include "trace.skel.h"
 #include "trace_skel.h"
+#include "userspace/kernel/uprobe_links.h"
 
 namespace asyncprobe::kernel {
 
@@ -26,25 +27,6 @@ namespace {
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// libbpf's messages go to a buffer: a failure is reported by us in one line, and the last
-// libbpf warning is added to it when it explains more.
-std::string& libbpf_last_message() {
-  static std::string last;
-  return last;
-}
-
-int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
-  if (level == LIBBPF_DEBUG) return 0;
-  char buf[512];
-  int n = std::vsnprintf(buf, sizeof buf, fmt, args);
-  if (n > 0) {
-    std::string line(buf, std::min(static_cast<size_t>(n), sizeof buf - 1));
-    while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
-    if (!line.empty()) libbpf_last_message() = line;
-  }
-  return 0;
 }
 
 struct SyscallEntry {
@@ -162,43 +144,6 @@ struct TraceSession::Impl {
   bool open_and_load(bool use_multi, TraceError* error);
 };
 
-namespace {
-
-// BPF_TRACE_UPROBE_MULTI (kernel 6.6): libbpf 1.1 has no wrapper, so the link is made with the
-// bpf() system call directly. Layout of union bpf_attr's link_create.uprobe_multi.
-constexpr uint32_t kAttachUprobeMulti = kBpfAttachUprobeMulti;
-constexpr int kCmdLinkCreate = 28;
-struct UprobeMultiAttr {
-  uint32_t prog_fd;
-  uint32_t target_fd;
-  uint32_t attach_type;
-  uint32_t flags;
-  uint64_t path;
-  uint64_t offsets;
-  uint64_t ref_ctr_offsets;
-  uint64_t cookies;
-  uint32_t cnt;
-  uint32_t multi_flags;
-  uint32_t pid;
-  uint32_t pad;
-};
-static_assert(sizeof(UprobeMultiAttr) == 64);
-
-}  // namespace
-
-int attach_uprobe_multi(int prog_fd, const std::string& path, const std::vector<uint64_t>& offsets,
-                        const std::vector<uint64_t>& cookies, int pid) {
-  UprobeMultiAttr attr{};
-  attr.prog_fd = static_cast<uint32_t>(prog_fd);
-  attr.attach_type = kAttachUprobeMulti;
-  attr.path = reinterpret_cast<uint64_t>(path.c_str());
-  attr.offsets = reinterpret_cast<uint64_t>(offsets.data());
-  attr.cookies = reinterpret_cast<uint64_t>(cookies.data());
-  attr.cnt = static_cast<uint32_t>(offsets.size());
-  attr.pid = static_cast<uint32_t>(pid);
-  return static_cast<int>(syscall(__NR_bpf, kCmdLinkCreate, &attr, sizeof attr));
-}
-
 bool TraceSession::Impl::open_and_load(bool use_multi, TraceError* error) {
   skel = asyncprobe_trace_bpf_open(opts.btf_path.c_str());
   if (skel == nullptr) {
@@ -222,9 +167,9 @@ bool TraceSession::Impl::open_and_load(bool use_multi, TraceError* error) {
   bpf_program__set_autoload(skel->progs.trace_destroy_multi, use_multi);
   if (use_multi) {
     bpf_program__set_expected_attach_type(skel->progs.trace_resume_multi,
-                                          static_cast<bpf_attach_type>(kAttachUprobeMulti));
+                                          static_cast<bpf_attach_type>(kBpfAttachUprobeMulti));
     bpf_program__set_expected_attach_type(skel->progs.trace_destroy_multi,
-                                          static_cast<bpf_attach_type>(kAttachUprobeMulti));
+                                          static_cast<bpf_attach_type>(kBpfAttachUprobeMulti));
   }
   // Without syscall tracing the raw tracepoint programs are not even loaded.
   if (!opts.syscalls) {
@@ -261,7 +206,7 @@ bool TraceSession::Impl::open_and_load(bool use_multi, TraceError* error) {
 
 std::unique_ptr<TraceSession> TraceSession::load(const TraceSessionOptions& opts,
                                                  TraceError* error) {
-  libbpf_set_print(libbpf_print);
+  install_libbpf_print();
   libbpf_last_message().clear();
   auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<TraceSession> s(new TraceSession());
@@ -321,7 +266,7 @@ bool TraceSession::attach(AttachStats* stats, TraceError* error) {
             std::string("cannot attach to the raw tracepoint ") + t.tp + ": " + strerror(e);
         return false;
       }
-      links_.push_back(Link{link, -1});
+      links_.push_back(UprobeLink{link, -1});
       ++stats->tracepoints;
     }
   }
@@ -361,29 +306,22 @@ bool TraceSession::attach(AttachStats* stats, TraceError* error) {
     for (const auto& [key, g] : groups) {
       bpf_program* prog =
           key.second ? im.skel->progs.trace_resume_multi : im.skel->progs.trace_destroy_multi;
-      int fd =
-          attach_uprobe_multi(bpf_program__fd(prog), key.first, g.first, g.second, im.opts.pid);
-      if (fd < 0) {
-        int e = errno;
+      if (int e = attach_uprobes(prog, true, key.first, g.first, g.second, im.opts.pid, &links_);
+          e != 0) {
         stats->uprobes_failed += g.first.size();
         note_failure(
             "uprobe_multi " + key.first + " (" + std::to_string(g.first.size()) + " sites)", e);
         continue;
       }
-      links_.push_back(Link{nullptr, fd});
       stats->uprobes += g.first.size();
     }
   } else {
     for (const Site& site : sites) {
-      LIBBPF_OPTS(bpf_uprobe_opts, uo);
-      uo.bpf_cookie = site.cookie;
-      uo.retprobe = false;
       bpf_program* prog = site.role == TRACE_ROLE_RESUME ? im.skel->progs.trace_resume
                                                          : im.skel->progs.trace_destroy;
-      bpf_link* link =
-          bpf_program__attach_uprobe_opts(prog, im.opts.pid, site.path.c_str(), site.offset, &uo);
-      if (link == nullptr) {
-        int e = errno;
+      if (int e = attach_uprobes(prog, false, site.path, {site.offset}, {site.cookie}, im.opts.pid,
+                                 &links_);
+          e != 0) {
         ++stats->uprobes_failed;
         char where[64];
         std::snprintf(where, sizeof where, "+0x%llx", static_cast<unsigned long long>(site.offset));
@@ -391,7 +329,6 @@ bool TraceSession::attach(AttachStats* stats, TraceError* error) {
         if (e == ESRCH) break;
         continue;
       }
-      links_.push_back(Link{link, -1});
       ++stats->uprobes;
     }
   }
@@ -483,32 +420,8 @@ int TraceSession::threads_map_fd() const { return bpf_map__fd(impl_->skel->maps.
 void TraceSession::detach() {
   if (links_.empty()) return;
   auto t0 = std::chrono::steady_clock::now();
-  // Closing a perf-event uprobe or a raw tracepoint waits for an RCU grace period (about 50 ms
-  // here), uprobes one after the other under a kernel mutex; a uprobe_multi link waits once for
-  // all its sites. The links are closed from several threads so that independent waits overlap.
-  auto close_link = [](const Link& l) {
-    if (l.link != nullptr) bpf_link__destroy(static_cast<bpf_link*>(l.link));
-    if (l.fd >= 0) close(l.fd);
-  };
-  const size_t n = links_.size();
-  const size_t nthreads = std::min<size_t>(n, 64);
-  std::vector<std::thread> pool;
-  pool.reserve(nthreads);
-  size_t started = 0;
-  for (; started < nthreads && nthreads > 1; ++started) {
-    try {
-      pool.emplace_back([this, &close_link, started, nthreads, n] {
-        for (size_t i = started; i < n; i += nthreads) close_link(links_[i]);
-      });
-    } catch (const std::system_error&) {
-      break;  // no more threads: the rest is closed here
-    }
-  }
-  for (size_t t = started; t < std::max<size_t>(nthreads, 1); ++t) {
-    for (size_t i = t; i < n; i += std::max<size_t>(nthreads, 1)) close_link(links_[i]);
-  }
-  for (auto& th : pool) th.join();
-  links_.clear();
+  // Raw tracepoint links close the same way (an RCU wait each).
+  close_uprobe_links(links_);
   detach_seconds_ = seconds_since(t0);
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bpf/trace.h"
+#include "userspace/kernel/uprobe_links.h"
 #include "userspace/util/exit_codes.h"
 
 namespace asyncprobe::kernel {
@@ -107,21 +108,10 @@ class TraceSession {
  private:
   TraceSession() = default;
   struct Impl;
-  struct Link {
-    void* link;  // struct bpf_link* (libbpf), or nullptr
-    int fd;      // a uprobe_multi link made directly, or -1
-  };
   std::unique_ptr<Impl> impl_;
-  std::vector<Link> links_;
+  std::vector<UprobeLink> links_;
   double detach_seconds_ = 0.0;
 };
-
-// A uprobe_multi link (BPF_TRACE_UPROBE_MULTI, kernel 6.6+) made with the bpf() system call, for
-// a program loaded with that expected attach type: every offset of `path`, cookies alongside,
-// in process `pid`. The link's fd, or -1 with errno.
-inline constexpr uint32_t kBpfAttachUprobeMulti = 48;
-int attach_uprobe_multi(int prog_fd, const std::string& path, const std::vector<uint64_t>& offsets,
-                        const std::vector<uint64_t>& cookies, int pid);
 
 // Syscall name for a number of the x86-64 table ("nanosleep"), or "syscall_<nr>".
 std::string syscall_name(uint32_t nr);

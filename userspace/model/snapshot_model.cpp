@@ -28,4 +28,30 @@ const char* to_string(SuspendPoint::Kind k) {
   return "unknown";
 }
 
+const char* to_string(StuckEvidence e) {
+  switch (e) {
+    case StuckEvidence::kNotChecked:
+      return "not-checked";
+    case StuckEvidence::kNew:
+      return "new";
+    case StuckEvidence::kRecreated:
+      return "recreated";
+    case StuckEvidence::kSuspendPointChanged:
+      return "suspend-point-changed";
+    case StuckEvidence::kContentChanged:
+      return "content-changed";
+    case StuckEvidence::kResumed:
+      return "resumed";
+    case StuckEvidence::kResumeProbe:
+      return "resume-probe";
+    case StuckEvidence::kUnchangedNoProbe:
+      return "unchanged-no-probe";
+    case StuckEvidence::kUnchangedProbeHot:
+      return "unchanged-probe-hot";
+    case StuckEvidence::kUnchangedProbeMissed:
+      return "unchanged-probe-missed";
+  }
+  return "not-checked";
+}
+
 }  // namespace asyncprobe::model

@@ -60,6 +60,8 @@ void write_csv_report(std::ostream& out, const model::Snapshot& snap, const snap
     row += f.stuck ? ",true" : ",false";
     row += ',' + number(f.stuck_for_s);
     row += ',' + csv_field(f.object);
+    row += f.unchanged ? ",true," : ",false,";
+    row += to_string(f.stuck_evidence);
     out << row << eol;
   }
 }

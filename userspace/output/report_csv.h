@@ -14,7 +14,7 @@ namespace asyncprobe::output {
 
 inline constexpr const char* kCsvHeader =
     "id,address,function,file,line,suspend_kind,suspend_index,state,awaiter_id,awaiter_rule,"
-    "depth,root_id,stuck,stuck_for_s,object";
+    "depth,root_id,stuck,stuck_for_s,object,unchanged,stuck_evidence";
 
 struct CsvReportOptions {
   bool crlf = true;    // RFC 4180 line ends; false writes "\n" for line-oriented shell tools

@@ -46,7 +46,11 @@ json coroutine_json(const model::Snapshot& snap, const snapshot::AsyncForest& fo
          {"on_stack", f.on_stack},
          {"elided", f.elided},
          {"stuck", f.stuck},
-         {"stuck_for_s", f.stuck_for_s}};
+         {"stuck_for_s", f.stuck_for_s},
+         {"unchanged", f.unchanged},
+         {"unchanged_for_s", f.unchanged_for_s},
+         {"stuck_evidence", to_string(f.stuck_evidence)},
+         {"resumes", f.resumes < 0 ? json(nullptr) : json(f.resumes)}};
   return j;
 }
 
@@ -148,7 +152,13 @@ std::string coroutine_row(const model::Snapshot& snap, const snapshot::AsyncFore
   r += ",\"stuck\":";
   r += flag(f.stuck);
   // nlohmann's own number format (shortest round trip, ".0" on integers, null for NaN).
-  r += ",\"stuck_for_s\":" + json(f.stuck_for_s).dump() + '}';
+  r += ",\"stuck_for_s\":" + json(f.stuck_for_s).dump();
+  r += ",\"unchanged\":";
+  r += flag(f.unchanged);
+  r += ",\"unchanged_for_s\":" + json(f.unchanged_for_s).dump();
+  r += ",\"stuck_evidence\":\"";
+  r += to_string(f.stuck_evidence);
+  r += "\",\"resumes\":" + (f.resumes < 0 ? std::string("null") : std::to_string(f.resumes)) + '}';
   return r;
 }
 
@@ -186,6 +196,8 @@ class StackWriter {
            {"uncertain", n.uncertain()},
            {"stuck", n.stuck},
            {"stuck_for_s", n.stuck_for_s},
+           {"unchanged", n.unchanged},
+           {"unchanged_for_s", n.unchanged_for_s},
            {"depth_cut_children", n.cut_children},
            {"frame_ids", n.frames}};
     json kids = json::array();
@@ -205,13 +217,25 @@ class StackWriter {
 };
 
 json summary_json(const model::Snapshot& snap, const snapshot::AsyncForest& forest) {
-  size_t suspended = 0, done = 0, unknown = 0, stuck = 0;
+  size_t suspended = 0, done = 0, unknown = 0, stuck = 0, unchanged = 0;
   for (const model::CoroFrame& f : snap.frames) {
     suspended += f.state == model::FrameState::kSuspended;
     done += f.state == model::FrameState::kDone;
     unknown += f.state == model::FrameState::kUnknown;
     stuck += f.stuck;
+    unchanged += f.unchanged;
   }
+  const model::StuckProbeInfo& p = snap.stuck_probe;
+  json probe{{"ran", p.ran},
+             {"note", p.note},
+             {"functions", p.functions},
+             {"functions_hot", p.functions_hot},
+             {"functions_failed", p.functions_failed},
+             {"frames", p.frames},
+             {"hits", p.hits},
+             {"covered_s", p.covered_s},
+             {"attach_s", p.attach_s},
+             {"detach_s", p.detach_s}};
   return json{{"coroutines", snap.frames.size()},
               {"stacks", forest.stack_count()},
               {"distinct_stacks", forest.distinct_stack_count()},
@@ -220,10 +244,12 @@ json summary_json(const model::Snapshot& snap, const snapshot::AsyncForest& fore
               {"done", done},
               {"unknown", unknown},
               {"stuck", stuck},
+              {"unchanged", unchanged},
               {"bytes_scanned", snap.bytes_scanned},
               {"scan_seconds", snap.scan_seconds},
               {"window_seconds", snap.window_seconds},
               {"stuck_detection", snap.window_seconds > 0.0},
+              {"stuck_probe", std::move(probe)},
               {"max_depth", forest.max_depth},
               {"uncertain", forest.uncertain()},
               {"depth_cut", forest.depth_cut()}};

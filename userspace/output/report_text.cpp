@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <iterator>
 #include <map>
+#include <set>
 #include <string>
+#include <tuple>
 
 #include "userspace/output/function_name_shortener.h"
 
@@ -121,12 +123,14 @@ std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& 
       s += "  (" + std::to_string(elided) + " elided: may be destroyed with their caller)";
     }
   }
-  if (n.stuck > 0) {
+  // [stuck] only for frames known not resumed; [unchanged] for frames that merely looked the same.
+  auto mark = [&](size_t count, const char* word, double bound) {
     s += "  [";
-    if (n.stuck != n.count())
-      s += std::to_string(n.stuck) + " of " + std::to_string(n.count()) + " ";
-    s += std::string("stuck ") + g.at_least + util::format_lower_bound(n.stuck_for_s) + "]";
-  }
+    if (count != n.count()) s += std::to_string(count) + " of " + std::to_string(n.count()) + " ";
+    s += std::string(word) + " " + g.at_least + util::format_lower_bound(bound) + "]";
+  };
+  if (n.stuck > 0) mark(n.stuck, "stuck", n.stuck_for_s);
+  if (n.unchanged > 0) mark(n.unchanged, "unchanged", n.unchanged_for_s);
   switch (n.link) {
     case snapshot::LinkKind::kRoot:
       break;
@@ -249,8 +253,33 @@ std::vector<std::string> awaited_from(const model::Snapshot& snap,
   return lines;
 }
 
-void write_stuck(std::ostream& out, const model::Snapshot& snap,
-                 const snapshot::AsyncForest& forest,
+// How "stuck" was decided in this snapshot, for the section's header.
+std::string probe_note(const model::Snapshot& snap) {
+  const model::StuckProbeInfo& p = snap.stuck_probe;
+  if (!p.ran) return "no resume probe" + (p.note.empty() ? std::string() : ": " + p.note);
+  std::string s = "resume probe on " + plural(p.functions, "function", "functions");
+  if (p.functions_hot > 0) s += ", " + std::to_string(p.functions_hot) + " detached early (hot)";
+  if (p.functions_failed > 0) s += ", " + std::to_string(p.functions_failed) + " not attached";
+  return s;
+}
+
+// Frames that looked the same without anything telling whether they were resumed.
+void write_unchanged(std::ostream& out, const model::Snapshot& snap) {
+  std::set<std::tuple<std::string, int, int64_t>> points;
+  size_t frames = 0;
+  for (const model::CoroFrame& f : snap.frames) {
+    if (!f.unchanged) continue;
+    ++frames;
+    points.emplace(f.function, f.suspend.line, f.suspend.line == 0 ? f.suspend.index : -1);
+  }
+  if (frames == 0) return;
+  out << "(+ " << plural(frames, "frame", "frames") << " at "
+      << plural(points.size(), "suspend point", "suspend points")
+      << " unchanged over the window, not known whether resumed: marked [unchanged] in the "
+         "trees)\n";
+}
+
+void write_stuck(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
                  const std::vector<snapshot::StuckGroup>& stuck, const Glyphs& g,
                  const TextReportOptions& opts) {
   if (!(snap.window_seconds > 0.0)) {
@@ -259,11 +288,13 @@ void write_stuck(std::ostream& out, const model::Snapshot& snap,
   }
   const std::string window = util::format_lower_bound(snap.window_seconds);
   if (stuck.empty()) {
-    out << "STUCK: none (no suspend point unchanged over the " << window << " window)\n";
+    out << "STUCK: none known (none seen not resumed during the " << window
+        << " window; " << probe_note(snap) << ")\n";
+    write_unchanged(out, snap);
     return;
   }
   // Where stuck stacks wait, not every frame above them: a frame awaiting a stuck child is
-  // unchanged because of it, and listing it first would bury the cause.
+  // stuck because of it, and listing it first would bury the cause.
   std::vector<const snapshot::StuckGroup*> leaves;
   size_t enclosing = 0, enclosing_points = 0;
   for (const snapshot::StuckGroup& s : stuck) {
@@ -273,12 +304,11 @@ void write_stuck(std::ostream& out, const model::Snapshot& snap,
       ++enclosing_points;
     }
   }
-  std::stable_sort(leaves.begin(), leaves.end(),
-                   [](const snapshot::StuckGroup* a, const snapshot::StuckGroup* b) {
-                     return a->leaves() > b->leaves();
-                   });
-  out << "STUCK (suspend point unchanged over the " << window
-      << " window; where the stuck stacks wait)\n";
+  std::stable_sort(leaves.begin(), leaves.end(), [](const snapshot::StuckGroup* a, const snapshot::StuckGroup* b) {
+    return a->leaves() > b->leaves();
+  });
+  out << "STUCK (not resumed during the " << window << " window, " << probe_note(snap)
+      << "; where the stuck stacks wait)\n";
   for (const snapshot::StuckGroup* s : leaves) {
     out << s->leaves() << g.times << " " << name_of(s->function, opts) << "  "
         << location(s->file, s->line, s->line == 0 ? s->index : -1)
@@ -293,8 +323,9 @@ void write_stuck(std::ostream& out, const model::Snapshot& snap,
   if (enclosing > 0) {
     out << "(+ " << plural(enclosing, "enclosing frame", "enclosing frames") << " at "
         << plural(enclosing_points, "suspend point", "suspend points")
-        << ", each awaiting another coroutine, unchanged too: marked [stuck] in the trees)\n";
+        << ", each awaiting another coroutine, not resumed either: marked [stuck] in the trees)\n";
   }
+  write_unchanged(out, snap);
 }
 
 void write_threads(std::ostream& out, const model::Snapshot& snap) {

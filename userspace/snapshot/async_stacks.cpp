@@ -175,9 +175,15 @@ class Coalescer {
     n.depth = depth;
     n.frames.assign(frames.begin() + static_cast<std::ptrdiff_t>(from),
                     frames.begin() + static_cast<std::ptrdiff_t>(to));
-    bool any = false;
+    bool any = false, any_unchanged = false;
     for (size_t x : n.frames) {
       const model::CoroFrame& fr = snap_.frames[x];
+      if (fr.unchanged) {
+        ++n.unchanged;
+        if (!any_unchanged || fr.unchanged_for_s < n.unchanged_for_s)
+          n.unchanged_for_s = fr.unchanged_for_s;
+        any_unchanged = true;
+      }
       if (!fr.stuck) continue;
       ++n.stuck;
       if (!any || fr.stuck_for_s < n.stuck_for_s) n.stuck_for_s = fr.stuck_for_s;

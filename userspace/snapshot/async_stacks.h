@@ -82,6 +82,8 @@ struct StackNode {
   size_t depth = 0;              // depth within its printed tree (0 for a top-level node)
   size_t stuck = 0;              // how many of the frames are marked stuck
   double stuck_for_s = 0.0;      // smallest stuck_for_s among stuck frames: a bound valid for all
+  size_t unchanged = 0;          // how many looked unchanged, not known whether resumed
+  double unchanged_for_s = 0.0;  // smallest unchanged_for_s among those
   size_t cut_children = 0;       // children of these frames detached by the depth bound
 
   size_t count() const { return frames.size(); }

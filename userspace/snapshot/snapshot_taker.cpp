@@ -18,6 +18,7 @@
 #include "userspace/process/process_maps.h"
 #include "userspace/process/target_process.h"
 #include "userspace/process/thread_reader.h"
+#include "userspace/snapshot/stuck_check.h"
 
 namespace asyncprobe::snapshot {
 
@@ -415,6 +416,7 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
                               "were left out");
     }
     stitch_awaiters(out->frames, found, reader, batch);
+    fingerprint_frames(out->frames, found, reader, batch);
     out->bytes_scanned = stats.bytes_scanned;
     out->scan_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -1,7 +1,6 @@
 #include "userspace/snapshot/stuck_detector.h"
 
 #include <algorithm>
-#include <cmath>
 #include <tuple>
 #include <unordered_map>
 #include <unordered_set>
@@ -9,15 +8,6 @@
 namespace asyncprobe::snapshot {
 
 namespace {
-
-bool same_point(const model::CoroFrame& a, const model::CoroFrame& b) {
-  if (a.resume_fn != b.resume_fn || a.destroy_fn != b.destroy_fn || a.state != b.state) {
-    return false;
-  }
-  // An unread index proves nothing about progress, except for a done frame, which cannot move.
-  if (a.state != model::FrameState::kDone && (a.suspend.index < 0 || b.suspend.index < 0)) return false;
-  return a.suspend.index == b.suspend.index;
-}
 
 using GroupKey = std::tuple<const std::string&, const std::string&, int, int, int64_t>;
 
@@ -27,42 +17,6 @@ GroupKey group_key(const model::CoroFrame& f) {
 }
 
 }  // namespace
-
-size_t mark_stuck(const model::Snapshot& before, model::Snapshot& after, double window_s) {
-  for (model::CoroFrame& f : after.frames) {
-    f.stuck = false;
-    f.stuck_for_s = 0.0;
-  }
-  const bool window_ok = std::isfinite(window_s) && window_s > 0.0;
-  after.window_seconds = window_ok ? window_s : 0.0;
-  if (!window_ok || before.pid != after.pid) return 0;
-
-  // Address -> frames of `before`; a multimap because torn reads may repeat an address.
-  std::unordered_multimap<uint64_t, size_t> earlier;
-  earlier.reserve(before.frames.size());
-  for (size_t i = 0; i < before.frames.size(); ++i) earlier.emplace(before.frames[i].address, i);
-
-  size_t marked = 0;
-  for (model::CoroFrame& f : after.frames) {
-    auto [lo, hi] = earlier.equal_range(f.address);
-    // Of several matches take the one with the longest history; ties cannot change the result.
-    bool found = false;
-    double prior = 0.0;
-    for (auto it = lo; it != hi; ++it) {
-      const model::CoroFrame& b = before.frames[it->second];
-      if (!same_point(b, f)) continue;
-      const double p =
-          b.stuck && std::isfinite(b.stuck_for_s) && b.stuck_for_s > 0.0 ? b.stuck_for_s : 0.0;
-      if (!found || p > prior) prior = p;
-      found = true;
-    }
-    if (!found) continue;
-    f.stuck = true;
-    f.stuck_for_s = window_s + prior;
-    ++marked;
-  }
-  return marked;
-}
 
 std::vector<StuckGroup> group_stuck(const model::Snapshot& snap) {
   // A frame that another frame names as its awaiter is awaiting that one, so it is not a leaf.

@@ -33,10 +33,12 @@ const std::vector<std::string>& help_lines() {
       "",
       "Columns",
       "",
-      "  COUNT    coroutines suspended at the point now",
-      "  STUCK    of those, known not resumed during the last window (the stuck check)",
-      "  OLDEST   the longest any of them has been seen waiting there (a lower bound)",
-      "  MOVES    coroutines that left the point per second between the last two refreshes",
+      "  COUNT    coroutines at the point now",
+      "  STUCK    of those, known not resumed: a resume probe watched them for a whole refresh",
+      "           interval and saw none (root or CAP_BPF+CAP_PERFMON; the header counts the",
+      "           ones that only looked unchanged as `unchanged`)",
+      "  OLDEST   the longest any of them has been seen waiting there unchanged (a lower bound)",
+      "  RES/S    resumes per second the probe counted at the point; - where none was probed",
   };
   return lines;
 }
@@ -150,7 +152,7 @@ void Screen::draw_table(const View& v, ScreenState& state) {
   if (state.selected >= v.rows.size()) state.selected = v.rows.empty() ? 0 : v.rows.size() - 1;
   if (state.selected < state.scroll) state.scroll = state.selected;
   if (rows > 0 && state.selected >= state.scroll + rows) state.scroll = state.selected - rows + 1;
-  // COUNT STUCK OLDEST MOVES take 31 columns; the location gets what its longest visible entry
+  // COUNT STUCK OLDEST RES/S take 31 columns; the location gets what its longest visible entry
   // needs, up to half of the rest, and the function name the remainder.
   size_t rest = width > 32 ? width - 32 : 0;
   size_t where_w = 5;
@@ -160,7 +162,7 @@ void Screen::draw_table(const View& v, ScreenState& state) {
   where_w = std::min(where_w, rest / 2);
   size_t fn_w = rest > where_w + 1 ? rest - where_w - 1 : 0;
   char head[64];
-  std::snprintf(head, sizeof head, "%7s %6s %8s %7s ", "COUNT", "STUCK", "OLDEST", "MOVES");
+  std::snprintf(head, sizeof head, "%7s %6s %8s %7s ", "COUNT", "STUCK", "OLDEST", "RES/S");
   attron(A_BOLD);
   mvaddstr(3, 0, fit(std::string(head) + fit("FUNCTION", fn_w) + " WHERE", width).c_str());
   attroff(A_BOLD);
@@ -175,7 +177,7 @@ void Screen::draw_table(const View& v, ScreenState& state) {
     const PointRow& row = v.rows[r];
     char cells[64];
     std::snprintf(cells, sizeof cells, "%7zu %6zu %8s %7s ", row.count, row.stuck,
-                  age_text(row.oldest_s).c_str(), rate_text(row.moves_per_s).c_str());
+                  age_text(row.oldest_s).c_str(), rate_text(row.resumes_per_s).c_str());
     std::string name = output::shorten_function_name(row.function, fn_w);
     std::string line = std::string(cells) + fit(name, fn_w) + " " + fit(where(row), where_w);
     attr_t attr = r == state.selected ? A_REVERSE : A_NORMAL;

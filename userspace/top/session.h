@@ -13,6 +13,7 @@ struct TopOptions {
   double interval_s = 1.0;
   bool unicode = false;
   bool color = true;
+  bool probe = true;  // confirm stuck coroutines with a resume probe (root / CAP_BPF+CAP_PERFMON)
   std::vector<std::string> debug_dirs;
 };
 

@@ -48,36 +48,23 @@ std::string point_key(const model::CoroFrame& f) {
 }
 
 std::vector<double> WaitTracker::update(const model::Snapshot& snap, double now_s) {
-  interval_s_ = last_s_ < 0 ? 0 : now_s - last_s_;
-  last_s_ = now_s;
-  moved_.clear();
   std::vector<double> ages(snap.frames.size(), 0.0);
   std::unordered_map<uint64_t, Seen> next;
   next.reserve(snap.frames.size());
   for (size_t i = 0; i < snap.frames.size(); ++i) {
     const model::CoroFrame& f = snap.frames[i];
-    Seen s{point_key(f), f.resume_fn ^ f.destroy_fn, now_s};
+    Seen s{point_key(f), f.resume_fn ^ f.destroy_fn ^ f.fingerprint, now_s};
     auto it = seen_.find(f.address);
-    if (it != seen_.end() && it->second.point == s.point && it->second.header == s.header) {
+    bool resumed = f.stuck_evidence == model::StuckEvidence::kResumed;
+    if (it != seen_.end() && !resumed && it->second.point == s.point &&
+        it->second.header == s.header) {
       s.since_s = it->second.since_s;
     }
     ages[i] = now_s - s.since_s;
     next.emplace(f.address, std::move(s));
   }
-  // A frame gone from its point (moved elsewhere, finished, or freed) counts as one move out.
-  for (const auto& [addr, old] : seen_) {
-    auto it = next.find(addr);
-    if (it == next.end() || it->second.point != old.point || it->second.header != old.header) {
-      moved_[old.point]++;
-    }
-  }
   seen_ = std::move(next);
   return ages;
-}
-
-size_t WaitTracker::moved_from(const std::string& key) const {
-  auto it = moved_.find(key);
-  return it == moved_.end() ? 0 : it->second;
 }
 
 namespace {
@@ -107,6 +94,7 @@ Header make_header(const model::Snapshot& snap) {
         break;
     }
     if (f.stuck) ++h.stuck;
+    if (f.unchanged) ++h.unchanged;
   }
   return h;
 }
@@ -140,8 +128,7 @@ void sort_rows(std::vector<PointRow>& rows, SortKey key) {
 }  // namespace
 
 View build_view(const model::Snapshot& snap, const std::vector<double>& ages,
-                const WaitTracker& tracker, const ViewOptions& opts, double refresh_ms,
-                uint64_t refreshes) {
+                const ViewOptions& opts, double refresh_ms, uint64_t refreshes) {
   View v;
   v.header = make_header(snap);
   v.header.refresh_ms = refresh_ms;
@@ -158,8 +145,6 @@ View build_view(const model::Snapshot& snap, const std::vector<double>& ages,
       r.line = f.suspend.line;
       r.index = f.suspend.index;
       r.kind = f.suspend.kind;
-      double interval = tracker.last_interval_s();
-      if (interval > 0) r.moves_per_s = static_cast<double>(tracker.moved_from(key)) / interval;
       v.rows.push_back(std::move(r));
     }
     PointRow& r = v.rows[it->second];
@@ -167,6 +152,12 @@ View build_view(const model::Snapshot& snap, const std::vector<double>& ages,
     r.frames.push_back(i);
     if (i < ages.size()) r.oldest_s = std::max(r.oldest_s, ages[i]);
     if (f.stuck) r.stuck++;
+    if (f.unchanged) r.unchanged++;
+    // The probe counted this frame's resumes over the covered window.
+    if (f.resumes >= 0 && snap.stuck_probe.covered_s > 0) {
+      r.resumes_per_s = std::max(r.resumes_per_s, 0.0) +
+                        static_cast<double>(f.resumes) / snap.stuck_probe.covered_s;
+    }
   }
   std::vector<PointRow> kept;
   for (auto& r : v.rows) {

@@ -21,10 +21,10 @@ struct PointRow {
   int64_t index = -1;  // raw suspend index, shown when the line is unknown
   model::SuspendPoint::Kind kind = model::SuspendPoint::Kind::kUnknown;
   size_t count = 0;            // coroutines waiting there now
-  double oldest_s = 0;         // the longest any of them has been seen waiting there (lower bound)
-  double moves_per_s = -1;     // coroutines that left the point per second; -1: not known yet
+  double oldest_s = 0;         // the longest any of them has waited there unchanged (lower bound)
+  double resumes_per_s = -1;   // resumes the probe counted there per second; -1: none probed
   size_t stuck = 0;            // known not resumed (the stuck check's verdict)
-  size_t unchanged = 0;        // looked the same, not known
+  size_t unchanged = 0;        // looked the same, not known whether resumed
   std::vector<size_t> frames;  // indices into the snapshot's frames
 };
 
@@ -47,24 +47,18 @@ SortKey next(SortKey k);
 class WaitTracker {
  public:
   // Folds one snapshot in, taken at `now_s` (monotonic seconds). Returns, per frame of `snap`,
-  // how long it has been seen at its current point (0 for a frame first seen now), and counts
-  // per point how many frames left it since the previous snapshot.
+  // how long it has been seen waiting unchanged at its current point (0 for a frame first seen
+  // now, or one whose bytes changed or that the probe saw resumed).
   std::vector<double> update(const model::Snapshot& snap, double now_s);
-  // Frames that left the point with this key since the previous update, and the seconds between
-  // the two updates (0 before the second update).
-  size_t moved_from(const std::string& point_key) const;
-  double last_interval_s() const { return interval_s_; }
 
  private:
   struct Seen {
     std::string point;
-    uint64_t header = 0;  // resume ^ destroy: a new coroutine at a reused address starts over
+    uint64_t header = 0;  // resume ^ destroy ^ fingerprint: a new coroutine at a reused address,
+                          // or one that moved in place, starts over
     double since_s = 0;
   };
   std::unordered_map<uint64_t, Seen> seen_;
-  std::unordered_map<std::string, size_t> moved_;
-  double last_s_ = -1;
-  double interval_s_ = 0;
 };
 
 // The key that names a suspend point (function, file:line, or the raw index when unplaced).
@@ -80,11 +74,10 @@ struct ViewOptions {
   std::string filter;  // substring of function or file; empty: every row
 };
 
-// Builds the view from one snapshot, the per-frame wait ages (from WaitTracker::update) and the
-// tracker's move counts.
+// Builds the view from one snapshot (marked by the stuck check) and the per-frame wait ages
+// (from WaitTracker::update).
 View build_view(const model::Snapshot& snap, const std::vector<double>& ages,
-                const WaitTracker& tracker, const ViewOptions& opts, double refresh_ms,
-                uint64_t refreshes);
+                const ViewOptions& opts, double refresh_ms, uint64_t refreshes);
 
 // The async stacks through one row's coroutines (their awaiters up to the roots and what they
 // await), coalesced and drawn as the snapshot report draws them, one string per line.

@@ -90,6 +90,7 @@ TEST(ReportCsv, ExactSmallTable) {
   model::CoroFrame leaf = make_frame(0x2000, "read", 22, 0x1000);
   leaf.stuck = true;
   leaf.stuck_for_s = 1.5;
+  leaf.stuck_evidence = model::StuckEvidence::kResumeProbe;
   s.frames.push_back(leaf);
   model::CoroFrame lost = make_frame(0x3000, "lost", 0, 0xdead);
   lost.awaiter_rule = "mutual-pointer";
@@ -100,12 +101,13 @@ TEST(ReportCsv, ExactSmallTable) {
   s.frames.push_back(lost);
   const std::string expected =
       "id,address,function,file,line,suspend_kind,suspend_index,state,awaiter_id,awaiter_rule,"
-      "depth,root_id,stuck,stuck_for_s,object\r\n"
+      "depth,root_id,stuck,stuck_for_s,object,unchanged,stuck_evidence\r\n"
       "0,0x1000,\"serve(std::map<int, int>)\",srv.cpp,40,await,4,suspended,,,0,0,false,0,"
-      "/usr/bin/demo\r\n"
+      "/usr/bin/demo,false,not-checked\r\n"
       "1,0x2000,read,srv.cpp,22,await,4,suspended,0,continuation-in-promise,1,0,true,1.5,"
-      "/usr/bin/demo\r\n"
-      "2,0x3000,lost,,0,unknown,-1,unknown,,mutual-pointer,0,2,false,0,/usr/bin/demo\r\n";
+      "/usr/bin/demo,false,resume-probe\r\n"
+      "2,0x3000,lost,,0,unknown,-1,unknown,,mutual-pointer,0,2,false,0,/usr/bin/demo,false,"
+      "not-checked\r\n";
   EXPECT_EQ(render(s), expected);
 }
 

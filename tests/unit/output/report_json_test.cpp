@@ -65,6 +65,8 @@ model::Snapshot sample() {
     model::CoroFrame leaf = make_frame(b + 0x100, "read(\"quoted\", x)", 22, b);
     leaf.stuck = true;
     leaf.stuck_for_s = 2.5;
+    leaf.stuck_evidence = model::StuckEvidence::kResumeProbe;
+    leaf.resumes = 0;
     s.frames.push_back(leaf);
   }
   model::CoroFrame generic = make_frame(0x9000, "helper", 0, 0x7f0000100000);
@@ -72,6 +74,9 @@ model::Snapshot sample() {
   generic.suspend.index = 6;
   generic.suspend.rule.clear();
   generic.on_stack = true;
+  generic.unchanged = true;  // its function's probe was detached early (hot)
+  generic.unchanged_for_s = 2.5;
+  generic.stuck_evidence = model::StuckEvidence::kUnchangedProbeHot;
   s.frames.push_back(generic);
   model::CoroFrame done = make_frame(0xa000, "finished", 0);
   done.state = model::FrameState::kDone;
@@ -91,6 +96,9 @@ model::Snapshot sample() {
   s.bytes_scanned = 1 << 20;
   s.scan_seconds = 0.004;
   s.window_seconds = 2.5;
+  s.stuck_probe.ran = true;
+  s.stuck_probe.functions = 2;
+  s.stuck_probe.hits = 7;
   return s;
 }
 
@@ -113,6 +121,10 @@ TEST(ReportJson, ParsesBackWithAllFields) {
   EXPECT_EQ(sum["done"], 1);
   EXPECT_EQ(sum["unknown"], 0);
   EXPECT_EQ(sum["stuck"], 3);
+  EXPECT_EQ(sum["unchanged"], 1);
+  EXPECT_EQ(sum["stuck_probe"]["ran"], true);
+  EXPECT_EQ(sum["stuck_probe"]["functions"], 2);
+  EXPECT_EQ(sum["stuck_probe"]["hits"], 7);
   EXPECT_EQ(sum["bytes_scanned"], 1 << 20);
   EXPECT_DOUBLE_EQ(sum["scan_seconds"].get<double>(), 0.004);
   EXPECT_DOUBLE_EQ(sum["window_seconds"].get<double>(), 2.5);
@@ -152,6 +164,14 @@ TEST(ReportJson, ParsesBackWithAllFields) {
   EXPECT_EQ(leaf["depth"], 1);
   EXPECT_EQ(leaf["stuck"], true);
   EXPECT_DOUBLE_EQ(leaf["stuck_for_s"].get<double>(), 2.5);
+  EXPECT_EQ(leaf["unchanged"], false);
+  EXPECT_EQ(leaf["stuck_evidence"], "resume-probe");
+  EXPECT_EQ(leaf["resumes"], 0);
+  EXPECT_EQ(co[6]["unchanged"], true);
+  EXPECT_DOUBLE_EQ(co[6]["unchanged_for_s"].get<double>(), 2.5);
+  EXPECT_EQ(co[6]["stuck_evidence"], "unchanged-probe-hot");
+  EXPECT_TRUE(co[6]["resumes"].is_null());
+  EXPECT_EQ(co[0]["stuck_evidence"], "not-checked");
   EXPECT_EQ(co[6]["generic_link"], true);
   EXPECT_EQ(co[6]["on_stack"], true);
   EXPECT_EQ(co[6]["suspend"]["rule"], "");
@@ -339,14 +359,14 @@ TEST(ReportJson, StreamedOutputEqualsTheValue) {
   const std::string text = render(s);
   EXPECT_NE(text.find("\n  \"coroutines\": [\n    {\"id\":0,\"address\":\"0x7f0000100000\","),
             std::string::npos);
-  EXPECT_NE(text.find("\"stuck_for_s\":1e-07}"), std::string::npos);
+  EXPECT_NE(text.find("\"stuck_for_s\":1e-07,"), std::string::npos);
   // Flat values inline, string lists one per line.
   EXPECT_NE(text.find("\n      \"frame_ids\": [0, 2, 4],\n"), std::string::npos);
   EXPECT_NE(text.find("\"suspend\": {\"kind\": \"await\", \"file\": \"srv.cpp\", \"line\": 40, "
                       "\"index\": null},"),
             std::string::npos);
   EXPECT_NE(text.find("\"warnings\": [\n    \"no debug info"), std::string::npos);
-  EXPECT_NE(text.find("\"stuck_for_s\":null}"), std::string::npos);
+  EXPECT_NE(text.find("\"stuck_for_s\":null,"), std::string::npos);
 }
 
 TEST(ReportJson, EmptySnapshot) {

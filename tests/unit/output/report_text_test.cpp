@@ -33,6 +33,8 @@ model::Snapshot demo_server() {
   s.pid = 4242;
   s.command = "demo_server";
   s.executable = "/usr/bin/demo_server";
+  s.stuck_probe.ran = true;  // [stuck] marks come from a resume probe
+  s.stuck_probe.functions = 1;
   for (uint64_t i = 0; i < 1000; ++i) {
     const uint64_t b = 0x7f0000100000 + i * 0x1000;
     s.frames.push_back(make_frame(b, "handle_connection(tcp::socket)", "server.cpp", 40, 0, 6));
@@ -87,7 +89,8 @@ TEST(ReportText, ThousandChainsAndIdleRoot) {
       "\n"
       "1x idle_loop()  main.cpp:80  suspended\n"
       "\n"
-      "STUCK (suspend point unchanged over the 1.0s window; where the stuck stacks wait)\n"
+      "STUCK (not resumed during the 1.0s window, resume probe on 1 function; where the stuck "
+      "stacks wait)\n"
       "1000x read_line(tcp::socket&, std::string&)  io.cpp:10  stuck >=1.0s\n"
       "    1000 from read_request(tcp::socket&)  server.cpp:22\n"
       "\n"
@@ -200,7 +203,7 @@ TEST(ReportText, AnomaliesAreWarnedAndMarked) {
       "\n"
       "1x d3  demo.cpp:4  suspended  (continues a stack cut at depth 3)\n"
       "\n"
-      "STUCK: none (no suspend point unchanged over the 2.0s window)\n"
+      "STUCK: none known (none seen not resumed during the 2.0s window; no resume probe)\n"
       "\n"
       "THREADS: none read\n";
   EXPECT_EQ(render(s, aopts), expected);
@@ -224,6 +227,8 @@ TEST(ReportText, AnomalyListsAreCapped) {
 TEST(ReportText, SiblingConnectorsAndPartialStuck) {
   model::Snapshot s;
   s.window_seconds = 1.5;
+  s.stuck_probe.ran = true;
+  s.stuck_probe.functions = 3;
   s.frames.push_back(make_frame(0x1000, "serve", "s.cpp", 5));
   for (uint64_t i = 0; i < 3; ++i) {
     const uint64_t mid = 0x2000 + i * 0x100;
@@ -247,10 +252,11 @@ TEST(ReportText, SiblingConnectorsAndPartialStuck) {
       "|   `-- 3x recv  net.cpp:3  suspended  [2 of 3 stuck >=1.5s]",
       "`-- 1x tick  t.cpp:2  suspended",
       "",
-      "STUCK (suspend point unchanged over the 1.5s window; where the stuck stacks wait)",
+      "STUCK (not resumed during the 1.5s window, resume probe on 3 functions; where the stuck "
+      "stacks wait)",
       "2x recv  net.cpp:3  stuck >=1.5s, longest >=4.5s",
       "    2 from session  s.cpp:9",
-      "(+ 1 enclosing frame at 1 suspend point, each awaiting another coroutine, unchanged too: "
+      "(+ 1 enclosing frame at 1 suspend point, each awaiting another coroutine, not resumed either: "
       "marked [stuck] in the trees)",
       "",
       "THREADS: none read",
@@ -262,6 +268,8 @@ TEST(ReportText, SiblingConnectorsAndPartialStuck) {
 TEST(ReportText, StuckLeavesNameTheirCallers) {
   model::Snapshot s;
   s.window_seconds = 1.0;
+  s.stuck_probe.ran = true;
+  s.stuck_probe.functions = 3;
   auto add = [&](uint64_t addr, const std::string& fn, int line, uint64_t awaiter, bool stuck) {
     model::CoroFrame f = make_frame(addr, fn, "x.cpp", line, awaiter);
     f.stuck = stuck;
@@ -279,7 +287,8 @@ TEST(ReportText, StuckLeavesNameTheirCallers) {
   output::write_text_report(out, s, snapshot::build_async_forest(s), snapshot::group_stuck(s), output::TextReportOptions{});
   const std::string text = out.str();
   const std::string expected =
-      "STUCK (suspend point unchanged over the 1.0s window; where the stuck stacks wait)\n"
+      "STUCK (not resumed during the 1.0s window, resume probe on 3 functions; where the stuck "
+      "stacks wait)\n"
       "6x recv  x.cpp:3  stuck >=1.0s\n"
       "    2 from acquire  x.cpp:10\n"
       "    1 from acquire  x.cpp:11\n"
