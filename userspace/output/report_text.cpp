@@ -81,8 +81,13 @@ std::string plural(size_t n, const char* one, const char* many) {
 }
 
 // Where a suspend point is, never more precise than what the rules found.
-std::string location(const std::string& file, int line, int64_t index) {
-  if (line > 0) return (file.empty() ? std::string("?") : esc(file)) + ":" + std::to_string(line);
+std::string location(const std::string& file, int line, int64_t index, bool base_name = false) {
+  if (line > 0) {
+    std::string shown = file;
+    if (base_name && shown.find('/') != std::string::npos)
+      shown = shown.substr(shown.rfind('/') + 1);
+    return (shown.empty() ? std::string("?") : esc(shown)) + ":" + std::to_string(line);
+  }
   if (index >= 0) return "(line unknown, suspend index " + std::to_string(index) + ")";
   return "(line unknown)";
 }
@@ -146,7 +151,7 @@ std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& 
                       const snapshot::StackNode& n, const Glyphs& g,
                       const TextReportOptions& opts) {
   std::string s = std::to_string(n.count()) + g.times + " " + name_of(n.function, opts);
-  s += "  " + location(n.file, n.line, n.line == 0 ? n.index : -1);
+  s += "  " + location(n.file, n.line, n.line == 0 ? n.index : -1, opts.base_names);
   s += kind_note(n.kind, n.state);
   // The leaf is where the stack waits; inner frames are suspended on their child by definition,
   // so their state is only worth a word when it is something else.
@@ -504,6 +509,15 @@ void write_threads(std::ostream& out, const model::Snapshot& snap) {
 
 }  // namespace
 
+void write_async_stacks(std::ostream& out, const model::Snapshot& snap,
+                        const snapshot::AsyncForest& forest, const TextReportOptions& opts) {
+  const Glyphs& g = opts.unicode ? kUnicode : kAscii;
+  for (size_t i = 0; i < forest.top_nodes.size(); ++i) {
+    if (i > 0) out << '\n';
+    write_tree(out, snap, forest, forest.top_nodes[i], opts, g);
+  }
+}
+
 void write_text_report(std::ostream& out, const model::Snapshot& snap,
                        const snapshot::AsyncForest& forest,
                        const std::vector<snapshot::StuckGroup>& stuck,
@@ -529,10 +543,7 @@ void write_text_report(std::ostream& out, const model::Snapshot& snap,
     out << "ASYNC STACKS: none found\n";
   } else {
     out << "ASYNC STACKS (root first, each stack ends where it waits)\n";
-    for (size_t i = 0; i < forest.top_nodes.size(); ++i) {
-      if (i > 0) out << '\n';
-      write_tree(out, snap, forest, forest.top_nodes[i], opts, g);
-    }
+    write_async_stacks(out, snap, forest, opts);
   }
   out << '\n';
   write_stuck(out, snap, forest, stuck, g, opts);

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "userspace/snapshot/async_stacks.h"
 #include "userspace/model/snapshot_model.h"
+#include "userspace/snapshot/async_stacks.h"
 #include "userspace/snapshot/stuck_detector.h"
 
 namespace asyncprobe::output {
@@ -20,15 +20,23 @@ struct TextReportOptions {
   size_t max_indent_depth = 24;  // deeper tree levels stop indenting and say "[depth N]"
   size_t max_listed = 10;        // anomalies of each kind spelled out before "... and N more"
   size_t max_name_chars = 100;   // longer function names are shortened (0: print them whole)
+  bool base_names = false;       // trees name files without their directories (narrow views)
 };
 
 // Writes the report for `snap` using an already built forest and stuck grouping (both must come
 // from this same snapshot).
-void write_text_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
-                       const std::vector<snapshot::StuckGroup>& stuck, const TextReportOptions& opts = {});
+void write_text_report(std::ostream& out, const model::Snapshot& snap,
+                       const snapshot::AsyncForest& forest,
+                       const std::vector<snapshot::StuckGroup>& stuck,
+                       const TextReportOptions& opts = {});
+
+// The coalesced trees alone (the report's ASYNC STACKS section without its heading), a blank line
+// between trees: what `asyncprobe top` shows for one suspend point.
+void write_async_stacks(std::ostream& out, const model::Snapshot& snap,
+                        const snapshot::AsyncForest& forest, const TextReportOptions& opts = {});
 
 // Convenience: builds the forest (default options) and the stuck grouping, then writes.
-void write_text_report(std::ostream& out, const model::Snapshot& snap, const TextReportOptions& opts = {});
-
+void write_text_report(std::ostream& out, const model::Snapshot& snap,
+                       const TextReportOptions& opts = {});
 
 }  // namespace asyncprobe::output
