@@ -7,6 +7,7 @@
 #include "userspace/cli/profile_command.h"
 #include "userspace/cli/run_command.h"
 #include "userspace/cli/snapshot_command.h"
+#include "userspace/cli/top_command.h"
 #include "userspace/cli/trace_command.h"
 #include "userspace/cli/watch_command.h"
 #include "userspace/util/exit_codes.h"
@@ -26,6 +27,7 @@ const std::vector<Subcommand>& subcommands() {
       {"run", "start a program with the preload library: crash reports, no root needed", run_main},
       {"watch", "resident daemon: stuck coroutines as JSON-line events and Prometheus metrics",
        watch_main},
+      {"top", "live terminal view of a process's coroutines, like top(1)", top_main},
   };
   return table;
 }
