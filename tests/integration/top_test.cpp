@@ -350,6 +350,7 @@ TEST(TopCommand, RefusesWithoutATerminalAndPointsToWatch) {
   RunResult r = run_command({asyncprobe_binary(), "top", "-p", std::to_string(svc.pid())});
   EXPECT_EQ(r.exit.exit_code, 2);
   EXPECT_NE(r.err.find("asyncprobe: top draws on a terminal"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("(see asyncprobe top --help)"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("asyncprobe watch"), std::string::npos) << r.err;
 }
 

@@ -292,12 +292,13 @@ TEST(Watch, BadInputIsAUsageError) {
     std::string message;
   };
   const std::vector<Case> cases = {
-      {{"watch", "-p", "1", "--interval", "0"}, "--interval must be at least 10ms"},
+      {{"watch", "-p", "1", "--interval", "0"}, "--interval"},
+      {{"watch", "-p", "1", "--interval", "5ms"}, "--interval and --stuck-threshold must be at least 10ms"},
       {{"watch", "-p", "1", "--all"}, "-p and --all exclude each other"},
       {{"watch"}, "give -p PID or --all"},
-      {{"watch", "-p", "1", "--stuck-threshold", "soon"}, "invalid --stuck-threshold 'soon'"},
+      {{"watch", "-p", "1", "--stuck-threshold", "soon"}, "'soon'"},
       {{"watch", "-p", "1", "--listen", "localhost"}, "--listen wants ADDR:PORT"},
-      {{"watch", "-p", "1", "--bogus"}, "watch: The following argument was not expected: --bogus"},
+      {{"watch", "-p", "1", "--bogus"}, "unknown option '--bogus'"},
   };
   for (const Case& c : cases) {
     std::vector<std::string> argv = {asyncprobe_binary()};
@@ -306,7 +307,7 @@ TEST(Watch, BadInputIsAUsageError) {
     EXPECT_EQ(r.exit.exit_code, 2) << c.message << ": " << r.err;
     EXPECT_NE(r.err.find("asyncprobe: "), std::string::npos) << r.err;
     EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
-    EXPECT_NE(r.err.find("(see --help)"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("(see asyncprobe watch --help)"), std::string::npos) << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
 }

@@ -3,7 +3,6 @@
 #include <langinfo.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <clocale>
 #include <cstdlib>
 #include <cstring>
@@ -17,12 +16,29 @@ namespace asyncprobe::cli {
 
 namespace {
 
-int usage_error(const std::string& message) {
-  std::cerr << "asyncprobe: " << message << " (see --help)\n";
-  return util::kExitUsage;
-}
+const char kTopUsage[] = R"(usage: asyncprobe top -p PID [options]
 
-// Unicode connectors when asked for, or when the terminal's locale is UTF-8.
+A live view of a process's coroutines, like top(1): one row per suspend point (how many
+wait there, how many are stuck, the oldest wait, resumes per second where a probe counted
+them), refreshed every interval. A coroutine is stuck when a resume probe watched it for a
+whole interval and saw no resume (root or CAP_BPF+CAP_PERFMON); otherwise it can only be
+counted as unchanged.
+
+options:
+  -p, --pid PID          target process
+  --interval DURATION    time between refreshes (default 1s, at least 50ms)
+  --no-probe             no resume probe: nothing is called stuck, only unchanged
+  --unicode              Unicode tree glyphs (default: when the locale is UTF-8)
+  --debug-dir DIR        extra debug-file root (repeatable)
+  -h, --help             this text
+
+keys: Up/Down or j/k move, Enter opens the point's async stacks, Esc goes back,
+  / filters by function or file, s changes the sort, p pauses, ? helps, q or Ctrl-C quits.
+Needs a terminal; for a stream of events use `asyncprobe watch`. NO_COLOR: no colour.
+)";
+
+// Unicode connectors when the terminal's locale is UTF-8 (this also sets the locale ncurses
+// draws in).
 bool utf8_locale() {
   std::setlocale(LC_ALL, "");
   const char* codeset = nl_langinfo(CODESET);
@@ -32,46 +48,31 @@ bool utf8_locale() {
 }  // namespace
 
 int top_main(int argc, char** argv) {
-  CLI::App app{"asyncprobe top: a live view of a process's coroutines, like top(1)",
-               "asyncprobe top"};
-  std::string pid_text, interval_text = "1s";
   top::TopOptions opts;
-  bool unicode = false;
-  app.add_option("-p,--pid", pid_text, "process to watch")->required()->type_name("PID");
-  app.add_option("--interval", interval_text, "time between refreshes (default 1s)")
-      ->type_name("DURATION");
-  bool no_probe = false;
-  app.add_flag("--no-probe", no_probe,
-               "never confirm stuck coroutines with a resume probe: they show as unchanged");
-  app.add_flag("--unicode", unicode,
-               "box-drawing characters in the stacks (default: when the locale is UTF-8)");
-  app.add_option("--debug-dir", opts.debug_dirs, "extra debug-file root (repeatable)")
-      ->type_name("DIR");
-  app.footer(
-      "Keys: arrows or j/k move, Enter opens the point's async stacks, / filters, s sorts,\n"
-      "p pauses, ? helps, q quits. Needs a terminal; for a log use `asyncprobe watch`.\n"
-      "NO_COLOR set: no colour.");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp&) {
-    std::cout << app.help();
-    return util::kExitOk;
-  } catch (const CLI::ParseError& e) {
-    return usage_error(e.what());
+  bool unicode = false, no_probe = false;
+  OptionParser p("top");
+  p.pid(&opts.pid);
+  p.duration("--interval", &opts.interval_s, DurationRange::kAboveZero);
+  p.flag("--no-probe", &no_probe);
+  p.flag("--unicode", &unicode);
+  p.texts("--debug-dir", &opts.debug_dirs);
+  ParseResult r = p.parse(argc, argv);
+  if (r.ok && !r.help && opts.pid == 0) {
+    r.ok = false;
+    r.error = "no target: give -p PID";
   }
-  if (!parse_pid(pid_text, &opts.pid)) return usage_error("invalid pid '" + pid_text + "'");
-  auto interval = parse_duration(interval_text);
-  if (!interval || *interval < 0.05) {
-    return usage_error("invalid --interval '" + interval_text + "': at least 50ms");
+  if (r.ok && !r.help && opts.interval_s < 0.05) {
+    r.ok = false;
+    r.error = "--interval must be at least 50ms";
   }
-  opts.interval_s = *interval;
+  if (int rc = finish_parse(r, "top", kTopUsage); rc >= 0) return rc;
   if (isatty(STDIN_FILENO) == 0 || isatty(STDOUT_FILENO) == 0) {
-    return usage_error(
-        "top draws on a terminal and stdin or stdout is not one; "
-        "for a stream of events use `asyncprobe watch -p " +
-        pid_text + "`");
+    return usage_error("top", "top draws on a terminal and stdin or stdout is not one; for a "
+                              "stream of events use `asyncprobe watch -p " +
+                                  std::to_string(opts.pid) + "`");
   }
-  bool utf8 = utf8_locale();  // also sets the locale ncurses draws in
+  if (int rc = check_process_exists(opts.pid); rc >= 0) return rc;
+  bool utf8 = utf8_locale();
   opts.unicode = unicode || utf8;
   opts.color = std::getenv("NO_COLOR") == nullptr;
   opts.probe = !no_probe;

@@ -56,35 +56,12 @@ namespace {
 struct WatchArgs {
   std::vector<std::string> pids;
   bool all = false;
-  std::string interval = "1s";
-  std::string threshold = "5s";
   bool json = false;
   std::string output;
   std::string listen;
-  size_t max_series = 100;
   std::vector<std::string> debug_dirs;
   bool no_probe = false;
-  bool help = false;
 };
-
-int usage_error(const std::string& message) {
-  std::cerr << "asyncprobe: " << message << " (see --help)\n";
-  return util::kExitUsage;
-}
-
-// A positive duration option, or nullopt after printing the error.
-std::optional<double> positive_duration(const std::string& name, const std::string& text) {
-  auto d = parse_duration(text);
-  if (!d) {
-    usage_error("invalid " + name + " '" + text + "': use e.g. 500ms, 1s or 2m");
-    return std::nullopt;
-  }
-  if (*d < 0.01) {
-    usage_error(name + " must be at least 10ms, got '" + text + "'");
-    return std::nullopt;
-  }
-  return d;
-}
 
 double steady_now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -108,45 +85,41 @@ int run_loop(watch::Watcher& watcher, const sigset_t& stop_signals) {
 
 int watch_main(int argc, char** argv) {
   WatchArgs a;
-  CLI::App app{"asyncprobe watch", "asyncprobe watch"};
-  app.set_help_flag();
-  app.add_flag("-h,--help", a.help);
-  app.add_option("-p,--pid", a.pids)->allow_extra_args(false);
-  app.add_flag("--all", a.all);
-  app.add_option("--interval", a.interval);
-  app.add_option("--stuck-threshold", a.threshold);
-  app.add_flag("--json", a.json);
-  app.add_flag("--no-probe", a.no_probe);
-  app.add_option("-o,--output", a.output);
-  app.add_option("--listen", a.listen);
-  app.add_option("--max-series", a.max_series)->check(CLI::Range(size_t{1}, size_t{100000}));
-  app.add_option("--debug-dir", a.debug_dirs)->allow_extra_args(false);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return usage_error(std::string("watch: ") + e.what());
+  double interval_s = 1.0, threshold_s = 5.0;
+  int max_series = 100;
+  OptionParser p("watch");
+  p.texts("-p,--pid", &a.pids);
+  p.flag("--all", &a.all);
+  p.duration("--interval", &interval_s, DurationRange::kAboveZero);
+  p.duration("--stuck-threshold", &threshold_s, DurationRange::kAboveZero);
+  p.flag("--json", &a.json);
+  p.flag("--no-probe", &a.no_probe);
+  p.text("-o,--output", &a.output);
+  p.text("--listen", &a.listen);
+  p.count("--max-series", &max_series, 1, 100000, "number of suspend-point series");
+  p.texts("--debug-dir", &a.debug_dirs);
+  ParseResult r = p.parse(argc, argv);
+  if (r.ok && !r.help) {
+    if (a.all && !a.pids.empty()) {
+      r = {false, false, "-p and --all exclude each other"};
+    } else if (!a.all && a.pids.empty()) {
+      r = {false, false, "give -p PID or --all"};
+    } else if (interval_s < 0.01 || threshold_s < 0.01) {
+      r = {false, false, "--interval and --stuck-threshold must be at least 10ms"};
+    }
   }
-  if (a.help) {
-    std::cout << watch_usage_text();
-    return util::kExitOk;
-  }
-  if (a.all && !a.pids.empty()) return usage_error("watch: -p and --all exclude each other");
-  if (!a.all && a.pids.empty()) return usage_error("watch: give -p PID or --all");
+  if (int rc = finish_parse(r, "watch", watch_usage_text()); rc >= 0) return rc;
 
   watch::WatcherConfig config;
   config.all = a.all;
-  for (const std::string& p : a.pids) {
+  for (const std::string& pid_text : a.pids) {
     int pid = 0;
-    if (!parse_pid(p, &pid)) return usage_error("watch: invalid pid '" + p + "'");
+    if (!parse_pid(pid_text, &pid)) return usage_error("watch", "invalid pid '" + pid_text + "'");
     config.pids.push_back(pid);
   }
-  auto interval = positive_duration("--interval", a.interval);
-  if (!interval) return util::kExitUsage;
-  auto threshold = positive_duration("--stuck-threshold", a.threshold);
-  if (!threshold) return util::kExitUsage;
-  config.settings.interval_s = *interval;
-  config.settings.stuck_threshold_s = *threshold;
-  config.settings.max_point_series = a.max_series;
+  config.settings.interval_s = interval_s;
+  config.settings.stuck_threshold_s = threshold_s;
+  config.settings.max_point_series = static_cast<size_t>(max_series);
   config.settings.debug_dirs = a.debug_dirs;
 
   // Signals first: the server thread inherits the blocked mask, so only sigtimedwait takes them.
@@ -162,15 +135,15 @@ int watch_main(int argc, char** argv) {
   if (!a.listen.empty()) {
     std::string host, error;
     int port = 0;
-    if (!watch::parse_listen_address(a.listen, &host, &port, &error)) return usage_error(error);
+    if (!watch::parse_listen_address(a.listen, &host, &port, &error)) return usage_error("watch", error);
     server.emplace(page);
-    if (!server->bind(host, port, &error)) return usage_error(error);
+    if (!server->bind(host, port, &error)) return usage_error("watch", error);
   }
   std::FILE* out = stdout;
   if (!a.output.empty()) {
     out = std::fopen(a.output.c_str(), "ae");
     if (out == nullptr) {
-      return usage_error("cannot open " + a.output + " for appending: " + std::strerror(errno));
+      return usage_error("watch", "cannot open " + a.output + " for appending: " + std::strerror(errno));
     }
   }
   watch::EventSink sink(out, a.json);
