@@ -1,3 +1,56 @@
+// How the symbolizer works (moved here from docs/ARCHITECTURE.md, next to the code).
+//
+// Modelled on LLVM's Symbolize: objects -> modules -> symbolizer, cached per module.
+//
+// - `ElfObject`: one ELF file through libelf, read defensively: symbols (`.symtab` and `.dynsym`
+//   merged), PT_LOAD segments, sections, build-id note, `.gnu_debuglink`, the PLT's relocation
+//   slots (to name the function a PLT stub jumps to).
+// - `find_debug_file`: gdb's search order. By build-id under each debug root
+//   (`<root>/.build-id/xx/rest.debug`), then by debug link beside the object, in its `.debug/`, and
+//   under `<root>/<dir>/`, inside the target's root (`/proc/PID/root`) first. A candidate is
+//   accepted only if its build-id matches, or without build-ids its CRC32 matches the link's.
+// - `DwarfInfo`: libdw over the debug file (or the object). On first use it walks the DIE tree
+//   once and indexes every function with code and every inlined call inside it (ranges, depth,
+//   call site), plus coroutine frame types by name. `frames_at(addr)` is then a binary search and a
+//   scan of one function's inlines: 20x faster than libdw's `dwarf_getscopes` per query, which
+//   dominated run time on a Boost.Asio binary (6.1 s -> 0.26 s per snapshot). CUs are found through
+//   `.debug_aranges` and, because Clang emits none, through CU ranges. Every walk has a bound.
+//   The walk visits each DIE once: a function's subtree is walked for its inlined calls and, in the
+//   same pass, for nested subprograms and local classes; subprograms with `DW_AT_declaration` (the
+//   member declarations that make up most subprograms of a C++ object) are skipped from their
+//   abbreviation alone, while class bodies are still entered because GCC defines a lambda's
+//   `operator()` inside its closure type. An inlined call's attributes (call site, pc range) are
+//   read in one `dwarf_getattrs` pass. Inlined calls are kept in DIE pre-order with the end of
+//   each call's subtree, so a lookup skips the calls nested in one that does not hold the address;
+//   a function with more than 32 of them gets, on its first lookup, a tree of its calls (bounding
+//   range per call, long child lists sorted by start) that finds the same calls in the same order
+//   by binary search. The walk itself reads the DIE bytes through `DieReader`
+//   (`dwarf_die_reader`: the unit's abbreviations in a table by code, libdw's sibling/child
+//   rules, an inlined call's call site and pc range decoded in place); a unit with a form or
+//   structure it does not know is walked through libdw instead, with nothing of the failed
+//   attempt kept; calls with `DW_AT_ranges` or `addrx` forms take their pc ranges from libdw.
+//   Lines: per CU, the row addresses of libdw's line table copied into an array on first use,
+//   searched as `dwarf_getsrc_die` searches (the CU still from `.debug_aranges`, then CU ranges).
+//   `frame_refs_at`/`Module::symbolize_refs` return frames whose strings stay in the module
+//   (`FrameRef`), for callers that intern names; `frames_at`/`symbolize` copy them.
+//   Names are resolved on first use and cached per abstract origin (one demangling per function,
+//   not per inlined call). Namespaces and classes are recorded as DIE-offset intervals; a function
+//   without a linkage name (GCC: internal linkage, a coroutine's `.actor`/`.destroy` parts, lambda
+//   bodies) is named from the symbol at its entry when it has code of its own and that symbol names
+//   it (`ns::(anonymous namespace)::f(int)`, GCC's `[clone .isra.0]`/`.cold` suffixes dropped), else
+//   by DWARF's name qualified by those intervals (`ns::(anonymous namespace)::f` when inlined). A
+//   coroutine's actor keeps DWARF's name: its symbol spells the frame type, not the function.
+//   Single-threaded on purpose: elfutils does not promise libdw is safe to use from several
+//   threads on one `Dwarf` (its locking is an experimental build option; the 0.188 library here
+//   does take locks in its abbreviation lookups, seen in perf, but we did not audit the lazily
+//   filled per-CU state such as line tables), so the walk is not split over threads.
+// - `Module` / `ModuleCache`: the object, its debug file and its DWARF, keyed by file identity
+//   (device, inode, size, mtime) and by build-id, so a library mapped by many processes or at
+//   another path is parsed once. Code that DWARF covers by lines but by no function (thunks) takes
+//   its name from the symbol table. The index keeps libdw's own file-name pointers for inlined call
+//   sites (one string per inlined call made indexing allocation-bound); `tools/bench/symbolize-bench`
+//   measures it against llvm-symbolizer (docs/BENCHMARKS.md, "symbolize").
+
 #include "symbolizer/dwarf_info.h"
 
 #include <dwarf.h>

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "userspace/cli/cli_options.h"
+#include "userspace/kernel/resume_probe.h"
 #include "userspace/top/session.h"
 #include "userspace/util/exit_codes.h"
 
@@ -75,7 +76,8 @@ int top_main(int argc, char** argv) {
   bool utf8 = utf8_locale();
   opts.unicode = unicode || utf8;
   opts.color = std::getenv("NO_COLOR") == nullptr;
-  opts.probe = !no_probe;
+  kernel::BpfResumeProber prober;
+  if (!no_probe) opts.prober = &prober;
   std::string reason;
   int code = top::run_top(opts, &reason);
   if (!reason.empty()) std::cerr << "asyncprobe top: " << reason << "\n";

@@ -1,3 +1,51 @@
+// How one look works (moved here from docs/ARCHITECTURE.md, next to the code).
+//
+// 1. `SnapshotTaker::attach`: every executable file mapping is opened through
+//    `/proc/PID/map_files/<range>` (deleted and containerised files work), falling back to
+//    `/proc/PID/root/<path>`; its module and catalog are built and placed at the load bias
+//    (`CoroutineIndex`: absolute destroy/cleanup address -> coroutine).
+// 2. `FrameScanner`: reads every writable anonymous/heap/stack region in 1 MiB chunks (memory use
+//    is bounded whatever the heap size) and matches each aligned word pair against the index:
+//    `word_range_filter` finds the words inside the [lowest, highest] destroy address, 32 words per
+//    step with AVX2 when the CPU has it (chosen at run time; a scalar loop otherwise, and the
+//    reference the tests hold it to), then a hash lookup for the rare candidate. A live frame's
+//    first word is its own resume function; a
+//    finished frame's is NULL. Unreadable chunks are skipped and counted, never read as zeros. A
+//    heap frame's header found on a thread stack is a stale copy and is ignored (only Clang's elided
+//    frames, `.cleanup` in the destroy slot, live on stacks).
+// 3. Re-validation: every hit is read again twice after the scan; header and suspend index must be
+//    unchanged, else the frame was being created, resumed or freed and is left out (counted in a
+//    warning). A torn read therefore cannot produce a chain. Hits are merged into spans (a gap under
+//    a page joins them) and each pass is one batched `process_vm_readv` per 1024 spans: per-frame
+//    reads made a 100k-frame snapshot 10x a plain read of the heap, spans (with the batched
+//    generic rule and the vector filter) make it about 1.5x. The
+//    first 64 bytes of each frame are kept for the stitcher (promise words) so it reads nothing
+//    again for known layouts.
+// 4. `decode_frame`: state (suspended at index N / done / unknown) and suspend point.
+// 5. `stitch_awaiters`: the edge "A awaits B", with the rule that found it:
+//    - `asio-caller`: Boost.Asio `awaitable_frame_base {coro_, attached_thread_, caller_, ...}`,
+//      recognised by `coro_` being the frame itself; `caller_` points at the caller's promise;
+//    - `continuation-in-promise` (cppcoro, libcoro, unifex, most hand-written tasks): the promise's
+//      first word is the awaiting frame's address; named `folly-async-stack` when folly's
+//      `AsyncStackFrame.parentFrame` right after the continuation agrees;
+//    - `mutual-pointer` (unknown libraries): B holds A's address (or A's promise) and A holds B's
+//      address, the continuation nearer B's header than the task object is to A's. Marked as a
+//      generic link in reports. Its candidates are collected first and every frame they name is
+//      read once, in one batch (one read per candidate cost 50,000 system calls a snapshot).
+// 6. Boost.Asio's frame recycler (`thread_info_base::deallocate`) writes the frame's size in 8-byte
+//    chunks over the header's first byte, and frames it does not keep go back to malloc, which
+//    writes its free list over the first two words: a recycled frame no longer matches a
+//    (resume, destroy) pair, so every frame found is kept.
+// 7. Objects without symbols and without a debug file (`symbolizer/stripped_coroutines`): candidate
+//    headers (two words pointing into the object's code) are collected in one pass at attach and
+//    accepted only when code confirms them: GCC's destroy stub (`or $1, idx(%rdi); jmp actor`), or
+//    code that takes the addresses of both (`lea resume(%rip)` / `lea destroy(%rip)` close together:
+//    the ramp, or a caller it was inlined into). The compiler is told from `.comment`. Such
+//    coroutines are shown by address with a warning naming the build-id debug file to install.
+//
+// Whether a coroutine is stuck is decided across two looks by the stuck check
+// (snapshot/stuck_check.h): memory evidence first, a resume probe to confirm.
+
 #include "userspace/snapshot/snapshot_taker.h"
 
 #include <fcntl.h>

@@ -5,7 +5,6 @@
 #include <csignal>
 #include <unordered_set>
 
-#include "userspace/kernel/resume_probe.h"
 #include "userspace/snapshot/snapshot_taker.h"
 #include "userspace/snapshot/stuck_check.h"
 #include "userspace/top/screen.h"
@@ -139,12 +138,8 @@ int run_top(const TopOptions& opts, std::string* reason) {
   snapshot::SnapshotTaker taker(snapshot::SnapshotSession{opts.pid, opts.debug_dirs});
   snapshot::SnapshotError err;
   Looks looks;
-  kernel::BpfResumeProber prober;
-  if (opts.probe) {
-    looks.prober = &prober;
-  } else {
-    looks.no_probe_why = "--no-probe";
-  }
+  looks.prober = opts.prober;
+  if (looks.prober == nullptr) looks.no_probe_why = "--no-probe";
   if (!taker.attach(&err) || !take_look(taker, looks, &err)) {
     *reason = err.message;
     return err.code;

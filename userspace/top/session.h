@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "userspace/snapshot/stuck_check.h"
+
 namespace asyncprobe::top {
 
 struct TopOptions {
@@ -13,7 +15,8 @@ struct TopOptions {
   double interval_s = 1.0;
   bool unicode = false;
   bool color = true;
-  bool probe = true;  // confirm stuck coroutines with a resume probe (root / CAP_BPF+CAP_PERFMON)
+  // Confirms stuck coroutines (the kernel's resume probe, given by the CLI); null: --no-probe.
+  snapshot::ResumeProber* prober = nullptr;
   std::vector<std::string> debug_dirs;
 };
 
