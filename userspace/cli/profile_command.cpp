@@ -571,7 +571,6 @@ int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_c
   };
   note(c.lost, "samples lost (ring buffer full): raise --ringbuf-mb");
   note(c.stack_failed, "samples without a user stack copy (shown at their pc)");
-  note(c.stack_short, "samples with a shortened stack copy (outer frames may be missing)");
   note(st.unwind_one_frame, "samples whose stack could not be unwound past the sampled pc");
   note(st.ambiguous,
        "samples in a coroutine with several live frames of it on the stack: not joined");
