@@ -386,7 +386,6 @@ void add_cpu_warnings(const profile::SamplerStats& c, const profile::CpuProfileS
   };
   note(c.lost, "samples lost (ring buffer full): raise --ringbuf-mb");
   note(c.stack_failed, "samples without a user stack copy (shown at their pc)");
-  note(c.stack_short, "samples with a shortened stack copy (outer frames may be missing)");
   note(st.unwind_one_frame, "samples whose stack could not be unwound past the sampled pc");
   note(st.ambiguous,
        "samples in a coroutine with several live frames of it on the stack: not joined");
