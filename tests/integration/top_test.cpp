@@ -170,12 +170,14 @@ TEST_F(TopTerminal, IdleCoroutinesBecomeStuckAndTheBusyLoopNever) {
   EXPECT_EQ(stuck_cell(tick), 0) << s;
   EXPECT_NE(tick.find("/s"), std::string::npos) << "resumes per second counted\n" << s;
   EXPECT_NE(line_with(s, "stuck 60").size(), 0u) << s;
-  // Stuck first: the two stuck points lead the table (rows start on the fifth line).
+  // Stuck first: the two stuck points lead the table (rows start on the sixth line).
   std::vector<std::string> lines = lines_of(s);
-  ASSERT_GT(lines.size(), 6u);
-  EXPECT_EQ(lines[4].find("tick_loop"), std::string::npos) << s;
+  ASSERT_GT(lines.size(), 7u);
   EXPECT_EQ(lines[5].find("tick_loop"), std::string::npos) << s;
-  EXPECT_NE(lines[6].find("tick_loop"), std::string::npos) << s;
+  EXPECT_EQ(lines[6].find("tick_loop"), std::string::npos) << s;
+  EXPECT_NE(lines[7].find("tick_loop"), std::string::npos) << s;
+  EXPECT_NE(line_with(s, "diagnoses: orphaned 0, await cycles 0, thread deadlocks 0").size(), 0u)
+      << s;
   t.keys({"q"});
   EXPECT_EQ(wait_exit(t, &s), 0) << s;
 }
@@ -341,6 +343,26 @@ TEST_F(TopTerminal, FiveThousandPointsScrollAndRefreshWithinTheInterval) {
   std::string cost = header.substr(took + 5);
   EXPECT_TRUE(cost.find(" ms") != std::string::npos || cost.find(" us") != std::string::npos)
       << "a refresh took a second or more: " << header;
+  t.keys({"q"});
+  EXPECT_EQ(wait_exit(t, &s), 0) << s;
+}
+
+// Two threads deadlocked on two std::mutex (lock_waits mutex2, read from its source): the header
+// counts one thread deadlock, and `d` shows it with both threads.
+TEST_F(TopTerminal, ADeadlockShowsInTheHeaderAndOnTheDiagnosesPage) {
+  FixtureProcess p({fixture_path("gcc12-O0", "lock_waits"), "mutex2"});
+  Tmux t(100, 30);
+  t.type_line(top_command(p.pid()));
+  std::string s = t.wait_for("thread deadlocks 1");
+  EXPECT_NE(line_with(s, "diagnoses: orphaned 0, await cycles 0, thread deadlocks 1").size(), 0u)
+      << s;
+  t.keys({"d"});
+  s = t.wait_for("diagnoses of the last look");
+  EXPECT_NE(s.find(p.token("a")), std::string::npos) << s;
+  EXPECT_NE(s.find(p.token("b")), std::string::npos) << s;
+  EXPECT_NE(s.find(p.token("m1")), std::string::npos) << s;
+  t.keys({"Escape"});
+  t.wait_for("COUNT");
   t.keys({"q"});
   EXPECT_EQ(wait_exit(t, &s), 0) << s;
 }

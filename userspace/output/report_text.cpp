@@ -455,32 +455,6 @@ void write_lock_diagnosis(std::ostream& out, const model::Snapshot& snap, const 
   }
 }
 
-void write_diagnoses(std::ostream& out, const model::Snapshot& snap, const TextReportOptions& opts) {
-  if (snap.diagnoses.empty()) {
-    out << "DIAGNOSES: none\n";
-  } else {
-    out << "DIAGNOSES\n";
-  }
-  using K = model::Diagnosis::Kind;
-  const size_t cap = std::max<size_t>(opts.max_listed, 1);
-  for (const model::Diagnosis& d : snap.diagnoses) {
-    out << model::to_string(d.kind) << ": ";
-    out << esc(d.summary) << '\n';
-    if (d.kind == K::kThreadDeadlock || d.kind == K::kLockOwnerGone) {
-      write_lock_diagnosis(out, snap, d, opts);
-      continue;
-    }
-    for (size_t k = 0; k < d.frame_ids.size() && k < cap; ++k) {
-      out << "    " << frame_evidence(snap, d.frame_ids[k], opts);
-      if (d.kind == K::kAwaitCycle) {
-        out << "  awaits #" << d.frame_ids[(k + 1) % d.frame_ids.size()];
-      }
-      out << '\n';
-    }
-    if (d.frame_ids.size() > cap) out << "    ... and " << (d.frame_ids.size() - cap) << " more\n";
-  }
-  for (const std::string& l : snap.diagnosis_limits) out << "  limit: " << esc(l) << '\n';
-}
 
 void write_threads(std::ostream& out, const model::Snapshot& snap) {
   if (snap.threads.empty()) {
@@ -508,6 +482,33 @@ void write_threads(std::ostream& out, const model::Snapshot& snap) {
 }
 
 }  // namespace
+
+void write_diagnoses(std::ostream& out, const model::Snapshot& snap, const TextReportOptions& opts) {
+  if (snap.diagnoses.empty()) {
+    out << "DIAGNOSES: none\n";
+  } else {
+    out << "DIAGNOSES\n";
+  }
+  using K = model::Diagnosis::Kind;
+  const size_t cap = std::max<size_t>(opts.max_listed, 1);
+  for (const model::Diagnosis& d : snap.diagnoses) {
+    out << model::to_string(d.kind) << ": ";
+    out << esc(d.summary) << '\n';
+    if (d.kind == K::kThreadDeadlock || d.kind == K::kLockOwnerGone) {
+      write_lock_diagnosis(out, snap, d, opts);
+      continue;
+    }
+    for (size_t k = 0; k < d.frame_ids.size() && k < cap; ++k) {
+      out << "    " << frame_evidence(snap, d.frame_ids[k], opts);
+      if (d.kind == K::kAwaitCycle) {
+        out << "  awaits #" << d.frame_ids[(k + 1) % d.frame_ids.size()];
+      }
+      out << '\n';
+    }
+    if (d.frame_ids.size() > cap) out << "    ... and " << (d.frame_ids.size() - cap) << " more\n";
+  }
+  for (const std::string& l : snap.diagnosis_limits) out << "  limit: " << esc(l) << '\n';
+}
 
 void write_async_stacks(std::ostream& out, const model::Snapshot& snap,
                         const snapshot::AsyncForest& forest, const TextReportOptions& opts) {

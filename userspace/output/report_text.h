@@ -35,6 +35,11 @@ void write_text_report(std::ostream& out, const model::Snapshot& snap,
 void write_async_stacks(std::ostream& out, const model::Snapshot& snap,
                         const snapshot::AsyncForest& forest, const TextReportOptions& opts = {});
 
+// The DIAGNOSES section alone (heading included): what `asyncprobe top` shows on its diagnoses
+// page.
+void write_diagnoses(std::ostream& out, const model::Snapshot& snap,
+                     const TextReportOptions& opts = {});
+
 // Convenience: builds the forest (default options) and the stuck grouping, then writes.
 void write_text_report(std::ostream& out, const model::Snapshot& snap,
                        const TextReportOptions& opts = {});

@@ -13,7 +13,7 @@ namespace asyncprobe::top {
 
 namespace {
 
-constexpr int kHeaderRows = 4;  // title, threads, coroutines, column names
+constexpr int kHeaderRows = 5;  // title, threads, coroutines, diagnoses, column names
 constexpr int kStatusRows = 1;
 constexpr short kStuckPair = 1;
 constexpr short kTitlePair = 2;
@@ -24,6 +24,7 @@ const std::vector<std::string>& help_lines() {
       "",
       "  Up/Down, j/k      move the selection (PgUp/PgDn, Home/End: by page, to the ends)",
       "  Enter             open the selected point: its async stacks, coalesced",
+      "  d                 the diagnoses: orphaned, await cycles, thread deadlocks, failed",
       "  Esc, Left, h      back to the table",
       "  /                 filter by function or file (Enter applies, Esc cancels, empty clears)",
       "  s                 sort: stuck first -> count -> oldest wait",
@@ -144,6 +145,14 @@ void Screen::draw_header(const View& v, const ScreenState& state) {
                       " done   stuck " + std::to_string(h.stuck);
   if (h.unchanged > 0) coros += "   unchanged " + std::to_string(h.unchanged);
   mvaddstr(2, 0, fit(coros, static_cast<size_t>(COLS)).c_str());
+  std::string diag = "diagnoses: orphaned " + std::to_string(h.orphaned) + ", await cycles " +
+                     std::to_string(h.await_cycles) + ", thread deadlocks " +
+                     std::to_string(h.thread_deadlocks) + ", failed (5 min) " +
+                     std::to_string(h.failed_recent) + "   (d: details)";
+  bool alarm = h.orphaned + h.await_cycles + h.thread_deadlocks + h.failed_recent > 0;
+  if (alarm) attron(A_BOLD | (color_ ? COLOR_PAIR(kStuckPair) : 0));
+  mvaddstr(3, 0, fit(diag, static_cast<size_t>(COLS)).c_str());
+  if (alarm) attroff(A_BOLD | (color_ ? COLOR_PAIR(kStuckPair) : 0));
 }
 
 void Screen::draw_table(const View& v, ScreenState& state) {
@@ -164,7 +173,8 @@ void Screen::draw_table(const View& v, ScreenState& state) {
   char head[64];
   std::snprintf(head, sizeof head, "%7s %6s %8s %7s ", "COUNT", "STUCK", "OLDEST", "RES/S");
   attron(A_BOLD);
-  mvaddstr(3, 0, fit(std::string(head) + fit("FUNCTION", fn_w) + " WHERE", width).c_str());
+  mvaddstr(kHeaderRows - 1, 0,
+           fit(std::string(head) + fit("FUNCTION", fn_w) + " WHERE", width).c_str());
   attroff(A_BOLD);
   for (size_t i = 0; i < rows; ++i) {
     int y = kHeaderRows + static_cast<int>(i);
@@ -227,6 +237,7 @@ void Screen::draw(const View& view, ScreenState& state, const std::vector<std::s
       draw_table(view, state);
       break;
     case Page::kDetail:
+    case Page::kDiagnoses:
       draw_lines(detail, state.detail_scroll, detail_title);
       break;
     case Page::kHelp:
@@ -277,7 +288,7 @@ bool handle_key(int key, ScreenState& s, size_t rows, size_t page_rows, size_t d
     return true;
   }
   long page = static_cast<long>(std::max<size_t>(page_rows, 1));
-  if (s.page == Page::kDetail) {
+  if (s.page == Page::kDetail || s.page == Page::kDiagnoses) {
     if (key == 27 || key == KEY_LEFT || key == 'h' || key == KEY_BACKSPACE || key == 127) {
       s.page = Page::kTable;
     } else if (key == KEY_DOWN || key == 'j') {
@@ -325,6 +336,10 @@ bool handle_key(int key, ScreenState& s, size_t rows, size_t page_rows, size_t d
         s.page = Page::kDetail;
         s.detail_scroll = 0;
       }
+      break;
+    case 'd':
+      s.page = Page::kDiagnoses;
+      s.detail_scroll = 0;
       break;
     case '/':
       s.editing_filter = true;

@@ -11,7 +11,7 @@
 
 namespace asyncprobe::top {
 
-enum class Page { kTable, kDetail, kHelp };
+enum class Page { kTable, kDetail, kDiagnoses, kHelp };
 
 // What the user has chosen, kept across refreshes.
 struct ScreenState {

@@ -5,6 +5,7 @@
 #include <csignal>
 #include <unordered_set>
 
+#include "userspace/diagnose/diagnose.h"
 #include "userspace/snapshot/snapshot_taker.h"
 #include "userspace/snapshot/stuck_check.h"
 #include "userspace/top/screen.h"
@@ -57,6 +58,8 @@ double now_s() {
 // coroutines that looked the same stay `unchanged`.
 struct Looks {
   model::Snapshot snap;
+  // Failed coroutines by (frame, thrown object), when first seen: "failed in the last 5 minutes".
+  std::unordered_map<uint64_t, double> failed_seen;
   std::vector<double> ages;
   WaitTracker tracker;
   snapshot::StuckCheck check;
@@ -117,6 +120,11 @@ bool take_look(snapshot::SnapshotTaker& taker, Looks& looks, snapshot::SnapshotE
   } else if (looks.count > 0) {
     looks.check.note_no_probe(next, looks.no_probe_why);
   }
+  // The diagnoses compare the two looks (a lock wait or an await cycle must hold in both).
+  diagnose::diagnose(next, looks.count > 0 ? &looks.snap : nullptr);
+  for (const model::CoroFrame& f : next.frames) {
+    if (f.exception) looks.failed_seen.emplace(f.address ^ f.exception->object, start);
+  }
   looks.snap = std::move(next);
   looks.ages = looks.tracker.update(looks.snap, start);
   ++looks.count;
@@ -124,6 +132,12 @@ bool take_look(snapshot::SnapshotTaker& taker, Looks& looks, snapshot::SnapshotE
   for (const auto& f : looks.snap.frames) uncounted |= looks.counted.count(f.address) == 0;
   if (uncounted) start_probe(taker, looks);
   return true;
+}
+
+size_t failed_recently(const Looks& looks, double now) {
+  size_t n = 0;
+  for (const auto& [key, seen] : looks.failed_seen) n += now - seen <= 300.0;
+  return n;
 }
 
 std::string detail_title(const View& v, const ScreenState& s) {
@@ -154,10 +168,15 @@ int run_top(const TopOptions& opts, std::string* reason) {
   for (;;) {
     View view =
         build_view(looks.snap, looks.ages, state.view, looks.took_ms, looks.count);
+    std::string title;
     if (state.page == Page::kDetail && state.selected < view.rows.size()) {
       detail = row_stacks(looks.snap, view.rows[state.selected], opts.unicode);
+      title = detail_title(view, state);
+    } else if (state.page == Page::kDiagnoses) {
+      detail = diagnosis_lines(looks.snap, opts.unicode);
+      title = "diagnoses of the last look   (Esc: back)";
     }
-    screen.draw(view, state, detail, detail_title(view, state));
+    screen.draw(view, state, detail, title);
     // While a probe window is open its budget is checked every 50 ms (hot functions detach).
     int wait_ms = std::max(static_cast<int>((next_look - now_s()) * 1e3), 0);
     if (looks.probe != nullptr) wait_ms = std::min(wait_ms, 50);

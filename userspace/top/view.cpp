@@ -131,6 +131,7 @@ View build_view(const model::Snapshot& snap, const std::vector<double>& ages,
                 const ViewOptions& opts, double refresh_ms, uint64_t refreshes) {
   View v;
   v.header = make_header(snap);
+  count_diagnoses(snap, &v.header);
   v.header.refresh_ms = refresh_ms;
   v.header.refreshes = refreshes;
   std::map<std::string, size_t> by_key;
@@ -202,6 +203,37 @@ std::vector<std::string> row_stacks(const model::Snapshot& snap, const PointRow&
   opts.unicode = unicode;
   opts.base_names = true;  // the table names files the same way
   output::write_async_stacks(out, sub, snapshot::build_async_forest(sub), opts);
+  std::vector<std::string> lines;
+  std::istringstream in(out.str());
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+void count_diagnoses(const model::Snapshot& snap, Header* h) {
+  for (const model::Diagnosis& d : snap.diagnoses) {
+    switch (d.kind) {
+      case model::Diagnosis::Kind::kOrphaned:
+        h->orphaned += d.frame_ids.size();
+        break;
+      case model::Diagnosis::Kind::kAwaitCycle:
+        ++h->await_cycles;
+        break;
+      case model::Diagnosis::Kind::kThreadDeadlock:
+      case model::Diagnosis::Kind::kLockOwnerGone:
+        ++h->thread_deadlocks;
+        break;
+      case model::Diagnosis::Kind::kFailed:
+        break;
+    }
+  }
+}
+
+std::vector<std::string> diagnosis_lines(const model::Snapshot& snap, bool unicode) {
+  std::ostringstream out;
+  output::TextReportOptions opts;
+  opts.unicode = unicode;
+  opts.base_names = true;
+  output::write_diagnoses(out, snap, opts);
   std::vector<std::string> lines;
   std::istringstream in(out.str());
   for (std::string line; std::getline(in, line);) lines.push_back(line);

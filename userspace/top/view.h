@@ -35,6 +35,9 @@ struct Header {
   std::vector<std::pair<std::string, size_t>> blocked;  // syscall -> threads blocked in it
   size_t suspended = 0, running = 0, done = 0, unknown = 0;
   size_t stuck = 0, unchanged = 0;
+  // The diagnoses of the last look (diagnose/): coroutines orphaned, await cycles, thread
+  // deadlocks (waits on a dead owner included), and coroutines seen failed in the last 5 minutes.
+  size_t orphaned = 0, await_cycles = 0, thread_deadlocks = 0, failed_recent = 0;
   double refresh_ms = 0;  // what the last refresh cost asyncprobe (wall time of the look)
   uint64_t refreshes = 0;
 };
@@ -78,6 +81,12 @@ struct ViewOptions {
 // (from WaitTracker::update).
 View build_view(const model::Snapshot& snap, const std::vector<double>& ages,
                 const ViewOptions& opts, double refresh_ms, uint64_t refreshes);
+
+// Counts the snapshot's diagnoses into the header (failed_recent is the session's to fill).
+void count_diagnoses(const model::Snapshot& snap, Header* h);
+
+// The diagnoses page: the snapshot report's DIAGNOSES section, one string per line.
+std::vector<std::string> diagnosis_lines(const model::Snapshot& snap, bool unicode);
 
 // The async stacks through one row's coroutines (their awaiters up to the roots and what they
 // await), coalesced and drawn as the snapshot report draws them, one string per line.
