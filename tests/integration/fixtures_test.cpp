@@ -162,6 +162,7 @@ TEST_P(EveryFixture, StartsAndShowsWhatItPromises) {
   if (program == "exits") argv.insert(argv.end(), {"--after-ms", "100"});
   if (program == "busy") argv.insert(argv.end(), {"--seconds", "1"});
   if (program == "asio_server") argv.insert(argv.end(), {"--clients", "3"});
+  if (program == "lock_waits") argv.push_back("mutex2");
   FixtureProcess fixture(argv);
 
   ASSERT_GT(fixture.pid(), 0);
@@ -209,6 +210,15 @@ TEST_P(EveryFixture, StartsAndShowsWhatItPromises) {
       EXPECT_EQ(read_text(task + fixture.token(token) + "/comm"), std::string(name) + "\n");
       EXPECT_NE(read_text(task + fixture.token(token) + "/syscall").rfind("running", 0), 0u);
     }
+  } else if (program == "lock_waits") {
+    // Both threads blocked in futex (the fixture waited for it before READY).
+    const std::string task = "/proc/" + std::to_string(fixture.pid()) + "/task/";
+    for (const char* t : {"a", "b"}) {
+      EXPECT_EQ(read_text(task + fixture.token(t) + "/syscall").rfind("202 ", 0), 0u);
+    }
+  } else if (program == "orphans") {
+    EXPECT_EQ(fixture.token_int("orphans"), 5);
+    EXPECT_EQ(fixture.token_int("held"), 3);
   } else if (program == "asio_server") {
     EXPECT_GT(fixture.token_int("port"), 0);
     EXPECT_EQ(fixture.token_int("clients"), 3);

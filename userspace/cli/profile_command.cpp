@@ -603,7 +603,8 @@ int profile_main(int argc, char** argv) {
       return fail(terr.message, terr.code);
   }
   try {
-    snapshot::SnapshotTaker taker(snapshot::SnapshotSession{o.pid, o.debug_dirs});
+    // Profiles refresh snapshots while sampling: no orphan mark phase (diagnoses are not shown).
+    snapshot::SnapshotTaker taker(snapshot::SnapshotSession{o.pid, o.debug_dirs, false});
     snapshot::SnapshotError serr;
     bool have_coroutines = true;
     if (!taker.attach(&serr)) {
