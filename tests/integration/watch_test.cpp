@@ -292,11 +292,11 @@ TEST(Watch, BadInputIsAUsageError) {
     std::string message;
   };
   const std::vector<Case> cases = {
-      {{"watch", "-p", "1", "--interval", "0"}, "--interval"},
+      {{"watch", "-p", "1", "--interval", "0"}, "invalid duration '0' for --interval"},
       {{"watch", "-p", "1", "--interval", "5ms"}, "--interval and --stuck-threshold must be at least 10ms"},
       {{"watch", "-p", "1", "--all"}, "-p and --all exclude each other"},
       {{"watch"}, "give -p PID or --all"},
-      {{"watch", "-p", "1", "--stuck-threshold", "soon"}, "'soon'"},
+      {{"watch", "-p", "1", "--stuck-threshold", "soon"}, "invalid duration 'soon' for --stuck-threshold"},
       {{"watch", "-p", "1", "--listen", "localhost"}, "--listen wants ADDR:PORT"},
       {{"watch", "-p", "1", "--bogus"}, "unknown option '--bogus'"},
   };

@@ -115,17 +115,16 @@ CLI::Option* OptionParser::pid(int* value) {
 
 CLI::Option* OptionParser::duration(const std::string& names, double* seconds, DurationRange range,
                                     double max_s) {
+  // The message names the option as the user is most likely to have written it (its long name).
+  const std::string shown = names.substr(names.rfind(',') + 1);
   return app_.add_option(names, *seconds)
       ->transform(CLI::Validator(
-          [range, max_s](std::string& s) -> std::string {
+          [range, max_s, shown](std::string& s) -> std::string {
+            const std::string what = "invalid duration '" + s + "' for " + shown;
             const std::optional<double> d = parse_duration(s);
-            if (!d) return "invalid duration '" + s + "': use e.g. 500ms, 10s, 2m";
-            if (range == DurationRange::kAboveZero && *d <= 0) {
-              return "invalid duration '" + s + "': must be above 0";
-            }
-            if (max_s > 0 && *d > max_s) {
-              return "invalid duration '" + s + "': at most " + util::format_duration(max_s);
-            }
+            if (!d) return what + ": use e.g. 500ms, 10s, 2m";
+            if (range == DurationRange::kAboveZero && *d <= 0) return what + ": must be above 0";
+            if (max_s > 0 && *d > max_s) return what + ": at most " + util::format_duration(max_s);
             s = exact(*d);
             return "";
           },

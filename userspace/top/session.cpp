@@ -166,8 +166,8 @@ int run_top(const TopOptions& opts, std::string* reason) {
   int code = util::kExitOk;
   double next_look = now_s() + opts.interval_s;
   for (;;) {
-    View view =
-        build_view(looks.snap, looks.ages, state.view, looks.took_ms, looks.count);
+    View view = build_view(looks.snap, looks.ages, state.view, looks.took_ms, looks.count);
+    view.header.failed_recent = failed_recently(looks, snapshot::stuck_clock_now());
     std::string title;
     if (state.page == Page::kDetail && state.selected < view.rows.size()) {
       detail = row_stacks(looks.snap, view.rows[state.selected], opts.unicode);

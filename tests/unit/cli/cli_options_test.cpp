@@ -109,7 +109,7 @@ TEST(SnapshotArgs, BadValuesUnknownOptionsAndStrayArguments) {
   EXPECT_EQ(snapshot_error({}), "no target: give -p PID");
   EXPECT_EQ(snapshot_error({"-p", "abc"}), "invalid PID 'abc': expected a positive number");
   EXPECT_EQ(snapshot_error({"-p", "1", "--window", "soon"}),
-            "invalid duration 'soon': use e.g. 500ms, 10s, 2m");
+            "invalid duration 'soon' for --window: use e.g. 500ms, 10s, 2m");
   EXPECT_EQ(snapshot_error({"-p", "1", "--format", "xml"}),
             "unknown format 'xml': expected text, json or csv");
   EXPECT_EQ(snapshot_error({"-p", "1", "--frobnicate"}), "unknown option '--frobnicate'");
@@ -170,7 +170,7 @@ TEST(TraceArgs, UsageErrors) {
     return r.error;
   };
   EXPECT_EQ(error({"-d", "1s"}), "trace needs -p PID");
-  EXPECT_EQ(error({"-p", "1", "--block-threshold", "0"}), "invalid duration '0': must be above 0");
+  EXPECT_EQ(error({"-p", "1", "--block-threshold", "0"}), "invalid duration '0' for --block-threshold: must be above 0");
   EXPECT_EQ(error({"-p", "1", "-d", "1", "-d", "2"}), "option --duration given more than once");
   EXPECT_EQ(error({"-p", "1", "--timeline"}), "option --timeline needs a value");
   EXPECT_EQ(error({"-p", "1", "-o", "r.json"}),
@@ -220,7 +220,7 @@ TEST(ProfileArgs, FrequencyDefaultsAndRangesDependOnTheMode) {
             "-F does not apply to --await --trace: every wait is measured");
   EXPECT_EQ(error({"-p", "1", "--await", "--kernel"}),
             "--kernel applies to CPU profiles, not --await");
-  EXPECT_EQ(error({"-p", "1", "-d", "0"}), "invalid duration '0': must be above 0");
+  EXPECT_EQ(error({"-p", "1", "-d", "0"}), "invalid duration '0' for --duration: must be above 0");
   EXPECT_EQ(error({"-p", "1", "--format", "png"}),
             "unknown format 'png': expected text, folded, svg, speedscope, pprof or json");
   EXPECT_EQ(error({"-p", "1", "--await", "--await"}), "option --await given more than once");
