@@ -1,14 +1,21 @@
 // `asyncprobe run` leaves no trace: the command keeps its output and exit status, signals it
 // dies of are its own, programs it starts do not inherit the library (unless asked), a
-// preloading the user had is kept, and features that were not asked for map nothing.
+// preloading the user had is kept, features that were not asked for map nothing, and the helper
+// the library starts is no child of the program's.
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
+#include <chrono>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/integration/fixture_process.h"
 #include "tests/integration/preload_support.h"
+#include "userspace/preload/protocol.h"
+#include "userspace/process/preload_client.h"
 
 namespace asyncprobe::testing {
 namespace {
@@ -107,6 +114,46 @@ TEST(PreloadRun, FeaturesNotAskedForMapNothing) {
   FixtureProcess traced(run_argv({"--trace"}, {service}));
   std::string tmaps = read_text_file("/proc/" + std::to_string(traced.pid()) + "/maps");
   EXPECT_NE(tmaps.find("libcapstone"), std::string::npos);
+}
+
+// The pids in /proc/PID/task/*/children (zombies included).
+std::string children_of(pid_t pid) {
+  std::string out;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(dir + "/" + e->d_name + "/children");
+    std::string pids;
+    std::getline(in, pids);
+    out += pids;
+  }
+  closedir(d);
+  return out;
+}
+
+// The table helper ran (the tables are complete) without the program seeing it: no SIGCHLD, no
+// child for its wait(), and the library reaped it (no zombie left).
+TEST(PreloadRun, TheHelperIsNoChildOfTheProgramsAndIsReaped) {
+  FixtureProcess p(
+      run_argv({}, {fixture_path("gcc12-O2", "preload_service"), "--report-children"}));
+  bool complete = false;
+  for (int i = 0; i < 300 && !complete; ++i) {
+    std::string why;
+    auto c = process::PreloadConnection::open(p.pid(), &why);
+    complete = c != nullptr && c->has_feature(preload_proto::kFeatureTablesComplete);
+    if (!complete) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(complete) << "pid " << p.pid() << " never completed its coroutine tables";
+  std::string children = children_of(p.pid());
+  for (int i = 0; i < 200 && !children.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    children = children_of(p.pid());
+  }
+  EXPECT_EQ(children, "");
+  ASSERT_EQ(kill(p.pid(), SIGUSR1), 0);
+  EXPECT_EQ(p.read_line(std::chrono::seconds(20)), "DONE 1 sigchld=0 children=none");
 }
 
 }  // namespace

@@ -2,14 +2,21 @@
 //
 // The preload library starts this program (as an invisible child: no SIGCHLD) with the list of
 // its mapped objects on stdin, one "<id> <path>" line each, and reads table blobs
-// (userspace/preload/table_format.h) from its stdout. Symbolizing with DWARF takes from milliseconds to
-// seconds per object; doing it here keeps that cost, libdw, libelf and capstone out of the
-// target. Blobs arrive in waves, each replacing the module's previous one: symbols of every object
-// without coroutines (no DWARF; complete), then for objects with coroutines their functions,
+// (userspace/preload/table_format.h) from its stdout. Symbolizing with DWARF takes from
+// milliseconds to seconds per object; doing it here keeps that cost, libdw, libelf and capstone out
+// of the target. Blobs arrive in waves, each replacing the module's previous one: symbols of every
+// object without coroutines (no DWARF; complete), then for objects with coroutines their functions,
 // layouts and lines, then the same with the suspend points placed.
 //
 // usage: asyncprobe-preload-helper [--debug-dir DIR]... [--lines coroutines|all|none]
 // Exit status 0; 2 on a usage error. It never writes to stderr (that is the target's).
+//
+// At the target's exit the library starts it once more, to render the `asyncprobe run
+// --trace-out/--blocking-out` report from the records it writes to stdin (protocol.h,
+// ExitReportHeader), with the same writers as asyncprobe:
+// usage: asyncprobe-preload-helper --exit-report FILE [--json]
+// FILE "-" is stdout (the library makes it the target's stderr). Exit status 0; 1 when the report
+// is malformed or FILE cannot be written (one line on stderr, the target's); 2 on a usage error.
 #include <elfutils/libdw.h>
 #include <signal.h>
 #include <unistd.h>
@@ -17,19 +24,23 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include "userspace/preload/table_format.h"
 #include "symbolizer/coro_catalog.h"
 #include "symbolizer/debug_file_locator.h"
 #include "symbolizer/demangle.h"
 #include "symbolizer/elf_object.h"
 #include "symbolizer/module.h"
+#include "userspace/output/preload_report.h"
+#include "userspace/preload/table_format.h"
+#include "userspace/process/preload_wire.h"
 
 namespace {
 
@@ -172,7 +183,8 @@ void collect_lines(const symbolizer::Module& module, Blob* b) {
   }
 }
 
-void collect_symbols(const symbolizer::ElfObject& primary, const symbolizer::ElfObject* secondary, Blob* b) {
+void collect_symbols(const symbolizer::ElfObject& primary, const symbolizer::ElfObject* secondary,
+                     Blob* b) {
   std::map<uint64_t, const symbolizer::ElfSymbol*> by_start;
   auto add_from = [&](const symbolizer::ElfObject& obj) {
     for (const auto& s : obj.symbols()) {
@@ -208,8 +220,8 @@ void collect_coroutines(const symbolizer::CoroCatalog& catalog, bool place_point
     }
     symbolizer::CoroCompiler compiler{};
     std::string role;
-    std::string ramp = symbolizer::ramp_of_split_symbol(s.name.substr(0, s.name.size() - suffix.size()),
-                                                 &compiler, &role);
+    std::string ramp = symbolizer::ramp_of_split_symbol(
+        s.name.substr(0, s.name.size() - suffix.size()), &compiler, &role);
     if (!ramp.empty() && role == "resume") cold_by_ramp[ramp] = {s.value, s.size};
   }
   std::vector<const symbolizer::CoroFunction*> fns;
@@ -241,7 +253,7 @@ void collect_coroutines(const symbolizer::CoroCatalog& catalog, bool place_point
         p.line = info.location.line > 0 ? static_cast<uint32_t>(info.location.line) : 0;
         p.kind = info.kind == symbolizer::SuspendPointInfo::Kind::kInitial ? pt::kInitial
                  : info.kind == symbolizer::SuspendPointInfo::Kind::kFinal ? pt::kFinal
-                                                                    : pt::kAwait;
+                                                                           : pt::kAwait;
         b->points.push_back(p);
       }
     }
@@ -306,6 +318,49 @@ bool quick_look(const Request& r, const symbolizer::DebugSearchPaths& paths, Qui
   return true;
 }
 
+// --exit-report FILE [--json]: see the top of the file.
+int exit_report_main(int argc, char** argv) {
+  if (argc < 3 || argc > 4 || (argc == 4 && std::strcmp(argv[3], "--json") != 0)) return 2;
+  std::string path = argv[2];
+  bool json = argc == 4;
+  std::string stream;
+  char buf[1 << 16];
+  for (;;) {
+    ssize_t n = read(0, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    stream.append(buf, static_cast<size_t>(n));
+  }
+  process::PreloadExitReport r;
+  std::string why;
+  if (!process::decode_exit_report(stream, &r, &why)) {
+    std::cerr << "asyncprobe-preload: " << why << "\n";
+    return 1;
+  }
+  std::ostringstream text;
+  if (r.kind == preload_proto::kExitTrace && json) {
+    output::write_trace_report_json(text, r.trace);
+  } else if (r.kind == preload_proto::kExitTrace) {
+    output::write_trace_report_text(text, r.trace);
+  } else if (json) {
+    output::write_blocking_report_json(text, r.blocking);
+  } else {
+    output::write_blocking_report_text(text, r.blocking);
+  }
+  if (path == "-") {
+    std::cout << text.str() << std::flush;
+    return std::cout ? 0 : 1;
+  }
+  std::ofstream out(path, std::ios::trunc);
+  out << text.str();
+  out.close();
+  if (!out) {
+    std::cerr << "asyncprobe-preload: cannot write " << path << "\n";
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -314,6 +369,7 @@ int main(int argc, char** argv) {
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
   signal(SIGPIPE, SIG_DFL);
+  if (argc > 1 && std::strcmp(argv[1], "--exit-report") == 0) return exit_report_main(argc, argv);
   symbolizer::DebugSearchPaths paths;
   LinesMode lines = LinesMode::kCoroutines;
   for (int i = 1; i < argc; ++i) {

@@ -2,27 +2,25 @@
 // LD_PRELOAD. Its constructor reads the options, records the mapped modules, installs the crash
 // and terminate handlers, patches resume functions when tracing was asked for, hooks the dynamic
 // loader for dlopen/dlclose and starts the service thread (socket + table helper). At exit it
-// writes the reports that were asked for. See docs/PRELOAD.md.
+// hands the reports that were asked for to asyncprobe-preload-helper, which writes them (see
+// exit_report.h). See docs/PRELOAD.md.
 #include <dlfcn.h>
 #include <pthread.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <iostream>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "userspace/output/preload_report.h"
 #include "userspace/preload/blocking_records.h"
 #include "userspace/preload/config.h"
 #include "userspace/preload/crash.h"
 #include "userspace/preload/elf_scan.h"
+#include "userspace/preload/exit_report.h"
 #include "userspace/preload/library.h"
 #include "userspace/preload/modules.h"
+#include "userspace/preload/protocol.h"
 #include "userspace/preload/service.h"
 #include "userspace/preload/signal_safe.h"
 #include "userspace/preload/tracer.h"
@@ -49,99 +47,9 @@ std::string library_dir() {
   return slash == std::string::npos ? "." : path.substr(0, slash);
 }
 
-std::string read_comm() {
-  std::ifstream in("/proc/self/comm");
-  std::string s;
-  std::getline(in, s);
-  return s;
-}
-
 // Waits (bounded) for the helper so that names and lines are in the exit reports.
 void wait_for_tables_briefly() {
   for (int i = 0; i < 500 && table_loader_alive() && !Modules::tables_complete(); ++i) sleep_ms(20);
-}
-
-void write_text_to(const char* path, const std::string& text) {
-  if (path[0] == '\0') {
-    write_fully(2, text.data(), text.size());
-    return;
-  }
-  std::ofstream out(path, std::ios::trunc);
-  if (!out) {
-    warn(std::string("cannot write ") + path);
-    return;
-  }
-  out << text;
-}
-
-void write_trace_out() {
-  model::PreloadTraceReport r;
-  r.pid = self_pid();
-  r.command = read_comm();
-  r.mode = "from start to exit";
-  r.duration_s = static_cast<double>(monotonic_ns() - g_start_ns) / 1e9;
-  r.untraced = tracer_unpatched_count();
-  std::vector<EntryCounts> counts;
-  tracer_sum_counts(&counts);
-  for (size_t i = 0; i < counts.size(); ++i) {
-    const TracedFunction& f = tracer_function(i);
-    if (counts[i].resumes == 0 && counts[i].starts == 0) continue;
-    model::PreloadTraceFunction out;
-    out.resume = f.resume;
-    out.resumes = counts[i].resumes;
-    out.starts = counts[i].starts;
-    out.traced = f.traced;
-    if (f.module_id < Modules::count()) out.object = Modules::at(f.module_id)->path;
-    Modules::CoroRef ref;
-    if (Modules::coroutine_at_pc(f.resume, &ref) && ref.resume_abs() == f.resume) {
-      out.function = ref.view.str(ref.coro->name);
-      out.file = ref.view.str(ref.coro->decl_file);
-      out.line = static_cast<int>(ref.coro->decl_line);
-    } else {
-      char buf[32];
-      std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(f.resume));
-      out.function = buf;
-    }
-    r.total_resumes += out.resumes;
-    r.functions.push_back(std::move(out));
-  }
-  tracer_thread_totals(&r.threads);
-  model::sort_trace_report(&r);
-  std::ostringstream s;
-  if (config().json) {
-    output::write_trace_report_json(s, r);
-  } else {
-    output::write_trace_report_text(s, r);
-  }
-  write_text_to(config().trace_out, s.str());
-}
-
-void write_blocking_out() {
-  model::PreloadBlockingReport r;
-  r.pid = self_pid();
-  r.command = read_comm();
-  r.threshold_ns = config().blocking_threshold_ns;
-  std::vector<BlockingSample> samples;
-  uint64_t next = 0;
-  blocking_samples(0, &samples, &next, &r.dropped);
-  for (const auto& s : samples) {
-    model::PreloadBlockingCall c;
-    c.call = s.call;
-    c.tid = s.tid;
-    c.duration_ns = s.duration_ns;
-    c.call_site = describe_call_site(s.app_site != 0 ? s.app_site : s.call_site);
-    for (const auto& f : describe_sample_frames(s)) {
-      c.stack.push_back({f.function, f.file, static_cast<int>(f.line), f.frame});
-    }
-    r.calls.push_back(std::move(c));
-  }
-  std::ostringstream s;
-  if (config().json) {
-    output::write_blocking_report_json(s, r);
-  } else {
-    output::write_blocking_report_text(s, r);
-  }
-  write_text_to(config().blocking_out, s.str());
 }
 
 // Blocking calls are recorded from the first moment: recognising the running coroutine then
@@ -175,10 +83,11 @@ void at_exit() {
   if (want_trace) {
     uint8_t flags = tracer_flags();
     tracer_set_flags(0);
-    write_trace_out();
+    write_exit_report(preload_proto::kExitTrace, config().trace_out, g_start_ns);
     tracer_set_flags(flags);
   }
-  if (want_blocking) write_blocking_out();
+  if (want_blocking)
+    write_exit_report(preload_proto::kExitBlocking, config().blocking_out, g_start_ns);
   service_unlink_socket();
 }
 

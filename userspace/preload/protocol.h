@@ -172,6 +172,34 @@ struct BlockingFrame {
   uint32_t reserved;
 };
 
+// The exit reports (`asyncprobe run --trace-out/--blocking-out`): rendering them needs JSON and
+// the report writers, which stay out of the target. At exit the library starts
+// `asyncprobe-preload-helper --exit-report FILE [--json]` (FILE "-": the helper's stdout, which is
+// the target's stderr) and writes to its stdin one ExitReportHeader, then the kTraceFunctions
+// payload followed by CountRecord[counts] and ExitThreadCount[threads] (kind 1, trace), or the
+// kBlockingPoll payload (kind 2, blocking); it waits for the helper to finish.
+inline constexpr uint32_t kExitMagic = 0x50525845;  // "EXRP"
+enum ExitKind : uint16_t { kExitTrace = 1, kExitBlocking = 2 };
+
+struct ExitReportHeader {
+  uint32_t magic;
+  uint16_t version;
+  uint16_t kind;  // ExitKind
+  uint32_t pid;
+  uint32_t untraced;       // trace: resume functions that could not be patched safely
+  uint64_t duration_ns;    // from the library's start to exit
+  uint64_t payload_bytes;  // the kTraceFunctions / kBlockingPoll payload that follows
+  uint32_t counts;         // trace: CountRecord[counts] after the payload (since start)
+  uint32_t threads;        // trace: ExitThreadCount[threads] after them
+  char command[16];        // the target's comm, NUL-terminated
+};
+
+struct ExitThreadCount {
+  uint32_t tid;
+  uint32_t reserved;
+  uint64_t resumes;
+};
+
 // The socket path the library listens on for `pid`, in `dir` (empty: the default directory of
 // effective uid `uid`).
 inline std::string socket_directory(const std::string& dir, unsigned uid) {

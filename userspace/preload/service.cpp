@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -118,22 +119,67 @@ struct HelperChild {
   char* const* argv;
   char* const* envp;
   int in, out, err;
+  bool niced;
+  char* exec_stack_top;      // the helper's, until its execve
+  std::atomic<int> started;  // futex word: 1 once the helper exec'd (or failed to start)
 };
 
-char g_child_stack[64 * 1024] __attribute__((aligned(16)));
-
-int helper_child(void* arg) {
+int helper_exec(void* arg) {
   // A vfork child sharing our memory: raw system calls only until execve.
   auto* c = static_cast<HelperChild*>(arg);
   sys(SYS_dup2, c->in, 0);
   sys(SYS_dup2, c->out, 1);
   sys(SYS_dup2, c->err, 2);
   sys(436 /* close_range */, 3, ~0u, 0);
-  sys(SYS_setpriority, PRIO_PROCESS, 0, 10);
+  if (c->niced) sys(SYS_setpriority, PRIO_PROCESS, 0, 10);
   sys(SYS_execve, c->path, c->argv, c->envp);
   sys(SYS_exit, 127);
   return 127;
 }
+
+// The helper's parent. An execve resets a process's exit signal to SIGCHLD, so the helper cannot
+// be our direct child without the program getting a SIGCHLD and its wait() a child it never made.
+// This go-between shares our memory (raw system calls only, every signal blocked), never execs,
+// and exits with exit signal 0 once the helper is gone, with its status: the program sees
+// nothing and we reap it with __WCLONE. The helper's SIGCHLD comes here.
+int helper_reaper(void* arg) {
+  auto* c = static_cast<HelperChild*>(arg);
+  int pid = clone(helper_exec, c->exec_stack_top, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+  // CLONE_VFORK: the helper has exec'd; the spawner's arguments may go. Our copies of the
+  // descriptors would keep the helper's pipes open (no end of file for it or for us).
+  sys(436 /* close_range */, 0, ~0u, 0);
+  c->started.store(1);
+  sys(SYS_futex, &c->started, FUTEX_WAKE, 1, nullptr, nullptr, 0);
+  int status = 127 << 8;
+  if (pid > 0) sys(SYS_wait4, pid, &status, 0, nullptr);
+  sys(SYS_exit, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  return 0;
+}
+
+char g_child_stack[64 * 1024] __attribute__((aligned(16)));
+
+}  // namespace
+
+pid_t spawn_hidden_child(const char* path, char* const* argv, int in, int out, int err, bool niced,
+                         char* stack, size_t stack_size) {
+  char* envp[] = {nullptr};
+  // The stack's upper half is the go-between's, the lower half the helper's until it execs.
+  char* middle = stack + (stack_size / 2 & ~size_t{15});
+  HelperChild child{path, argv, envp, in, out, err, niced, middle, {0}};
+  // No program signal handler may run in a child sharing our memory: every signal blocked across
+  // the clone (the children inherit it; the helper unblocks its own).
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int pid = clone(helper_reaper, stack + stack_size, CLONE_VM, &child);  // exit signal 0
+  while (pid > 0 && child.started.load() == 0) {
+    sys(SYS_futex, &child.started, FUTEX_WAIT, 0, nullptr, nullptr, 0);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return pid > 0 ? pid : -1;
+}
+
+namespace {
 
 void finish_helper() {
   if (g_helper.out >= 0) close(g_helper.out);
@@ -240,12 +286,8 @@ void start_helper() {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  char* envp[] = {nullptr};
-  HelperChild child{helper, argv.data(), envp, in[0], out[1], devnull >= 0 ? devnull : 2};
-  // No SIGCHLD (exit signal 0): the target's wait() never sees this child; we reap it with
-  // __WCLONE.
-  int pid =
-      clone(helper_child, g_child_stack + sizeof g_child_stack, CLONE_VM | CLONE_VFORK, &child);
+  pid_t pid = spawn_hidden_child(helper, argv.data(), in[0], out[1], devnull >= 0 ? devnull : 2,
+                                 true, g_child_stack, sizeof g_child_stack);
   close(in[0]);
   close(out[1]);
   if (devnull >= 0) close(devnull);
@@ -441,7 +483,9 @@ class Strings {
   std::string bytes_;
 };
 
-bool serve_functions(int fd) {
+}  // namespace
+
+std::string trace_functions_payload() {
   Strings s;
   std::vector<proto::FunctionRecord> recs;
   size_t n = tracer_function_count();
@@ -466,10 +510,10 @@ bool serve_functions(int fd) {
   payload.append(reinterpret_cast<const char*>(recs.data()),
                  recs.size() * sizeof(proto::FunctionRecord));
   payload += s.bytes();
-  return send_reply(fd, proto::kTraceFunctions, proto::kOk, payload.data(), payload.size());
+  return payload;
 }
 
-bool serve_blocking(int fd, uint64_t since) {
+std::string blocking_payload(uint64_t since) {
   std::vector<BlockingSample> samples;
   uint64_t next = 0, dropped = 0;
   blocking_samples(since, &samples, &next, &dropped);
@@ -503,6 +547,18 @@ bool serve_blocking(int fd, uint64_t since) {
   payload.append(reinterpret_cast<const char*>(frames.data()),
                  frames.size() * sizeof(proto::BlockingFrame));
   payload += s.bytes();
+  return payload;
+}
+
+namespace {
+
+bool serve_functions(int fd) {
+  std::string payload = trace_functions_payload();
+  return send_reply(fd, proto::kTraceFunctions, proto::kOk, payload.data(), payload.size());
+}
+
+bool serve_blocking(int fd, uint64_t since) {
+  std::string payload = blocking_payload(since);
   return send_reply(fd, proto::kBlockingPoll, proto::kOk, payload.data(), payload.size());
 }
 

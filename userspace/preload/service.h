@@ -2,7 +2,10 @@
 // runs the table helper for new modules. It blocks every signal and sleeps in poll(2) when idle.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 namespace asyncprobe::preload {
@@ -21,5 +24,17 @@ void service_after_fork_child();
 // waits for the tables only then, and never on that thread. Async-signal-safe.
 bool table_loader_alive();
 int table_loader_tid();
+
+// The kTraceFunctions and kBlockingPoll payloads (protocol.h): the socket's replies, and the exit
+// reports. Normal context.
+std::string trace_functions_payload();
+std::string blocking_payload(uint64_t since);
+
+// Starts `path` with `argv` (empty environment, descriptors in/out/err as 0/1/2, nothing else)
+// without the program seeing it: no SIGCHLD, nothing for its wait(). Returns the pid of a
+// go-between that exits with the helper's status when the helper is gone (-1 on failure): reap it
+// with waitpid(pid, .., __WCLONE), and keep `stack` (its and the helper's) mapped until then.
+pid_t spawn_hidden_child(const char* path, char* const* argv, int in, int out, int err, bool niced,
+                         char* stack, size_t stack_size);
 
 }  // namespace asyncprobe::preload

@@ -294,26 +294,8 @@ bool PreloadConnection::trace_functions(std::vector<TraceFunction>* out) {
   std::lock_guard<std::mutex> lock(mu_);
   proto::ReplyHeader h{};
   std::string body;
-  if (!request(proto::kTraceFunctions, nullptr, 0, &h, &body) || h.status != proto::kOk ||
-      body.size() < 8) {
-    return false;
-  }
-  uint32_t head[2];
-  std::memcpy(head, body.data(), sizeof head);
-  size_t recs = head[0], strings = head[1];
-  if (body.size() != 8 + recs * sizeof(proto::FunctionRecord) + strings || strings == 0)
-    return false;
-  const char* str = body.data() + 8 + recs * sizeof(proto::FunctionRecord);
-  if (str[strings - 1] != '\0') return false;
-  auto s = [&](uint32_t off) { return off < strings ? std::string(str + off) : std::string(); };
-  out->clear();
-  for (size_t i = 0; i < recs; ++i) {
-    proto::FunctionRecord r;
-    std::memcpy(&r, body.data() + 8 + i * sizeof r, sizeof r);
-    out->push_back({r.id, s(r.name), s(r.object), s(r.file), static_cast<int>(r.line), r.resume,
-                    r.traced != 0});
-  }
-  return true;
+  return request(proto::kTraceFunctions, nullptr, 0, &h, &body) && h.status == proto::kOk &&
+         decode_trace_functions(body, out);
 }
 
 bool PreloadConnection::blocking_poll(uint64_t since, BlockingPoll* out, std::string* why) {
@@ -325,42 +307,13 @@ bool PreloadConnection::blocking_poll(uint64_t since, BlockingPoll* out, std::st
     *why = "pid " + std::to_string(pid_) + " closed the socket";
     return false;
   }
-  proto::BlockingPollReply r{};
-  if (h.status != proto::kOk || body.size() < sizeof r) {
+  if (h.status != proto::kOk) {
     *why = std::string("blocking poll refused: ") + status_text(h.status);
     return false;
   }
-  std::memcpy(&r, body.data(), sizeof r);
-  size_t need = sizeof r + r.count * sizeof(proto::BlockingRecord) +
-                r.frames * sizeof(proto::BlockingFrame) + r.string_bytes;
-  if (body.size() != need || r.string_bytes == 0 || body.back() != '\0') {
+  if (!decode_blocking_poll(body, out)) {
     *why = "malformed blocking reply";
     return false;
-  }
-  const char* recs = body.data() + sizeof r;
-  const char* frames = recs + r.count * sizeof(proto::BlockingRecord);
-  const char* str = frames + r.frames * sizeof(proto::BlockingFrame);
-  auto s = [&](uint32_t off) {
-    return off < r.string_bytes ? std::string(str + off) : std::string();
-  };
-  out->next = r.next;
-  out->threshold_ns = r.threshold_ns;
-  out->dropped = r.dropped;
-  out->calls.clear();
-  for (uint32_t i = 0; i < r.count; ++i) {
-    proto::BlockingRecord b;
-    std::memcpy(&b, recs + i * sizeof b, sizeof b);
-    model::PreloadBlockingCall c;
-    c.call = s(b.call);
-    c.tid = static_cast<int>(b.tid);
-    c.duration_ns = b.duration_ns;
-    c.call_site = s(b.call_site_text);
-    for (uint32_t k = 0; k < b.frames_count && b.frames_begin + k < r.frames; ++k) {
-      proto::BlockingFrame f;
-      std::memcpy(&f, frames + (b.frames_begin + k) * sizeof f, sizeof f);
-      c.stack.push_back({s(f.function), s(f.file), static_cast<int>(f.line), f.frame});
-    }
-    out->calls.push_back(std::move(c));
   }
   return true;
 }

@@ -15,6 +15,7 @@
 #include "userspace/model/preload_reports.h"
 #include "userspace/preload/protocol.h"
 #include "userspace/process/memory_reader.h"
+#include "userspace/process/preload_wire.h"
 
 namespace asyncprobe::process {
 
@@ -43,15 +44,7 @@ class PreloadConnection {
   bool proc_file(const std::string& name, std::string* out);
 
   // In-process trace session (the target must run with `asyncprobe run --trace`).
-  struct TraceFunction {
-    uint32_t id = 0;
-    std::string name;  // "" until the target's tables are ready
-    std::string object;
-    std::string file;
-    int line = 0;
-    uint64_t resume = 0;
-    bool traced = false;
-  };
+  using TraceFunction = PreloadFunction;
   struct TracePoll {
     uint64_t now_ns = 0;
     uint64_t lost_events = 0;
@@ -63,12 +56,7 @@ class PreloadConnection {
   bool trace_poll(TracePoll* out, bool stop, std::string* why);
   bool trace_functions(std::vector<TraceFunction>* out);
 
-  struct BlockingPoll {
-    uint64_t next = 0;
-    uint64_t threshold_ns = 0;
-    uint64_t dropped = 0;
-    std::vector<model::PreloadBlockingCall> calls;
-  };
+  using BlockingPoll = PreloadBlockingBatch;
   bool blocking_poll(uint64_t since, BlockingPoll* out, std::string* why);
 
  private:

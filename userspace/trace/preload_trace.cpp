@@ -1,7 +1,6 @@
 #include "userspace/trace/preload_trace.h"
 
 #include <chrono>
-#include <cstdio>
 #include <map>
 #include <set>
 #include <thread>
@@ -71,23 +70,7 @@ void fill_report(int pid, process::PreloadConnection& c, uint64_t start_ns,
   report->lost_events = poll.lost_events;
   for (const auto& f : fns) report->untraced += f.traced ? 0 : 1;
   for (const auto& cr : poll.counts) {
-    model::PreloadTraceFunction f;
-    f.resumes = cr.resumes;
-    f.starts = cr.starts;
-    if (cr.function < fns.size()) {
-      const auto& fn = fns[cr.function];
-      f.function = fn.name;
-      f.object = fn.object;
-      f.file = fn.file;
-      f.line = fn.line;
-      f.resume = fn.resume;
-      f.traced = fn.traced;
-    }
-    if (f.function.empty()) {
-      char buf[32];
-      std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(f.resume));
-      f.function = buf;
-    }
+    model::PreloadTraceFunction f = process::trace_report_function(fns, cr);
     if (auto it = frames.find(cr.function); it != frames.end()) f.frames = it->second.size();
     report->functions.push_back(std::move(f));
   }
