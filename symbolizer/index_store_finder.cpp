@@ -295,6 +295,37 @@ bool is_jump(const cs_insn* insn) {
   return false;
 }
 
+// The first frame field read on the way from the entry: breadth-first over the blocks, nearer
+// blocks first, lower addresses first among equals. Address order alone is not enough: Clang -O0
+// puts the index dispatch at the end of the function, after loads of locals through frame + k
+// pointers. Falls back to the first read in address order when no reachable block reads one.
+std::optional<std::pair<uint32_t, uint8_t>> first_load_from_entry(
+    const std::vector<std::vector<size_t>>& preds,
+    const std::vector<std::optional<std::pair<uint32_t, uint8_t>>>& block_load) {
+  const size_t nb = block_load.size();
+  std::vector<std::set<size_t>> succs(nb);
+  for (size_t b = 0; b < nb; ++b) {
+    for (size_t p : preds[b]) succs[p].insert(b);
+  }
+  std::vector<bool> seen(nb, false);
+  std::vector<size_t> queue{0};
+  seen[0] = true;
+  for (size_t q = 0; q < queue.size(); ++q) {
+    size_t b = queue[q];
+    if (block_load[b]) return block_load[b];
+    for (size_t s : succs[b]) {
+      if (!seen[s]) {
+        seen[s] = true;
+        queue.push_back(s);
+      }
+    }
+  }
+  for (const auto& load : block_load) {
+    if (load) return load;
+  }
+  return std::nullopt;
+}
+
 // Forward dataflow over the function's control-flow graph: the state at a block's entry is the
 // meet of its predecessors' exits, so a frame pointer copied to a callee-saved register in the
 // prologue is still known at every resume point.
@@ -386,13 +417,17 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
     }
     if (!changed) break;
   }
-  // Final pass with the settled entry states, recording stores.
+  // Final pass with the settled entry states, recording stores and each block's first frame load.
+  std::vector<std::optional<std::pair<uint32_t, uint8_t>>> block_load(nb);
   for (size_t b = 0; b < nb; ++b) {
     std::optional<SweepState> in = in_state(b);
     if (!in) continue;
     SweepState st = *in;
+    facts->first_frame_load.reset();
     for (size_t i = block_start[b]; i < block_end(b); ++i) transfer(handle, &insns[i], st, facts);
+    block_load[b] = facts->first_frame_load;
   }
+  facts->first_frame_load = first_load_from_entry(preds, block_load);
   for (size_t i = 0; i < n; ++i) {
     auto t = (insns[i].id == X86_INS_CALL || is_jump(&insns[i])) ? direct_target(&insns[i])
                                                                  : std::nullopt;

@@ -29,7 +29,8 @@ struct InstructionInfo {
 struct ResumeCodeFacts {
   std::vector<FrameConstantStore> stores;
   std::vector<InstructionInfo> instructions;  // in address order
-  // The first frame field the function reads (the suspend-index dispatch reads it early).
+  // The first frame field the function reads on the way from its entry (the suspend-index
+  // dispatch reads it before anything else), whatever its address.
   std::optional<std::pair<uint32_t, uint8_t>> first_frame_load;
   bool decoded = false;  // false when the bytes could not be disassembled at all
 };
