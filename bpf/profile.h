@@ -1,5 +1,5 @@
-/* Shared between bpf/profile.bpf.c and userspace (userspace/kernel/profile_session.cpp): the sample the
- * CPU-profile program puts in the ring buffer and its counters. Plain C, fixed-width fields,
+/* Shared between bpf/profile.bpf.c and userspace (userspace/kernel/profile_session.cpp): the sample
+ * the CPU-profile program puts in the ring buffer and its counters. Plain C, fixed-width fields,
  * explicit padding, so that both sides agree on every offset. */
 #ifndef ASYNCPROBE_BPF_PROFILE_H
 #define ASYNCPROBE_BPF_PROFILE_H

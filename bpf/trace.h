@@ -1,5 +1,5 @@
-/* Shared between bpf/trace.bpf.c and userspace (userspace/kernel/trace_session.cpp): the maps' value
- * types and the events the BPF programs put in the ring buffer. Plain C, fixed-width fields,
+/* Shared between bpf/trace.bpf.c and userspace (userspace/kernel/trace_session.cpp): the maps'
+ * value types and the events the BPF programs put in the ring buffer. Plain C, fixed-width fields,
  * explicit padding, so that both sides agree on every offset. */
 #ifndef ASYNCPROBE_BPF_TRACE_H
 #define ASYNCPROBE_BPF_TRACE_H

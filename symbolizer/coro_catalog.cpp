@@ -6,14 +6,14 @@
 //   mangled name is the length-prefixed `_Z...` identifier at the end. Clang: `<ramp>.resume`,
 //   `.destroy`, `.cleanup`.
 // - Frame layout: GCC's DWARF type `<ramp>.Frame` (`_Coro_resume_index`, `_Coro_promise`); Clang's
-//   `<ramp>.coro_frame_ty` or the type of `__coro_frame` (`__coro_index`, `__promise`). Clang 14 and
-//   optimised Clang 19 have neither, so the index field is found in machine code: the resume
+//   `<ramp>.coro_frame_ty` or the type of `__coro_frame` (`__coro_index`, `__promise`). Clang 14
+//   and optimised Clang 19 have neither, so the index field is found in machine code: the resume
 //   function dispatches on the index first, so the first frame field it reads that also receives
 //   constant stores is the index; otherwise the field with the most distinct constants stored.
 // - Suspend index -> `file:line`. Both compilers store the new index (a constant) just before the
-//   awaiter's `await_suspend` runs. `index_store_finder` disassembles the resume function (capstone)
-//   and runs a forward dataflow over its control-flow graph that tracks which registers and stack
-//   slots hold the frame pointer and which registers hold constants; the result is every
+//   awaiter's `await_suspend` runs. `index_store_finder` disassembles the resume function
+//   (capstone) and runs a forward dataflow over its control-flow graph that tracks which registers
+//   and stack slots hold the frame pointer and which registers hold constants; the result is every
 //   `store constant -> frame+offset`. For each store of index N, `CoroCatalog` follows the
 //   straight-line code after it to the `await_suspend` call (a `call` to a function named
 //   `...await_suspend...`, through the PLT if need be) or inlined `await_suspend` (DWARF inline

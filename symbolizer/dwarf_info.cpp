@@ -37,19 +37,20 @@
 //   not per inlined call). Namespaces and classes are recorded as DIE-offset intervals; a function
 //   without a linkage name (GCC: internal linkage, a coroutine's `.actor`/`.destroy` parts, lambda
 //   bodies) is named from the symbol at its entry when it has code of its own and that symbol names
-//   it (`ns::(anonymous namespace)::f(int)`, GCC's `[clone .isra.0]`/`.cold` suffixes dropped), else
-//   by DWARF's name qualified by those intervals (`ns::(anonymous namespace)::f` when inlined). A
-//   coroutine's actor keeps DWARF's name: its symbol spells the frame type, not the function.
-//   Single-threaded on purpose: elfutils does not promise libdw is safe to use from several
-//   threads on one `Dwarf` (its locking is an experimental build option; the 0.188 library here
-//   does take locks in its abbreviation lookups, seen in perf, but we did not audit the lazily
+//   it (`ns::(anonymous namespace)::f(int)`, GCC's `[clone .isra.0]`/`.cold` suffixes dropped),
+//   else by DWARF's name qualified by those intervals (`ns::(anonymous namespace)::f` when
+//   inlined). A coroutine's actor keeps DWARF's name: its symbol spells the frame type, not the
+//   function. Single-threaded on purpose: elfutils does not promise libdw is safe to use from
+//   several threads on one `Dwarf` (its locking is an experimental build option; the 0.188 library
+//   here does take locks in its abbreviation lookups, seen in perf, but we did not audit the lazily
 //   filled per-CU state such as line tables), so the walk is not split over threads.
 // - `Module` / `ModuleCache`: the object, its debug file and its DWARF, keyed by file identity
 //   (device, inode, size, mtime) and by build-id, so a library mapped by many processes or at
 //   another path is parsed once. Code that DWARF covers by lines but by no function (thunks) takes
 //   its name from the symbol table. The index keeps libdw's own file-name pointers for inlined call
-//   sites (one string per inlined call made indexing allocation-bound); `tools/bench/symbolize-bench`
-//   measures it against llvm-symbolizer (docs/BENCHMARKS.md, "symbolize").
+//   sites (one string per inlined call made indexing allocation-bound);
+//   `tools/bench/symbolize-bench` measures it against llvm-symbolizer (docs/BENCHMARKS.md,
+//   "symbolize").
 
 #include "symbolizer/dwarf_info.h"
 

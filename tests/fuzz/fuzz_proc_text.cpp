@@ -12,7 +12,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto maps = asyncprobe::process::parse_maps(text);
   for (const auto& obj : asyncprobe::process::group_objects(maps.mappings)) {
     std::vector<asyncprobe::process::LoadSegment> loads = {{0, 0, 0x1000, 0x1000, 5},
-                                                  {0x2000, 0x1000, 0x800, 0x1000, 6}};
+                                                           {0x2000, 0x1000, 0x800, 0x1000, 6}};
     asyncprobe::process::compute_load_bias(obj, loads);
   }
   asyncprobe::process::scan_regions(maps.mappings);

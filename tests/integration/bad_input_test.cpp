@@ -46,19 +46,22 @@ int free_pid() {
 TEST(BadInput, NoSuchProcess) {
   int pid = free_pid();
   ASSERT_NE(pid, 0);
-  expect_one_line_error(probe({"-p", std::to_string(pid)}), util::kExitNoProcess, "no such process");
+  expect_one_line_error(probe({"-p", std::to_string(pid)}), util::kExitNoProcess,
+                        "no such process");
 }
 
 TEST(BadInput, UsageErrors) {
   expect_one_line_error(probe({}), util::kExitUsage, "-p PID");
   expect_one_line_error(probe({"-p", "abc"}), util::kExitUsage, "invalid PID");
-  expect_one_line_error(probe({"-p", "1", "--window", "soon"}), util::kExitUsage, "invalid duration");
+  expect_one_line_error(probe({"-p", "1", "--window", "soon"}), util::kExitUsage,
+                        "invalid duration");
   expect_one_line_error(probe({"-p", "1", "--frobnicate"}), util::kExitUsage, "unknown option");
 }
 
 TEST(BadInput, KernelThread) {
   // PID 2 is kthreadd on every Linux system.
-  expect_one_line_error(probe({"-p", "2", "--window", "0"}), util::kExitNotInspectable, "kernel thread");
+  expect_one_line_error(probe({"-p", "2", "--window", "0"}), util::kExitNotInspectable,
+                        "kernel thread");
 }
 
 TEST(BadInput, Zombie) {
@@ -71,15 +74,15 @@ TEST(BadInput, Zombie) {
     if (::waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOWAIT) == 0) break;
     ::usleep(10'000);
   }
-  expect_one_line_error(probe({"-p", std::to_string(child), "--window", "0"}), util::kExitNotInspectable,
-                        "zombie");
+  expect_one_line_error(probe({"-p", std::to_string(child), "--window", "0"}),
+                        util::kExitNotInspectable, "zombie");
   ::waitpid(child, nullptr, 0);
 }
 
 TEST(BadInput, ProcessWithoutCoroutineCode) {
   FixtureProcess fx({fixture_path("gcc12-O2", "nocoro")});
-  expect_one_line_error(probe({"-p", std::to_string(fx.pid()), "--window", "0"}), util::kExitNoCoroutines,
-                        "no coroutine code found");
+  expect_one_line_error(probe({"-p", std::to_string(fx.pid()), "--window", "0"}),
+                        util::kExitNoCoroutines, "no coroutine code found");
 }
 
 TEST(BadInput, NotPermittedAsAnotherUser) {

@@ -71,8 +71,8 @@ TEST(Cli, HelpListsExactlyTheSubcommandsOfTheTable) {
   EXPECT_EQ(r.out.rfind("usage: asyncprobe SUBCOMMAND [options]\n", 0), 0u) << r.out;
   EXPECT_EQ(listed_in_help(r.out), table_names()) << r.out;
   // The ones that exist today, snapshot first (the default).
-  EXPECT_EQ(table_names(), (std::vector<std::string>{"snapshot", "trace", "profile", "run",
-                                                      "watch", "top"}));
+  EXPECT_EQ(table_names(),
+            (std::vector<std::string>{"snapshot", "trace", "profile", "run", "watch", "top"}));
   EXPECT_EQ(probe({"-h"}).out, r.out);
 }
 

@@ -20,9 +20,9 @@
 #include "tests/integration/fixture_process.h"
 #include "tests/integration/preload_support.h"
 #include "tests/integration/source_markers.h"
-#include "userspace/util/exit_codes.h"
 #include "userspace/process/preload_client.h"
 #include "userspace/trace/preload_trace.h"
+#include "userspace/util/exit_codes.h"
 
 namespace asyncprobe::testing {
 namespace {

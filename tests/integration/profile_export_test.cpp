@@ -62,7 +62,8 @@ std::string read_file(const std::string& path) {
 void write_profile_file(const model::Profile& p, const std::string& path) {
   std::ofstream out(path, std::ios::binary);
   std::string error;
-  ASSERT_TRUE(output::write_profile(out, p, output::profile_format_for_path(path, output::ProfileFormat::kText), &error))
+  ASSERT_TRUE(output::write_profile(
+      out, p, output::profile_format_for_path(path, output::ProfileFormat::kText), &error))
       << error;
 }
 

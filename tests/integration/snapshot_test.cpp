@@ -410,7 +410,8 @@ TEST(Snapshot, WindowMarksUnmovedFramesStuck) {
       run_command({asyncprobe_binary(), "-p", std::to_string(fx.pid()), "--window", "300ms"});
   EXPECT_NE(text.out.find("STUCK"), std::string::npos) << text.out;
   // The bound is measured (the probe's covered time): at least the window.
-  EXPECT_TRUE(std::regex_search(text.out, std::regex(R"(\[stuck >=(3[0-9][0-9]ms|[4-9][0-9][0-9]ms|[0-9.]+s)\])")))
+  EXPECT_TRUE(std::regex_search(
+      text.out, std::regex(R"(\[stuck >=(3[0-9][0-9]ms|[4-9][0-9][0-9]ms|[0-9.]+s)\])")))
       << text.out;
 }
 

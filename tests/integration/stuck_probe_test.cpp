@@ -8,8 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <map>
-#include <regex>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -34,7 +34,8 @@ struct Looks {
   std::string text;
 };
 
-Looks look(pid_t pid, const std::vector<std::string>& prefix, const std::vector<std::string>& extra) {
+Looks look(pid_t pid, const std::vector<std::string>& prefix,
+           const std::vector<std::string>& extra) {
   Looks out;
   for (bool as_json : {true, false}) {
     std::vector<std::string> argv = prefix;

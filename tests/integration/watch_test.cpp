@@ -307,10 +307,12 @@ TEST(Watch, BadInputIsAUsageError) {
   };
   const std::vector<Case> cases = {
       {{"watch", "-p", "1", "--interval", "0"}, "invalid duration '0' for --interval"},
-      {{"watch", "-p", "1", "--interval", "5ms"}, "--interval and --stuck-threshold must be at least 10ms"},
+      {{"watch", "-p", "1", "--interval", "5ms"},
+       "--interval and --stuck-threshold must be at least 10ms"},
       {{"watch", "-p", "1", "--all"}, "-p and --all exclude each other"},
       {{"watch"}, "give -p PID or --all"},
-      {{"watch", "-p", "1", "--stuck-threshold", "soon"}, "invalid duration 'soon' for --stuck-threshold"},
+      {{"watch", "-p", "1", "--stuck-threshold", "soon"},
+       "invalid duration 'soon' for --stuck-threshold"},
       {{"watch", "-p", "1", "--listen", "localhost"}, "--listen wants ADDR:PORT"},
       {{"watch", "-p", "1", "--bogus"}, "unknown option '--bogus'"},
   };

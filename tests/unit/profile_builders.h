@@ -11,10 +11,10 @@
 
 namespace asyncprobe::testing {
 
-inline model::ProfileFrame profile_frame(model::ProfileFrame::Kind kind, const std::string& function,
-                                  const std::string& file, int line, uint64_t address,
-                                  bool inlined = false,
-                                  const std::string& object = "/srv/bin/burn") {
+inline model::ProfileFrame profile_frame(model::ProfileFrame::Kind kind,
+                                         const std::string& function, const std::string& file,
+                                         int line, uint64_t address, bool inlined = false,
+                                         const std::string& object = "/srv/bin/burn") {
   model::ProfileFrame f;
   f.kind = kind;
   f.function = function;

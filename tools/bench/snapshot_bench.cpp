@@ -11,8 +11,8 @@
 #include "tests/integration/fixture_process.h"
 #include "userspace/process/memory_reader.h"
 #include "userspace/process/process_maps.h"
-#include "userspace/snapshot/snapshot_taker.h"
 #include "userspace/process/target_process.h"
+#include "userspace/snapshot/snapshot_taker.h"
 
 namespace {
 
@@ -35,7 +35,7 @@ long minor_faults() {
   return ru.ru_minflt;
 }
 double g_snapshot_ns = 0;  // without the orphan mark phase
-double g_orphans_ns = 0;    // with it
+double g_orphans_ns = 0;   // with it
 
 void BM_PlainReadOfScannedRegions(benchmark::State& state) {
   auto proc = asyncprobe::process::TargetProcess::open(target().pid());

@@ -3,12 +3,12 @@
 #include <fstream>
 #include <iostream>
 
+#include "userspace/diagnose/diagnose.h"
+#include "userspace/kernel/resume_probe.h"
 #include "userspace/output/report_csv.h"
 #include "userspace/output/report_json.h"
 #include "userspace/output/report_text.h"
 #include "userspace/snapshot/snapshot_taker.h"
-#include "userspace/diagnose/diagnose.h"
-#include "userspace/kernel/resume_probe.h"
 #include "userspace/snapshot/stuck_check.h"
 #include "userspace/util/exit_codes.h"
 

@@ -16,7 +16,7 @@ struct SnapshotOptions {
   double window_s = 1.0;        // --window
   std::vector<std::string> debug_dirs;
   bool unicode = false;
-  bool no_probe = false;        // --no-probe: the stuck check from memory only (never `stuck`)
+  bool no_probe = false;    // --no-probe: the stuck check from memory only (never `stuck`)
   bool full_names = false;  // text report prints names unshortened
 };
 

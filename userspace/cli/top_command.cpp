@@ -68,9 +68,10 @@ int top_main(int argc, char** argv) {
   }
   if (int rc = finish_parse(r, "top", kTopUsage); rc >= 0) return rc;
   if (isatty(STDIN_FILENO) == 0 || isatty(STDOUT_FILENO) == 0) {
-    return usage_error("top", "top draws on a terminal and stdin or stdout is not one; for a "
-                              "stream of events use `asyncprobe watch -p " +
-                                  std::to_string(opts.pid) + "`");
+    return usage_error("top",
+                       "top draws on a terminal and stdin or stdout is not one; for a "
+                       "stream of events use `asyncprobe watch -p " +
+                           std::to_string(opts.pid) + "`");
   }
   if (int rc = check_process_exists(opts.pid); rc >= 0) return rc;
   bool utf8 = utf8_locale();

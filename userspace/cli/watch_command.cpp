@@ -135,7 +135,8 @@ int watch_main(int argc, char** argv) {
   if (!a.listen.empty()) {
     std::string host, error;
     int port = 0;
-    if (!watch::parse_listen_address(a.listen, &host, &port, &error)) return usage_error("watch", error);
+    if (!watch::parse_listen_address(a.listen, &host, &port, &error))
+      return usage_error("watch", error);
     server.emplace(page);
     if (!server->bind(host, port, &error)) return usage_error("watch", error);
   }
@@ -143,7 +144,8 @@ int watch_main(int argc, char** argv) {
   if (!a.output.empty()) {
     out = std::fopen(a.output.c_str(), "ae");
     if (out == nullptr) {
-      return usage_error("watch", "cannot open " + a.output + " for appending: " + std::strerror(errno));
+      return usage_error("watch",
+                         "cannot open " + a.output + " for appending: " + std::strerror(errno));
     }
   }
   watch::EventSink sink(out, a.json);

@@ -31,19 +31,19 @@ enum class FrameState {
 // How the stuck check decided about a frame (userspace/snapshot/stuck_check.h has the rules;
 // docs/SNAPSHOT_FORMAT.md names each value). Only kResumeProbe means "known not resumed".
 enum class StuckEvidence {
-  kNotChecked,           // one look only (no window), or no earlier look to compare with
-  kNew,                  // no frame at this address in the earlier look: created in the window
-  kRecreated,            // same address, other header or state: destroyed and made again
-  kSuspendPointChanged,  // suspend index changed: it was resumed
-  kContentChanged,       // bytes changed at the same point: moving (resumed, or an operation
-                         // completing wrote its result into the awaiter), not stuck
-  kResumed,              // looked the same, but the resume probe saw it resumed (or destroyed)
-  kResumeProbe,          // looked the same and the resume probe covering the window saw no
-                         // resume: stuck, known
-  kUnchangedNoProbe,     // looked the same; no probe ran (no privileges, --no-probe, ...)
-  kUnchangedProbeHot,    // looked the same; its function was detached early (too many resumes
-                         // for the budget) before the window was covered
-  kUnchangedProbeMissed, // looked the same; its function's probe could not be attached
+  kNotChecked,            // one look only (no window), or no earlier look to compare with
+  kNew,                   // no frame at this address in the earlier look: created in the window
+  kRecreated,             // same address, other header or state: destroyed and made again
+  kSuspendPointChanged,   // suspend index changed: it was resumed
+  kContentChanged,        // bytes changed at the same point: moving (resumed, or an operation
+                          // completing wrote its result into the awaiter), not stuck
+  kResumed,               // looked the same, but the resume probe saw it resumed (or destroyed)
+  kResumeProbe,           // looked the same and the resume probe covering the window saw no
+                          // resume: stuck, known
+  kUnchangedNoProbe,      // looked the same; no probe ran (no privileges, --no-probe, ...)
+  kUnchangedProbeHot,     // looked the same; its function was detached early (too many resumes
+                          // for the budget) before the window was covered
+  kUnchangedProbeMissed,  // looked the same; its function's probe could not be attached
 };
 
 // The exception a promise holds (a non-null std::exception_ptr), read from the thrown object's
@@ -66,10 +66,10 @@ struct CoroFrame {
   std::string object;       // path of the ELF object that holds the coroutine's code
   FrameState state = FrameState::kUnknown;
   SuspendPoint suspend;
-  bool on_stack = false;     // found on a thread stack (an elided frame)
-  bool elided = false;       // Clang put it inside its caller's storage (.cleanup in the destroy
-                             // slot): when done, it may already have been destroyed
-  uint64_t awaiter = 0;      // frame address of the coroutine awaiting this one, 0 if none
+  bool on_stack = false;  // found on a thread stack (an elided frame)
+  bool elided = false;    // Clang put it inside its caller's storage (.cleanup in the destroy
+                          // slot): when done, it may already have been destroyed
+  uint64_t awaiter = 0;   // frame address of the coroutine awaiting this one, 0 if none
   coro::AwaiterRule awaiter_rule = coro::AwaiterRule::kNone;  // rule that found the edge
   // The stuck check (userspace/snapshot/stuck_check.h). `stuck` only when known not resumed;
   // `unchanged` when it looked the same but nothing could tell whether it was resumed.
@@ -78,7 +78,7 @@ struct CoroFrame {
   bool unchanged = false;        // looked the same, not known (never set together with stuck)
   double unchanged_for_s = 0.0;  // looked the same (point and content) for at least this long
   StuckEvidence stuck_evidence = StuckEvidence::kNotChecked;
-  int64_t resumes = -1;          // resumes (and destroys) the probe counted, -1: not probed
+  int64_t resumes = -1;  // resumes (and destroys) the probe counted, -1: not probed
   // A bounded fingerprint of the frame's bytes (header included), from the look itself.
   uint64_t fingerprint = 0;
   uint32_t fingerprint_bytes = 0;  // 0: not fingerprinted (unreadable)
@@ -90,9 +90,9 @@ struct CoroFrame {
 
 // A thread blocked in futex() on a lock whose owner is recorded: read from the lock's bytes.
 struct LockWait {
-  uint64_t address = 0;  // the lock object (pthread_mutex_t / pthread_rwlock_t) in the target
-  std::string type;      // "pthread_mutex", "pthread_mutex_pi", "pthread_rwlock"
-  int owner = 0;         // owning TID (0: not recorded)
+  uint64_t address = 0;     // the lock object (pthread_mutex_t / pthread_rwlock_t) in the target
+  std::string type;         // "pthread_mutex", "pthread_mutex_pi", "pthread_rwlock"
+  int owner = 0;            // owning TID (0: not recorded)
   bool owner_died = false;  // FUTEX_OWNER_DIED set in the word (robust / PI)
 };
 
@@ -112,9 +112,9 @@ struct ThreadInfo {
   int64_t syscall_nr = -1;
   uint64_t sp = 0;  // user stack pointer when blocked in a syscall
   uint64_t pc = 0;
-  uint64_t stack_lo = 0, stack_hi = 0;  // the thread's stack mapping, when known
-  uint64_t syscall_args[6] = {};        // argument registers of the blocking syscall
-  std::optional<LockWait> lock_wait;    // blocked in futex() on a lock with a recorded owner
+  uint64_t stack_lo = 0, stack_hi = 0;    // the thread's stack mapping, when known
+  uint64_t syscall_args[6] = {};          // argument registers of the blocking syscall
+  std::optional<LockWait> lock_wait;      // blocked in futex() on a lock with a recorded owner
   std::vector<NativeFrame> native_stack;  // unwound for threads named by a diagnosis only
 };
 
@@ -169,9 +169,10 @@ struct Snapshot {
   std::vector<std::string> warnings;  // degraded results: missing debug info, torn reads, ...
   std::vector<Diagnosis> diagnoses;   // filled by diagnose::diagnose() after the looks
   std::vector<std::string> diagnosis_limits;  // what the diagnoses could not see, for this target
-  size_t orphan_candidates = 0;      // suspended heap frames the orphan mark phase could judge
-  size_t orphan_unknown_extent = 0;  // suspended frames it could not (extent unknown): never orphaned
-  bool maps_io_uring = false;        // io_uring rings mapped: pointers may live in kernel memory
+  size_t orphan_candidates = 0;  // suspended heap frames the orphan mark phase could judge
+  size_t orphan_unknown_extent =
+      0;                       // suspended frames it could not (extent unknown): never orphaned
+  bool maps_io_uring = false;  // io_uring rings mapped: pointers may live in kernel memory
   uint64_t bytes_scanned = 0;
   double scan_seconds = 0.0;
   double window_seconds = 0.0;  // --window used for stuck detection (0: one instant)

@@ -26,7 +26,8 @@ std::string where(const std::string& file, int line) {
 
 void write_trace_report_text(std::ostream& out, const model::PreloadTraceReport& r) {
   out << "asyncprobe trace (in-process, " << r.mode << "): pid " << r.pid << " ("
-      << clean(r.command) << "), " << util::format_duration(r.duration_s) << ", " << r.total_resumes << " resumes";
+      << clean(r.command) << "), " << util::format_duration(r.duration_s) << ", " << r.total_resumes
+      << " resumes";
   if (r.events > 0 || r.lost_events > 0)
     out << ", " << r.events << " events, " << r.lost_events << " lost";
   out << "\n";
@@ -109,8 +110,9 @@ void write_blocking_report_text(std::ostream& out, const model::PreloadBlockingR
   out << "\n";
   for (const auto& g : groups) {
     const model::PreloadBlockingCall& c = *g.first;
-    out << "  " << clean(c.call) << " x" << g.count << ", total " << util::format_duration_ns(g.total)
-        << ", max " << util::format_duration_ns(g.max) << ", thread " << c.tid << "\n";
+    out << "  " << clean(c.call) << " x" << g.count << ", total "
+        << util::format_duration_ns(g.total) << ", max " << util::format_duration_ns(g.max)
+        << ", thread " << c.tid << "\n";
     out << "    called from " << clean(c.call_site) << "\n";
     for (size_t k = 0; k < c.stack.size(); ++k) {
       const auto& f = c.stack[k];

@@ -22,5 +22,4 @@ void write_trace_report_json(std::ostream& out, const model::PreloadTraceReport&
 void write_blocking_report_text(std::ostream& out, const model::PreloadBlockingReport& r);
 void write_blocking_report_json(std::ostream& out, const model::PreloadBlockingReport& r);
 
-
 }  // namespace asyncprobe::output

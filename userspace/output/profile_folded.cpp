@@ -93,7 +93,8 @@ void write_folded(std::ostream& out, const model::Profile& p) {
   for (const auto& [stack, weight] : stacks) out << stack << ' ' << weight << '\n';
 }
 
-bool read_folded(std::istream& in, model::Profile::Type type, model::Profile* out, std::string* error) {
+bool read_folded(std::istream& in, model::Profile::Type type, model::Profile* out,
+                 std::string* error) {
   model::Profile p;
   p.type = type;
   std::map<std::string, uint32_t> interned;

@@ -25,6 +25,7 @@ void write_folded(std::ostream& out, const model::Profile& p);
 // (the suffix gives kind/inlined; the address, file and line are not in the format), weights
 // into count (CPU) or value_ns (await), async_uncertain from _[async?]. Blank lines are
 // skipped. False with a one-line *error naming the line on malformed input.
-bool read_folded(std::istream& in, model::Profile::Type type, model::Profile* out, std::string* error);
+bool read_folded(std::istream& in, model::Profile::Type type, model::Profile* out,
+                 std::string* error);
 
 }  // namespace asyncprobe::output

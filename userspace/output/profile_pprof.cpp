@@ -40,7 +40,8 @@ void set_value_type(pprof::ValueType* vt, StringTable& strings, const char* type
 std::string pprof_function_name(const model::ProfileFrame& f, bool uncertain) {
   std::string name = f.function.empty() ? "[unknown]" : f.function;
   if (f.kind == model::ProfileFrame::Kind::kCoroutine) return name + " [coroutine]";
-  if (f.kind == model::ProfileFrame::Kind::kAsync) return name + (uncertain ? " [async?]" : " [async]");
+  if (f.kind == model::ProfileFrame::Kind::kAsync)
+    return name + (uncertain ? " [async?]" : " [async]");
   return name;
 }
 

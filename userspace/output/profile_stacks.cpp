@@ -54,7 +54,8 @@ std::string frame_location(const model::ProfileFrame& f) {
 }
 
 std::string profile_weight_text(const model::Profile& p, int64_t w) {
-  if (p.type == model::Profile::Type::kCpu) return std::to_string(w) + (w == 1 ? " sample" : " samples");
+  if (p.type == model::Profile::Type::kCpu)
+    return std::to_string(w) + (w == 1 ? " sample" : " samples");
   return util::format_duration_ns(w < 0 ? 0 : static_cast<uint64_t>(w));
 }
 

@@ -125,7 +125,8 @@ void write_header(std::ostream& out, const model::Profile& p, int64_t total, int
   if (!p.executable.empty()) out << " " << p.executable;
   out << "\n";
   out << "duration " << util::format_duration_ns(p.duration_ns);
-  if (p.type == model::Profile::Type::kCpu && p.frequency_hz > 0) out << " at " << p.frequency_hz << " Hz";
+  if (p.type == model::Profile::Type::kCpu && p.frequency_hz > 0)
+    out << " at " << p.frequency_hz << " Hz";
   if (p.type == model::Profile::Type::kAwait && p.period_ns > 0) {
     out << ", a snapshot every " << util::format_duration_ns(p.period_ns);
   }

@@ -21,6 +21,7 @@ struct ProfileTextOptions {
 };
 
 // Expects a checked profile (check_profile).
-void write_profile_text(std::ostream& out, const model::Profile& p, const ProfileTextOptions& opts = {});
+void write_profile_text(std::ostream& out, const model::Profile& p,
+                        const ProfileTextOptions& opts = {});
 
 }  // namespace asyncprobe::output

@@ -7,8 +7,8 @@
 #include <string>
 #include <string_view>
 
-#include "userspace/snapshot/async_stacks.h"
 #include "userspace/model/snapshot_model.h"
+#include "userspace/snapshot/async_stacks.h"
 
 namespace asyncprobe::output {
 
@@ -25,10 +25,11 @@ struct CsvReportOptions {
 std::string csv_field(std::string_view s);
 
 // Writes the table (forest must come from `snap`).
-void write_csv_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
-                      const CsvReportOptions& opts = {});
+void write_csv_report(std::ostream& out, const model::Snapshot& snap,
+                      const snapshot::AsyncForest& forest, const CsvReportOptions& opts = {});
 
 // Convenience: builds the forest with default options, then writes.
-void write_csv_report(std::ostream& out, const model::Snapshot& snap, const CsvReportOptions& opts = {});
+void write_csv_report(std::ostream& out, const model::Snapshot& snap,
+                      const CsvReportOptions& opts = {});
 
 }  // namespace asyncprobe::output

@@ -173,8 +173,9 @@ std::string coroutine_row(const model::Snapshot& snap, const snapshot::AsyncFore
   r += to_string(f.stuck_evidence);
   r += "\",\"resumes\":" + (f.resumes < 0 ? std::string("null") : std::to_string(f.resumes));
   r += ",\"exception\":";
-  r += f.exception ? exception_json(*f.exception).dump(-1, ' ', false, json::error_handler_t::replace)
-                   : std::string("null");
+  r += f.exception
+           ? exception_json(*f.exception).dump(-1, ' ', false, json::error_handler_t::replace)
+           : std::string("null");
   r += ",\"orphaned\":";
   r += flag(f.orphaned);
   r += '}';

@@ -8,8 +8,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-#include "userspace/snapshot/async_stacks.h"
 #include "userspace/model/snapshot_model.h"
+#include "userspace/snapshot/async_stacks.h"
 #include "userspace/snapshot/stuck_detector.h"
 
 namespace asyncprobe::output {
@@ -26,16 +26,20 @@ struct JsonReportOptions {
 
 // The whole document as a value, keys in schema order (forest and stuck grouping must come from
 // `snap`).
-nlohmann::ordered_json snapshot_to_json(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+nlohmann::ordered_json snapshot_to_json(const model::Snapshot& snap,
+                                        const snapshot::AsyncForest& forest,
                                         const std::vector<snapshot::StuckGroup>& stuck,
                                         const JsonReportOptions& opts = {});
 
 // Writes the document followed by a newline. Invalid UTF-8 from the target is replaced (U+FFFD),
 // never thrown on.
-void write_json_report(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
-                       const std::vector<snapshot::StuckGroup>& stuck, const JsonReportOptions& opts = {});
+void write_json_report(std::ostream& out, const model::Snapshot& snap,
+                       const snapshot::AsyncForest& forest,
+                       const std::vector<snapshot::StuckGroup>& stuck,
+                       const JsonReportOptions& opts = {});
 
 // Convenience: builds the forest (default options) and the stuck grouping, then writes.
-void write_json_report(std::ostream& out, const model::Snapshot& snap, const JsonReportOptions& opts = {});
+void write_json_report(std::ostream& out, const model::Snapshot& snap,
+                       const JsonReportOptions& opts = {});
 
 }  // namespace asyncprobe::output

@@ -126,13 +126,14 @@ std::string outcome_marks(const model::Snapshot& snap, const snapshot::StackNode
   }
   if (failed > 0) {
     s += "  ";
-    if (failed != n.count()) s += "[" + std::to_string(failed) + " of " + std::to_string(n.count()) + "] ";
+    if (failed != n.count())
+      s += "[" + std::to_string(failed) + " of " + std::to_string(n.count()) + "] ";
     s += same ? "failed: " + exception_text(*first) : std::string("failed (different exceptions)");
   }
   if (orphaned > 0) {
-    s += orphaned == n.count() ? "  [orphaned]"
-                               : "  [" + std::to_string(orphaned) + " of " + std::to_string(n.count()) +
-                                     " orphaned]";
+    s += orphaned == n.count()
+             ? "  [orphaned]"
+             : "  [" + std::to_string(orphaned) + " of " + std::to_string(n.count()) + " orphaned]";
   }
   return s;
 }
@@ -188,8 +189,9 @@ std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& 
       s += "  (awaiter not among frames: uncertain root)";
       break;
     case snapshot::LinkKind::kCycle:
-      s += in_diagnosed_cycle(snap, n.frames.front()) ? "  (await cycle, held in both looks: see DIAGNOSES)"
-                                                      : "  (await cycle cut here: uncertain)";
+      s += in_diagnosed_cycle(snap, n.frames.front())
+               ? "  (await cycle, held in both looks: see DIAGNOSES)"
+               : "  (await cycle cut here: uncertain)";
       break;
     case snapshot::LinkKind::kDepthCut:
       s += "  (continues a stack cut at depth " +
@@ -367,7 +369,8 @@ void write_stuck_diagnosed(std::ostream& out, const model::Snapshot& snap,
   }
 }
 
-void write_stuck(std::ostream& out, const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+void write_stuck(std::ostream& out, const model::Snapshot& snap,
+                 const snapshot::AsyncForest& forest,
                  const std::vector<snapshot::StuckGroup>& stuck, const Glyphs& g,
                  const TextReportOptions& opts) {
   if (!(snap.window_seconds > 0.0)) {
@@ -376,8 +379,8 @@ void write_stuck(std::ostream& out, const model::Snapshot& snap, const snapshot:
   }
   const std::string window = util::format_lower_bound(snap.window_seconds);
   if (stuck.empty()) {
-    out << "STUCK: none known (none seen not resumed during the " << window
-        << " window; " << probe_note(snap) << ")\n";
+    out << "STUCK: none known (none seen not resumed during the " << window << " window; "
+        << probe_note(snap) << ")\n";
     write_unchanged(out, snap);
     return;
   }
@@ -392,9 +395,10 @@ void write_stuck(std::ostream& out, const model::Snapshot& snap, const snapshot:
       ++enclosing_points;
     }
   }
-  std::stable_sort(leaves.begin(), leaves.end(), [](const snapshot::StuckGroup* a, const snapshot::StuckGroup* b) {
-    return a->leaves() > b->leaves();
-  });
+  std::stable_sort(leaves.begin(), leaves.end(),
+                   [](const snapshot::StuckGroup* a, const snapshot::StuckGroup* b) {
+                     return a->leaves() > b->leaves();
+                   });
   out << "STUCK (not resumed during the " << window << " window, " << probe_note(snap)
       << "; where the stuck stacks wait)\n";
   for (const snapshot::StuckGroup* s : leaves) {
@@ -424,7 +428,8 @@ std::string frame_evidence(const model::Snapshot& snap, size_t i, const TextRepo
          kind_note(f.suspend.kind, f.state) + "  " + state_text(f.state);
 }
 
-void write_native_stack(std::ostream& out, const model::ThreadInfo& t, const TextReportOptions& opts) {
+void write_native_stack(std::ostream& out, const model::ThreadInfo& t,
+                        const TextReportOptions& opts) {
   if (t.native_stack.empty()) {
     out << "      (native stack not unwound)\n";
     return;
@@ -446,15 +451,15 @@ void write_lock_diagnosis(std::ostream& out, const model::Snapshot& snap, const 
       for (const model::ThreadInfo& x : snap.threads) t = x.tid == w ? &x : t;
       out << "    thread " << w;
       if (t != nullptr && !t->name.empty()) out << " (" << esc(t->name) << ")";
-      out << " waits for " << l.type << " " << util::hex(l.address) << " held by thread "
-          << l.owner
-          << (l.owner_died ? " (died: FUTEX_OWNER_DIED)" : !l.owner_alive ? " (exited)" : "")
+      out << " waits for " << l.type << " " << util::hex(l.address) << " held by thread " << l.owner
+          << (l.owner_died     ? " (died: FUTEX_OWNER_DIED)"
+              : !l.owner_alive ? " (exited)"
+                               : "")
           << '\n';
       if (t != nullptr) write_native_stack(out, *t, opts);
     }
   }
 }
-
 
 void write_threads(std::ostream& out, const model::Snapshot& snap) {
   if (snap.threads.empty()) {
@@ -483,7 +488,8 @@ void write_threads(std::ostream& out, const model::Snapshot& snap) {
 
 }  // namespace
 
-void write_diagnoses(std::ostream& out, const model::Snapshot& snap, const TextReportOptions& opts) {
+void write_diagnoses(std::ostream& out, const model::Snapshot& snap,
+                     const TextReportOptions& opts) {
   if (snap.diagnoses.empty()) {
     out << "DIAGNOSES: none\n";
   } else {

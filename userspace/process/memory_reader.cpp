@@ -99,7 +99,8 @@ void MemoryReader::use_proc_mem(int err_from_vm_readv) {
     }
     msg += "/proc/" + std::to_string(pid_) + "/mem: " + std::strerror(err) +
            "; need root or CAP_SYS_PTRACE";
-    throw TargetError(err == EACCES || err == EPERM ? util::kExitPermission : util::kExitInternal, msg);
+    throw TargetError(err == EACCES || err == EPERM ? util::kExitPermission : util::kExitInternal,
+                      msg);
   }
   backend_ = Backend::kProcMem;
   auto_fallback_ = false;

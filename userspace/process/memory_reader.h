@@ -34,7 +34,6 @@ using ReadMemory = std::function<bool(uint64_t addr, void* out, size_t len)>;
 // Optional: without it every piece is read with ReadMemory.
 using ReadMemoryBatch = std::function<void(std::vector<ReadRequest>& requests)>;
 
-
 struct MemoryReaderStats {
   uint64_t bytes_read = 0;        // bytes delivered to callers
   uint64_t syscalls = 0;          // process_vm_readv / pread calls made

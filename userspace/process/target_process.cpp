@@ -321,13 +321,15 @@ ProcStat read_stat_or_throw(int dirfd, int pid) {
   }
   auto st = parse_proc_stat(text);
   if (!st) {
-    throw TargetError(util::kExitInternal, "unexpected format of /proc/" + std::to_string(pid) + "/stat");
+    throw TargetError(util::kExitInternal,
+                      "unexpected format of /proc/" + std::to_string(pid) + "/stat");
   }
   return *st;
 }
 
 [[noreturn]] void throw_exited(int pid, const std::string& comm) {
-  throw TargetError(util::kExitTargetExited, who(pid, comm) + " exited while asyncprobe was opening it");
+  throw TargetError(util::kExitTargetExited,
+                    who(pid, comm) + " exited while asyncprobe was opening it");
 }
 
 }  // namespace
@@ -501,7 +503,8 @@ TargetProcess TargetProcess::open(int pid) {
   MapsParseResult maps = t.read_maps();
   if (maps.mappings.empty()) {
     if (!t.alive()) throw_exited(t.pid_, t.comm_);
-    throw TargetError(util::kExitNotInspectable, who(t.pid_, t.comm_) + " has no user memory mapped");
+    throw TargetError(util::kExitNotInspectable,
+                      who(t.pid_, t.comm_) + " has no user memory mapped");
   }
 
   // Permission is settled by reading, not by guessing from uids: /proc/PID/mem needs the same

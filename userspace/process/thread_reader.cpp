@@ -287,7 +287,8 @@ ThreadReadResult read_threads(const TargetProcess& target, const std::vector<Map
   if (task_fd < 0) {
     int err = errno;
     if (is_gone(err) || !target.alive()) {
-      throw TargetError(util::kExitTargetExited, "process " + std::to_string(target.pid()) + " exited");
+      throw TargetError(util::kExitTargetExited,
+                        "process " + std::to_string(target.pid()) + " exited");
     }
     throw TargetError(util::kExitInternal,
                       "cannot list " + target.proc_path("task") + ": " + std::strerror(err));
@@ -324,7 +325,7 @@ ThreadReadResult read_threads(const TargetProcess& target, const std::vector<Map
   result = std::move(threads);
   if (!target.alive()) {
     throw TargetError(util::kExitTargetExited, "process " + std::to_string(target.pid()) +
-                                             " exited while its threads were being read");
+                                                   " exited while its threads were being read");
   }
   return result;
 }

@@ -10,8 +10,8 @@
 #include <string_view>
 #include <vector>
 
-#include "userspace/process/process_maps.h"
 #include "userspace/model/snapshot_model.h"
+#include "userspace/process/process_maps.h"
 #include "userspace/process/target_process.h"
 
 namespace asyncprobe::process {
@@ -41,10 +41,10 @@ struct ThreadReadOptions {
 
 struct ThreadReadResult {
   std::vector<model::ThreadInfo> threads;  // ascending tid
-  size_t vanished = 0;              // threads that exited between listing and reading: skipped
-  size_t syscall_unreadable = 0;    // threads kept without syscall info (kernel refused, bad text)
-  size_t malformed = 0;             // threads skipped because their stat made no sense
-  bool truncated = false;           // more than max_threads
+  size_t vanished = 0;            // threads that exited between listing and reading: skipped
+  size_t syscall_unreadable = 0;  // threads kept without syscall info (kernel refused, bad text)
+  size_t malformed = 0;           // threads skipped because their stat made no sense
+  bool truncated = false;         // more than max_threads
 };
 
 // Reads every thread of `target`. ThreadInfo::syscall is the syscall name, "running",

@@ -8,10 +8,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "userspace/snapshot/async_stacks.h"
-#include "userspace/profile/profile_builder.h"
 #include "userspace/model/profile_model.h"
 #include "userspace/model/snapshot_model.h"
+#include "userspace/profile/profile_builder.h"
+#include "userspace/snapshot/async_stacks.h"
 
 namespace asyncprobe::profile {
 

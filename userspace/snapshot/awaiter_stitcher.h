@@ -5,8 +5,8 @@
 
 #include <vector>
 
-#include "userspace/snapshot/frame_scanner.h"
 #include "userspace/model/snapshot_model.h"
+#include "userspace/snapshot/frame_scanner.h"
 
 namespace asyncprobe::snapshot {
 
@@ -19,7 +19,8 @@ struct StitchStats {
 
 // `frames` and `found` are parallel (decode_frame of each hit). Sets CoroFrame::awaiter and
 // awaiter_rule. Reads frame memory through `read`; unreadable memory just yields no edge.
-StitchStats stitch_awaiters(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,
-                            const process::ReadMemory& read, const process::ReadMemoryBatch& batch = {});
+StitchStats stitch_awaiters(std::vector<model::CoroFrame>& frames,
+                            const std::vector<FoundFrame>& found, const process::ReadMemory& read,
+                            const process::ReadMemoryBatch& batch = {});
 
 }  // namespace asyncprobe::snapshot

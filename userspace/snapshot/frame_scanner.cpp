@@ -69,7 +69,8 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
       hits.clear();
       find_words_in_range(buf.data() + 1, words - 1, lo, span, &hits);
       for (size_t h : hits) check(h);
-      if (pointers != nullptr && !pointers->overflow) record_pointers(buf.data(), words, at, pointers, &hits);
+      if (pointers != nullptr && !pointers->overflow)
+        record_pointers(buf.data(), words, at, pointers, &hits);
       uint64_t advance = std::min<uint64_t>(chunk_bytes, region.end - at);
       stats->bytes_scanned += advance;
       at += advance;

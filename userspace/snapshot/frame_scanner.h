@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "userspace/snapshot/coroutine_index.h"
-#include "userspace/process/memory_reader.h"
 #include "userspace/model/snapshot_model.h"
+#include "userspace/process/memory_reader.h"
+#include "userspace/snapshot/coroutine_index.h"
 
 namespace asyncprobe::snapshot {
 
@@ -55,12 +55,14 @@ struct PointerRecord {
 
 class FrameScanner {
  public:
-  FrameScanner(const CoroutineIndex& index, process::ReadMemory read, process::ReadMemoryBatch batch = {})
+  FrameScanner(const CoroutineIndex& index, process::ReadMemory read,
+               process::ReadMemoryBatch batch = {})
       : index_(index), read_(std::move(read)), batch_(std::move(batch)) {}
   // Scans the regions in chunks of `chunk_bytes` (bounded memory whatever the heap size).
   // `pointers`, when given, collects the words pointing into its range as well.
   std::vector<FoundFrame> scan(const std::vector<ScanRegion>& regions, ScanStats* stats,
-                               size_t chunk_bytes = 1 << 20, PointerRecord* pointers = nullptr) const;
+                               size_t chunk_bytes = 1 << 20,
+                               PointerRecord* pointers = nullptr) const;
   // Reads the suspend index of a frame; -1 when unreadable or the width is unknown.
   int64_t read_index(uint64_t frame, const symbolizer::CoroFunction& fn) const;
 

@@ -11,16 +11,15 @@
 //    reference the tests hold it to), then a hash lookup for the rare candidate. A live frame's
 //    first word is its own resume function; a
 //    finished frame's is NULL. Unreadable chunks are skipped and counted, never read as zeros. A
-//    heap frame's header found on a thread stack is a stale copy and is ignored (only Clang's elided
-//    frames, `.cleanup` in the destroy slot, live on stacks).
+//    heap frame's header found on a thread stack is a stale copy and is ignored (only Clang's
+//    elided frames, `.cleanup` in the destroy slot, live on stacks).
 // 3. Re-validation: every hit is read again twice after the scan; header and suspend index must be
 //    unchanged, else the frame was being created, resumed or freed and is left out (counted in a
-//    warning). A torn read therefore cannot produce a chain. Hits are merged into spans (a gap under
-//    a page joins them) and each pass is one batched `process_vm_readv` per 1024 spans: per-frame
-//    reads made a 100k-frame snapshot 10x a plain read of the heap, spans (with the batched
-//    generic rule and the vector filter) make it about 1.5x. The
-//    first 64 bytes of each frame are kept for the stitcher (promise words) so it reads nothing
-//    again for known layouts.
+//    warning). A torn read therefore cannot produce a chain. Hits are merged into spans (a gap
+//    under a page joins them) and each pass is one batched `process_vm_readv` per 1024 spans:
+//    per-frame reads made a 100k-frame snapshot 10x a plain read of the heap, spans (with the
+//    batched generic rule and the vector filter) make it about 1.5x. The first 64 bytes of each
+//    frame are kept for the stitcher (promise words) so it reads nothing again for known layouts.
 // 4. `decode_frame`: state (suspended at index N / done / unknown) and suspend point.
 // 5. `stitch_awaiters`: the edge "A awaits B", with the rule that found it:
 //    - `asio-caller`: Boost.Asio `awaitable_frame_base {coro_, attached_thread_, caller_, ...}`,
@@ -39,9 +38,9 @@
 // 7. Objects without symbols and without a debug file (`symbolizer/stripped_coroutines`): candidate
 //    headers (two words pointing into the object's code) are collected in one pass at attach and
 //    accepted only when code confirms them: GCC's destroy stub (`or $1, idx(%rdi); jmp actor`), or
-//    code that takes the addresses of both (`lea resume(%rip)` / `lea destroy(%rip)` close together:
-//    the ramp, or a caller it was inlined into). The compiler is told from `.comment`. Such
-//    coroutines are shown by address with a warning naming the build-id debug file to install.
+//    code that takes the addresses of both (`lea resume(%rip)` / `lea destroy(%rip)` close
+//    together: the ramp, or a caller it was inlined into). The compiler is told from `.comment`.
+//    Such coroutines are shown by address with a warning naming the build-id debug file to install.
 //
 // Whether a coroutine is stuck is decided across two looks by the stuck check
 // (snapshot/stuck_check.h): memory evidence first, a resume probe to confirm.
@@ -60,9 +59,6 @@
 #include <optional>
 
 #include "symbolizer/stripped_coroutines.h"
-#include "userspace/snapshot/awaiter_stitcher.h"
-#include "userspace/snapshot/frame_scanner.h"
-#include "userspace/snapshot/orphan_marker.h"
 #include "userspace/process/exception_reader.h"
 #include "userspace/process/lock_reader.h"
 #include "userspace/process/memory_reader.h"
@@ -70,6 +66,9 @@
 #include "userspace/process/process_maps.h"
 #include "userspace/process/target_process.h"
 #include "userspace/process/thread_reader.h"
+#include "userspace/snapshot/awaiter_stitcher.h"
+#include "userspace/snapshot/frame_scanner.h"
+#include "userspace/snapshot/orphan_marker.h"
 #include "userspace/snapshot/stuck_check.h"
 
 namespace asyncprobe::snapshot {
@@ -88,14 +87,15 @@ struct StrippedObject {
 struct PreloadTarget {
   int pid = 0;
   process::PreloadSource source;
-  process::UniqueFd proc_dir;  // /proc/PID stays readable: its stat tells whether the process lives on
+  process::UniqueFd
+      proc_dir;  // /proc/PID stays readable: its stat tells whether the process lives on
   uint64_t start_time = 0;
 };
 
 struct SnapshotTaker::Impl {
   SnapshotSession session;
-  std::optional<process::TargetProcess> target;   // direct reading
-  std::optional<PreloadTarget> preload;  // or through the preload socket
+  std::optional<process::TargetProcess> target;  // direct reading
+  std::optional<PreloadTarget> preload;          // or through the preload socket
   std::unique_ptr<process::MemoryReader> memory;
   process::ReadMemory read;
   process::ReadMemoryBatch batch;  // empty through the socket: pieces are read one by one
@@ -147,8 +147,9 @@ std::vector<ScanRegion> build_scan_regions(const std::vector<process::Mapping>& 
 
 // The exceptions frames hold (promises whose DWARF type names an exception_ptr member), and a
 // warning for frames whose promise type is unknown (Clang -O1+ emits no frame type).
-void read_held_exceptions(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,
-                          const process::ReadMemory& read, std::vector<std::string>* warnings) {
+void read_held_exceptions(std::vector<model::CoroFrame>& frames,
+                          const std::vector<FoundFrame>& found, const process::ReadMemory& read,
+                          std::vector<std::string>* warnings) {
   size_t unknown = 0;
   for (size_t i = 0; i < frames.size() && i < found.size(); ++i) {
     const symbolizer::CoroFunction* fn = found[i].ref.fn;
@@ -222,7 +223,7 @@ std::optional<process::ProcStat> read_stat(int dirfd) {
 int thread_group_of(int pid) {
   std::string status;
   if (process::read_file_at(AT_FDCWD, ("/proc/" + std::to_string(pid) + "/status").c_str(),
-                   size_t{64} * 1024, &status) != 0) {
+                            size_t{64} * 1024, &status) != 0) {
     return pid;
   }
   size_t p = status.find("\nTgid:");
@@ -270,19 +271,22 @@ process::MapsParseResult SnapshotTaker::Impl::read_maps() const {
   if (target) return target->read_maps();
   std::string text;
   if (!preload->source.connection->proc_file("maps", &text) || !alive()) {
-    throw process::TargetError(util::kExitTargetExited, "pid " + std::to_string(preload->pid) + " (" + comm() +
-                                             ") exited while it was being read");
+    throw process::TargetError(
+        util::kExitTargetExited,
+        "pid " + std::to_string(preload->pid) + " (" + comm() + ") exited while it was being read");
   }
   return process::parse_maps(text);
 }
 
-process::ThreadReadResult SnapshotTaker::Impl::threads(const std::vector<process::Mapping>& maps) const {
+process::ThreadReadResult SnapshotTaker::Impl::threads(
+    const std::vector<process::Mapping>& maps) const {
   if (target) return process::read_threads(*target, maps);
   process::PreloadConnection& c = *preload->source.connection;
   std::string list;
   if (!c.proc_file("tasks", &list)) {
-    throw process::TargetError(util::kExitTargetExited, "pid " + std::to_string(preload->pid) +
-                                             " exited while its threads were being read");
+    throw process::TargetError(
+        util::kExitTargetExited,
+        "pid " + std::to_string(preload->pid) + " exited while its threads were being read");
   }
   bool truncated = false;
   std::vector<int> tids = process::parse_task_list(list, {}, &truncated);
@@ -301,8 +305,9 @@ process::ThreadReadResult SnapshotTaker::Impl::threads(const std::vector<process
       maps);
   r.truncated |= truncated;
   if (!alive()) {
-    throw process::TargetError(util::kExitTargetExited, "pid " + std::to_string(preload->pid) +
-                                             " exited while its threads were being read");
+    throw process::TargetError(
+        util::kExitTargetExited,
+        "pid " + std::to_string(preload->pid) + " exited while its threads were being read");
   }
   return r;
 }
@@ -447,8 +452,8 @@ void SnapshotTaker::add_stripped_coroutines(const std::vector<StrippedObject>& s
       bool mine = false;
       for (const auto& r : so.code) mine |= w1 >= r.start && w1 < r.end;
       if (!mine) continue;
-      auto fn = symbolizer::recognise_stripped_coroutine(*so.module, taken, w0 == 0 ? 0 : w0 - so.bias,
-                                                  w1 - so.bias);
+      auto fn = symbolizer::recognise_stripped_coroutine(*so.module, taken,
+                                                         w0 == 0 ? 0 : w0 - so.bias, w1 - so.bias);
       if (!fn) continue;
       auto [it, inserted] = by_resume.emplace(fn->resume, *fn);
       // Clang's .destroy and .cleanup are both clones after .resume, .cleanup last: a second

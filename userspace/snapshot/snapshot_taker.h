@@ -7,10 +7,10 @@
 #include <vector>
 
 #include "symbolizer/module.h"
+#include "userspace/model/snapshot_model.h"
 #include "userspace/process/memory_reader.h"
 #include "userspace/snapshot/coroutine_index.h"
 #include "userspace/util/exit_codes.h"
-#include "userspace/model/snapshot_model.h"
 
 namespace asyncprobe::process {
 struct Mapping;

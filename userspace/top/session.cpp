@@ -1,7 +1,7 @@
 #include "userspace/top/session.h"
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <unordered_set>
 
@@ -66,7 +66,7 @@ struct Looks {
   snapshot::ResumeProber* prober = nullptr;  // null: --no-probe, or it said it cannot
   std::unique_ptr<snapshot::ResumeProbeSession> probe;
   snapshot::ResumeProbeRequest request;
-  std::unordered_set<uint64_t> counted;  // the frames the session counts
+  std::unordered_set<uint64_t> counted;   // the frames the session counts
   snapshot::ResumeProbeResult last_read;  // cumulative counts at the previous look
   bool have_read = false;
   std::string no_probe_why;
@@ -106,7 +106,8 @@ void start_probe(const snapshot::SnapshotTaker& taker, Looks& looks) {
     looks.prober = nullptr;  // it will not do better next time: stop asking
     return;
   }
-  for (const auto& fn : looks.request.functions) looks.counted.insert(fn.frames.begin(), fn.frames.end());
+  for (const auto& fn : looks.request.functions)
+    looks.counted.insert(fn.frames.begin(), fn.frames.end());
 }
 
 bool take_look(snapshot::SnapshotTaker& taker, Looks& looks, snapshot::SnapshotError* err) {

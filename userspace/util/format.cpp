@@ -34,7 +34,9 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-std::string format_duration_ns(uint64_t ns) { return format_duration(static_cast<double>(ns) / 1e9); }
+std::string format_duration_ns(uint64_t ns) {
+  return format_duration(static_cast<double>(ns) / 1e9);
+}
 
 std::string format_lower_bound(double seconds) {
   char buf[48];

@@ -170,7 +170,8 @@ TEST(TraceArgs, UsageErrors) {
     return r.error;
   };
   EXPECT_EQ(error({"-d", "1s"}), "trace needs -p PID");
-  EXPECT_EQ(error({"-p", "1", "--block-threshold", "0"}), "invalid duration '0' for --block-threshold: must be above 0");
+  EXPECT_EQ(error({"-p", "1", "--block-threshold", "0"}),
+            "invalid duration '0' for --block-threshold: must be above 0");
   EXPECT_EQ(error({"-p", "1", "-d", "1", "-d", "2"}), "option --duration given more than once");
   EXPECT_EQ(error({"-p", "1", "--timeline"}), "option --timeline needs a value");
   EXPECT_EQ(error({"-p", "1", "-o", "r.json"}),

@@ -33,9 +33,9 @@ const std::string kSession =
     "boost::asio::any_io_executor>, (anonymous namespace)::readiness&)";
 
 TEST(FunctionNameShortener, ShortNamesStayAsTheyAre) {
-  EXPECT_EQ(
-      output::shorten_function_name("idle_client(unsigned short, (anonymous namespace)::readiness&)", 100),
-      "idle_client(unsigned short, (anonymous namespace)::readiness&)");
+  EXPECT_EQ(output::shorten_function_name(
+                "idle_client(unsigned short, (anonymous namespace)::readiness&)", 100),
+            "idle_client(unsigned short, (anonymous namespace)::readiness&)");
   EXPECT_EQ(output::shorten_function_name(kSession, kSession.size()), kSession);
 }
 
@@ -65,11 +65,12 @@ TEST(FunctionNameShortener, KeepsOperatorsAndConversionOperators) {
       ">&, char const*)";
   EXPECT_EQ(output::shorten_function_name(shift, 60),
             "std::operator<< <...>(std::basic_ostream<...>&, char const*)");
-  EXPECT_EQ(output::shorten_function_name("ns::Wrapper<int, long, short, char>::operator bool() const", 30),
+  EXPECT_EQ(output::shorten_function_name(
+                "ns::Wrapper<int, long, short, char>::operator bool() const", 30),
             "ns::Wrapper<...>::operator bool() const");
-  EXPECT_EQ(
-      output::shorten_function_name("ns::Callable<int, long, short>::operator()(int, long) const", 30),
-      "ns::Callable<...>::operator()(...) const");
+  EXPECT_EQ(output::shorten_function_name(
+                "ns::Callable<int, long, short>::operator()(int, long) const", 30),
+            "ns::Callable<...>::operator()(...) const");
 }
 
 TEST(FunctionNameShortener, UnbalancedNamesAreLeftWhole) {

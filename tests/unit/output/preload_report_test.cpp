@@ -88,7 +88,7 @@ model::PreloadBlockingReport sample_blocking() {
   r.command = "srv";
   r.threshold_ns = 10'000'000;
   std::vector<model::PreloadBlockingFrame> stack = {{"leaf()", "/s.cpp", 10, 0x10},
-                                             {"root()", "/s.cpp", 20, 0x20}};
+                                                    {"root()", "/s.cpp", 20, 0x20}};
   r.calls = {{"usleep", 9, 60'100'000, "leaf() [coroutine] at /s.cpp:10 (srv+0x1)", stack},
              {"read", 9, 15'000'000, "leaf() [coroutine] at /s.cpp:12 (srv+0x2)", stack},
              {"usleep", 9, 59'900'000, "leaf() [coroutine] at /s.cpp:10 (srv+0x1)", stack}};
@@ -124,8 +124,7 @@ TEST(PreloadReport, BlockingJsonKeepsEveryCallInOrder) {
                 {{"function", "root()"}, {"file", "/s.cpp"}, {"line", 20}, {"frame", "0x20"}}));
 }
 
-TEST(PreloadReport, Durations) {
-}
+TEST(PreloadReport, Durations) {}
 
 }  // namespace
 }  // namespace asyncprobe

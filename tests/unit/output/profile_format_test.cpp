@@ -30,17 +30,23 @@ TEST(ProfileFormat, ParsesEveryFormatNameAndNothingElse) {
 
 TEST(ProfileFormat, ChoosesByOutputExtension) {
   const std::pair<const char*, output::ProfileFormat> paths[] = {
-      {"out.folded", output::ProfileFormat::kFolded}, {"/tmp/x.collapsed", output::ProfileFormat::kFolded},
-      {"cpu.txt", output::ProfileFormat::kText},      {"flame.svg", output::ProfileFormat::kSvg},
-      {"FLAME.SVG", output::ProfileFormat::kSvg},     {"p.speedscope.json", output::ProfileFormat::kSpeedscope},
-      {"p.json", output::ProfileFormat::kJson},       {"cpu.pb.gz", output::ProfileFormat::kPprof},
-      {"cpu.pb", output::ProfileFormat::kPprof},      {"cpu.pprof", output::ProfileFormat::kPprof},
+      {"out.folded", output::ProfileFormat::kFolded},
+      {"/tmp/x.collapsed", output::ProfileFormat::kFolded},
+      {"cpu.txt", output::ProfileFormat::kText},
+      {"flame.svg", output::ProfileFormat::kSvg},
+      {"FLAME.SVG", output::ProfileFormat::kSvg},
+      {"p.speedscope.json", output::ProfileFormat::kSpeedscope},
+      {"p.json", output::ProfileFormat::kJson},
+      {"cpu.pb.gz", output::ProfileFormat::kPprof},
+      {"cpu.pb", output::ProfileFormat::kPprof},
+      {"cpu.pprof", output::ProfileFormat::kPprof},
   };
   for (const auto& [path, format] : paths) {
     EXPECT_EQ(output::profile_format_for_path(path, output::ProfileFormat::kText), format) << path;
   }
   for (const char* other : {"-", "out", "out.gz", ".svg", "svg", "x.html"}) {
-    EXPECT_EQ(output::profile_format_for_path(other, output::ProfileFormat::kFolded), output::ProfileFormat::kFolded)
+    EXPECT_EQ(output::profile_format_for_path(other, output::ProfileFormat::kFolded),
+              output::ProfileFormat::kFolded)
         << other;
   }
 }
@@ -49,10 +55,12 @@ TEST(ProfileFormat, WritesEveryFormatAndRefusesBrokenProfiles) {
   const model::Profile p = testing::coroutine_cpu_profile();
   for (const output::ProfileFormat f :
        {output::ProfileFormat::kText, output::ProfileFormat::kFolded, output::ProfileFormat::kSvg,
-        output::ProfileFormat::kSpeedscope, output::ProfileFormat::kPprof, output::ProfileFormat::kJson}) {
+        output::ProfileFormat::kSpeedscope, output::ProfileFormat::kPprof,
+        output::ProfileFormat::kJson}) {
     std::ostringstream out;
     std::string error;
-    EXPECT_TRUE(output::write_profile(out, p, f, &error)) << output::profile_format_name(f) << ": " << error;
+    EXPECT_TRUE(output::write_profile(out, p, f, &error))
+        << output::profile_format_name(f) << ": " << error;
     EXPECT_FALSE(out.str().empty()) << output::profile_format_name(f);
     model::Profile broken = p;
     broken.samples[2].frames.push_back(10);
@@ -67,8 +75,8 @@ TEST(ProfileFormat, ReportsAFailedStream) {
   std::ostringstream out;
   out.setstate(std::ios::badbit);
   std::string error;
-  EXPECT_FALSE(
-      output::write_profile(out, testing::coroutine_cpu_profile(), output::ProfileFormat::kFolded, &error));
+  EXPECT_FALSE(output::write_profile(out, testing::coroutine_cpu_profile(),
+                                     output::ProfileFormat::kFolded, &error));
   EXPECT_EQ(error, "writing the profile failed");
 }
 

@@ -120,7 +120,7 @@ TEST(ProfileSvg, XmlEscapeKeepsValidUtf8AndReplacesTheRest) {
   EXPECT_EQ(output::xml_escape("\xED\xA0\x80"), r + r + r);          // surrogate
   EXPECT_EQ(output::xml_escape("\xE2\x86"), r + r);                  // truncated
   EXPECT_EQ(output::xml_escape("\xF4\x90\x80\x80"), r + r + r + r);  // past U+10FFFF
-  EXPECT_EQ(output::xml_escape("\xEF\xBF\xBE"), r + r + r);          // U+FFFE is not an XML character
+  EXPECT_EQ(output::xml_escape("\xEF\xBF\xBE"), r + r + r);  // U+FFFE is not an XML character
 }
 
 TEST(ProfileSvg, EmptyProfilesStillMakeAValidPicture) {

@@ -338,7 +338,8 @@ TEST(ReportJson, StreamedOutputEqualsTheValue) {
   odd.stuck = true;
   odd.stuck_for_s = 1e-7;
   odd.suspend.index = -1;
-  odd.exception = model::HeldException{0x5000, "esc \"t\" \xff", "what\n\x01 \xc3\xa9", true, true, ""};
+  odd.exception =
+      model::HeldException{0x5000, "esc \"t\" \xff", "what\n\x01 \xc3\xa9", true, true, ""};
   odd.orphaned = true;
   s.frames.push_back(odd);
   model::CoroFrame nan = make_frame(0xc000, "nan", 1);
@@ -353,7 +354,8 @@ TEST(ReportJson, StreamedOutputEqualsTheValue) {
   model::Diagnosis deadlock;
   deadlock.kind = model::Diagnosis::Kind::kThreadDeadlock;
   deadlock.threads = {7, 8};
-  deadlock.locks = {{0x1000, "pthread_mutex", 8, true, false, {7}}, {0x2000, "pthread_mutex", 7, true, false, {8}}};
+  deadlock.locks = {{0x1000, "pthread_mutex", 8, true, false, {7}},
+                    {0x2000, "pthread_mutex", 7, true, false, {8}}};
   deadlock.summary = "2 threads";
   s.diagnoses.push_back(deadlock);
   const snapshot::AsyncForest forest = snapshot::build_async_forest(s);
@@ -382,7 +384,8 @@ TEST(ReportJson, StreamedOutputEqualsTheValue) {
   EXPECT_NE(text.find("\"stuck_for_s\":1e-07,"), std::string::npos);
   EXPECT_NE(text.find("\"resumes\":null,\"exception\":{\"type\":"), std::string::npos);
   EXPECT_NE(text.find("\"orphaned\":true}"), std::string::npos);
-  EXPECT_NE(text.find("\"kind\": \"thread_deadlock\",\n      \"threads\": [7, 8],\n"), std::string::npos);
+  EXPECT_NE(text.find("\"kind\": \"thread_deadlock\",\n      \"threads\": [7, 8],\n"),
+            std::string::npos);
   // Flat values inline, string lists one per line.
   EXPECT_NE(text.find("\n      \"frame_ids\": [0, 2, 4],\n"), std::string::npos);
   EXPECT_NE(text.find("\"suspend\": {\"kind\": \"await\", \"file\": \"srv.cpp\", \"line\": 40, "

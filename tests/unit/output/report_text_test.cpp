@@ -258,7 +258,8 @@ TEST(ReportText, SiblingConnectorsAndPartialStuck) {
       "stacks wait)",
       "2x recv  net.cpp:3  stuck >=1.5s, longest >=4.5s",
       "    2 from session  s.cpp:9",
-      "(+ 1 enclosing frame at 1 suspend point, each awaiting another coroutine, not resumed either: "
+      "(+ 1 enclosing frame at 1 suspend point, each awaiting another coroutine, not resumed "
+      "either: "
       "marked [stuck] in the trees)",
       "",
       "THREADS: none read",

@@ -174,15 +174,14 @@ TEST_P(MemoryReaderBackends, ChunksALargeRegionWithBoundedPieces) {
   const size_t len = kPages * kPage;
   uint64_t next = base;
   size_t mismatches = 0;
-  process::ChunkScanStats st = reader.for_each_chunk(base, base + len, 1 << 20,
-                                            [&](uint64_t a, std::span<const unsigned char> b) {
-                                              EXPECT_EQ(a, next);
-                                              EXPECT_LE(b.size(), 1u << 20);
-                                              for (size_t i = 0; i < b.size(); ++i)
-                                                mismatches += b[i] != pattern(a - base + i);
-                                              next = a + b.size();
-                                              return true;
-                                            });
+  process::ChunkScanStats st = reader.for_each_chunk(
+      base, base + len, 1 << 20, [&](uint64_t a, std::span<const unsigned char> b) {
+        EXPECT_EQ(a, next);
+        EXPECT_LE(b.size(), 1u << 20);
+        for (size_t i = 0; i < b.size(); ++i) mismatches += b[i] != pattern(a - base + i);
+        next = a + b.size();
+        return true;
+      });
   EXPECT_EQ(mismatches, 0u);
   EXPECT_EQ(next, base + len);
   EXPECT_EQ(st.bytes_delivered, len);
@@ -288,7 +287,8 @@ TEST(MemoryReader, FallsBackToProcMemWhenProcessVmReadvIsDenied) {
           process::TargetProcess t = process::TargetProcess::open(target_pid);
           process::MemoryReader by_target(t);
           std::fill(buf.begin(), buf.end(), 0);
-          ok = !t.vm_readv_works() && by_target.backend() == process::MemoryReader::Backend::kProcMem &&
+          ok = !t.vm_readv_works() &&
+               by_target.backend() == process::MemoryReader::Backend::kProcMem &&
                by_target.read(base, buf.data(), buf.size()) && buf == want &&
                by_target.stats().syscalls == 1;
           if (ok) result |= 2;
@@ -322,7 +322,8 @@ TEST(MemoryReader, HostileAddressesFailCleanly) {
     return true;
   });
   EXPECT_EQ(st.callbacks, 0u);
-  process::ReadRequest bad[3] = {{0, buf, 8, true}, {UINT64_MAX, buf, 2, true}, {base, buf, 0, false}};
+  process::ReadRequest bad[3] = {
+      {0, buf, 8, true}, {UINT64_MAX, buf, 2, true}, {base, buf, 0, false}};
   EXPECT_EQ(reader.read_batch(bad), 1u);
   EXPECT_FALSE(bad[0].ok);
   EXPECT_FALSE(bad[1].ok);

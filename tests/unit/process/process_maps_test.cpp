@@ -186,12 +186,14 @@ TEST(ProcessMaps, ClassifiesRegions) {
   auto maps = synthetic_maps();
   ASSERT_EQ(maps.size(), 16u);
   const std::vector<process::RegionKind> want = {
-      process::RegionKind::kFileReadOnly, process::RegionKind::kFileCode,  process::RegionKind::kFileData,
-      process::RegionKind::kHeap,         process::RegionKind::kAnonymous, process::RegionKind::kNoAccess,
-      process::RegionKind::kAnonymous,    process::RegionKind::kShared,    process::RegionKind::kDevice,
-      process::RegionKind::kDevice,       process::RegionKind::kAnonymous, process::RegionKind::kShared,
-      process::RegionKind::kMainStack,    process::RegionKind::kSpecial,   process::RegionKind::kSpecial,
-      process::RegionKind::kSpecial,
+      process::RegionKind::kFileReadOnly, process::RegionKind::kFileCode,
+      process::RegionKind::kFileData,     process::RegionKind::kHeap,
+      process::RegionKind::kAnonymous,    process::RegionKind::kNoAccess,
+      process::RegionKind::kAnonymous,    process::RegionKind::kShared,
+      process::RegionKind::kDevice,       process::RegionKind::kDevice,
+      process::RegionKind::kAnonymous,    process::RegionKind::kShared,
+      process::RegionKind::kMainStack,    process::RegionKind::kSpecial,
+      process::RegionKind::kSpecial,      process::RegionKind::kSpecial,
   };
   for (size_t i = 0; i < maps.size(); ++i) {
     EXPECT_EQ(process::classify(maps[i]), want[i])
@@ -250,11 +252,14 @@ TEST(ProcessMaps, RealThreadStacks) {
     process::MapsParseResult r;
     ASSERT_EQ(process::read_maps_file("/proc/self/maps", &r), 0);
     EXPECT_EQ(r.skipped_lines, 0u);
-    const process::Mapping* ms = process::stack_mapping_for(r.mappings, reinterpret_cast<uint64_t>(&main_local));
+    const process::Mapping* ms =
+        process::stack_mapping_for(r.mappings, reinterpret_cast<uint64_t>(&main_local));
     ASSERT_NE(ms, nullptr);
     main_found = true;
-    main_is_stack = ms == process::main_stack(r.mappings) && classify(*ms) == process::RegionKind::kMainStack;
-    const process::Mapping* ts = process::stack_mapping_for(r.mappings, reinterpret_cast<uint64_t>(&x));
+    main_is_stack =
+        ms == process::main_stack(r.mappings) && classify(*ms) == process::RegionKind::kMainStack;
+    const process::Mapping* ts =
+        process::stack_mapping_for(r.mappings, reinterpret_cast<uint64_t>(&x));
     ASSERT_NE(ts, nullptr);
     EXPECT_EQ(process::classify(*ts), process::RegionKind::kAnonymous);
     EXPECT_NE(ts, ms);
@@ -304,7 +309,7 @@ TEST(LoadBias, NonPieAndLoaderHoles) {
       "400000-401000 r--p 00000000 08:01 7 /app\n"
       "401000-402000 r-xp 00001000 08:01 7 /app\n");
   std::vector<process::LoadSegment> segs = {{0x400000, 0, 0x1000, 0x1000, PF_R},
-                                   {0x401000, 0x1000, 0x800, 0x800, PF_R | PF_X}};
+                                            {0x401000, 0x1000, 0x800, 0x800, PF_R | PF_X}};
   process::LoadBiasResult r = process::compute_load_bias(exe, segs);
   EXPECT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.bias, 0u);
@@ -315,8 +320,8 @@ TEST(LoadBias, NonPieAndLoaderHoles) {
       "7f0000002000-7f0000010000 ---p 00002000 08:01 9 /lib.so\n"
       "7f0000010000-7f0000011000 rw-p 00010000 08:01 9 /lib.so\n");
   std::vector<process::LoadSegment> lsegs = {{0, 0, 0x1000, 0x1000, PF_R},
-                                    {0x1000, 0x1000, 0x1000, 0x1000, PF_R | PF_X},
-                                    {0x10000, 0x10000, 0x100, 0x200, PF_R | PF_W}};
+                                             {0x1000, 0x1000, 0x1000, 0x1000, PF_R | PF_X},
+                                             {0x10000, 0x10000, 0x100, 0x200, PF_R | PF_W}};
   r = process::compute_load_bias(lib, lsegs);
   EXPECT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.bias, 0x7f0000000000u);
@@ -327,7 +332,7 @@ TEST(LoadBias, LldSharedPageIsDisambiguatedByVotes) {
   // lld without separate-loadable-segments: R and RX share file page 0 at different vaddrs, so
   // each mapping fits two segments; only one bias explains both.
   std::vector<process::LoadSegment> segs = {{0x0, 0x0, 0x5e0, 0x5e0, PF_R},
-                                   {0x15e0, 0x5e0, 0x200, 0x200, PF_R | PF_X}};
+                                            {0x15e0, 0x5e0, 0x200, 0x200, PF_R | PF_X}};
   process::MappedObject o = object_of(
       "7f0000000000-7f0000001000 r--p 00000000 08:01 9 /lld.so\n"
       "7f0000001000-7f0000002000 r-xp 00000000 08:01 9 /lld.so\n");
@@ -338,9 +343,10 @@ TEST(LoadBias, LldSharedPageIsDisambiguatedByVotes) {
   EXPECT_EQ(r.matched, 2u);
 
   // A lone mapping that two segments explain equally is refused, not guessed.
-  process::MappedObject lone = object_of("7f0000001000-7f0000002000 r--p 00000000 08:01 9 /lld.so\n");
+  process::MappedObject lone =
+      object_of("7f0000001000-7f0000002000 r--p 00000000 08:01 9 /lld.so\n");
   std::vector<process::LoadSegment> two_r = {{0x0, 0x0, 0x5e0, 0x5e0, PF_R},
-                                    {0x15e0, 0x5e0, 0x200, 0x200, PF_R}};
+                                             {0x15e0, 0x5e0, 0x200, 0x200, PF_R}};
   r = process::compute_load_bias(lone, two_r);
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "ambiguous: several load biases explain the mappings equally well");
@@ -354,7 +360,8 @@ TEST(LoadBias, RejectsWhatIsNotTheLoadedImage) {
   EXPECT_EQ(r.error, "no mapping lies inside a PT_LOAD segment");
 
   // A first-page-only mmap fits segment 0 but has no executable mapping.
-  process::MappedObject header_only = object_of("7f0000000000-7f0000001000 r--p 00000000 08:01 7 /app\n");
+  process::MappedObject header_only =
+      object_of("7f0000000000-7f0000001000 r--p 00000000 08:01 7 /app\n");
   r = process::compute_load_bias(header_only, kPie);
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "no executable mapping: not a loaded image of this ELF");
@@ -398,14 +405,14 @@ TEST(LoadBias, HostileSegmentsAndArguments) {
 TEST(GroupObjects, SplitsInstancesAndSkipsAnonymous) {
   auto groups = process::group_objects(
       process::parse_maps("400000-401000 r--p 00000000 08:01 7 /app\n"
-                 "401000-402000 r-xp 00001000 08:01 7 /app\n"
-                 "402000-403000 rw-p 00000000 00:00 0\n"
-                 "7f0000000000-7f0000001000 r--p 00000000 08:01 9 /lib.so\n"
-                 "7f0000001000-7f0000002000 r-xp 00001000 08:01 9 /lib.so\n"
-                 "7f0000100000-7f0000101000 r--p 00000000 08:01 9 /lib.so\n"
-                 "7f0000101000-7f0000102000 r-xp 00001000 08:01 9 /lib.so\n"
-                 "7f0000200000-7f0000201000 r--p 00000000 08:01 10 /lib.so\n"
-                 "7f0000300000-7f0000301000 r--p 00000000 08:01 11 /gone.so (deleted)\n")
+                          "401000-402000 r-xp 00001000 08:01 7 /app\n"
+                          "402000-403000 rw-p 00000000 00:00 0\n"
+                          "7f0000000000-7f0000001000 r--p 00000000 08:01 9 /lib.so\n"
+                          "7f0000001000-7f0000002000 r-xp 00001000 08:01 9 /lib.so\n"
+                          "7f0000100000-7f0000101000 r--p 00000000 08:01 9 /lib.so\n"
+                          "7f0000101000-7f0000102000 r-xp 00001000 08:01 9 /lib.so\n"
+                          "7f0000200000-7f0000201000 r--p 00000000 08:01 10 /lib.so\n"
+                          "7f0000300000-7f0000301000 r--p 00000000 08:01 11 /gone.so (deleted)\n")
           .mappings);
   ASSERT_EQ(groups.size(), 5u);
   EXPECT_EQ(groups[0].path, "/app");
@@ -424,27 +431,28 @@ TEST(GroupObjects, SplitsInstancesAndSkipsAnonymous) {
 }
 
 TEST(GroupObjects, LldSharedPagesAndLoaderHolesStayOneInstance) {
-  auto groups = process::group_objects(process::parse_maps(
-                                  // lld: R and RX both at file offset 0, adjacent.
-                                  "7f0000000000-7f0000001000 r--p 00000000 08:01 9 /lld.so\n"
-                                  "7f0000001000-7f0000002000 r-xp 00000000 08:01 9 /lld.so\n"
-                                  // loader hole with a linear offset beyond the next segment's
-                                  "7f0000002000-7f0000005000 ---p 00002000 08:01 9 /lld.so\n"
-                                  "7f0000005000-7f0000006000 rw-p 00001000 08:01 9 /lld.so\n"
-                                  // a detached header-only mmap of the same file
-                                  "7f0000100000-7f0000101000 r--p 00000000 08:01 9 /lld.so\n"
-                                  // and one placed just below an image of another file
-                                  "7f0000200000-7f0000201000 r--p 00000000 08:01 5 /b.so\n"
-                                  "7f0000300000-7f0000301000 r--p 00000000 08:01 5 /b.so\n")
-                                  .mappings);
+  auto groups =
+      process::group_objects(process::parse_maps(
+                                 // lld: R and RX both at file offset 0, adjacent.
+                                 "7f0000000000-7f0000001000 r--p 00000000 08:01 9 /lld.so\n"
+                                 "7f0000001000-7f0000002000 r-xp 00000000 08:01 9 /lld.so\n"
+                                 // loader hole with a linear offset beyond the next segment's
+                                 "7f0000002000-7f0000005000 ---p 00002000 08:01 9 /lld.so\n"
+                                 "7f0000005000-7f0000006000 rw-p 00001000 08:01 9 /lld.so\n"
+                                 // a detached header-only mmap of the same file
+                                 "7f0000100000-7f0000101000 r--p 00000000 08:01 9 /lld.so\n"
+                                 // and one placed just below an image of another file
+                                 "7f0000200000-7f0000201000 r--p 00000000 08:01 5 /b.so\n"
+                                 "7f0000300000-7f0000301000 r--p 00000000 08:01 5 /b.so\n")
+                                 .mappings);
   ASSERT_EQ(groups.size(), 4u);
   EXPECT_EQ(groups[0].mappings.size(), 4u);
   EXPECT_EQ(groups[1].low(), 0x7f0000100000u);
   EXPECT_EQ(groups[2].low(), 0x7f0000200000u);
   EXPECT_EQ(groups[3].low(), 0x7f0000300000u);
   std::vector<process::LoadSegment> segs = {{0x0, 0x0, 0x5e0, 0x5e0, PF_R},
-                                   {0x15e0, 0x5e0, 0x200, 0x200, PF_R | PF_X},
-                                   {0x5000, 0x1000, 0x100, 0x100, PF_R | PF_W}};
+                                            {0x15e0, 0x5e0, 0x200, 0x200, PF_R | PF_X},
+                                            {0x5000, 0x1000, 0x100, 0x100, PF_R | PF_W}};
   process::LoadBiasResult r = process::compute_load_bias(groups[0], segs);
   EXPECT_TRUE(r.ok) << r.error;
   EXPECT_EQ(r.bias, 0x7f0000000000u);

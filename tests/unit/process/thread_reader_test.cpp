@@ -217,7 +217,8 @@ TEST(ThreadReader, TaskFilesFromAnotherSourceGiveTheSameThreads) {
   Child child(blocking_threads_child);
   ASSERT_TRUE(child.wait_ready());
   process::TargetProcess target = process::TargetProcess::open(child.pid());
-  process::TaskFileReader from_proc = [&target](const std::string& leaf, size_t max, std::string* out) {
+  process::TaskFileReader from_proc = [&target](const std::string& leaf, size_t max,
+                                                std::string* out) {
     return target.read_proc_file(leaf.c_str(), max, out);
   };
   process::ThreadReadResult direct, served;
@@ -228,8 +229,8 @@ TEST(ThreadReader, TaskFilesFromAnotherSourceGiveTheSameThreads) {
     for (auto it = direct.threads.rbegin(); it != direct.threads.rend(); ++it)
       list += std::to_string(it->tid) + "\n";  // any order: the result is sorted
     bool truncated = true;
-    served =
-        process::read_thread_files(target.pid(), process::parse_task_list(list, {}, &truncated), from_proc, maps);
+    served = process::read_thread_files(
+        target.pid(), process::parse_task_list(list, {}, &truncated), from_proc, maps);
     EXPECT_FALSE(truncated);
     if (all_settled(direct) && all_settled(served)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

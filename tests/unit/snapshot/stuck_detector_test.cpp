@@ -9,7 +9,8 @@
 namespace asyncprobe {
 namespace {
 
-model::CoroFrame make_frame(uint64_t address, const std::string& function, int line, int64_t index) {
+model::CoroFrame make_frame(uint64_t address, const std::string& function, int line,
+                            int64_t index) {
   return testing::suspended_frame(address, function, "srv.cpp", line, 0, index, "");
 }
 

@@ -18,8 +18,8 @@ const std::string kId = "3f1e2d4c5b6a79880f1e2d3c4b5a69788f9e0d1c2b3a49586f7e8d9
 TEST(ContainerId, FromDockerCgroupV1AndV2AndCriScopes) {
   EXPECT_EQ(container_id_from_cgroup("12:memory:/docker/" + kId + "\n"), kId);
   EXPECT_EQ(container_id_from_cgroup("0::/system.slice/docker-" + kId + ".scope\n"), kId);
-  EXPECT_EQ(container_id_from_cgroup(
-                "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-" + kId + ".scope\n"),
+  EXPECT_EQ(container_id_from_cgroup("0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-" +
+                                     kId + ".scope\n"),
             kId);
   EXPECT_EQ(container_id_from_cgroup("0::/crio-" + kId + ".scope"), kId);
 }
@@ -34,16 +34,19 @@ TEST(ContainerId, NoneOnTheHostOrForOtherHexRuns) {
 
 TEST(Exposition, HelpTypeSamplesAndEscapedLabels) {
   std::vector<Family> f;
-  f.push_back({"asyncprobe_stuck_coroutines", "Stuck \\ by point.\nSecond line.", "gauge",
+  f.push_back({"asyncprobe_stuck_coroutines",
+               "Stuck \\ by point.\nSecond line.",
+               "gauge",
                {{"", {{"function", "f(\"x\")"}, {"file", "a\\b.cpp"}, {"line", "7"}}, 3}}});
   f.push_back({"asyncprobe_scans_total", "Scans.", "counter", {{"", {}, 12}}});
-  EXPECT_EQ(render_exposition(f),
-            "# HELP asyncprobe_stuck_coroutines Stuck \\\\ by point.\\nSecond line.\n"
-            "# TYPE asyncprobe_stuck_coroutines gauge\n"
-            "asyncprobe_stuck_coroutines{function=\"f(\\\"x\\\")\",file=\"a\\\\b.cpp\",line=\"7\"} 3\n"
-            "# HELP asyncprobe_scans_total Scans.\n"
-            "# TYPE asyncprobe_scans_total counter\n"
-            "asyncprobe_scans_total 12\n");
+  EXPECT_EQ(
+      render_exposition(f),
+      "# HELP asyncprobe_stuck_coroutines Stuck \\\\ by point.\\nSecond line.\n"
+      "# TYPE asyncprobe_stuck_coroutines gauge\n"
+      "asyncprobe_stuck_coroutines{function=\"f(\\\"x\\\")\",file=\"a\\\\b.cpp\",line=\"7\"} 3\n"
+      "# HELP asyncprobe_scans_total Scans.\n"
+      "# TYPE asyncprobe_scans_total counter\n"
+      "asyncprobe_scans_total 12\n");
 }
 
 TEST(Exposition, HistogramBucketsAreCumulativeWithInfSumAndCount) {
@@ -84,8 +87,9 @@ TEST(EventLine, StuckJsonCarriesPointCountBoundEvidenceAndStack) {
   EXPECT_EQ(j["time"], "2026-12-07T20:25:57.123Z");
   EXPECT_EQ(j["event"], "stuck");
   EXPECT_TRUE(j["container"].is_null());
-  EXPECT_EQ(j["suspend"], nlohmann::json::parse(
-                              R"J({"function":"db_query(long, long)","file":"/src/db.cpp","line":89})J"));
+  EXPECT_EQ(j["suspend"],
+            nlohmann::json::parse(
+                R"J({"function":"db_query(long, long)","file":"/src/db.cpp","line":89})J"));
   EXPECT_EQ(j["count"], 8);
   EXPECT_EQ(j["update"], false);
   EXPECT_DOUBLE_EQ(j["stuck_for_s"].get<double>(), 5.259);  // a lower bound: rounded down
