@@ -174,7 +174,7 @@ ParseResult parse_run_args(int argc, char** argv, RunOptions* o) {
   if (blocking_opt->count() > 0) {
     const std::optional<double> d = parse_duration(blocking);
     if (!d || *d <= 0)
-      return fail("invalid duration '" + blocking + "': use e.g. 500us, 10ms or 1s");
+      return fail("invalid duration '" + blocking + "' for --blocking: use e.g. 500us, 10ms or 1s");
     o->blocking = true;
     o->blocking_s = *d;
   }

@@ -128,11 +128,11 @@ TEST_F(RunPlanTest, ErrorsAreOneLine) {
   EXPECT_EQ(plan({"--bogus", "--", "x"}).error, "unknown option '--bogus'");
   EXPECT_EQ(plan({"--bogus", "x"}).error, "unknown option '--bogus'");
   EXPECT_EQ(plan({"--blocking=soon", "--", "x"}).error,
-            "invalid duration 'soon': use e.g. 500us, 10ms or 1s");
+            "invalid duration 'soon' for --blocking: use e.g. 500us, 10ms or 1s");
   EXPECT_EQ(plan({"--crash-report"}).error, "option --crash-report needs a value");
   EXPECT_EQ(plan({"--crash-report", "--json", "x"}).error, "option --crash-report needs a value");
   EXPECT_EQ(plan({"--crash-wait", "2h", "--", "x"}).error,
-            "invalid duration '2h': at most " + util::format_duration(3600));
+            "invalid duration '2h' for --crash-wait: at most " + util::format_duration(3600));
   EXPECT_EQ(plan({"--trace", "--trace", "x"}).error, "option --trace given more than once");
   EXPECT_EQ(plan({"--debug-dir", "/a", "--socket-dir", "/s", "--socket-dir", "/t", "x"}).error,
             "option --socket-dir given more than once");
