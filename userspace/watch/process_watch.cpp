@@ -377,8 +377,11 @@ void ProcessWatch::update_episodes(double now, std::vector<Event>* events) {
   for (const FrameTrack& t : tracks_) {
     if (t.state != model::FrameState::kSuspended || t.encloses || !t.content_known) continue;
     if (now - t.since < settings_.stuck_threshold_s) continue;
-    // A verdict is on its way: neither `stuck` nor `unchanged` until it is in.
+    // A verdict is on its way: neither `stuck` nor `unchanged` until it is in. With a prober at
+    // hand, a frame no probe has judged yet (a late tick on a loaded machine) waits for one too.
     if (t.in_probe && t.confirmed_at < t.since) continue;
+    const bool judged = t.confirmed_at >= t.since || t.hot_at >= t.since;
+    if (!judged && prober_ != nullptr && no_probe_why_.empty()) continue;
     Group& g = over[t.point];
     (t.confirmed_at >= t.since ? g.stuck : g.unchanged).push_back(&t);
   }
