@@ -320,7 +320,7 @@ bool TraceSession::attach_tracepoints(AttachStats* stats, TraceError* error) {
           std::string("cannot attach to the raw tracepoint ") + t.tp + ": " + strerror(e);
       return false;
     }
-    links_.push_back(Link{link, -1});
+    links_.push_back(UprobeLink{link, -1});
     ++stats->tracepoints;
   }
   return true;
@@ -370,7 +370,7 @@ void TraceSession::attach_multi(const std::vector<Site>& sites, AttachStats* sta
                    e);
       continue;
     }
-    links_.push_back(Link{nullptr, fd});
+    links_.push_back(UprobeLink{nullptr, fd});
     stats->uprobes += g.first.size();
   }
 }
@@ -394,7 +394,7 @@ void TraceSession::attach_per_site(const std::vector<Site>& sites, AttachStats* 
       if (e == ESRCH) break;
       continue;
     }
-    links_.push_back(Link{link, -1});
+    links_.push_back(UprobeLink{link, -1});
     ++stats->uprobes;
   }
 }
@@ -514,29 +514,7 @@ void TraceSession::detach() {
   // Closing a perf-event uprobe or a raw tracepoint waits for an RCU grace period (about 50 ms
   // here), uprobes one after the other under a kernel mutex; a uprobe_multi link waits once for
   // all its sites. The links are closed from several threads so that independent waits overlap.
-  auto close_link = [](const Link& l) {
-    if (l.link != nullptr) bpf_link__destroy(static_cast<bpf_link*>(l.link));
-    if (l.fd >= 0) close(l.fd);
-  };
-  const size_t n = links_.size();
-  const size_t nthreads = std::min<size_t>(n, 64);
-  std::vector<std::thread> pool;
-  pool.reserve(nthreads);
-  size_t started = 0;
-  for (; started < nthreads && nthreads > 1; ++started) {
-    try {
-      pool.emplace_back([this, &close_link, started, nthreads, n] {
-        for (size_t i = started; i < n; i += nthreads) close_link(links_[i]);
-      });
-    } catch (const std::system_error&) {
-      break;  // no more threads: the rest is closed here
-    }
-  }
-  for (size_t t = started; t < std::max<size_t>(nthreads, 1); ++t) {
-    for (size_t i = t; i < n; i += std::max<size_t>(nthreads, 1)) close_link(links_[i]);
-  }
-  for (auto& th : pool) th.join();
-  links_.clear();
+  close_uprobe_links(links_);
   detach_seconds_ = seconds_since(t0);
 }
 

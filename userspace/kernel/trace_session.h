@@ -98,10 +98,6 @@ class TraceSession {
  private:
   TraceSession() = default;
   struct Impl;
-  struct Link {
-    void* link;  // struct bpf_link* (libbpf), or nullptr
-    int fd;      // a uprobe_multi link made directly, or -1
-  };
   struct Site;
   // The parts of attach(): the raw tracepoints, every (file, offset) once, the uprobes as
   // uprobe_multi links or one link per site, and the fall back from the first to the second.
@@ -111,7 +107,7 @@ class TraceSession {
   void attach_per_site(const std::vector<Site>& sites, AttachStats* stats);
   bool reattach_per_site(AttachStats* stats, TraceError* error);
   std::unique_ptr<Impl> impl_;
-  std::vector<Link> links_;
+  std::vector<UprobeLink> links_;
   double detach_seconds_ = 0.0;
 };
 
