@@ -432,127 +432,125 @@ MappedFile TargetProcess::open_exe() const {
   return r;
 }
 
-TargetProcess TargetProcess::open(int pid) {
-  if (pid <= 0) {
-    throw TargetError(util::kExitUsage,
-                      "invalid PID " + std::to_string(pid) + ": expected a positive process id");
-  }
-  TargetProcess t;
-  t.requested_pid_ = pid;
-  UniqueFd dir = open_proc_dir(pid);
-  ProcStat st = read_stat_or_throw(dir.get(), pid);
+namespace {
 
-  // /proc/TID exists for every thread; the address space belongs to the thread group leader.
+// Opens /proc/PID, or the thread group leader's entry when PID names another thread:
+// /proc/TID exists for every thread; the address space belongs to the thread group leader.
+UniqueFd open_thread_group_leader(int pid, ProcStat* st) {
+  UniqueFd dir = open_proc_dir(pid);
+  *st = read_stat_or_throw(dir.get(), pid);
   std::string status;
   if (read_file_at(dir.get(), "status", kMaxSmallProcFile, &status) == 0) {
     int64_t tgid = status_field(status, "Tgid:");
     if (tgid > 0 && tgid <= INT_MAX && tgid != pid) {
       dir = open_proc_dir(static_cast<int>(tgid));
-      st = read_stat_or_throw(dir.get(), static_cast<int>(tgid));
+      *st = read_stat_or_throw(dir.get(), static_cast<int>(tgid));
     }
   }
-  t.pid_ = st.pid;
-  t.comm_ = st.comm;
-  t.state_ = st.state;
-  t.start_time_ = st.start_time;
-  t.proc_dir_ = std::move(dir);
-  const int dirfd = t.proc_dir_.get();
+  return dir;
+}
 
+// Kernel threads, zombies and exited processes have no user memory to read.
+void reject_uninspectable_state(const ProcStat& st, int pid, const std::string& comm) {
   if (st.flags & kPfKthread) {
     throw TargetError(util::kExitNotInspectable,
-                      who(t.pid_, t.comm_) + " is a kernel thread: it has no user memory to read");
+                      who(pid, comm) + " is a kernel thread: it has no user memory to read");
   }
   if (st.state == 'Z' && st.num_threads > 1) {
     // A leader that called pthread_exit: the process lives on, but the leader's /proc entry
     // and PID no longer lead to its memory.
     throw TargetError(util::kExitNotInspectable,
-                      who(t.pid_, t.comm_) + ": its main thread has exited while " +
+                      who(pid, comm) + ": its main thread has exited while " +
                           std::to_string(st.num_threads - 1) +
                           " other thread(s) still run; its memory cannot be read through PID " +
-                          std::to_string(t.pid_));
+                          std::to_string(pid));
   }
   if (st.state == 'Z') {
-    throw TargetError(util::kExitNotInspectable,
-                      who(t.pid_, t.comm_) +
-                          " is a zombie (exited, not yet reaped by its parent): no memory to read");
+    throw TargetError(
+        util::kExitNotInspectable,
+        who(pid, comm) + " is a zombie (exited, not yet reaped by its parent): no memory to read");
   }
-  if (st.state == 'X' || st.state == 'x') throw_exited(t.pid_, t.comm_);
+  if (st.state == 'X' || st.state == 'x') throw_exited(pid, comm);
+}
 
+// The first mapping worth a test read: readable, and neither special nor a device.
+const Mapping* first_probe_mapping(const MapsParseResult& maps) {
+  for (const auto& m : maps.mappings) {
+    RegionKind k = classify(m);
+    if (m.perms.read && k != RegionKind::kSpecial && k != RegionKind::kDevice) return &m;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void TargetProcess::read_exe_link() {
+  const int dirfd = proc_dir_.get();
   char link[PATH_MAX + 1];
   ssize_t n = ::readlinkat(dirfd, "exe", link, PATH_MAX);
   if (n < 0) {
     int err = errno;
-    if (is_permission_errno(err)) throw_permission(t.pid_, t.comm_, dirfd, t.proc_path("exe"), err);
-    if (!t.alive()) throw_exited(t.pid_, t.comm_);
+    if (is_permission_errno(err)) throw_permission(pid_, comm_, dirfd, proc_path("exe"), err);
+    if (!alive()) throw_exited(pid_, comm_);
     if (err == ENOENT) {
       throw TargetError(util::kExitNotInspectable,
-                        who(t.pid_, t.comm_) + " has no executable or user address space");
+                        who(pid_, comm_) + " has no executable or user address space");
     }
     throw TargetError(util::kExitInternal,
-                      "cannot read " + t.proc_path("exe") + ": " + std::strerror(err));
+                      "cannot read " + proc_path("exe") + ": " + std::strerror(err));
   }
   std::string exe(link, static_cast<size_t>(n));
   constexpr std::string_view kDeleted = " (deleted)";
   if (exe.size() > kDeleted.size() &&
       std::string_view(exe).substr(exe.size() - kDeleted.size()) == kDeleted) {
-    t.exe_deleted_ = true;
+    exe_deleted_ = true;
     exe.resize(exe.size() - kDeleted.size());
   }
-  t.exe_path_ = exe;
+  exe_path_ = exe;
+}
 
-  MapsParseResult maps = t.read_maps();
-  if (maps.mappings.empty()) {
-    if (!t.alive()) throw_exited(t.pid_, t.comm_);
-    throw TargetError(util::kExitNotInspectable,
-                      who(t.pid_, t.comm_) + " has no user memory mapped");
-  }
-
+void TargetProcess::check_memory_readable(const MapsParseResult& maps) {
+  const int dirfd = proc_dir_.get();
   // Permission is settled by reading, not by guessing from uids: /proc/PID/mem needs the same
   // ptrace access check as process_vm_readv.
   UniqueFd mem(::openat(dirfd, "mem", O_RDONLY | O_CLOEXEC));
   if (!mem.valid()) {
     int err = errno;
-    if (is_permission_errno(err)) throw_permission(t.pid_, t.comm_, dirfd, t.proc_path("mem"), err);
-    if (!t.alive()) throw_exited(t.pid_, t.comm_);
+    if (is_permission_errno(err)) throw_permission(pid_, comm_, dirfd, proc_path("mem"), err);
+    if (!alive()) throw_exited(pid_, comm_);
     throw TargetError(util::kExitInternal,
-                      "cannot open " + t.proc_path("mem") + ": " + std::strerror(err));
+                      "cannot open " + proc_path("mem") + ": " + std::strerror(err));
   }
-  const Mapping* probe = nullptr;
-  for (const auto& m : maps.mappings) {
-    RegionKind k = classify(m);
-    if (m.perms.read && k != RegionKind::kSpecial && k != RegionKind::kDevice) {
-      probe = &m;
-      break;
+  const Mapping* probe = first_probe_mapping(maps);
+  if (probe == nullptr) return;
+  unsigned char byte[8];
+  struct iovec local = {byte, sizeof byte};
+  struct iovec remote = {reinterpret_cast<void*>(probe->start), sizeof byte};
+  ssize_t got = ::process_vm_readv(pid_, &local, 1, &remote, 1, 0);
+  int vm_err = got < 0 ? errno : 0;
+  // Only a denial means the syscall is unusable; a vanished probe page says nothing.
+  vm_readv_works_ = !(vm_err == EPERM || vm_err == ENOSYS);
+  if (vm_err == ESRCH) throw_exited(pid_, comm_);
+  if (got <= 0) {
+    ssize_t pgot = ::pread(mem.get(), byte, sizeof byte, static_cast<off_t>(probe->start));
+    int mem_err = pgot < 0 ? errno : 0;
+    if (pgot == 0 || !alive()) throw_exited(pid_, comm_);
+    if (pgot < 0 && is_permission_errno(mem_err) && is_permission_errno(vm_err)) {
+      throw_permission(pid_, comm_, dirfd, "process_vm_readv and " + proc_path("mem"), vm_err);
     }
+    // Other failures (the probed page vanished) say nothing about permission: go on.
   }
-  if (probe != nullptr) {
-    unsigned char byte[8];
-    struct iovec local = {byte, sizeof byte};
-    struct iovec remote = {reinterpret_cast<void*>(probe->start), sizeof byte};
-    ssize_t got = ::process_vm_readv(t.pid_, &local, 1, &remote, 1, 0);
-    int vm_err = got < 0 ? errno : 0;
-    // Only a denial means the syscall is unusable; a vanished probe page says nothing.
-    t.vm_readv_works_ = !(vm_err == EPERM || vm_err == ENOSYS);
-    if (vm_err == ESRCH) throw_exited(t.pid_, t.comm_);
-    if (got <= 0) {
-      ssize_t pgot = ::pread(mem.get(), byte, sizeof byte, static_cast<off_t>(probe->start));
-      int mem_err = pgot < 0 ? errno : 0;
-      if (pgot == 0 || !t.alive()) throw_exited(t.pid_, t.comm_);
-      if (pgot < 0 && is_permission_errno(mem_err) && is_permission_errno(vm_err)) {
-        throw_permission(t.pid_, t.comm_, dirfd, "process_vm_readv and " + t.proc_path("mem"),
-                         vm_err);
-      }
-      // Other failures (the probed page vanished) say nothing about permission: go on.
-    }
-  }
+}
 
+void TargetProcess::check_exe_supported() const {
+  const int dirfd = proc_dir_.get();
   UniqueFd exe_fd(::openat(dirfd, "exe", O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (!exe_fd.valid()) {
     int err = errno;
-    if (is_permission_errno(err)) throw_permission(t.pid_, t.comm_, dirfd, t.proc_path("exe"), err);
-    if (!t.alive()) throw_exited(t.pid_, t.comm_);
+    if (is_permission_errno(err)) throw_permission(pid_, comm_, dirfd, proc_path("exe"), err);
+    if (!alive()) throw_exited(pid_, comm_);
     throw TargetError(util::kExitInternal,
-                      "cannot open " + t.proc_path("exe") + ": " + std::strerror(err));
+                      "cannot open " + proc_path("exe") + ": " + std::strerror(err));
   }
   unsigned char header[EI_NIDENT + 8] = {};
   size_t have = 0;
@@ -566,10 +564,38 @@ TargetProcess TargetProcess::open(int pid) {
   ElfHeaderCheck check = check_elf_header(header, have);
   if (!check.supported) {
     throw TargetError(util::kExitUnsupported,
-                      who(t.pid_, t.comm_) + " runs " + printable(t.exe_path_) +
+                      who(pid_, comm_) + " runs " + printable(exe_path_) +
                           (check.is_elf ? ", " : ", which is ") + check.problem +
                           "; asyncprobe supports 64-bit x86-64 ELF processes only");
   }
+}
+
+TargetProcess TargetProcess::open(int pid) {
+  if (pid <= 0) {
+    throw TargetError(util::kExitUsage,
+                      "invalid PID " + std::to_string(pid) + ": expected a positive process id");
+  }
+  TargetProcess t;
+  t.requested_pid_ = pid;
+  ProcStat st;
+  UniqueFd dir = open_thread_group_leader(pid, &st);
+  t.pid_ = st.pid;
+  t.comm_ = st.comm;
+  t.state_ = st.state;
+  t.start_time_ = st.start_time;
+  t.proc_dir_ = std::move(dir);
+  reject_uninspectable_state(st, t.pid_, t.comm_);
+
+  t.read_exe_link();
+
+  MapsParseResult maps = t.read_maps();
+  if (maps.mappings.empty()) {
+    if (!t.alive()) throw_exited(t.pid_, t.comm_);
+    throw TargetError(util::kExitNotInspectable,
+                      who(t.pid_, t.comm_) + " has no user memory mapped");
+  }
+  t.check_memory_readable(maps);
+  t.check_exe_supported();
   return t;
 }
 

@@ -142,6 +142,11 @@ class TargetProcess {
  private:
   TargetProcess() = default;
 
+  // Parts of open(), in order: the executable's path, a test read of memory, the ELF header.
+  void read_exe_link();
+  void check_memory_readable(const MapsParseResult& maps);
+  void check_exe_supported() const;
+
   UniqueFd proc_dir_;
   int pid_ = 0;
   int requested_pid_ = 0;
