@@ -191,16 +191,11 @@ class Coalescer {
   std::vector<size_t> sig_id_;
 };
 
-}  // namespace
-
-AsyncForest build_async_forest(const model::Snapshot& snap, const AsyncStackOptions& opts) {
-  AsyncForest forest;
+// Address -> first frame with it. Later duplicates stay in the forest as frames of their own,
+// but nothing can resolve to them: that keeps every frame's awaiter single-valued.
+std::unordered_map<uint64_t, size_t> index_addresses(const model::Snapshot& snap,
+                                                     AsyncForest& forest) {
   const size_t n = snap.frames.size();
-  forest.max_depth = std::max<size_t>(opts.max_depth, 1);
-  forest.links.resize(n);
-
-  // Address -> first frame with it. Later duplicates stay in the forest as frames of their own,
-  // but nothing can resolve to them: that keeps every frame's awaiter single-valued.
   std::unordered_map<uint64_t, size_t> by_address;
   by_address.reserve(n);
   std::unordered_map<uint64_t, size_t> dup_slot;  // address -> index into forest.duplicates
@@ -213,9 +208,13 @@ AsyncForest build_async_forest(const model::Snapshot& snap, const AsyncStackOpti
     if (fresh) forest.duplicates.push_back(DuplicateAddress{a, {it->second}});
     forest.duplicates[slot->second].frames.push_back(i);
   }
+  return by_address;
+}
 
-  // Resolve awaiter addresses to frames.
-  for (size_t i = 0; i < n; ++i) {
+// Resolve awaiter addresses to frames.
+void resolve_awaiters(const model::Snapshot& snap,
+                      const std::unordered_map<uint64_t, size_t>& by_address, AsyncForest& forest) {
+  for (size_t i = 0; i < snap.frames.size(); ++i) {
     FrameLink& l = forest.links[i];
     const uint64_t aw = snap.frames[i].awaiter;
     if (aw == 0) {
@@ -232,61 +231,73 @@ AsyncForest build_async_forest(const model::Snapshot& snap, const AsyncStackOpti
     l.awaiter = it->second;
     l.parent = it->second;
   }
+}
 
-  // Each frame has at most one parent, so the graph is functional: every component is a tree
-  // or a single cycle with trees hanging off it. Colouring walks find each cycle once, O(n).
-  {
-    enum : uint8_t { kWhite, kOnPath, kDone };
-    std::vector<uint8_t> colour(n, kWhite);
-    std::vector<size_t> path;
-    for (size_t s = 0; s < n; ++s) {
-      if (colour[s] != kWhite) continue;
-      path.clear();
-      size_t v = s;
-      while (v != kNoFrame && colour[v] == kWhite) {
-        colour[v] = kOnPath;
-        path.push_back(v);
-        v = forest.links[v].parent;
-      }
-      if (v != kNoFrame && colour[v] == kOnPath) {
-        // v starts a cycle: the members are v and everything after it on the path.
-        const auto start = std::find(path.begin(), path.end(), v);
-        const size_t cut = *std::min_element(start, path.end());
-        // Awaits order from the cut frame: walking awaiter pointers goes the other way.
-        AwaitCycle c;
-        c.frames.push_back(cut);
-        std::vector<size_t> up;
-        for (size_t u = forest.links[cut].parent; u != cut; u = forest.links[u].parent) {
-          up.push_back(u);
-        }
-        c.frames.insert(c.frames.end(), up.rbegin(), up.rend());
-        forest.links[cut].parent = kNoFrame;
-        forest.links[cut].link = LinkKind::kCycle;
-        forest.cycles.push_back(std::move(c));
-      }
-      for (size_t p : path) colour[p] = kDone;
+// Each frame has at most one parent, so the graph is functional: every component is a tree
+// or a single cycle with trees hanging off it. Colouring walks find each cycle once, O(n).
+void break_cycles(AsyncForest& forest) {
+  const size_t n = forest.links.size();
+  enum : uint8_t { kWhite, kOnPath, kDone };
+  std::vector<uint8_t> colour(n, kWhite);
+  std::vector<size_t> path;
+  for (size_t s = 0; s < n; ++s) {
+    if (colour[s] != kWhite) continue;
+    path.clear();
+    size_t v = s;
+    while (v != kNoFrame && colour[v] == kWhite) {
+      colour[v] = kOnPath;
+      path.push_back(v);
+      v = forest.links[v].parent;
     }
-  }
-
-  // Children in CSR form, ascending by frame index for determinism.
-  std::vector<size_t> child_start(n + 1, 0);
-  for (size_t i = 0; i < n; ++i) {
-    if (forest.links[i].parent != kNoFrame) ++child_start[forest.links[i].parent + 1];
-  }
-  for (size_t i = 0; i < n; ++i) child_start[i + 1] += child_start[i];
-  std::vector<size_t> child_list(child_start[n]);
-  {
-    std::vector<size_t> fill(child_start.begin(), child_start.end() - 1);
-    for (size_t i = 0; i < n; ++i) {
-      const size_t p = forest.links[i].parent;
-      if (p != kNoFrame) child_list[fill[p]++] = i;
+    if (v != kNoFrame && colour[v] == kOnPath) {
+      // v starts a cycle: the members are v and everything after it on the path.
+      const auto start = std::find(path.begin(), path.end(), v);
+      const size_t cut = *std::min_element(start, path.end());
+      // Awaits order from the cut frame: walking awaiter pointers goes the other way.
+      AwaitCycle c;
+      c.frames.push_back(cut);
+      std::vector<size_t> up;
+      for (size_t u = forest.links[cut].parent; u != cut; u = forest.links[u].parent) {
+        up.push_back(u);
+      }
+      c.frames.insert(c.frames.end(), up.rbegin(), up.rend());
+      forest.links[cut].parent = kNoFrame;
+      forest.links[cut].link = LinkKind::kCycle;
+      forest.cycles.push_back(std::move(c));
     }
+    for (size_t p : path) colour[p] = kDone;
   }
+}
 
-  // Depth-first from every root with an explicit stack; children that would sit at depth
-  // max_depth are detached and walked later as continuation roots, so no printed tree is deeper
-  // than the bound while depth and root still count through the cut.
+// Children in CSR form, ascending by frame index for determinism: the children of frame f are
+// list[start[f]] .. list[start[f + 1] - 1].
+struct ChildIndex {
+  std::vector<size_t> start;
+  std::vector<size_t> list;
+};
+
+ChildIndex index_children(const AsyncForest& forest) {
+  const size_t n = forest.links.size();
+  ChildIndex ci;
+  ci.start.assign(n + 1, 0);
   for (size_t i = 0; i < n; ++i) {
+    if (forest.links[i].parent != kNoFrame) ++ci.start[forest.links[i].parent + 1];
+  }
+  for (size_t i = 0; i < n; ++i) ci.start[i + 1] += ci.start[i];
+  ci.list.resize(ci.start[n]);
+  std::vector<size_t> fill(ci.start.begin(), ci.start.end() - 1);
+  for (size_t i = 0; i < n; ++i) {
+    const size_t p = forest.links[i].parent;
+    if (p != kNoFrame) ci.list[fill[p]++] = i;
+  }
+  return ci;
+}
+
+// Depth-first from every root with an explicit stack; children that would sit at depth
+// max_depth are detached and walked later as continuation roots, so no printed tree is deeper
+// than the bound while depth and root still count through the cut.
+void assign_depths(const ChildIndex& children, AsyncForest& forest) {
+  for (size_t i = 0; i < forest.links.size(); ++i) {
     if (forest.links[i].parent == kNoFrame) forest.roots.push_back(i);
   }
   struct Item {
@@ -306,8 +317,8 @@ AsyncForest build_async_forest(const model::Snapshot& snap, const AsyncStackOpti
       l.depth = it.depth;
       l.root = true_root;
       // Pushed in reverse so children pop in ascending order (only affects tie-free internals).
-      for (size_t k = child_start[it.frame + 1]; k-- > child_start[it.frame];) {
-        const size_t c = child_list[k];
+      for (size_t k = children.start[it.frame + 1]; k-- > children.start[it.frame];) {
+        const size_t c = children.list[k];
         if (it.tree_depth + 1 >= forest.max_depth) {
           FrameLink& cl = forest.links[c];
           cl.parent = kNoFrame;
@@ -324,8 +335,20 @@ AsyncForest build_async_forest(const model::Snapshot& snap, const AsyncStackOpti
   }
   std::sort(forest.depth_cuts.begin(), forest.depth_cuts.end(),
             [](const DepthCut& a, const DepthCut& b) { return a.frame < b.frame; });
+}
 
-  Coalescer(snap, forest, child_start, child_list).run();
+}  // namespace
+
+AsyncForest build_async_forest(const model::Snapshot& snap, const AsyncStackOptions& opts) {
+  AsyncForest forest;
+  forest.max_depth = std::max<size_t>(opts.max_depth, 1);
+  forest.links.resize(snap.frames.size());
+  const std::unordered_map<uint64_t, size_t> by_address = index_addresses(snap, forest);
+  resolve_awaiters(snap, by_address, forest);
+  break_cycles(forest);
+  const ChildIndex children = index_children(forest);
+  assign_depths(children, forest);
+  Coalescer(snap, forest, children.start, children.list).run();
   return forest;
 }
 
