@@ -315,6 +315,102 @@ std::vector<MappedObject> group_objects(const std::vector<Mapping>& maps) {
   return objects;
 }
 
+namespace {
+
+// One mapping's claim: placed inside one PT_LOAD segment, it implies this load bias.
+struct Vote {
+  size_t mapping;
+  uint64_t bias;
+  bool perm_match;  // the mapping's x bit agrees with the segment's PF_X
+  bool exec_match;  // executable mapping explained by an executable segment
+};
+
+// How well one bias explains the object's mappings.
+struct Score {
+  size_t explained = 0;
+  size_t perm_matches = 0;
+  bool exec = false;
+};
+
+// The link-time address of m.start if m lies inside segment s's file and memory image; false when
+// it does not, or when the header breaks the ELF rules (a hostile file).
+bool link_address_in_segment(const Mapping& m, const LoadSegment& s, uint64_t pm, uint64_t* link) {
+  auto align_up = [pm](uint64_t v, uint64_t* out) {
+    if (v > UINT64_MAX - pm) return false;
+    *out = (v + pm) & ~pm;
+    return true;
+  };
+  // Hostile headers: the ELF rule vaddr == offset (mod page), filesz <= memsz, no overflow.
+  if (s.memsz == 0 || s.filesz > s.memsz || (s.vaddr & pm) != (s.offset & pm)) return false;
+  uint64_t file_hi, mem_hi;
+  if (s.offset > UINT64_MAX - s.filesz || !align_up(s.offset + s.filesz, &file_hi)) return false;
+  if (s.vaddr > UINT64_MAX - s.memsz || !align_up(s.vaddr + s.memsz, &mem_hi)) return false;
+  if (m.offset < (s.offset & ~pm) || m.offset >= file_hi) return false;
+  *link = s.vaddr - s.offset + m.offset;
+  return *link <= mem_hi && m.size() <= mem_hi - *link;
+}
+
+// Every (accessible mapping, segment) pair that fits votes for the bias it implies.
+std::vector<Vote> collect_votes(const MappedObject& object, const std::vector<LoadSegment>& loads,
+                                uint64_t pm, size_t* accessible) {
+  std::vector<Vote> votes;
+  *accessible = 0;
+  for (size_t i = 0; i < object.mappings.size(); ++i) {
+    const Mapping& m = object.mappings[i];
+    // The loader leaves inaccessible file-backed holes between segments; they carry no layout.
+    if (!m.perms.read && !m.perms.write && !m.perms.exec) continue;
+    ++*accessible;
+    for (const auto& s : loads) {
+      const bool seg_exec = (s.flags & 1u) != 0;
+      uint64_t link = 0;  // link-time address of m.start
+      if (!link_address_in_segment(m, s, pm, &link)) continue;
+      votes.push_back({i, m.start - link, m.perms.exec == seg_exec, m.perms.exec && seg_exec});
+    }
+  }
+  return votes;
+}
+
+// Per bias: how many distinct mappings it explains, with the x bit agreeing, and whether it
+// explains an executable mapping by an executable segment.
+std::map<uint64_t, Score> score_biases(const std::vector<Vote>& votes, size_t mappings) {
+  std::map<uint64_t, Score> scores;
+  for (const auto& v : votes) scores.try_emplace(v.bias);
+  for (auto& [bias, score] : scores) {
+    std::vector<char> seen(mappings, 0), perm(mappings, 0);
+    for (const auto& v : votes) {
+      if (v.bias != bias) continue;
+      seen[v.mapping] = 1;
+      if (v.perm_match) perm[v.mapping] = 1;
+      score.exec = score.exec || v.exec_match;
+    }
+    score.explained = static_cast<size_t>(std::count(seen.begin(), seen.end(), 1));
+    score.perm_matches = static_cast<size_t>(std::count(perm.begin(), perm.end(), 1));
+  }
+  return scores;
+}
+
+// The best-scoring bias (most mappings explained, then most permission matches); *tie when
+// another bias scores the same. `scores` must not be empty.
+std::map<uint64_t, Score>::const_iterator best_bias(const std::map<uint64_t, Score>& scores,
+                                                    bool* tie) {
+  auto better = [](const Score& a, const Score& b) {
+    return std::tie(a.explained, a.perm_matches) > std::tie(b.explained, b.perm_matches);
+  };
+  auto best = scores.begin();
+  *tie = false;
+  for (auto it = std::next(scores.begin()); it != scores.end(); ++it) {
+    if (better(it->second, best->second)) {
+      best = it;
+      *tie = false;
+    } else if (!better(best->second, it->second)) {
+      *tie = true;
+    }
+  }
+  return best;
+}
+
+}  // namespace
+
 LoadBiasResult compute_load_bias(const MappedObject& object, const std::vector<LoadSegment>& loads,
                                  uint64_t page_size) {
   LoadBiasResult r;
@@ -327,40 +423,10 @@ LoadBiasResult compute_load_bias(const MappedObject& object, const std::vector<L
     return r;
   }
   const uint64_t pm = page_size - 1;
-  auto align_up = [pm](uint64_t v, uint64_t* out) {
-    if (v > UINT64_MAX - pm) return false;
-    *out = (v + pm) & ~pm;
-    return true;
-  };
-  bool elf_has_exec = false;
-
-  struct Vote {
-    size_t mapping;
-    uint64_t bias;
-    bool perm_match;  // the mapping's x bit agrees with the segment's PF_X
-    bool exec_match;  // executable mapping explained by an executable segment
-  };
-  std::vector<Vote> votes;
+  const bool elf_has_exec = std::any_of(loads.begin(), loads.end(),
+                                        [](const LoadSegment& s) { return (s.flags & 1u) != 0; });
   size_t accessible = 0;
-  for (size_t i = 0; i < object.mappings.size(); ++i) {
-    const Mapping& m = object.mappings[i];
-    // The loader leaves inaccessible file-backed holes between segments; they carry no layout.
-    if (!m.perms.read && !m.perms.write && !m.perms.exec) continue;
-    ++accessible;
-    for (const auto& s : loads) {
-      const bool seg_exec = (s.flags & 1u) != 0;
-      elf_has_exec = elf_has_exec || seg_exec;
-      // Hostile headers: the ELF rule vaddr == offset (mod page), filesz <= memsz, no overflow.
-      if (s.memsz == 0 || s.filesz > s.memsz || (s.vaddr & pm) != (s.offset & pm)) continue;
-      uint64_t file_hi, mem_hi;
-      if (s.offset > UINT64_MAX - s.filesz || !align_up(s.offset + s.filesz, &file_hi)) continue;
-      if (s.vaddr > UINT64_MAX - s.memsz || !align_up(s.vaddr + s.memsz, &mem_hi)) continue;
-      if (m.offset < (s.offset & ~pm) || m.offset >= file_hi) continue;
-      const uint64_t link = s.vaddr - s.offset + m.offset;  // link-time address of m.start
-      if (link > mem_hi || m.size() > mem_hi - link) continue;
-      votes.push_back({i, m.start - link, m.perms.exec == seg_exec, m.perms.exec && seg_exec});
-    }
-  }
+  const std::vector<Vote> votes = collect_votes(object, loads, pm, &accessible);
   if (accessible == 0) {
     r.error = "no accessible mappings";
     return r;
@@ -370,37 +436,9 @@ LoadBiasResult compute_load_bias(const MappedObject& object, const std::vector<L
     return r;
   }
 
-  struct Score {
-    size_t explained = 0;
-    size_t perm_matches = 0;
-    bool exec = false;
-  };
-  std::map<uint64_t, Score> scores;
-  for (const auto& v : votes) scores.try_emplace(v.bias);
-  for (auto& [bias, score] : scores) {
-    std::vector<char> seen(object.mappings.size(), 0), perm(object.mappings.size(), 0);
-    for (const auto& v : votes) {
-      if (v.bias != bias) continue;
-      seen[v.mapping] = 1;
-      if (v.perm_match) perm[v.mapping] = 1;
-      score.exec = score.exec || v.exec_match;
-    }
-    score.explained = static_cast<size_t>(std::count(seen.begin(), seen.end(), 1));
-    score.perm_matches = static_cast<size_t>(std::count(perm.begin(), perm.end(), 1));
-  }
-  auto better = [](const Score& a, const Score& b) {
-    return std::tie(a.explained, a.perm_matches) > std::tie(b.explained, b.perm_matches);
-  };
-  auto best = scores.begin();
+  const std::map<uint64_t, Score> scores = score_biases(votes, object.mappings.size());
   bool tie = false;
-  for (auto it = std::next(scores.begin()); it != scores.end(); ++it) {
-    if (better(it->second, best->second)) {
-      best = it;
-      tie = false;
-    } else if (!better(best->second, it->second)) {
-      tie = true;
-    }
-  }
+  const auto best = best_bias(scores, &tie);
   r.bias = best->first;
   r.matched = best->second.explained;
   r.unexplained = accessible - r.matched;
