@@ -140,48 +140,111 @@ void FrameScanner::read_pieces(std::vector<process::ReadRequest>& pieces) const 
   for (auto& p : pieces) p.ok = read_(p.addr, p.out, p.len);
 }
 
-std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
-                                                 ScanStats* stats) const {
-  // The target runs while we read: a frame counts only if its header and suspend index read the
-  // same twice in a row after the scan, and the header as the scan saw it; otherwise it was being
-  // created, resumed or freed. Frames sit close together in the heap, so each pass reads merged
-  // spans (a gap under a page joins two spans): a few thousand pieces for 100k frames, batched.
-  struct Span {
-    uint64_t start, end;
-    size_t offset;  // into the pass buffer
-  };
+namespace {
+
+// A run of target memory read in one piece by a revalidation pass.
+struct Span {
+  uint64_t start, end;
+  size_t offset;  // into the pass buffer
+};
+
+// The spans each pass reads, which span holds each hit, and the pass buffer's size.
+struct SpanPlan {
+  std::vector<Span> spans;
+  std::vector<size_t> span_of;
+  size_t total = 0;
+};
+
+bool has_index(const symbolizer::CoroFunction& fn) {
+  return fn.index_width > 0 && fn.index_width <= 8;
+}
+
+// End of the bytes revalidation needs from a frame: its header words and its suspend index.
+uint64_t revalidate_end(const FoundFrame& f) {
+  uint64_t e = f.address + FoundFrame::kHeadWords * 8;
+  const symbolizer::CoroFunction& fn = *f.ref.fn;
+  if (has_index(fn)) e = std::max<uint64_t>(e, f.address + fn.index_offset + fn.index_width);
+  return e;
+}
+
+// Frames sit close together in the heap, so hits (in address order) merge into spans: a gap
+// under a page joins two spans, up to a bound on a span's size.
+SpanPlan plan_spans(const std::vector<FoundFrame>& hits) {
   constexpr uint64_t kJoinGap = 4096;
   constexpr uint64_t kMaxSpan = 1 << 20;
-  auto need_end = [](const FoundFrame& f) {
-    uint64_t e = f.address + FoundFrame::kHeadWords * 8;
-    const symbolizer::CoroFunction& fn = *f.ref.fn;
-    if (fn.index_width > 0 && fn.index_width <= 8) {
-      e = std::max<uint64_t>(e, f.address + fn.index_offset + fn.index_width);
-    }
-    return e;
-  };
-  std::vector<Span> spans;
-  std::vector<size_t> span_of(hits.size());
-  size_t total = 0;
+  SpanPlan plan;
+  std::vector<Span>& spans = plan.spans;
+  plan.span_of.resize(hits.size());
   for (size_t i = 0; i < hits.size(); ++i) {
     uint64_t s0 = hits[i].address;
-    uint64_t e0 = need_end(hits[i]);
+    uint64_t e0 = revalidate_end(hits[i]);
     if (!spans.empty() && s0 <= spans.back().end + kJoinGap &&
         std::max(e0, spans.back().end) - spans.back().start <= kMaxSpan) {
       spans.back().end = std::max(e0, spans.back().end);
     } else {
       spans.push_back({s0, e0, 0});
     }
-    span_of[i] = spans.size() - 1;
+    plan.span_of[i] = spans.size() - 1;
   }
   for (auto& sp : spans) {
-    sp.offset = total;
-    total += static_cast<size_t>(sp.end - sp.start);
+    sp.offset = plan.total;
+    plan.total += static_cast<size_t>(sp.end - sp.start);
   }
+  return plan;
+}
+
+// Whether the frame's header and suspend index read the same in both passes.
+bool same_in_both_passes(const FoundFrame& f, const uint8_t* first, const uint8_t* second) {
+  if (std::memcmp(first, second, 16) != 0) return false;
+  const symbolizer::CoroFunction& fn = *f.ref.fn;
+  if (!has_index(fn)) return true;
+  return std::memcmp(first + fn.index_offset, second + fn.index_offset, fn.index_width) == 0;
+}
+
+// Takes the frame's header and index from a pass read starting at its address, len bytes;
+// false when the header is no longer the one the scan saw.
+bool adopt_pass_read(FoundFrame& f, const uint8_t* bytes, size_t len) {
+  std::memcpy(f.head, bytes, std::min<size_t>(len, sizeof f.head));
+  f.head_words = std::min<size_t>(len, sizeof f.head) / 8;
+  if (f.head[0] != f.resume_word || f.head[1] != f.destroy_word) return false;
+  const symbolizer::CoroFunction& fn = *f.ref.fn;
+  f.index = -1;
+  if (has_index(fn)) {
+    uint64_t v = 0;
+    std::memcpy(&v, bytes + fn.index_offset, fn.index_width);
+    f.index = static_cast<int64_t>(v);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool FrameScanner::revalidate_alone(FoundFrame& f) const {
+  // A span ran into unreadable memory: read this frame alone (header and index), twice.
+  uint64_t h1[2];
+  uint64_t h2[2];
+  bool ok = read_(f.address, h1, sizeof h1) && read_(f.address, h2, sizeof h2) &&
+            std::memcmp(h1, h2, sizeof h1) == 0;
+  int64_t i1 = ok ? read_index(f.address, *f.ref.fn) : -1;
+  int64_t i2 = ok ? read_index(f.address, *f.ref.fn) : -1;
+  if (!ok || i1 != i2) return false;
+  std::memcpy(f.head, h2, sizeof h2);
+  f.head_words = 2;
+  f.index = i2;
+  return f.head[0] == f.resume_word && f.head[1] == f.destroy_word;
+}
+
+std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
+                                                 ScanStats* stats) const {
+  // The target runs while we read: a frame counts only if its header and suspend index read the
+  // same twice in a row after the scan, and the header as the scan saw it; otherwise it was being
+  // created, resumed or freed. Each pass reads merged spans (see plan_spans): a few thousand
+  // pieces for 100k frames, batched.
+  const SpanPlan plan = plan_spans(hits);
   auto read_pass = [&](std::vector<uint8_t>& buf, std::vector<process::ReadRequest>& pieces) {
-    buf.assign(total, 0);
+    buf.assign(plan.total, 0);
     pieces.clear();
-    for (const auto& sp : spans) {
+    for (const auto& sp : plan.spans) {
       pieces.push_back(
           {sp.start, buf.data() + sp.offset, static_cast<size_t>(sp.end - sp.start), false});
     }
@@ -197,52 +260,21 @@ std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
   valid.reserve(hits.size());
   for (size_t i = 0; i < hits.size(); ++i) {
     FoundFrame& f = hits[i];
-    const Span& sp = spans[span_of[i]];
+    const size_t span = plan.span_of[i];
+    if (!p1[span].ok || !p2[span].ok) {
+      if (revalidate_alone(f)) {
+        valid.push_back(f);
+      } else {
+        stats->torn++;
+      }
+      continue;
+    }
+    const Span& sp = plan.spans[span];
     size_t at = sp.offset + static_cast<size_t>(f.address - sp.start);
-    size_t len = static_cast<size_t>(need_end(f) - f.address);
-    bool ok = p1[span_of[i]].ok && p2[span_of[i]].ok;
-    if (ok) {
-      ok = std::memcmp(&b1[at], &b2[at], 16) == 0;
-      const symbolizer::CoroFunction& fn = *f.ref.fn;
-      if (ok && fn.index_width > 0 && fn.index_width <= 8) {
-        ok = std::memcmp(&b1[at + fn.index_offset], &b2[at + fn.index_offset], fn.index_width) == 0;
-      }
-    } else {
-      // A span ran into unreadable memory: read this frame alone (header and index), twice.
-      uint64_t h1[2];
-      uint64_t h2[2];
-      ok = read_(f.address, h1, sizeof h1) && read_(f.address, h2, sizeof h2) &&
-           std::memcmp(h1, h2, sizeof h1) == 0;
-      int64_t i1 = ok ? read_index(f.address, *f.ref.fn) : -1;
-      int64_t i2 = ok ? read_index(f.address, *f.ref.fn) : -1;
-      if (ok && i1 == i2) {
-        std::memcpy(f.head, h2, sizeof h2);
-        f.head_words = 2;
-        f.index = i2;
-        if (f.head[0] == f.resume_word && f.head[1] == f.destroy_word) {
-          valid.push_back(f);
-          continue;
-        }
-      }
+    size_t len = static_cast<size_t>(revalidate_end(f) - f.address);
+    if (!same_in_both_passes(f, &b1[at], &b2[at]) || !adopt_pass_read(f, &b2[at], len)) {
       stats->torn++;
       continue;
-    }
-    if (!ok) {
-      stats->torn++;
-      continue;
-    }
-    std::memcpy(f.head, &b2[at], std::min<size_t>(len, sizeof f.head));
-    f.head_words = std::min<size_t>(len, sizeof f.head) / 8;
-    if (f.head[0] != f.resume_word || f.head[1] != f.destroy_word) {
-      stats->torn++;
-      continue;
-    }
-    const symbolizer::CoroFunction& fn = *f.ref.fn;
-    f.index = -1;
-    if (fn.index_width > 0 && fn.index_width <= 8) {
-      uint64_t v = 0;
-      std::memcpy(&v, &b2[at + fn.index_offset], fn.index_width);
-      f.index = static_cast<int64_t>(v);
     }
     valid.push_back(f);
   }

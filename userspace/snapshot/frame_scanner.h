@@ -69,6 +69,8 @@ class FrameScanner {
  private:
   // Keeps the hits whose header and index read the same twice after the scan.
   std::vector<FoundFrame> revalidate(std::vector<FoundFrame> hits, ScanStats* stats) const;
+  // Rereads one frame on its own, twice; true when it is stable and still the frame scanned.
+  bool revalidate_alone(FoundFrame& f) const;
   void read_pieces(std::vector<process::ReadRequest>& pieces) const;
   const CoroutineIndex& index_;
   process::ReadMemory read_;
