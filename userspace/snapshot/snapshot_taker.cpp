@@ -111,6 +111,10 @@ struct SnapshotTaker::Impl {
   process::ThreadReadResult threads(const std::vector<process::Mapping>& maps) const;
   process::MappedFile open_object(const process::Mapping& m) const;
   bool open_preload(const process::TargetError& refused, SnapshotError* error);
+  // Parts of attach(), in order.
+  bool open_target(SnapshotError* error);
+  void open_module_cache();
+  bool index_object(const process::MappedObject& obj, std::vector<StrippedObject>* stripped);
 };
 
 SnapshotTaker::SnapshotTaker(SnapshotSession session) : impl_(std::make_unique<Impl>()) {
@@ -343,91 +347,114 @@ bool SnapshotTaker::Impl::open_preload(const process::TargetError& refused, Snap
   return true;
 }
 
+bool SnapshotTaker::Impl::open_target(SnapshotError* error) {
+  try {
+    target.emplace(process::TargetProcess::open(session.pid));
+    memory = std::make_unique<process::MemoryReader>(*target);
+    process::MemoryReader& mem = *memory;
+    read = [&mem](uint64_t addr, void* buf, size_t len) { return mem.read(addr, buf, len); };
+    batch = [&mem](std::vector<process::ReadRequest>& pieces) {
+      mem.read_batch(std::span<process::ReadRequest>(pieces));
+    };
+    return true;
+  } catch (const process::TargetError& e) {
+    // Direct reading refused: a process started with `asyncprobe run` serves its own user.
+    if (e.code() != util::kExitPermission) throw;
+    target.reset();
+    memory.reset();
+    return open_preload(e, error);
+  }
+}
+
+void SnapshotTaker::Impl::open_module_cache() {
+  symbolizer::DebugSearchPaths paths;
+  // Through the socket we see the target's files by their paths: /proc/PID/root is closed.
+  if (target) paths.sysroot = target->proc_path("root");
+  for (const auto& d : session.debug_dirs) paths.debug_roots.insert(paths.debug_roots.begin(), d);
+  modules = std::make_unique<symbolizer::ModuleCache>(paths);
+}
+
+// Adds the object's coroutine catalog to the index, or queues it for the search by code when it
+// has no symbols; false when its file or module could not be opened.
+bool SnapshotTaker::Impl::index_object(const process::MappedObject& obj,
+                                       std::vector<StrippedObject>* stripped) {
+  // The first mapping of the object is enough to open the file it maps.
+  process::MappedFile file = open_object(obj.mappings.front());
+  if (!file.fd.valid()) return false;
+  std::string err;
+  auto module = modules->get(file.path, obj.path, &err);
+  if (module == nullptr) return false;
+  std::vector<process::LoadSegment> loads;
+  for (const auto& seg : module->object().load_segments()) {
+    loads.push_back({seg.vaddr, seg.offset, seg.filesz, seg.memsz, seg.flags});
+  }
+  process::LoadBiasResult bias = process::compute_load_bias(obj, loads);
+  auto catalog = std::make_shared<symbolizer::CoroCatalog>(module);
+  if (catalog->functions().empty()) {
+    // System libraries ship stripped and hold none of the user's coroutines; only the
+    // executable and the application's own libraries are searched by code.
+    if (!module->has_symtab() && module->dwarf() == nullptr && bias.ok &&
+        (!is_system_library(obj.path) || obj.path == exe_path())) {
+      StrippedObject so{module, bias.bias, obj.path, {}};
+      for (const auto& seg : module->object().load_segments()) {
+        if ((seg.flags & 1) != 0)
+          so.code.push_back({seg.vaddr + bias.bias, seg.vaddr + seg.memsz + bias.bias});
+      }
+      stripped->push_back(std::move(so));
+    }
+    return true;
+  }
+  if (!bias.ok) {
+    warnings.push_back(obj.path + ": cannot place its coroutines (" + bias.error + ")");
+    return true;
+  }
+  if (module->dwarf() == nullptr) {
+    warnings.push_back(obj.path +
+                       ": no DWARF debug info: functions are named but suspend "
+                       "lines are unknown (build with -g or install its debug file)");
+  }
+  index.add(LoadedCatalog{catalog, bias.bias, obj.path});
+  return true;
+}
+
+namespace {
+
+// Why a target with no recognised coroutine code cannot be snapshotted, and what to do.
+std::string no_coroutines_message(int pid, const std::string& comm,
+                                  const std::vector<StrippedObject>& stripped, size_t objects) {
+  std::string message = "pid " + std::to_string(pid) + " (" + comm + "): ";
+  if (!stripped.empty()) {
+    const auto& id = stripped.front().module->object().build_id();
+    message += "no coroutine frames recognised in " + stripped.front().path +
+               ", which has no symbols: install its debug file" +
+               (id.empty() ? std::string()
+                           : " (build-id " + id + ", looked up as /usr/lib/debug/.build-id/" +
+                                 id.substr(0, 2) + "/" + id.substr(2) + ".debug)") +
+               " or pass --debug-dir";
+  } else {
+    message += "no coroutine code found in its " + std::to_string(objects) + " mapped objects";
+  }
+  return message;
+}
+
+}  // namespace
+
 bool SnapshotTaker::attach(SnapshotError* error) {
   Impl& s = *impl_;
   try {
-    try {
-      s.target.emplace(process::TargetProcess::open(s.session.pid));
-      s.memory = std::make_unique<process::MemoryReader>(*s.target);
-      process::MemoryReader& mem = *s.memory;
-      s.read = [&mem](uint64_t addr, void* buf, size_t len) { return mem.read(addr, buf, len); };
-      s.batch = [&mem](std::vector<process::ReadRequest>& pieces) {
-        mem.read_batch(std::span<process::ReadRequest>(pieces));
-      };
-    } catch (const process::TargetError& e) {
-      // Direct reading refused: a process started with `asyncprobe run` serves its own user.
-      if (e.code() != util::kExitPermission) throw;
-      s.target.reset();
-      s.memory.reset();
-      if (!s.open_preload(e, error)) return false;
-    }
-    symbolizer::DebugSearchPaths paths;
-    // Through the socket we see the target's files by their paths: /proc/PID/root is closed.
-    if (s.target) paths.sysroot = s.target->proc_path("root");
-    for (const auto& d : s.session.debug_dirs)
-      paths.debug_roots.insert(paths.debug_roots.begin(), d);
-    s.modules = std::make_unique<symbolizer::ModuleCache>(paths);
-
+    if (!s.open_target(error)) return false;
+    s.open_module_cache();
     process::MapsParseResult maps = s.read_maps();
     size_t objects = 0;
     std::vector<StrippedObject> stripped;
     for (const process::MappedObject& obj : process::group_objects(maps.mappings)) {
       if (!obj.has_exec() || obj.path.empty() || obj.path[0] != '/') continue;
-      // The first mapping of the object is enough to open the file it maps.
-      process::MappedFile file = s.open_object(obj.mappings.front());
-      if (!file.fd.valid()) continue;
-      std::string err;
-      auto module = s.modules->get(file.path, obj.path, &err);
-      if (module == nullptr) continue;
-      ++objects;
-      std::vector<process::LoadSegment> loads;
-      for (const auto& seg : module->object().load_segments()) {
-        loads.push_back({seg.vaddr, seg.offset, seg.filesz, seg.memsz, seg.flags});
-      }
-      process::LoadBiasResult bias = process::compute_load_bias(obj, loads);
-      auto catalog = std::make_shared<symbolizer::CoroCatalog>(module);
-      if (catalog->functions().empty()) {
-        // System libraries ship stripped and hold none of the user's coroutines; only the
-        // executable and the application's own libraries are searched by code.
-        if (!module->has_symtab() && module->dwarf() == nullptr && bias.ok &&
-            (!is_system_library(obj.path) || obj.path == s.exe_path())) {
-          StrippedObject so{module, bias.bias, obj.path, {}};
-          for (const auto& seg : module->object().load_segments()) {
-            if ((seg.flags & 1) != 0)
-              so.code.push_back({seg.vaddr + bias.bias, seg.vaddr + seg.memsz + bias.bias});
-          }
-          stripped.push_back(std::move(so));
-        }
-        continue;
-      }
-      if (!bias.ok) {
-        s.warnings.push_back(obj.path + ": cannot place its coroutines (" + bias.error + ")");
-        continue;
-      }
-      if (module->dwarf() == nullptr) {
-        s.warnings.push_back(obj.path +
-                             ": no DWARF debug info: functions are named but suspend "
-                             "lines are unknown (build with -g or install its debug file)");
-      }
-      s.index.add(LoadedCatalog{catalog, bias.bias, obj.path});
+      if (s.index_object(obj, &stripped)) ++objects;
     }
     add_stripped_coroutines(stripped, maps.mappings);
     if (s.index.empty()) {
       error->code = util::kExitNoCoroutines;
-      error->message = "pid " + std::to_string(s.pid()) + " (" + s.comm() + "): ";
-      if (!stripped.empty()) {
-        const auto& id = stripped.front().module->object().build_id();
-        error->message +=
-            "no coroutine frames recognised in " + stripped.front().path +
-            ", which has no symbols: install its debug file" +
-            (id.empty() ? std::string()
-                        : " (build-id " + id + ", looked up as /usr/lib/debug/.build-id/" +
-                              id.substr(0, 2) + "/" + id.substr(2) + ".debug)") +
-            " or pass --debug-dir";
-      } else {
-        error->message +=
-            "no coroutine code found in its " + std::to_string(objects) + " mapped objects";
-      }
+      error->message = no_coroutines_message(s.pid(), s.comm(), stripped, objects);
       return false;
     }
     return true;
