@@ -39,21 +39,14 @@ const char* status_text(int32_t s) {
   }
 }
 
-}  // namespace
-
-std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string* why, int* code,
-                                                           const std::string& socket_dir) {
-  int dummy = 0;
-  if (code == nullptr) code = &dummy;
-  std::string dir_choice = socket_dir.empty() ? env_or_empty("ASYNCPROBE_SOCKET_DIR") : socket_dir;
-  std::string dir = proto::socket_directory(dir_choice, geteuid());
-  std::string path = proto::socket_path(dir_choice, geteuid(), pid);
+// Whether `dir` exists and is safe to find the target's socket in; fills why and code when not.
+bool check_socket_dir(int pid, const std::string& dir, std::string* why, int* code) {
   struct stat st {};
   if (lstat(dir.c_str(), &st) != 0) {
     *why = "pid " + std::to_string(pid) + " serves no asyncprobe socket to this user (no " + dir +
            "; start it with `asyncprobe run`)";
     *code = util::kExitPermission;
-    return nullptr;
+    return false;
   }
   // Talk only through a directory that is ours and private: nobody else can have put a socket in
   // it.
@@ -61,18 +54,42 @@ std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string*
     *why = dir + " is not a private directory of uid " + std::to_string(geteuid()) +
            "; refusing to use it";
     *code = util::kExitPermission;
-    return nullptr;
+    return false;
   }
+  return true;
+}
+
+// Explains a failed connect() to the target's socket, errno `e`.
+void explain_connect_error(int e, int pid, const std::string& path, std::string* why, int* code) {
+  if (e == ENOENT) {
+    *why = "pid " + std::to_string(pid) + " serves no asyncprobe socket (no " + path +
+           "; start it with `asyncprobe run`)";
+    *code = util::kExitPermission;
+  } else if (e == ECONNREFUSED) {
+    *why = "stale socket " + path + ": pid " + std::to_string(pid) + " no longer serves it";
+    *code = util::kExitNoProcess;
+  } else if (e == EACCES || e == EPERM) {
+    *why = "permission denied connecting to " + path;
+    *code = util::kExitPermission;
+  } else {
+    *why = "cannot connect to " + path + ": " + std::strerror(e);
+    *code = util::kExitInternal;
+  }
+}
+
+// Connects to the socket at `path` and checks that pid, of our uid, serves it; the connected fd
+// with send and receive timeouts, or -1 with why and code filled.
+int connect_to_target(int pid, const std::string& path, std::string* why, int* code) {
   if (path.size() >= sizeof(sockaddr_un::sun_path)) {
     *why = "socket path too long: " + path;
     *code = util::kExitInternal;
-    return nullptr;
+    return -1;
   }
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     *why = std::string("socket: ") + std::strerror(errno);
     *code = util::kExitInternal;
-    return nullptr;
+    return -1;
   }
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -80,21 +97,8 @@ std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string*
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int e = errno;
     close(fd);
-    if (e == ENOENT) {
-      *why = "pid " + std::to_string(pid) + " serves no asyncprobe socket (no " + path +
-             "; start it with `asyncprobe run`)";
-      *code = util::kExitPermission;
-    } else if (e == ECONNREFUSED) {
-      *why = "stale socket " + path + ": pid " + std::to_string(pid) + " no longer serves it";
-      *code = util::kExitNoProcess;
-    } else if (e == EACCES || e == EPERM) {
-      *why = "permission denied connecting to " + path;
-      *code = util::kExitPermission;
-    } else {
-      *why = "cannot connect to " + path + ": " + std::strerror(e);
-      *code = util::kExitInternal;
-    }
-    return nullptr;
+    explain_connect_error(e, pid, path, why, code);
+    return -1;
   }
   ucred cred{};
   socklen_t len = sizeof cred;
@@ -104,11 +108,26 @@ std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string*
     *why = "socket " + path + " is not served by pid " + std::to_string(pid) + " of uid " +
            std::to_string(geteuid());
     *code = util::kExitPermission;
-    return nullptr;
+    return -1;
   }
   timeval tv{30, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+}  // namespace
+
+std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string* why, int* code,
+                                                           const std::string& socket_dir) {
+  int dummy = 0;
+  if (code == nullptr) code = &dummy;
+  std::string dir_choice = socket_dir.empty() ? env_or_empty("ASYNCPROBE_SOCKET_DIR") : socket_dir;
+  std::string dir = proto::socket_directory(dir_choice, geteuid());
+  std::string path = proto::socket_path(dir_choice, geteuid(), pid);
+  if (!check_socket_dir(pid, dir, why, code)) return nullptr;
+  int fd = connect_to_target(pid, path, why, code);
+  if (fd < 0) return nullptr;
   std::unique_ptr<PreloadConnection> c(new PreloadConnection());
   c->fd_ = fd;
   c->pid_ = pid;
