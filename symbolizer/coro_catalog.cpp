@@ -284,33 +284,57 @@ int64_t gcc_final_index(const std::vector<StructMember>& members) {
   return 2 * (awaits + 2);
 }
 
-std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFunction& fn) const {
-  std::map<int64_t, SuspendPointInfo> points;
-  const int64_t initial = fn.compiler == CoroCompiler::kGcc ? 2 : 0;
+namespace {
+
+// The initial suspend: placed at the function's declaration line.
+SuspendPointInfo initial_point(const CoroFunction& fn, int64_t initial) {
   SuspendPointInfo init;
   init.index = initial;
   init.kind = SuspendPointInfo::Kind::kInitial;
   init.location = SourceLine{fn.decl_file, fn.decl_line, 0};
   init.rule = fn.decl_line != 0 ? "function-entry" : "";
-  points[initial] = init;
-  if (fn.index_width == 0) return points;
+  return init;
+}
 
-  std::vector<uint8_t> code;
-  size_t len =
-      fn.resume_size != 0 ? std::min<size_t>(fn.resume_size, kMaxResumeBytes) : kDefaultResumeBytes;
-  if (!module_->object().read_code(fn.resume, len, &code)) return points;
-  ResumeCodeFacts facts = analyze_resume_code(code.data(), code.size(), fn.resume);
-  const DwarfInfo* dw = module_->dwarf();
-  // The function's closing line: the largest line of its own file seen at the outermost level.
+// The function's closing line: the largest line of its own file seen at the outermost level.
+int closing_line(const DwarfInfo* dw, const ResumeCodeFacts& facts, const CoroFunction& fn) {
   int last_line = 0;
-  if (dw != nullptr) {
-    for (const auto& in : facts.instructions) {
-      auto frames = dw->frames_at(in.address);
-      if (!frames.empty() && frames.back().location.file == fn.decl_file) {
-        last_line = std::max(last_line, frames.back().location.line);
-      }
+  if (dw == nullptr) return last_line;
+  for (const auto& in : facts.instructions) {
+    auto frames = dw->frames_at(in.address);
+    if (!frames.empty() && frames.back().location.file == fn.decl_file) {
+      last_line = std::max(last_line, frames.back().location.line);
     }
   }
+  return last_line;
+}
+
+// The suspend point of an index value, placed when its stores agree on one line.
+SuspendPointInfo point_from_lines(const CoroFunction& fn, int64_t value,
+                                  const std::set<std::pair<std::string, int>>& where) {
+  SuspendPointInfo sp;
+  sp.index = value;
+  // Final only where the frame type says the final suspend is: the last index stored is not
+  // it when the final suspend is unreachable (a `for (;;)` loop) or its store was optimised
+  // away. Clang tells a finished frame by its NULL resume pointer instead.
+  sp.kind =
+      value == fn.final_index ? SuspendPointInfo::Kind::kFinal : SuspendPointInfo::Kind::kAwait;
+  // A co_await is in the coroutine's own source file; a line in another file (a header the
+  // store was inlined from) places nothing.
+  bool foreign = where.size() == 1 && !fn.decl_file.empty() && where.begin()->first != fn.decl_file;
+  if (where.size() == 1 && where.begin()->second != 0 && !foreign) {
+    sp.location = SourceLine{where.begin()->first, where.begin()->second, 0};
+    sp.rule = "index-store";
+  }
+  return sp;
+}
+
+}  // namespace
+
+std::map<int64_t, std::set<std::pair<std::string, int>>> CoroCatalog::index_store_lines(
+    const CoroFunction& fn, const ResumeCodeFacts& facts, int64_t initial) const {
+  const DwarfInfo* dw = module_->dwarf();
+  const int last_line = closing_line(dw, facts, fn);
   // value -> the distinct source lines placed for the instructions that store it
   std::map<int64_t, std::set<std::pair<std::string, int>>> lines;
   for (const auto& s : facts.stores) {
@@ -337,23 +361,22 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
     }
     set.emplace(frames.back().location.file, line);
   }
-  for (const auto& [value, where] : lines) {
-    SuspendPointInfo sp;
-    sp.index = value;
-    // Final only where the frame type says the final suspend is: the last index stored is not
-    // it when the final suspend is unreachable (a `for (;;)` loop) or its store was optimised
-    // away. Clang tells a finished frame by its NULL resume pointer instead.
-    sp.kind =
-        value == fn.final_index ? SuspendPointInfo::Kind::kFinal : SuspendPointInfo::Kind::kAwait;
-    // A co_await is in the coroutine's own source file; a line in another file (a header the
-    // store was inlined from) places nothing.
-    bool foreign =
-        where.size() == 1 && !fn.decl_file.empty() && where.begin()->first != fn.decl_file;
-    if (where.size() == 1 && where.begin()->second != 0 && !foreign) {
-      sp.location = SourceLine{where.begin()->first, where.begin()->second, 0};
-      sp.rule = "index-store";
-    }
-    points[value] = sp;
+  return lines;
+}
+
+std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFunction& fn) const {
+  std::map<int64_t, SuspendPointInfo> points;
+  const int64_t initial = fn.compiler == CoroCompiler::kGcc ? 2 : 0;
+  points[initial] = initial_point(fn, initial);
+  if (fn.index_width == 0) return points;
+
+  std::vector<uint8_t> code;
+  size_t len =
+      fn.resume_size != 0 ? std::min<size_t>(fn.resume_size, kMaxResumeBytes) : kDefaultResumeBytes;
+  if (!module_->object().read_code(fn.resume, len, &code)) return points;
+  ResumeCodeFacts facts = analyze_resume_code(code.data(), code.size(), fn.resume);
+  for (const auto& [value, where] : index_store_lines(fn, facts, initial)) {
+    points[value] = point_from_lines(fn, value, where);
   }
   if (fn.final_index >= 0 && points.count(fn.final_index) == 0) {
     // No store of it was read (unreachable, or merged): a frame there is still at its final

@@ -8,8 +8,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "symbolizer/index_store_finder.h"
@@ -76,6 +78,9 @@ class CoroCatalog {
   void add(CoroFunction fn);
   void read_layout(CoroFunction& fn) const;
   std::map<int64_t, SuspendPointInfo> compute_points(const CoroFunction& fn) const;
+  // Index value -> the distinct source lines its stores place (("", 0) for a store placed nowhere).
+  std::map<int64_t, std::set<std::pair<std::string, int>>> index_store_lines(
+      const CoroFunction& fn, const ResumeCodeFacts& facts, int64_t initial) const;
   std::optional<std::pair<std::string, int>> await_suspend_site(const ResumeCodeFacts& facts,
                                                                 uint64_t store_address) const;
 

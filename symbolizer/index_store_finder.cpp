@@ -169,6 +169,115 @@ SweepState meet(const SweepState& a, const SweepState& b) {
   return out;
 }
 
+// Frame-field reads: remember the first one (the index dispatch). A compare may read its
+// memory operand from either side (`cmpb $0x0,0x6c(%rdi)`).
+void note_first_frame_load(csh handle, unsigned id, const cs_x86_op& dst, const cs_x86_op& src,
+                           const SweepState& st, ResumeCodeFacts* facts) {
+  if (facts == nullptr || facts->first_frame_load) return;
+  if (id != X86_INS_MOV && id != X86_INS_MOVZX && id != X86_INS_CMP && id != X86_INS_TEST) return;
+  for (const cs_x86_op* op : {&src, &dst}) {
+    if (op == &dst && id != X86_INS_CMP && id != X86_INS_TEST) continue;
+    if (op->type != X86_OP_MEM || op->mem.index != X86_REG_INVALID) continue;
+    auto base = frame_offset(st, full_reg(handle, op->mem.base));
+    if (base && *base + op->mem.disp >= 16) {
+      facts->first_frame_load =
+          std::make_pair(static_cast<uint32_t>(*base + op->mem.disp), op->size);
+      break;
+    }
+  }
+}
+
+// A mov to memory: a known value stored into a frame field is recorded; a register spilled to a
+// stack slot carries its frame offset (or its loss) into the slot.
+void transfer_store(csh handle, const cs_insn* insn, const cs_x86_op& dst, const cs_x86_op& src,
+                    SweepState& st, ResumeCodeFacts* facts) {
+  unsigned base = full_reg(handle, dst.mem.base);
+  auto base_off = frame_offset(st, base);
+  int64_t field = base_off ? *base_off + dst.mem.disp : -1;
+  if (base_off && field >= 0 && field < (1 << 20)) {
+    std::optional<int64_t> value;
+    if (src.type == X86_OP_IMM) {
+      value = src.imm;
+    } else if (src.type == X86_OP_REG) {
+      auto it = st.constants.find(full_reg(handle, src.reg));
+      if (it != st.constants.end()) value = it->second;
+    }
+    if (value && facts != nullptr) {
+      facts->stores.push_back({insn->address, static_cast<uint32_t>(field), dst.size, *value});
+    }
+  } else if (is_stack_base(base) && src.type == X86_OP_REG && is_64bit_reg(src.reg)) {
+    if (auto off = frame_offset(st, src.reg)) {
+      st.frame_slots[dst.mem.disp] = *off;
+    } else {
+      st.frame_slots.erase(dst.mem.disp);
+    }
+  }
+}
+
+// A write to a register whose new value the sweep can follow (copies, constants, reloads of
+// spilled frame pointers, frame + k). Returns false when the instruction is none of these.
+bool transfer_to_register(csh handle, unsigned id, const cs_x86_op& dst, const cs_x86_op& src,
+                          SweepState& st) {
+  bool is_mov = id == X86_INS_MOV || id == X86_INS_MOVABS;
+  unsigned d = full_reg(handle, dst.reg);
+  if (is_mov && src.type == X86_OP_REG && is_64bit_reg(src.reg) && is_64bit_reg(dst.reg)) {
+    auto frame = frame_offset(st, src.reg);
+    auto c = st.constants.find(src.reg);
+    std::optional<int64_t> cval;
+    if (c != st.constants.end()) cval = c->second;
+    forget_reg(st, d);
+    if (frame) st.frame_regs[d] = *frame;
+    if (cval) st.constants[d] = *cval;
+    return true;
+  }
+  if (is_mov && src.type == X86_OP_IMM) {
+    forget_reg(st, d);
+    st.constants[d] = src.imm;
+    return true;
+  }
+  if (is_mov && src.type == X86_OP_MEM && is_64bit_reg(dst.reg) &&
+      is_stack_base(full_reg(handle, src.mem.base)) && src.mem.index == X86_REG_INVALID) {
+    auto slot = st.frame_slots.find(src.mem.disp);
+    std::optional<int64_t> frame;
+    if (slot != st.frame_slots.end()) frame = slot->second;
+    forget_reg(st, d);
+    if (frame) st.frame_regs[d] = *frame;
+    return true;
+  }
+  // frame + k: `add $k,%reg` / `sub $k,%reg` on a frame register, `lea k(%frame),%reg`.
+  if ((id == X86_INS_ADD || id == X86_INS_SUB) && src.type == X86_OP_IMM && is_64bit_reg(dst.reg)) {
+    auto frame = frame_offset(st, d);
+    forget_reg(st, d);
+    if (frame) st.frame_regs[d] = *frame + (id == X86_INS_ADD ? src.imm : -src.imm);
+    return true;
+  }
+  if (id == X86_INS_LEA && is_64bit_reg(dst.reg) && src.type == X86_OP_MEM &&
+      src.mem.index == X86_REG_INVALID && src.mem.segment == X86_REG_INVALID) {
+    auto frame = frame_offset(st, full_reg(handle, src.mem.base));
+    forget_reg(st, d);
+    if (frame) st.frame_regs[d] = *frame + src.mem.disp;
+    return true;
+  }
+  // `xor %eax,%eax` makes a zero constant.
+  if (id == X86_INS_XOR && src.type == X86_OP_REG && full_reg(handle, src.reg) == d) {
+    forget_reg(st, d);
+    st.constants[d] = 0;
+    return true;
+  }
+  return false;
+}
+
+// Anything else that writes a register invalidates what we knew of it.
+void forget_written_regs(csh handle, const cs_insn* insn, SweepState& st) {
+  cs_regs regs_read;
+  cs_regs regs_write;
+  uint8_t nread = 0;
+  uint8_t nwrite = 0;
+  if (cs_regs_access(handle, insn, regs_read, &nread, regs_write, &nwrite) == CS_ERR_OK) {
+    for (uint8_t i = 0; i < nwrite; ++i) forget_reg(st, full_reg(handle, regs_write[i]));
+  }
+}
+
 // Effect of one instruction on the state; records frame stores into `facts` when non-null.
 void transfer(csh handle, const cs_insn* insn, SweepState& st, ResumeCodeFacts* facts) {
   const cs_x86& x = insn->detail->x86;
@@ -182,102 +291,14 @@ void transfer(csh handle, const cs_insn* insn, SweepState& st, ResumeCodeFacts* 
   if (x.op_count == 2) {
     const cs_x86_op& dst = x.operands[0];
     const cs_x86_op& src = x.operands[1];
-    // Frame-field reads: remember the first one (the index dispatch). A compare may read its
-    // memory operand from either side (`cmpb $0x0,0x6c(%rdi)`).
-    if (facts != nullptr && !facts->first_frame_load &&
-        (id == X86_INS_MOV || id == X86_INS_MOVZX || id == X86_INS_CMP || id == X86_INS_TEST)) {
-      for (const cs_x86_op* op : {&src, &dst}) {
-        if (op == &dst && id != X86_INS_CMP && id != X86_INS_TEST) continue;
-        if (op->type != X86_OP_MEM || op->mem.index != X86_REG_INVALID) continue;
-        auto base = frame_offset(st, full_reg(handle, op->mem.base));
-        if (base && *base + op->mem.disp >= 16) {
-          facts->first_frame_load =
-              std::make_pair(static_cast<uint32_t>(*base + op->mem.disp), op->size);
-          break;
-        }
-      }
-    }
+    note_first_frame_load(handle, id, dst, src, st, facts);
     if (is_mov && dst.type == X86_OP_MEM && dst.mem.index == X86_REG_INVALID) {
-      unsigned base = full_reg(handle, dst.mem.base);
-      auto base_off = frame_offset(st, base);
-      int64_t field = base_off ? *base_off + dst.mem.disp : -1;
-      if (base_off && field >= 0 && field < (1 << 20)) {
-        std::optional<int64_t> value;
-        if (src.type == X86_OP_IMM) {
-          value = src.imm;
-        } else if (src.type == X86_OP_REG) {
-          auto it = st.constants.find(full_reg(handle, src.reg));
-          if (it != st.constants.end()) value = it->second;
-        }
-        if (value && facts != nullptr) {
-          facts->stores.push_back({insn->address, static_cast<uint32_t>(field), dst.size, *value});
-        }
-      } else if (is_stack_base(base) && src.type == X86_OP_REG && is_64bit_reg(src.reg)) {
-        if (auto off = frame_offset(st, src.reg)) {
-          st.frame_slots[dst.mem.disp] = *off;
-        } else {
-          st.frame_slots.erase(dst.mem.disp);
-        }
-      }
+      transfer_store(handle, insn, dst, src, st, facts);
       return;
     }
-    if (dst.type == X86_OP_REG) {
-      unsigned d = full_reg(handle, dst.reg);
-      if (is_mov && src.type == X86_OP_REG && is_64bit_reg(src.reg) && is_64bit_reg(dst.reg)) {
-        auto frame = frame_offset(st, src.reg);
-        auto c = st.constants.find(src.reg);
-        std::optional<int64_t> cval;
-        if (c != st.constants.end()) cval = c->second;
-        forget_reg(st, d);
-        if (frame) st.frame_regs[d] = *frame;
-        if (cval) st.constants[d] = *cval;
-        return;
-      }
-      if (is_mov && src.type == X86_OP_IMM) {
-        forget_reg(st, d);
-        st.constants[d] = src.imm;
-        return;
-      }
-      if (is_mov && src.type == X86_OP_MEM && is_64bit_reg(dst.reg) &&
-          is_stack_base(full_reg(handle, src.mem.base)) && src.mem.index == X86_REG_INVALID) {
-        auto slot = st.frame_slots.find(src.mem.disp);
-        std::optional<int64_t> frame;
-        if (slot != st.frame_slots.end()) frame = slot->second;
-        forget_reg(st, d);
-        if (frame) st.frame_regs[d] = *frame;
-        return;
-      }
-      // frame + k: `add $k,%reg` / `sub $k,%reg` on a frame register, `lea k(%frame),%reg`.
-      if ((id == X86_INS_ADD || id == X86_INS_SUB) && src.type == X86_OP_IMM &&
-          is_64bit_reg(dst.reg)) {
-        auto frame = frame_offset(st, d);
-        forget_reg(st, d);
-        if (frame) st.frame_regs[d] = *frame + (id == X86_INS_ADD ? src.imm : -src.imm);
-        return;
-      }
-      if (id == X86_INS_LEA && is_64bit_reg(dst.reg) && src.type == X86_OP_MEM &&
-          src.mem.index == X86_REG_INVALID && src.mem.segment == X86_REG_INVALID) {
-        auto frame = frame_offset(st, full_reg(handle, src.mem.base));
-        forget_reg(st, d);
-        if (frame) st.frame_regs[d] = *frame + src.mem.disp;
-        return;
-      }
-      // `xor %eax,%eax` makes a zero constant.
-      if (id == X86_INS_XOR && src.type == X86_OP_REG && full_reg(handle, src.reg) == d) {
-        forget_reg(st, d);
-        st.constants[d] = 0;
-        return;
-      }
-    }
+    if (dst.type == X86_OP_REG && transfer_to_register(handle, id, dst, src, st)) return;
   }
-  // Anything else that writes a register invalidates what we knew of it.
-  cs_regs regs_read;
-  cs_regs regs_write;
-  uint8_t nread = 0;
-  uint8_t nwrite = 0;
-  if (cs_regs_access(handle, insn, regs_read, &nread, regs_write, &nwrite) == CS_ERR_OK) {
-    for (uint8_t i = 0; i < nwrite; ++i) forget_reg(st, full_reg(handle, regs_write[i]));
-  }
+  forget_written_regs(handle, insn, st);
 }
 
 std::optional<uint64_t> direct_target(const cs_insn* insn) {
@@ -326,14 +347,20 @@ std::optional<std::pair<uint32_t, uint8_t>> first_load_from_entry(
   return std::nullopt;
 }
 
-// Forward dataflow over the function's control-flow graph: the state at a block's entry is the
-// meet of its predecessors' exits, so a frame pointer copied to a callee-saved register in the
-// prologue is still known at every resume point.
-void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* facts) {
+// The function's basic blocks and, for each, the blocks that can flow into it.
+struct ControlFlow {
+  size_t n = 0;                            // instructions
+  std::map<uint64_t, size_t> at;           // address -> instruction index
+  std::vector<size_t> block_start;         // first instruction of each block
+  std::vector<size_t> block_of;            // instruction index -> block
+  std::vector<std::vector<size_t>> preds;  // block -> predecessor blocks
+  size_t blocks() const { return block_start.size(); }
+  size_t block_end(size_t b) const { return b + 1 < blocks() ? block_start[b + 1] : n; }
+};
+
+// Blocks start at the entry, after every jump or block end, and at every direct jump target.
+void find_blocks(const std::vector<cs_insn>& insns, ControlFlow& cfg) {
   const size_t n = insns.size();
-  if (n == 0) return;
-  std::map<uint64_t, size_t> at;
-  for (size_t i = 0; i < n; ++i) at.emplace(insns[i].address, i);
   std::vector<bool> leader(n, false);
   leader[0] = true;
   for (size_t i = 0; i < n; ++i) {
@@ -341,74 +368,92 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
     if (!is_jump(in) && !ends_block(in->id)) continue;
     if (i + 1 < n) leader[i + 1] = true;
     if (auto t = direct_target(in)) {
-      auto it = at.find(*t);
-      if (it != at.end()) leader[it->second] = true;
+      auto it = cfg.at.find(*t);
+      if (it != cfg.at.end()) leader[it->second] = true;
     }
   }
-  std::vector<size_t> block_start;
-  std::vector<size_t> block_of(n);
+  cfg.block_of.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    if (leader[i]) block_start.push_back(i);
-    block_of[i] = block_start.size() - 1;
+    if (leader[i]) cfg.block_start.push_back(i);
+    cfg.block_of[i] = cfg.block_start.size() - 1;
   }
-  const size_t nb = block_start.size();
-  auto block_end = [&](size_t b) { return b + 1 < nb ? block_start[b + 1] : n; };
-  std::vector<std::vector<size_t>> preds(nb);
+}
+
+ControlFlow build_control_flow(const std::vector<cs_insn>& insns) {
+  ControlFlow cfg;
+  cfg.n = insns.size();
+  for (size_t i = 0; i < cfg.n; ++i) cfg.at.emplace(insns[i].address, i);
+  find_blocks(insns, cfg);
+  const size_t nb = cfg.blocks();
+  cfg.preds.resize(nb);
   auto only_padding = [&](size_t b) {
-    for (size_t i = block_start[b]; i < block_end(b); ++i) {
+    for (size_t i = cfg.block_start[b]; i < cfg.block_end(b); ++i) {
       if (insns[i].id != X86_INS_NOP && insns[i].id != X86_INS_INT3) return false;
     }
     return true;
   };
   for (size_t b = 0; b < nb; ++b) {
-    const cs_insn* last = &insns[block_end(b) - 1];
+    const cs_insn* last = &insns[cfg.block_end(b) - 1];
     bool unconditional = ends_block(last->id);
     // Alignment padding after a ret is never executed: it must not feed the next block.
-    if (!unconditional && b + 1 < nb && !only_padding(b)) preds[b + 1].push_back(b);
+    if (!unconditional && b + 1 < nb && !only_padding(b)) cfg.preds[b + 1].push_back(b);
     if (is_jump(last)) {
       if (auto t = direct_target(last)) {
-        auto it = at.find(*t);
-        if (it != at.end()) preds[block_of[it->second]].push_back(b);
+        auto it = cfg.at.find(*t);
+        if (it != cfg.at.end()) cfg.preds[cfg.block_of[it->second]].push_back(b);
       }
     }
   }
-  SweepState entry;
-  entry.frame_regs[X86_REG_RDI] = 0;
+  return cfg;
+}
+
+std::optional<SweepState> orphan_state(const std::optional<SweepState>& first) {
+  if (!first) return std::nullopt;
+  SweepState st;
+  st.frame_regs = first->frame_regs;
+  st.frame_slots = first->frame_slots;
+  return st;
+}
+
+// The state at a block's entry: the meet of its predecessors' exits. The entry block starts
+// with %rdi = frame whatever jumps there: a jump to the function's start is a new activation
+// (Clang turns symmetric transfer to itself into one). A block with no known way in is a
+// jump-table target or an exception landing pad; both see the registers as they were after the
+// prologue (the unwinder restores callee-saved ones), so they start from the entry block's
+// frame registers and spill slots.
+std::optional<SweepState> in_state(const ControlFlow& cfg,
+                                   const std::vector<std::optional<SweepState>>& out, size_t b) {
+  std::optional<SweepState> in;
+  if (b == 0) {
+    SweepState entry;
+    entry.frame_regs[X86_REG_RDI] = 0;
+    in = entry;
+  }
+  for (size_t p : cfg.preds[b]) {
+    if (b == 0 || !out[p]) continue;
+    in = in ? meet(*in, *out[p]) : *out[p];
+  }
+  if (!in) in = orphan_state(out[0]);
+  return in;
+}
+
+// Iterates the blocks' exit states to a fixed point (at most 64 rounds).
+std::vector<std::optional<SweepState>> settle_exit_states(csh handle,
+                                                          const std::vector<cs_insn>& insns,
+                                                          const ControlFlow& cfg) {
+  const size_t nb = cfg.blocks();
   std::vector<std::optional<SweepState>> out(nb);
-  auto orphan_state = [](const std::optional<SweepState>& first) -> std::optional<SweepState> {
-    if (!first) return std::nullopt;
-    SweepState st;
-    st.frame_regs = first->frame_regs;
-    st.frame_slots = first->frame_slots;
-    return st;
-  };
-  // The state at a block's entry: the meet of its predecessors' exits. The entry block starts
-  // with %rdi = frame whatever jumps there: a jump to the function's start is a new activation
-  // (Clang turns symmetric transfer to itself into one). A block with no known way in is a
-  // jump-table target or an exception landing pad; both see the registers as they were after the
-  // prologue (the unwinder restores callee-saved ones), so they start from the entry block's
-  // frame registers and spill slots.
-  auto in_state = [&](size_t b) -> std::optional<SweepState> {
-    std::optional<SweepState> in;
-    if (b == 0) in = entry;
-    for (size_t p : preds[b]) {
-      if (b == 0 || !out[p]) continue;
-      in = in ? meet(*in, *out[p]) : *out[p];
-    }
-    if (!in) in = orphan_state(out[0]);
-    return in;
-  };
   for (int round = 0; round < 64; ++round) {
     bool changed = false;
     for (size_t b = 0; b < nb; ++b) {
-      std::optional<SweepState> in = in_state(b);
+      std::optional<SweepState> in = in_state(cfg, out, b);
       if (!in) {
         if (out[b]) changed = true;
         out[b].reset();
         continue;
       }
       SweepState st = *in;
-      for (size_t i = block_start[b]; i < block_end(b); ++i)
+      for (size_t i = cfg.block_start[b]; i < cfg.block_end(b); ++i)
         transfer(handle, &insns[i], st, nullptr);
       if (!out[b] || !same_state(*out[b], st)) {
         out[b] = st;
@@ -417,17 +462,14 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
     }
     if (!changed) break;
   }
-  // Final pass with the settled entry states, recording stores and each block's first frame load.
-  std::vector<std::optional<std::pair<uint32_t, uint8_t>>> block_load(nb);
-  for (size_t b = 0; b < nb; ++b) {
-    std::optional<SweepState> in = in_state(b);
-    if (!in) continue;
-    SweepState st = *in;
-    facts->first_frame_load.reset();
-    for (size_t i = block_start[b]; i < block_end(b); ++i) transfer(handle, &insns[i], st, facts);
-    block_load[b] = facts->first_frame_load;
-  }
-  facts->first_frame_load = first_load_from_entry(preds, block_load);
+  return out;
+}
+
+// The instruction list callers walk: calls, block ends, direct targets, and which instructions
+// a jump lands on.
+void record_instructions(const std::vector<cs_insn>& insns, const ControlFlow& cfg,
+                         ResumeCodeFacts* facts) {
+  const size_t n = insns.size();
   for (size_t i = 0; i < n; ++i) {
     auto t = (insns[i].id == X86_INS_CALL || is_jump(&insns[i])) ? direct_target(&insns[i])
                                                                  : std::nullopt;
@@ -437,9 +479,32 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
   }
   for (size_t i = 0; i < n; ++i) {
     if (facts->instructions[i].target == 0 || facts->instructions[i].is_call) continue;
-    auto it = at.find(facts->instructions[i].target);
-    if (it != at.end()) facts->instructions[it->second].is_join = true;
+    auto it = cfg.at.find(facts->instructions[i].target);
+    if (it != cfg.at.end()) facts->instructions[it->second].is_join = true;
   }
+}
+
+// Forward dataflow over the function's control-flow graph: the state at a block's entry is the
+// meet of its predecessors' exits, so a frame pointer copied to a callee-saved register in the
+// prologue is still known at every resume point.
+void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* facts) {
+  if (insns.empty()) return;
+  const ControlFlow cfg = build_control_flow(insns);
+  const size_t nb = cfg.blocks();
+  const std::vector<std::optional<SweepState>> out = settle_exit_states(handle, insns, cfg);
+  // Final pass with the settled entry states, recording stores and each block's first frame load.
+  std::vector<std::optional<std::pair<uint32_t, uint8_t>>> block_load(nb);
+  for (size_t b = 0; b < nb; ++b) {
+    std::optional<SweepState> in = in_state(cfg, out, b);
+    if (!in) continue;
+    SweepState st = *in;
+    facts->first_frame_load.reset();
+    for (size_t i = cfg.block_start[b]; i < cfg.block_end(b); ++i)
+      transfer(handle, &insns[i], st, facts);
+    block_load[b] = facts->first_frame_load;
+  }
+  facts->first_frame_load = first_load_from_entry(cfg.preds, block_load);
+  record_instructions(insns, cfg, facts);
 }
 
 }  // namespace

@@ -61,6 +61,9 @@ struct WatchArgs {
   std::string listen;
   std::vector<std::string> debug_dirs;
   bool no_probe = false;
+  double interval_s = 1.0;
+  double threshold_s = 5.0;
+  int max_series = 100;
 };
 
 double steady_now() {
@@ -81,65 +84,99 @@ int run_loop(watch::Watcher& watcher, const sigset_t& stop_signals) {
   }
 }
 
-}  // namespace
-
-int watch_main(int argc, char** argv) {
-  WatchArgs a;
-  double interval_s = 1.0, threshold_s = 5.0;
-  int max_series = 100;
+// Parses and checks the options; a return >= 0 is the exit code (help or usage error).
+int parse_watch_args(int argc, char** argv, WatchArgs* a) {
   OptionParser p("watch");
-  p.texts("-p,--pid", &a.pids);
-  p.flag("--all", &a.all);
-  p.duration("--interval", &interval_s, DurationRange::kAboveZero);
-  p.duration("--stuck-threshold", &threshold_s, DurationRange::kAboveZero);
-  p.flag("--json", &a.json);
-  p.flag("--no-probe", &a.no_probe);
-  p.text("-o,--output", &a.output);
-  p.text("--listen", &a.listen);
-  p.count("--max-series", &max_series, 1, 100000, "number of suspend-point series");
-  p.texts("--debug-dir", &a.debug_dirs);
+  p.texts("-p,--pid", &a->pids);
+  p.flag("--all", &a->all);
+  p.duration("--interval", &a->interval_s, DurationRange::kAboveZero);
+  p.duration("--stuck-threshold", &a->threshold_s, DurationRange::kAboveZero);
+  p.flag("--json", &a->json);
+  p.flag("--no-probe", &a->no_probe);
+  p.text("-o,--output", &a->output);
+  p.text("--listen", &a->listen);
+  p.count("--max-series", &a->max_series, 1, 100000, "number of suspend-point series");
+  p.texts("--debug-dir", &a->debug_dirs);
   ParseResult r = p.parse(argc, argv);
   if (r.ok && !r.help) {
-    if (a.all && !a.pids.empty()) {
+    if (a->all && !a->pids.empty()) {
       r = {false, false, "-p and --all exclude each other"};
-    } else if (!a.all && a.pids.empty()) {
+    } else if (!a->all && a->pids.empty()) {
       r = {false, false, "give -p PID or --all"};
-    } else if (interval_s < 0.01 || threshold_s < 0.01) {
+    } else if (a->interval_s < 0.01 || a->threshold_s < 0.01) {
       r = {false, false, "--interval and --stuck-threshold must be at least 10ms"};
     }
   }
-  if (int rc = finish_parse(r, "watch", watch_usage_text()); rc >= 0) return rc;
+  return finish_parse(r, "watch", watch_usage_text());
+}
 
-  watch::WatcherConfig config;
-  config.all = a.all;
+// The watcher's configuration from the options; a return >= 0 is a usage error's exit code.
+int make_config(const WatchArgs& a, watch::WatcherConfig* config) {
+  config->all = a.all;
   for (const std::string& pid_text : a.pids) {
     int pid = 0;
     if (!parse_pid(pid_text, &pid)) return usage_error("watch", "invalid pid '" + pid_text + "'");
-    config.pids.push_back(pid);
+    config->pids.push_back(pid);
   }
-  config.settings.interval_s = interval_s;
-  config.settings.stuck_threshold_s = threshold_s;
-  config.settings.max_point_series = static_cast<size_t>(max_series);
-  config.settings.debug_dirs = a.debug_dirs;
+  config->settings.interval_s = a.interval_s;
+  config->settings.stuck_threshold_s = a.threshold_s;
+  config->settings.max_point_series = static_cast<size_t>(a.max_series);
+  config->settings.debug_dirs = a.debug_dirs;
+  return -1;
+}
 
-  // Signals first: the server thread inherits the blocked mask, so only sigtimedwait takes them.
+// Signals first: the server thread inherits the blocked mask, so only sigtimedwait takes them.
+sigset_t block_stop_signals() {
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  return stop_signals;
+}
+
+// Binds the metrics server when --listen asks for one; a return >= 0 is a usage error's exit code.
+int bind_server(const std::string& listen, watch::MetricsPage& page,
+                std::optional<watch::MetricsServer>& server) {
+  if (listen.empty()) return -1;
+  std::string host, error;
+  int port = 0;
+  if (!watch::parse_listen_address(listen, &host, &port, &error))
+    return usage_error("watch", error);
+  server.emplace(page);
+  if (!server->bind(host, port, &error)) return usage_error("watch", error);
+  return -1;
+}
+
+// Starts the watcher and runs it to the end; the exit code.
+int run_watcher(const watch::WatcherConfig& config, watch::EventSink& sink,
+                watch::MetricsPage& page, std::optional<watch::MetricsServer>& server,
+                snapshot::ResumeProber* prober, const sigset_t& stop_signals) {
+  try {
+    watch::Watcher watcher(config, sink, server ? &page : nullptr, prober);
+    const int started = watcher.start(steady_now());
+    if (started >= 0) return started;
+    if (server) server->start();
+    return run_loop(watcher, stop_signals);
+  } catch (const std::exception& e) {
+    std::cerr << "asyncprobe: internal error: " << e.what() << "\n";
+    return util::kExitInternal;
+  }
+}
+
+}  // namespace
+
+int watch_main(int argc, char** argv) {
+  WatchArgs a;
+  if (int rc = parse_watch_args(argc, argv, &a); rc >= 0) return rc;
+  watch::WatcherConfig config;
+  if (int rc = make_config(a, &config); rc >= 0) return rc;
+  const sigset_t stop_signals = block_stop_signals();
 
   watch::MetricsPage page;
   std::optional<watch::MetricsServer> server;
-  if (!a.listen.empty()) {
-    std::string host, error;
-    int port = 0;
-    if (!watch::parse_listen_address(a.listen, &host, &port, &error))
-      return usage_error("watch", error);
-    server.emplace(page);
-    if (!server->bind(host, port, &error)) return usage_error("watch", error);
-  }
+  if (int rc = bind_server(a.listen, page, server); rc >= 0) return rc;
   std::FILE* out = stdout;
   if (!a.output.empty()) {
     out = std::fopen(a.output.c_str(), "ae");
@@ -150,21 +187,8 @@ int watch_main(int argc, char** argv) {
   }
   watch::EventSink sink(out, a.json);
   kernel::BpfResumeProber bpf_prober;
-  int code = util::kExitOk;
-  try {
-    watch::Watcher watcher(config, sink, server ? &page : nullptr,
-                           a.no_probe ? nullptr : &bpf_prober);
-    const int started = watcher.start(steady_now());
-    if (started >= 0) {
-      code = started;
-    } else {
-      if (server) server->start();
-      code = run_loop(watcher, stop_signals);
-    }
-  } catch (const std::exception& e) {
-    std::cerr << "asyncprobe: internal error: " << e.what() << "\n";
-    code = util::kExitInternal;
-  }
+  const int code =
+      run_watcher(config, sink, page, server, a.no_probe ? nullptr : &bpf_prober, stop_signals);
   if (server) server->stop();
   if (out != stdout) std::fclose(out);
   std::fflush(stdout);

@@ -176,23 +176,21 @@ bool ProcessWatch::rescan(double now, std::string* error_reason, bool* gone) {
   return true;
 }
 
-bool ProcessWatch::recheck(double now, bool* gone) {
-  if (tracks_.empty()) return true;
-  // Each frame needs its two header words, its index field and the bytes fingerprinted.
-  auto need_end = [](const FrameTrack& t) {
-    uint64_t end = t.address + std::max<uint64_t>(16, t.content_len);
-    if (t.ref.fn != nullptr && t.ref.fn->index_width > 0) {
-      end = std::max(end, t.address + t.ref.fn->index_offset + t.ref.fn->index_width);
-    }
-    return end;
-  };
-  struct Span {
-    uint64_t start, end;
-    size_t offset;
-  };
-  std::vector<Span> spans;
+// Each frame needs its two header words, its index field and the bytes fingerprinted.
+uint64_t ProcessWatch::read_end(const FrameTrack& t) {
+  uint64_t end = t.address + std::max<uint64_t>(16, t.content_len);
+  if (t.ref.fn != nullptr && t.ref.fn->index_width > 0) {
+    end = std::max(end, t.address + t.ref.fn->index_offset + t.ref.fn->index_width);
+  }
+  return end;
+}
+
+// Nearby frames joined into few reads (gaps up to kJoinGap, spans up to kMaxSpan), laid end to
+// end in one buffer.
+std::vector<ProcessWatch::ReadSpan> ProcessWatch::plan_reads() const {
+  std::vector<ReadSpan> spans;
   for (const FrameTrack& t : tracks_) {
-    const uint64_t end = need_end(t);
+    const uint64_t end = read_end(t);
     if (!spans.empty() && t.address <= spans.back().end + kJoinGap &&
         end - spans.back().start <= kMaxSpan) {
       spans.back().end = std::max(spans.back().end, end);
@@ -201,14 +199,57 @@ bool ProcessWatch::recheck(double now, bool* gone) {
     }
   }
   size_t total = 0;
-  for (Span& s : spans) {
+  for (ReadSpan& s : spans) {
     s.offset = total;
     total += s.end - s.start;
   }
-  std::vector<unsigned char> buf(total);
+  return spans;
+}
+
+// Updates a track from its frame's bytes as read now; false when the frame was freed or reused.
+bool ProcessWatch::refresh_track(FrameTrack& t, const unsigned char* at, double now) {
+  uint64_t w[2];
+  std::memcpy(w, at, sizeof w);
+  if (w[1] != t.destroy || (w[0] != t.resume && w[0] != 0)) return false;  // freed or reused
+  int64_t index = -1;
+  if (t.ref.fn != nullptr && t.ref.fn->index_width > 0 && t.ref.fn->index_width <= 8) {
+    uint64_t v = 0;
+    std::memcpy(&v, at + t.ref.fn->index_offset, t.ref.fn->index_width);
+    index = static_cast<int64_t>(v);
+  }
+  const uint64_t content = fingerprint(at, t.content_len);
+  const bool was_known = t.content_known;
+  const bool content_changed = was_known && content != t.content;
+  t.content = content;
+  t.content_known = true;
+  // Same place but it ran (or was written to); or the first look at its content: either way
+  // the frame is known unchanged from now on only.
+  if (content_changed || !was_known) t.since = now;
+  if (w[0] != t.resume || index != t.index) {
+    // Moved (or finished): decode the new place with the snapshot's own rules.
+    snapshot::FoundFrame found;
+    found.address = t.address;
+    found.resume_word = w[0];
+    found.destroy_word = w[1];
+    found.index = index;
+    found.ref = t.ref;
+    model::CoroFrame decoded = snapshot::decode_frame(found);
+    t.resume = w[0];
+    t.index = index;
+    t.state = decoded.state;
+    t.point = point_of(decoded);
+    t.since = now;
+  }
+  return true;
+}
+
+bool ProcessWatch::recheck(double now, bool* gone) {
+  if (tracks_.empty()) return true;
+  const std::vector<ReadSpan> spans = plan_reads();
+  std::vector<unsigned char> buf(spans.back().offset + (spans.back().end - spans.back().start));
   std::vector<process::ReadRequest> pieces;
   pieces.reserve(spans.size());
-  for (const Span& s : spans)
+  for (const ReadSpan& s : spans)
     pieces.push_back({s.start, buf.data() + s.offset, s.end - s.start, false});
   taker_->read_pieces(pieces);
 
@@ -216,42 +257,10 @@ bool ProcessWatch::recheck(double now, bool* gone) {
   kept.reserve(tracks_.size());
   size_t span = 0;
   for (FrameTrack& t : tracks_) {
-    while (spans[span].end < need_end(t) || spans[span].start > t.address) ++span;
+    while (spans[span].end < read_end(t) || spans[span].start > t.address) ++span;
     if (!pieces[span].ok) continue;  // unmapped since: freed
     const unsigned char* at = buf.data() + spans[span].offset + (t.address - spans[span].start);
-    uint64_t w[2];
-    std::memcpy(w, at, sizeof w);
-    if (w[1] != t.destroy || (w[0] != t.resume && w[0] != 0)) continue;  // freed or reused
-    int64_t index = -1;
-    if (t.ref.fn != nullptr && t.ref.fn->index_width > 0 && t.ref.fn->index_width <= 8) {
-      uint64_t v = 0;
-      std::memcpy(&v, at + t.ref.fn->index_offset, t.ref.fn->index_width);
-      index = static_cast<int64_t>(v);
-    }
-    const uint64_t content = fingerprint(at, t.content_len);
-    const bool was_known = t.content_known;
-    const bool content_changed = was_known && content != t.content;
-    t.content = content;
-    t.content_known = true;
-    // Same place but it ran (or was written to); or the first look at its content: either way
-    // the frame is known unchanged from now on only.
-    if (content_changed || !was_known) t.since = now;
-    if (w[0] != t.resume || index != t.index) {
-      // Moved (or finished): decode the new place with the snapshot's own rules.
-      snapshot::FoundFrame found;
-      found.address = t.address;
-      found.resume_word = w[0];
-      found.destroy_word = w[1];
-      found.index = index;
-      found.ref = t.ref;
-      model::CoroFrame decoded = snapshot::decode_frame(found);
-      t.resume = w[0];
-      t.index = index;
-      t.state = decoded.state;
-      t.point = point_of(decoded);
-      t.since = now;
-    }
-    kept.push_back(t);
+    if (refresh_track(t, at, now)) kept.push_back(t);
   }
   tracks_ = std::move(kept);
   for (const auto& p : pieces) {

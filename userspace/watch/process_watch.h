@@ -109,7 +109,15 @@ class ProcessWatch {
   };
 
   bool rescan(double now, std::string* error_reason, bool* gone);
+  // One read of target memory covering several frames; offset is its place in the buffer.
+  struct ReadSpan {
+    uint64_t start, end;
+    size_t offset;
+  };
   bool recheck(double now, bool* gone);
+  static uint64_t read_end(const FrameTrack& t);
+  std::vector<ReadSpan> plan_reads() const;
+  bool refresh_track(FrameTrack& t, const unsigned char* at, double now);
   void update_episodes(double now, std::vector<Event>* events);
   void finish_probe(double now);
   void start_probe(double now);
