@@ -87,6 +87,33 @@ static __always_inline __u32 copy_stack(struct profile_sample* e, __u64 from, __
   return 0;
 }
 
+/* ctx->regs must be read field by field: the verifier rewrites each load into a load through
+ * the kernel's pointer to the interrupted registers. Copying &ctx->regs as a block would read
+ * the kernel's bpf_perf_event_data_kern (pointers) instead, seen as kernel addresses for pc. */
+static __always_inline void read_interrupted_regs(struct bpf_perf_event_data* ctx,
+                                                  struct pt_regs* r) {
+  __builtin_memset(r, 0, sizeof(*r));
+  r->r15 = ctx->regs.r15;
+  r->r14 = ctx->regs.r14;
+  r->r13 = ctx->regs.r13;
+  r->r12 = ctx->regs.r12;
+  r->bp = ctx->regs.bp;
+  r->bx = ctx->regs.bx;
+  r->r11 = ctx->regs.r11;
+  r->r10 = ctx->regs.r10;
+  r->r9 = ctx->regs.r9;
+  r->r8 = ctx->regs.r8;
+  r->ax = ctx->regs.ax;
+  r->cx = ctx->regs.cx;
+  r->dx = ctx->regs.dx;
+  r->si = ctx->regs.si;
+  r->di = ctx->regs.di;
+  r->ip = ctx->regs.ip;
+  r->csx = ctx->regs.csx;
+  r->flags = ctx->regs.flags;
+  r->sp = ctx->regs.sp;
+}
+
 SEC("perf_event")
 int profile_tick(struct bpf_perf_event_data* ctx) {
   count(PROFILE_CTR_TICKS);
@@ -122,30 +149,8 @@ int profile_tick(struct bpf_perf_event_data* ctx) {
 
   /* The interrupted registers are the user ones when the tick hit user mode (CPL 3 in cs);
    * otherwise the thread is in the kernel and its user registers are those saved at entry. */
-  /* ctx->regs must be read field by field: the verifier rewrites each load into a load through
-   * the kernel's pointer to the interrupted registers. Copying &ctx->regs as a block would read
-   * the kernel's bpf_perf_event_data_kern (pointers) instead, seen as kernel addresses for pc. */
   struct pt_regs r;
-  __builtin_memset(&r, 0, sizeof(r));
-  r.r15 = ctx->regs.r15;
-  r.r14 = ctx->regs.r14;
-  r.r13 = ctx->regs.r13;
-  r.r12 = ctx->regs.r12;
-  r.bp = ctx->regs.bp;
-  r.bx = ctx->regs.bx;
-  r.r11 = ctx->regs.r11;
-  r.r10 = ctx->regs.r10;
-  r.r9 = ctx->regs.r9;
-  r.r8 = ctx->regs.r8;
-  r.ax = ctx->regs.ax;
-  r.cx = ctx->regs.cx;
-  r.dx = ctx->regs.dx;
-  r.si = ctx->regs.si;
-  r.di = ctx->regs.di;
-  r.ip = ctx->regs.ip;
-  r.csx = ctx->regs.csx;
-  r.flags = ctx->regs.flags;
-  r.sp = ctx->regs.sp;
+  read_interrupted_regs(ctx, &r);
   if ((r.cs & 3) != 3) {
     e->flags |= PROFILE_SAMPLE_IN_KERNEL;
     struct pt_regs* uregs = (struct pt_regs*)bpf_task_pt_regs(bpf_get_current_task_btf());
