@@ -14,15 +14,6 @@ namespace asyncprobe::snapshot {
 namespace {
 
 // FNV-1a, 64 bit: a fingerprint only needs to change when the bytes do.
-uint64_t fnv1a(const unsigned char* p, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ULL;
-  }
-  return h;
-}
-
 void reset_marks(model::CoroFrame& f) {
   f.stuck = false;
   f.stuck_for_s = 0.0;
@@ -64,6 +55,19 @@ double stuck_clock_now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+uint64_t fingerprint_bytes(const unsigned char* p, size_t len) {
+  uint64_t h = 0x9e3779b97f4a7c15ull ^ len;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h = (h << 29) | (h >> 35);
+  }
+  for (; i < len; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
 void fingerprint_frames(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,
                         const process::ReadMemory& read, const process::ReadMemoryBatch& batch) {
   const size_t n = std::min(frames.size(), found.size());
@@ -92,12 +96,13 @@ void fingerprint_frames(std::vector<model::CoroFrame>& frames, const std::vector
   }
   for (size_t i = 0; i < n; ++i) {
     if (pieces[i].ok) {
-      frames[i].fingerprint = fnv1a(buf.data() + offsets[i], lengths[i]);
+      frames[i].fingerprint = fingerprint_bytes(buf.data() + offsets[i], lengths[i]);
       frames[i].fingerprint_bytes = lengths[i];
     } else if (found[i].head_words > 0) {
       // The frame ends before the bytes asked for (a short mapping): its head as re-read.
       const size_t bytes = found[i].head_words * 8;
-      frames[i].fingerprint = fnv1a(reinterpret_cast<const unsigned char*>(found[i].head), bytes);
+      frames[i].fingerprint =
+          fingerprint_bytes(reinterpret_cast<const unsigned char*>(found[i].head), bytes);
       frames[i].fingerprint_bytes = static_cast<uint32_t>(bytes);
     } else {
       frames[i].fingerprint = 0;

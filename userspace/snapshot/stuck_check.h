@@ -44,6 +44,10 @@ double stuck_clock_now();
 // reads this much more per frame; most frames' state lives in their first few hundred bytes).
 inline constexpr uint32_t kFingerprintBytes = 512;
 
+// The fingerprint of `len` bytes (word-wise multiply-rotate: cheap enough for every frame of
+// every look), shared by the one-shot check and the watch daemon's re-checks.
+uint64_t fingerprint_bytes(const unsigned char* p, size_t len);
+
 // Fills fingerprint/fingerprint_bytes of `frames` (aligned with `found`) from memory, batched.
 // SnapshotTaker::take() calls it; exposed for tests.
 void fingerprint_frames(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,

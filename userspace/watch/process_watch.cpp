@@ -33,20 +33,6 @@ uint32_t content_bytes(const symbolizer::CoroFunction* fn) {
   return kDefaultContentBytes;
 }
 
-// A word-wise multiply-rotate fingerprint: fast enough for every known frame each tick.
-uint64_t fingerprint(const unsigned char* p, size_t len) {
-  uint64_t h = 0x9e3779b97f4a7c15ull ^ len;
-  size_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = (h ^ w) * 0xff51afd7ed558ccdull;
-    h = (h << 29) | (h >> 35);
-  }
-  for (; i < len; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
-  return h;
-}
-
 const char* state_name(model::FrameState s) { return model::to_string(s); }
 
 // Whether `count` moved far enough from what was last reported to say so again.
@@ -217,7 +203,7 @@ bool ProcessWatch::refresh_track(FrameTrack& t, const unsigned char* at, double 
     std::memcpy(&v, at + t.ref.fn->index_offset, t.ref.fn->index_width);
     index = static_cast<int64_t>(v);
   }
-  const uint64_t content = fingerprint(at, t.content_len);
+  const uint64_t content = snapshot::fingerprint_bytes(at, t.content_len);
   const bool was_known = t.content_known;
   const bool content_changed = was_known && content != t.content;
   t.content = content;
