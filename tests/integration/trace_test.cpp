@@ -454,10 +454,12 @@ size_t probed_sites(pid_t pid) {
 }
 
 void expect_all_gone(const BpfHoldings& held) {
-  // Closing uprobes waits for RCU grace periods: allow a few seconds.
+  // Closing uprobes, and freeing a program once its last link and fd are gone, wait for RCU
+  // grace periods: allow a few seconds for both.
   for (int i = 0; i < 100; ++i) {
     bool any = false;
     for (unsigned id : held.links) any |= bpf_link_exists(id);
+    for (unsigned id : held.progs) any |= bpf_prog_exists(id);
     if (!any) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
