@@ -85,6 +85,17 @@ TEST(BadInput, ProcessWithoutCoroutineCode) {
                         util::kExitNoCoroutines, "no coroutine code found");
 }
 
+// Debian's bash is stripped and has no coroutines: the stripped-binary fallback once confirmed
+// one frame in its heap on the strength of a plausible suspend index and printed it, exit 0.
+TEST(BadInput, StrippedProgramWithoutCoroutinesIsNotAFrame) {
+  FixtureProcess fx({"/usr/bin/bash", "--norc", "--noprofile", "-c",
+                     "x=$(printf '%0500d' 0); echo READY $$; while :; do sleep 1; done"});
+  RunResult r = probe({"-p", std::to_string(fx.pid()), "--window", "0"});
+  EXPECT_EQ(r.exit.exit_code, util::kExitNoCoroutines) << r.err << r.out;
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_NE(r.err.find("no coroutine frames recognised"), std::string::npos) << r.err;
+}
+
 TEST(BadInput, NotPermittedAsAnotherUser) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run the probe as another user";
   FixtureProcess fx({fixture_path("gcc12-O2", "chain")});
