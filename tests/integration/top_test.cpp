@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -52,6 +53,8 @@ class Tmux {
     tmux(args);
   }
   std::string screen() { return tmux({"capture-pane", "-p", "-t", "t"}).out; }
+  // The screen with its attributes as escape sequences (tmux capture-pane -e).
+  std::string screen_with_attributes() { return tmux({"capture-pane", "-p", "-e", "-t", "t"}).out; }
   void resize(int width, int height) {
     tmux({"resize-window", "-t", "t", "-x", std::to_string(width), "-y", std::to_string(height)});
   }
@@ -236,6 +239,40 @@ TEST_F(TopTerminal, AUtf8LocaleDrawsUnicodeTrees) {
   std::string s = t.wait_for("async stacks through 30 x wait_forever(int)");
   EXPECT_NE(line_with(s, "30× serve_idle(int)").size(), 0u) << s;
   EXPECT_NE(line_with(s, "└── 30× wait_forever(int)").size(), 0u) << s;
+  t.keys({"q"});
+  EXPECT_EQ(wait_exit(t, &s), 0) << s;
+}
+
+// An SGR sequence that sets a foreground colour (30-37), alone or among other attributes.
+bool has_colour(const std::string& screen) {
+  static const std::regex colour("\x1b\\[([0-9]+;)*3[0-7](;[0-9]+)*m");
+  return std::regex_search(screen, colour);
+}
+
+// https://no-color.org: NO_COLOR set (to anything non-empty) means no colour; bold and reverse
+// video stay, since they carry the selection and the alarm.
+TEST_F(TopTerminal, NoColorDrawsWithoutColourButKeepsAttributes) {
+  FixtureProcess svc({fixture_path("gcc12-O0", "top_service"), "--idle", "3", "--busy", "1"});
+  Tmux t(80, 24);
+  t.type_line(top_command(svc.pid()));
+  t.wait_for("wait_forever(int)");
+  std::string coloured = t.screen_with_attributes();
+  EXPECT_TRUE(has_colour(coloured)) << "the title is drawn in cyan\n" << coloured;
+  t.keys({"q"});
+  std::string s;
+  EXPECT_EQ(wait_exit(t, &s), 0) << s;
+  t.type_line("clear");
+  t.type_line("NO_COLOR= " + top_command(svc.pid()));
+  t.wait_for("wait_forever(int)");
+  EXPECT_TRUE(has_colour(t.screen_with_attributes())) << "an empty NO_COLOR is not set";
+  t.keys({"q"});
+  EXPECT_EQ(wait_exit(t, &s), 0) << s;
+  t.type_line("clear");
+  t.type_line("NO_COLOR=1 " + top_command(svc.pid()));
+  t.wait_for("wait_forever(int)");
+  std::string plain = t.screen_with_attributes();
+  EXPECT_FALSE(has_colour(plain)) << plain;
+  EXPECT_NE(plain.find("\x1b[7m"), std::string::npos) << "selection in reverse video\n" << plain;
   t.keys({"q"});
   EXPECT_EQ(wait_exit(t, &s), 0) << s;
 }

@@ -76,7 +76,9 @@ int top_main(int argc, char** argv) {
   if (int rc = check_process_exists(opts.pid); rc >= 0) return rc;
   bool utf8 = utf8_locale();
   opts.unicode = unicode || utf8;
-  opts.color = std::getenv("NO_COLOR") == nullptr;
+  // no-color.org: set and non-empty turns colour off.
+  const char* no_color = std::getenv("NO_COLOR");
+  opts.color = no_color == nullptr || *no_color == '\0';
   kernel::BpfResumeProber prober;
   if (!no_probe) opts.prober = &prober;
   std::string reason;
