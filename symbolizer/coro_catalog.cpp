@@ -147,7 +147,30 @@ void CoroCatalog::collect_functions() {
         fn.decl_line = decl->line;
       }
     }
+    if (!fn.promise_type_known && ramp_addr != function_addrs.end()) {
+      read_promise_from_ramp(fn, ramp_addr->second);
+    }
     add(std::move(fn));
+  }
+}
+
+// Clang at -O1 and above (and clang 14 at any level) emits no frame type the catalog can use,
+// but the ramp keeps its `__promise` variable with the promise's class. The promise sits where
+// coroutine_handle<P>::promise() looks for it in every frame: after the two function pointers,
+// rounded up to alignof(P).
+void CoroCatalog::read_promise_from_ramp(CoroFunction& fn, uint64_t ramp_entry) const {
+  const DwarfInfo* dw = module_->dwarf();
+  if (dw == nullptr) return;
+  std::optional<VariableType> promise = dw->class_type_of_variable(ramp_entry, "__promise");
+  if (!promise || promise->alignment == 0 || promise->alignment > 4096) return;
+  const uint64_t a = promise->alignment;
+  const uint64_t offset = (coro::kHeaderBytes + a - 1) / a * a;
+  fn.promise_offset = static_cast<uint32_t>(offset);
+  fn.promise_type_known = true;
+  for (uint64_t e : promise->exception_ptr_offsets) {
+    if (e + 8 <= promise->byte_size) {
+      fn.exception_offsets.push_back(static_cast<uint32_t>(offset + e));
+    }
   }
 }
 

@@ -43,8 +43,9 @@ struct CoroFunction {
   uint8_t index_width = 0;
   std::string layout_source;  // "dwarf" or "machine-code"
   uint32_t promise_offset = coro::kDefaultPromiseOffset;
-  // The promise's type was in the DWARF frame type: exception_offsets (frame-relative) lists its
-  // std::exception_ptr members (none: the promise holds no exception_ptr).
+  // The promise's type was in the DWARF (the frame type, or clang's ramp `__promise`):
+  // exception_offsets (frame-relative) lists its std::exception_ptr members (none: the promise
+  // holds no exception_ptr).
   bool promise_type_known = false;
   std::vector<uint32_t> exception_offsets;
   uint64_t frame_size = 0;  // 0 when unknown
@@ -77,6 +78,7 @@ class CoroCatalog {
   void collect_functions();
   void add(CoroFunction fn);
   void read_layout(CoroFunction& fn) const;
+  void read_promise_from_ramp(CoroFunction& fn, uint64_t ramp_entry) const;
   std::map<int64_t, SuspendPointInfo> compute_points(const CoroFunction& fn) const;
   // Index value -> the distinct source lines its stores place (("", 0) for a store placed nowhere).
   std::map<int64_t, std::set<std::pair<std::string, int>>> index_store_lines(

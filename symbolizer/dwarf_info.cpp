@@ -58,6 +58,7 @@
 #include <gelf.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <iterator>
@@ -197,6 +198,45 @@ void collect_exception_ptrs(Dwarf_Die* type, uint64_t base, int depth, size_t* b
     }
     collect_exception_ptrs(&sub, base + offset, depth - 1, budget, out);
   } while (dwarf_siblingof(&child, &child) == 0);
+}
+
+// alignof(type): DW_AT_alignment where the source asked for one (alignas), else the largest
+// alignment among members and bases, scalars aligned to their size (x86-64 SysV, at most 16).
+// 0 when the chain is broken or the budget runs out.
+uint64_t type_alignment(Dwarf_Die* type, int depth, size_t* budget) {
+  Dwarf_Attribute attr;
+  Dwarf_Word explicit_alignment = 0;
+  if (dwarf_attr_integrate(type, DW_AT_alignment, &attr) != nullptr &&
+      dwarf_formudata(&attr, &explicit_alignment) == 0 && explicit_alignment > 0) {
+    return explicit_alignment;
+  }
+  const int tag = dwarf_tag(type);
+  Dwarf_Die sub;
+  if (tag == DW_TAG_array_type) {
+    return member_type(type, &sub) && depth > 0 ? type_alignment(&sub, depth - 1, budget) : 0;
+  }
+  if (tag != DW_TAG_structure_type && tag != DW_TAG_class_type && tag != DW_TAG_union_type) {
+    Dwarf_Word size = 0;
+    if (dwarf_aggregate_size(type, &size) != 0 || size == 0) return 0;
+    return std::min<uint64_t>(std::bit_floor(size), 16);
+  }
+  uint64_t alignment = 1;
+  Dwarf_Die child;
+  if (dwarf_child(type, &child) != 0) return alignment;
+  do {
+    const int ctag = dwarf_tag(&child);
+    if (ctag != DW_TAG_member && ctag != DW_TAG_inheritance) continue;
+    if (*budget == 0 || depth <= 0) return 0;
+    --*budget;
+    // Static members have no location and take no room.
+    if (ctag == DW_TAG_member && dwarf_attr(&child, DW_AT_data_member_location, &attr) == nullptr)
+      continue;
+    if (!member_type(&child, &sub)) return 0;
+    const uint64_t a = type_alignment(&sub, depth - 1, budget);
+    if (a == 0) return 0;
+    alignment = std::max(alignment, a);
+  } while (dwarf_siblingof(&child, &child) == 0);
+  return alignment;
 }
 
 // The attributes of an inlined call the index keeps, read in one dwarf_getattrs pass.
@@ -1063,32 +1103,54 @@ std::optional<StructLayout> DwarfInfo::coroutine_frame_type(const std::string& n
   return read_struct(&die);
 }
 
-std::optional<StructLayout> DwarfInfo::pointee_of_variable(uint64_t entry,
-                                                           const std::string& var) const {
+bool DwarfInfo::find_variable(uint64_t entry, const std::string& var, Dwarf_Die* out) const {
   const FunctionScope* fn = function_at(entry);
   Dwarf_Die die;
-  if (fn == nullptr || dwarf_offdie(dwarf_, fn->die, &die) == nullptr) return std::nullopt;
-  Dwarf_Die child;
-  if (dwarf_child(&die, &child) != 0) return std::nullopt;
+  if (fn == nullptr || dwarf_offdie(dwarf_, fn->die, &die) == nullptr) return false;
+  if (dwarf_child(&die, out) != 0) return false;
   for (int k = 0; k < 100000; ++k) {
-    int tag = dwarf_tag(&child);
-    const char* name = dwarf_diename(&child);
+    int tag = dwarf_tag(out);
+    const char* name = dwarf_diename(out);
     if ((tag == DW_TAG_variable || tag == DW_TAG_formal_parameter) && name != nullptr &&
         var == name) {
-      Dwarf_Attribute attr;
-      Dwarf_Die type;
-      if (dwarf_attr_integrate(&child, DW_AT_type, &attr) != nullptr &&
-          dwarf_formref_die(&attr, &type) != nullptr && strip_type(&type) &&
-          dwarf_tag(&type) == DW_TAG_pointer_type &&
-          dwarf_attr_integrate(&type, DW_AT_type, &attr) != nullptr &&
-          dwarf_formref_die(&attr, &type) != nullptr) {
-        return read_struct(&type);
-      }
-      return std::nullopt;
+      return true;
     }
-    if (dwarf_siblingof(&child, &child) != 0) break;
+    if (dwarf_siblingof(out, out) != 0) break;
+  }
+  return false;
+}
+
+std::optional<StructLayout> DwarfInfo::pointee_of_variable(uint64_t entry,
+                                                           const std::string& var) const {
+  Dwarf_Die variable, type;
+  Dwarf_Attribute attr;
+  if (find_variable(entry, var, &variable) && member_type(&variable, &type) &&
+      dwarf_tag(&type) == DW_TAG_pointer_type &&
+      dwarf_attr_integrate(&type, DW_AT_type, &attr) != nullptr &&
+      dwarf_formref_die(&attr, &type) != nullptr) {
+    return read_struct(&type);
   }
   return std::nullopt;
+}
+
+std::optional<VariableType> DwarfInfo::class_type_of_variable(uint64_t entry,
+                                                              const std::string& var) const {
+  Dwarf_Die variable, type;
+  if (!find_variable(entry, var, &variable) || !member_type(&variable, &type)) {
+    return std::nullopt;
+  }
+  const int tag = dwarf_tag(&type);
+  if (tag != DW_TAG_structure_type && tag != DW_TAG_class_type) return std::nullopt;
+  VariableType out;
+  if (const char* name = dwarf_diename(&type)) out.type_name = name;
+  Dwarf_Word size = 0;
+  if (dwarf_aggregate_size(&type, &size) == 0) out.byte_size = size;
+  size_t budget = 4096;
+  // libc++'s std::optional and std::variant nest a dozen bases deep.
+  out.alignment = type_alignment(&type, 24, &budget);
+  budget = 4096;
+  collect_exception_ptrs(&type, 0, 6, &budget, &out.exception_ptr_offsets);
+  return out;
 }
 
 std::optional<StructLayout> DwarfInfo::read_struct(Dwarf_Die* die) const {

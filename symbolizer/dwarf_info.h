@@ -52,6 +52,16 @@ struct StructMember {
   std::vector<uint64_t> exception_ptr_offsets;
 };
 
+// The type of a named variable: enough to place and read an object of it (a clang promise, found
+// through the ramp's `__promise` when no frame type says where it is).
+struct VariableType {
+  std::string type_name;  // the type's own name, typedefs stripped
+  uint64_t byte_size = 0;
+  uint64_t alignment = 0;  // DW_AT_alignment, else derived from the members
+  // Offsets of each std::exception_ptr inside it (members and bases).
+  std::vector<uint64_t> exception_ptr_offsets;
+};
+
 struct StructLayout {
   std::string name;
   uint64_t byte_size = 0;
@@ -78,6 +88,9 @@ class DwarfInfo {
   // The struct pointed to by the variable or parameter `var` of the function whose code starts
   // at `entry` (clang's `__coro_frame`).
   std::optional<StructLayout> pointee_of_variable(uint64_t entry, const std::string& var) const;
+  // The type of the variable `var` of the function whose code starts at `entry`, when it is a
+  // class (clang's `__promise` in a ramp).
+  std::optional<VariableType> class_type_of_variable(uint64_t entry, const std::string& var) const;
   // DW_AT_decl_line of the function whose code starts at `entry` (or containing it).
   std::optional<SourceLine> function_decl(uint64_t vaddr) const;
 
@@ -224,6 +237,9 @@ class DwarfInfo {
   CuLines* find_cu_lines(uint64_t vaddr) const;
   CuLines* cu_lines(Dwarf_Off cu) const;
   std::optional<StructLayout> read_struct(Dwarf_Die* die) const;
+  // The DW_TAG_variable or DW_TAG_formal_parameter named `var` directly inside the function
+  // whose code starts at `entry`.
+  bool find_variable(uint64_t entry, const std::string& var, Dwarf_Die* out) const;
 
   const ElfObject* object_ = nullptr;
   Dwarf* dwarf_ = nullptr;

@@ -11,8 +11,9 @@ namespace asyncprobe::process {
 
 namespace {
 
-// libstdc++ x86-64: __cxa_refcounted_exception (128 bytes, 16-aligned) ends where the object
-// starts; __cxa_exception::exceptionType is its first field after the padded reference count.
+// x86-64 (libstdc++ and libc++abi): the exception header (128 bytes, 16-aligned) ends where the
+// object starts; __cxa_exception::exceptionType is its first field after the padded reference
+// count.
 constexpr uint64_t kExceptionTypeBeforeObject = 112;
 constexpr uint64_t kTypeInfoName = 8;        // std::type_info: vptr, const char* __name
 constexpr uint64_t kSiBaseType = 16;         // __si_class_type_info: ..., __base_type
@@ -127,7 +128,7 @@ model::HeldException read_held_exception(uint64_t object, const ReadMemory& read
   if (object < kExceptionTypeBeforeObject ||
       !read_u64(read, object - kExceptionTypeBeforeObject, &type_info) ||
       !type_name(read, type_info, limits, &mangled)) {
-    ex.error = "exception type unreadable (not a libstdc++ exception header)";
+    ex.error = "exception type unreadable (not a C++ runtime exception header)";
     return ex;
   }
   ex.type = symbolizer::demangle_type(mangled);

@@ -1,9 +1,13 @@
 // Reads an exception held by a std::exception_ptr in the target: its dynamic type from the
 // __cxa_refcounted_exception header the runtime puts before the thrown object (exceptionType, a
 // std::type_info*), and for std::logic_error / std::runtime_error and their single-inheritance
-// subclasses the message. libstdc++ (and clang++ with libstdc++) only: libc++'s layout is not
-// read (the frame says so). Sources: libsupc++/unwind-cxx.h, eh_ptr.cc, cow-stdexcept.cc; offsets
-// measured with g++ 12 and clang++ 14/19 (docs: /work/shared/research/fleet-and-diagnosis.md).
+// subclasses the message. libstdc++ and libc++ (libc++abi) agree on both layouts on x86-64:
+// the exception header ends with the 16-aligned _Unwind_Exception right before the object, with
+// exceptionType the same 112 bytes back (libc++abi pads its header at the front instead), and
+// libc++'s refstring keeps {length, capacity, count} before the characters as libstdc++'s COW
+// string does. Sources: libsupc++/unwind-cxx.h, eh_ptr.cc, cow-stdexcept.cc, libcxxabi's
+// cxa_exception.h and libcxx's refstring.h; measured with g++ 12, clang++ 14/19 with libstdc++
+// and clang++ 14 with libc++ (docs: /work/shared/research/fleet-and-diagnosis.md).
 //
 // Lives in process/ next to the other readers of target bytes. Everything read is hostile: each
 // pointer is read through ReadMemory (a failed read is an error, never a crash), names and

@@ -171,8 +171,8 @@ void read_held_exceptions(std::vector<model::CoroFrame>& frames,
   }
   if (unknown > 0) {
     warnings->push_back(std::to_string(unknown) +
-                        " coroutines have no promise type in the debug info (Clang emits none at "
-                        "-O1 and above): whether they hold an exception could not be read");
+                        " coroutines have no promise type in the debug info (no frame type, no "
+                        "ramp `__promise`): whether they hold an exception could not be read");
   }
 }
 
