@@ -189,9 +189,8 @@ std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& 
       s += "  (awaiter not among frames: uncertain root)";
       break;
     case snapshot::LinkKind::kCycle:
-      s += in_diagnosed_cycle(snap, n.frames.front())
-               ? "  (await cycle, held in both looks: see DIAGNOSES)"
-               : "  (await cycle cut here: uncertain)";
+      s += in_diagnosed_cycle(snap, n.frames.front()) ? "  (await cycle: see DIAGNOSES)"
+                                                      : "  (await cycle cut here: uncertain)";
       break;
     case snapshot::LinkKind::kDepthCut:
       s += "  (continues a stack cut at depth " +
@@ -229,7 +228,8 @@ void write_tree(std::ostream& out, const model::Snapshot& snap, const snapshot::
   }
 }
 
-// True when the cycle was diagnosed as an await_cycle (it held in both looks).
+// True when the cycle was diagnosed as an await_cycle (held in both looks, or seen in the only
+// look, which the diagnosis limits then say).
 bool diagnosed_cycle(const model::Snapshot& snap, const snapshot::AwaitCycle& c) {
   std::vector<size_t> members = c.frames;
   std::sort(members.begin(), members.end());
