@@ -46,6 +46,7 @@ FrameTrack track_of(const model::CoroFrame& f, double at_s) {
   t.fingerprint = f.fingerprint;
   t.fingerprint_bytes = f.fingerprint_bytes;
   t.unchanged_since_s = at_s;
+  t.point_since_s = at_s;
   return t;
 }
 
@@ -136,6 +137,10 @@ void StuckCheck::observe(model::Snapshot& snap, double at_s) {
       f.stuck_evidence = model::StuckEvidence::kNew;
     } else {
       f.stuck_evidence = compare(it->second, f);
+      if (f.stuck_evidence == model::StuckEvidence::kContentChanged ||
+          f.stuck_evidence == model::StuckEvidence::kUnchangedNoProbe) {
+        cur.point_since_s = it->second.point_since_s;
+      }
       if (f.stuck_evidence == model::StuckEvidence::kUnchangedNoProbe) {
         const FrameTrack& t = it->second;
         cur.unchanged_since_s = t.unchanged_since_s;
@@ -231,11 +236,16 @@ void StuckCheck::apply_probe(const ResumeProbeRequest& request, const ResumeProb
       t.stuck_since_s = t.stuck_until_s = -1.0;
       continue;
     }
-    // Zero entries prove something only for a frame that looked the same since before the probe
-    // was live, over a probe that stayed attached until this look.
-    if (!looked_same || t.unchanged_since_s > r.attached_at_s) continue;
+    // Zero entries prove something only for the same frame at the same suspend point since
+    // before the probe was live, over a probe that stayed attached until this look. Its bytes
+    // may have changed meanwhile (an object living in the frame, written by other coroutines):
+    // without an entry into its resume or destroy function it was not resumed, and not made
+    // again at that address either (that takes a destroy, or a resume that frees it).
+    const bool same_point =
+        looked_same || f.stuck_evidence == model::StuckEvidence::kContentChanged;
+    if (!same_point || t.point_since_s > r.attached_at_s) continue;
     if (r.covered_until_s < last_look_s_) {
-      if (!f.stuck) f.stuck_evidence = model::StuckEvidence::kUnchangedProbeHot;
+      if (looked_same && !f.stuck) f.stuck_evidence = model::StuckEvidence::kUnchangedProbeHot;
       continue;
     }
     const bool continues = t.stuck_since_s >= 0 && t.stuck_until_s >= r.attached_at_s;
@@ -253,6 +263,11 @@ void StuckCheck::note_no_probe(model::Snapshot& snap, const std::string& why) co
   snap.stuck_probe.note = why;
 }
 
+uint64_t one_shot_hot_budget(double window_s) {
+  const double budget = static_cast<double>(kOneShotHitsPerSecond) * std::max(window_s, 0.2);
+  return static_cast<uint64_t>(std::min(budget, 1e12));
+}
+
 bool take_with_stuck_check(SnapshotTaker& taker, double window_s, ResumeProber* prober,
                            const std::string& no_probe_why, model::Snapshot* out,
                            SnapshotError* error, model::Snapshot* first_out) {
@@ -265,6 +280,7 @@ bool take_with_stuck_check(SnapshotTaker& taker, double window_s, ResumeProber* 
   std::unique_ptr<ResumeProbeSession> session;
   if (prober != nullptr) {
     request = check.probe_request(first, taker.index(), 0.0);
+    request.hot_budget = one_shot_hot_budget(window_s);
     if (request.functions.empty()) {
       why = "no frame to probe";
     } else {

@@ -66,9 +66,19 @@ struct ResumeProbeRequest {
   int pid = 0;
   std::vector<ResumeProbeFunction> functions;
   // Hits of one function (every resume/destroy of any of its frames) past which it is detached
-  // before the window ends: bounds what the probe costs a busy target.
+  // before the window ends: bounds what the probe costs a busy target. This default is for
+  // resident users (watch, top), which probe again every interval; a one-shot window uses
+  // one_shot_hot_budget().
   uint64_t hot_budget = 20000;
 };
+
+// A one-shot window (snapshot --window) keeps a function probed while it is entered up to
+// kOneShotHitsPerSecond times a second of window: a busy server's connection handler (an Asio
+// echo at tens of thousands of resumes a second) stays probed, so its idle connections are known
+// stuck rather than left unchanged. At the measured 0.47 us per hit (docs/BENCHMARKS.md) that is
+// at most ~47 ms of the target's CPU per second of window per probed function, paid once.
+inline constexpr uint64_t kOneShotHitsPerSecond = 100000;
+uint64_t one_shot_hot_budget(double window_s);
 
 struct ResumeProbeFunctionResult {
   bool attached = false;
@@ -125,8 +135,11 @@ struct FrameTrack {
   uint64_t fingerprint = 0;
   uint32_t fingerprint_bytes = 0;
   double unchanged_since_s = 0.0;  // first look that saw it exactly as it is now
-  double stuck_since_s = -1.0;     // start of the probe-covered stretch without a resume, or -1
-  double stuck_until_s = -1.0;     // end of that stretch
+  // First look that saw the same frame at the same suspend point (its bytes may have changed
+  // since: state that lives in the frame, e.g. a chat room, changes without a resume).
+  double point_since_s = 0.0;
+  double stuck_since_s = -1.0;  // start of the probe-covered stretch without a resume, or -1
+  double stuck_until_s = -1.0;  // end of that stretch
 };
 
 class StuckCheck {

@@ -117,12 +117,12 @@ TEST(StuckCheck, ProbeDecidesUnchangedFrames) {
   snapshot::StuckCheck check;
   model::Snapshot first =
       snapshot_of({make_frame(0x1000, "idle", 10, 4), make_frame(0x2000, "busy", 20, 4),
-                   make_frame(0x3000, "moving", 30, 4, 0x1)});
+                   make_frame(0x3000, "written", 30, 4, 0x1)});
   check.observe(first, 100.0);
   const snapshot::ResumeProbeRequest req = request_for({0x1000, 0x2000, 0x3000});
   model::Snapshot second =
       snapshot_of({make_frame(0x1000, "idle", 10, 4), make_frame(0x2000, "busy", 20, 4),
-                   make_frame(0x3000, "moving", 30, 4, 0x2)});
+                   make_frame(0x3000, "written", 30, 4, 0x2)});
   check.observe(second, 101.1);
   check.apply_probe(
       req, probe_result(100.1, 101.2, false, 0, {{0x1000, 0}, {0x2000, 57}, {0x3000, 0}}), second);
@@ -137,13 +137,35 @@ TEST(StuckCheck, ProbeDecidesUnchangedFrames) {
   EXPECT_FALSE(busy.unchanged);
   EXPECT_EQ(busy.stuck_evidence, StuckEvidence::kResumed);
   EXPECT_EQ(busy.resumes, 57);
-  // Bytes changed without a resume (an operation completed into the awaiter): moving, not stuck.
-  const model::CoroFrame& moving = second.frames[2];
-  EXPECT_FALSE(moving.stuck);
-  EXPECT_EQ(moving.stuck_evidence, StuckEvidence::kContentChanged);
-  EXPECT_EQ(moving.resumes, 0);
+  // Bytes changed at the same suspend point, and no entry over the whole window: not resumed,
+  // so stuck (an object living in the frame was changed by others, or an operation completed
+  // into it and its resume has not run for the rest of the window).
+  const model::CoroFrame& written = second.frames[2];
+  EXPECT_TRUE(written.stuck);
+  EXPECT_EQ(written.stuck_evidence, StuckEvidence::kResumeProbe);
+  EXPECT_EQ(written.resumes, 0);
   EXPECT_TRUE(second.stuck_probe.ran);
   EXPECT_EQ(second.stuck_probe.frames, 3u);
+}
+
+// Bytes changed and the probe was not there for the whole window (hot), or saw entries: the
+// memory evidence stands, or the probe's.
+TEST(StuckCheck, ChangedBytesNeedAWholeWindowWithoutEntries) {
+  snapshot::StuckCheck check;
+  model::Snapshot first =
+      snapshot_of({make_frame(0x1000, "a", 10, 4, 0x1), make_frame(0x2000, "b", 20, 4, 0x1)});
+  check.observe(first, 100.0);
+  model::Snapshot second =
+      snapshot_of({make_frame(0x1000, "a", 10, 4, 0x2), make_frame(0x2000, "b", 20, 4, 0x2)});
+  check.observe(second, 101.1);
+  check.apply_probe(request_for({0x1000, 0x2000}),
+                    probe_result(100.1, 101.2, true, 100.3, {{0x1000, 0}, {0x2000, 3}}), second);
+  EXPECT_FALSE(second.frames[0].stuck);
+  EXPECT_FALSE(second.frames[0].unchanged);
+  EXPECT_EQ(second.frames[0].stuck_evidence, StuckEvidence::kContentChanged);
+  EXPECT_FALSE(second.frames[1].stuck);
+  EXPECT_EQ(second.frames[1].stuck_evidence, StuckEvidence::kContentChanged);
+  EXPECT_EQ(second.frames[1].resumes, 3);
 }
 
 TEST(StuckCheck, HotFunctionDetachedEarlyLeavesUnchanged) {
