@@ -17,6 +17,18 @@
 //   async_result<use_awaitable_t>::initiate (impl/use_awaitable.hpp) waits at
 //   `co_await [&] (auto* frame)` for the operation it started; with deferred it is not one.
 // - Nothing has finished: no frame is at a final suspend.
+//
+// coroutines/chat_server.cpp (port from argv; echo_load's chat mode sends lines):
+// - listener(tcp::acceptor) loops at `co_await acceptor.async_accept(use_awaitable),` (a
+//   statement over four lines: the point is the line of its `co_await`).
+// - Per connection, chat_session::start() co_spawns reader() and writer(), each through a lambda
+//   that returns the awaitable: two entry points per connection, one child each.
+// - reader() waits at `co_await boost::asio::async_read_until(socket_, ...)`; an idle client
+//   never sends a line, so its reader is never resumed.
+// - writer() waits at `co_await timer_.async_wait(...)` while it has nothing to send, or at
+//   `co_await boost::asio::async_write(socket_, ...)`. Every line a busy client sends is
+//   delivered to every session, idle ones included: every writer is resumed all the time.
+// - Nothing reports trouble: no diagnosis (no orphan, no cycle, no deadlock, no failure).
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -281,6 +293,7 @@ void check_snapshot(const json& doc, const Expected& e, const std::string& label
     }
   }
   const int connections = kBusy + kIdle;
+  EXPECT_TRUE(doc["diagnoses"].empty()) << label << " " << doc["diagnoses"].dump(1);
   EXPECT_EQ(listeners, 1) << label;
   EXPECT_EQ(entry_points, 1 + connections) << label;
   // Busy echoes may change while being read and be left out (counted in a warning).
@@ -292,6 +305,153 @@ void check_snapshot(const json& doc, const Expected& e, const std::string& label
     EXPECT_GE(reading_with_op, kIdle) << label;
   }
 }
+
+// chat_server: what its source says (see the top of this file).
+struct ChatExpected {
+  int accept_line = 0;
+  int read_line = 0;
+  int wait_line = 0;
+  int write_line = 0;
+};
+
+ChatExpected chat_expected() {
+  const std::string path = std::string(kExampleDir) + "/coroutines/chat_server.cpp";
+  ChatExpected e;
+  e.accept_line = line_of(path, "co_await acceptor.async_accept(use_awaitable),");
+  e.read_line = line_of(path, "std::size_t n = co_await boost::asio::async_read_until(socket_,");
+  e.wait_line = line_of(path, "co_await timer_.async_wait(redirect_error(use_awaitable, ec));");
+  e.write_line = line_of(path, "co_await boost::asio::async_write(socket_,");
+  return e;
+}
+
+bool is_member(const json& c, const std::string& name) {
+  const std::string f = function_of(c);
+  return f.rfind("chat_session::" + name + "(", 0) == 0;
+}
+
+// One snapshot of chat_server under load: every coroutine at its source line, under its parent.
+void check_chat_snapshot(const json& doc, const std::string& label) {
+  const ChatExpected e = chat_expected();
+  const std::string src = "chat_server.cpp";
+  const int entry_line = line_of(std::string(kAsioDir) + "/impl/co_spawn.hpp", "co_await f();");
+  const int initiate_line =
+      line_of(std::string(kAsioDir) + "/impl/use_awaitable.hpp", "co_await [&] (auto* frame)");
+  const json& cs = doc["coroutines"];
+  auto parent = [&](const json& c) -> const json* {
+    return c["awaiter_id"].is_null() ? nullptr : &cs[c["awaiter_id"].get<size_t>()];
+  };
+  int listeners = 0, readers = 0, writers = 0, entry_points = 0, operations = 0;
+  for (const auto& c : cs) {
+    const std::string f = function_of(c);
+    EXPECT_EQ(c["state"], "suspended") << label << " " << f;
+    EXPECT_NE(c["suspend"]["kind"], "final") << label << " " << f;
+    const json* p = parent(c);
+    if (is_entry_point(c)) {
+      ++entry_points;
+      EXPECT_TRUE(at(c, "boost/asio/impl/co_spawn.hpp", entry_line)) << label << c["suspend"];
+      EXPECT_EQ(p, nullptr) << label;
+      continue;
+    }
+    if (f.rfind("async_result<boost::asio::use_awaitable_t", 0) == 0 ||
+        f.find("::initiate<") != std::string::npos) {
+      // A pending operation: under the coroutine that started it (or a root when that one was
+      // left out as torn).
+      ++operations;
+      EXPECT_TRUE(at(c, "boost/asio/impl/use_awaitable.hpp", initiate_line)) << label << f;
+      EXPECT_TRUE(p != nullptr || torn_frames(doc) > 0) << label << " root " << f;
+      continue;
+    }
+    if (p == nullptr) {
+      ADD_FAILURE() << label << ": " << f << " has no parent";
+      continue;
+    }
+    EXPECT_TRUE(is_entry_point(*p)) << label << " " << f << " under " << function_of(*p);
+    if (f.rfind("listener(", 0) == 0) {
+      ++listeners;
+      EXPECT_TRUE(at(c, src, e.accept_line)) << label << " listener " << c["suspend"];
+    } else if (is_member(c, "reader")) {
+      ++readers;
+      EXPECT_TRUE(at(c, src, e.read_line)) << label << " reader " << c["suspend"];
+    } else if (is_member(c, "writer")) {
+      ++writers;
+      EXPECT_TRUE(at(c, src, e.wait_line) || at(c, src, e.write_line))
+          << label << " writer " << c["suspend"];
+    } else {
+      ADD_FAILURE() << label << " unexpected coroutine " << f;
+    }
+  }
+  const int connections = kBusy + kIdle;
+  EXPECT_TRUE(doc["diagnoses"].empty()) << label << " " << doc["diagnoses"].dump(1);
+  EXPECT_EQ(listeners, 1) << label;
+  EXPECT_EQ(entry_points, 1 + 2 * connections) << label;
+  EXPECT_LE(readers, connections) << label;
+  EXPECT_LE(writers, connections) << label;
+  EXPECT_GE(readers + writers + torn_frames(doc), 2 * connections) << label;
+  // Every coroutine with use_awaitable has its pending operation below it: one per coroutine.
+  EXPECT_GE(operations + torn_frames(doc), listeners + readers + writers) << label;
+}
+
+std::unique_ptr<Spawned> start_chat_server(const std::string& path, int port) {
+  auto server = std::make_unique<Spawned>(std::vector<std::string>{path, std::to_string(port)},
+                                          std::vector<std::string>{});
+  for (int i = 0; i < 400 && !listening(port); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!listening(port)) throw std::runtime_error(path + " does not listen on its port");
+  return server;
+}
+
+class AsioChat : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AsioChat, EveryCoroutineAtItsSourceLine) {
+  const std::string label = GetParam() + "/chat_server";
+  const int port = free_port();
+  auto server = start_chat_server(fixture_path(GetParam(), "examples/chat_server"), port);
+  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
+                       std::to_string(kIdle), "60", "chat"});
+  for (int look = 0; look < 3; ++look) {
+    check_chat_snapshot(snapshot(server->pid()), label + " look " + std::to_string(look));
+  }
+}
+
+// The stuck check on real code: over a one-second window the idle clients' readers are never
+// resumed (stuck), while the busy clients' readers and every writer (each line goes to every
+// session) are resumed about a hundred times: never stuck. No new client connects: the listener
+// is stuck too, truthfully.
+TEST_P(AsioChat, IdleReadersStuckAndNothingBusyIs) {
+  const std::string label = GetParam() + "/chat_server";
+  const int port = free_port();
+  auto server = start_chat_server(fixture_path(GetParam(), "examples/chat_server"), port);
+  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
+                       std::to_string(kIdle), "60", "chat"});
+  RunResult r = run_command(
+      {asyncprobe_binary(), "-p", std::to_string(server->pid()), "--json", "--window", "1s"},
+      std::chrono::seconds(120));
+  ASSERT_EQ(r.exit.exit_code, 0) << r.err;
+  const json doc = json::parse(r.out);
+  int stuck_readers = 0, moving_readers = 0, writers = 0;
+  for (const auto& c : doc["coroutines"]) {
+    if (is_member(c, "reader")) {
+      (c["stuck"].get<bool>() ? stuck_readers : moving_readers) += 1;
+      if (c["stuck"].get<bool>()) {
+        EXPECT_EQ(c["stuck_evidence"], "resume-probe") << label;
+      }
+    } else if (is_member(c, "writer")) {
+      ++writers;
+      EXPECT_FALSE(c["stuck"].get<bool>()) << label << " writer " << c.dump();
+    } else if (function_of(c).rfind("listener(", 0) == 0) {
+      EXPECT_TRUE(c["stuck"].get<bool>()) << label << " listener " << c.dump();
+    }
+  }
+  EXPECT_EQ(stuck_readers, kIdle) << label;
+  EXPECT_LE(moving_readers, kBusy) << label;
+  EXPECT_GE(moving_readers + torn_frames(doc), kBusy) << label;
+  EXPECT_GE(writers + torn_frames(doc), kBusy + kIdle) << label;
+}
+
+INSTANTIATE_TEST_SUITE_P(Matrix, AsioChat,
+                         ::testing::Values("gcc12-O2", "clang14-O2", "clang19-O2"),
+                         [](const auto& info) { return test_name_of_variant(info.param); });
 
 class AsioExamples : public ::testing::TestWithParam<std::pair<std::string, std::string>> {};
 
@@ -307,6 +467,41 @@ TEST_P(AsioExamples, EveryCoroutineAtItsSourceLine) {
   for (int look = 0; look < 4; ++look) {
     check_snapshot(snapshot(server->pid()), e, label + " look " + std::to_string(look));
   }
+}
+
+// The stuck check on real code: over a one-second window the idle connections' echoes are never
+// resumed (stuck, at the read), the busy ones thousands of times (never stuck), whatever point
+// they are seen at.
+TEST_P(AsioExamples, IdleConnectionsStuckBusyOnesNever) {
+  const auto& [variant, example] = GetParam();
+  const std::string label = variant + "/" + example;
+  const Expected e = expected_for(example);
+  const int port = free_port();
+  auto server = start_server(fixture_path(variant, "examples/" + example), port);
+  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
+                       std::to_string(kIdle), "60"});
+  RunResult r = run_command(
+      {asyncprobe_binary(), "-p", std::to_string(server->pid()), "--json", "--window", "1s"},
+      std::chrono::seconds(120));
+  ASSERT_EQ(r.exit.exit_code, 0) << r.err;
+  const json doc = json::parse(r.out);
+  int stuck = 0, moving = 0;
+  std::string seen;  // for failure messages: each echo's point and evidence
+  for (const auto& c : doc["coroutines"]) {
+    if (function_of(c).rfind("echo(", 0) != 0) continue;
+    seen += c["suspend"].dump() + " " + c["stuck_evidence"].dump() + " resumes " +
+            c["resumes"].dump() + "\n";
+    if (c["stuck"].get<bool>()) {
+      ++stuck;
+      EXPECT_TRUE(at(c, e.source, e.read_line)) << label << " stuck echo " << c["suspend"];
+      EXPECT_EQ(c["stuck_evidence"], "resume-probe") << label;
+    } else {
+      ++moving;
+    }
+  }
+  EXPECT_EQ(stuck, kIdle) << label << "\n" << seen;
+  EXPECT_LE(moving, kBusy) << label;
+  EXPECT_GE(moving + torn_frames(doc), kBusy) << label;
 }
 
 std::vector<std::pair<std::string, std::string>> matrix() {
