@@ -29,6 +29,20 @@
 //   `co_await boost::asio::async_write(socket_, ...)`. Every line a busy client sends is
 //   delivered to every session, idle ones included: every writer is resumed all the time.
 // - Nothing reports trouble: no diagnosis (no orphan, no cycle, no deadlock, no failure).
+//
+// coroutines/timeout.cpp and channels/throttling_proxy.cpp use awaitable_operators: `a && b`
+// is itself a coroutine (operator&&, waiting at `co_await make_parallel_group(`), which runs a
+// and b through co_spawn, each in an entry point of its own whose completion handler
+// (parallel_group_op_handler) belongs to the group: each operand belongs under the coroutine
+// that wrote `a && b`.
+// - timeout: listen() loops at `handle_connection(co_await acceptor.async_accept(...))` and
+//   co_spawns handle_connection(socket), which waits at `co_await (echo(...) && watchdog(...));`;
+//   echo() at its read or write, watchdog() at `co_await timer.async_wait(use_awaitable);` (a
+//   connection idle for 10 s ends: the tests look sooner).
+// - throttling_proxy (in front of echo_server): listen() at `auto [e, client] = co_await
+//   acceptor.async_accept(...)`, one proxy() per connection at `co_await (` over four operands:
+//   two produce_tokens() (at `co_await tokens.async_send(` or the timer wait) and two transfer()
+//   (at `co_await tokens.async_receive(`, `co_await from.async_read_some(` or the write).
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -450,6 +464,204 @@ TEST_P(AsioChat, IdleReadersStuckAndNothingBusyIs) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Matrix, AsioChat,
+                         ::testing::Values("gcc12-O2", "clang14-O2", "clang19-O2"),
+                         [](const auto& info) { return test_name_of_variant(info.param); });
+
+// The lines of `path` that start (after blanks) with `statement`: every one of them.
+std::vector<int> lines_of(const std::string& path, const std::string& statement) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read " + path);
+  std::vector<int> out;
+  std::string text;
+  for (int n = 1; std::getline(in, text); ++n) {
+    size_t b = text.find_first_not_of(" \t");
+    if (b != std::string::npos && text.compare(b, statement.size(), statement) == 0) {
+      out.push_back(n);
+    }
+  }
+  if (out.empty()) throw std::runtime_error(path + ": no line starts with " + statement);
+  return out;
+}
+
+// A coroutine function of an example: where it may wait, and which coroutine it runs under.
+struct Role {
+  std::string prefix;      // how its demangled name starts, e.g. "echo("
+  std::string file;        // the file its points are in (a suffix of the path)
+  std::vector<int> lines;  // the lines it may be suspended at
+  std::string under;       // an ancestor's prefix; "" when its parent is a co_spawn entry point
+  int per_connection = 0;  // how many per client connection (0: per process)
+  int per_process = 0;
+};
+
+bool starts_with(const std::string& s, const std::string& head) {
+  return s.compare(0, head.size(), head) == 0;
+}
+
+// Checks one snapshot of an example whose coroutines are described by `roles`.
+void check_roles(const json& doc, const std::vector<Role>& roles, int connections,
+                 const std::string& label) {
+  const int entry_line = line_of(std::string(kAsioDir) + "/impl/co_spawn.hpp", "co_await f();");
+  const int initiate_line =
+      line_of(std::string(kAsioDir) + "/impl/use_awaitable.hpp", "co_await [&] (auto* frame)");
+  const json& cs = doc["coroutines"];
+  auto parent = [&](const json& c) -> const json* {
+    return c["awaiter_id"].is_null() ? nullptr : &cs[c["awaiter_id"].get<size_t>()];
+  };
+  std::vector<int> count(roles.size(), 0);
+  for (const auto& c : cs) {
+    const std::string f = function_of(c);
+    EXPECT_EQ(c["state"], "suspended") << label << " " << f;
+    EXPECT_NE(c["suspend"]["kind"], "final") << label << " " << f;
+    const json* p = parent(c);
+    if (is_entry_point(c)) {
+      EXPECT_TRUE(at(c, "boost/asio/impl/co_spawn.hpp", entry_line)) << label << c["suspend"];
+      continue;  // a root, or an operand's entry point under its group's coroutine
+    }
+    if (starts_with(f, "boost::asio::awaitable<") && f.find("::initiate<") != std::string::npos) {
+      EXPECT_TRUE(at(c, "boost/asio/impl/use_awaitable.hpp", initiate_line)) << label << f;
+      EXPECT_TRUE(p != nullptr || torn_frames(doc) > 0) << label << " root " << f;
+      continue;
+    }
+    size_t r = 0;
+    while (r < roles.size() && !starts_with(f, roles[r].prefix)) ++r;
+    if (r == roles.size()) {
+      ADD_FAILURE() << label << " unexpected coroutine " << f;
+      continue;
+    }
+    const Role& role = roles[r];
+    ++count[r];
+    bool placed = false;
+    for (int line : role.lines) placed |= at(c, role.file, line);
+    EXPECT_TRUE(placed) << label << " " << role.prefix << " at " << c["suspend"];
+    if (role.under.empty()) {
+      EXPECT_TRUE(p != nullptr && is_entry_point(*p)) << label << " " << role.prefix;
+      continue;
+    }
+    // Up through entry points and group coroutines to the one that wrote the expression.
+    const json* a = p;
+    for (int step = 0; a != nullptr && step < 8 && !starts_with(function_of(*a), role.under);
+         ++step) {
+      a = parent(*a);
+    }
+    EXPECT_TRUE(a != nullptr && starts_with(function_of(*a), role.under))
+        << label << " " << role.prefix << " is not under " << role.under;
+  }
+  EXPECT_TRUE(doc["diagnoses"].empty()) << label << " " << doc["diagnoses"].dump(1);
+  for (size_t r = 0; r < roles.size(); ++r) {
+    const int want = roles[r].per_process + roles[r].per_connection * connections;
+    // Busy coroutines may be left out as torn (counted in a warning), never counted twice.
+    EXPECT_LE(count[r], want) << label << " " << roles[r].prefix;
+    EXPECT_GE(count[r] + torn_frames(doc), want) << label << " " << roles[r].prefix;
+  }
+}
+
+std::vector<Role> timeout_roles() {
+  const std::string src = std::string(kExampleDir) + "/coroutines/timeout.cpp";
+  const std::string ops = "/usr/include/boost/asio/experimental/awaitable_operators.hpp";
+  return {
+      {"listen(",
+       "timeout.cpp",
+       {line_of(src, "handle_connection(co_await acceptor.async_accept(use_awaitable)),")},
+       "",
+       0,
+       1},
+      {"handle_connection(",
+       "timeout.cpp",
+       {line_of(src, "co_await (echo(sock, deadline) && watchdog(deadline));")},
+       "",
+       1,
+       0},
+      {"echo(",
+       "timeout.cpp",
+       {line_of(src, "auto n = co_await sock.async_read_some(buffer(data), use_awaitable);"),
+        line_of(src, "co_await async_write(sock, buffer(data, n), use_awaitable);")},
+       "handle_connection(",
+       1,
+       0},
+      {"watchdog(",
+       "timeout.cpp",
+       {line_of(src, "co_await timer.async_wait(use_awaitable);")},
+       "handle_connection(",
+       1,
+       0},
+      {"boost::asio::awaitable<void, boost::asio::any_io_executor> "
+       "boost::asio::experimental::awaitable_operators::operator&&",
+       "awaitable_operators.hpp", lines_of(ops, "co_await make_parallel_group("),
+       "handle_connection(", 1, 0},
+  };
+}
+
+std::vector<Role> proxy_roles() {
+  const std::string src = std::string(kExampleDir) + "/channels/throttling_proxy.cpp";
+  const std::string ops = "/usr/include/boost/asio/experimental/awaitable_operators.hpp";
+  return {
+      {"listen(",
+       "throttling_proxy.cpp",
+       {line_of(src,
+                "auto [e, client] = co_await acceptor.async_accept(as_tuple(use_awaitable));")},
+       "",
+       0,
+       1},
+      {"proxy(", "throttling_proxy.cpp", {line_of(src, "co_await (")}, "", 1, 0},
+      {"produce_tokens(",
+       "throttling_proxy.cpp",
+       // The first timer wait is produce_tokens()'s (the second, listen()'s after an error).
+       {line_of(src, "co_await tokens.async_send("),
+        lines_of(src, "co_await timer.async_wait(use_awaitable);").front()},
+       "proxy(",
+       2,
+       0},
+      {"transfer(",
+       "throttling_proxy.cpp",
+       {line_of(src, "std::size_t bytes_available = co_await tokens.async_receive(use_awaitable);"),
+        line_of(src, "std::size_t n = co_await from.async_read_some("),
+        line_of(src, "co_await async_write(to, buffer(data, n), use_awaitable);")},
+       "proxy(",
+       2,
+       0},
+      // a && b && c && d: three group coroutines, each under the next, the last under proxy().
+      {"boost::asio::awaitable<void, boost::asio::any_io_executor> "
+       "boost::asio::experimental::awaitable_operators::operator&&",
+       "awaitable_operators.hpp", lines_of(ops, "co_await make_parallel_group("), "proxy(", 3, 0},
+  };
+}
+
+class AsioParallelGroups : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AsioParallelGroups, TimeoutOperandsUnderTheirConnection) {
+  const std::string label = GetParam() + "/timeout";
+  const int port = free_port();
+  auto server = start_server(fixture_path(GetParam(), "examples/timeout"), port);
+  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
+                       std::to_string(kIdle), "60"});
+  for (int look = 0; look < 3; ++look) {
+    check_roles(snapshot(server->pid()), timeout_roles(), kBusy + kIdle,
+                label + " look " + std::to_string(look));
+  }
+}
+
+TEST_P(AsioParallelGroups, ThrottlingProxyOperandsUnderTheirProxy) {
+  const std::string label = GetParam() + "/throttling_proxy";
+  const int target_port = free_port();
+  auto target = start_server(fixture_path("gcc12-O2", "examples/echo_server"), target_port);
+  const int port = free_port();
+  auto proxy = std::make_unique<Spawned>(
+      std::vector<std::string>{fixture_path(GetParam(), "examples/throttling_proxy"), "127.0.0.1",
+                               std::to_string(port), "127.0.0.1", std::to_string(target_port)},
+      std::vector<std::string>{});
+  for (int i = 0; i < 400 && !listening(port); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(listening(port)) << label;
+  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
+                       std::to_string(kIdle), "60"});
+  for (int look = 0; look < 3; ++look) {
+    check_roles(snapshot(proxy->pid()), proxy_roles(), kBusy + kIdle,
+                label + " look " + std::to_string(look));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Matrix, AsioParallelGroups,
                          ::testing::Values("gcc12-O2", "clang14-O2", "clang19-O2"),
                          [](const auto& info) { return test_name_of_variant(info.param); });
 
