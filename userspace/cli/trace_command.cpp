@@ -144,6 +144,7 @@ std::optional<int> trace_in_process(const TraceOptions& o, std::string* hint) {
   std::string why;
   int code = 0;
   auto c = process::PreloadConnection::open(o.pid, &why, &code);
+  if (c == nullptr && code == util::kExitBusy) return fail_with_message(why, code);
   if (c == nullptr) {
     *hint = "; without them, start it with `asyncprobe run --trace` and trace it as its own user";
     return std::nullopt;
