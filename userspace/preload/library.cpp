@@ -18,6 +18,7 @@
 #include "userspace/preload/crash.h"
 #include "userspace/preload/elf_scan.h"
 #include "userspace/preload/exit_report.h"
+#include "userspace/preload/exit_signals.h"
 #include "userspace/preload/library.h"
 #include "userspace/preload/modules.h"
 #include "userspace/preload/protocol.h"
@@ -97,6 +98,7 @@ void on_fork_child() {
   if (!config().follow_children) {
     // A forked child is not ours to watch: back to how it would run without us.
     uninstall_crash_handlers();
+    uninstall_exit_signal_handlers();
     tracer_set_flags(0);
     config().blocking = false;
     return;
@@ -161,4 +163,7 @@ __attribute__((constructor)) static void asyncprobe_preload_init() {
   if (!start_service(&why) && !why.empty()) warn("snapshots over the socket disabled: " + why);
   pthread_atfork(nullptr, nullptr, on_fork_child);
   std::atexit(at_exit);
+  // A termination signal at its default action would skip at_exit: the same work, then the
+  // same death.
+  if (c.socket || c.blocking || c.trace_out[0] != '\0') install_exit_signal_handlers(at_exit);
 }

@@ -72,6 +72,11 @@ char g_socket_path[sizeof(sockaddr_un::sun_path)] = {};
 pid_t g_socket_owner = 0;
 int g_wake[2] = {-1, -1};
 std::atomic<int> g_loader_tid{0};
+void (*g_exit_work)() = nullptr;
+std::atomic<int> g_exit_state{0};  // futex word: 0 none, 1 asked for, 2 done
+std::atomic<bool> g_service_running{false};
+uint64_t g_exit_asked_ns = 0;  // the service thread's
+constexpr uint64_t kExitTablesWaitNs = 10'000'000'000;
 std::atomic<bool> g_loader_alive{false};
 
 // Raw-syscall I/O: the blocking interposers must not see the library's own calls.
@@ -765,9 +770,11 @@ int poll_timeout_ms(const std::vector<Client>& clients, uint64_t now) {
   uint64_t next = ~0ull;
   for (const Client& c : clients) {
     if (c.deadline_ns != 0 && c.deadline_ns < next) next = c.deadline_ns;
+    // (Already evictable: the listening socket is polled, nothing to wake for.)
+    uint64_t evictable_at = c.idle_since_ns + kEvictIdleNs;
     if (clients.size() >= kMaxClients && c.deadline_ns == 0 && c.fd != g_trace.fd &&
-        c.idle_since_ns + kEvictIdleNs < next)
-      next = c.idle_since_ns + kEvictIdleNs;
+        evictable_at > now && evictable_at < next)
+      next = evictable_at;
   }
   if (next == ~0ull) return -1;
   return next <= now ? 0 : static_cast<int>((next - now) / 1000000 + 1);
@@ -814,9 +821,22 @@ void check_own_descriptors(const std::vector<pollfd>& fds) {
   }
 }
 
+// The exit work waits for the tables that name what it reports: this thread computes them, so it
+// goes on pumping the helper until it is done (10 s at most).
+void maybe_run_exit_work() {
+  if (g_exit_state.load() != 1) return;
+  if (g_exit_asked_ns == 0) g_exit_asked_ns = monotonic_ns();
+  if (helper_pending() && monotonic_ns() - g_exit_asked_ns <= kExitTablesWaitNs) return;
+  g_loader_alive.store(false);
+  g_exit_work();
+  g_exit_state.store(2);
+  sys(SYS_futex, &g_exit_state, FUTEX_WAKE, 1 << 30, nullptr, nullptr, 0);
+}
+
 void* service_main(void*) {
   g_loader_tid.store(self_tid());
   set_internal_thread(true);
+  g_service_running.store(true);
   std::vector<Client> clients;
   std::vector<pollfd> fds;
   for (;;) {
@@ -830,13 +850,16 @@ void* service_main(void*) {
     fds.push_back({room ? g_listen_fd : -1, POLLIN, 0});
     for (const Client& c : clients)
       fds.push_back({c.fd, static_cast<short>(reply_pending(c) ? POLLOUT : POLLIN), 0});
-    int n = poll(fds.data(), fds.size(), poll_timeout_ms(clients, now));
+    int timeout = poll_timeout_ms(clients, now);
+    if (g_exit_state.load() == 1 && (timeout < 0 || timeout > 100)) timeout = 100;
+    int n = poll(fds.data(), fds.size(), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
       sleep_ms(100);
       continue;
     }
     check_own_descriptors(fds);
+    maybe_run_exit_work();
     if ((fds[0].revents & POLLIN) != 0 && g_wake[0] >= 0) {
       char buf[64];
       while (sys_read(g_wake[0], buf, sizeof buf) > 0) {
@@ -873,7 +896,8 @@ bool bind_socket(std::string* why) {
     *why = "socket path too long: " + path;
     return false;
   }
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // Non-blocking: the thread takes every waiting connection in a loop, and must never wait there.
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     *why = std::string("socket: ") + std::strerror(errno);
     return false;
@@ -932,6 +956,21 @@ void service_wake() {
   }
 }
 
+void service_set_exit_work(void (*work)()) { g_exit_work = work; }
+
+bool service_run_exit_work(int timeout_ms) {
+  if (g_exit_work == nullptr || !g_service_running.load() || self_tid() == g_loader_tid.load())
+    return false;
+  int none = 0;
+  g_exit_state.compare_exchange_strong(none, 1);
+  service_wake();
+  for (int waited = 0; waited < timeout_ms && g_exit_state.load() != 2; waited += 100) {
+    timespec slice{0, 100'000'000};
+    sys(SYS_futex, &g_exit_state, FUTEX_WAIT, 1, &slice, nullptr, 0);
+  }
+  return g_exit_state.load() == 2;
+}
+
 void service_unlink_socket() {
   if (g_socket_path[0] != '\0' && g_socket_owner == self_pid()) {
     sys(SYS_unlinkat, AT_FDCWD, g_socket_path, 0);
@@ -948,6 +987,7 @@ void service_after_fork_child() {
   g_socket_path[0] = '\0';
   g_helper = HelperState{};
   g_loader_alive.store(false);
+  g_service_running.store(false);  // the thread did not come with the fork
 }
 
 }  // namespace asyncprobe::preload
