@@ -1,7 +1,8 @@
 // The target dies at a random moment of a subcommand's start-up or run (the fixture `exits`
 // returns from main 0-1500 ms after READY; its parent reaps it at once, as a service manager
 // would). The exit code is the README's, decided by when it died relative to asyncprobe:
-//   - before asyncprobe started: 3 (no such process);
+//   - before asyncprobe started: 3 (no such process); also 3 when it died in the moment between
+//     the test starting asyncprobe and asyncprobe's first look (and then only from that look);
 //   - after asyncprobe ended: 0, with the full result;
 //   - in between: 8 with one line saying it exited, or 0 where the command's contract makes the
 //     target's exit part of the result (trace and profile once recording began: their start line
@@ -34,7 +35,10 @@ struct Outcome {
 
 // Starts `exits` with `delay_ms`, reaps it from a thread the moment it ends, and runs asyncprobe
 // with `args` ("{}" = the pid) as soon as it is READY.
-Outcome run_against_dying_target(long delay_ms, const std::vector<std::string>& args) {
+// With `terminal`, asyncprobe runs under script(1), which gives it a terminal and exits with its
+// status.
+Outcome run_against_dying_target(long delay_ms, const std::vector<std::string>& args,
+                                 bool terminal = false) {
   FixtureProcess target(
       {fixture_path("gcc12-O2", "exits"), "--after-ms", std::to_string(delay_ms)});
   Clock::time_point died{};
@@ -46,6 +50,11 @@ Outcome run_against_dying_target(long delay_ms, const std::vector<std::string>& 
   o.pid = target.pid();
   std::vector<std::string> argv = {asyncprobe_binary()};
   for (const auto& a : args) argv.push_back(a == "{}" ? std::to_string(o.pid) : a);
+  if (terminal) {
+    std::string line;
+    for (const auto& a : argv) line += (line.empty() ? "" : " ") + a;
+    argv = {"env", "TERM=xterm", "script", "-qec", line, "/dev/null"};
+  }
   const Clock::time_point start = Clock::now();
   o.r = run_command(argv, std::chrono::seconds(60));
   const Clock::time_point end = Clock::now();
@@ -79,6 +88,12 @@ void check_outcome(long delay_ms, const Outcome& o, bool completed,
     EXPECT_TRUE(completed);
     return;
   }
+  // Gone before asyncprobe's first look (it is still starting when we count it started): 3,
+  // from that first look only.
+  if (code == util::kExitNoProcess) {
+    EXPECT_EQ(o.r.err, "asyncprobe: no process with pid " + std::to_string(o.pid) + "\n");
+    return;
+  }
   ASSERT_TRUE(code == util::kExitOk || code == util::kExitTargetExited);
   if (code == util::kExitOk) {
     EXPECT_TRUE(completed);
@@ -106,7 +121,9 @@ TEST_F(TargetDeath, Snapshot) {
     const std::string summary =
         "asyncprobe: pid " + std::to_string(o.pid) + " (exits): 4 coroutines";
     bool completed = o.r.out.rfind(summary, 0) == 0;
-    check_outcome(delay, o, completed, "process " + std::to_string(o.pid) + " (exits) exited");
+    check_outcome(delay, o, completed,
+                  "asyncprobe: process " + std::to_string(o.pid) +
+                      " (exits) exited while asyncprobe was taking the snapshot");
     if (o.r.exit.exit_code == util::kExitTargetExited) {
       EXPECT_EQ(o.r.out, "");
     }
@@ -161,6 +178,31 @@ TEST_F(TargetDeath, WatchOneProcess) {
       EXPECT_NE(o.r.out.find("\"reason\":\"exited\""), std::string::npos);
     }
     check_outcome(delay, o, completed, "");
+  }
+}
+
+TEST_F(TargetDeath, Top) {
+  for (long delay : delays()) {
+    Outcome o = run_against_dying_target(delay, {"top", "-p", "{}"}, true);
+    const std::string pid = std::to_string(o.pid);
+    // script(1) merges the streams. Drawn (its status line) before the exit ended it, or not.
+    bool completed = o.r.out.find("Enter: stacks") != std::string::npos;
+    if (o.r.exit.exit_code != util::kExitOk && o.r.out.find("asyncprobe: ") != std::string::npos) {
+      // The error line, past what the terminal got.
+      o.r.err = o.r.out.substr(o.r.out.find("asyncprobe: "));
+      std::erase(o.r.err, '\r');
+    }
+    check_outcome(
+        delay, o, completed,
+        "asyncprobe: process " + pid + " (exits) exited while asyncprobe was starting top");
+    if (o.r.exit.exit_code == util::kExitOk) {
+      EXPECT_NE(o.r.out.find("asyncprobe top: process " + pid + " (exits) exited"),
+                std::string::npos)
+          << o.r.out.substr(o.r.out.size() > 400 ? o.r.out.size() - 400 : 0);
+    }
+    if (o.r.exit.exit_code == util::kExitTargetExited) {
+      EXPECT_FALSE(completed);
+    }
   }
 }
 

@@ -582,7 +582,7 @@ int profile_main(int argc, char** argv) {
   }
   if (int rc = check_process_exists(o.pid); rc >= 0) return rc;
   StartupWatch watch(o.pid);
-  watch.set_what("the profile");
+  watch.set_doing("starting the profile");
   g_startup = &watch;
   struct Clear {
     ~Clear() { g_startup = nullptr; }

@@ -35,8 +35,7 @@ bool StartupWatch::ended() const {
 int StartupWatch::fail(const std::string& message, int code) const {
   if (started_ || ended_at_start_ || !ended()) return fail_with_message(message, code);
   return fail_with_message("process " + std::to_string(pid_) + " (" + command_ +
-                               ") exited while asyncprobe was starting " +
-                               (what_.empty() ? std::string("up") : what_),
+                               ") exited while asyncprobe was " + doing_,
                            util::kExitTargetExited);
 }
 

@@ -446,7 +446,7 @@ int write_reports(const EbpfTrace& t, const trace::TraceModel& model) {
 
 int trace_with_ebpf(const TraceOptions& o, const std::string& btf) {
   StartupWatch watch(o.pid);
-  watch.set_what("the trace");
+  watch.set_doing("starting the trace");
   g_startup = &watch;
   struct Clear {
     ~Clear() { g_startup = nullptr; }
