@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -66,6 +67,9 @@ void install_symbol_tables(size_t first) {
 
 void at_exit() {
   if (self_pid() != g_main_pid && !config().follow_children) return;
+  // Once: a termination signal during a normal exit must not write the reports a second time.
+  static std::atomic<bool> done{false};
+  if (done.exchange(true)) return;
   set_internal_thread(true);
   bool want_trace = config().trace_from_start && config().trace_out[0] != '\0';
   bool want_blocking = config().blocking;
