@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "userspace/cli/startup_watch.h"
 #include "userspace/kernel/profile_session.h"
 #include "userspace/kernel/trace_probes.h"
 #include "userspace/output/profile_export.h"
@@ -108,29 +109,12 @@ std::string read_link(const std::string& path) {
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
 }
 
-int fail(const std::string& message, int code) { return fail_with_message(message, code); }
+// Set while the profile starts: a failure then is "exited" when the target is gone.
+StartupWatch* g_startup = nullptr;
 
-// Watches for the target's end without racing PID reuse.
-class ExitWatch {
- public:
-  explicit ExitWatch(int pid) : pid_(pid), fd_(static_cast<int>(syscall(SYS_pidfd_open, pid, 0))) {}
-  ~ExitWatch() {
-    if (fd_ >= 0) close(fd_);
-  }
-  ExitWatch(const ExitWatch&) = delete;
-  ExitWatch& operator=(const ExitWatch&) = delete;
-  bool exited() const {
-    if (fd_ >= 0) {
-      pollfd p{fd_, POLLIN, 0};
-      return ::poll(&p, 1, 0) > 0;
-    }
-    return kill(pid_, 0) != 0 && errno == ESRCH;
-  }
-
- private:
-  int pid_;
-  int fd_;
-};
+int fail(const std::string& message, int code) {
+  return g_startup != nullptr ? g_startup->fail(message, code) : fail_with_message(message, code);
+}
 
 void install_stop_handlers() {
   struct sigaction sa {};
@@ -159,7 +143,8 @@ void note_target_exit(model::Profile* p) {
 
 void fill_header(model::Profile* p, const ProfileOptions& o) {
   p->pid = o.pid;
-  p->command = read_first_line("/proc/" + std::to_string(o.pid) + "/comm");
+  p->command = g_startup != nullptr ? g_startup->command()
+                                    : read_first_line("/proc/" + std::to_string(o.pid) + "/comm");
   p->executable = read_link("/proc/" + std::to_string(o.pid) + "/exe");
   p->start_unix_ns = realtime_ns();
 }
@@ -168,7 +153,7 @@ void fill_header(model::Profile* p, const ProfileOptions& o) {
 // at most `slice_ms` to spend waiting. Returns true when the target exited.
 template <typename Step>
 bool run_until_end(const ProfileOptions& o, uint64_t start, int slice_ms, Step step) {
-  ExitWatch watch(o.pid);
+  g_startup->started();  // set by profile_main, which watches the target's end too
   const uint64_t deadline =
       o.duration_s > 0 ? start + static_cast<uint64_t>(o.duration_s * 1e9) : 0;
   for (;;) {
@@ -181,7 +166,7 @@ bool run_until_end(const ProfileOptions& o, uint64_t start, int slice_ms, Step s
           std::min<uint64_t>(static_cast<uint64_t>(slice_ms), (deadline - now) / 1'000'000 + 1));
     }
     if (!step(wait_ms)) return false;
-    if (watch.exited()) return true;
+    if (g_startup->ended()) return true;
   }
 }
 
@@ -596,6 +581,12 @@ int profile_main(int argc, char** argv) {
     return rc;
   }
   if (int rc = check_process_exists(o.pid); rc >= 0) return rc;
+  StartupWatch watch(o.pid);
+  watch.set_doing("starting the profile");
+  g_startup = &watch;
+  struct Clear {
+    ~Clear() { g_startup = nullptr; }
+  } clear;
   if (!o.await || o.trace) {
     // Privileges and BTF first: without them nothing else is worth reading.
     kernel::TraceError terr;

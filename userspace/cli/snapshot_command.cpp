@@ -3,6 +3,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "userspace/cli/startup_watch.h"
 #include "userspace/diagnose/diagnose.h"
 #include "userspace/kernel/resume_probe.h"
 #include "userspace/output/report_csv.h"
@@ -76,7 +77,13 @@ ParseResult parse_snapshot_args(int argc, char** argv, SnapshotOptions* o) {
 
 namespace {
 
-int fail(const snapshot::SnapshotError& e) { return fail_with_message(e.message, e.code); }
+// Set while the snapshot is taken: a failure then is "exited" when the target is gone.
+StartupWatch* g_startup = nullptr;
+
+int fail(const snapshot::SnapshotError& e) {
+  return g_startup != nullptr ? g_startup->fail(e.message, e.code)
+                              : fail_with_message(e.message, e.code);
+}
 
 void write_report(std::ostream& out, const model::Snapshot& snap, const SnapshotOptions& o) {
   if (o.format == "json") {
@@ -92,6 +99,12 @@ void write_report(std::ostream& out, const model::Snapshot& snap, const Snapshot
 }
 
 int run_snapshot(const SnapshotOptions& o) {
+  StartupWatch watch(o.pid);
+  watch.set_doing("taking the snapshot");
+  g_startup = &watch;
+  struct Clear {
+    ~Clear() { g_startup = nullptr; }
+  } clear;
   snapshot::SnapshotTaker taker(snapshot::SnapshotSession{o.pid, o.debug_dirs});
   snapshot::SnapshotError err;
   if (!taker.attach(&err)) return fail(err);

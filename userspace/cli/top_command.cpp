@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "userspace/cli/cli_options.h"
+#include "userspace/cli/startup_watch.h"
 #include "userspace/kernel/resume_probe.h"
 #include "userspace/top/session.h"
 #include "userspace/util/exit_codes.h"
@@ -81,8 +82,15 @@ int top_main(int argc, char** argv) {
   opts.color = no_color == nullptr || *no_color == '\0';
   kernel::BpfResumeProber prober;
   if (!no_probe) opts.prober = &prober;
+  StartupWatch watch(opts.pid);
   std::string reason;
-  int code = top::run_top(opts, &reason);
+  bool drawn = false;
+  int code = top::run_top(opts, &reason, &drawn);
+  if (!drawn && code != util::kExitOk && code != util::kExitUsage && watch.ended()) {
+    // Gone before the first view: whatever the failing step said, the cause is the exit.
+    watch.set_doing("starting top");
+    return watch.fail(reason, code);
+  }
   if (!reason.empty()) std::cerr << "asyncprobe top: " << reason << "\n";
   return code;
 }

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "userspace/cli/startup_watch.h"
 #include "userspace/kernel/trace_calibrate.h"
 #include "userspace/kernel/trace_probes.h"
 #include "userspace/kernel/trace_session.h"
@@ -102,7 +103,12 @@ std::string read_first_line(const std::string& path) {
   return s;
 }
 
-int fail(const std::string& message, int code) { return fail_with_message(message, code); }
+// Set while the eBPF trace starts: a failure then is "exited" when the target is gone.
+StartupWatch* g_startup = nullptr;
+
+int fail(const std::string& message, int code) {
+  return g_startup != nullptr ? g_startup->fail(message, code) : fail_with_message(message, code);
+}
 
 output::AsyncStackEntry snapshot_entry(const model::CoroFrame& f) {
   output::AsyncStackEntry e;
@@ -144,6 +150,7 @@ std::optional<int> trace_in_process(const TraceOptions& o, std::string* hint) {
   std::string why;
   int code = 0;
   auto c = process::PreloadConnection::open(o.pid, &why, &code);
+  if (c == nullptr && code == util::kExitBusy) return fail_with_message(why, code);
   if (c == nullptr) {
     *hint = "; without them, start it with `asyncprobe run --trace` and trace it as its own user";
     return std::nullopt;
@@ -207,7 +214,8 @@ int prepare(EbpfTrace* t) {
   const TraceOptions& o = t->o;
   snapshot::SnapshotError serr;
   if (!t->taker.attach(&serr)) return fail(serr.message, serr.code);
-  t->comm = read_first_line("/proc/" + std::to_string(o.pid) + "/comm");
+  t->comm = g_startup != nullptr ? g_startup->command()
+                                 : read_first_line("/proc/" + std::to_string(o.pid) + "/comm");
   output::TraceReport& report = t->report;
   report.pid = o.pid;
   report.command = t->comm;
@@ -247,6 +255,7 @@ int attach(EbpfTrace* t) {
   kernel::TraceError terr;
   t->session = kernel::attach_trace_probes(t->plan, settings, &report.attach, &terr);
   if (t->session == nullptr) return fail(terr.message, terr.code);
+  if (g_startup != nullptr) g_startup->started();
   report.start_ts = monotonic_ns();
   std::cerr << "asyncprobe: tracing pid " << o.pid << " (" << t->comm
             << "): " << report.attach.uprobes << " uprobes on " << t->plan.specs.size()
@@ -436,6 +445,12 @@ int write_reports(const EbpfTrace& t, const trace::TraceModel& model) {
 }
 
 int trace_with_ebpf(const TraceOptions& o, const std::string& btf) {
+  StartupWatch watch(o.pid);
+  watch.set_doing("starting the trace");
+  g_startup = &watch;
+  struct Clear {
+    ~Clear() { g_startup = nullptr; }
+  } clear;
   EbpfTrace t(o, btf);
   if (int rc = prepare(&t); rc >= 0) return rc;
   if (int rc = attach(&t); rc >= 0) return rc;

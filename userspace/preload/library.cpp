@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -18,6 +19,7 @@
 #include "userspace/preload/crash.h"
 #include "userspace/preload/elf_scan.h"
 #include "userspace/preload/exit_report.h"
+#include "userspace/preload/exit_signals.h"
 #include "userspace/preload/library.h"
 #include "userspace/preload/modules.h"
 #include "userspace/preload/protocol.h"
@@ -65,6 +67,9 @@ void install_symbol_tables(size_t first) {
 
 void at_exit() {
   if (self_pid() != g_main_pid && !config().follow_children) return;
+  // Once: a termination signal during a normal exit must not write the reports a second time.
+  static std::atomic<bool> done{false};
+  if (done.exchange(true)) return;
   set_internal_thread(true);
   bool want_trace = config().trace_from_start && config().trace_out[0] != '\0';
   bool want_blocking = config().blocking;
@@ -97,6 +102,7 @@ void on_fork_child() {
   if (!config().follow_children) {
     // A forked child is not ours to watch: back to how it would run without us.
     uninstall_crash_handlers();
+    uninstall_exit_signal_handlers();
     tracer_set_flags(0);
     config().blocking = false;
     return;
@@ -161,4 +167,7 @@ __attribute__((constructor)) static void asyncprobe_preload_init() {
   if (!start_service(&why) && !why.empty()) warn("snapshots over the socket disabled: " + why);
   pthread_atfork(nullptr, nullptr, on_fork_child);
   std::atexit(at_exit);
+  // A termination signal at its default action would skip at_exit: the same work, then the
+  // same death.
+  if (c.socket || c.blocking || c.trace_out[0] != '\0') install_exit_signal_handlers(at_exit);
 }

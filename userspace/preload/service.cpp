@@ -36,7 +36,16 @@ namespace proto = preload_proto;
 
 namespace {
 
-constexpr int kMaxClients = 8;
+// Connections served at once; more wait in the listen backlog (the kernel caps it at
+// net.core.somaxconn). A request must arrive whole within kRequestDeadlineNs of its first byte and
+// its reply be taken within kReplyDeadlineNs; a connection idle for kEvictIdleNs is closed when a
+// new one needs its place.
+constexpr size_t kMaxClients = 32;
+constexpr int kBacklog = 4096;
+constexpr uint64_t kRequestDeadlineNs = 2'000'000'000;
+constexpr uint64_t kReplyDeadlineNs = 10'000'000'000;
+constexpr uint64_t kEvictIdleNs = 250'000'000;
+constexpr uint32_t kMaxRequestBody = 1u << 20;
 constexpr uint64_t kMaxTableBytes = 512ull << 20;  // all tables together
 constexpr uint64_t kMaxOneTable = 256ull << 20;
 
@@ -63,6 +72,11 @@ char g_socket_path[sizeof(sockaddr_un::sun_path)] = {};
 pid_t g_socket_owner = 0;
 int g_wake[2] = {-1, -1};
 std::atomic<int> g_loader_tid{0};
+void (*g_exit_work)() = nullptr;
+std::atomic<int> g_exit_state{0};  // futex word: 0 none, 1 asked for, 2 done
+std::atomic<bool> g_service_running{false};
+uint64_t g_exit_asked_ns = 0;  // the service thread's
+constexpr uint64_t kExitTablesWaitNs = 10'000'000'000;
 std::atomic<bool> g_loader_alive{false};
 
 // Raw-syscall I/O: the blocking interposers must not see the library's own calls.
@@ -71,33 +85,31 @@ long sys_send(int fd, const void* buf, size_t n) {
   return sys(SYS_sendto, fd, buf, n, MSG_NOSIGNAL, nullptr, 0);
 }
 
-bool read_exact(int fd, void* buf, size_t n) {
-  auto* p = static_cast<char*>(buf);
-  while (n > 0) {
-    long r = sys_read(fd, p, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
+// One connection. The thread serves every connection at once without ever blocking on one: a
+// request is read as bytes arrive, and its reply is queued and sent as the client takes it, each
+// phase under a deadline (docs/PRELOAD.md, "Socket protocol").
+struct Client {
+  int fd = -1;
+  bool refused = false;      // another user: its first request gets kErrPermission, then the door
+  bool close_after = false;  // close once the queued reply is out
+  uint64_t deadline_ns = 0;  // of the request or reply in progress; 0 while idle
+  uint64_t idle_since_ns = 0;
+  proto::RequestHeader header{};
+  size_t header_got = 0;
+  std::string body;
+  size_t body_got = 0;
+  std::string out;  // reply bytes not yet sent, from out_sent on
+  size_t out_sent = 0;
+  // A kReadMemory reply streams straight from our memory: [mem_at, mem_end) is still to go, then
+  // zeros_left zero bytes for what was unreadable, then the readable count.
+  uint64_t mem_at = 0, mem_end = 0, mem_begin = 0, zeros_left = 0;
+  bool streaming = false;
+};
 
-bool send_exact(int fd, const void* buf, size_t n) {
-  auto* p = static_cast<const char*>(buf);
-  while (n > 0) {
-    long w = sys_send(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool send_reply(int fd, uint16_t op, int32_t status, const void* payload, size_t n) {
+void queue_reply(Client& c, uint16_t op, int32_t status, const void* payload, size_t n) {
   proto::ReplyHeader h{proto::kMagic, op, proto::kVersion, status, 0, n};
-  return send_exact(fd, &h, sizeof h) && (n == 0 || send_exact(fd, payload, n));
+  c.out.append(reinterpret_cast<const char*>(&h), sizeof h);
+  if (n > 0) c.out.append(static_cast<const char*>(payload), n);
 }
 
 // ---- the table helper ------------------------------------------------------------------
@@ -326,48 +338,84 @@ struct TraceSession {
 // Never destroyed: the service thread may still serve while the process runs its exit handlers.
 TraceSession& g_trace = *new TraceSession();
 
-bool serve_read(int fd, const proto::ReadRequest& rq) {
-  static const char kZeros[4096] = {};
+void start_read(Client& c, const proto::ReadRequest& rq) {
   if (rq.length > proto::kMaxRead || rq.address + rq.length < rq.address) {
-    return send_reply(fd, proto::kReadMemory, proto::kErrBadRequest, nullptr, 0);
+    queue_reply(c, proto::kReadMemory, proto::kErrBadRequest, nullptr, 0);
+    return;
   }
   proto::ReplyHeader h{proto::kMagic, proto::kReadMemory, proto::kVersion, proto::kOk, 0,
                        rq.length + 8};
-  if (!send_exact(fd, &h, sizeof h)) return false;
-  // Straight from our memory into the socket: the kernel reports an unreadable page as EFAULT,
-  // so nothing faults and no copy of the target's memory is left in its heap.
-  uint64_t off = 0;
-  while (off < rq.length) {
-    uint64_t addr = rq.address + off;
-    uint64_t piece = rq.length - off < (256u << 10) ? rq.length - off : (256u << 10);
-    long w = sys_send(fd, reinterpret_cast<const void*>(addr), piece);
-    if (w > 0) {
-      off += static_cast<uint64_t>(w);
-      continue;
-    }
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0 && errno == EFAULT) {
+  c.out.append(reinterpret_cast<const char*>(&h), sizeof h);
+  c.mem_begin = c.mem_at = rq.address;
+  c.mem_end = rq.address + rq.length;
+  c.zeros_left = 0;
+  c.streaming = true;
+}
+
+enum class Sent { kDone, kLater, kFailed };
+
+Sent send_some(int fd, const void* p, size_t n, size_t* sent) {
+  long w = sys_send(fd, p, n);
+  if (w > 0) {
+    *sent = static_cast<size_t>(w);
+    return Sent::kDone;
+  }
+  *sent = 0;
+  if (w < 0 && (errno == EINTR || errno == EAGAIN)) return Sent::kLater;
+  return Sent::kFailed;
+}
+
+// Straight from our memory into the socket: the kernel reports an unreadable page as EFAULT, so
+// nothing faults and no copy of the target's memory is left in its heap. At the first unreadable
+// byte the rest becomes zeros and the count of readable bytes says where that began.
+Sent stream_memory(Client& c) {
+  static const char kZeros[4096] = {};
+  while (c.mem_at < c.mem_end) {
+    uint64_t piece = c.mem_end - c.mem_at < (256u << 10) ? c.mem_end - c.mem_at : (256u << 10);
+    size_t sent = 0;
+    Sent r = send_some(c.fd, reinterpret_cast<const void*>(c.mem_at), piece, &sent);
+    if (r == Sent::kFailed && errno == EFAULT) {
       // Narrow down to the page: bytes before the fault may still be readable.
-      uint64_t to_page = 4096 - (addr & 4095);
-      if (piece > to_page) {
-        long w2 = sys_send(fd, reinterpret_cast<const void*>(addr), to_page);
-        if (w2 > 0) {
-          off += static_cast<uint64_t>(w2);
-          continue;
-        }
-        if (w2 < 0 && errno != EFAULT) return false;
+      uint64_t to_page = 4096 - (c.mem_at & 4095);
+      if (piece > to_page)
+        r = send_some(c.fd, reinterpret_cast<const void*>(c.mem_at), to_page, &sent);
+      if (r == Sent::kFailed && errno == EFAULT) {
+        c.zeros_left = c.mem_end - c.mem_at;
+        c.mem_end = c.mem_at;
+        break;
       }
-      break;
     }
-    return false;
+    if (r != Sent::kDone) return r;
+    c.mem_at += sent;
   }
-  uint64_t readable = off;
-  while (off < rq.length) {
-    uint64_t piece = rq.length - off < sizeof kZeros ? rq.length - off : sizeof kZeros;
-    if (!send_exact(fd, kZeros, piece)) return false;
-    off += piece;
+  while (c.zeros_left > 0) {
+    size_t sent = 0;
+    Sent r =
+        send_some(c.fd, kZeros, c.zeros_left < sizeof kZeros ? c.zeros_left : sizeof kZeros, &sent);
+    if (r != Sent::kDone) return r;
+    c.zeros_left -= sent;
   }
-  return send_exact(fd, &readable, sizeof readable);
+  uint64_t readable = c.mem_at - c.mem_begin;
+  c.out.assign(reinterpret_cast<const char*>(&readable), sizeof readable);
+  c.out_sent = 0;
+  c.streaming = false;
+  return Sent::kDone;
+}
+
+// Sends what the client will take now: kDone once the whole reply is out.
+Sent flush_client(Client& c) {
+  for (;;) {
+    while (c.out_sent < c.out.size()) {
+      size_t sent = 0;
+      Sent r = send_some(c.fd, c.out.data() + c.out_sent, c.out.size() - c.out_sent, &sent);
+      if (r != Sent::kDone) return r;
+      c.out_sent += sent;
+    }
+    c.out.clear();
+    c.out_sent = 0;
+    if (!c.streaming) return Sent::kDone;
+    if (Sent r = stream_memory(c); r != Sent::kDone) return r;
+  }
 }
 
 bool read_small_file(const char* path, std::string* out) {
@@ -393,7 +441,7 @@ bool all_digits(const std::string& s) {
   return true;
 }
 
-bool serve_proc_file(int fd, const std::string& name) {
+void serve_proc_file(Client& c, const std::string& name) {
   std::string data;
   bool ok = false;
   if (name == "maps" || name == "comm" || name == "status" || name == "cmdline") {
@@ -420,8 +468,8 @@ bool serve_proc_file(int fd, const std::string& name) {
       }
     }
   }
-  if (!ok) return send_reply(fd, proto::kProcFile, proto::kErrNotFound, nullptr, 0);
-  return send_reply(fd, proto::kProcFile, proto::kOk, data.data(), data.size());
+  if (!ok) return queue_reply(c, proto::kProcFile, proto::kErrNotFound, nullptr, 0);
+  queue_reply(c, proto::kProcFile, proto::kOk, data.data(), data.size());
 }
 
 uint32_t features() {
@@ -432,7 +480,7 @@ uint32_t features() {
   return f;
 }
 
-bool send_trace_state(int fd, uint16_t op) {
+void queue_trace_state(Client& c, uint16_t op) {
   uint64_t now = monotonic_ns();
   std::vector<proto::ResumeEvent> events;
   uint64_t lost = 0;
@@ -456,7 +504,7 @@ bool send_trace_state(int fd, uint16_t op) {
                  events.size() * sizeof(proto::ResumeEvent));
   payload.append(reinterpret_cast<const char*>(records.data()),
                  records.size() * sizeof(proto::CountRecord));
-  return send_reply(fd, op, proto::kOk, payload.data(), payload.size());
+  queue_reply(c, op, proto::kOk, payload.data(), payload.size());
 }
 
 void stop_trace() {
@@ -552,28 +600,37 @@ std::string blocking_payload(uint64_t since) {
 
 namespace {
 
-bool serve_functions(int fd) {
-  std::string payload = trace_functions_payload();
-  return send_reply(fd, proto::kTraceFunctions, proto::kOk, payload.data(), payload.size());
-}
-
-bool serve_blocking(int fd, uint64_t since) {
-  std::string payload = blocking_payload(since);
-  return send_reply(fd, proto::kBlockingPoll, proto::kOk, payload.data(), payload.size());
-}
-
-// One request; false closes the connection.
-bool serve_one(int fd) {
-  proto::RequestHeader rq{};
-  if (!read_exact(fd, &rq, sizeof rq)) return false;
-  if (rq.magic != proto::kMagic || rq.version != proto::kVersion || rq.payload_bytes > (1u << 20)) {
-    send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
-    return false;
+void handle_trace_request(Client& c, uint16_t op, const std::string& payload) {
+  if (op == proto::kTraceStart) {
+    if (!config().trace || tracer_patched_count() == 0)
+      return queue_reply(c, op, proto::kErrUnsupported, nullptr, 0);
+    if (g_trace.fd >= 0 && g_trace.fd != c.fd)
+      return queue_reply(c, op, proto::kErrBusy, nullptr, 0);
+    proto::TraceStartRequest r{};
+    if (payload.size() == sizeof r) std::memcpy(&r, payload.data(), sizeof r);
+    g_trace = TraceSession{};
+    g_trace.fd = c.fd;
+    tracer_set_flags(static_cast<uint8_t>(kTraceCount | ((r.flags & 1) != 0 ? kTraceEvents : 0)));
+    std::vector<proto::ResumeEvent> discard;
+    uint64_t lost = 0;
+    tracer_drain(&discard, &lost, monotonic_ns());
+    tracer_sum_counts(&g_trace.baseline);
+    g_trace.start_ns = monotonic_ns();
+    proto::TraceStartReply reply{g_trace.start_ns};
+    return queue_reply(c, op, proto::kOk, &reply, sizeof reply);
   }
-  std::string payload(rq.payload_bytes, '\0');
-  if (rq.payload_bytes > 0 && !read_exact(fd, payload.data(), payload.size())) return false;
+  // kTracePoll, kTraceStop: only the session's own connection.
+  if (g_trace.fd != c.fd) return queue_reply(c, op, proto::kErrBadRequest, nullptr, 0);
+  queue_trace_state(c, op);
+  if (op == proto::kTraceStop) stop_trace();
+}
+
+// A complete request: its reply is queued (or, for memory, its streaming set up).
+void handle_request(Client& c) {
+  const uint16_t op = c.header.op;
+  const std::string& payload = c.body;
   poll_modules_without_hook();
-  switch (rq.op) {
+  switch (op) {
     case proto::kHello: {
       proto::HelloReply r{static_cast<uint32_t>(self_pid()),
                           static_cast<uint32_t>(geteuid()),
@@ -581,120 +638,228 @@ bool serve_one(int fd) {
                           tracer_patched_count(),
                           tracer_unpatched_count(),
                           0};
-      return send_reply(fd, rq.op, proto::kOk, &r, sizeof r);
+      return queue_reply(c, op, proto::kOk, &r, sizeof r);
     }
     case proto::kReadMemory: {
       if (payload.size() != sizeof(proto::ReadRequest))
-        return send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
+        return queue_reply(c, op, proto::kErrBadRequest, nullptr, 0);
       proto::ReadRequest r;
       std::memcpy(&r, payload.data(), sizeof r);
-      return serve_read(fd, r);
+      return start_read(c, r);
     }
     case proto::kProcFile:
-      return serve_proc_file(fd, payload);
-    case proto::kTraceStart: {
-      if (!config().trace || tracer_patched_count() == 0)
-        return send_reply(fd, rq.op, proto::kErrUnsupported, nullptr, 0);
-      if (g_trace.fd >= 0 && g_trace.fd != fd)
-        return send_reply(fd, rq.op, proto::kErrBusy, nullptr, 0);
-      proto::TraceStartRequest r{};
-      if (payload.size() == sizeof r) std::memcpy(&r, payload.data(), sizeof r);
-      g_trace = TraceSession{};
-      g_trace.fd = fd;
-      tracer_set_flags(static_cast<uint8_t>(kTraceCount | ((r.flags & 1) != 0 ? kTraceEvents : 0)));
-      std::vector<proto::ResumeEvent> discard;
-      uint64_t lost = 0;
-      tracer_drain(&discard, &lost, monotonic_ns());
-      tracer_sum_counts(&g_trace.baseline);
-      g_trace.start_ns = monotonic_ns();
-      proto::TraceStartReply reply{g_trace.start_ns};
-      return send_reply(fd, rq.op, proto::kOk, &reply, sizeof reply);
-    }
+      return serve_proc_file(c, payload);
+    case proto::kTraceStart:
     case proto::kTracePoll:
-    case proto::kTraceStop: {
-      if (g_trace.fd != fd) return send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
-      bool ok = send_trace_state(fd, rq.op);
-      if (rq.op == proto::kTraceStop) stop_trace();
-      return ok;
+    case proto::kTraceStop:
+      return handle_trace_request(c, op, payload);
+    case proto::kTraceFunctions: {
+      std::string reply = trace_functions_payload();
+      return queue_reply(c, op, proto::kOk, reply.data(), reply.size());
     }
-    case proto::kTraceFunctions:
-      return serve_functions(fd);
     case proto::kBlockingPoll: {
       proto::BlockingPollRequest r{};
       if (payload.size() == sizeof r) std::memcpy(&r, payload.data(), sizeof r);
-      return serve_blocking(fd, r.since);
+      std::string reply = blocking_payload(r.since);
+      return queue_reply(c, op, proto::kOk, reply.data(), reply.size());
     }
     default:
-      return send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
+      return queue_reply(c, op, proto::kErrBadRequest, nullptr, 0);
   }
 }
+
+// Reads what has arrived of the next request; false closes the connection. A complete request
+// is handled and its reply queued under the reply deadline.
+bool read_request(Client& c, uint64_t now) {
+  for (;;) {
+    const bool in_header = c.header_got < sizeof c.header;
+    char* to =
+        in_header ? reinterpret_cast<char*>(&c.header) + c.header_got : c.body.data() + c.body_got;
+    size_t want = in_header ? sizeof c.header - c.header_got : c.body.size() - c.body_got;
+    if (want > 0) {
+      long r = sys_read(c.fd, to, want);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 && errno == EAGAIN) return true;
+      if (r <= 0) return false;
+      if (c.header_got == 0) c.deadline_ns = now + kRequestDeadlineNs;  // from its first byte
+      (in_header ? c.header_got : c.body_got) += static_cast<size_t>(r);
+      if (static_cast<size_t>(r) < want) continue;
+      if (in_header) {
+        if (c.refused) {
+          queue_reply(c, c.header.op, proto::kErrPermission, nullptr, 0);
+          c.close_after = true;
+        } else if (c.header.magic != proto::kMagic || c.header.version != proto::kVersion ||
+                   c.header.payload_bytes > kMaxRequestBody) {
+          queue_reply(c, c.header.op, proto::kErrBadRequest, nullptr, 0);
+          c.close_after = true;
+        } else {
+          c.body.assign(c.header.payload_bytes, '\0');
+          c.body_got = 0;
+          continue;
+        }
+      }
+    }
+    if (!c.close_after) handle_request(c);
+    c.header_got = 0;
+    c.body.clear();
+    c.body_got = 0;
+    c.deadline_ns = now + kReplyDeadlineNs;
+    return true;
+  }
+}
+
+bool reply_pending(const Client& c) { return c.out_sent < c.out.size() || c.streaming; }
 
 // `closed_by_program`: the program closed our descriptor behind our back (a daemon closing every
 // fd): forget it without close(), whose number may already be the program's again.
-void drop_client(std::vector<int>& clients, size_t i, bool closed_by_program = false) {
-  if (g_trace.fd == clients[i]) stop_trace();
-  if (!closed_by_program) close(clients[i]);
+void drop_client(std::vector<Client>& clients, size_t i, bool closed_by_program = false) {
+  if (g_trace.fd == clients[i].fd) stop_trace();
+  if (!closed_by_program) close(clients[i].fd);
   clients.erase(clients.begin() + static_cast<long>(i));
 }
 
-void accept_client(std::vector<int>& clients) {
-  int fd = accept4(g_listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-  if (fd < 0) return;
-  ucred cred{};
-  socklen_t len = sizeof cred;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != geteuid()) {
+// Sends what it can of the reply in progress; false closes the connection.
+bool continue_reply(Client& c, uint64_t now) {
+  Sent r = flush_client(c);
+  if (r == Sent::kFailed) return false;
+  if (r == Sent::kLater) return true;
+  if (c.close_after) return false;
+  c.deadline_ns = 0;
+  c.idle_since_ns = now;
+  return true;
+}
+
+// The connection idle the longest, if it has been idle long enough to make room for a waiting
+// client (never a trace session's), or -1.
+long evictable(const std::vector<Client>& clients, uint64_t now) {
+  long best = -1;
+  for (size_t i = 0; i < clients.size(); ++i) {
+    const Client& c = clients[i];
+    if (c.deadline_ns != 0 || c.fd == g_trace.fd || now - c.idle_since_ns < kEvictIdleNs) continue;
+    if (best < 0 || c.idle_since_ns < clients[static_cast<size_t>(best)].idle_since_ns)
+      best = static_cast<long>(i);
+  }
+  return best;
+}
+
+// Takes waiting connections while there is room (or an idle one to close for it). Those that find
+// no room stay queued in the listen backlog until a connection ends or a deadline passes.
+void accept_clients(std::vector<Client>& clients, uint64_t now) {
+  for (;;) {
+    long victim = clients.size() >= kMaxClients ? evictable(clients, now) : -2;
+    if (victim == -1) return;
+    int fd = accept4(g_listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    if (victim >= 0) drop_client(clients, static_cast<size_t>(victim));
+    Client c;
+    c.fd = fd;
+    c.idle_since_ns = now;
+    ucred cred{};
+    socklen_t len = sizeof cred;
     // Only our own user: anyone else (root included) gets one refusal and the door. Its first
     // request is read first so that the refusal is what it reads back.
-    timeval brief{1, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &brief, sizeof brief);
-    proto::RequestHeader ignored{};
-    read_exact(fd, &ignored, sizeof ignored);
-    send_reply(fd, ignored.op, proto::kErrPermission, nullptr, 0);
-    close(fd);
-    return;
+    c.refused = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != geteuid();
+    if (c.refused) c.deadline_ns = now + kRequestDeadlineNs;
+    clients.push_back(std::move(c));
   }
-  if (clients.size() >= static_cast<size_t>(kMaxClients)) {
-    send_reply(fd, 0, proto::kErrBusy, nullptr, 0);
-    close(fd);
-    return;
+}
+
+// Milliseconds until the nearest deadline (-1: none). A full table also wakes when its oldest
+// idle connection may be closed for a waiting one.
+int poll_timeout_ms(const std::vector<Client>& clients, uint64_t now) {
+  uint64_t next = ~0ull;
+  for (const Client& c : clients) {
+    if (c.deadline_ns != 0 && c.deadline_ns < next) next = c.deadline_ns;
+    // (Already evictable: the listening socket is polled, nothing to wake for.)
+    uint64_t evictable_at = c.idle_since_ns + kEvictIdleNs;
+    if (clients.size() >= kMaxClients && c.deadline_ns == 0 && c.fd != g_trace.fd &&
+        evictable_at > now && evictable_at < next)
+      next = evictable_at;
   }
-  timeval tv{10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  clients.push_back(fd);
+  if (next == ~0ull) return -1;
+  return next <= now ? 0 : static_cast<int>((next - now) / 1000000 + 1);
+}
+
+// One client's poll result; false closes the connection.
+bool serve_client(Client& c, short ev, uint64_t now) {
+  if ((ev & POLLERR) != 0) return false;
+  if (reply_pending(c)) return (ev & (POLLOUT | POLLHUP)) == 0 || continue_reply(c, now);
+  if ((ev & (POLLIN | POLLHUP)) == 0) return true;
+  if (!read_request(c, now)) return false;
+  return !reply_pending(c) && !c.close_after ? true : continue_reply(c, now);
+}
+
+void serve_clients(std::vector<Client>& clients, const std::vector<pollfd>& fds, size_t first,
+                   bool accept_waiting) {
+  uint64_t now = monotonic_ns();
+  // Clients polled this round come first in `clients`; one accepted now waits for the next.
+  for (size_t i = fds.size() - first; i-- > 0;) {
+    short ev = fds[first + i].revents;
+    if ((ev & POLLNVAL) != 0) {
+      drop_client(clients, i, true);
+    } else if (!serve_client(clients[i], ev, now) ||
+               (clients[i].deadline_ns != 0 && now >= clients[i].deadline_ns)) {
+      drop_client(clients, i);
+    }
+  }
+  if (accept_waiting) accept_clients(clients, now);
+}
+
+// The program closes every descriptor (daemons do), ours too: stop watching ours rather than spin
+// on POLLNVAL or touch the program's files (snapshots over the socket end; the crash handler keeps
+// working).
+void check_own_descriptors(const std::vector<pollfd>& fds) {
+  if ((fds[0].revents & POLLNVAL) != 0 ||
+      (fds[0].revents != 0 && !still_ours(g_wake[0], g_wake_read_id)))
+    g_wake[0] = -1;
+  if ((fds[2].revents & POLLNVAL) != 0 ||
+      (fds[2].revents != 0 && !still_ours(g_listen_fd, g_listen_id)))
+    g_listen_fd = -1;
+  if ((fds[1].revents & POLLNVAL) != 0 && g_helper.out >= 0) {
+    g_helper.out = -1;
+    finish_helper();
+  }
+}
+
+// The exit work waits for the tables that name what it reports: this thread computes them, so it
+// goes on pumping the helper until it is done (10 s at most).
+void maybe_run_exit_work() {
+  if (g_exit_state.load() != 1) return;
+  if (g_exit_asked_ns == 0) g_exit_asked_ns = monotonic_ns();
+  if (helper_pending() && monotonic_ns() - g_exit_asked_ns <= kExitTablesWaitNs) return;
+  g_loader_alive.store(false);
+  g_exit_work();
+  g_exit_state.store(2);
+  sys(SYS_futex, &g_exit_state, FUTEX_WAKE, 1 << 30, nullptr, nullptr, 0);
 }
 
 void* service_main(void*) {
   g_loader_tid.store(self_tid());
   set_internal_thread(true);
-  std::vector<int> clients;
+  g_service_running.store(true);
+  std::vector<Client> clients;
+  std::vector<pollfd> fds;
   for (;;) {
     if (g_helper.pid == 0 && g_helper.requested < Modules::count()) start_helper();
     g_loader_alive.store(helper_pending());
-    std::vector<pollfd> fds;
+    uint64_t now = monotonic_ns();
+    bool room = clients.size() < kMaxClients || evictable(clients, now) >= 0;
+    fds.clear();
     fds.push_back({g_wake[0], POLLIN, 0});
     fds.push_back({g_helper.out, POLLIN, 0});
-    fds.push_back({g_listen_fd, POLLIN, 0});
-    for (int c : clients) fds.push_back({c, POLLIN, 0});
-    int n = poll(fds.data(), fds.size(), -1);
+    fds.push_back({room ? g_listen_fd : -1, POLLIN, 0});
+    for (const Client& c : clients)
+      fds.push_back({c.fd, static_cast<short>(reply_pending(c) ? POLLOUT : POLLIN), 0});
+    int timeout = poll_timeout_ms(clients, now);
+    if (g_exit_state.load() == 1 && (timeout < 0 || timeout > 100)) timeout = 100;
+    int n = poll(fds.data(), fds.size(), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
       sleep_ms(100);
       continue;
     }
-    // A program that closes every descriptor closes ours too: stop watching them rather than
-    // spin on POLLNVAL or touch the program's files (snapshots over the socket end; the crash
-    // handler keeps working).
-    if ((fds[0].revents & POLLNVAL) != 0 ||
-        (fds[0].revents != 0 && !still_ours(g_wake[0], g_wake_read_id)))
-      g_wake[0] = -1;
-    if ((fds[2].revents & POLLNVAL) != 0 ||
-        (fds[2].revents != 0 && !still_ours(g_listen_fd, g_listen_id)))
-      g_listen_fd = -1;
-    if ((fds[1].revents & POLLNVAL) != 0 && g_helper.out >= 0) {
-      g_helper.out = -1;
-      finish_helper();
-    }
+    check_own_descriptors(fds);
+    maybe_run_exit_work();
     if ((fds[0].revents & POLLIN) != 0 && g_wake[0] >= 0) {
       char buf[64];
       while (sys_read(g_wake[0], buf, sizeof buf) > 0) {
@@ -703,18 +868,7 @@ void* service_main(void*) {
     if (fds[1].revents != 0 && g_helper.out >= 0) {
       if (!pump_helper()) finish_helper();
     }
-    // Clients polled this round come first in `clients`; one accepted now waits for the next.
-    size_t polled = clients.size();
-    if ((fds[2].revents & POLLIN) != 0 && g_listen_fd >= 0) accept_client(clients);
-    for (size_t i = polled; i-- > 0;) {
-      short ev = fds[3 + i].revents;
-      if (ev == 0) continue;
-      if ((ev & POLLNVAL) != 0) {
-        drop_client(clients, i, true);
-      } else if ((ev & POLLERR) != 0 || !serve_one(clients[i])) {
-        drop_client(clients, i);
-      }
-    }
+    serve_clients(clients, fds, 3, (fds[2].revents & POLLIN) != 0 && g_listen_fd >= 0);
   }
   return nullptr;
 }
@@ -742,7 +896,8 @@ bool bind_socket(std::string* why) {
     *why = "socket path too long: " + path;
     return false;
   }
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // Non-blocking: the thread takes every waiting connection in a loop, and must never wait there.
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) {
     *why = std::string("socket: ") + std::strerror(errno);
     return false;
@@ -754,7 +909,7 @@ bool bind_socket(std::string* why) {
   mode_t old = umask(0177);
   int rc = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   umask(old);
-  if (rc != 0 || chmod(path.c_str(), 0600) != 0 || listen(fd, 16) != 0) {
+  if (rc != 0 || chmod(path.c_str(), 0600) != 0 || listen(fd, kBacklog) != 0) {
     *why = "cannot listen on " + path + ": " + std::strerror(errno);
     close(fd);
     return false;
@@ -801,6 +956,21 @@ void service_wake() {
   }
 }
 
+void service_set_exit_work(void (*work)()) { g_exit_work = work; }
+
+bool service_run_exit_work(int timeout_ms) {
+  if (g_exit_work == nullptr || !g_service_running.load() || self_tid() == g_loader_tid.load())
+    return false;
+  int none = 0;
+  g_exit_state.compare_exchange_strong(none, 1);
+  service_wake();
+  for (int waited = 0; waited < timeout_ms && g_exit_state.load() != 2; waited += 100) {
+    timespec slice{0, 100'000'000};
+    sys(SYS_futex, &g_exit_state, FUTEX_WAIT, 1, &slice, nullptr, 0);
+  }
+  return g_exit_state.load() == 2;
+}
+
 void service_unlink_socket() {
   if (g_socket_path[0] != '\0' && g_socket_owner == self_pid()) {
     sys(SYS_unlinkat, AT_FDCWD, g_socket_path, 0);
@@ -817,6 +987,7 @@ void service_after_fork_child() {
   g_socket_path[0] = '\0';
   g_helper = HelperState{};
   g_loader_alive.store(false);
+  g_service_running.store(false);  // the thread did not come with the fork
 }
 
 }  // namespace asyncprobe::preload

@@ -18,6 +18,12 @@ bool start_service(std::string* why);
 void service_wake();
 // Removes the socket file (at exit, or from the crash handler: async-signal-safe).
 void service_unlink_socket();
+// The work to do when a termination signal ends the program (exit_signals.h): it runs on the
+// service thread, in normal context. service_run_exit_work asks for it and waits until it is
+// done or `timeout_ms` passed (false then, or when the thread cannot be reached).
+// Async-signal-safe.
+void service_set_exit_work(void (*work)());
+bool service_run_exit_work(int timeout_ms);
 // After fork: the child has no service thread. Closes the inherited listening socket.
 void service_after_fork_child();
 // Whether the thread may still install tables (a helper is running or due), and its tid: a crash

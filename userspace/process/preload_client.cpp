@@ -1,5 +1,6 @@
 #include "userspace/process/preload_client.h"
 
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -39,6 +40,14 @@ const char* status_text(int32_t s) {
   }
 }
 
+constexpr int kAnswerSeconds = 5;  // for connect() and the first answer
+
+std::string busy_text(int pid) {
+  return "pid " + std::to_string(pid) + "'s asyncprobe socket is busy: no answer within " +
+         std::to_string(kAnswerSeconds) +
+         " s (other clients hold it, or the program is stopped); try again";
+}
+
 // Whether `dir` exists and is safe to find the target's socket in; fills why and code when not.
 bool check_socket_dir(int pid, const std::string& dir, std::string* why, int* code) {
   struct stat st {};
@@ -66,8 +75,17 @@ void explain_connect_error(int e, int pid, const std::string& path, std::string*
            "; start it with `asyncprobe run`)";
     *code = util::kExitPermission;
   } else if (e == ECONNREFUSED) {
-    *why = "stale socket " + path + ": pid " + std::to_string(pid) + " no longer serves it";
-    *code = util::kExitNoProcess;
+    // Left by a process that died without its exit handlers (a signal); a new `asyncprobe run`
+    // with that pid replaces it.
+    bool dead = kill(pid, 0) != 0 && errno == ESRCH;
+    *why = "stale socket " + path + ": pid " + std::to_string(pid) +
+           (dead ? " does not exist (the socket was left by a process that died)"
+                 : " no longer serves it (not started with `asyncprobe run`, or its library "
+                   "stopped serving)");
+    *code = dead ? util::kExitNoProcess : util::kExitPermission;
+  } else if (e == EAGAIN || e == ETIMEDOUT) {
+    *why = busy_text(pid);
+    *code = util::kExitBusy;
   } else if (e == EACCES || e == EPERM) {
     *why = "permission denied connecting to " + path;
     *code = util::kExitPermission;
@@ -94,6 +112,10 @@ int connect_to_target(int pid, const std::string& path, std::string* why, int* c
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  // A full listen backlog makes connect() wait, for as long as the send timeout.
+  timeval answer{kAnswerSeconds, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &answer, sizeof answer);
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &answer, sizeof answer);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int e = errno;
     close(fd);
@@ -110,9 +132,6 @@ int connect_to_target(int pid, const std::string& path, std::string* why, int* c
     *code = util::kExitPermission;
     return -1;
   }
-  timeval tv{30, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   return fd;
 }
 
@@ -134,10 +153,27 @@ std::unique_ptr<PreloadConnection> PreloadConnection::open(int pid, std::string*
   proto::ReplyHeader h{};
   std::string body;
   if (!c->request(proto::kHello, nullptr, 0, &h, &body)) {
-    *why = "pid " + std::to_string(pid) + " closed the socket without answering";
-    *code = util::kExitPermission;
+    if (c->last_errno_ == EAGAIN) {
+      *why = busy_text(pid);
+      *code = util::kExitBusy;
+    } else if (kill(pid, 0) != 0 && errno == ESRCH) {
+      *why = "pid " + std::to_string(pid) + " exited while connecting to its socket";
+      *code = util::kExitTargetExited;
+    } else {
+      *why = "pid " + std::to_string(pid) + " closed the socket without answering";
+      *code = util::kExitPermission;
+    }
     return nullptr;
   }
+  if (h.status == proto::kErrBusy) {
+    *why = busy_text(pid);
+    *code = util::kExitBusy;
+    return nullptr;
+  }
+  // Answered: from now on a request may take longer (a large read from a loaded program).
+  timeval tv{30, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   if (h.status != proto::kOk || body.size() < sizeof(proto::HelloReply)) {
     *why = h.status == proto::kErrPermission
                ? "pid " + std::to_string(pid) + " serves only its own user; this is uid " +
@@ -171,7 +207,10 @@ bool PreloadConnection::send_all(const void* p, size_t n) {
   while (n > 0) {
     ssize_t w = ::send(fd_, c, n, MSG_NOSIGNAL);
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
+    if (w <= 0) {
+      last_errno_ = w < 0 ? errno : 0;
+      return false;
+    }
     c += w;
     n -= static_cast<size_t>(w);
   }
@@ -183,7 +222,10 @@ bool PreloadConnection::recv_all(void* p, size_t n) {
   while (n > 0) {
     ssize_t r = ::recv(fd_, c, n, 0);
     if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
+    if (r <= 0) {
+      last_errno_ = r < 0 ? errno : 0;
+      return false;
+    }
     c += r;
     n -= static_cast<size_t>(r);
   }

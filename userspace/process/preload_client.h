@@ -22,7 +22,7 @@ namespace asyncprobe::process {
 class PreloadConnection {
  public:
   // Connects to pid's socket. nullptr with a one-line reason in `why` (and `code`, an ExitCode:
-  // kExitNoProcess, kExitPermission or kExitNotInspectable) when it cannot.
+  // kExitNoProcess, kExitPermission, kExitTargetExited or kExitBusy) when it cannot.
   static std::unique_ptr<PreloadConnection> open(int pid, std::string* why, int* code = nullptr,
                                                  const std::string& socket_dir = "");
   ~PreloadConnection();
@@ -69,6 +69,7 @@ class PreloadConnection {
   int fd_ = -1;
   int pid_ = 0;
   bool broken_ = false;
+  int last_errno_ = 0;  // of the last failed send or receive
   preload_proto::HelloReply hello_{};
   std::mutex mu_;
 };

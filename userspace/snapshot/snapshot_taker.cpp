@@ -332,7 +332,11 @@ bool SnapshotTaker::Impl::open_preload(const process::TargetError& refused, Snap
   std::optional<process::PreloadSource> source;
   if (st) source = process::preload_source(pid, &why, &code);
   if (!source) {
-    error->code = code == util::kExitTargetExited ? util::kExitTargetExited : util::kExitPermission;
+    // Gone meanwhile, or busy, is said as such; anything else is the refusal we started from.
+    if (!st) code = util::kExitTargetExited;
+    error->code = code == util::kExitTargetExited || code == util::kExitBusy
+                      ? static_cast<util::ExitCode>(code)
+                      : util::kExitPermission;
     error->message = std::string(refused.what()) +
                      "; a process started with `asyncprobe run` is readable by its own user "
                      "(socket: " +

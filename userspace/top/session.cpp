@@ -149,7 +149,7 @@ std::string detail_title(const View& v, const ScreenState& s) {
 
 }  // namespace
 
-int run_top(const TopOptions& opts, std::string* reason) {
+int run_top(const TopOptions& opts, std::string* reason, bool* drawn) {
   snapshot::SnapshotTaker taker(snapshot::SnapshotSession{opts.pid, opts.debug_dirs});
   snapshot::SnapshotError err;
   Looks looks;
@@ -162,6 +162,7 @@ int run_top(const TopOptions& opts, std::string* reason) {
   SignalGuard signals;
   Screen screen;
   if (!screen.open(opts.color, opts.unicode, reason)) return util::kExitUsage;
+  if (drawn != nullptr) *drawn = true;
   ScreenState state;
   std::vector<std::string> detail;
   int code = util::kExitOk;

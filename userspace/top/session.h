@@ -21,6 +21,6 @@ struct TopOptions {
 };
 
 // The exit code (util::ExitCode); *reason gets the line to print once the terminal is back.
-int run_top(const TopOptions& opts, std::string* reason);
+int run_top(const TopOptions& opts, std::string* reason, bool* drawn = nullptr);
 
 }  // namespace asyncprobe::top

@@ -15,6 +15,7 @@ enum ExitCode : int {
   kExitUnsupported = 6,     // not a 64-bit x86-64 ELF process; (trace) no kernel BTF or BPF
   kExitNoCoroutines = 7,    // the target maps no coroutine code at all
   kExitTargetExited = 8,    // the target exited while we were reading it
+  kExitBusy = 9,            // the target's `asyncprobe run` socket is busy with other clients
 };
 
 }  // namespace asyncprobe::util

@@ -43,7 +43,7 @@ bool changed_by_factor(size_t count, size_t reported) {
 }  // namespace
 
 ProcessWatch::ProcessWatch(int pid, const WatchSettings& settings, snapshot::ResumeProber* prober)
-    : pid_(pid), settings_(settings), prober_(prober) {}
+    : pid_(pid), settings_(settings), prober_(prober), command_(comm_of(pid)) {}
 
 ProcessWatch::~ProcessWatch() = default;
 
@@ -95,7 +95,7 @@ bool ProcessWatch::rescan(double now, std::string* error_reason, bool* gone) {
     *error_reason = *gone ? "exited" : "scan-failed";
     return false;
   }
-  command_ = snap.command;
+  if (!snap.command.empty()) command_ = snap.command;  // empty once the process has exited
   std::unordered_map<uint64_t, size_t> by_address;
   std::unordered_set<uint64_t> awaited_by;  // frames some other frame names as its awaiter
   by_address.reserve(snap.frames.size());

@@ -69,7 +69,7 @@ bool Watcher::attach(int pid, bool report_failures, int* code) {
       e.kind = EventKind::kError;
       e.time = std::chrono::system_clock::now();
       e.pid = pid;
-      e.command = comm_of(pid);
+      e.command = w->command();  // as read before the attempt: empty once the process exited
       e.reason = reason_of(err.code);
       e.message = err.message;
       e.container = container_id_of(pid);
