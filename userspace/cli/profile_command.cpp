@@ -39,7 +39,7 @@ namespace {
 
 // After the stop request that ends a profile, its last snapshot must be done this soon, so that the
 // whole exit takes well under a second whatever the target's size (as in trace_command.cpp).
-constexpr uint64_t kEndSnapshotBudgetNs = 600'000'000;
+constexpr uint64_t kEndSnapshotBudgetNs = 300'000'000;
 
 constexpr int kDefaultCpuHz = 99;
 constexpr int kDefaultAwaitHz = 10;

@@ -91,7 +91,7 @@ using util::monotonic_ns;
 
 // After the stop request that ends a trace, the end snapshot must be done this soon, so that the
 // whole exit (snapshot, detach, report) takes well under a second whatever the target's size.
-constexpr uint64_t kEndSnapshotBudgetNs = 600'000'000;
+constexpr uint64_t kEndSnapshotBudgetNs = 300'000'000;
 
 std::string read_first_line(const std::string& path) {
   std::ifstream in(path);
