@@ -178,6 +178,10 @@ struct EbpfTrace {
   std::unordered_map<uint64_t, uint64_t> at_start;
   bool have_start = false;    // the first snapshot was taken
   uint64_t stop_seen_ts = 0;  // when the recording noticed a stop request (0: it did not)
+  // The trace's end: records after it (the probes run until detached) are not counted, so that
+  // the model and the end snapshot describe the same moment (a frame destroyed, and its address
+  // reused, while the probes were being detached is still the frame the snapshot saw).
+  uint64_t end_ts = UINT64_MAX;
 };
 
 // The coroutine code of the target as the snapshot knows it, the probe plan, the costs. -1 to go
@@ -352,6 +356,7 @@ void finish(EbpfTrace* t, trace::TraceModel* model, trace::TraceReorder* reorder
     have_last = take_last_snapshot(t, &last);
     end_ts = monotonic_ns();
   }
+  t->end_ts = end_ts;
   const kernel::TraceProbeEnd probes_end = kernel::detach_trace_probes(t->session.get(), intake);
   report.probes = probes_end.stats;
   report.detach_s = probes_end.detach_s;
@@ -440,7 +445,7 @@ int trace_with_ebpf(const TraceOptions& o, const std::string& btf) {
     reorder.push(std::move(e));
   };
   const std::function<void(const trace::TraceEvent&)> sink = [&](const trace::TraceEvent& e) {
-    model.handle(e);
+    if (trace::header_of(e).ts <= t.end_ts) model.handle(e);
   };
   record(&t, &reorder, intake, sink);
   finish(&t, &model, &reorder, intake, sink);
