@@ -176,8 +176,9 @@ struct EbpfTrace {
   // Frames that exist at the start (address -> trace::function_hash of the name): if still
   // suspended at the end without having run, they were suspended before the trace began.
   std::unordered_map<uint64_t, uint64_t> at_start;
-  bool have_start = false;    // the first snapshot was taken
-  uint64_t stop_seen_ts = 0;  // when the recording noticed a stop request (0: it did not)
+  bool have_start = false;         // the first snapshot was taken
+  uint64_t start_snapshot_ns = 0;  // how long it took
+  uint64_t stop_seen_ts = 0;       // when the recording noticed a stop request (0: it did not)
   // The trace's end: records after it (the probes run until detached) are not counted, so that
   // the model and the end snapshot describe the same moment (a frame destroyed, and its address
   // reused, while the probes were being detached is still the frame the snapshot saw).
@@ -245,7 +246,9 @@ int attach(EbpfTrace* t) {
     util::InterruptScope scope;
     model::Snapshot first;
     snapshot::SnapshotError serr;
+    const uint64_t t0 = monotonic_ns();
     if (t->taker.take(&first, &serr)) {
+      t->start_snapshot_ns = monotonic_ns() - t0;
       t->at_start.reserve(first.frames.size());
       for (const auto& f : first.frames) {
         t->at_start.emplace(f.address, trace::function_hash(f.function));
@@ -332,14 +335,20 @@ bool take_last_snapshot(EbpfTrace* t, model::Snapshot* last) {
   output::TraceReport& report = t->report;
   if (!t->have_start) return false;
   const uint64_t deadline = t->stop_seen_ts != 0 ? t->stop_seen_ts + kEndSnapshotBudgetNs : 0;
+  const char* abandoned =
+      "the end snapshot was abandoned to honour the stop request within a second: no coroutine "
+      "is listed as still suspended at the end (end the trace with -d to have them)";
+  if (deadline != 0 && t->start_snapshot_ns > kEndSnapshotBudgetNs) {
+    // The first look took longer than the budget: the last one would too. Not even begun.
+    report.warnings.push_back(abandoned);
+    return false;
+  }
   try {
     util::InterruptScope scope(deadline);
     snapshot::SnapshotError serr;
     return t->taker.take(last, &serr);
   } catch (const util::Interrupted&) {
-    report.warnings.push_back(
-        "the end snapshot was abandoned to honour the stop request within a second: no coroutine "
-        "is listed as still suspended at the end (end the trace with -d to have them)");
+    report.warnings.push_back(abandoned);
     return false;
   }
 }
