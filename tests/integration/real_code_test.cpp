@@ -716,6 +716,48 @@ TEST_P(AsioExamples, IdleConnectionsStuckBusyOnesNever) {
   EXPECT_GE(moving + torn_frames(doc), kBusy) << label;
 }
 
+// `asyncprobe trace` on the same server under the same load: the idle connections' reads and the
+// listener's accept were suspended before the trace and never resumed; the busy connections did
+// thousands of round trips during it, so they are never "suspended before the trace began"
+// (issue 11, item 9), whichever of their read or write they are at when it ends.
+TEST(AsioExamplesTrace, BusyConnectionsAreNeverSuspendedBeforeTheTrace) {
+  const Expected e = expected_for("echo_server");
+  const int port = free_port();
+  auto server = start_server(fixture_path("gcc12-O2", "examples/echo_server"), port);
+  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
+                       std::to_string(kIdle), "60"});
+  RunResult r = run_command(
+      {asyncprobe_binary(), "trace", "-p", std::to_string(server->pid()), "-d", "2s", "--json"},
+      std::chrono::seconds(120));
+  ASSERT_EQ(r.exit.exit_code, 0) << r.err;
+  const json doc = json::parse(r.out);
+  int before_read = 0, before_accept = 0, recent = 0;
+  for (const json& g : doc["suspended_at_end"]["groups"]) {
+    // Each stack starts at the pending operation's initiate coroutine; its awaiter says which.
+    ASSERT_GE(g["async_stack"].size(), 2u) << g.dump(2);
+    const json& awaiter = g["async_stack"][1];
+    const std::string fn = awaiter["function"].get<std::string>();
+    const int line = awaiter["line"].get<int>();
+    const int count = g["count"].get<int>();
+    const std::string kind = g["age_kind"].get<std::string>();
+    if (fn == "listener()") {
+      EXPECT_EQ(line, e.accept_line);
+      EXPECT_EQ(kind, "before-trace");
+      before_accept += count;
+    } else if (kind == "before-trace") {
+      EXPECT_EQ(line, e.read_line) << "an idle connection waits at its read";
+      before_read += count;
+    } else {
+      EXPECT_TRUE(kind == "exact" || kind == "resumed") << g.dump(2);
+      EXPECT_TRUE(line == e.read_line || line == e.write_line) << g.dump(2);
+      recent += count;
+    }
+  }
+  EXPECT_EQ(before_accept, 1);
+  EXPECT_EQ(before_read, kIdle);
+  EXPECT_EQ(recent, kBusy) << doc["suspended_at_end"].dump(2);
+}
+
 std::vector<std::pair<std::string, std::string>> matrix() {
   std::vector<std::pair<std::string, std::string>> out;
   for (const char* v : {"gcc12-O2", "clang14-O2", "clang19-O2"}) {

@@ -223,19 +223,28 @@ TEST_P(TraceSchedule, ExactCountsBlockingCallsStallsAndSuspendedAtEnd) {
   EXPECT_LE(stalls["spinner()"], 300e6);
   EXPECT_EQ(r["stalls"].size(), 2u) << r["stalls"].dump(2);
 
-  // Still suspended at the end: the two waiters (exact ages), idle_before() (before the trace).
-  std::map<std::string, std::vector<std::string>> at_end;
-  for (const auto& s : r["suspended_at_end"]) {
-    at_end[s["function"].get<std::string>()].push_back(s["age_kind"].get<std::string>());
-    if (s["age_kind"] == "exact") {
-      EXPECT_GT(s["age_ns"].get<uint64_t>(), 0u);
-      EXPECT_LT(s["age_ns"].get<uint64_t>(), 30'000'000'000u);
-      EXPECT_EQ(s["line"].get<int>(), marker("waiter_park"));
-    }
-  }
-  EXPECT_EQ(at_end["waiter(int)"], (std::vector<std::string>{"exact", "exact"}));
-  EXPECT_EQ(at_end["idle_before()"], (std::vector<std::string>{"before-trace"}));
-  EXPECT_EQ(at_end.size(), 2u) << r["suspended_at_end"].dump(2);
+  // Still suspended at the end: the two waiters, each a root of its own, merged into one group
+  // (exact ages: both ran during the trace), and idle_before() (suspended before the trace).
+  const json& at_end = r["suspended_at_end"];
+  EXPECT_EQ(at_end["coroutines"].get<int>(), 3) << at_end.dump(2);
+  EXPECT_EQ(at_end["stacks"].get<int>(), 3);
+  ASSERT_EQ(at_end["groups"].size(), 2u) << at_end.dump(2);
+  const json& before = at_end["groups"][0];
+  EXPECT_EQ(before["function"], "idle_before()");
+  EXPECT_EQ(before["age_kind"], "before-trace");
+  EXPECT_EQ(before["count"].get<int>(), 1);
+  EXPECT_EQ(before["line"].get<int>(), marker("idle_before_park"));
+  const json& waiters = at_end["groups"][1];
+  EXPECT_EQ(waiters["function"], "waiter(int)");
+  EXPECT_EQ(waiters["age_kind"], "exact");
+  EXPECT_EQ(waiters["count"].get<int>(), 2);
+  EXPECT_EQ(waiters["depth"].get<int>(), 1);
+  EXPECT_EQ(waiters["frames"].size(), 2u);
+  EXPECT_EQ(waiters["line"].get<int>(), marker("waiter_park"));
+  EXPECT_GT(waiters["age_min_ns"].get<uint64_t>(), 0u);
+  EXPECT_LT(waiters["age_ns"].get<uint64_t>(), 30'000'000'000u);
+  // They were suspended after the trace began, after the schedule's 200+ ms of stalls.
+  EXPECT_GT(waiters["since_s"][0].get<double>(), 0.3);
 
   // Attaching is reported.
   EXPECT_GT(r["attach"]["uprobes"].get<int>(), 0);

@@ -1,12 +1,16 @@
 #include "userspace/cli/cli_options.h"
 
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 
 #include "userspace/output/profile_export.h"
@@ -63,6 +67,13 @@ std::string exact(double v) {
 
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.rfind(prefix, 0) == 0;
+}
+
+// "--word": an option (ours or not), never meant as the value of the option before it. A value
+// that really starts with "--" can be given as --name=--value.
+bool looks_like_long_option(const std::string& arg) {
+  return arg.size() > 2 && starts_with(arg, "--") &&
+         std::isalpha(static_cast<unsigned char>(arg[2])) != 0;
 }
 
 // CLI11's messages for the errors our own checks do not catch first, as one lower-case line.
@@ -199,8 +210,16 @@ std::string OptionParser::missing_value(const std::vector<std::string>& args) co
       if (stop_at_argument_) break;
       continue;
     }
+    const size_t eq = a.find('=');
+    if (starts_with(a, "--") && eq != std::string::npos) {
+      // --name=VALUE: the value is in the same argument, and may be missing (`--pid=`).
+      const std::string name = a.substr(0, eq);
+      if (eq + 1 == a.size() && takes_value(name)) return "option " + name + " needs a value";
+      continue;
+    }
     if (!takes_value(a)) continue;
-    if (i + 1 >= args.size() || args[i + 1] == "--" || is_option(args[i + 1])) {
+    if (i + 1 >= args.size() || args[i + 1] == "--" || is_option(args[i + 1]) ||
+        looks_like_long_option(args[i + 1])) {
       return "option " + a + " needs a value";
     }
     ++i;
@@ -300,6 +319,28 @@ std::string check_output_name(const std::string& path, const std::string& format
   }
   if (named.empty() || named == format) return "";
   return "-o " + path + " names a " + named + " file but the report is " + format + ": " + choose;
+}
+
+std::string check_output_path(const std::string& option, const std::string& path) {
+  if (path.empty() || path == "-") return "";
+  auto fail = [&](const std::string& why) {
+    return "cannot write " + path + " (" + option + "): " + why;
+  };
+  struct stat st {};
+  if (stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return fail("it is a directory");
+    if (access(path.c_str(), W_OK) != 0) return fail(std::strerror(errno));
+    return "";
+  }
+  if (errno != ENOENT) return fail(std::strerror(errno));
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : path.substr(0, slash);
+  if (stat(dir.c_str(), &st) != 0) return fail(std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) return fail(dir + " is not a directory");
+  if (access(dir.c_str(), W_OK | X_OK) != 0) return fail(std::strerror(errno));
+  return "";
 }
 
 }  // namespace asyncprobe::cli

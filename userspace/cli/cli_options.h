@@ -98,4 +98,10 @@ int check_process_exists(int pid);
 std::string check_output_name(const std::string& path, const std::string& format,
                               const std::string& choose);
 
+// Output files are checked before anything is attached, so that a trace or profile never runs to
+// its end only to find it cannot write: "" when `path` can be written (its directory exists and
+// is writable, and `path`, if it exists, is writable and not a directory; "-" is stdout), else
+// "cannot write PATH (OPTION): REASON". Nothing is created.
+std::string check_output_path(const std::string& option, const std::string& path);
+
 }  // namespace asyncprobe::cli

@@ -32,14 +32,15 @@
 #include "userspace/profile/running_coroutine.h"
 #include "userspace/snapshot/snapshot_taker.h"
 #include "userspace/util/exit_codes.h"
+#include "userspace/util/stop_request.h"
 
 namespace asyncprobe::cli {
 
 namespace {
 
-std::atomic<int> g_stop_signal{0};
-
-void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+// After the stop request that ends a profile, its last snapshot must be done this soon, so that the
+// whole exit takes well under a second whatever the target's size (as in trace_command.cpp).
+constexpr uint64_t kEndSnapshotBudgetNs = 300'000'000;
 
 constexpr int kDefaultCpuHz = 99;
 constexpr int kDefaultAwaitHz = 10;
@@ -58,8 +59,8 @@ const char kUsage[] =
     "  wait from the uprobes `asyncprobe trace` attaches to every coroutine resume.\n"
     "options:\n"
     "  -p, --pid PID           process to profile\n"
-    "  -d, --duration DURATION how long (e.g. 10s, 500ms); default: until Ctrl-C, SIGTERM or\n"
-    "                          the target's exit\n"
+    "  -d, --duration DURATION how long, above 0 (e.g. 10s, 500ms); without -d: until\n"
+    "                          Ctrl-C, SIGTERM or the target's exit\n"
     "  -F, --frequency HZ      samples per second per CPU (1..1000, default 99); with --await\n"
     "                          snapshots per second (1..100, default 10)\n"
     "  -o, --output FILE       write the profile to FILE (default: stdout)\n"
@@ -84,11 +85,7 @@ const char kUsage[] =
     "  --trace),\n"
     "  1 internal error\n";
 
-uint64_t monotonic_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
+using util::monotonic_ns;
 
 int64_t realtime_ns() {
   timespec ts{};
@@ -116,13 +113,21 @@ int fail(const std::string& message, int code) {
   return g_startup != nullptr ? g_startup->fail(message, code) : fail_with_message(message, code);
 }
 
-void install_stop_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGHUP, &sa, nullptr);
+using util::install_stop_handlers;
+
+// A snapshot that a stop request (or `deadline_ns`, 0: none) cuts short: false with *interrupted
+// set then, and the taker's error otherwise.
+bool take_interruptible(snapshot::SnapshotTaker* taker, model::Snapshot* out,
+                        snapshot::SnapshotError* error, uint64_t deadline_ns, bool* interrupted) {
+  *interrupted = false;
+  try {
+    util::InterruptScope scope(deadline_ns);
+    return taker->take(out, error);
+  } catch (const util::Interrupted&) {
+    *interrupted = true;
+    error->message = "interrupted by a stop request";
+    return false;
+  }
 }
 
 std::string seconds_text(double s) {
@@ -157,7 +162,7 @@ bool run_until_end(const ProfileOptions& o, uint64_t start, int slice_ms, Step s
   const uint64_t deadline =
       o.duration_s > 0 ? start + static_cast<uint64_t>(o.duration_s * 1e9) : 0;
   for (;;) {
-    if (g_stop_signal.load() != 0) return false;
+    if (util::stop_count() != 0) return false;
     const uint64_t now = monotonic_ns();
     if (deadline != 0 && now >= deadline) return false;
     int wait_ms = slice_ms;
@@ -243,7 +248,8 @@ int run_await_traced(const ProfileOptions& o, snapshot::SnapshotTaker* taker) {
   // Coroutines already waiting: from the start, with the awaiter edges the snapshot sees.
   model::Snapshot first;
   snapshot::SnapshotError serr;
-  if (taker->take(&first, &serr)) {
+  bool interrupted = false;
+  if (take_interruptible(taker, &first, &serr, 0, &interrupted)) {
     profile::seed_suspended_at_start(first, start, &model);
   } else {
     p.warnings.push_back("the snapshot at the start failed (" + serr.message +
@@ -274,10 +280,18 @@ int run_await_traced(const ProfileOptions& o, snapshot::SnapshotTaker* taker) {
     reorder.release(sink, false);
     return true;
   });
-  // The last look while the probes still run: which waits are still open, and where.
+  // The last look while the probes still run: which waits are still open, and where. After a
+  // stop request it must be quick (kEndSnapshotBudgetNs) or it is left out.
   end = monotonic_ns();
   model::Snapshot last;
-  const bool have_last = !exited && taker->take(&last, &serr);
+  const uint64_t deadline = util::stop_count() != 0 ? end + kEndSnapshotBudgetNs : 0;
+  const bool have_last =
+      !exited && !interrupted && take_interruptible(taker, &last, &serr, deadline, &interrupted);
+  if (interrupted) {
+    p.warnings.push_back(
+        "the snapshot at the end was abandoned to honour the stop request within "
+        "a second: waits still open at the end are not counted");
+  }
   if (have_last) end = monotonic_ns();
   const kernel::TraceProbeEnd probes_end = kernel::detach_trace_probes(session.get(), intake);
   reorder.release(sink, true);
@@ -327,7 +341,9 @@ int run_await(const ProfileOptions& o, snapshot::SnapshotTaker* taker) {
     model::Snapshot snap;
     snapshot::SnapshotError err;
     const uint64_t t0 = monotonic_ns();
-    if (!taker->take(&snap, &err)) {
+    bool interrupted = false;
+    if (!take_interruptible(taker, &snap, &err, 0, &interrupted)) {
+      if (interrupted) return false;  // a stop request: the profile ends now
       failed++;
       next = t0 + static_cast<uint64_t>(interval_ns);
       return true;
@@ -496,6 +512,9 @@ int run_cpu(const ProfileOptions& o, snapshot::SnapshotTaker* taker, bool have_c
   }
 
   install_stop_handlers();
+  // A stop request cuts short a snapshot the running-coroutine finder is taking (it then gives up
+  // that refresh), so that the loop below sees the request within its slice.
+  util::InterruptScope interrupt_snapshots;
   int rc = util::kExitOk;
   std::unique_ptr<kernel::ProfileSession> session = start_sampling(o, trace.get(), p, &rc);
   if (session == nullptr) return rc;
@@ -579,6 +598,10 @@ int profile_main(int argc, char** argv) {
   ProfileOptions o;
   if (int rc = finish_parse(parse_profile_args(argc, argv, &o), "profile", kUsage); rc >= 0) {
     return rc;
+  }
+  // Before anything is attached: a profile never runs to its end only to find it cannot write.
+  if (std::string m = check_output_path("-o", o.output); !m.empty()) {
+    return fail(m, util::kExitUsage);
   }
   if (int rc = check_process_exists(o.pid); rc >= 0) return rc;
   StartupWatch watch(o.pid);

@@ -30,8 +30,10 @@
 #include "userspace/snapshot/async_stacks.h"
 #include "userspace/snapshot/snapshot_taker.h"
 #include "userspace/trace/preload_trace.h"
+#include "userspace/trace/suspended_at_end.h"
 #include "userspace/trace/trace_model.h"
 #include "userspace/util/exit_codes.h"
+#include "userspace/util/stop_request.h"
 
 namespace asyncprobe::cli {
 
@@ -49,8 +51,8 @@ const char kUsage[] =
     "  in-process instead, by its own user: exact resume counts per coroutine function.\n"
     "options:\n"
     "  -p, --pid PID              process to trace\n"
-    "  -d, --duration DURATION    how long (e.g. 10s, 500ms); default: until Ctrl-C, SIGTERM\n"
-    "                             or the target's exit\n"
+    "  -d, --duration DURATION    how long, above 0 (e.g. 10s, 500ms); without -d: until\n"
+    "                             Ctrl-C, SIGTERM or the target's exit\n"
     "  --block-threshold DURATION report blocking calls and event-loop stalls at least this\n"
     "                             long (default 10ms)\n"
     "  --timeline FILE.json       write a Chrome trace event file (Perfetto UI,\n"
@@ -86,15 +88,11 @@ int preload_trace_main(int pid, const trace::PreloadTraceOptions& opts, const st
   return util::kExitOk;
 }
 
-std::atomic<int> g_stop_signal{0};
+using util::monotonic_ns;
 
-void on_stop_signal(int sig) { g_stop_signal.store(sig); }
-
-uint64_t monotonic_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
+// After the stop request that ends a trace, the end snapshot must be done this soon, so that the
+// whole exit (snapshot, detach, report) takes well under a second whatever the target's size.
+constexpr uint64_t kEndSnapshotBudgetNs = 300'000'000;
 
 std::string read_first_line(const std::string& path) {
   std::ifstream in(path);
@@ -108,27 +106,6 @@ StartupWatch* g_startup = nullptr;
 
 int fail(const std::string& message, int code) {
   return g_startup != nullptr ? g_startup->fail(message, code) : fail_with_message(message, code);
-}
-
-output::AsyncStackEntry snapshot_entry(const model::CoroFrame& f) {
-  output::AsyncStackEntry e;
-  e.function = f.function;
-  e.file = f.suspend.file;
-  e.line = f.suspend.line;
-  e.state = to_string(f.state);
-  e.rule = coro::rule_name(f.awaiter_rule);
-  return e;
-}
-
-// Signals only set a flag: the trace loop ends, detaches and reports.
-void install_stop_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGHUP, &sa, nullptr);
 }
 
 // The report goes to -o FILE or stdout. nullptr (message printed, *rc set) when FILE cannot be
@@ -171,11 +148,11 @@ std::optional<int> trace_in_process(const TraceOptions& o, std::string* hint) {
   int rc = util::kExitOk;
   std::ostream* out = open_output(o.output, &file, &rc);
   if (out == nullptr) return rc;
-  install_stop_handlers();
+  util::install_stop_handlers();
   trace::PreloadTraceOptions opts;
   // -d, or until Ctrl-C / SIGTERM / the target's exit.
   opts.duration_s = o.duration_s > 0 ? o.duration_s : 365.0 * 24 * 3600;
-  opts.stop_early = [] { return g_stop_signal.load() != 0; };
+  opts.stop_early = [] { return util::stop_count() != 0; };
   opts.on_started = [&o] {
     std::cerr << "asyncprobe: tracing pid " << o.pid
               << " in-process (`asyncprobe run --trace`, no root needed)"
@@ -203,9 +180,16 @@ struct EbpfTrace {
   kernel::TraceProbePlan plan;
   kernel::TraceCosts costs;
   std::unique_ptr<kernel::TraceSession> session;
-  // Frames that exist at the start: if still suspended at the end without having run, they were
-  // suspended before the trace began.
-  std::unordered_map<uint64_t, std::string> at_start;
+  // Frames that exist at the start (address -> trace::function_hash of the name): if still
+  // suspended at the end without having run, they were suspended before the trace began.
+  std::unordered_map<uint64_t, uint64_t> at_start;
+  bool have_start = false;         // the first snapshot was taken
+  uint64_t start_snapshot_ns = 0;  // how long it took
+  uint64_t stop_seen_ts = 0;       // when the recording noticed a stop request (0: it did not)
+  // The trace's end: records after it (the probes run until detached) are not counted, so that
+  // the model and the end snapshot describe the same moment (a frame destroyed, and its address
+  // reused, while the probes were being detached is still the frame the snapshot saw).
+  uint64_t end_ts = UINT64_MAX;
 };
 
 // The coroutine code of the target as the snapshot knows it, the probe plan, the costs. -1 to go
@@ -250,7 +234,8 @@ int attach(EbpfTrace* t) {
   settings.ringbuf_bytes = o.ringbuf_mb << 20;
   settings.btf_path = t->btf;
 
-  install_stop_handlers();
+  // From here on signals only count: the trace ends, detaches and reports.
+  util::install_stop_handlers();
 
   kernel::TraceError terr;
   t->session = kernel::attach_trace_probes(t->plan, settings, &report.attach, &terr);
@@ -265,10 +250,25 @@ int attach(EbpfTrace* t) {
             << (o.duration_s > 0 ? "" : "Ctrl-C to stop") << "\n"
             << std::flush;
 
-  model::Snapshot first;
-  snapshot::SnapshotError serr;
-  if (t->taker.take(&first, &serr)) {
-    for (const auto& f : first.frames) t->at_start.emplace(f.address, f.function);
+  // A stop request during the first look ends it: the trace then ends at once.
+  try {
+    util::InterruptScope scope;
+    model::Snapshot first;
+    snapshot::SnapshotError serr;
+    const uint64_t t0 = monotonic_ns();
+    if (t->taker.take(&first, &serr)) {
+      t->start_snapshot_ns = monotonic_ns() - t0;
+      t->at_start.reserve(first.frames.size());
+      for (const auto& f : first.frames) {
+        t->at_start.emplace(f.address, trace::function_hash(f.function));
+      }
+      t->have_start = true;
+    }
+  } catch (const util::Interrupted&) {
+    t->at_start.clear();
+    report.warnings.push_back(
+        "stopped during the first look at the process: no coroutine is "
+        "listed as still suspended at the end");
   }
   return -1;
 }
@@ -283,7 +283,10 @@ void record(EbpfTrace* t, trace::TraceReorder* reorder,
   const uint64_t deadline =
       o.duration_s > 0 ? report.start_ts + static_cast<uint64_t>(o.duration_s * 1e9) : 0;
   for (;;) {
-    if (g_stop_signal.load() != 0) break;
+    if (util::stop_count() != 0) {
+      t->stop_seen_ts = monotonic_ns();
+      break;
+    }
     uint64_t now = monotonic_ns();
     if (deadline != 0 && now >= deadline) break;
     int wait_ms = 100;
@@ -310,52 +313,53 @@ void record(EbpfTrace* t, trace::TraceReorder* reorder,
   if (pidfd >= 0) close(pidfd);
 }
 
-// Still suspended at the end: the last snapshot's frames, aged by the trace.
-void add_suspended_at_end(EbpfTrace* t, trace::TraceModel* model, const model::Snapshot& last,
-                          uint64_t end_ts) {
+// Still suspended at the end: the last snapshot's frames, merged into async stacks and aged by the
+// trace.
+void add_suspended_at_end(EbpfTrace* t, trace::TraceModel* model, const model::Snapshot& last) {
   output::TraceReport& report = t->report;
-  const std::vector<trace::TraceFunction>& fns = t->plan.functions;
   std::unordered_map<uint64_t, int64_t> index_at_end;
+  index_at_end.reserve(last.frames.size());
   for (const auto& f : last.frames) index_at_end.emplace(f.address, f.suspend.index);
   model->resolve_pending(index_at_end);
-  snapshot::AsyncForest forest = snapshot::build_async_forest(last);
-  for (size_t i = 0; i < last.frames.size(); ++i) {
-    const model::CoroFrame& f = last.frames[i];
-    if (f.state != model::FrameState::kSuspended) continue;
-    if (forest.links[i].duplicate) continue;
-    output::SuspendedAtEnd s;
-    s.frame = f.address;
-    s.function = f.function;
-    s.file = f.suspend.file;
-    s.line = f.suspend.line;
-    auto fe = model->frame_at_end(f.address);
-    bool same_fn = fe && fe->fn < fns.size() && fns[fe->fn].name == f.function;
-    if (same_fn && fe->running) continue;  // resumed while the snapshot was read
-    if (same_fn && fe->suspended_since != 0 && fe->suspended_since <= end_ts) {
-      s.age_kind = "exact";
-      s.age_ns = end_ts - fe->suspended_since;
-    } else if (auto it = t->at_start.find(f.address);
-               it != t->at_start.end() && it->second == f.function) {
-      s.age_kind = "before-trace";
-      s.age_ns = end_ts - report.start_ts;
-    } else {
-      s.age_kind = "not-started";
-      s.age_ns = end_ts - report.start_ts;
-    }
-    size_t at = i;
-    for (size_t guard = 0; guard < 4096 && at != snapshot::kNoFrame; ++guard) {
-      s.async_stack.push_back(snapshot_entry(last.frames[at]));
-      at = forest.links[at].parent;
-    }
-    report.suspended.push_back(std::move(s));
+  const snapshot::AsyncForest forest = snapshot::build_async_forest(last);
+  trace::SuspendedAtEndInput in;
+  in.last = &last;
+  in.forest = &forest;
+  in.model = model;
+  in.at_start = &t->at_start;
+  in.should_stop = [] { return util::interrupt_pending(); };
+  report.suspended = trace::group_suspended_at_end(in);
+  if (report.suspended.interrupted) {
+    report.warnings.push_back(
+        "stopped while grouping the coroutines still suspended at the end: "
+        "the list is partial");
   }
-  auto rank = [](const output::SuspendedAtEnd& s) { return s.age_kind == "before-trace" ? 0 : 1; };
-  std::stable_sort(report.suspended.begin(), report.suspended.end(),
-                   [&](const output::SuspendedAtEnd& a, const output::SuspendedAtEnd& b) {
-                     if (rank(a) != rank(b)) return rank(a) < rank(b);
-                     return a.age_ns > b.age_ns;
-                   });
   for (const auto& w : last.warnings) report.warnings.push_back(w);
+}
+
+// The end-of-trace snapshot, taken while the probes still run. After a stop request it must be
+// done within kEndSnapshotBudgetNs of it (and a second request ends it at once): false then, with
+// a warning saying why the list of suspended coroutines is missing.
+bool take_last_snapshot(EbpfTrace* t, model::Snapshot* last) {
+  output::TraceReport& report = t->report;
+  if (!t->have_start) return false;
+  const uint64_t deadline = t->stop_seen_ts != 0 ? t->stop_seen_ts + kEndSnapshotBudgetNs : 0;
+  const char* abandoned =
+      "the end snapshot was abandoned to honour the stop request within a second: no coroutine "
+      "is listed as still suspended at the end (end the trace with -d to have them)";
+  if (deadline != 0 && t->start_snapshot_ns > kEndSnapshotBudgetNs) {
+    // The first look took longer than the budget: the last one would too. Not even begun.
+    report.warnings.push_back(abandoned);
+    return false;
+  }
+  try {
+    util::InterruptScope scope(deadline);
+    snapshot::SnapshotError serr;
+    return t->taker.take(last, &serr);
+  } catch (const util::Interrupted&) {
+    report.warnings.push_back(abandoned);
+    return false;
+  }
 }
 
 // The end: the last look at the process while the probes still run, then detach and drain.
@@ -366,11 +370,11 @@ void finish(EbpfTrace* t, trace::TraceModel* model, trace::TraceReorder* reorder
   uint64_t end_ts = monotonic_ns();
   model::Snapshot last;
   bool have_last = false;
-  snapshot::SnapshotError serr;
   if (!report.target_exited) {
-    have_last = t->taker.take(&last, &serr);
+    have_last = take_last_snapshot(t, &last);
     end_ts = monotonic_ns();
   }
+  t->end_ts = end_ts;
   const kernel::TraceProbeEnd probes_end = kernel::detach_trace_probes(t->session.get(), intake);
   report.probes = probes_end.stats;
   report.detach_s = probes_end.detach_s;
@@ -385,7 +389,9 @@ void finish(EbpfTrace* t, trace::TraceModel* model, trace::TraceReorder* reorder
   report.duration_s = static_cast<double>(end_ts - report.start_ts) / 1e9;
   report.running_at_end = model->running_at_end();
   if (have_last) {
-    add_suspended_at_end(t, model, last, end_ts);
+    // A further stop request cuts the grouping short (the report says so).
+    util::InterruptScope scope;
+    add_suspended_at_end(t, model, last);
   } else if (report.target_exited) {
     report.warnings.push_back("the target exited during the trace: no end-of-trace snapshot");
   }
@@ -463,7 +469,7 @@ int trace_with_ebpf(const TraceOptions& o, const std::string& btf) {
     reorder.push(std::move(e));
   };
   const std::function<void(const trace::TraceEvent&)> sink = [&](const trace::TraceEvent& e) {
-    model.handle(e);
+    if (trace::header_of(e).ts <= t.end_ts) model.handle(e);
   };
   record(&t, &reorder, intake, sink);
   finish(&t, &model, &reorder, intake, sink);
@@ -476,7 +482,7 @@ int trace_with_ebpf(const TraceOptions& o, const std::string& btf) {
 ParseResult parse_trace_args(int argc, char** argv, TraceOptions* o) {
   OptionParser p("trace");
   p.pid(&o->pid);
-  p.duration("-d,--duration", &o->duration_s, DurationRange::kZeroOrMore);
+  p.duration("-d,--duration", &o->duration_s, DurationRange::kAboveZero);
   p.duration("--block-threshold", &o->block_threshold_s, DurationRange::kAboveZero);
   p.text("--timeline", &o->timeline);
   p.flag("--json", &o->json);
@@ -504,6 +510,12 @@ ParseResult parse_trace_args(int argc, char** argv, TraceOptions* o) {
 int trace_main(int argc, char** argv) {
   TraceOptions o;
   if (int rc = finish_parse(parse_trace_args(argc, argv, &o), "trace", kUsage); rc >= 0) return rc;
+  // Before anything is attached: a trace never runs to its end only to find it cannot write.
+  for (const auto& [option, path] : {std::pair{"-o", o.output}, {"--timeline", o.timeline}}) {
+    if (std::string m = check_output_path(option, path); !m.empty()) {
+      return fail(m, util::kExitUsage);
+    }
+  }
   if (int rc = check_process_exists(o.pid); rc >= 0) return rc;
   kernel::TraceError terr;
   const std::string btf = kernel::kernel_btf_path();

@@ -1,4 +1,5 @@
 #include "userspace/output/trace_report.h"
+#include "userspace/output/function_name_shortener.h"
 #include "userspace/util/format.h"
 
 #include <algorithm>
@@ -292,30 +293,84 @@ void write_text_stalls(std::ostream& out, const TraceReport& r, const trace::Tra
   }
 }
 
+constexpr size_t kTextGroups = 50;  // groups printed; the JSON has them all
+constexpr size_t kTextDepth = 6;    // innermost entries printed per stack, then the outermost
+constexpr size_t kTextName = 80;    // long (template) names are shortened past this
+
+std::string stack_entry_text(const AsyncStackEntry& e) {
+  std::string s = shorten_function_name(e.function, kTextName);
+  return e.state == "running" ? s + " [running]" : s + " @ " + where(e.file, e.line);
+}
+
+// The youngest and oldest age of a group's coroutines at the end of the trace.
+std::pair<uint64_t, uint64_t> group_ages(const TraceReport& r, const trace::SuspendedGroup& g) {
+  if (g.age != trace::SuspendedAge::kExact) {
+    const uint64_t span = r.end_ts > r.start_ts ? r.end_ts - r.start_ts : 0;
+    return {span, span};
+  }
+  auto age = [&](uint64_t since) { return r.end_ts > since ? r.end_ts - since : 0; };
+  return {age(g.since_max_ts), age(g.since_min_ts)};
+}
+
+std::string group_age_text(const TraceReport& r, const trace::SuspendedGroup& g) {
+  const auto [young, old] = group_ages(r, g);
+  switch (g.age) {
+    case trace::SuspendedAge::kExact: {
+      if (g.since_min_ts == g.since_max_ts) {
+        return "suspended since " + since_start(r, g.since_min_ts) + ", for " +
+               util::format_duration_ns(old);
+      }
+      return "suspended since " + since_start(r, g.since_min_ts) + " .. " +
+             since_start(r, g.since_max_ts) + ", for " + util::format_duration_ns(young) + " .. " +
+             util::format_duration_ns(old);
+    }
+    case trace::SuspendedAge::kResumed:
+      return "resumed during the trace, suspended for < " + util::format_duration_ns(old) +
+             " (when is not known)";
+    case trace::SuspendedAge::kBeforeTrace:
+      return "suspended before the trace began, for >= " + util::format_duration_ns(old);
+    case trace::SuspendedAge::kNotStarted:
+      return "created during the trace, never resumed (< " + util::format_duration_ns(old) + ")";
+  }
+  return "";
+}
+
+void write_text_group(std::ostream& out, const TraceReport& r, const trace::SuspendedGroup& g) {
+  const std::vector<AsyncStackEntry>& st = g.async_stack;
+  if (st.empty()) return;
+  out << "  " << g.count << "x " << stack_entry_text(st.front()) << ": " << group_age_text(r, g)
+      << "\n";
+  // Awaiters: the innermost few, then how many are left out, then the outermost.
+  const bool all = g.depth <= kTextDepth + 1 && g.depth <= st.size();
+  const size_t shown = all ? g.depth : std::min(kTextDepth, st.size());
+  for (size_t i = 1; i < shown; ++i) out << "       < " << stack_entry_text(st[i]) << "\n";
+  if (all) return;
+  const bool has_outer = g.outermost.has_value() || g.depth == st.size();
+  const size_t skipped = g.depth - shown - (has_outer ? 1 : 0);
+  if (skipped > 0) out << "       ... " << skipped << " more awaiters\n";
+  if (g.outermost) {
+    out << "       < " << stack_entry_text(*g.outermost) << "\n";
+  } else if (g.depth == st.size()) {
+    out << "       < " << stack_entry_text(st.back()) << "\n";
+  }
+}
+
 void write_text_suspended(std::ostream& out, const TraceReport& r) {
-  out << "\nSTILL SUSPENDED AT THE END: " << r.suspended.size() << " coroutines (oldest first)";
+  const trace::SuspendedAtEnd& s = r.suspended;
+  out << "\nSTILL SUSPENDED AT THE END: " << s.coroutines << " coroutines in " << s.stacks
+      << " async stacks (" << s.groups.size() + s.stacks_not_grouped << " distinct)";
   if (r.running_at_end > 0) out << "; " << r.running_at_end << " running";
   out << "\n";
-  size_t shown = 0;
-  for (const auto& s : r.suspended) {
-    if (++shown > 50) {
-      out << "  ... and " << (r.suspended.size() - 50) << " more (see --json)\n";
-      break;
-    }
-    std::string age;
-    if (s.age_kind == "exact") {
-      age = util::format_duration_ns(s.age_ns);
-    } else if (s.age_kind == "before-trace") {
-      age = ">= " + util::format_duration_ns(s.age_ns);
-    } else {
-      age = "< " + util::format_duration_ns(s.age_ns);
-    }
-    char line[64];
-    std::snprintf(line, sizeof line, "  %-12s ", age.c_str());
-    out << line << async_text(s.async_stack);
-    if (s.age_kind == "before-trace") out << "  (suspended before the trace began)";
-    if (s.age_kind == "not-started") out << "  (created during the trace, never resumed)";
-    out << "\n";
+  if (!s.taken) out << "  (no end-of-trace snapshot)\n";
+  for (size_t i = 0; i < s.groups.size() && i < kTextGroups; ++i) {
+    write_text_group(out, r, s.groups[i]);
+  }
+  if (s.groups.size() > kTextGroups) {
+    out << "  ... and " << s.groups.size() - kTextGroups << " more distinct stacks (see --json)\n";
+  }
+  if (s.stacks_not_grouped > 0) {
+    out << "  ... and " << s.stacks_not_grouped << " stacks past " << s.kMaxGroups
+        << " distinct ones, counted only\n";
   }
 }
 
@@ -477,17 +532,36 @@ json stalls_json(const TraceReport& r, const trace::TraceModel& model) {
 }
 
 json suspended_json(const TraceReport& r) {
-  json sus = json::array();
-  for (const auto& s : r.suspended) {
-    sus.push_back(json{{"frame", s.frame},
-                       {"function", s.function},
-                       {"file", s.file},
-                       {"line", s.line},
-                       {"age_ns", s.age_ns},
-                       {"age_kind", s.age_kind},
-                       {"async_stack", async_json(s.async_stack)}});
+  const trace::SuspendedAtEnd& s = r.suspended;
+  json groups = json::array();
+  for (const trace::SuspendedGroup& g : s.groups) {
+    const auto [young, old] = group_ages(r, g);
+    json j;
+    j["count"] = g.count;
+    j["age_kind"] = trace::to_string(g.age);
+    const AsyncStackEntry* leaf = g.async_stack.empty() ? nullptr : &g.async_stack.front();
+    j["function"] = leaf != nullptr ? leaf->function : "";
+    j["file"] = leaf != nullptr ? leaf->file : "";
+    j["line"] = leaf != nullptr ? leaf->line : 0;
+    j["age_ns"] = old;
+    j["age_min_ns"] = young;
+    if (g.age == trace::SuspendedAge::kExact) {
+      j["since_s"] = json::array({static_cast<double>(g.since_min_ts - r.start_ts) / 1e9,
+                                  static_cast<double>(g.since_max_ts - r.start_ts) / 1e9});
+    }
+    j["frames"] = g.frames;
+    j["depth"] = g.depth;
+    j["async_stack"] = async_json(g.async_stack);
+    j["outermost"] = g.outermost ? async_json({*g.outermost})[0] : json(nullptr);
+    groups.push_back(j);
   }
-  return sus;
+  return json{{"taken", s.taken},
+              {"coroutines", s.coroutines},
+              {"stacks", s.stacks},
+              {"distinct", s.groups.size() + s.stacks_not_grouped},
+              {"stacks_not_grouped", s.stacks_not_grouped},
+              {"interrupted", s.interrupted},
+              {"groups", groups}};
 }
 
 json events_json(const TraceReport& r, const trace::TraceModel& model) {

@@ -12,31 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "userspace/trace/suspended_at_end.h"
 #include "userspace/trace/trace_events.h"
 #include "userspace/trace/trace_model.h"
 
 namespace asyncprobe::output {
 
-struct AsyncStackEntry {
-  std::string function;
-  std::string file;  // suspend point (empty: unknown)
-  int line = 0;
-  std::string state;  // "running", "suspended", "done", "unknown"
-  std::string rule;   // awaiter rule linking it to the entry before
-};
-
-// A coroutine suspended when the trace ended (from the end-of-trace snapshot).
-struct SuspendedAtEnd {
-  uint64_t frame = 0;
-  std::string function;
-  std::string file;
-  int line = 0;
-  uint64_t age_ns = 0;
-  // "exact": suspended by a run we saw end; "before-trace": already suspended when the trace
-  // began (age >= the trace's length); "not-started": created during the trace, never resumed.
-  std::string age_kind;
-  std::vector<AsyncStackEntry> async_stack;  // this frame first, then who awaits it
-};
+// An async-stack frame as the report shows it (trace/suspended_at_end.h).
+using AsyncStackEntry = trace::AsyncStackEntry;
 
 struct OverheadEstimate {
   bool calibrated = false;
@@ -64,7 +47,7 @@ struct TraceReport {
   double detach_s = 0;
   trace::ProbeStats probes;
   OverheadEstimate overhead;
-  std::vector<SuspendedAtEnd> suspended;
+  trace::SuspendedAtEnd suspended;  // merged into async stacks
   size_t running_at_end = 0;
   std::map<uint32_t, std::string> thread_names;
   std::vector<std::string> warnings;

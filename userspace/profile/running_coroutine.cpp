@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "userspace/process/target_process.h"
+#include "userspace/util/stop_request.h"
 #include "userspace/util/thread_cpu_clock.h"
 
 namespace asyncprobe::profile {
@@ -54,7 +55,13 @@ RunningCoroutineFinder::RunningCoroutineFinder(snapshot::SnapshotTaker* taker,
 bool RunningCoroutineFinder::refresh(snapshot::SnapshotError* error) {
   const double t0 = util::thread_cpu_seconds();
   model::Snapshot s;
-  if (!taker_->take(&s, error)) return false;
+  try {
+    if (!taker_->take(&s, error)) return false;
+  } catch (const util::Interrupted&) {
+    // A stop request (util/stop_request.h): this refresh is given up, the profile ends.
+    error->message = "interrupted by a stop request";
+    return false;
+  }
   snap_ = std::move(s);
   index_snapshot();
   last_refresh_ = monotonic_s();

@@ -7,6 +7,7 @@
 #include <unordered_set>
 
 #include "userspace/coro/awaiter_rules.h"
+#include "userspace/util/stop_request.h"
 
 namespace asyncprobe::snapshot {
 
@@ -169,6 +170,7 @@ class Stitcher {
       return true;
     };
     for (size_t i = 0; i < found_.size(); ++i) {
+      if (i % 4096 == 0) util::check_interrupt();  // util/stop_request.h
       // A finished coroutine has already handed control back to its awaiter: what its promise
       // still says is history, not an edge.
       if (frames_[i].state == model::FrameState::kDone) continue;
@@ -210,6 +212,7 @@ class Stitcher {
   std::vector<Candidate> generic_candidates(const std::vector<size_t>& unlinked) {
     std::vector<Candidate> candidates;
     for (size_t b : unlinked) {
+      if (candidates.size() % 4096 == 0) util::check_interrupt();
       auto [b_words, nb] = words_.of(b);
       for (size_t w = coro::kFirstBodyWord; w < nb; ++w) {
         long a = extents_.containing(b_words[w]);

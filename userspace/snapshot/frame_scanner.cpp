@@ -6,6 +6,7 @@
 
 #include "symbolizer/demangle.h"
 #include "userspace/snapshot/word_range_filter.h"
+#include "userspace/util/stop_request.h"
 
 namespace asyncprobe::snapshot {
 
@@ -36,6 +37,7 @@ std::vector<FoundFrame> FrameScanner::scan(const std::vector<ScanRegion>& region
   for (const auto& region : regions) {
     uint64_t start = (region.start + 7) & ~uint64_t{7};
     for (uint64_t at = start; at + 16 <= region.end;) {
+      util::check_interrupt();  // a 1 MiB chunk takes about a millisecond
       // One extra word so a header straddling two chunks is seen.
       size_t len = static_cast<size_t>(std::min<uint64_t>(chunk_bytes + 8, region.end - at));
       len &= ~size_t{7};
@@ -102,6 +104,7 @@ std::map<std::pair<uint64_t, uint64_t>, size_t> find_header_candidates(
   std::vector<uint64_t> buf(kChunk / 8 + 1);
   for (const auto& region : regions) {
     for (uint64_t at = (region.start + 7) & ~uint64_t{7}; at + 16 <= region.end;) {
+      util::check_interrupt();
       size_t len =
           static_cast<size_t>(std::min<uint64_t>(kChunk + 8, region.end - at)) & ~size_t{7};
       if (read(at, buf.data(), len)) {
@@ -259,6 +262,7 @@ std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
   std::vector<FoundFrame> valid;
   valid.reserve(hits.size());
   for (size_t i = 0; i < hits.size(); ++i) {
+    if (i % 4096 == 0) util::check_interrupt();
     FoundFrame& f = hits[i];
     const size_t span = plan.span_of[i];
     if (!p1[span].ok || !p2[span].ok) {

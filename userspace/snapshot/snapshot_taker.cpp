@@ -70,6 +70,7 @@
 #include "userspace/snapshot/frame_scanner.h"
 #include "userspace/snapshot/orphan_marker.h"
 #include "userspace/snapshot/stuck_check.h"
+#include "userspace/util/stop_request.h"
 
 namespace asyncprobe::snapshot {
 
@@ -575,12 +576,21 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
     // list over the first two words, so neither matches a (resume, destroy) pair any more.
     out->frames.clear();
     out->frames.reserve(found.size());
-    for (const auto& f : found) out->frames.push_back(decode_frame(f));
+    for (const auto& f : found) {
+      if (out->frames.size() % 4096 == 0) util::check_interrupt();
+      out->frames.push_back(decode_frame(f));
+    }
+    // Between phases, a pending stop request is noticed (util/stop_request.h).
+    util::check_interrupt();
     stitch_awaiters(out->frames, found, reader, batch);
+    util::check_interrupt();
     fingerprint_frames(out->frames, found, reader, batch);
+    util::check_interrupt();
     read_held_exceptions(out->frames, found, reader, &out->warnings);
     for (model::ThreadInfo& t : out->threads) t.lock_wait = process::read_lock_wait(t, reader);
+    util::check_interrupt();
     if (s.session.find_orphans) find_orphans(out, maps.mappings, regions, found, pointers, reader);
+    util::check_interrupt();
     out->bytes_scanned = stats.bytes_scanned;
     out->scan_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -3,6 +3,7 @@
 #include "userspace/cli/cli_options.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <string>
 #include <vector>
@@ -103,6 +104,35 @@ TEST(SnapshotArgs, AMissingValueNamesTheOption) {
   // The next option is not taken as the value: no file named "--json".
   EXPECT_EQ(snapshot_error({"-p", "1", "-o", "--json"}), "option -o needs a value");
   EXPECT_EQ(snapshot_error({"--pid", "--window", "0"}), "option --pid needs a value");
+  // --name= with nothing after it, and a "--word" where the value should be (an option of
+  // another subcommand, or a typo) are missing values too, never "unknown option" or a bad value.
+  EXPECT_EQ(snapshot_error({"--pid="}), "option --pid needs a value");
+  EXPECT_EQ(snapshot_error({"-p", "--csvv"}), "option -p needs a value");
+  cli::ProfileOptions po;
+  EXPECT_EQ(profile({"-p", "--json"}, &po).error, "option -p needs a value");
+  cli::TraceOptions to;
+  EXPECT_EQ(trace({"--timeline=", "-p", "1"}, &to).error, "option --timeline needs a value");
+  // A value may still start with a dash when given with '='.
+  cli::TraceOptions dash;
+  ASSERT_TRUE(trace({"-p", "1", "--timeline=--odd.json"}, &dash).ok);
+  EXPECT_EQ(dash.timeline, "--odd.json");
+}
+
+// Output files are checked before anything is attached (trace, profile).
+TEST(OutputPath, WritableOrOneLineWhyNot) {
+  EXPECT_EQ(cli::check_output_path("-o", ""), "");
+  EXPECT_EQ(cli::check_output_path("-o", "-"), "");
+  EXPECT_EQ(cli::check_output_path("-o", "/dev/null"), "");
+  EXPECT_EQ(cli::check_output_path("--timeline", "/nonexistent/x.json"),
+            "cannot write /nonexistent/x.json (--timeline): No such file or directory");
+  EXPECT_EQ(cli::check_output_path("-o", "/"), "cannot write / (-o): it is a directory");
+  EXPECT_EQ(cli::check_output_path("-o", "/dev/null/x"),
+            "cannot write /dev/null/x (-o): Not a directory");
+  const std::string fresh =
+      testing::TempDir() + "asyncprobe-output-check-" + std::to_string(::getpid()) + ".txt";
+  EXPECT_EQ(cli::check_output_path("-o", fresh), "");
+  EXPECT_NE(access(fresh.c_str(), F_OK), 0) << "the check creates nothing";
+  EXPECT_EQ(cli::check_output_path("-o", "relative-name.txt"), "");
 }
 
 TEST(SnapshotArgs, BadValuesUnknownOptionsAndStrayArguments) {
@@ -156,7 +186,7 @@ TEST(TraceArgs, EveryOptionReachesItsField) {
   EXPECT_FALSE(o.calibrate);
   EXPECT_EQ(o.ringbuf_mb, 64u);
   cli::TraceOptions d;
-  ASSERT_TRUE(trace({"-p", "9", "-d", "0"}, &d).ok);  // 0: until stopped
+  ASSERT_TRUE(trace({"-p", "9"}, &d).ok);  // no -d: until stopped
   EXPECT_EQ(d.duration_s, 0.0);
   EXPECT_TRUE(d.calibrate);
   EXPECT_EQ(d.ringbuf_mb, 16u);
@@ -170,6 +200,8 @@ TEST(TraceArgs, UsageErrors) {
     return r.error;
   };
   EXPECT_EQ(error({"-d", "1s"}), "trace needs -p PID");
+  // One rule with profile: a duration above 0, or no -d for "until stopped".
+  EXPECT_EQ(error({"-p", "1", "-d", "0"}), "invalid duration '0' for --duration: must be above 0");
   EXPECT_EQ(error({"-p", "1", "--block-threshold", "0"}),
             "invalid duration '0' for --block-threshold: must be above 0");
   EXPECT_EQ(error({"-p", "1", "-d", "1", "-d", "2"}), "option --duration given more than once");
