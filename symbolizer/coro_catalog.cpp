@@ -114,10 +114,10 @@ void CoroCatalog::collect_functions() {
     const ElfSymbol* cleanup = nullptr;
   };
   std::map<std::string, Parts> by_ramp;
-  std::unordered_map<std::string, uint64_t> function_addrs;
+  std::unordered_map<std::string, const ElfSymbol*> function_addrs;
   for (const auto& sym : module_->symbol_source().symbols()) {
     if (!sym.is_function || sym.value == 0) continue;
-    function_addrs.emplace(sym.name, sym.value);
+    function_addrs.emplace(sym.name, &sym);
     CoroCompiler compiler{};
     std::string role;
     std::string ramp = ramp_of_split_symbol(sym.name, &compiler, &role);
@@ -138,11 +138,15 @@ void CoroCatalog::collect_functions() {
     fn.resume_size = parts.resume->size;
     fn.destroy = parts.destroy->value;
     fn.cleanup = parts.cleanup != nullptr ? parts.cleanup->value : 0;
+    auto ramp_addr = function_addrs.find(ramp);
+    if (ramp_addr != function_addrs.end()) {
+      fn.ramp = ramp_addr->second->value;
+      fn.ramp_size = ramp_addr->second->size;
+    }
     read_layout(fn);
     // GCC's actor carries no declaration line; the ramp does, when it kept a body of its own.
-    auto ramp_addr = function_addrs.find(ramp);
-    if (fn.decl_line == 0 && ramp_addr != function_addrs.end() && module_->dwarf() != nullptr) {
-      if (auto decl = module_->dwarf()->function_decl(ramp_addr->second)) {
+    if (fn.decl_line == 0 && fn.ramp != 0 && module_->dwarf() != nullptr) {
+      if (auto decl = module_->dwarf()->function_decl(fn.ramp)) {
         fn.decl_file = decl->file;
         fn.decl_line = decl->line;
       }
@@ -200,6 +204,12 @@ void CoroCatalog::read_layout(CoroFunction& fn) const {
         fn.index_offset = field->first;
         fn.index_width = field->second;
         fn.layout_source = "machine-code";
+      } else if (fn.compiler == CoroCompiler::kClang && facts.decoded) {
+        // Clang gives every suspend point but the first (which the ramp reaches) an index
+        // store in the resume function, and dispatches on the index there. None at all: only
+        // one point can be resumed from (the function starts right after it), and the field, if
+        // Clang kept one, is never read.
+        fn.single_resume_point = true;
       }
     }
   }
@@ -210,13 +220,34 @@ const CoroFunction* CoroCatalog::by_resume(uint64_t vaddr) const {
   return it == by_resume_.end() ? nullptr : &functions_[it->second];
 }
 
+std::optional<std::pair<std::string, int>> CoroCatalog::await_suspend_at(
+    const InstructionInfo& in) const {
+  const DwarfInfo* dw = module_->dwarf();
+  if (dw == nullptr) return std::nullopt;
+  auto frames = dw->frames_at(in.address);
+  if (frames.empty() || frames.back().location.line == 0) return std::nullopt;
+  const auto site = std::make_pair(frames.back().location.file, frames.back().location.line);
+  for (size_t k = 0; k + 1 < frames.size(); ++k) {
+    if (frames[k].function.find("await_suspend") != std::string::npos) return site;
+  }
+  if (in.is_call && in.target != 0) {
+    std::string callee = module_->object().plt_target(in.target);
+    if (callee.empty()) {
+      const ElfSymbol* sym = module_->symbol_source().function_at(in.target);
+      if (sym == nullptr) sym = module_->object().function_at(in.target);
+      if (sym != nullptr) callee = sym->name;
+    }
+    if (demangle(callee).find("await_suspend") != std::string::npos) return site;
+  }
+  return std::nullopt;
+}
+
 std::optional<std::pair<std::string, int>> CoroCatalog::await_suspend_site(
     const ResumeCodeFacts& facts, uint64_t store_address) const {
   // Both compilers store the new index and then call (or inline) the awaiter's await_suspend.
   // Its call site, seen from the coroutine body, is the co_await. Follow the straight-line code
   // after the store only: past a jump or a jump target the code may be shared by several
   // co_awaits (tail merging), and its line would name the wrong one.
-  const DwarfInfo* dw = module_->dwarf();
   const auto& ins = facts.instructions;
   auto it = std::lower_bound(ins.begin(), ins.end(), store_address,
                              [](const InstructionInfo& i, uint64_t a) { return i.address < a; });
@@ -224,24 +255,7 @@ std::optional<std::pair<std::string, int>> CoroCatalog::await_suspend_site(
   for (int steps = 0; it != ins.end() && steps < 64; ++steps, ++it) {
     if (steps > 0) {
       if (it->is_join) break;
-      auto frames = dw->frames_at(it->address);
-      for (size_t k = 0; k + 1 < frames.size(); ++k) {
-        if (frames[k].function.find("await_suspend") != std::string::npos &&
-            frames.back().location.line != 0) {
-          return std::make_pair(frames.back().location.file, frames.back().location.line);
-        }
-      }
-      if (it->is_call && it->target != 0 && !frames.empty() && frames.back().location.line != 0) {
-        std::string callee = module_->object().plt_target(it->target);
-        if (callee.empty()) {
-          const ElfSymbol* sym = module_->symbol_source().function_at(it->target);
-          if (sym == nullptr) sym = module_->object().function_at(it->target);
-          if (sym != nullptr) callee = sym->name;
-        }
-        if (demangle(callee).find("await_suspend") != std::string::npos) {
-          return std::make_pair(frames.back().location.file, frames.back().location.line);
-        }
-      }
+      if (auto site = await_suspend_at(*it)) return site;
     }
     if (it->ends_block) break;
   }
@@ -340,7 +354,10 @@ std::map<int64_t, std::set<std::pair<std::string, int>>> CoroCatalog::index_stor
   for (const auto& s : facts.stores) {
     if (s.offset != fn.index_offset || s.width != fn.index_width || s.value < 0) continue;
     if (fn.compiler == CoroCompiler::kGcc && (s.value & 1) != 0) continue;  // destroy dispatch
-    if (s.value == initial) continue;
+    // GCC's actor also runs the initial suspend. Clang's resume function never does (the ramp
+    // reaches it): a Clang store of index 0 there is a co_await of an eager coroutine, whose
+    // initial suspend never suspends and so has no index.
+    if (fn.compiler == CoroCompiler::kGcc && s.value == initial) continue;
     // GCC stores 0 on the unhandled-exception path; it is not a suspend point.
     if (fn.compiler == CoroCompiler::kGcc && s.value == 0) continue;
     auto& set = lines[s.value];
@@ -364,9 +381,57 @@ std::map<int64_t, std::set<std::pair<std::string, int>>> CoroCatalog::index_stor
   return lines;
 }
 
+std::optional<ResumeCodeFacts> CoroCatalog::ramp_facts(const CoroFunction& fn) const {
+  std::vector<uint8_t> code;
+  size_t len =
+      fn.ramp_size != 0 ? std::min<size_t>(fn.ramp_size, kMaxResumeBytes) : kDefaultResumeBytes;
+  if (fn.ramp == 0 || module_->dwarf() == nullptr ||
+      !module_->object().read_code(fn.ramp, len, &code)) {
+    return std::nullopt;
+  }
+  return analyze_ramp_code(code.data(), code.size(), fn.ramp, fn.resume);
+}
+
+void CoroCatalog::add_clang_ramp_points(
+    const CoroFunction& fn, std::map<int64_t, std::set<std::pair<std::string, int>>>& lines) const {
+  // The ramp stores the index of the first suspend point it reaches. Followed by an await_suspend
+  // away from the declaration line, that point is a co_await (an eager coroutine); otherwise it
+  // is the initial suspend, which keeps its place at the declaration.
+  auto facts = ramp_facts(fn);
+  if (!facts) return;
+  for (const auto& s : facts->stores) {
+    if (s.offset != fn.index_offset || s.width != fn.index_width || s.value < 0) continue;
+    auto where = await_suspend_site(*facts, s.address);
+    if (where && where->second != fn.decl_line) lines[s.value].insert(*where);
+  }
+}
+
+SuspendPointInfo CoroCatalog::single_point(const CoroFunction& fn) const {
+  // Only one point to resume from (see CoroFunction::single_resume_point): the first one the ramp
+  // reaches. A lazy coroutine's ramp runs nothing of the body, so no await_suspend of the body is
+  // in it (Clang -O0 calls the initial suspend's, on the declaration line): the point is the
+  // initial suspend. An eager one's ramp runs the body up to its co_await, whose await_suspend
+  // (called or inlined) names the line. The index field, if Clang kept one, is not needed.
+  SuspendPointInfo sp;
+  sp.index = 0;
+  auto facts = ramp_facts(fn);
+  if (!facts) return sp;  // no ramp to read: suspended, place unknown
+  std::set<std::pair<std::string, int>> where;
+  for (const auto& in : facts->instructions) {
+    auto site = await_suspend_at(in);
+    if (site && site->second != fn.decl_line) where.insert(*site);
+  }
+  if (where.empty()) return initial_point(fn, 0);
+  return point_from_lines(fn, 0, where);
+}
+
 std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFunction& fn) const {
   std::map<int64_t, SuspendPointInfo> points;
   const int64_t initial = fn.compiler == CoroCompiler::kGcc ? 2 : 0;
+  if (fn.single_resume_point) {
+    points[0] = single_point(fn);
+    return points;
+  }
   points[initial] = initial_point(fn, initial);
   if (fn.index_width == 0) return points;
 
@@ -375,7 +440,9 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
       fn.resume_size != 0 ? std::min<size_t>(fn.resume_size, kMaxResumeBytes) : kDefaultResumeBytes;
   if (!module_->object().read_code(fn.resume, len, &code)) return points;
   ResumeCodeFacts facts = analyze_resume_code(code.data(), code.size(), fn.resume);
-  for (const auto& [value, where] : index_store_lines(fn, facts, initial)) {
+  auto lines = index_store_lines(fn, facts, initial);
+  if (fn.compiler == CoroCompiler::kClang) add_clang_ramp_points(fn, lines);
+  for (const auto& [value, where] : lines) {
     points[value] = point_from_lines(fn, value, where);
   }
   if (fn.final_index >= 0 && points.count(fn.final_index) == 0) {
@@ -400,6 +467,8 @@ const std::map<int64_t, SuspendPointInfo>& CoroCatalog::suspend_points(
 
 const SuspendPointInfo* CoroCatalog::suspend_point(const CoroFunction& fn, int64_t index) const {
   const auto& points = suspend_points(fn);
+  // One point to resume from: every unfinished frame is there, whatever its index field holds.
+  if (fn.single_resume_point && !points.empty()) return &points.begin()->second;
   auto it = points.find(index);
   return it == points.end() ? nullptr : &it->second;
 }
