@@ -23,6 +23,16 @@
 //   (Clang's merged stores) or, for GCC, its closing line (where GCC puts the store of a
 //   value-returning `co_await`), or lies in another file. Anything else is reported unknown.
 //   Verified on g++ 12, clang++ 14 and clang++ 19 at -O0, -O2 and -O3 by the fixture tests.
+// - Clang with one point to resume from (an eager coroutine with one co_await, a lazy one whose
+//   body never suspends): the resume function stores and reads no index, so the field cannot be
+//   found there; the point is the first one the ramp reaches, placed from the ramp's code
+//   (see CoroCatalog::single_point). An eager Clang coroutine's first co_await has index 0, the
+//   number a lazy one's initial suspend has: the ramp's index store followed by an await_suspend
+//   tells which.
+// - A co_await spread over lines: Clang places the `co_await` keyword's line, GCC the
+//   expression's last line (and for a value-returning co_await the keyword's line is nowhere in
+//   its line table). For GCC the keyword's line is read from the source file when it is readable
+//   (await_keyword.h); otherwise GCC's line stays.
 // - Index semantics: GCC 2 = initial suspend, 4, 6 ... in source order, the last = final, odd =
 //   destroy dispatch, 0/1 exception paths. Clang 0 = initial, then 1, 2 ...; Clang may never store
 //   the final index (a finished frame is recognised by its NULL resume pointer).
@@ -37,6 +47,7 @@
 #include <cctype>
 #include <set>
 
+#include "symbolizer/await_keyword.h"
 #include "symbolizer/demangle.h"
 #include "symbolizer/index_store_finder.h"
 #include "userspace/coro/split_names.h"
@@ -444,6 +455,16 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
   if (fn.compiler == CoroCompiler::kClang) add_clang_ramp_points(fn, lines);
   for (const auto& [value, where] : lines) {
     points[value] = point_from_lines(fn, value, where);
+    SuspendPointInfo& sp = points[value];
+    if (fn.compiler == CoroCompiler::kGcc && sp.kind == SuspendPointInfo::Kind::kAwait &&
+        sp.location.line != 0) {
+      // GCC places a multi-line co_await on its last line; the keyword's line is in the source.
+      int keyword = keywords_.keyword_line(sp.location.file, sp.location.line, fn.decl_line);
+      if (keyword != sp.location.line) {
+        sp.location.line = keyword;
+        sp.rule += "+source-keyword";
+      }
+    }
   }
   if (fn.final_index >= 0 && points.count(fn.final_index) == 0) {
     // No store of it was read (unreachable, or merged): a frame there is still at its final

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "symbolizer/await_keyword.h"
 #include "symbolizer/index_store_finder.h"
 #include "symbolizer/module.h"
 #include "userspace/coro/frame_abi.h"
@@ -27,7 +28,8 @@ struct SuspendPointInfo {
   int64_t index = 0;
   Kind kind = Kind::kAwait;
   SourceLine location;  // line 0 when no rule could place it
-  std::string rule;     // "index-store", "function-entry"; empty when unplaced
+  std::string
+      rule;  // "index-store", "function-entry", "index-store+source-keyword"; empty when unplaced
 };
 
 struct CoroFunction {
@@ -102,6 +104,7 @@ class CoroCatalog {
   std::unordered_map<uint64_t, size_t> by_resume_;
   mutable std::mutex mu_;
   mutable std::unordered_map<size_t, std::map<int64_t, SuspendPointInfo>> points_;
+  mutable AwaitKeywordFinder keywords_;  // guarded by mu_
 };
 
 // GCC numbers a coroutine's suspend points in source order, 2 apart: the initial suspend 2, then
