@@ -23,6 +23,16 @@
 //   (Clang's merged stores) or, for GCC, its closing line (where GCC puts the store of a
 //   value-returning `co_await`), or lies in another file. Anything else is reported unknown.
 //   Verified on g++ 12, clang++ 14 and clang++ 19 at -O0, -O2 and -O3 by the fixture tests.
+// - Clang with one point to resume from (an eager coroutine with one co_await, a lazy one whose
+//   body never suspends): the resume function stores and reads no index, so the field cannot be
+//   found there; the point is the first one the ramp reaches, placed from the ramp's code
+//   (see CoroCatalog::single_point). An eager Clang coroutine's first co_await has index 0, the
+//   number a lazy one's initial suspend has: the ramp's index store followed by an await_suspend
+//   tells which.
+// - A co_await spread over lines: Clang places the `co_await` keyword's line, GCC the
+//   expression's last line (and for a value-returning co_await the keyword's line is nowhere in
+//   its line table). For GCC the keyword's line is read from the source file when it is readable
+//   (await_keyword.h); otherwise GCC's line stays.
 // - Index semantics: GCC 2 = initial suspend, 4, 6 ... in source order, the last = final, odd =
 //   destroy dispatch, 0/1 exception paths. Clang 0 = initial, then 1, 2 ...; Clang may never store
 //   the final index (a finished frame is recognised by its NULL resume pointer).
@@ -37,6 +47,7 @@
 #include <cctype>
 #include <set>
 
+#include "symbolizer/await_keyword.h"
 #include "symbolizer/demangle.h"
 #include "symbolizer/index_store_finder.h"
 #include "userspace/coro/split_names.h"
@@ -114,10 +125,10 @@ void CoroCatalog::collect_functions() {
     const ElfSymbol* cleanup = nullptr;
   };
   std::map<std::string, Parts> by_ramp;
-  std::unordered_map<std::string, uint64_t> function_addrs;
+  std::unordered_map<std::string, const ElfSymbol*> function_addrs;
   for (const auto& sym : module_->symbol_source().symbols()) {
     if (!sym.is_function || sym.value == 0) continue;
-    function_addrs.emplace(sym.name, sym.value);
+    function_addrs.emplace(sym.name, &sym);
     CoroCompiler compiler{};
     std::string role;
     std::string ramp = ramp_of_split_symbol(sym.name, &compiler, &role);
@@ -138,11 +149,15 @@ void CoroCatalog::collect_functions() {
     fn.resume_size = parts.resume->size;
     fn.destroy = parts.destroy->value;
     fn.cleanup = parts.cleanup != nullptr ? parts.cleanup->value : 0;
+    auto ramp_addr = function_addrs.find(ramp);
+    if (ramp_addr != function_addrs.end()) {
+      fn.ramp = ramp_addr->second->value;
+      fn.ramp_size = ramp_addr->second->size;
+    }
     read_layout(fn);
     // GCC's actor carries no declaration line; the ramp does, when it kept a body of its own.
-    auto ramp_addr = function_addrs.find(ramp);
-    if (fn.decl_line == 0 && ramp_addr != function_addrs.end() && module_->dwarf() != nullptr) {
-      if (auto decl = module_->dwarf()->function_decl(ramp_addr->second)) {
+    if (fn.decl_line == 0 && fn.ramp != 0 && module_->dwarf() != nullptr) {
+      if (auto decl = module_->dwarf()->function_decl(fn.ramp)) {
         fn.decl_file = decl->file;
         fn.decl_line = decl->line;
       }
@@ -223,6 +238,12 @@ void CoroCatalog::read_layout(CoroFunction& fn) const {
         fn.index_offset = field->first;
         fn.index_width = field->second;
         fn.layout_source = "machine-code";
+      } else if (fn.compiler == CoroCompiler::kClang && facts.decoded) {
+        // Clang gives every suspend point but the first (which the ramp reaches) an index
+        // store in the resume function, and dispatches on the index there. None at all: only
+        // one point can be resumed from (the function starts right after it), and the field, if
+        // Clang kept one, is never read.
+        fn.single_resume_point = true;
       }
     }
   }
@@ -233,13 +254,34 @@ const CoroFunction* CoroCatalog::by_resume(uint64_t vaddr) const {
   return it == by_resume_.end() ? nullptr : &functions_[it->second];
 }
 
+std::optional<std::pair<std::string, int>> CoroCatalog::await_suspend_at(
+    const InstructionInfo& in) const {
+  const DwarfInfo* dw = module_->dwarf();
+  if (dw == nullptr) return std::nullopt;
+  auto frames = dw->frames_at(in.address);
+  if (frames.empty() || frames.back().location.line == 0) return std::nullopt;
+  const auto site = std::make_pair(frames.back().location.file, frames.back().location.line);
+  for (size_t k = 0; k + 1 < frames.size(); ++k) {
+    if (frames[k].function.find("await_suspend") != std::string::npos) return site;
+  }
+  if (in.is_call && in.target != 0) {
+    std::string callee = module_->object().plt_target(in.target);
+    if (callee.empty()) {
+      const ElfSymbol* sym = module_->symbol_source().function_at(in.target);
+      if (sym == nullptr) sym = module_->object().function_at(in.target);
+      if (sym != nullptr) callee = sym->name;
+    }
+    if (demangle(callee).find("await_suspend") != std::string::npos) return site;
+  }
+  return std::nullopt;
+}
+
 std::optional<std::pair<std::string, int>> CoroCatalog::await_suspend_site(
     const ResumeCodeFacts& facts, uint64_t store_address) const {
   // Both compilers store the new index and then call (or inline) the awaiter's await_suspend.
   // Its call site, seen from the coroutine body, is the co_await. Follow the straight-line code
   // after the store only: past a jump or a jump target the code may be shared by several
   // co_awaits (tail merging), and its line would name the wrong one.
-  const DwarfInfo* dw = module_->dwarf();
   const auto& ins = facts.instructions;
   auto it = std::lower_bound(ins.begin(), ins.end(), store_address,
                              [](const InstructionInfo& i, uint64_t a) { return i.address < a; });
@@ -247,24 +289,7 @@ std::optional<std::pair<std::string, int>> CoroCatalog::await_suspend_site(
   for (int steps = 0; it != ins.end() && steps < 64; ++steps, ++it) {
     if (steps > 0) {
       if (it->is_join) break;
-      auto frames = dw->frames_at(it->address);
-      for (size_t k = 0; k + 1 < frames.size(); ++k) {
-        if (frames[k].function.find("await_suspend") != std::string::npos &&
-            frames.back().location.line != 0) {
-          return std::make_pair(frames.back().location.file, frames.back().location.line);
-        }
-      }
-      if (it->is_call && it->target != 0 && !frames.empty() && frames.back().location.line != 0) {
-        std::string callee = module_->object().plt_target(it->target);
-        if (callee.empty()) {
-          const ElfSymbol* sym = module_->symbol_source().function_at(it->target);
-          if (sym == nullptr) sym = module_->object().function_at(it->target);
-          if (sym != nullptr) callee = sym->name;
-        }
-        if (demangle(callee).find("await_suspend") != std::string::npos) {
-          return std::make_pair(frames.back().location.file, frames.back().location.line);
-        }
-      }
+      if (auto site = await_suspend_at(*it)) return site;
     }
     if (it->ends_block) break;
   }
@@ -363,7 +388,10 @@ std::map<int64_t, std::set<std::pair<std::string, int>>> CoroCatalog::index_stor
   for (const auto& s : facts.stores) {
     if (s.offset != fn.index_offset || s.width != fn.index_width || s.value < 0) continue;
     if (fn.compiler == CoroCompiler::kGcc && (s.value & 1) != 0) continue;  // destroy dispatch
-    if (s.value == initial) continue;
+    // GCC's actor also runs the initial suspend. Clang's resume function never does (the ramp
+    // reaches it): a Clang store of index 0 there is a co_await of an eager coroutine, whose
+    // initial suspend never suspends and so has no index.
+    if (fn.compiler == CoroCompiler::kGcc && s.value == initial) continue;
     // GCC stores 0 on the unhandled-exception path; it is not a suspend point.
     if (fn.compiler == CoroCompiler::kGcc && s.value == 0) continue;
     auto& set = lines[s.value];
@@ -387,9 +415,57 @@ std::map<int64_t, std::set<std::pair<std::string, int>>> CoroCatalog::index_stor
   return lines;
 }
 
+std::optional<ResumeCodeFacts> CoroCatalog::ramp_facts(const CoroFunction& fn) const {
+  std::vector<uint8_t> code;
+  size_t len =
+      fn.ramp_size != 0 ? std::min<size_t>(fn.ramp_size, kMaxResumeBytes) : kDefaultResumeBytes;
+  if (fn.ramp == 0 || module_->dwarf() == nullptr ||
+      !module_->object().read_code(fn.ramp, len, &code)) {
+    return std::nullopt;
+  }
+  return analyze_ramp_code(code.data(), code.size(), fn.ramp, fn.resume);
+}
+
+void CoroCatalog::add_clang_ramp_points(
+    const CoroFunction& fn, std::map<int64_t, std::set<std::pair<std::string, int>>>& lines) const {
+  // The ramp stores the index of the first suspend point it reaches. Followed by an await_suspend
+  // away from the declaration line, that point is a co_await (an eager coroutine); otherwise it
+  // is the initial suspend, which keeps its place at the declaration.
+  auto facts = ramp_facts(fn);
+  if (!facts) return;
+  for (const auto& s : facts->stores) {
+    if (s.offset != fn.index_offset || s.width != fn.index_width || s.value < 0) continue;
+    auto where = await_suspend_site(*facts, s.address);
+    if (where && where->second != fn.decl_line) lines[s.value].insert(*where);
+  }
+}
+
+SuspendPointInfo CoroCatalog::single_point(const CoroFunction& fn) const {
+  // Only one point to resume from (see CoroFunction::single_resume_point): the first one the ramp
+  // reaches. A lazy coroutine's ramp runs nothing of the body, so no await_suspend of the body is
+  // in it (Clang -O0 calls the initial suspend's, on the declaration line): the point is the
+  // initial suspend. An eager one's ramp runs the body up to its co_await, whose await_suspend
+  // (called or inlined) names the line. The index field, if Clang kept one, is not needed.
+  SuspendPointInfo sp;
+  sp.index = 0;
+  auto facts = ramp_facts(fn);
+  if (!facts) return sp;  // no ramp to read: suspended, place unknown
+  std::set<std::pair<std::string, int>> where;
+  for (const auto& in : facts->instructions) {
+    auto site = await_suspend_at(in);
+    if (site && site->second != fn.decl_line) where.insert(*site);
+  }
+  if (where.empty()) return initial_point(fn, 0);
+  return point_from_lines(fn, 0, where);
+}
+
 std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFunction& fn) const {
   std::map<int64_t, SuspendPointInfo> points;
   const int64_t initial = fn.compiler == CoroCompiler::kGcc ? 2 : 0;
+  if (fn.single_resume_point) {
+    points[0] = single_point(fn);
+    return points;
+  }
   points[initial] = initial_point(fn, initial);
   if (fn.index_width == 0) return points;
 
@@ -398,8 +474,20 @@ std::map<int64_t, SuspendPointInfo> CoroCatalog::compute_points(const CoroFuncti
       fn.resume_size != 0 ? std::min<size_t>(fn.resume_size, kMaxResumeBytes) : kDefaultResumeBytes;
   if (!module_->object().read_code(fn.resume, len, &code)) return points;
   ResumeCodeFacts facts = analyze_resume_code(code.data(), code.size(), fn.resume);
-  for (const auto& [value, where] : index_store_lines(fn, facts, initial)) {
+  auto lines = index_store_lines(fn, facts, initial);
+  if (fn.compiler == CoroCompiler::kClang) add_clang_ramp_points(fn, lines);
+  for (const auto& [value, where] : lines) {
     points[value] = point_from_lines(fn, value, where);
+    SuspendPointInfo& sp = points[value];
+    if (fn.compiler == CoroCompiler::kGcc && sp.kind == SuspendPointInfo::Kind::kAwait &&
+        sp.location.line != 0) {
+      // GCC places a multi-line co_await on its last line; the keyword's line is in the source.
+      int keyword = keywords_.keyword_line(sp.location.file, sp.location.line, fn.decl_line);
+      if (keyword != sp.location.line) {
+        sp.location.line = keyword;
+        sp.rule += "+source-keyword";
+      }
+    }
   }
   if (fn.final_index >= 0 && points.count(fn.final_index) == 0) {
     // No store of it was read (unreachable, or merged): a frame there is still at its final
@@ -423,6 +511,8 @@ const std::map<int64_t, SuspendPointInfo>& CoroCatalog::suspend_points(
 
 const SuspendPointInfo* CoroCatalog::suspend_point(const CoroFunction& fn, int64_t index) const {
   const auto& points = suspend_points(fn);
+  // One point to resume from: every unfinished frame is there, whatever its index field holds.
+  if (fn.single_resume_point && !points.empty()) return &points.begin()->second;
   auto it = points.find(index);
   return it == points.end() ? nullptr : &it->second;
 }

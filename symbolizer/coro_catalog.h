@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "symbolizer/await_keyword.h"
 #include "symbolizer/index_store_finder.h"
 #include "symbolizer/module.h"
 #include "userspace/coro/frame_abi.h"
@@ -27,7 +28,8 @@ struct SuspendPointInfo {
   int64_t index = 0;
   Kind kind = Kind::kAwait;
   SourceLine location;  // line 0 when no rule could place it
-  std::string rule;     // "index-store", "function-entry"; empty when unplaced
+  std::string
+      rule;  // "index-store", "function-entry", "index-store+source-keyword"; empty when unplaced
 };
 
 struct CoroFunction {
@@ -38,6 +40,8 @@ struct CoroFunction {
   uint64_t resume_size = 0;
   uint64_t destroy = 0;  // .destroy
   uint64_t cleanup = 0;  // Clang .cleanup (elided frames), 0 if none
+  uint64_t ramp = 0;     // the coroutine's own function (allocates the frame), 0 if not kept
+  uint64_t ramp_size = 0;
   // Suspend-index field; width 0 = unknown.
   uint32_t index_offset = 0;
   uint8_t index_width = 0;
@@ -53,6 +57,9 @@ struct CoroFunction {
   // members (see final_index_from_members). Clang marks a finished frame by a NULL resume
   // pointer instead.
   int64_t final_index = -1;
+  // Clang, index field unknown: the resume function stores no suspend index and dispatches on
+  // none, so the coroutine has one point to resume from; every unfinished frame is there.
+  bool single_resume_point = false;
   std::string decl_file;
   int decl_line = 0;
 };
@@ -68,8 +75,9 @@ class CoroCatalog {
   // Lookup by object vaddr of the resume function.
   const CoroFunction* by_resume(uint64_t vaddr) const;
 
-  // The suspend point for an index read from a frame of `fn`; nullptr when the index is not
-  // one this coroutine has. Computed on first use per function and cached (thread-safe).
+  // The suspend point for an index read from a frame of `fn` (-1: not read); nullptr when the
+  // index is not one this coroutine has. A coroutine with a single resume point answers it for
+  // every index. Computed on first use per function and cached (thread-safe).
   const SuspendPointInfo* suspend_point(const CoroFunction& fn, int64_t index) const;
   // All known suspend points of `fn`, by index.
   const std::map<int64_t, SuspendPointInfo>& suspend_points(const CoroFunction& fn) const;
@@ -85,12 +93,20 @@ class CoroCatalog {
       const CoroFunction& fn, const ResumeCodeFacts& facts, int64_t initial) const;
   std::optional<std::pair<std::string, int>> await_suspend_site(const ResumeCodeFacts& facts,
                                                                 uint64_t store_address) const;
+  // The await_suspend an instruction calls or is inlined from: its call site in the coroutine.
+  std::optional<std::pair<std::string, int>> await_suspend_at(const InstructionInfo& in) const;
+  // The ramp's code read with its frame followed; nullopt without a ramp or DWARF.
+  std::optional<ResumeCodeFacts> ramp_facts(const CoroFunction& fn) const;
+  SuspendPointInfo single_point(const CoroFunction& fn) const;
+  void add_clang_ramp_points(const CoroFunction& fn,
+                             std::map<int64_t, std::set<std::pair<std::string, int>>>& lines) const;
 
   std::shared_ptr<const Module> module_;
   std::vector<CoroFunction> functions_;
   std::unordered_map<uint64_t, size_t> by_resume_;
   mutable std::mutex mu_;
   mutable std::unordered_map<size_t, std::map<int64_t, SuspendPointInfo>> points_;
+  mutable AwaitKeywordFinder keywords_;  // guarded by mu_
 };
 
 // GCC numbers a coroutine's suspend points in source order, 2 apart: the initial suspend 2, then

@@ -20,6 +20,9 @@ struct SweepState {
   std::map<unsigned, int64_t> frame_regs;  // register -> its offset from the frame start
   std::map<int64_t, int64_t> frame_slots;  // rbp/rsp-relative spill slot -> offset it holds
   std::map<unsigned, int64_t> constants;
+  // Ramp mode (non-zero): the resume function's address. The register a ramp stores it through
+  // is the new frame's start (the frame arrives in no register: the ramp allocates it).
+  uint64_t frame_marker = 0;
 };
 
 // The frame offset a register holds, if it holds a frame pointer.
@@ -154,6 +157,7 @@ bool same_state(const SweepState& a, const SweepState& b) {
 // What holds on every path: the meet of two states.
 SweepState meet(const SweepState& a, const SweepState& b) {
   SweepState out;
+  out.frame_marker = a.frame_marker;
   for (const auto& [r, off] : a.frame_regs) {
     auto it = b.frame_regs.find(r);
     if (it != b.frame_regs.end() && it->second == off) out.frame_regs.emplace(r, off);
@@ -205,6 +209,13 @@ void transfer_store(csh handle, const cs_insn* insn, const cs_x86_op& dst, const
     if (value && facts != nullptr) {
       facts->stores.push_back({insn->address, static_cast<uint32_t>(field), dst.size, *value});
     }
+  } else if (!base_off && st.frame_marker != 0 && src.type == X86_OP_REG && !is_stack_base(base) &&
+             is_64bit_reg(base)) {
+    // A ramp writing the resume function's address: `base + disp` is the frame's first word.
+    auto it = st.constants.find(full_reg(handle, src.reg));
+    if (it != st.constants.end() && static_cast<uint64_t>(it->second) == st.frame_marker) {
+      st.frame_regs[base] = -dst.mem.disp;
+    }
   } else if (is_stack_base(base) && src.type == X86_OP_REG && is_64bit_reg(src.reg)) {
     if (auto off = frame_offset(st, src.reg)) {
       st.frame_slots[dst.mem.disp] = *off;
@@ -216,8 +227,9 @@ void transfer_store(csh handle, const cs_insn* insn, const cs_x86_op& dst, const
 
 // A write to a register whose new value the sweep can follow (copies, constants, reloads of
 // spilled frame pointers, frame + k). Returns false when the instruction is none of these.
-bool transfer_to_register(csh handle, unsigned id, const cs_x86_op& dst, const cs_x86_op& src,
-                          SweepState& st) {
+bool transfer_to_register(csh handle, const cs_insn* insn, const cs_x86_op& dst,
+                          const cs_x86_op& src, SweepState& st) {
+  const unsigned id = insn->id;
   bool is_mov = id == X86_INS_MOV || id == X86_INS_MOVABS;
   unsigned d = full_reg(handle, dst.reg);
   if (is_mov && src.type == X86_OP_REG && is_64bit_reg(src.reg) && is_64bit_reg(dst.reg)) {
@@ -249,6 +261,14 @@ bool transfer_to_register(csh handle, unsigned id, const cs_x86_op& dst, const c
     auto frame = frame_offset(st, d);
     forget_reg(st, d);
     if (frame) st.frame_regs[d] = *frame + (id == X86_INS_ADD ? src.imm : -src.imm);
+    return true;
+  }
+  // In ramp mode, `lea sym(%rip),%reg` makes a known address (the resume function's, stored into
+  // the new frame's first word).
+  if (id == X86_INS_LEA && st.frame_marker != 0 && is_64bit_reg(dst.reg) &&
+      src.type == X86_OP_MEM && src.mem.base == X86_REG_RIP && src.mem.index == X86_REG_INVALID) {
+    forget_reg(st, d);
+    st.constants[d] = static_cast<int64_t>(insn->address + insn->size) + src.mem.disp;
     return true;
   }
   if (id == X86_INS_LEA && is_64bit_reg(dst.reg) && src.type == X86_OP_MEM &&
@@ -296,7 +316,7 @@ void transfer(csh handle, const cs_insn* insn, SweepState& st, ResumeCodeFacts* 
       transfer_store(handle, insn, dst, src, st, facts);
       return;
     }
-    if (dst.type == X86_OP_REG && transfer_to_register(handle, id, dst, src, st)) return;
+    if (dst.type == X86_OP_REG && transfer_to_register(handle, insn, dst, src, st)) return;
   }
   forget_written_regs(handle, insn, st);
 }
@@ -412,6 +432,7 @@ std::optional<SweepState> orphan_state(const std::optional<SweepState>& first) {
   SweepState st;
   st.frame_regs = first->frame_regs;
   st.frame_slots = first->frame_slots;
+  st.frame_marker = first->frame_marker;
   return st;
 }
 
@@ -422,11 +443,13 @@ std::optional<SweepState> orphan_state(const std::optional<SweepState>& first) {
 // prologue (the unwinder restores callee-saved ones), so they start from the entry block's
 // frame registers and spill slots.
 std::optional<SweepState> in_state(const ControlFlow& cfg,
-                                   const std::vector<std::optional<SweepState>>& out, size_t b) {
+                                   const std::vector<std::optional<SweepState>>& out, size_t b,
+                                   uint64_t frame_marker) {
   std::optional<SweepState> in;
   if (b == 0) {
     SweepState entry;
-    entry.frame_regs[X86_REG_RDI] = 0;
+    if (frame_marker == 0) entry.frame_regs[X86_REG_RDI] = 0;
+    entry.frame_marker = frame_marker;
     in = entry;
   }
   for (size_t p : cfg.preds[b]) {
@@ -440,13 +463,14 @@ std::optional<SweepState> in_state(const ControlFlow& cfg,
 // Iterates the blocks' exit states to a fixed point (at most 64 rounds).
 std::vector<std::optional<SweepState>> settle_exit_states(csh handle,
                                                           const std::vector<cs_insn>& insns,
-                                                          const ControlFlow& cfg) {
+                                                          const ControlFlow& cfg,
+                                                          uint64_t frame_marker) {
   const size_t nb = cfg.blocks();
   std::vector<std::optional<SweepState>> out(nb);
   for (int round = 0; round < 64; ++round) {
     bool changed = false;
     for (size_t b = 0; b < nb; ++b) {
-      std::optional<SweepState> in = in_state(cfg, out, b);
+      std::optional<SweepState> in = in_state(cfg, out, b, frame_marker);
       if (!in) {
         if (out[b]) changed = true;
         out[b].reset();
@@ -487,15 +511,17 @@ void record_instructions(const std::vector<cs_insn>& insns, const ControlFlow& c
 // Forward dataflow over the function's control-flow graph: the state at a block's entry is the
 // meet of its predecessors' exits, so a frame pointer copied to a callee-saved register in the
 // prologue is still known at every resume point.
-void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* facts) {
+void analyze(csh handle, const std::vector<cs_insn>& insns, uint64_t frame_marker,
+             ResumeCodeFacts* facts) {
   if (insns.empty()) return;
   const ControlFlow cfg = build_control_flow(insns);
   const size_t nb = cfg.blocks();
-  const std::vector<std::optional<SweepState>> out = settle_exit_states(handle, insns, cfg);
+  const std::vector<std::optional<SweepState>> out =
+      settle_exit_states(handle, insns, cfg, frame_marker);
   // Final pass with the settled entry states, recording stores and each block's first frame load.
   std::vector<std::optional<std::pair<uint32_t, uint8_t>>> block_load(nb);
   for (size_t b = 0; b < nb; ++b) {
-    std::optional<SweepState> in = in_state(cfg, out, b);
+    std::optional<SweepState> in = in_state(cfg, out, b, frame_marker);
     if (!in) continue;
     SweepState st = *in;
     facts->first_frame_load.reset();
@@ -509,7 +535,10 @@ void analyze(csh handle, const std::vector<cs_insn>& insns, ResumeCodeFacts* fac
 
 }  // namespace
 
-ResumeCodeFacts analyze_resume_code(const uint8_t* code, size_t len, uint64_t vaddr) {
+namespace {
+
+ResumeCodeFacts analyze_code(const uint8_t* code, size_t len, uint64_t vaddr,
+                             uint64_t frame_marker) {
   ResumeCodeFacts facts;
   csh handle = 0;
   if (cs_open(CS_ARCH_X86, CS_MODE_64, &handle) != CS_ERR_OK) return facts;
@@ -531,10 +560,21 @@ ResumeCodeFacts analyze_resume_code(const uint8_t* code, size_t len, uint64_t va
     offset = out[got - 1].address + out[got - 1].size - vaddr;
   }
   facts.decoded = !insns.empty();
-  analyze(handle, insns, &facts);
+  analyze(handle, insns, frame_marker, &facts);
   for (auto& [ptr, count] : chunks) cs_free(ptr, count);
   cs_close(&handle);
   return facts;
+}
+
+}  // namespace
+
+ResumeCodeFacts analyze_resume_code(const uint8_t* code, size_t len, uint64_t vaddr) {
+  return analyze_code(code, len, vaddr, 0);
+}
+
+ResumeCodeFacts analyze_ramp_code(const uint8_t* code, size_t len, uint64_t vaddr,
+                                  uint64_t resume_vaddr) {
+  return analyze_code(code, len, vaddr, resume_vaddr);
 }
 
 std::optional<std::pair<uint32_t, uint8_t>> guess_index_field(const ResumeCodeFacts& facts) {

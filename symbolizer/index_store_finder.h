@@ -38,6 +38,13 @@ struct ResumeCodeFacts {
 // `code` holds the function's bytes, loaded at `vaddr`. The frame pointer arrives in %rdi.
 ResumeCodeFacts analyze_resume_code(const uint8_t* code, size_t len, uint64_t vaddr);
 
+// The same for a ramp (the coroutine's own function, which allocates the frame and runs the body up
+// to the first suspend point): the frame is the register through which the ramp stores
+// `resume_vaddr` (the resume function's address, the frame's first word); stores before that one
+// are not seen.
+ResumeCodeFacts analyze_ramp_code(const uint8_t* code, size_t len, uint64_t vaddr,
+                                  uint64_t resume_vaddr);
+
 // Picks the suspend-index field from the stores when DWARF does not name it: the (offset, width)
 // with the most distinct constant values, preferring the field the function reads first.
 std::optional<std::pair<uint32_t, uint8_t>> guess_index_field(const ResumeCodeFacts& facts);

@@ -217,6 +217,54 @@ TEST(Snapshot, GeneratorsAndInitialSuspend) {
   }
 }
 
+// Issue 11 item 5: coroutines with one point to resume from (Clang's resume function then reads
+// no suspend index) are placed, never "unknown": eager ones at their co_await, a lazy one never
+// started at its initial suspend.
+TEST(Snapshot, SingleResumePointCoroutinesArePlaced) {
+  const std::string src = "tests/fixtures/one_suspend.cpp";
+  for (const auto& v : variants_of("one_suspend")) {
+    FixtureProcess fx({fixture_path(v, "one_suspend")});
+    json doc = snapshot_json(fx.pid());
+    std::map<std::string, int> got = chains_of(doc);
+    EXPECT_EQ(got[one("eager_park()", src, "eager_park")], 1) << v;
+    EXPECT_EQ(got[join({one("eager_root()", src, "eager_root_calls_leaf"),
+                        one("leaf()", src, "leaf_park")})],
+              1)
+        << v;
+    EXPECT_EQ(got[one("eager_loop()", src, "eager_loop_park")], 1) << v;
+    EXPECT_EQ(got[one("lazy_once()", src, "lazy_once_park")], 1) << v;
+    EXPECT_EQ(got[one("one_yield()", src, "one_yield_yield")], 1) << v;
+    int initial = 0;
+    for (const auto& c : doc["coroutines"]) {
+      EXPECT_EQ(c["state"], "suspended") << v << " " << c["function"];
+      if (c["function"] != "never_started(int)") continue;
+      EXPECT_EQ(c["suspend"]["kind"], "initial") << v;
+      EXPECT_EQ(c["suspend"]["line"].get<int>(),
+                marker_line(source_file(src), "never_started_decl"))
+          << v;
+      ++initial;
+    }
+    EXPECT_EQ(initial, 1) << v;
+    EXPECT_EQ(doc["summary"]["coroutines"].get<int>(), 7) << v;
+  }
+}
+
+// Issue 11 item 11: a co_await spread over several lines is reported at its keyword's line by
+// both compilers (g++ records the expression's last line; the keyword is read from the source).
+TEST(Snapshot, MultiLineAwaitAtItsKeyword) {
+  const std::string src = "tests/fixtures/multiline_await.cpp";
+  for (const auto& v : variants_of("multiline_await")) {
+    FixtureProcess fx({fixture_path(v, "multiline_await")});
+    json doc = snapshot_json(fx.pid());
+    std::map<std::string, int> want = {
+        {one("spread_args()", src, "spread_args"), 1},
+        {one("spread_value()", src, "spread_value"), 1},
+        {join({one("keyword_alone()", src, "keyword_alone"), one("leaf()", src, "leaf_park")}), 1},
+        {one("spread_then_park()", src, "spread_then_park"), 1}};
+    EXPECT_EQ(chains_of(doc), want) << v;
+  }
+}
+
 TEST(Snapshot, FinishedButNotDestroyedFrames) {
   const std::string src = "tests/fixtures/threw.cpp";
   for (const auto& v : variants_of("threw")) {

@@ -324,8 +324,7 @@ model::CoroFrame decode_frame(const FoundFrame& found) {
     }
     return frame;
   }
-  const symbolizer::SuspendPointInfo* sp =
-      found.index >= 0 ? catalog.suspend_point(fn, found.index) : nullptr;
+  const symbolizer::SuspendPointInfo* sp = catalog.suspend_point(fn, found.index);
   if (sp == nullptr) {
     // Within the range of indices this coroutine uses but with no store we could read (merged
     // code): suspended, place unknown. Outside it (GCC's odd values are destroy dispatch) or

@@ -531,8 +531,8 @@ SuspendPointLocation TraceModel::location(uint32_t fn, int64_t index) const {
   auto it = location_cache_.find(key);
   if (it != location_cache_.end()) return it->second;
   SuspendPointLocation loc;
-  if (valid_fn(fn) && index >= 0 && functions_[fn].fn != nullptr &&
-      functions_[fn].loaded != nullptr && functions_[fn].loaded->catalog != nullptr) {
+  if (valid_fn(fn) && functions_[fn].fn != nullptr && functions_[fn].loaded != nullptr &&
+      functions_[fn].loaded->catalog != nullptr) {
     const symbolizer::SuspendPointInfo* sp =
         functions_[fn].loaded->catalog->suspend_point(*functions_[fn].fn, index);
     if (sp != nullptr) {
