@@ -572,7 +572,12 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
     out->frames.clear();
     out->frames.reserve(found.size());
     for (const auto& f : found) out->frames.push_back(decode_frame(f));
-    stitch_awaiters(out->frames, found, reader, batch);
+    HeapRanges heap;
+    for (const ScanRegion& r : regions) {
+      if (!r.is_stack && r.end > r.start) heap.emplace_back(r.start, r.end);
+    }
+    std::sort(heap.begin(), heap.end());
+    stitch_awaiters(out->frames, found, reader, batch, heap);
     fingerprint_frames(out->frames, found, reader, batch);
     read_held_exceptions(out->frames, found, reader, &out->warnings);
     for (model::ThreadInfo& t : out->threads) t.lock_wait = process::read_lock_wait(t, reader);
