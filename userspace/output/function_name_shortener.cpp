@@ -197,7 +197,7 @@ std::optional<std::string> keep_own_arguments(std::string_view s, bool fold_para
   std::string out = *prefix + "<";
   const size_t n = own->args.size();
   for (size_t k = 0; k < n; ++k) {
-    const bool kept = k < max_args && (max_args != 2 || k == 0 || k + 1 == n);
+    const bool kept = max_args == 2 ? k == 0 || k + 1 == n : k < max_args;
     if (!kept) {
       if (k == 1) out += ", ...";
       continue;

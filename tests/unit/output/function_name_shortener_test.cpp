@@ -78,6 +78,10 @@ TEST(FunctionNameShortener, DropsTheReturnTypeThenFoldsAsioInitiations) {
   EXPECT_EQ(output::shorten_function_name(kCoSpawn, templates_folded.size() - 1),
             "boost::asio::detail::co_spawn_entry_point<any_io_executor, "
             "awaitable_as_function<...>, detached_handler>(...)");
+  // First and last: which handler the entry point completes to.
+  EXPECT_EQ(output::shorten_function_name(kCoSpawn, 90),
+            "boost::asio::detail::co_spawn_entry_point<any_io_executor, ..., "
+            "detached_handler>(...)");
   EXPECT_EQ(output::shorten_function_name(kCoSpawn, 60),
             "boost::asio::detail::co_spawn_entry_point<...>(...)");
 }
