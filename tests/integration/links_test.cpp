@@ -130,7 +130,9 @@ TEST(Links, FanOutChildrenSitUnderTheCoroutineThatFannedOut) {
     json doc = snapshot_json(fx.pid());
     EXPECT_EQ(chains_of(doc), (std::map<std::string, int>{{chain, 8}})) << v;
     for (const auto& c : doc["coroutines"]) {
-      if (c["awaiter_rule"] == "via-heap-object") EXPECT_TRUE(c["generic_link"].get<bool>()) << v;
+      if (c["awaiter_rule"] == "via-heap-object") {
+        EXPECT_TRUE(c["generic_link"].get<bool>()) << v;
+      }
     }
   }
 }
