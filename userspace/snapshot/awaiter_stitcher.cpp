@@ -33,12 +33,22 @@ class FrameExtents {
         if (bytes >= 32 && bytes <= kMaxFrameBytes) size = bytes - 8;
       }
     }
-    if (size == 0) size = kDefaultFrameBytes;
+    if (size == 0) {
+      size = kDefaultFrameBytes;
+      guessed_.insert(i);
+    }
     size = std::min(size, kMaxFrameBytes);
     uint64_t e = found_[i].address + size;
     if (i + 1 < found_.size()) e = std::min(e, found_[i + 1].address);
     end_[i] = e;
     return e;
+  }
+
+  // True when frame i's extent is the default guess (no DWARF size, no malloc chunk: a frame
+  // on a stack), which may reach into the stack's other objects.
+  bool guessed(size_t i) {
+    end(i);
+    return guessed_.count(i) != 0;
   }
 
   // The frame whose extent holds addr, or -1.
@@ -54,6 +64,7 @@ class FrameExtents {
   const std::vector<FoundFrame>& found_;
   const process::ReadMemory& read_;
   std::vector<uint64_t> end_;
+  std::unordered_set<size_t> guessed_;
 };
 
 // Frame words read in batches, one read per frame: {pointer, count}, count 0 when unreadable.
@@ -332,6 +343,7 @@ class Stitcher {
     std::unordered_map<uint64_t, size_t> object_index;
     std::vector<std::vector<size_t>> objects_of(roots.size());
     for (size_t k = 0; k < roots.size(); ++k) {
+      if (extents_.guessed(roots[k])) continue;  // its words may be its stack neighbours'
       auto [w, n] = words_.of(roots[k]);
       for (size_t i = coro::kFirstBodyWord; i < n; ++i) {
         const uint64_t v = w[i];
@@ -374,9 +386,11 @@ class Stitcher {
   std::vector<long> holders(const std::vector<size_t>& roots) {
     std::unordered_map<uint64_t, size_t> wanted;
     for (size_t k = 0; k < roots.size(); ++k) wanted.emplace(found_[roots[k]].address, k);
+    // A holder's words must be its own: a frame whose extent is a guess (on a stack, no DWARF
+    // size) would lend it the handles its neighbours on the stack hold.
     std::vector<size_t> live;
     for (size_t i = 0; i < found_.size(); ++i) {
-      if (frames_[i].state != model::FrameState::kDone) live.push_back(i);
+      if (frames_[i].state != model::FrameState::kDone && !extents_.guessed(i)) live.push_back(i);
     }
     words_.read(live);
     std::vector<coro::SoleFrame> sole(roots.size());
