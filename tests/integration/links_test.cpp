@@ -177,13 +177,25 @@ TEST(Links, AsioParallelGroupOperandsSitUnderTheGroup) {
 TEST(Links, GeneratorSitsUnderTheCoroutineIteratingIt) {
   const std::string src = "tests/fixtures/generator.cpp";
   const std::string consumer = "consumer(int*) @" + at(src, "consumer_park") + " suspended";
+  const std::string counter = "counter(int) @" + at(src, "counter_yield") + " suspended";
   for (const auto& v : fixture_variants_with("generator")) {
     FixtureProcess fx({fixture_path(v, "generator")});
-    std::map<std::string, int> got = chains_of(snapshot_json(fx.pid()));
-    EXPECT_EQ(got[consumer + " > [held-by-frame] counter(int) @" + at(src, "counter_yield") +
-                  " suspended"],
-              1)
-        << v;
+    json doc = snapshot_json(fx.pid());
+    std::map<std::string, int> got = chains_of(doc);
+    if (v.find("clang") == 0 && v.find("-O2") != std::string::npos) {
+      // The documented limit (README, docs/SNAPSHOT_FORMAT.md): Clang -O2 allocates counter(10)
+      // inside consumer()'s frame, on main's stack, and emits no frame sizes, so nothing shows
+      // which frame holds it: it stays a root, marked elided.
+      EXPECT_EQ(got[consumer], 1) << v;
+      EXPECT_EQ(got[counter], 1) << v;
+      for (const auto& c : doc["coroutines"]) {
+        if (c["function"] == "counter(int)" && c["suspend"]["kind"] != "initial") {
+          EXPECT_TRUE(c["elided"].get<bool>()) << v;
+        }
+      }
+      continue;
+    }
+    EXPECT_EQ(got[consumer + " > [held-by-frame] " + counter], 1) << v;
     EXPECT_EQ(got.count(consumer), 0u) << v;
   }
 }
