@@ -216,6 +216,10 @@ TEST_P(EveryFixture, StartsAndShowsWhatItPromises) {
     for (const char* t : {"a", "b"}) {
       EXPECT_EQ(read_text(task + fixture.token(t) + "/syscall").rfind("202 ", 0), 0u);
     }
+  } else if (program == "fan_out") {
+    EXPECT_EQ(fixture.token_int("children"), 8);
+  } else if (program == "asio_parallel") {
+    EXPECT_EQ(fixture.token_int("waiting"), 4);
   } else if (program == "orphans") {
     EXPECT_EQ(fixture.token_int("orphans"), 5);
     EXPECT_EQ(fixture.token_int("held"), 3);

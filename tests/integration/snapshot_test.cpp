@@ -203,8 +203,17 @@ TEST(Snapshot, GeneratorsAndInitialSuspend) {
     FixtureProcess fx({fixture_path(v, "generator")});
     json doc = snapshot_json(fx.pid());
     std::map<std::string, int> got = chains_of(doc);
-    EXPECT_EQ(got[one("consumer(int*)", src, "consumer_park")], 1) << v;
-    EXPECT_EQ(got[one("counter(int)", src, "counter_yield")], 1) << v;
+    // counter(10) lives in consumer()'s frame, which holds its handle (held-by-frame), except
+    // under Clang -O2, which elides it into that frame (links_test.cpp checks both).
+    if (v.find("clang") == 0 && v.find("-O2") != std::string::npos) {
+      EXPECT_EQ(got[one("consumer(int*)", src, "consumer_park")], 1) << v;
+      EXPECT_EQ(got[one("counter(int)", src, "counter_yield")], 1) << v;
+    } else {
+      EXPECT_EQ(got[one("consumer(int*)", src, "consumer_park") + " > " +
+                    one("counter(int)", src, "counter_yield")],
+                1)
+          << v;
+    }
     EXPECT_EQ(got[one("idle_after_yield()", src, "idle_after_yield_park")], 1) << v;
     EXPECT_EQ(got[one("two_phase()", src, "two_phase_second")], 1) << v;
     // counter(5) was never advanced: it sits at its initial suspend.

@@ -24,6 +24,8 @@ enum class AwaiterRule : uint8_t {
   kFollyAsyncStack,        // the continuation rule, confirmed by folly's AsyncStackFrame
   kMutualPointer,          // generic: the two frames point at each other
   kStartSnapshot,          // trace: the edge the snapshot at trace start found
+  kViaHeapObject,          // generic, weaker: a heap object the frame points at names its awaiter
+  kHeldByFrame,            // generic, weaker: one frame alone holds this frame's handle
 };
 
 // The names reports print (JSON, CSV, text); "" for kNone.
@@ -43,6 +45,10 @@ constexpr const char* rule_name(AwaiterRule r) {
       return "mutual-pointer";
     case AwaiterRule::kStartSnapshot:
       return "start-snapshot";
+    case AwaiterRule::kViaHeapObject:
+      return "via-heap-object";
+    case AwaiterRule::kHeldByFrame:
+      return "held-by-frame";
   }
   return "";
 }
@@ -50,7 +56,8 @@ constexpr const char* rule_name(AwaiterRule r) {
 // True for edges found without knowing the library's layout (or by no named rule): reports mark
 // them so that readers weigh them accordingly.
 constexpr bool is_generic(AwaiterRule r) {
-  return r == AwaiterRule::kNone || r == AwaiterRule::kMutualPointer;
+  return r == AwaiterRule::kNone || r == AwaiterRule::kMutualPointer ||
+         r == AwaiterRule::kViaHeapObject || r == AwaiterRule::kHeldByFrame;
 }
 
 // The promise words the library rules read (the trace probes read as many at every resume).
@@ -130,6 +137,61 @@ constexpr bool may_be_continuation(uint64_t word, uint64_t frame, uint64_t promi
 // locals. Equal depths are ambiguous: no edge.
 constexpr bool continuation_before_task(size_t continuation_word, size_t task_word) {
   return continuation_word < task_word;
+}
+
+// The weaker rules, for frames that every rule above left as roots although something waits for
+// them, in this order:
+// - via-heap-object: a word of the root points at a heap object (not a frame, not a stack: the
+//   start of a glibc malloc chunk, see heap_object_words) whose first kHeapObjectWords words name
+//   a live frame by its handle or promise address. That is how
+//   when_all-style fan-outs keep their continuation (a shared state: counter + handle) and how
+//   Boost.Asio's parallel groups reach the awaiting thread (parallel_group_op_handler -> shared
+//   parallel_group_state -> the group's handler, an awaitable_thread whose bottom_of_stack_
+//   names the awaiting thread's entry frame). An Asio thread resumes at the top of its stack, so
+//   an edge to an Asio thread entry frame lands on that thread's top frame (see
+//   is_asio_thread_entry).
+// - held-by-frame: exactly one other live frame holds the root's handle in its body: a
+//   generator and the coroutine iterating it (the generator object lives in the consumer's frame;
+//   the generator keeps no pointer back).
+// Each takes an edge only when its evidence names one frame (SoleFrame), never a frame the root
+// itself (transitively) awaits, and never both ways: two roots that name only each other have no
+// direction, and stay roots. Reports mark both rules as generic (is_generic): likely, not certain.
+inline constexpr size_t kHeapObjectWords = 32;
+
+// How many words of a heap object the via-heap-object rule reads, from the glibc malloc size
+// word just before it: the chunk's usable words, at most kHeapObjectWords; 0 when the word is no
+// chunk size (the pointer starts no malloc chunk: an interior pointer, or another allocator).
+// What lies past a chunk is its neighbours, which name frames of their own.
+constexpr size_t heap_object_words(uint64_t malloc_size_word) {
+  const uint64_t bytes = malloc_size_word & ~uint64_t{7};
+  if ((malloc_size_word & 2) != 0 || bytes < 32 || bytes % 16 != 0 || bytes > (uint64_t{1} << 20)) {
+    return 0;  // mmapped chunks (bit 1) are megabytes, never a small shared state
+  }
+  const uint64_t usable = bytes / 8 - 1;
+  return usable < kHeapObjectWords ? static_cast<size_t>(usable) : kHeapObjectWords;
+}
+
+// Folds the frames a weaker rule's evidence names into its answer: that frame when all evidence
+// names the same one, 0 when it names none or several.
+class SoleFrame {
+ public:
+  constexpr void add(uint64_t frame) {
+    if (frame == 0 || frame == frame_) return;
+    several_ = frame_ != 0;
+    frame_ = frame;
+  }
+  constexpr uint64_t frame() const { return several_ ? 0 : frame_; }
+
+ private:
+  uint64_t frame_ = 0;
+  bool several_ = false;
+};
+
+// A Boost.Asio thread's entry frame (co_spawn_entry_point): Asio's layout (coro_ is the frame
+// itself) with no caller_. What waits on such a thread is the top of its stack, the end of the
+// chain of asio-caller edges that starts at this frame.
+constexpr bool is_asio_thread_entry(uint64_t frame, const uint64_t (&promise)[kPromiseWords]) {
+  return promise[0] == frame && promise[2] == 0;
 }
 
 }  // namespace asyncprobe::coro

@@ -34,12 +34,22 @@ class FrameExtents {
         if (bytes >= 32 && bytes <= kMaxFrameBytes) size = bytes - 8;
       }
     }
-    if (size == 0) size = kDefaultFrameBytes;
+    if (size == 0) {
+      size = kDefaultFrameBytes;
+      guessed_.insert(i);
+    }
     size = std::min(size, kMaxFrameBytes);
     uint64_t e = found_[i].address + size;
     if (i + 1 < found_.size()) e = std::min(e, found_[i + 1].address);
     end_[i] = e;
     return e;
+  }
+
+  // True when frame i's extent is the default guess (no DWARF size, no malloc chunk: a frame
+  // on a stack), which may reach into the stack's other objects.
+  bool guessed(size_t i) {
+    end(i);
+    return guessed_.count(i) != 0;
   }
 
   // The frame whose extent holds addr, or -1.
@@ -55,6 +65,7 @@ class FrameExtents {
   const std::vector<FoundFrame>& found_;
   const process::ReadMemory& read_;
   std::vector<uint64_t> end_;
+  std::unordered_set<size_t> guessed_;
 };
 
 // Frame words read in batches, one read per frame: {pointer, count}, count 0 when unreadable.
@@ -109,10 +120,13 @@ class FrameWords {
 class Stitcher {
  public:
   Stitcher(std::vector<model::CoroFrame>& frames, const std::vector<FoundFrame>& found,
-           const process::ReadMemory& read, const process::ReadMemoryBatch& batch)
+           const process::ReadMemory& read, const process::ReadMemoryBatch& batch,
+           const HeapRanges& heap)
       : frames_(frames),
         found_(found),
         read_(read),
+        batch_(batch),
+        heap_(heap),
         extents_(found, read),
         words_(found, extents_, read, batch) {
     for (size_t i = 0; i < found.size(); ++i) by_addr_.emplace(found[i].address, i);
@@ -121,6 +135,7 @@ class Stitcher {
   StitchStats run() {
     library_edges();
     generic_edges(generic_unlinked());
+    weaker_edges();
     return stats_;
   }
 
@@ -142,6 +157,12 @@ class Stitcher {
         break;
       case coro::AwaiterRule::kContinuationInPromise:
         stats_.continuation_edges++;
+        break;
+      case coro::AwaiterRule::kViaHeapObject:
+        stats_.via_heap_edges++;
+        break;
+      case coro::AwaiterRule::kHeldByFrame:
+        stats_.held_by_edges++;
         break;
       default:
         stats_.generic_edges++;
@@ -251,9 +272,185 @@ class Stitcher {
     }
   }
 
+  // ---- The weaker rules (coro/awaiter_rules.h): roots only, one named frame only. ----
+
+  // Frames no rule linked that have not finished: what the weaker rules try to place.
+  std::vector<size_t> live_roots() const {
+    std::vector<size_t> roots;
+    for (size_t i = 0; i < found_.size(); ++i) {
+      if (frames_[i].awaiter == 0 && frames_[i].state != model::FrameState::kDone) {
+        roots.push_back(i);
+      }
+    }
+    return roots;
+  }
+
+  // The live frame a word names by its handle or its promise address, or -1.
+  long named_frame(uint64_t word) const {
+    long p = frame_at(word);
+    if (p < 0) {
+      auto it = by_promise_.find(word);
+      if (it != by_promise_.end()) p = static_cast<long>(it->second);
+    }
+    if (p < 0 || frames_[p].state == model::FrameState::kDone) return -1;
+    return p;
+  }
+
+  bool in_heap(uint64_t addr) const {
+    auto it = std::upper_bound(heap_.begin(), heap_.end(), addr,
+                               [](uint64_t a, const auto& r) { return a < r.first; });
+    return it != heap_.begin() && addr < std::prev(it)->second;
+  }
+
+  // True when `frame` awaits `root`, directly or through others (the edges so far).
+  bool awaits(size_t frame, size_t root) const {
+    size_t at = frame;
+    for (size_t guard = 0; guard <= found_.size(); ++guard) {
+      if (at == root) return true;
+      long up = frames_[at].awaiter == 0 ? -1 : frame_at(frames_[at].awaiter);
+      if (up < 0) return false;
+      at = static_cast<size_t>(up);
+    }
+    return true;  // a cycle: treat as related, take no edge
+  }
+
+  // Where an Asio thread that starts at `entry` waits: the top of its stack, down the chain of
+  // asio-caller edges while it does not branch.
+  size_t asio_thread_top(size_t entry) {
+    uint64_t words[coro::kPromiseWords] = {};
+    if (!promise_words(entry, words) || !coro::is_asio_thread_entry(found_[entry].address, words)) {
+      return entry;
+    }
+    if (asio_callees_.empty()) {
+      for (size_t i = 0; i < found_.size(); ++i) {
+        if (frames_[i].awaiter_rule != coro::AwaiterRule::kAsioCaller) continue;
+        long up = frame_at(frames_[i].awaiter);
+        if (up >= 0) asio_callees_[static_cast<size_t>(up)].push_back(i);
+      }
+    }
+    size_t at = entry;
+    for (size_t guard = 0; guard < found_.size(); ++guard) {
+      auto it = asio_callees_.find(at);
+      if (it == asio_callees_.end() || it->second.size() != 1) break;
+      at = it->second[0];
+    }
+    return at;
+  }
+
+  // via-heap-object: for each root, the one live frame named in the heap objects it points at
+  // (-1: none or several). Every object is read once, in one batch. A pointer that does not
+  // start a malloc chunk (a shared_ptr's object pointer, an interior pointer) is not followed:
+  // what lies past an object of unknown size is its neighbours.
+  std::vector<long> via_heap_parents(const std::vector<size_t>& roots) {
+    words_.read(roots);
+    std::unordered_map<uint64_t, size_t> object_index;
+    std::vector<std::vector<size_t>> objects_of(roots.size());
+    for (size_t k = 0; k < roots.size(); ++k) {
+      if (extents_.guessed(roots[k])) continue;  // its words may be its stack neighbours'
+      auto [w, n] = words_.of(roots[k]);
+      for (size_t i = coro::kFirstBodyWord; i < n; ++i) {
+        const uint64_t v = w[i];
+        if ((v & 7) != 0 || !in_heap(v) || extents_.containing(v) >= 0) continue;
+        auto [it, fresh] = object_index.emplace(v, object_index.size());
+        objects_of[k].push_back(it->second);
+      }
+    }
+    // Each object is read with the malloc size word before it, which bounds it.
+    constexpr size_t kStride = coro::kHeapObjectWords + 1;
+    std::vector<uint64_t> object_words(object_index.size() * kStride, 0);
+    std::vector<process::ReadRequest> pieces(object_index.size());
+    for (const auto& [addr, at] : object_index) {
+      pieces[at] = {addr - 8, object_words.data() + at * kStride, kStride * 8, false};
+    }
+    if (batch_) {
+      batch_(pieces);
+    } else {
+      for (auto& p : pieces) p.ok = read_(p.addr, p.out, p.len);
+    }
+    std::vector<long> parent(roots.size(), -1);
+    for (size_t k = 0; k < roots.size(); ++k) {
+      coro::SoleFrame sole;
+      for (size_t o : objects_of[k]) {
+        if (!pieces[o].ok) continue;
+        const uint64_t* object = object_words.data() + o * kStride;
+        const size_t n = coro::heap_object_words(object[0]);
+        for (size_t i = 1; i <= n; ++i) {
+          long p = named_frame(object[i]);
+          if (p >= 0 && !awaits(static_cast<size_t>(p), roots[k])) sole.add(found_[p].address);
+        }
+      }
+      if (sole.frame() != 0) parent[k] = frame_at(sole.frame());
+    }
+    return parent;
+  }
+
+  // held-by-frame: for each root, the one other live frame whose body holds its handle (-1:
+  // none or several). Reads every live frame once, in one batch.
+  std::vector<long> holders(const std::vector<size_t>& roots) {
+    std::unordered_map<uint64_t, size_t> wanted;
+    for (size_t k = 0; k < roots.size(); ++k) wanted.emplace(found_[roots[k]].address, k);
+    // A holder's words must be its own: a frame whose extent is a guess (on a stack, no DWARF
+    // size) would lend it the handles its neighbours on the stack hold.
+    std::vector<size_t> live;
+    for (size_t i = 0; i < found_.size(); ++i) {
+      if (frames_[i].state != model::FrameState::kDone && !extents_.guessed(i)) live.push_back(i);
+    }
+    words_.read(live);
+    std::vector<coro::SoleFrame> sole(roots.size());
+    for (size_t a : live) {
+      auto [w, n] = words_.of(a);
+      for (size_t i = coro::kFirstBodyWord; i < n; ++i) {
+        auto it = wanted.find(w[i]);
+        if (it == wanted.end() || roots[it->second] == a || awaits(a, roots[it->second])) {
+          continue;
+        }
+        sole[it->second].add(found_[a].address);
+      }
+    }
+    std::vector<long> parent(roots.size(), -1);
+    for (size_t k = 0; k < roots.size(); ++k) {
+      if (sole[k].frame() != 0) parent[k] = frame_at(sole[k].frame());
+    }
+    return parent;
+  }
+
+  // Takes the edges one weaker rule found for `roots`, except the pairs that name only each
+  // other (no direction) and any edge that would close a cycle with those taken before it.
+  void take_weaker(const std::vector<size_t>& roots, const std::vector<long>& parent,
+                   coro::AwaiterRule rule) {
+    std::unordered_map<size_t, size_t> root_pos;
+    for (size_t k = 0; k < roots.size(); ++k) root_pos.emplace(roots[k], k);
+    for (size_t k = 0; k < roots.size(); ++k) {
+      if (parent[k] < 0) continue;
+      auto back = root_pos.find(static_cast<size_t>(parent[k]));
+      if (back != root_pos.end() && parent[back->second] == static_cast<long>(roots[k])) continue;
+      size_t to = static_cast<size_t>(parent[k]);
+      if (rule == coro::AwaiterRule::kViaHeapObject) to = asio_thread_top(to);
+      if (awaits(to, roots[k])) continue;
+      set_edge(roots[k], to, rule);
+    }
+  }
+
+  void weaker_edges() {
+    for (size_t i = 0; i < found_.size(); ++i) {
+      by_promise_.emplace(found_[i].address + found_[i].ref.fn->promise_offset, i);
+    }
+    std::vector<size_t> roots = live_roots();
+    if (roots.empty()) return;
+    if (!heap_.empty()) {
+      take_weaker(roots, via_heap_parents(roots), coro::AwaiterRule::kViaHeapObject);
+      roots = live_roots();
+    }
+    if (!roots.empty()) take_weaker(roots, holders(roots), coro::AwaiterRule::kHeldByFrame);
+  }
+
   std::vector<model::CoroFrame>& frames_;
   const std::vector<FoundFrame>& found_;
   const process::ReadMemory& read_;
+  const process::ReadMemoryBatch& batch_;
+  const HeapRanges& heap_;
+  std::unordered_map<uint64_t, size_t> by_promise_;
+  std::unordered_map<size_t, std::vector<size_t>> asio_callees_;
   FrameExtents extents_;
   FrameWords words_;
   std::unordered_map<uint64_t, size_t> by_addr_;
@@ -264,8 +461,8 @@ class Stitcher {
 
 StitchStats stitch_awaiters(std::vector<model::CoroFrame>& frames,
                             const std::vector<FoundFrame>& found, const process::ReadMemory& read,
-                            const process::ReadMemoryBatch& batch) {
-  return Stitcher(frames, found, read, batch).run();
+                            const process::ReadMemoryBatch& batch, const HeapRanges& heap) {
+  return Stitcher(frames, found, read, batch, heap).run();
 }
 
 }  // namespace asyncprobe::snapshot

@@ -1,6 +1,7 @@
 // Links frames into async stacks: for each frame, the frame that awaits it. Library adapters
-// first (exact layouts), then the generic mutual-pointer rule for unknown task types. Every edge
-// records the rule that found it.
+// first (exact layouts), then the generic mutual-pointer rule for unknown task types, then the
+// weaker rules for what is still a root (via-heap-object, held-by-frame: coro/awaiter_rules.h).
+// Every edge records the rule that found it.
 #pragma once
 
 #include <vector>
@@ -15,12 +16,19 @@ struct StitchStats {
   size_t asio_edges = 0;
   size_t folly_edges = 0;
   size_t generic_edges = 0;
+  size_t via_heap_edges = 0;
+  size_t held_by_edges = 0;
 };
+
+// Memory that may hold heap objects (writable, not a thread stack), as sorted [start, end)
+// ranges: the via-heap-object rule follows a root's pointers only into these.
+using HeapRanges = std::vector<std::pair<uint64_t, uint64_t>>;
 
 // `frames` and `found` are parallel (decode_frame of each hit). Sets CoroFrame::awaiter and
 // awaiter_rule. Reads frame memory through `read`; unreadable memory just yields no edge.
 StitchStats stitch_awaiters(std::vector<model::CoroFrame>& frames,
                             const std::vector<FoundFrame>& found, const process::ReadMemory& read,
-                            const process::ReadMemoryBatch& batch = {});
+                            const process::ReadMemoryBatch& batch = {},
+                            const HeapRanges& heap = {});
 
 }  // namespace asyncprobe::snapshot

@@ -582,7 +582,12 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
     }
     // Between phases, a pending stop request is noticed (util/stop_request.h).
     util::check_interrupt();
-    stitch_awaiters(out->frames, found, reader, batch);
+    HeapRanges heap;
+    for (const ScanRegion& r : regions) {
+      if (!r.is_stack && r.end > r.start) heap.emplace_back(r.start, r.end);
+    }
+    std::sort(heap.begin(), heap.end());
+    stitch_awaiters(out->frames, found, reader, batch, heap);
     util::check_interrupt();
     fingerprint_frames(out->frames, found, reader, batch);
     util::check_interrupt();

@@ -105,12 +105,55 @@ TEST(AwaiterRules, NamesAndGenericEdges) {
   EXPECT_STREQ(rule_name(AwaiterRule::kFollyAsyncStack), "folly-async-stack");
   EXPECT_STREQ(rule_name(AwaiterRule::kMutualPointer), "mutual-pointer");
   EXPECT_STREQ(rule_name(AwaiterRule::kStartSnapshot), "start-snapshot");
+  EXPECT_STREQ(rule_name(AwaiterRule::kViaHeapObject), "via-heap-object");
+  EXPECT_STREQ(rule_name(AwaiterRule::kHeldByFrame), "held-by-frame");
+  EXPECT_TRUE(is_generic(AwaiterRule::kViaHeapObject));
+  EXPECT_TRUE(is_generic(AwaiterRule::kHeldByFrame));
   EXPECT_TRUE(is_generic(AwaiterRule::kMutualPointer));
   EXPECT_TRUE(is_generic(AwaiterRule::kNone));
   EXPECT_FALSE(is_generic(AwaiterRule::kAsioCaller));
   EXPECT_FALSE(is_generic(AwaiterRule::kContinuationInPromise));
   EXPECT_FALSE(is_generic(AwaiterRule::kFollyAsyncStack));
   EXPECT_FALSE(is_generic(AwaiterRule::kStartSnapshot));
+}
+
+TEST(AwaiterRules, WeakerRulesTakeOnlyASoleFrame) {
+  SoleFrame none;
+  EXPECT_EQ(none.frame(), 0u);
+  SoleFrame one;
+  one.add(0x1000);
+  one.add(0);  // a word that names no frame
+  one.add(0x1000);
+  EXPECT_EQ(one.frame(), 0x1000u);
+  SoleFrame two;
+  two.add(0x1000);
+  two.add(0x2000);
+  two.add(0x1000);
+  EXPECT_EQ(two.frame(), 0u);
+}
+
+TEST(AwaiterRules, HeapObjectsAreBoundedByTheirMallocChunk) {
+  // glibc size words: chunk bytes | PREV_INUSE. A 48-byte chunk holds 5 usable words (the next
+  // chunk's prev_size word included), a 0x1010-byte one more than the rule reads.
+  EXPECT_EQ(heap_object_words(0x31), 5u);
+  EXPECT_EQ(heap_object_words(0x30), 5u);
+  EXPECT_EQ(heap_object_words(0x1011), kHeapObjectWords);
+  // Not a size word: the use counts before a make_shared object, a pointer, an odd size, an
+  // mmapped chunk, a chunk below glibc's minimum.
+  EXPECT_EQ(heap_object_words(0x100000009), 0u);
+  EXPECT_EQ(heap_object_words(0x5611c6c68f10), 0u);
+  EXPECT_EQ(heap_object_words(0x39), 0u);
+  EXPECT_EQ(heap_object_words(0x1002), 0u);
+  EXPECT_EQ(heap_object_words(0x11), 0u);
+}
+
+TEST(AwaiterRules, AsioThreadEntryHasNoCaller) {
+  const uint64_t entry[kPromiseWords] = {0x1000, 0x7000, 0};
+  const uint64_t callee[kPromiseWords] = {0x2000, 0x7000, 0x1010};
+  const uint64_t task[kPromiseWords] = {0, 0, 0};
+  EXPECT_TRUE(is_asio_thread_entry(0x1000, entry));
+  EXPECT_FALSE(is_asio_thread_entry(0x2000, callee));
+  EXPECT_FALSE(is_asio_thread_entry(0x3000, task));
 }
 
 TEST(SplitNames, GccAndClangParts) {

@@ -1,5 +1,7 @@
 // Shortening of long demangled names for the text report, on names Boost.Asio's coroutines
-// really have (read from a snapshot of tests/fixtures/asio_server.cpp) and on the awkward cases.
+// really have (read from a snapshot of tests/fixtures/asio_server.cpp, `nm -C` of Boost 1.81's
+// cpp20/coroutines/echo_server example built by g++ 12, and of tests/fixtures/asio_parallel.cpp)
+// and on the awkward cases.
 #include "userspace/output/function_name_shortener.h"
 
 #include <gtest/gtest.h>
@@ -28,6 +30,26 @@ const std::string kInitiate =
     "boost::asio::use_awaitable_t<boost::asio::any_io_executor>, boost::asio::mutable_buffers_1, "
     "int)";
 
+// echo_server's write (boost::asio::async_write): its initiate differs from the read's
+// (kInitiate) only in its template arguments.
+const std::string kInitiateWrite =
+    "boost::asio::awaitable<unsigned long, boost::asio::any_io_executor> "
+    "boost::asio::async_result<boost::asio::use_awaitable_t<boost::asio::any_io_executor>, void "
+    "(boost::system::error_code, unsigned "
+    "long)>::initiate<boost::asio::detail::initiate_async_write<boost::asio::basic_stream_socket<"
+    "boost::asio::ip::tcp, boost::asio::any_io_executor> >, boost::asio::mutable_buffers_1, "
+    "boost::asio::detail::transfer_all_t>(boost::asio::detail::initiate_async_write<boost::asio::"
+    "basic_stream_socket<boost::asio::ip::tcp, boost::asio::any_io_executor> >, "
+    "boost::asio::use_awaitable_t<boost::asio::any_io_executor>, boost::asio::mutable_buffers_1, "
+    "boost::asio::detail::transfer_all_t)";
+
+// `co_await (a() && b())` with awaitable_operators (267 characters), as `nm -C` prints it.
+const std::string kAnd =
+    "boost::asio::awaitable<void, boost::asio::any_io_executor> "
+    "boost::asio::experimental::awaitable_operators::operator&&<boost::asio::any_io_executor>("
+    "boost::asio::awaitable<void, boost::asio::any_io_executor>, boost::asio::awaitable<void, "
+    "boost::asio::any_io_executor>)";
+
 const std::string kSession =
     "session(boost::asio::basic_stream_socket<boost::asio::ip::tcp, "
     "boost::asio::any_io_executor>, (anonymous namespace)::readiness&)";
@@ -51,11 +73,50 @@ TEST(FunctionNameShortener, DropsTheReturnTypeThenFoldsAsioInitiations) {
       "boost::asio::any_io_executor, boost::asio::detail::awaitable_as_function<...>, "
       "boost::asio::detail::detached_handler)";
   EXPECT_EQ(output::shorten_function_name(kCoSpawn, templates_folded.size()), templates_folded);
-  // Still too long with the templates folded: the parameters go too.
+  // Still too long with the templates folded: the parameters go, the function's own template
+  // arguments stay (a detached_handler entry point is not a parallel_group_op_handler one).
   EXPECT_EQ(output::shorten_function_name(kCoSpawn, templates_folded.size() - 1),
+            "boost::asio::detail::co_spawn_entry_point<any_io_executor, "
+            "awaitable_as_function<...>, detached_handler>(...)");
+  // First and last: which handler the entry point completes to.
+  EXPECT_EQ(output::shorten_function_name(kCoSpawn, 90),
+            "boost::asio::detail::co_spawn_entry_point<any_io_executor, ..., "
+            "detached_handler>(...)");
+  EXPECT_EQ(output::shorten_function_name(kCoSpawn, 60),
             "boost::asio::detail::co_spawn_entry_point<...>(...)");
-  EXPECT_EQ(output::shorten_function_name(kInitiate, 100),
+}
+
+TEST(FunctionNameShortener, ReadAndWriteInitiationsStayApart) {
+  const std::string read =
+      "boost::asio::async_result<...>::initiate<initiate_async_receive, "
+      "mutable_buffers_1, int>(...)";
+  EXPECT_EQ(output::shorten_function_name(kInitiate, 100), read);
+  // All three arguments do not fit in 100: the first, which names the operation, and the last do.
+  EXPECT_EQ(output::shorten_function_name(kInitiateWrite, 100),
+            "boost::asio::async_result<...>::initiate<initiate_async_write<...>, ..., "
+            "transfer_all_t>(...)");
+  EXPECT_EQ(output::shorten_function_name(kInitiateWrite, 120),
+            "boost::asio::async_result<...>::initiate<initiate_async_write<...>, "
+            "mutable_buffers_1, transfer_all_t>(...)");
+  EXPECT_EQ(output::shorten_function_name(kInitiate, 80),
+            "boost::asio::async_result<...>::initiate<initiate_async_receive, ..., int>(...)");
+  EXPECT_EQ(output::shorten_function_name(kInitiate, 75),
+            "boost::asio::async_result<...>::initiate<initiate_async_receive, ...>(...)");
+  // Too narrow even for that: everything folds, as before.
+  EXPECT_EQ(output::shorten_function_name(kInitiate, 50),
             "boost::asio::async_result<...>::initiate<...>(...)");
+}
+
+TEST(FunctionNameShortener, ShortensAwaitableOperators) {
+  EXPECT_EQ(output::shorten_function_name(kAnd, 100),
+            "boost::asio::experimental::awaitable_operators::operator&&<any_io_executor>(...)");
+  EXPECT_EQ(output::shorten_function_name(kAnd, 140),
+            "boost::asio::experimental::awaitable_operators::operator&&<any_io_executor>("
+            "boost::asio::awaitable<...>, boost::asio::awaitable<...>)");
+  EXPECT_EQ(output::shorten_function_name("ns::Big<int, long>::operator||<ns::Executor>(int)", 40),
+            "ns::Big<...>::operator||<Executor>(int)");
+  EXPECT_EQ(output::shorten_function_name("ns::X<int, int, int>::operator<<=(ns::Y<int>)", 40),
+            "ns::X<...>::operator<<=(ns::Y<...>)");
 }
 
 TEST(FunctionNameShortener, KeepsOperatorsAndConversionOperators) {
