@@ -27,6 +27,7 @@
 #include "userspace/preload/library.h"
 #include "userspace/preload/modules.h"
 #include "userspace/preload/protocol.h"
+#include "userspace/preload/request.h"
 #include "userspace/preload/signal_safe.h"
 #include "userspace/preload/tracer.h"
 
@@ -326,11 +327,9 @@ struct TraceSession {
 // Never destroyed: the service thread may still serve while the process runs its exit handlers.
 TraceSession& g_trace = *new TraceSession();
 
+// `rq` is checked (decode_request): at most kMaxRead bytes, no wrap-around.
 bool serve_read(int fd, const proto::ReadRequest& rq) {
   static const char kZeros[4096] = {};
-  if (rq.length > proto::kMaxRead || rq.address + rq.length < rq.address) {
-    return send_reply(fd, proto::kReadMemory, proto::kErrBadRequest, nullptr, 0);
-  }
   proto::ReplyHeader h{proto::kMagic, proto::kReadMemory, proto::kVersion, proto::kOk, 0,
                        rq.length + 8};
   if (!send_exact(fd, &h, sizeof h)) return false;
@@ -385,39 +384,23 @@ bool read_small_file(const char* path, std::string* out) {
   return true;
 }
 
-bool all_digits(const std::string& s) {
-  if (s.empty() || s.size() > 10) return false;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-  }
-  return true;
-}
-
-bool serve_proc_file(int fd, const std::string& name) {
+bool serve_proc_file(int fd, const Request& rq) {
   std::string data;
   bool ok = false;
-  if (name == "maps" || name == "comm" || name == "status" || name == "cmdline") {
-    ok = read_small_file(("/proc/self/" + name).c_str(), &data);
-  } else if (name == "exe") {
+  if (rq.proc_path[0] != '\0') {
+    ok = read_small_file(rq.proc_path, &data);
+  } else if (rq.proc_exe) {
     char buf[4096];
     ssize_t n = readlink("/proc/self/exe", buf, sizeof buf);
     ok = n > 0;
     if (ok) data.assign(buf, static_cast<size_t>(n));
-  } else if (name == "tasks") {
+  } else if (rq.proc_tasks) {
     if (DIR* d = opendir("/proc/self/task")) {
       while (dirent* e = readdir(d)) {
         if (e->d_name[0] != '.') data += std::string(e->d_name) + "\n";
       }
       closedir(d);
       ok = true;
-    }
-  } else if (name.rfind("task/", 0) == 0) {
-    size_t slash = name.find('/', 5);
-    if (slash != std::string::npos) {
-      std::string tid = name.substr(5, slash - 5), file = name.substr(slash + 1);
-      if (all_digits(tid) && (file == "stat" || file == "comm" || file == "syscall")) {
-        ok = read_small_file(("/proc/self/task/" + tid + "/" + file).c_str(), &data);
-      }
     }
   }
   if (!ok) return send_reply(fd, proto::kProcFile, proto::kErrNotFound, nullptr, 0);
@@ -564,14 +547,16 @@ bool serve_blocking(int fd, uint64_t since) {
 
 // One request; false closes the connection.
 bool serve_one(int fd) {
-  proto::RequestHeader rq{};
-  if (!read_exact(fd, &rq, sizeof rq)) return false;
-  if (rq.magic != proto::kMagic || rq.version != proto::kVersion || rq.payload_bytes > (1u << 20)) {
-    send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
+  proto::RequestHeader h{};
+  if (!read_exact(fd, &h, sizeof h)) return false;
+  if (!request_header_ok(h)) {
+    send_reply(fd, h.op, proto::kErrBadRequest, nullptr, 0);
     return false;
   }
-  std::string payload(rq.payload_bytes, '\0');
-  if (rq.payload_bytes > 0 && !read_exact(fd, payload.data(), payload.size())) return false;
+  std::string payload(h.payload_bytes, '\0');
+  if (h.payload_bytes > 0 && !read_exact(fd, payload.data(), payload.size())) return false;
+  const Request rq = decode_request(h.op, payload.data(), payload.size());
+  if (!rq.ok) return send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
   poll_modules_without_hook();
   switch (rq.op) {
     case proto::kHello: {
@@ -583,25 +568,19 @@ bool serve_one(int fd) {
                           0};
       return send_reply(fd, rq.op, proto::kOk, &r, sizeof r);
     }
-    case proto::kReadMemory: {
-      if (payload.size() != sizeof(proto::ReadRequest))
-        return send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
-      proto::ReadRequest r;
-      std::memcpy(&r, payload.data(), sizeof r);
-      return serve_read(fd, r);
-    }
+    case proto::kReadMemory:
+      return serve_read(fd, rq.read);
     case proto::kProcFile:
-      return serve_proc_file(fd, payload);
+      return serve_proc_file(fd, rq);
     case proto::kTraceStart: {
       if (!config().trace || tracer_patched_count() == 0)
         return send_reply(fd, rq.op, proto::kErrUnsupported, nullptr, 0);
       if (g_trace.fd >= 0 && g_trace.fd != fd)
         return send_reply(fd, rq.op, proto::kErrBusy, nullptr, 0);
-      proto::TraceStartRequest r{};
-      if (payload.size() == sizeof r) std::memcpy(&r, payload.data(), sizeof r);
       g_trace = TraceSession{};
       g_trace.fd = fd;
-      tracer_set_flags(static_cast<uint8_t>(kTraceCount | ((r.flags & 1) != 0 ? kTraceEvents : 0)));
+      tracer_set_flags(
+          static_cast<uint8_t>(kTraceCount | ((rq.trace_flags & 1) != 0 ? kTraceEvents : 0)));
       std::vector<proto::ResumeEvent> discard;
       uint64_t lost = 0;
       tracer_drain(&discard, &lost, monotonic_ns());
@@ -619,11 +598,8 @@ bool serve_one(int fd) {
     }
     case proto::kTraceFunctions:
       return serve_functions(fd);
-    case proto::kBlockingPoll: {
-      proto::BlockingPollRequest r{};
-      if (payload.size() == sizeof r) std::memcpy(&r, payload.data(), sizeof r);
-      return serve_blocking(fd, r.since);
-    }
+    case proto::kBlockingPoll:
+      return serve_blocking(fd, rq.since);
     default:
       return send_reply(fd, rq.op, proto::kErrBadRequest, nullptr, 0);
   }
