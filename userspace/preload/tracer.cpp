@@ -627,7 +627,7 @@ void tracer_thread_totals(std::vector<std::pair<int, uint64_t>>* out) {
   for (ThreadBuffer* b = g_buffers.load(std::memory_order_acquire); b != nullptr; b = b->next) {
     const uint64_t* c = b->counters();
     uint64_t total = 0;
-    for (uint32_t i = 0; i < n; ++i) total += __atomic_load_n(&c[i * 4], __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < n; ++i) total += __atomic_load_n(&c[size_t{i} * 4], __ATOMIC_RELAXED);
     if (total != 0) out->emplace_back(b->tid, total);
   }
 }
