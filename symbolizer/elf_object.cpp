@@ -36,6 +36,19 @@ std::unique_ptr<ElfObject> ElfObject::open(const std::string& path, std::string*
   return obj;
 }
 
+std::unique_ptr<ElfObject> ElfObject::from_memory(const std::string& name,
+                                                  std::vector<uint8_t> image, std::string* error) {
+  if (image.empty()) {
+    if (error != nullptr) *error = name + ": not an ELF file";
+    return nullptr;
+  }
+  std::unique_ptr<ElfObject> obj(new ElfObject());
+  obj->path_ = name;
+  obj->image_ = std::move(image);
+  if (!obj->load(error)) return nullptr;
+  return obj;
+}
+
 ElfObject::~ElfObject() {
   if (elf_ != nullptr) elf_end(elf_);
   if (fd_ >= 0) ::close(fd_);
@@ -47,9 +60,14 @@ bool ElfObject::load(std::string* error) {
     return false;
   };
   if (!init_libelf()) return fail("libelf initialisation failed");
-  fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd_ < 0) return fail(std::string("cannot open: ") + std::strerror(errno));
-  elf_ = elf_begin(fd_, ELF_C_READ_MMAP, nullptr);
+  if (image_.empty()) {
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) return fail(std::string("cannot open: ") + std::strerror(errno));
+    elf_ = elf_begin(fd_, ELF_C_READ_MMAP, nullptr);
+  } else {
+    // elf_memory may convert data in place; the image is our own copy.
+    elf_ = elf_memory(reinterpret_cast<char*>(image_.data()), image_.size());
+  }
   if (elf_ == nullptr || elf_kind(elf_) != ELF_K_ELF) return fail("not an ELF file");
   GElf_Ehdr ehdr;
   if (gelf_getehdr(elf_, &ehdr) == nullptr) return fail("unreadable ELF header");
@@ -225,13 +243,24 @@ bool ElfObject::read_code(uint64_t vaddr, size_t len, std::vector<uint8_t>* out)
     if (vaddr < sec.addr || vaddr >= sec.addr + sec.size) continue;
     len = std::min<uint64_t>(len, sec.addr + sec.size - vaddr);
     out->resize(len);
-    ssize_t got =
-        ::pread(fd_, out->data(), len, static_cast<off_t>(sec.offset + (vaddr - sec.addr)));
-    if (got <= 0) return false;
-    out->resize(static_cast<size_t>(got));
+    size_t got = read_file(sec.offset + (vaddr - sec.addr), out->data(), len);
+    if (got == 0) return false;
+    out->resize(got);
     return true;
   }
   return false;
+}
+
+size_t ElfObject::read_file(uint64_t offset, void* out, size_t len) const {
+  if (fd_ < 0) {
+    if (offset >= image_.size()) return 0;
+    len = std::min<uint64_t>(len, image_.size() - offset);
+    std::memcpy(out, image_.data() + offset, len);
+    return len;
+  }
+  if (offset > static_cast<uint64_t>(INT64_MAX)) return 0;
+  ssize_t got = ::pread(fd_, out, len, static_cast<off_t>(offset));
+  return got > 0 ? static_cast<size_t>(got) : 0;
 }
 
 }  // namespace asyncprobe::symbolizer

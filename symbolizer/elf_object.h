@@ -1,5 +1,6 @@
-// One ELF file on disk, opened read-only through libelf: its symbols, load segments, build-id and
-// debug link. Every field is read defensively: the file may be truncated or hostile.
+// One ELF file on disk (or its image in memory), opened read-only through libelf: its symbols, load
+// segments, build-id and debug link. Every field is read defensively: the file may be truncated or
+// hostile.
 #pragma once
 
 #include <gelf.h>
@@ -41,6 +42,9 @@ class ElfObject {
  public:
   // Opens `path`. On failure returns nullptr and sets `error` to a one-line reason.
   static std::unique_ptr<ElfObject> open(const std::string& path, std::string* error);
+  // The same from an image in memory (fuzzing, tests); `name` stands for the path.
+  static std::unique_ptr<ElfObject> from_memory(const std::string& name, std::vector<uint8_t> image,
+                                                std::string* error);
   ~ElfObject();
   ElfObject(const ElfObject&) = delete;
   ElfObject& operator=(const ElfObject&) = delete;
@@ -64,11 +68,12 @@ class ElfObject {
   bool read_code(uint64_t vaddr, size_t len, std::vector<uint8_t>* out) const;
   // The function a PLT stub at `vaddr` jumps to (through .rela.plt), or "" when it is not one.
   std::string plt_target(uint64_t vaddr) const;
+  // Up to `len` bytes of the file at `offset` into `out`; the count read (0 past the end).
+  size_t read_file(uint64_t offset, void* out, size_t len) const;
   // File offset of a virtual address, through the PT_LOAD segments.
   std::optional<uint64_t> vaddr_to_offset(uint64_t vaddr) const;
 
   Elf* elf() const { return elf_; }
-  int fd() const { return fd_; }
 
  private:
   ElfObject() = default;
@@ -79,6 +84,7 @@ class ElfObject {
 
   std::string path_;
   int fd_ = -1;
+  std::vector<uint8_t> image_;  // the file's bytes when opened from memory (fd_ is then -1)
   Elf* elf_ = nullptr;
   bool x86_64_ = false;
   bool has_symtab_ = false;

@@ -24,6 +24,16 @@ std::unique_ptr<Module> Module::load(const std::string& open_path, const std::st
   return m;
 }
 
+std::unique_ptr<Module> Module::from_memory(const std::string& name, std::vector<uint8_t> image,
+                                            std::string* error) {
+  std::unique_ptr<Module> m(new Module());
+  m->target_path_ = name;
+  m->object_ = ElfObject::from_memory(name, std::move(image), error);
+  if (m->object_ == nullptr) return nullptr;
+  m->dwarf_ = DwarfInfo::open(*m->object_);
+  return m;
+}
+
 std::vector<InlineFrame> Module::symbolize(uint64_t vaddr) const {
   if (dwarf_ != nullptr) {
     auto frames = dwarf_->frames_at(vaddr);

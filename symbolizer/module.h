@@ -21,6 +21,9 @@ class Module {
   // `target_path`: its path as the target names it (for messages and debuglink lookup).
   static std::unique_ptr<Module> load(const std::string& open_path, const std::string& target_path,
                                       const DebugSearchPaths& paths, std::string* error);
+  // A module from an ELF image in memory, named `name`; no separate debug file is looked for.
+  static std::unique_ptr<Module> from_memory(const std::string& name, std::vector<uint8_t> image,
+                                             std::string* error);
 
   const std::string& target_path() const { return target_path_; }
   const ElfObject& object() const { return *object_; }

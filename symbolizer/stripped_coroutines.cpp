@@ -3,8 +3,6 @@
 
 #include <capstone/capstone.h>
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -74,10 +72,7 @@ bool comment_mentions(const ElfObject& object, const char* needle) {
   for (const auto& sec : object.sections()) {
     if (sec.name != ".comment" || sec.size == 0 || sec.size > (1u << 20)) continue;
     std::vector<char> text(sec.size);
-    if (::pread(object.fd(), text.data(), text.size(), static_cast<off_t>(sec.offset)) !=
-        static_cast<ssize_t>(text.size())) {
-      return false;
-    }
+    if (object.read_file(sec.offset, text.data(), text.size()) != text.size()) return false;
     return std::search(text.begin(), text.end(), needle, needle + std::strlen(needle)) !=
            text.end();
   }

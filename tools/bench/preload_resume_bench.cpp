@@ -99,6 +99,31 @@ int open_uprobe(uint64_t addr, std::string* why) {
   return -1;
 }
 
+// With a live session, waits for a whole poll of the ring after this moment.
+void wait_for_poll(bool session, const std::atomic<uint64_t>& polls) {
+  for (uint64_t p = polls.load(); session && polls.load() < p + 2;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+// Nanoseconds per resume of each of `bursts` bursts of `burst` resumes, after one warm-up burst;
+// a session's ring is drained between bursts, outside the timed part.
+std::vector<double> time_bursts(spinner& s, long bursts, long burst, long pause_ms, bool session,
+                                const std::atomic<uint64_t>& polls) {
+  for (long i = 0; i < burst; ++i) s.h.resume();
+  wait_for_poll(session, polls);
+  std::vector<double> per_burst;
+  for (long b = 0; b < bursts; ++b) {
+    auto t0 = std::chrono::steady_clock::now();
+    for (long i = 0; i < burst; ++i) s.h.resume();
+    auto t1 = std::chrono::steady_clock::now();
+    per_burst.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() /
+                        static_cast<double>(burst));
+    if (pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
+    wait_for_poll(session, polls);
+  }
+  return per_burst;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -150,22 +175,7 @@ int main(int argc, char** argv) {
     });
   }
 
-  // Warm up, then time the bursts only.
-  for (long i = 0; i < burst; ++i) s.h.resume();
-  for (uint64_t p = polls.load(); session && polls.load() < p + 2;)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  std::vector<double> per_burst;
-  for (long b = 0; b < bursts; ++b) {
-    auto t0 = std::chrono::steady_clock::now();
-    for (long i = 0; i < burst; ++i) s.h.resume();
-    auto t1 = std::chrono::steady_clock::now();
-    per_burst.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() /
-                        static_cast<double>(burst));
-    if (pause_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(pause_ms));
-    // A live session drains the ring between bursts: wait for a whole poll after this burst.
-    for (uint64_t p = polls.load(); session && polls.load() < p + 2;)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  std::vector<double> per_burst = time_bursts(s, bursts, burst, pause_ms, session, polls);
   if (session) {
     stop = true;
     poller.join();

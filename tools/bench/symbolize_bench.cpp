@@ -342,6 +342,162 @@ NameMatch compare_names(const std::string& ours, const std::string& llvm) {
   return NameMatch::kDifferent;
 }
 
+// The timed rounds: ours each round from a fresh module, llvm-symbolizer on the same input.
+struct Rounds {
+  std::vector<double> ours, ours_load, llvm, ours_cpu, llvm_cpu, ours_lookup_cpu;
+  size_t checksum = 0;
+};
+
+Rounds run_rounds(const Options& o, const std::vector<uint64_t>& addrs, const std::string& input,
+                  const std::string& output) {
+  Rounds r;
+  for (int i = 0; i < o.rounds; ++i) {
+    double load = 0, cpu = 0, lookup_cpu = 0;
+    r.ours.push_back(run_ours(o, addrs, &load, &r.checksum, &cpu, &lookup_cpu));
+    r.ours_lookup_cpu.push_back(lookup_cpu);
+    r.ours_load.push_back(load);
+    r.ours_cpu.push_back(cpu);
+    if (o.ours_only) continue;
+    r.llvm.push_back(run_llvm(o, input, output, &cpu));
+    r.llvm_cpu.push_back(cpu);
+  }
+  return r;
+}
+
+// The same lookups through symbolize() (a std::string per frame), once, from a fresh module as in
+// the rounds (the index is built first and not counted): its CPU seconds; dies when its answers
+// differ from symbolize_refs()'s (`checksum`).
+double string_api_seconds(const Module& m, const std::vector<uint64_t>& addrs, size_t checksum) {
+  m.symbolize(addrs[0]);
+  const double c0 = thread_cpu_s();
+  size_t sum = 0;
+  for (const uint64_t a : addrs) {
+    const std::vector<InlineFrame> frames = m.symbolize(a);
+    sum += frames.size() + (frames.empty() ? 0 : frames.front().function.size());
+  }
+  const double s = thread_cpu_s() - c0;
+  if (sum != checksum) die("symbolize() and symbolize_refs() answer differently");
+  return s;
+}
+
+// How our answers and llvm-symbolizer's compare, address by address.
+struct Agreement {
+  size_t same_leaf = 0, same_chain = 0, same_line = 0, explained_chain = 0, frames_seen = 0;
+  std::map<NameMatch, size_t> frame_matches;  // over all frames of chains of equal length
+  size_t depth_differs = 0;
+  std::vector<std::string> examples;  // of unexplained differences
+  std::vector<std::string> qualification_examples;
+};
+
+// One address's frames into `dump` (name, inlined or not, file:line:column).
+void dump_frames(std::FILE* dump, uint64_t addr, const std::vector<InlineFrame>& frames) {
+  std::fprintf(dump, "0x%" PRIx64 "\n", addr);
+  for (const InlineFrame& f : frames) {
+    std::fprintf(dump, "  %s%s @ %s:%d:%d\n", f.inlined ? "inlined " : "", f.function.c_str(),
+                 f.location.file.c_str(), f.location.line, f.location.column);
+  }
+}
+
+// The first frame of the chain (innermost = #0) whose names differ, as an example line.
+std::string difference_example(uint64_t addr, const Answer& a, const Answer& b) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%" PRIx64, addr);
+  size_t k = 0;
+  while (k < a.functions.size() && k < b.functions.size() &&
+         compare_names(a.functions[k], b.functions[k]) != NameMatch::kDifferent) {
+    ++k;
+  }
+  return std::string("  ") + buf + " frame #" + std::to_string(k) + " of " +
+         std::to_string(a.functions.size()) + "\n    ours: [" +
+         (k < a.functions.size() ? a.functions[k] : "") + "]\n    llvm: [" +
+         (k < b.functions.size() ? b.functions[k] : "") + "]";
+}
+
+void count_agreement(uint64_t addr, const Answer& a, const Answer& b, Agreement* g) {
+  const std::string la = a.functions.empty() ? "" : a.functions.front();
+  const std::string lb = b.functions.empty() ? "" : b.functions.front();
+  if (la == lb) ++g->same_leaf;
+  if (a.functions == b.functions) ++g->same_chain;
+  if (a.line == b.line) ++g->same_line;
+  bool explained = a.functions.size() == b.functions.size();
+  if (!explained) ++g->depth_differs;
+  for (size_t k = 0; explained && k < a.functions.size(); ++k) {
+    const NameMatch nm = compare_names(a.functions[k], b.functions[k]);
+    ++g->frame_matches[nm];
+    if (nm == NameMatch::kQualification && g->qualification_examples.size() < 3) {
+      g->qualification_examples.push_back("    ours: [" + a.functions[k] + "]\n    llvm: [" +
+                                          b.functions[k] + "]");
+    }
+    ++g->frames_seen;
+    if (nm == NameMatch::kDifferent) explained = false;
+  }
+  if (explained) {
+    ++g->explained_chain;
+  } else if (g->examples.size() < 4) {
+    g->examples.push_back(difference_example(addr, a, b));
+  }
+}
+
+// Agreement, untimed: our answers again, next to llvm-symbolizer's (`theirs`, nothing under
+// --ours-only), address by address; every frame into `dump` when given.
+Agreement compare_answers(const Module& m, const Options& o, const std::vector<uint64_t>& addrs,
+                          std::istream& theirs, std::FILE* dump) {
+  Agreement g;
+  for (size_t i = 0; i < addrs.size(); ++i) {
+    Answer b;
+    if (!o.ours_only && !next_llvm_answer(theirs, &b)) {
+      die("llvm-symbolizer answered " + std::to_string(i) + " of " + std::to_string(addrs.size()) +
+          " addresses");
+    }
+    Answer a;
+    const std::vector<InlineFrame> frames = m.symbolize(addrs[i]);
+    for (const InlineFrame& f : frames) a.functions.push_back(f.function);
+    if (dump != nullptr) dump_frames(dump, addrs[i], frames);
+    if (!frames.empty()) a.line = frames.front().location.line;
+    count_agreement(addrs[i], a, b, &g);
+  }
+  return g;
+}
+
+void print_comparison(const Options& o, size_t addresses, const Rounds& r, double string_api_s,
+                      const Agreement& g) {
+  const double n = static_cast<double>(addresses);
+  const double t_ours = median(r.ours), t_llvm = median(r.llvm);
+  std::printf("symbolize: %zu addresses in %s (seed %" PRIu64
+              ", median of %d rounds, checksum %zu)\n",
+              addresses, o.object.c_str(), o.seed, o.rounds, r.checksum);
+  std::printf(
+      "  asyncprobe symbolizer: %.3f s total (%.3f s load + DWARF index, %.3f s lookups, "
+      "%.2f us/address)\n",
+      t_ours, median(r.ours_load), t_ours - median(r.ours_load), 1e6 * t_ours / n);
+  std::printf("  llvm-symbolizer:       %.3f s total (%.2f us/address)\n", t_llvm,
+              1e6 * t_llvm / n);
+  std::printf("  CPU time (user+system): asyncprobe %.3f s, llvm-symbolizer %.3f s\n",
+              median(r.ours_cpu), median(r.llvm_cpu));
+  std::printf(
+      "  lookups alone: %.3f s CPU; through symbolize() (a std::string per frame): %.3f s\n",
+      median(r.ours_lookup_cpu), string_api_s);
+  std::printf("  ratio: %.2fx faster in wall time, %.2fx in CPU time (goal >= 5x)\n",
+              t_llvm / t_ours, median(r.llvm_cpu) / median(r.ours_cpu));
+  std::printf(
+      "  agreement, exact: innermost function %.2f%%, whole inline chain %.2f%%, "
+      "innermost line %.2f%%\n",
+      100.0 * g.same_leaf / n, 100.0 * g.same_chain / n, 100.0 * g.same_line / n);
+  std::printf(
+      "  agreement, same functions (names differing only as below): whole inline chain "
+      "%.2f%%\n",
+      100.0 * g.explained_chain / n);
+  std::printf("  frames compared: %zu\n", g.frames_seen);
+  for (const auto& [nm, count] : g.frame_matches) {
+    std::printf("    %-9zu %s\n", count, match_name(nm));
+  }
+  std::printf("  inline depth differs: %zu addresses\n", g.depth_differs);
+  if (!g.qualification_examples.empty()) std::printf("  first qualification differences:\n");
+  for (const auto& ex : g.qualification_examples) std::printf("%s\n", ex.c_str());
+  if (!g.examples.empty()) std::printf("  first unexplained differences:\n");
+  for (const auto& ex : g.examples) std::printf("%s\n", ex.c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -363,145 +519,32 @@ int main(int argc, char** argv) {
       in << buf;
     }
   }
-
-  std::vector<double> ours, ours_load, llvm, ours_cpu, llvm_cpu, ours_lookup_cpu;
-  size_t checksum = 0;
-  for (int r = 0; r < o.rounds; ++r) {
-    double load = 0, cpu = 0, lookup_cpu = 0;
-    ours.push_back(run_ours(o, addrs, &load, &checksum, &cpu, &lookup_cpu));
-    ours_lookup_cpu.push_back(lookup_cpu);
-    ours_load.push_back(load);
-    ours_cpu.push_back(cpu);
-    if (o.ours_only) continue;
-    llvm.push_back(run_llvm(o, input, output, &cpu));
-    llvm_cpu.push_back(cpu);
-  }
+  const Rounds rounds = run_rounds(o, addrs, input, output);
   if (o.ours_only) {
     std::remove(input.c_str());
     std::printf("symbolize: %zu addresses in %s (seed %" PRIu64
                 ", median of %d rounds, checksum %zu), ours only\n",
-                addrs.size(), o.object.c_str(), o.seed, o.rounds, checksum);
+                addrs.size(), o.object.c_str(), o.seed, o.rounds, rounds.checksum);
     std::printf("  asyncprobe symbolizer: %.3f s total (%.3f s load + DWARF index), %.3f s CPU\n",
-                median(ours), median(ours_load), median(ours_cpu));
+                median(rounds.ours), median(rounds.ours_load), median(rounds.ours_cpu));
   }
 
-  // Agreement, untimed: our answers again, next to llvm-symbolizer's, address by address.
   std::unique_ptr<Module> m = Module::load(o.object, o.object, {}, &error);
   if (m == nullptr) die(error);
   std::ifstream theirs(o.ours_only ? "/dev/null" : output);
-  // The same lookups through symbolize() (a std::string per frame), once, from a fresh module
-  // as in the rounds; the index is built first and not counted.
-  m->symbolize(addrs[0]);
-  const double string_c0 = thread_cpu_s();
-  size_t string_sum = 0;
-  for (const uint64_t a : addrs) {
-    const std::vector<InlineFrame> frames = m->symbolize(a);
-    string_sum += frames.size() + (frames.empty() ? 0 : frames.front().function.size());
-  }
-  const double string_api_s = thread_cpu_s() - string_c0;
-  if (string_sum != checksum) die("symbolize() and symbolize_refs() answer differently");
+  const double string_api_s = string_api_seconds(*m, addrs, rounds.checksum);
   std::FILE* dump = o.dump.empty() ? nullptr : std::fopen(o.dump.c_str(), "w");
   if (!o.dump.empty() && dump == nullptr) die("cannot write " + o.dump);
-  size_t same_leaf = 0, same_chain = 0, same_line = 0, explained_chain = 0, frames_seen = 0;
-  std::map<NameMatch, size_t> frame_matches;  // over all frames of chains of equal length
-  size_t depth_differs = 0;
-  std::vector<std::string> examples;  // of unexplained differences
-  std::vector<std::string> qualification_examples;
-  for (size_t i = 0; i < addrs.size(); ++i) {
-    Answer b;
-    if (!o.ours_only && !next_llvm_answer(theirs, &b)) {
-      die("llvm-symbolizer answered " + std::to_string(i) + " of " + std::to_string(addrs.size()) +
-          " addresses");
-    }
-    Answer a;
-    const std::vector<InlineFrame> frames = m->symbolize(addrs[i]);
-    for (const InlineFrame& f : frames) a.functions.push_back(f.function);
-    if (dump != nullptr) {
-      std::fprintf(dump, "0x%" PRIx64 "\n", addrs[i]);
-      for (const InlineFrame& f : frames) {
-        std::fprintf(dump, "  %s%s @ %s:%d:%d\n", f.inlined ? "inlined " : "", f.function.c_str(),
-                     f.location.file.c_str(), f.location.line, f.location.column);
-      }
-    }
-    if (!frames.empty()) a.line = frames.front().location.line;
-    const std::string la = a.functions.empty() ? "" : a.functions.front();
-    const std::string lb = b.functions.empty() ? "" : b.functions.front();
-    if (la == lb) ++same_leaf;
-    if (a.functions == b.functions) ++same_chain;
-    if (a.line == b.line) ++same_line;
-    bool explained = a.functions.size() == b.functions.size();
-    if (!explained) ++depth_differs;
-    for (size_t k = 0; explained && k < a.functions.size(); ++k) {
-      const NameMatch nm = compare_names(a.functions[k], b.functions[k]);
-      ++frame_matches[nm];
-      if (nm == NameMatch::kQualification && qualification_examples.size() < 3) {
-        qualification_examples.push_back("    ours: [" + a.functions[k] + "]\n    llvm: [" +
-                                         b.functions[k] + "]");
-      }
-      ++frames_seen;
-      if (nm == NameMatch::kDifferent) explained = false;
-    }
-    if (explained) {
-      ++explained_chain;
-    } else if (examples.size() < 4) {
-      char buf[32];
-      std::snprintf(buf, sizeof buf, "0x%" PRIx64, addrs[i]);
-      // The first frame that differs, of the chain (innermost frame = #0).
-      size_t k = 0;
-      while (k < a.functions.size() && k < b.functions.size() &&
-             compare_names(a.functions[k], b.functions[k]) != NameMatch::kDifferent) {
-        ++k;
-      }
-      std::string ex = std::string("  ") + buf + " frame #" + std::to_string(k) + " of " +
-                       std::to_string(a.functions.size()) + "\n    ours: [" +
-                       (k < a.functions.size() ? a.functions[k] : "") + "]\n    llvm: [" +
-                       (k < b.functions.size() ? b.functions[k] : "") + "]";
-      examples.push_back(ex);
-    }
-  }
+  const Agreement agreement = compare_answers(*m, o, addrs, theirs, dump);
   if (dump != nullptr) std::fclose(dump);
   if (o.ours_only) {
     std::printf(
         "  lookups alone: %.3f s CPU; through symbolize() (a std::string per frame): %.3f s\n",
-        median(ours_lookup_cpu), string_api_s);
+        median(rounds.ours_lookup_cpu), string_api_s);
     return 0;
   }
   std::remove(input.c_str());
   std::remove(output.c_str());
-  const double n = static_cast<double>(addrs.size());
-  const double t_ours = median(ours), t_llvm = median(llvm);
-  std::printf("symbolize: %zu addresses in %s (seed %" PRIu64
-              ", median of %d rounds, checksum %zu)\n",
-              addrs.size(), o.object.c_str(), o.seed, o.rounds, checksum);
-  std::printf(
-      "  asyncprobe symbolizer: %.3f s total (%.3f s load + DWARF index, %.3f s lookups, "
-      "%.2f us/address)\n",
-      t_ours, median(ours_load), t_ours - median(ours_load), 1e6 * t_ours / n);
-  std::printf("  llvm-symbolizer:       %.3f s total (%.2f us/address)\n", t_llvm,
-              1e6 * t_llvm / n);
-  std::printf("  CPU time (user+system): asyncprobe %.3f s, llvm-symbolizer %.3f s\n",
-              median(ours_cpu), median(llvm_cpu));
-  std::printf(
-      "  lookups alone: %.3f s CPU; through symbolize() (a std::string per frame): %.3f s\n",
-      median(ours_lookup_cpu), string_api_s);
-  std::printf("  ratio: %.2fx faster in wall time, %.2fx in CPU time (goal >= 5x)\n",
-              t_llvm / t_ours, median(llvm_cpu) / median(ours_cpu));
-  std::printf(
-      "  agreement, exact: innermost function %.2f%%, whole inline chain %.2f%%, "
-      "innermost line %.2f%%\n",
-      100.0 * same_leaf / n, 100.0 * same_chain / n, 100.0 * same_line / n);
-  std::printf(
-      "  agreement, same functions (names differing only as below): whole inline chain "
-      "%.2f%%\n",
-      100.0 * explained_chain / n);
-  std::printf("  frames compared: %zu\n", frames_seen);
-  for (const auto& [nm, count] : frame_matches) {
-    std::printf("    %-9zu %s\n", count, match_name(nm));
-  }
-  std::printf("  inline depth differs: %zu addresses\n", depth_differs);
-  if (!qualification_examples.empty()) std::printf("  first qualification differences:\n");
-  for (const auto& ex : qualification_examples) std::printf("%s\n", ex.c_str());
-  if (!examples.empty()) std::printf("  first unexplained differences:\n");
-  for (const auto& ex : examples) std::printf("%s\n", ex.c_str());
+  print_comparison(o, addrs.size(), rounds, string_api_s, agreement);
   return 0;
 }

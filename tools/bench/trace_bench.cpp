@@ -136,23 +136,116 @@ struct FullTrace {
   }
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
+struct BenchOptions {
   uint64_t resumes = 200000;
   int rounds = 5;
   double rate = 50000, seconds = 5;
   int threads = 2;
   kernel::UprobeMode mode = kernel::UprobeMode::kMulti;
+};
+
+BenchOptions parse_options(int argc, char** argv) {
+  BenchOptions o;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i], v = argv[i + 1];
-    if (a == "--resumes") resumes = std::strtoull(v.c_str(), nullptr, 10);
-    if (a == "--rounds") rounds = std::atoi(v.c_str());
-    if (a == "--rate") rate = std::atof(v.c_str());
-    if (a == "--seconds") seconds = std::atof(v.c_str());
-    if (a == "--threads") threads = std::atoi(v.c_str());
-    if (a == "--mode") mode = v == "perf" ? kernel::UprobeMode::kPerf : kernel::UprobeMode::kMulti;
+    if (a == "--resumes") o.resumes = std::strtoull(v.c_str(), nullptr, 10);
+    if (a == "--rounds") o.rounds = std::atoi(v.c_str());
+    if (a == "--rate") o.rate = std::atof(v.c_str());
+    if (a == "--seconds") o.seconds = std::atof(v.c_str());
+    if (a == "--threads") o.threads = std::atoi(v.c_str());
+    if (a == "--mode") {
+      o.mode = v == "perf" ? kernel::UprobeMode::kPerf : kernel::UprobeMode::kMulti;
+    }
   }
+  return o;
+}
+
+// CPU per resume with the empty program on exactly the sites the trace probes; < 0 when the
+// program cannot be loaded.
+double run_with_empty_probes(Target& target, const std::vector<kernel::TraceFunctionSpec>& specs,
+                             const BenchOptions& o) {
+  trace_bench_bpf* skel = trace_bench_bpf__open();
+  if (skel == nullptr) return -1;
+  bool multi = o.mode == kernel::UprobeMode::kMulti;
+  bpf_program__set_autoload(skel->progs.bench_empty, !multi);
+  bpf_program__set_autoload(skel->progs.bench_empty_multi, multi);
+  if (multi) {
+    bpf_program__set_expected_attach_type(
+        skel->progs.bench_empty_multi, static_cast<bpf_attach_type>(kernel::kBpfAttachUprobeMulti));
+  }
+  if (trace_bench_bpf__load(skel) != 0) {
+    trace_bench_bpf__destroy(skel);
+    return -1;
+  }
+  std::vector<int> fds;
+  std::vector<bpf_link*> links;
+  for (const auto& s : specs) {
+    for (uint64_t off : {s.resume_offset, s.destroy_offset, s.cleanup_offset}) {
+      if (off == 0) continue;
+      if (multi) {
+        int fd = kernel::attach_uprobe_multi(bpf_program__fd(skel->progs.bench_empty_multi),
+                                             s.attach_path, {off}, {0}, target.pid);
+        if (fd >= 0) fds.push_back(fd);
+      } else {
+        bpf_link* l = bpf_program__attach_uprobe(skel->progs.bench_empty, false, target.pid,
+                                                 s.attach_path.c_str(), off);
+        if (l != nullptr) links.push_back(l);
+      }
+    }
+  }
+  const double ns = target.run(o.resumes);
+  for (int fd : fds) close(fd);
+  for (bpf_link* l : links) bpf_link__destroy(l);
+  trace_bench_bpf__destroy(skel);
+  return ns;
+}
+
+void print_medians(const std::vector<double>& base, const std::vector<double>& empty,
+                   const std::vector<double>& full) {
+  const double b = median(base), e = median(empty), f = median(full);
+  const double added_empty = e - b, added_full = f - b;
+  std::printf(
+      "median CPU per resume: no probe %.1f ns; empty uprobe %.1f ns (+%.1f); asyncprobe "
+      "trace %.1f ns (+%.1f)\n",
+      b, e, added_empty, f, added_full);
+  std::printf("ratio (trace added cost / empty uprobe added cost): %.3f (goal <= 1.2)\n",
+              added_empty > 0 ? added_full / added_empty : 0.0);
+  // The fastest round of each is the least disturbed by other load on the machine.
+  const double bm = minimum(base), em = minimum(empty), fm = minimum(full);
+  std::printf(
+      "fastest rounds: no probe %.1f ns; empty uprobe %.1f ns; asyncprobe trace %.1f ns; "
+      "ratio %.3f\n",
+      bm, em, fm, em > bm ? (fm - bm) / (em - bm) : 0.0);
+}
+
+// Losses at a paced rate: the exit code (0 when the trace saw every resume and lost none).
+int paced_run(Target& target, const kernel::TraceSessionOptions& opts,
+              const std::vector<trace::TraceFunction>& fns, const BenchOptions& o) {
+  FullTrace ft;
+  if (!ft.start(opts, fns)) return 1;
+  char cmd[64];
+  std::snprintf(cmd, sizeof cmd, "pace %.0f %.1f %d", o.rate, o.seconds, o.threads);
+  std::string answer = target.ask(cmd);
+  trace::ProbeStats c = ft.finish();
+  unsigned long long done = 0;
+  double secs = 0;
+  std::sscanf(answer.c_str(), "paced resumes=%llu seconds=%lf", &done, &secs);
+  std::printf(
+      "paced %.0f resumes/s on %d threads for %.1f s (achieved %.0f/s): target made %llu "
+      "resumes; trace saw %llu resume hits, wrote %llu records, lost %llu\n",
+      o.rate, o.threads, secs, secs > 0 ? static_cast<double>(done) / secs : 0.0, done,
+      static_cast<unsigned long long>(c.resume_hits), static_cast<unsigned long long>(c.records),
+      static_cast<unsigned long long>(c.lost));
+  uint64_t modeled = 0;
+  for (const auto& st : ft.model->stats()) modeled += st.resumes;
+  std::printf("model counted %llu resumes\n", static_cast<unsigned long long>(modeled));
+  return c.lost == 0 && c.resume_hits == done ? 0 : 3;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const BenchOptions o = parse_options(argc, argv);
   libbpf_set_print([](enum libbpf_print_level, const char*, va_list) { return 0; });
   Target target;
   if (!target.start(TRACE_BENCH_TARGET)) {
@@ -172,54 +265,23 @@ int main(int argc, char** argv) {
   kernel::TraceSessionOptions opts;
   opts.pid = target.pid;
   opts.functions = specs;
-  opts.uprobe_mode = mode;
+  opts.uprobe_mode = o.mode;
   std::printf(
       "trace_bench: target pid %d, %zu coroutine functions, %llu resumes per measurement, "
       "%d rounds, uprobes: %s\n",
-      target.pid, specs.size(), static_cast<unsigned long long>(resumes), rounds,
-      mode == kernel::UprobeMode::kPerf ? "perf-event links" : "uprobe_multi links");
+      target.pid, specs.size(), static_cast<unsigned long long>(o.resumes), o.rounds,
+      o.mode == kernel::UprobeMode::kPerf ? "perf-event links" : "uprobe_multi links");
 
   std::vector<double> base, empty, full;
-  target.run(resumes / 10);  // warm up
-  for (int r = 0; r < rounds; ++r) {
-    base.push_back(target.run(resumes));
-
-    // The empty program on exactly the sites the trace probes.
-    trace_bench_bpf* skel = trace_bench_bpf__open();
-    if (skel == nullptr) return 1;
-    bool multi = mode == kernel::UprobeMode::kMulti;
-    bpf_program__set_autoload(skel->progs.bench_empty, !multi);
-    bpf_program__set_autoload(skel->progs.bench_empty_multi, multi);
-    if (multi) {
-      bpf_program__set_expected_attach_type(
-          skel->progs.bench_empty_multi,
-          static_cast<bpf_attach_type>(kernel::kBpfAttachUprobeMulti));
-    }
-    if (trace_bench_bpf__load(skel) != 0) return 1;
-    std::vector<int> fds;
-    std::vector<bpf_link*> links;
-    for (const auto& s : specs) {
-      for (uint64_t off : {s.resume_offset, s.destroy_offset, s.cleanup_offset}) {
-        if (off == 0) continue;
-        if (multi) {
-          int fd = kernel::attach_uprobe_multi(bpf_program__fd(skel->progs.bench_empty_multi),
-                                               s.attach_path, {off}, {0}, target.pid);
-          if (fd >= 0) fds.push_back(fd);
-        } else {
-          bpf_link* l = bpf_program__attach_uprobe(skel->progs.bench_empty, false, target.pid,
-                                                   s.attach_path.c_str(), off);
-          if (l != nullptr) links.push_back(l);
-        }
-      }
-    }
-    empty.push_back(target.run(resumes));
-    for (int fd : fds) close(fd);
-    for (bpf_link* l : links) bpf_link__destroy(l);
-    trace_bench_bpf__destroy(skel);
-
+  target.run(o.resumes / 10);  // warm up
+  for (int r = 0; r < o.rounds; ++r) {
+    base.push_back(target.run(o.resumes));
+    const double with_empty = run_with_empty_probes(target, specs, o);
+    if (with_empty < 0) return 1;
+    empty.push_back(with_empty);
     FullTrace ft;
     if (!ft.start(opts, fns)) return 1;
-    full.push_back(target.run(resumes));
+    full.push_back(target.run(o.resumes));
     trace::ProbeStats c = ft.finish();
     std::printf(
         "round %d: CPU per resume: no probe %.1f ns, empty uprobe %.1f ns, asyncprobe "
@@ -227,40 +289,8 @@ int main(int argc, char** argv) {
         r + 1, base.back(), empty.back(), full.back(),
         static_cast<unsigned long long>(c.resume_hits), static_cast<unsigned long long>(c.lost));
   }
-  const double b = median(base), e = median(empty), f = median(full);
-  const double added_empty = e - b, added_full = f - b;
-  std::printf(
-      "median CPU per resume: no probe %.1f ns; empty uprobe %.1f ns (+%.1f); asyncprobe "
-      "trace %.1f ns (+%.1f)\n",
-      b, e, added_empty, f, added_full);
-  std::printf("ratio (trace added cost / empty uprobe added cost): %.3f (goal <= 1.2)\n",
-              added_empty > 0 ? added_full / added_empty : 0.0);
-  // The fastest round of each is the least disturbed by other load on the machine.
-  const double bm = minimum(base), em = minimum(empty), fm = minimum(full);
-  std::printf(
-      "fastest rounds: no probe %.1f ns; empty uprobe %.1f ns; asyncprobe trace %.1f ns; "
-      "ratio %.3f\n",
-      bm, em, fm, em > bm ? (fm - bm) / (em - bm) : 0.0);
-
-  // Losses at a paced rate.
-  FullTrace ft;
-  if (!ft.start(opts, fns)) return 1;
-  char cmd[64];
-  std::snprintf(cmd, sizeof cmd, "pace %.0f %.1f %d", rate, seconds, threads);
-  std::string answer = target.ask(cmd);
-  trace::ProbeStats c = ft.finish();
-  unsigned long long done = 0;
-  double secs = 0;
-  std::sscanf(answer.c_str(), "paced resumes=%llu seconds=%lf", &done, &secs);
-  std::printf(
-      "paced %.0f resumes/s on %d threads for %.1f s (achieved %.0f/s): target made %llu "
-      "resumes; trace saw %llu resume hits, wrote %llu records, lost %llu\n",
-      rate, threads, secs, secs > 0 ? static_cast<double>(done) / secs : 0.0, done,
-      static_cast<unsigned long long>(c.resume_hits), static_cast<unsigned long long>(c.records),
-      static_cast<unsigned long long>(c.lost));
-  uint64_t modeled = 0;
-  for (const auto& st : ft.model->stats()) modeled += st.resumes;
-  std::printf("model counted %llu resumes\n", static_cast<unsigned long long>(modeled));
+  print_medians(base, empty, full);
+  const int code = paced_run(target, opts, fns, o);
   target.stop();
-  return c.lost == 0 && c.resume_hits == done ? 0 : 3;
+  return code;
 }

@@ -378,7 +378,10 @@ void TraceSession::attach_multi(const std::vector<Site>& sites, AttachStats* sta
 void TraceSession::attach_per_site(const std::vector<Site>& sites, AttachStats* stats) {
   Impl& im = *impl_;
   for (const Site& site : sites) {
-    LIBBPF_OPTS(bpf_uprobe_opts, uo);
+    // What LIBBPF_OPTS does, without its designated initializer (clang 19's -Wextra flags the
+    // fields it leaves out in C++).
+    bpf_uprobe_opts uo{};
+    uo.sz = sizeof uo;
     uo.bpf_cookie = site.cookie;
     uo.retprobe = false;
     bpf_program* prog =

@@ -83,7 +83,10 @@ int attach_uprobes(bpf_program* prog, bool multi, const std::string& path,
     return 0;
   }
   for (size_t i = 0; i < offsets.size(); ++i) {
-    LIBBPF_OPTS(bpf_uprobe_opts, uo);
+    // What LIBBPF_OPTS does, without its designated initializer (clang 19's -Wextra flags the
+    // fields it leaves out in C++).
+    bpf_uprobe_opts uo{};
+    uo.sz = sizeof uo;
     uo.bpf_cookie = i < cookies.size() ? cookies[i] : 0;
     uo.retprobe = false;
     bpf_link* link = bpf_program__attach_uprobe_opts(prog, pid, path.c_str(), offsets[i], &uo);

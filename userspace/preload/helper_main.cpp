@@ -361,33 +361,29 @@ int exit_report_main(int argc, char** argv) {
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  // Started from inside a process that may block signals: start clean.
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-  signal(SIGPIPE, SIG_DFL);
-  if (argc > 1 && std::strcmp(argv[1], "--exit-report") == 0) return exit_report_main(argc, argv);
-  symbolizer::DebugSearchPaths paths;
-  LinesMode lines = LinesMode::kCoroutines;
+// The options the library passes; false on anything else.
+bool parse_args(int argc, char** argv, symbolizer::DebugSearchPaths* paths, LinesMode* lines) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--debug-dir" && i + 1 < argc) {
-      paths.debug_roots.insert(paths.debug_roots.begin(), argv[++i]);
+      paths->debug_roots.insert(paths->debug_roots.begin(), argv[++i]);
     } else if (a == "--lines" && i + 1 < argc) {
       std::string v = argv[++i];
-      lines = v == "all"    ? LinesMode::kAll
-              : v == "none" ? LinesMode::kNone
-                            : LinesMode::kCoroutines;
+      *lines = v == "all"    ? LinesMode::kAll
+               : v == "none" ? LinesMode::kNone
+                             : LinesMode::kCoroutines;
     } else {
-      return 2;
+      return false;
     }
   }
+  return true;
+}
+
+// "<id> <path>" lines until end of input.
+std::vector<Request> read_requests(std::istream& in) {
   std::vector<Request> requests;
   std::string line;
-  while (std::getline(std::cin, line)) {
+  while (std::getline(in, line)) {
     size_t sp = line.find(' ');
     if (sp == std::string::npos || sp == 0) continue;
     Request r;
@@ -395,8 +391,14 @@ int main(int argc, char** argv) {
     r.path = line.substr(sp + 1);
     requests.push_back(std::move(r));
   }
-  // Pass 1: symbols of every object (milliseconds each).
-  std::vector<Request> with_coroutines;
+  return requests;
+}
+
+// Pass 1: symbols of every object (milliseconds each), emitted at once for the objects without
+// coroutines; those with coroutines are returned for pass 2. False when the library stopped
+// reading.
+bool symbols_pass(const std::vector<Request>& requests, const symbolizer::DebugSearchPaths& paths,
+                  std::vector<Request>* with_coroutines) {
   for (const auto& r : requests) {
     Blob b;
     QuickLook q;
@@ -415,13 +417,18 @@ int main(int argc, char** argv) {
     // An object with coroutines already has the library's own table of them (from their
     // symbols); a symbols-only blob would hide them until pass 2.
     if (q.has_coroutines) {
-      with_coroutines.push_back(r);
+      with_coroutines->push_back(r);
     } else if (!emit(r.id, b)) {
-      return 0;
+      return false;
     }
   }
-  // Pass 2: the objects with coroutines, with DWARF: layouts and lines first, then the suspend
-  // points (the slow part).
+  return true;
+}
+
+// Pass 2: the objects with coroutines, with DWARF: layouts and lines first, then the suspend
+// points (the slow part).
+void dwarf_pass(const std::vector<Request>& with_coroutines,
+                const symbolizer::DebugSearchPaths& paths, LinesMode lines) {
   symbolizer::ModuleCache cache(paths);
   std::vector<Loaded> loaded;
   for (const auto& r : with_coroutines) {
@@ -432,16 +439,33 @@ int main(int argc, char** argv) {
       l.module = cache.get(r.path, r.path, &err);
       if (l.module == nullptr) continue;
       l.catalog = std::make_shared<symbolizer::CoroCatalog>(l.module);
-      if (!emit(r.id, build(l, lines, false))) return 0;
+      if (!emit(r.id, build(l, lines, false))) return;
       loaded.push_back(std::move(l));
     } catch (const std::exception&) {
     }
   }
   for (const auto& l : loaded) {
     try {
-      if (!emit(l.req.id, build(l, lines, true))) return 0;
+      if (!emit(l.req.id, build(l, lines, true))) return;
     } catch (const std::exception&) {
     }
   }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Started from inside a process that may block signals: start clean.
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  signal(SIGPIPE, SIG_DFL);
+  if (argc > 1 && std::strcmp(argv[1], "--exit-report") == 0) return exit_report_main(argc, argv);
+  symbolizer::DebugSearchPaths paths;
+  LinesMode lines = LinesMode::kCoroutines;
+  if (!parse_args(argc, argv, &paths, &lines)) return 2;
+  std::vector<Request> with_coroutines;
+  if (!symbols_pass(read_requests(std::cin), paths, &with_coroutines)) return 0;
+  dwarf_pass(with_coroutines, paths, lines);
   return 0;
 }

@@ -27,6 +27,7 @@
 #include "userspace/preload/library.h"
 #include "userspace/preload/modules.h"
 #include "userspace/preload/protocol.h"
+#include "userspace/preload/request.h"
 #include "userspace/preload/signal_safe.h"
 #include "userspace/preload/tracer.h"
 
@@ -45,7 +46,6 @@ constexpr int kBacklog = 4096;
 constexpr uint64_t kRequestDeadlineNs = 2'000'000'000;
 constexpr uint64_t kReplyDeadlineNs = 10'000'000'000;
 constexpr uint64_t kEvictIdleNs = 250'000'000;
-constexpr uint32_t kMaxRequestBody = 1u << 20;
 constexpr uint64_t kMaxTableBytes = 512ull << 20;  // all tables together
 constexpr uint64_t kMaxOneTable = 256ull << 20;
 
@@ -338,11 +338,8 @@ struct TraceSession {
 // Never destroyed: the service thread may still serve while the process runs its exit handlers.
 TraceSession& g_trace = *new TraceSession();
 
+// `rq` is checked (decode_request): at most kMaxRead bytes, no wrap-around.
 void start_read(Client& c, const proto::ReadRequest& rq) {
-  if (rq.length > proto::kMaxRead || rq.address + rq.length < rq.address) {
-    queue_reply(c, proto::kReadMemory, proto::kErrBadRequest, nullptr, 0);
-    return;
-  }
   proto::ReplyHeader h{proto::kMagic, proto::kReadMemory, proto::kVersion, proto::kOk, 0,
                        rq.length + 8};
   c.out.append(reinterpret_cast<const char*>(&h), sizeof h);
@@ -433,39 +430,23 @@ bool read_small_file(const char* path, std::string* out) {
   return true;
 }
 
-bool all_digits(const std::string& s) {
-  if (s.empty() || s.size() > 10) return false;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-  }
-  return true;
-}
-
-void serve_proc_file(Client& c, const std::string& name) {
+void serve_proc_file(Client& c, const Request& rq) {
   std::string data;
   bool ok = false;
-  if (name == "maps" || name == "comm" || name == "status" || name == "cmdline") {
-    ok = read_small_file(("/proc/self/" + name).c_str(), &data);
-  } else if (name == "exe") {
+  if (rq.proc_path[0] != '\0') {
+    ok = read_small_file(rq.proc_path, &data);
+  } else if (rq.proc_exe) {
     char buf[4096];
     ssize_t n = readlink("/proc/self/exe", buf, sizeof buf);
     ok = n > 0;
     if (ok) data.assign(buf, static_cast<size_t>(n));
-  } else if (name == "tasks") {
+  } else if (rq.proc_tasks) {
     if (DIR* d = opendir("/proc/self/task")) {
       while (dirent* e = readdir(d)) {
         if (e->d_name[0] != '.') data += std::string(e->d_name) + "\n";
       }
       closedir(d);
       ok = true;
-    }
-  } else if (name.rfind("task/", 0) == 0) {
-    size_t slash = name.find('/', 5);
-    if (slash != std::string::npos) {
-      std::string tid = name.substr(5, slash - 5), file = name.substr(slash + 1);
-      if (all_digits(tid) && (file == "stat" || file == "comm" || file == "syscall")) {
-        ok = read_small_file(("/proc/self/task/" + tid + "/" + file).c_str(), &data);
-      }
     }
   }
   if (!ok) return queue_reply(c, proto::kProcFile, proto::kErrNotFound, nullptr, 0);
@@ -600,17 +581,17 @@ std::string blocking_payload(uint64_t since) {
 
 namespace {
 
-void handle_trace_request(Client& c, uint16_t op, const std::string& payload) {
+void handle_trace_request(Client& c, const Request& rq) {
+  const uint16_t op = rq.op;
   if (op == proto::kTraceStart) {
     if (!config().trace || tracer_patched_count() == 0)
       return queue_reply(c, op, proto::kErrUnsupported, nullptr, 0);
     if (g_trace.fd >= 0 && g_trace.fd != c.fd)
       return queue_reply(c, op, proto::kErrBusy, nullptr, 0);
-    proto::TraceStartRequest r{};
-    if (payload.size() == sizeof r) std::memcpy(&r, payload.data(), sizeof r);
     g_trace = TraceSession{};
     g_trace.fd = c.fd;
-    tracer_set_flags(static_cast<uint8_t>(kTraceCount | ((r.flags & 1) != 0 ? kTraceEvents : 0)));
+    tracer_set_flags(
+        static_cast<uint8_t>(kTraceCount | ((rq.trace_flags & 1) != 0 ? kTraceEvents : 0)));
     std::vector<proto::ResumeEvent> discard;
     uint64_t lost = 0;
     tracer_drain(&discard, &lost, monotonic_ns());
@@ -627,8 +608,9 @@ void handle_trace_request(Client& c, uint16_t op, const std::string& payload) {
 
 // A complete request: its reply is queued (or, for memory, its streaming set up).
 void handle_request(Client& c) {
-  const uint16_t op = c.header.op;
-  const std::string& payload = c.body;
+  const Request rq = decode_request(c.header.op, c.body.data(), c.body.size());
+  const uint16_t op = rq.op;
+  if (!rq.ok) return queue_reply(c, op, proto::kErrBadRequest, nullptr, 0);
   poll_modules_without_hook();
   switch (op) {
     case proto::kHello: {
@@ -640,27 +622,20 @@ void handle_request(Client& c) {
                           0};
       return queue_reply(c, op, proto::kOk, &r, sizeof r);
     }
-    case proto::kReadMemory: {
-      if (payload.size() != sizeof(proto::ReadRequest))
-        return queue_reply(c, op, proto::kErrBadRequest, nullptr, 0);
-      proto::ReadRequest r;
-      std::memcpy(&r, payload.data(), sizeof r);
-      return start_read(c, r);
-    }
+    case proto::kReadMemory:
+      return start_read(c, rq.read);
     case proto::kProcFile:
-      return serve_proc_file(c, payload);
+      return serve_proc_file(c, rq);
     case proto::kTraceStart:
     case proto::kTracePoll:
     case proto::kTraceStop:
-      return handle_trace_request(c, op, payload);
+      return handle_trace_request(c, rq);
     case proto::kTraceFunctions: {
       std::string reply = trace_functions_payload();
       return queue_reply(c, op, proto::kOk, reply.data(), reply.size());
     }
     case proto::kBlockingPoll: {
-      proto::BlockingPollRequest r{};
-      if (payload.size() == sizeof r) std::memcpy(&r, payload.data(), sizeof r);
-      std::string reply = blocking_payload(r.since);
+      std::string reply = blocking_payload(rq.since);
       return queue_reply(c, op, proto::kOk, reply.data(), reply.size());
     }
     default:
@@ -688,8 +663,7 @@ bool read_request(Client& c, uint64_t now) {
         if (c.refused) {
           queue_reply(c, c.header.op, proto::kErrPermission, nullptr, 0);
           c.close_after = true;
-        } else if (c.header.magic != proto::kMagic || c.header.version != proto::kVersion ||
-                   c.header.payload_bytes > kMaxRequestBody) {
+        } else if (!request_header_ok(c.header)) {
           queue_reply(c, c.header.op, proto::kErrBadRequest, nullptr, 0);
           c.close_after = true;
         } else {

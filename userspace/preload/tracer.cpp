@@ -421,16 +421,73 @@ int32_t find_gcc_index_offset(uint64_t entry, const uint8_t* code, size_t size) 
   return found;
 }
 
-void patch_module(const ModuleRecord& m) {
-  if (m.is_self || m.is_vdso || m.path[0] != '/') return;
+// The module's resume functions, by address, each once.
+std::vector<ResumeSymbol> resume_functions_of(const ModuleRecord& m) {
   std::vector<ResumeSymbol> syms = scan_resume_functions(m.path, config().debug_dirs);
-  if (syms.empty()) return;
   std::sort(syms.begin(), syms.end(),
             [](const ResumeSymbol& a, const ResumeSymbol& b) { return a.vaddr < b.vaddr; });
   syms.erase(
       std::unique(syms.begin(), syms.end(),
                   [](const ResumeSymbol& a, const ResumeSymbol& b) { return a.vaddr == b.vaddr; }),
       syms.end());
+  return syms;
+}
+
+// Writes the trampoline of `f` (its template, counters, then the relocated entry instructions
+// and a jump back) into `slot`. False when the entry cannot be moved safely: `f` stays unpatched.
+bool build_trampoline(const TracedFunction& f, const uint8_t* code, uint64_t size,
+                      unsigned char* slot, PatchPlan* plan) {
+  const uint32_t* L = f.gcc ? asyncprobe_tramp_layout_gcc : asyncprobe_tramp_layout_clang;
+  const unsigned char* tmpl = f.gcc ? asyncprobe_tramp_gcc : asyncprobe_tramp_clang;
+  const size_t tsize = L[kSize];
+  const uint64_t entry = f.resume;
+  const uint64_t slot_addr = reinterpret_cast<uint64_t>(slot);
+  if (!relocate_entry(entry, code, size, slot_addr + tsize, &plan->reloc) ||
+      branch_into(entry, code, size, plan->reloc.displaced) ||
+      !emit_rel32(&plan->reloc, reinterpret_cast<const uint8_t*>("\xe9"), 1, slot_addr + tsize,
+                  entry + plan->reloc.displaced) ||
+      tsize + plan->reloc.size > kTrampolineSlot ||
+      !rel32_reachable(entry + kPatchBytes, slot_addr)) {
+    return false;
+  }
+  uint64_t counters = kCountersOffset + uint64_t{f.id} * kCounterStride;
+  std::memcpy(slot, tmpl, tsize);
+  put<uint64_t>(slot, L[kFlags], reinterpret_cast<uint64_t>(&g_flags));
+  put<int32_t>(slot, L[kTls], static_cast<int32_t>(g_tls_offset));
+  put<int32_t>(slot, L[kCntResume], static_cast<int32_t>(counters));
+  if (f.gcc) {
+    put<int32_t>(slot, L[kCntStart], static_cast<int32_t>(counters + 8));
+    put<int32_t>(slot, L[kCntDispatch], static_cast<int32_t>(counters + 16));
+    put<int32_t>(slot, L[kIdx], f.index_offset);
+  }
+  put<uint32_t>(slot, L[kId1], f.id);
+  put<uint64_t>(slot, L[kStub], reinterpret_cast<uint64_t>(&asyncprobe_trace_slow_stub));
+  put<uint32_t>(slot, L[kId2], f.id);
+  std::memcpy(slot + tsize, plan->reloc.bytes, plan->reloc.size);
+  return true;
+}
+
+// Points each planned entry at its trampoline (slot i of `region`) with a 5-byte jump.
+void install_jumps(unsigned char* region, const std::vector<PatchPlan>& plans) {
+  for (size_t i = 0; i < plans.size(); ++i) {
+    const PatchPlan& p = plans[i];
+    uint64_t slot_addr = reinterpret_cast<uint64_t>(region + i * kTrampolineSlot);
+    unsigned char jmp[kPatchBytes] = {0xe9};
+    int32_t rel = static_cast<int32_t>(static_cast<int64_t>(slot_addr - (p.entry + kPatchBytes)));
+    std::memcpy(jmp + 1, &rel, 4);
+    if (write_code(p.entry, jmp, kPatchBytes)) {
+      g_functions[p.id].traced = true;
+      g_patched.fetch_add(1);
+    } else {
+      g_unpatched.fetch_add(1);
+    }
+  }
+}
+
+void patch_module(const ModuleRecord& m) {
+  if (m.is_self || m.is_vdso || m.path[0] != '/') return;
+  std::vector<ResumeSymbol> syms = resume_functions_of(m);
+  if (syms.empty()) return;
   size_t region_bytes = syms.size() * kTrampolineSlot;
   auto* region = static_cast<unsigned char*>(map_near(m.lo, m.hi, region_bytes));
   std::vector<PatchPlan> plans;
@@ -458,35 +515,11 @@ void patch_module(const ModuleRecord& m) {
       g_unpatched.fetch_add(1);
       continue;
     }
-    const uint32_t* L = f.gcc ? asyncprobe_tramp_layout_gcc : asyncprobe_tramp_layout_clang;
-    const unsigned char* tmpl = f.gcc ? asyncprobe_tramp_gcc : asyncprobe_tramp_clang;
-    const size_t tsize = L[kSize];
-    unsigned char* slot = region + plans.size() * kTrampolineSlot;
-    uint64_t slot_addr = reinterpret_cast<uint64_t>(slot);
     PatchPlan plan{id, entry, {}};
-    if (!relocate_entry(entry, code, s.size, slot_addr + tsize, &plan.reloc) ||
-        branch_into(entry, code, s.size, plan.reloc.displaced) ||
-        !emit_rel32(&plan.reloc, reinterpret_cast<const uint8_t*>("\xe9"), 1, slot_addr + tsize,
-                    entry + plan.reloc.displaced) ||
-        tsize + plan.reloc.size > kTrampolineSlot ||
-        !rel32_reachable(entry + kPatchBytes, slot_addr)) {
+    if (!build_trampoline(f, code, s.size, region + plans.size() * kTrampolineSlot, &plan)) {
       g_unpatched.fetch_add(1);
       continue;
     }
-    uint64_t counters = kCountersOffset + uint64_t{id} * kCounterStride;
-    std::memcpy(slot, tmpl, tsize);
-    put<uint64_t>(slot, L[kFlags], reinterpret_cast<uint64_t>(&g_flags));
-    put<int32_t>(slot, L[kTls], static_cast<int32_t>(g_tls_offset));
-    put<int32_t>(slot, L[kCntResume], static_cast<int32_t>(counters));
-    if (f.gcc) {
-      put<int32_t>(slot, L[kCntStart], static_cast<int32_t>(counters + 8));
-      put<int32_t>(slot, L[kCntDispatch], static_cast<int32_t>(counters + 16));
-      put<int32_t>(slot, L[kIdx], f.index_offset);
-    }
-    put<uint32_t>(slot, L[kId1], id);
-    put<uint64_t>(slot, L[kStub], reinterpret_cast<uint64_t>(&asyncprobe_trace_slow_stub));
-    put<uint32_t>(slot, L[kId2], id);
-    std::memcpy(slot + tsize, plan.reloc.bytes, plan.reloc.size);
     plans.push_back(plan);
   }
   if (region == nullptr) return;
@@ -495,19 +528,7 @@ void patch_module(const ModuleRecord& m) {
     g_unpatched.fetch_add(static_cast<uint32_t>(plans.size()));
     return;
   }
-  for (size_t i = 0; i < plans.size(); ++i) {
-    const PatchPlan& p = plans[i];
-    uint64_t slot_addr = reinterpret_cast<uint64_t>(region + i * kTrampolineSlot);
-    unsigned char jmp[kPatchBytes] = {0xe9};
-    int32_t rel = static_cast<int32_t>(static_cast<int64_t>(slot_addr - (p.entry + kPatchBytes)));
-    std::memcpy(jmp + 1, &rel, 4);
-    if (write_code(p.entry, jmp, kPatchBytes)) {
-      g_functions[p.id].traced = true;
-      g_patched.fetch_add(1);
-    } else {
-      g_unpatched.fetch_add(1);
-    }
-  }
+  install_jumps(region, plans);
 }
 
 bool load_capstone(const char** why) {
@@ -606,7 +627,7 @@ void tracer_thread_totals(std::vector<std::pair<int, uint64_t>>* out) {
   for (ThreadBuffer* b = g_buffers.load(std::memory_order_acquire); b != nullptr; b = b->next) {
     const uint64_t* c = b->counters();
     uint64_t total = 0;
-    for (uint32_t i = 0; i < n; ++i) total += __atomic_load_n(&c[i * 4], __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < n; ++i) total += __atomic_load_n(&c[size_t{i} * 4], __ATOMIC_RELAXED);
     if (total != 0) out->emplace_back(b->tid, total);
   }
 }

@@ -51,7 +51,7 @@ TEST(TraceRecords, ResumeFieldsLandInTheirNamedPlaces) {
   r.index = 5;
   r.mode = TRACE_RESUME_PUSH;
   r.what = TRACE_RESUME_RESUME;
-  const auto& unread = std::get<trace::ResumeEvent>(*decode(r));
+  const auto unread = std::get<trace::ResumeEvent>(*decode(r));
   EXPECT_EQ(unread.index, -1);
   EXPECT_FALSE(unread.replaces_top);
   EXPECT_FALSE(unread.start_of_body);
@@ -112,7 +112,7 @@ TEST(TraceRecords, StallAndOffCpuKeepTheirTimes) {
   s.h = {TRACE_EV_STALL, 2, 500};
   s.start_ts = 100;
   s.nr = 232;
-  const auto& st = std::get<trace::StallEvent>(*decode(s));
+  const auto st = std::get<trace::StallEvent>(*decode(s));
   EXPECT_EQ(st.start_ts, 100u);
   EXPECT_EQ(st.ts, 500u);
   EXPECT_EQ(st.nr, 232u);

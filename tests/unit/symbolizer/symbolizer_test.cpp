@@ -8,10 +8,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "symbolizer/coro_catalog.h"
 #include "symbolizer/debug_file_locator.h"
@@ -29,6 +31,18 @@ using asyncprobe::testing::source_file;
 std::shared_ptr<Module> load(const std::string& path, const DebugSearchPaths& paths = {}) {
   std::string err;
   auto m = Module::load(path, path, paths, &err);
+  EXPECT_NE(m, nullptr) << err;
+  return std::shared_ptr<Module>(std::move(m));
+}
+
+// The same object from its bytes in memory (Module::from_memory, what the ELF fuzzer uses).
+std::shared_ptr<Module> load_from_memory(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::vector<uint8_t> image((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  EXPECT_FALSE(image.empty()) << path;
+  std::string err;
+  auto m = Module::from_memory(path, std::move(image), &err);
   EXPECT_NE(m, nullptr) << err;
   return std::shared_ptr<Module>(std::move(m));
 }
@@ -111,12 +125,16 @@ TEST(Module, StrippedObjectTakesSymbolsAndLinesFromItsDebugFile) {
 // exact line of its marker.
 // Every variant of `program`: each named coroutine has a suspend-index field, and its await
 // suspend points sit exactly on the lines of its `// @await` markers in `source`.
-void expect_awaits_on_markers(const std::string& program, const std::string& source,
-                              const std::map<std::string, std::vector<std::string>>& awaits) {
+void expect_awaits_on_markers(
+    const std::string& program, const std::string& source,
+    const std::map<std::string, std::vector<std::string>>& awaits,
+    std::shared_ptr<Module> (*loader)(const std::string&) = [](const std::string& path) {
+      return load(path);
+    }) {
   const std::string src = source_file(source);
   const std::string src_base = base(source);
   for (const auto& v : fixture_variants_with(program)) {
-    CoroCatalog catalog(load(fixture_path(v, program)));
+    CoroCatalog catalog(loader(fixture_path(v, program)));
     std::map<std::string, const CoroFunction*> by_name;
     for (const auto& fn : catalog.functions()) by_name[fn.name] = &fn;
     for (const auto& [name, markers] : awaits) {
@@ -145,6 +163,22 @@ TEST(CoroCatalog, SuspendPointsSitOnTheirMarkersInEveryVariant) {
        {"load_user(int, int)", {"load_user_park", "load_user_calls_query_db"}},
        {"handle_request(int, int)", {"handle_request_park", "handle_request_calls_load_user"}},
        {"idle_worker()", {"idle_worker_park"}}});
+}
+
+// From memory, the object gives what its file gives: the same check, no file opened.
+TEST(Module, FromMemoryPlacesSuspendPointsOnTheirMarkers) {
+  expect_awaits_on_markers("chain", "tests/fixtures/chain.cpp",
+                           {{"descend(int)", {"descend_park", "descend_calls_descend"}},
+                            {"idle_worker()", {"idle_worker_park"}}},
+                           load_from_memory);
+}
+
+TEST(Module, FromMemoryRefusesWhatIsNotElf) {
+  std::string err;
+  EXPECT_EQ(Module::from_memory("empty", {}, &err), nullptr);
+  EXPECT_EQ(err, "empty: not an ELF file");
+  EXPECT_EQ(Module::from_memory("text", {'h', 'i', '\n'}, &err), nullptr);
+  EXPECT_EQ(err, "text: not an ELF file");
 }
 
 // Clang 14 -O0 reads locals through frame + k pointers before its index dispatch (placed at the
