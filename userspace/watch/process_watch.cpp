@@ -7,6 +7,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "userspace/diagnose/diagnose.h"
 #include "userspace/process/memory_reader.h"
 #include "userspace/snapshot/frame_scanner.h"
 #include "userspace/util/thread_cpu_clock.h"
@@ -26,6 +27,13 @@ constexpr uint64_t kMaxSpan = uint64_t{1} << 20;
 constexpr uint32_t kDefaultContentBytes = 64;
 constexpr uint32_t kMaxContentBytes = 4096;
 
+// A frame confirmed stuck window after window is probed again at most this far apart: re-probing
+// 100k stuck frames every threshold cost the daemon CPU and the target traps for nothing new.
+constexpr double kMaxReprobeSeconds = 60.0;
+
+// Settled frames (see ProcessWatch::settled) are re-read once every this many ticks.
+constexpr uint64_t kSettledRounds = 8;
+
 uint32_t content_bytes(const symbolizer::CoroFunction* fn) {
   if (fn != nullptr && fn->frame_size >= 16 && fn->frame_size <= kMaxContentBytes) {
     return static_cast<uint32_t>(fn->frame_size);
@@ -42,8 +50,13 @@ bool changed_by_factor(size_t count, size_t reported) {
 
 }  // namespace
 
-ProcessWatch::ProcessWatch(int pid, const WatchSettings& settings, snapshot::ResumeProber* prober)
-    : pid_(pid), settings_(settings), prober_(prober) {}
+ProcessWatch::ProcessWatch(int pid, const WatchSettings& settings, snapshot::ResumeProber* prober,
+                           std::shared_ptr<symbolizer::CatalogCache> catalogs)
+    : pid_(pid),
+      settings_(settings),
+      prober_(prober),
+      catalogs_(std::move(catalogs)),
+      diagnoses_(settings.failed_window_s) {}
 
 ProcessWatch::~ProcessWatch() = default;
 
@@ -59,14 +72,15 @@ Event ProcessWatch::base_event(EventKind kind) const {
 
 bool ProcessWatch::attach(std::vector<Event>* events, snapshot::SnapshotError* error) {
   taker_ = std::make_unique<snapshot::SnapshotTaker>(
-      snapshot::SnapshotSession{pid_, settings_.debug_dirs});
+      snapshot::SnapshotSession{pid_, settings_.debug_dirs, true, catalogs_});
   if (!taker_->attach(error)) return false;
   // Loading catalogs takes a while: the frames' clocks start when the scan sees them.
   const double now = snapshot::stuck_clock_now();
   container_ = container_id_of(pid_);
   std::string reason;
   bool gone = false;
-  if (!rescan(now, &reason, &gone)) {
+  std::vector<Event> diagnosed;
+  if (!rescan(now, &diagnosed, &reason, &gone)) {
     error->code = gone ? util::kExitTargetExited : util::kExitInternal;
     error->message = "pid " + std::to_string(pid_) + ": first scan failed (" + reason + ")";
     return false;
@@ -74,7 +88,10 @@ bool ProcessWatch::attach(std::vector<Event>* events, snapshot::SnapshotError* e
   Event e = base_event(EventKind::kAttached);
   e.coroutines = tracks_.size();
   e.functions = taker_->index().function_count();
+  e.objects = taker_->objects_opened();
+  e.objects_shared = taker_->objects_shared();
   events->push_back(std::move(e));
+  for (Event& d : diagnosed) events->push_back(std::move(d));
   return true;
 }
 
@@ -86,7 +103,8 @@ uint32_t ProcessWatch::point_of(const model::CoroFrame& f) {
   return it->second;
 }
 
-bool ProcessWatch::rescan(double now, std::string* error_reason, bool* gone) {
+bool ProcessWatch::rescan(double now, std::vector<Event>* events, std::string* error_reason,
+                          bool* gone) {
   const double cpu0 = util::thread_cpu_seconds();
   model::Snapshot snap;
   snapshot::SnapshotError err;
@@ -96,6 +114,29 @@ bool ProcessWatch::rescan(double now, std::string* error_reason, bool* gone) {
     return false;
   }
   command_ = snap.command;
+  track_frames(snap, now);
+  diagnose::diagnose(snap, nullptr);
+  std::vector<Event> diagnosed;
+  diagnoses_.update(snap, now, &diagnosed);
+  for (Event& d : diagnosed) {
+    Event e = base_event(d.kind);
+    d.time = e.time;
+    d.pid = e.pid;
+    d.command = e.command;
+    d.container = e.container;
+    events->push_back(std::move(d));
+  }
+  const double cost = util::thread_cpu_seconds() - cpu0;
+  rescan_period_s_ =
+      std::max({settings_.stuck_threshold_s, settings_.interval_s,
+                settings_.rescan_cpu_share > 0 ? cost / settings_.rescan_cpu_share : 0.0});
+  next_rescan_ = now + rescan_period_s_;
+  return true;
+}
+
+// The frames of a rescan become the tracks; a frame at the same place as at the last look keeps
+// its unchanged clock. Each point's stack comes from a leaf frame at it.
+void ProcessWatch::track_frames(const model::Snapshot& snap, double now) {
   std::unordered_map<uint64_t, size_t> by_address;
   std::unordered_set<uint64_t> awaited_by;  // frames some other frame names as its awaiter
   by_address.reserve(snap.frames.size());
@@ -128,6 +169,7 @@ bool ProcessWatch::rescan(double now, std::string* error_reason, bool* gone) {
       t.content = old->content;
       t.content_known = old->content_known;
       t.confirmed_at = old->confirmed_at;
+      t.confirmations = old->confirmations;
       t.hot_at = old->hot_at;
       t.in_probe = old->in_probe;
     }
@@ -154,12 +196,6 @@ bool ProcessWatch::rescan(double now, std::string* error_reason, bool* gone) {
   std::sort(next.begin(), next.end(),
             [](const FrameTrack& a, const FrameTrack& b) { return a.address < b.address; });
   tracks_ = std::move(next);
-  const double cost = util::thread_cpu_seconds() - cpu0;
-  rescan_period_s_ =
-      std::max({settings_.stuck_threshold_s, settings_.interval_s,
-                settings_.rescan_cpu_share > 0 ? cost / settings_.rescan_cpu_share : 0.0});
-  next_rescan_ = now + rescan_period_s_;
-  return true;
 }
 
 // Each frame needs its two header words, its index field and the bytes fingerprinted.
@@ -172,10 +208,11 @@ uint64_t ProcessWatch::read_end(const FrameTrack& t) {
 }
 
 // Nearby frames joined into few reads (gaps up to kJoinGap, spans up to kMaxSpan), laid end to
-// end in one buffer.
-std::vector<ProcessWatch::ReadSpan> ProcessWatch::plan_reads() const {
+// end in one buffer. `due`: indexes into tracks_, ascending.
+std::vector<ProcessWatch::ReadSpan> ProcessWatch::plan_reads(const std::vector<size_t>& due) const {
   std::vector<ReadSpan> spans;
-  for (const FrameTrack& t : tracks_) {
+  for (size_t i : due) {
+    const FrameTrack& t = tracks_[i];
     const uint64_t end = read_end(t);
     if (!spans.empty() && t.address <= spans.back().end + kJoinGap &&
         end - spans.back().start <= kMaxSpan) {
@@ -229,26 +266,50 @@ bool ProcessWatch::refresh_track(FrameTrack& t, const unsigned char* at, double 
   return true;
 }
 
+// A frame unchanged past threshold + interval and not in a probe window has its verdict (stuck,
+// or unchanged with the reason): only a change can alter it, which ends the episode (recovered).
+// Such frames are re-read one block in kSettledRounds per tick, so 100k stuck frames cost an
+// eighth of the reads and fingerprints; `recovered` comes up to kSettledRounds intervals later.
+bool ProcessWatch::settled(const FrameTrack& t, double now) const {
+  return t.content_known && !t.in_probe &&
+         now - t.since >= settings_.stuck_threshold_s + settings_.interval_s;
+}
+
 bool ProcessWatch::recheck(double now, bool* gone) {
   if (tracks_.empty()) return true;
-  const std::vector<ReadSpan> spans = plan_reads();
-  std::vector<unsigned char> buf(spans.back().offset + (spans.back().end - spans.back().start));
+  const uint64_t round = recheck_round_++;
+  const size_t block = (tracks_.size() + kSettledRounds - 1) / kSettledRounds;
+  std::vector<size_t> due;
+  due.reserve(tracks_.size());
+  for (size_t i = 0; i < tracks_.size(); ++i) {
+    if (!settled(tracks_[i], now) || (i / block) % kSettledRounds == round % kSettledRounds)
+      due.push_back(i);
+  }
+  if (due.empty()) return true;
+  const std::vector<ReadSpan> spans = plan_reads(due);
+  recheck_buf_.resize(spans.back().offset + (spans.back().end - spans.back().start));
   std::vector<process::ReadRequest> pieces;
   pieces.reserve(spans.size());
   for (const ReadSpan& s : spans)
-    pieces.push_back({s.start, buf.data() + s.offset, s.end - s.start, false});
+    pieces.push_back({s.start, recheck_buf_.data() + s.offset, s.end - s.start, false});
   taker_->read_pieces(pieces);
 
-  std::vector<FrameTrack> kept;
-  kept.reserve(tracks_.size());
+  std::vector<char> keep(tracks_.size(), 1);
   size_t span = 0;
-  for (FrameTrack& t : tracks_) {
+  for (size_t i : due) {
+    FrameTrack& t = tracks_[i];
     while (spans[span].end < read_end(t) || spans[span].start > t.address) ++span;
-    if (!pieces[span].ok) continue;  // unmapped since: freed
-    const unsigned char* at = buf.data() + spans[span].offset + (t.address - spans[span].start);
-    if (refresh_track(t, at, now)) kept.push_back(t);
+    const unsigned char* at =
+        recheck_buf_.data() + spans[span].offset + (t.address - spans[span].start);
+    // Unmapped since (freed), or freed or reused in place.
+    keep[i] = pieces[span].ok && refresh_track(t, at, now);
   }
-  tracks_ = std::move(kept);
+  size_t out = 0;
+  for (size_t i = 0; i < tracks_.size(); ++i) {
+    if (keep[i] && out != i) tracks_[out] = std::move(tracks_[i]);
+    out += keep[i] ? 1 : 0;
+  }
+  tracks_.resize(out);
   for (const auto& p : pieces) {
     if (!p.ok && !taker_->alive()) {
       *gone = true;
@@ -265,7 +326,7 @@ bool ProcessWatch::tick(double now, std::vector<Event>* events, TickReport* repo
   std::string reason;
   if (now >= next_rescan_) {
     report->rescan = true;
-    ok = rescan(now, &reason, &gone);
+    ok = rescan(now, events, &reason, &gone);
   } else {
     ok = recheck(now, &gone);
     if (!ok && !gone) reason = "recheck-failed";
@@ -289,10 +350,24 @@ bool ProcessWatch::tick(double now, std::vector<Event>* events, TickReport* repo
   return true;
 }
 
+bool ProcessWatch::poll_probe() {
+  if (!probe_) return false;
+  probe_->session->check_budget();
+  return true;
+}
+
 ProcessWatch::FrameTrack* ProcessWatch::find_track(uint64_t address) {
   auto it = std::lower_bound(tracks_.begin(), tracks_.end(), address,
                              [](const FrameTrack& a, uint64_t addr) { return a.address < addr; });
   return it != tracks_.end() && it->address == address ? &*it : nullptr;
+}
+
+double ProcessWatch::reprobe_after(const FrameTrack& t) const {
+  const double base = settings_.stuck_threshold_s;
+  if (t.confirmed_at < t.since || t.confirmations <= 1) return base;
+  const double grown =
+      base * static_cast<double>(1u << std::min<uint32_t>(t.confirmations - 1, 10));
+  return std::min(grown, std::max(base, kMaxReprobeSeconds));
 }
 
 void ProcessWatch::start_probe(double now) {
@@ -303,9 +378,11 @@ void ProcessWatch::start_probe(double now) {
   for (const FrameTrack& t : tracks_) {
     if (t.state != model::FrameState::kSuspended || t.encloses || !t.content_known) continue;
     if (t.ref.fn == nullptr || now - t.since < ripe) continue;
-    // Confirmed or found too hot lately: the next window comes a threshold later.
+    // Confirmed or found too hot lately: the next window comes a threshold later, and for a
+    // frame confirmed again and again, twice as late each time (up to kMaxReprobeSeconds). Its
+    // memory is still re-checked every interval: a change ends the stretch at once.
     if (std::max(t.confirmed_at, t.hot_at) >= t.since &&
-        now - std::max(t.confirmed_at, t.hot_at) < settings_.stuck_threshold_s) {
+        now - std::max(t.confirmed_at, t.hot_at) < reprobe_after(t)) {
       continue;
     }
     snapshot::ResumeProbeFunction& f = by_fn[t.ref.fn];
@@ -353,6 +430,7 @@ void ProcessWatch::finish_probe(double now) {
       if (hits != r.entries.end() && hits->second > 0) {
         t->since = now;  // resumed: busy, not stuck
       } else if (covered && t->since <= probe_->started) {
+        t->confirmations = t->confirmed_at >= t->since ? t->confirmations + 1 : 1;
         t->confirmed_at = now;
       } else if (t->since <= probe_->started) {
         t->hot_at = now;  // unchanged, but the probe could not watch it throughout
