@@ -446,6 +446,19 @@ std::optional<double> sample(const std::string& page, const std::string& name,
   return matches == 1 ? found : std::nullopt;
 }
 
+// The page is rebuilt after each step, just after the step's events are written: a value an
+// event announces is on the page within one interval. Polls until `name` has it (or 5 s passed).
+std::optional<double> settled_sample(int port, const std::string& name,
+                                     const std::vector<std::string>& labels, double want) {
+  std::optional<double> v;
+  for (int i = 0; i < 50; ++i) {
+    v = sample(metrics_page(port), name, labels);
+    if (v == want) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  return v;
+}
+
 void expect_promtool_accepts(const std::string& page) {
   const fs::path file =
       fs::temp_directory_path() / ("watch_page_" + std::to_string(getpid()) + ".txt");
@@ -538,8 +551,9 @@ TEST(WatchDiagnoses, GaugesFollowTheDiagnosesAndPromtoolAcceptsThem) {
   int cycles = 0;
   ASSERT_TRUE(d.event(30s, [&](const json& e) { return is(e, "await_cycle") && ++cycles == 2; }))
       << d.err();
-  const std::string page = metrics_page(port);
   const std::string pid = "pid=\"" + std::to_string(f.pid()) + "\"";
+  ASSERT_EQ(settled_sample(port, "asyncprobe_await_cycles", {pid}, 2), 2);
+  const std::string page = metrics_page(port);
   EXPECT_EQ(
       sample(page, "asyncprobe_failed_coroutines", {pid, "exception_type=\"std::runtime_error\""}),
       3)
@@ -568,8 +582,8 @@ TEST(WatchDiagnoses, OrphanedStacksAreOneEvent) {
   EXPECT_EQ((*e)["stack"][0]["line"], marker_line(src, "request_calls_handler"));
   EXPECT_EQ((*e)["stack"][1]["function"], "handler(int)");
   EXPECT_EQ((*e)["stack"][1]["line"], marker_line(src, "handler_loses_wakeup"));
-  EXPECT_EQ(sample(metrics_page(port), "asyncprobe_orphaned_coroutines",
-                   {"pid=\"" + std::to_string(f.pid()) + "\""}),
+  EXPECT_EQ(settled_sample(port, "asyncprobe_orphaned_coroutines",
+                           {"pid=\"" + std::to_string(f.pid()) + "\""}, 10),
             10);
   std::this_thread::sleep_for(1500ms);
   kill(d.pid(), SIGTERM);
@@ -596,8 +610,8 @@ TEST(WatchDiagnoses, ThreadDeadlockIsAnEvent) {
     addresses.insert(l["address"].get<std::string>());
   }
   EXPECT_EQ(addresses, (std::set<std::string>{p.token("m1"), p.token("m2")}));
-  EXPECT_EQ(sample(metrics_page(port), "asyncprobe_thread_deadlocks",
-                   {"pid=\"" + std::to_string(p.pid()) + "\""}),
+  EXPECT_EQ(settled_sample(port, "asyncprobe_thread_deadlocks",
+                           {"pid=\"" + std::to_string(p.pid()) + "\""}, 1),
             1);
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <limits>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
@@ -196,6 +197,8 @@ void ProcessWatch::track_frames(const model::Snapshot& snap, double now) {
   std::sort(next.begin(), next.end(),
             [](const FrameTrack& a, const FrameTrack& b) { return a.address < b.address; });
   tracks_ = std::move(next);
+  episodes_dirty_ = true;
+  next_probe_at_ = 0.0;
 }
 
 // Each frame needs its two header words, its index field and the bytes fingerprinted.
@@ -247,7 +250,10 @@ bool ProcessWatch::refresh_track(FrameTrack& t, const unsigned char* at, double 
   t.content_known = true;
   // Same place but it ran (or was written to); or the first look at its content: either way
   // the frame is known unchanged from now on only.
-  if (content_changed || !was_known) t.since = now;
+  if (content_changed || !was_known) {
+    t.since = now;
+    episodes_dirty_ = true;
+  }
   if (w[0] != t.resume || index != t.index) {
     // Moved (or finished): decode the new place with the snapshot's own rules.
     snapshot::FoundFrame found;
@@ -262,6 +268,8 @@ bool ProcessWatch::refresh_track(FrameTrack& t, const unsigned char* at, double 
     t.state = decoded.state;
     t.point = point_of(decoded);
     t.since = now;
+    episodes_dirty_ = true;
+    next_probe_at_ = std::min(next_probe_at_, now + probe_ripe_s());
   }
   return true;
 }
@@ -275,17 +283,11 @@ bool ProcessWatch::settled(const FrameTrack& t, double now) const {
          now - t.since >= settings_.stuck_threshold_s + settings_.interval_s;
 }
 
-bool ProcessWatch::recheck(double now, bool* gone) {
-  if (tracks_.empty()) return true;
-  const uint64_t round = recheck_round_++;
-  const size_t block = (tracks_.size() + kSettledRounds - 1) / kSettledRounds;
-  std::vector<size_t> due;
-  due.reserve(tracks_.size());
-  for (size_t i = 0; i < tracks_.size(); ++i) {
-    if (!settled(tracks_[i], now) || (i / block) % kSettledRounds == round % kSettledRounds)
-      due.push_back(i);
-  }
-  if (due.empty()) return true;
+// Reads the `due` tracks' frames and refreshes them; keep[i] = 0 for those freed or reused.
+// Returns whether a settled one changed.
+bool ProcessWatch::read_and_refresh(const std::vector<size_t>& due, double now,
+                                    std::vector<char>& keep, std::vector<char>* settled_before) {
+  if (due.empty()) return false;
   const std::vector<ReadSpan> spans = plan_reads(due);
   recheck_buf_.resize(spans.back().offset + (spans.back().end - spans.back().start));
   std::vector<process::ReadRequest> pieces;
@@ -294,27 +296,53 @@ bool ProcessWatch::recheck(double now, bool* gone) {
     pieces.push_back({s.start, recheck_buf_.data() + s.offset, s.end - s.start, false});
   taker_->read_pieces(pieces);
 
-  std::vector<char> keep(tracks_.size(), 1);
+  bool settled_changed = false;
   size_t span = 0;
   for (size_t i : due) {
     FrameTrack& t = tracks_[i];
     while (spans[span].end < read_end(t) || spans[span].start > t.address) ++span;
     const unsigned char* at =
         recheck_buf_.data() + spans[span].offset + (t.address - spans[span].start);
+    const double since = t.since;
     // Unmapped since (freed), or freed or reused in place.
     keep[i] = pieces[span].ok && refresh_track(t, at, now);
+    if (settled_before != nullptr && (*settled_before)[i] && (!keep[i] || t.since != since))
+      settled_changed = true;
   }
-  size_t out = 0;
+  any_unreadable_ |= std::any_of(pieces.begin(), pieces.end(),
+                                 [](const process::ReadRequest& p) { return !p.ok; });
+  return settled_changed;
+}
+
+bool ProcessWatch::recheck(double now, bool* gone) {
+  if (tracks_.empty()) return true;
+  const uint64_t round = recheck_round_++;
+  const size_t block = (tracks_.size() + kSettledRounds - 1) / kSettledRounds;
+  std::vector<size_t> due, rest;
+  std::vector<char> was_settled(tracks_.size(), 0);
+  due.reserve(tracks_.size());
   for (size_t i = 0; i < tracks_.size(); ++i) {
-    if (keep[i] && out != i) tracks_[out] = std::move(tracks_[i]);
-    out += keep[i] ? 1 : 0;
+    was_settled[i] = settled(tracks_[i], now);
+    (!was_settled[i] || (i / block) % kSettledRounds == round % kSettledRounds ? due : rest)
+        .push_back(i);
   }
-  tracks_.resize(out);
-  for (const auto& p : pieces) {
-    if (!p.ok && !taker_->alive()) {
-      *gone = true;
-      return false;
+  any_unreadable_ = false;
+  std::vector<char> keep(tracks_.size(), 1);
+  // A settled frame that changed is the start of a recovery: the others are read now too, so the
+  // recovery is seen whole (not an eighth per tick, which reported shrinking counts).
+  if (read_and_refresh(due, now, keep, &was_settled)) read_and_refresh(rest, now, keep, nullptr);
+  if (std::find(keep.begin(), keep.end(), 0) != keep.end()) {
+    size_t out = 0;
+    for (size_t i = 0; i < tracks_.size(); ++i) {
+      if (keep[i] && out != i) tracks_[out] = std::move(tracks_[i]);
+      out += keep[i] ? 1 : 0;
     }
+    tracks_.resize(out);
+    episodes_dirty_ = true;
+  }
+  if (any_unreadable_ && !taker_->alive()) {
+    *gone = true;
+    return false;
   }
   return true;
 }
@@ -362,6 +390,11 @@ ProcessWatch::FrameTrack* ProcessWatch::find_track(uint64_t address) {
   return it != tracks_.end() && it->address == address ? &*it : nullptr;
 }
 
+// Probed early enough that the verdict is in by the threshold: one interval before it.
+double ProcessWatch::probe_ripe_s() const {
+  return std::max(0.0, settings_.stuck_threshold_s - settings_.interval_s);
+}
+
 double ProcessWatch::reprobe_after(const FrameTrack& t) const {
   const double base = settings_.stuck_threshold_s;
   if (t.confirmed_at < t.since || t.confirmations <= 1) return base;
@@ -371,18 +404,28 @@ double ProcessWatch::reprobe_after(const FrameTrack& t) const {
 }
 
 void ProcessWatch::start_probe(double now) {
-  if (prober_ == nullptr || now < next_probe_try_) return;
-  // Probed early enough that the verdict is in by the threshold: one interval before it.
-  const double ripe = std::max(0.0, settings_.stuck_threshold_s - settings_.interval_s);
+  // Nothing can have become due before next_probe_at_ (a pass over 100k tracks per tick was a
+  // fifth of the daemon's CPU).
+  if (prober_ == nullptr || now < next_probe_try_ || now < next_probe_at_) return;
+  const double ripe = probe_ripe_s();
+  next_probe_at_ = std::numeric_limits<double>::infinity();
   std::map<const symbolizer::CoroFunction*, snapshot::ResumeProbeFunction> by_fn;
   for (const FrameTrack& t : tracks_) {
-    if (t.state != model::FrameState::kSuspended || t.encloses || !t.content_known) continue;
-    if (t.ref.fn == nullptr || now - t.since < ripe) continue;
+    if (t.state != model::FrameState::kSuspended || t.encloses || t.ref.fn == nullptr) continue;
+    if (!t.content_known) {
+      next_probe_at_ = std::min(next_probe_at_, now + settings_.interval_s);
+      continue;
+    }
+    if (now - t.since < ripe) {
+      next_probe_at_ = std::min(next_probe_at_, t.since + ripe);
+      continue;
+    }
     // Confirmed or found too hot lately: the next window comes a threshold later, and for a
     // frame confirmed again and again, twice as late each time (up to kMaxReprobeSeconds). Its
-    // memory is still re-checked every interval: a change ends the stretch at once.
-    if (std::max(t.confirmed_at, t.hot_at) >= t.since &&
-        now - std::max(t.confirmed_at, t.hot_at) < reprobe_after(t)) {
+    // memory is still re-checked: a change ends the stretch.
+    const double verdict = std::max(t.confirmed_at, t.hot_at);
+    if (verdict >= t.since && now - verdict < reprobe_after(t)) {
+      next_probe_at_ = std::min(next_probe_at_, verdict + reprobe_after(t));
       continue;
     }
     snapshot::ResumeProbeFunction& f = by_fn[t.ref.fn];
@@ -396,6 +439,8 @@ void ProcessWatch::start_probe(double now) {
                  std::binary_search(f->second.frames.begin(), f->second.frames.end(), t.address);
   }
   if (by_fn.empty()) return;
+  next_probe_at_ = 0.0;  // after this window, look again
+  episodes_dirty_ = true;
   ProbeWindow w;
   w.request.pid = pid_;
   for (auto& [fn, f] : by_fn) w.request.functions.push_back(std::move(f));
@@ -406,6 +451,7 @@ void ProcessWatch::start_probe(double now) {
     // Not possible here (privileges, BPF): frames stay `unchanged`; asking again costs a BPF
     // load, so not before a minute.
     no_probe_why_ = why.empty() ? "the resume probe could not start" : why;
+    episodes_dirty_ = true;
     next_probe_try_ = now + 60.0;
     return;
   }
@@ -416,6 +462,8 @@ void ProcessWatch::start_probe(double now) {
 
 void ProcessWatch::finish_probe(double now) {
   snapshot::ResumeProbeResult r = probe_->session->finish();
+  next_probe_at_ = 0.0;
+  episodes_dirty_ = true;
   for (FrameTrack& t : tracks_) t.in_probe = false;
   const snapshot::ResumeProbeRequest& req = probe_->request;
   for (size_t i = 0; i < req.functions.size() && i < r.functions.size(); ++i) {
@@ -440,7 +488,20 @@ void ProcessWatch::finish_probe(double now) {
   probe_.reset();
 }
 
+void ProcessWatch::purge_recovered(double now) {
+  for (auto it = recovered_at_.begin(); it != recovered_at_.end();) {
+    it = now - it->second.at > settings_.recovered_retention_s ? recovered_at_.erase(it)
+                                                               : std::next(it);
+  }
+}
+
 void ProcessWatch::update_episodes(double now, std::vector<Event>* events) {
+  purge_recovered(now);
+  // Nothing changed and no frame crossed the threshold since the last pass: the groups are the
+  // same (the pass over 100k tracks each tick was a sixth of the daemon's CPU).
+  if (!episodes_dirty_ && now < next_crossing_) return;
+  episodes_dirty_ = false;
+  next_crossing_ = std::numeric_limits<double>::infinity();
   // Leaf frames unchanged past the threshold, by point; the stuck ones (a probe saw them not
   // resumed during their present unchanged stretch) apart from the merely unchanged.
   struct Group {
@@ -449,7 +510,10 @@ void ProcessWatch::update_episodes(double now, std::vector<Event>* events) {
   std::map<uint32_t, Group> over;
   for (const FrameTrack& t : tracks_) {
     if (t.state != model::FrameState::kSuspended || t.encloses || !t.content_known) continue;
-    if (now - t.since < settings_.stuck_threshold_s) continue;
+    if (now - t.since < settings_.stuck_threshold_s) {
+      next_crossing_ = std::min(next_crossing_, t.since + settings_.stuck_threshold_s);
+      continue;
+    }
     // A verdict is on its way: neither `stuck` nor `unchanged` until it is in. With a prober at
     // hand, a frame no probe has judged yet (a late tick on a loaded machine) waits for one too.
     if (t.in_probe && t.confirmed_at < t.since) continue;
@@ -508,10 +572,6 @@ void ProcessWatch::update_episodes(double now, std::vector<Event>* events) {
     events->push_back(std::move(e));
     recovered_at_[it->first] = Recovered{now, it->second.kind == EventKind::kStuck};
     it = episodes_.erase(it);
-  }
-  for (auto it = recovered_at_.begin(); it != recovered_at_.end();) {
-    it = now - it->second.at > settings_.recovered_retention_s ? recovered_at_.erase(it)
-                                                               : std::next(it);
   }
 }
 

@@ -86,23 +86,25 @@ class ProcessWatch {
   const DiagnosisGauges& diagnosis_gauges() const { return diagnoses_.gauges(); }
 
  private:
+  // The fields every per-tick pass reads come first: one cache line per track for those passes
+  // (100k tracks are 12 MiB; the passes over them were most of the daemon's steady CPU).
   struct FrameTrack {
     uint64_t address = 0;
+    double since = 0.0;        // steady time this header, index and content were first seen
+    uint32_t content_len = 0;  // bytes of the frame fingerprinted (header included)
+    uint32_t point = 0;        // into points_
+    model::FrameState state = model::FrameState::kUnknown;
+    bool content_known = false;
+    bool in_probe = false;  // in the open probe window's request
+    bool encloses = false;  // awaits another frame: its stack waits further in
+    snapshot::CoroutineRef ref;
+    uint64_t content = 0;  // the fingerprint; a change means the coroutine ran
     uint64_t resume = 0;
     uint64_t destroy = 0;
     int64_t index = -1;
-    snapshot::CoroutineRef ref;
-    double since = 0.0;  // steady time this header and index were first seen
-    uint32_t point = 0;  // into points_
-    model::FrameState state = model::FrameState::kUnknown;
-    bool encloses = false;     // awaits another frame: its stack waits further in
-    uint32_t content_len = 0;  // bytes of the frame fingerprinted (header included)
-    uint64_t content = 0;      // their fingerprint; a change means the coroutine ran
-    bool content_known = false;
     double confirmed_at = -1.0;  // end of the last probe window that saw it not resumed
-    uint32_t confirmations = 0;  // windows in a row that saw it not resumed (this stretch)
     double hot_at = -1.0;        // last probe window that could not cover its function
-    bool in_probe = false;       // in the open probe window's request
+    uint32_t confirmations = 0;  // windows in a row that saw it not resumed (this stretch)
   };
   struct ProbeWindow {
     std::unique_ptr<snapshot::ResumeProbeSession> session;
@@ -132,11 +134,15 @@ class ProcessWatch {
   static uint64_t read_end(const FrameTrack& t);
   std::vector<ReadSpan> plan_reads(const std::vector<size_t>& due) const;
   bool settled(const FrameTrack& t, double now) const;
+  bool read_and_refresh(const std::vector<size_t>& due, double now, std::vector<char>& keep,
+                        std::vector<char>* settled_before);
   bool refresh_track(FrameTrack& t, const unsigned char* at, double now);
   void update_episodes(double now, std::vector<Event>* events);
   void finish_probe(double now);
   void start_probe(double now);
   double reprobe_after(const FrameTrack& t) const;
+  double probe_ripe_s() const;
+  void purge_recovered(double now);
   FrameTrack* find_track(uint64_t address);
   uint32_t point_of(const model::CoroFrame& frame);
   Event base_event(EventKind kind) const;
@@ -162,6 +168,12 @@ class ProcessWatch {
   std::map<PointKey, Recovered> recovered_at_;
   DiagnosisWatch diagnoses_;
   uint64_t recheck_round_ = 0;
+  bool any_unreadable_ = false;  // a piece of the last recheck could not be read
+  // Work skipped while nothing can have changed: update_episodes until a track changes or a
+  // frame crosses the threshold (next_crossing_), start_probe until next_probe_at_.
+  bool episodes_dirty_ = true;
+  double next_crossing_ = 0.0;
+  double next_probe_at_ = 0.0;
   std::vector<unsigned char> recheck_buf_;  // kept between ticks: no 10 MiB allocation each
   double next_rescan_ = 0.0;
   double rescan_period_s_ = 0.0;
