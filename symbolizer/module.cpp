@@ -80,19 +80,24 @@ void Module::symbolize_refs(uint64_t vaddr, std::vector<FrameRef>* out) const {
   if (sym != nullptr) out->push_back(FrameRef{symbol_name(*sym), {}, 0, 0, false});
 }
 
+bool file_identity_key(const std::string& path, std::string* key) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return false;
+  *key = "file:" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+         std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec);
+  return true;
+}
+
 std::shared_ptr<Module> ModuleCache::get(const std::string& open_path,
                                          const std::string& target_path, std::string* error) {
-  struct stat st {};
-  if (::stat(open_path.c_str(), &st) != 0) {
+  // A file identity first; the build-id key is added once the file is open, so a second copy of
+  // the same object (another path, a container layer) is found too.
+  std::string file_key;
+  if (!file_identity_key(open_path, &file_key)) {
     if (error != nullptr) *error = target_path + ": cannot stat " + open_path;
     return nullptr;
   }
-  // A file identity first; the build-id key is added once the file is open, so a second copy of
-  // the same object (another path, a container layer) is found too.
-  std::string file_key = "file:" + std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) +
-                         ":" + std::to_string(st.st_size) + ":" +
-                         std::to_string(st.st_mtim.tv_sec) + "." +
-                         std::to_string(st.st_mtim.tv_nsec);
   std::lock_guard<std::mutex> lock(mu_);
   auto it = modules_.find(file_key);
   if (it != modules_.end()) return it->second;

@@ -54,6 +54,10 @@ class Module {
   mutable std::map<const ElfSymbol*, std::string> symbol_names_;
 };
 
+// A file's identity without reading it: "file:" device, inode, size and mtime. false when the
+// file cannot be stat'ed.
+bool file_identity_key(const std::string& path, std::string* key);
+
 // Modules keyed by build-id (or, without one, by device, inode, size and mtime of the file).
 class ModuleCache {
  public:

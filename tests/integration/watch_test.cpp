@@ -15,12 +15,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -416,6 +419,225 @@ TEST(Watch, PrometheusScrapesStuckCoroutinesAboveZeroThenZero) {
   kill(prom, SIGTERM);
   waitpid(prom, nullptr, 0);
   fs::remove_all(dir);
+}
+
+// The daemon's /metrics page.
+std::string metrics_page(int port) {
+  httplib::Client daemon("127.0.0.1", port);
+  auto page = daemon.Get("/metrics");
+  return page ? page->body : std::string();
+}
+
+// The value of the one sample of `name` whose labels contain every `labels` part; nullopt when
+// no sample (or more than one) matches.
+std::optional<double> sample(const std::string& page, const std::string& name,
+                             const std::vector<std::string>& labels = {}) {
+  std::optional<double> found;
+  size_t matches = 0;
+  std::istringstream in(page);
+  for (std::string l; std::getline(in, l);) {
+    if (l.rfind(name + "{", 0) != 0 && l.rfind(name + " ", 0) != 0) continue;
+    bool all = true;
+    for (const std::string& want : labels) all &= l.find(want) != std::string::npos;
+    if (!all) continue;
+    ++matches;
+    found = std::stod(l.substr(l.rfind(' ') + 1));
+  }
+  return matches == 1 ? found : std::nullopt;
+}
+
+// The page is rebuilt after each step, just after the step's events are written: a value an
+// event announces is on the page within one interval. Polls until `name` has it (or 5 s passed).
+std::optional<double> settled_sample(int port, const std::string& name,
+                                     const std::vector<std::string>& labels, double want) {
+  std::optional<double> v;
+  for (int i = 0; i < 50; ++i) {
+    v = sample(metrics_page(port), name, labels);
+    if (v == want) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  return v;
+}
+
+void expect_promtool_accepts(const std::string& page) {
+  const fs::path file =
+      fs::temp_directory_path() / ("watch_page_" + std::to_string(getpid()) + ".txt");
+  std::ofstream(file) << page;
+  RunResult lint = run_command({"sh", "-c", "promtool check metrics < " + file.string()});
+  fs::remove(file);
+  EXPECT_EQ(lint.exit.exit_code, 0) << lint.out << lint.err << page;
+}
+
+std::vector<json> events_of(const Daemon& d, const char* kind) {
+  std::vector<json> out;
+  for (const json& e : d.events()) {
+    if (is(e, kind)) out.push_back(e);
+  }
+  return out;
+}
+
+// coro_failures (tests/fixtures/coro_failures.cpp): four failed groups are reported with the
+// first scan, grouped by type and message; the two await cycles once a second rescan confirms
+// them; the gauges follow and promtool accepts the page.
+TEST(WatchDiagnoses, FailedGroupsAndAwaitCyclesAreEventsAndMetrics) {
+  const std::string src = asyncprobe::testing::source_file("tests/fixtures/coro_failures.cpp");
+  FixtureProcess f({fixture_path("gcc12-O0", "coro_failures")});
+  const int port = free_port();
+  Daemon d({"-p", std::to_string(f.pid()), "--interval", "200ms", "--stuck-threshold", "1s",
+            "--json", "--no-probe", "--listen", "127.0.0.1:" + std::to_string(port)});
+  int cycles = 0;
+  ASSERT_TRUE(d.event(30s, [&](const json& e) { return is(e, "await_cycle") && ++cycles == 2; }))
+      << d.err();
+  std::this_thread::sleep_for(1500ms);  // a few more rescans: nothing is reported twice
+  kill(d.pid(), SIGTERM);
+  ASSERT_EQ(d.wait(5s), 0) << d.err();
+
+  struct Expected {
+    std::string type;
+    json what;
+    std::string function;
+    size_t count;
+  };
+  const std::vector<Expected> expected = {
+      {"std::runtime_error", "payment backend refused", "charge_card(int)", 3},
+      {"payment_declined", "card expired", "verify_address()", 1},
+      {"quota_exceeded", nullptr, "reserve_stock()", 1},
+      {"int", nullptr, "parse_amount()", 1}};
+  const std::vector<json> failed = events_of(d, "failed");
+  ASSERT_EQ(failed.size(), expected.size()) << json(failed).dump(1);
+  for (const Expected& x : expected) {
+    auto it = std::find_if(failed.begin(), failed.end(),
+                           [&](const json& e) { return e["exception"]["type"] == x.type; });
+    ASSERT_NE(it, failed.end()) << x.type;
+    EXPECT_EQ((*it)["exception"]["what"], x.what) << x.type;
+    EXPECT_EQ((*it)["count"], x.count) << x.type;
+    EXPECT_EQ((*it)["in_window"], x.count) << x.type;
+    EXPECT_EQ((*it)["window_s"], 300);
+    EXPECT_EQ((*it)["update"], false);
+    EXPECT_EQ((*it)["functions"], json::array({{{"function", x.function}, {"count", x.count}}}))
+        << it->dump();
+    EXPECT_EQ((*it)["pid"], f.pid());
+  }
+  const std::vector<json> found = events_of(d, "await_cycle");
+  ASSERT_EQ(found.size(), 2u);
+  std::set<std::vector<std::string>> seen;
+  for (const json& c : found) {
+    std::vector<std::string> members;
+    for (const json& m : c["members"]) {
+      const std::string fn = m["function"].get<std::string>();
+      members.push_back(fn.substr(0, fn.find('(')));
+      const std::string marker = members.back() == "pair_first"    ? "pair_first_awaits_second"
+                                 : members.back() == "pair_second" ? "pair_second_joins_first"
+                                 : members.back() == "ring_first"  ? "ring_first_awaits_second"
+                                 : members.back() == "ring_second" ? "ring_second_awaits_third"
+                                                                   : "ring_third_joins_first";
+      EXPECT_EQ(m["line"], marker_line(src, marker)) << fn;
+    }
+    EXPECT_EQ(c["count"], members.size());
+    std::rotate(members.begin(), std::min_element(members.begin(), members.end()), members.end());
+    seen.insert(members);
+  }
+  EXPECT_EQ(seen, (std::set<std::vector<std::string>>{
+                      {"pair_first", "pair_second"}, {"ring_first", "ring_second", "ring_third"}}));
+  EXPECT_TRUE(events_of(d, "orphaned").empty());
+  EXPECT_TRUE(events_of(d, "thread_deadlock").empty());
+}
+
+TEST(WatchDiagnoses, GaugesFollowTheDiagnosesAndPromtoolAcceptsThem) {
+  FixtureProcess f({fixture_path("gcc12-O0", "coro_failures")});
+  const int port = free_port();
+  Daemon d({"-p", std::to_string(f.pid()), "--interval", "200ms", "--stuck-threshold", "1s",
+            "--json", "--no-probe", "--listen", "127.0.0.1:" + std::to_string(port)});
+  int cycles = 0;
+  ASSERT_TRUE(d.event(30s, [&](const json& e) { return is(e, "await_cycle") && ++cycles == 2; }))
+      << d.err();
+  const std::string pid = "pid=\"" + std::to_string(f.pid()) + "\"";
+  ASSERT_EQ(settled_sample(port, "asyncprobe_await_cycles", {pid}, 2), 2);
+  const std::string page = metrics_page(port);
+  EXPECT_EQ(
+      sample(page, "asyncprobe_failed_coroutines", {pid, "exception_type=\"std::runtime_error\""}),
+      3)
+      << page;
+  EXPECT_EQ(sample(page, "asyncprobe_failed_coroutines", {pid, "exception_type=\"int\""}), 1);
+  EXPECT_EQ(sample(page, "asyncprobe_await_cycles", {pid}), 2);
+  EXPECT_EQ(sample(page, "asyncprobe_orphaned_coroutines", {pid}), 0);
+  EXPECT_EQ(sample(page, "asyncprobe_thread_deadlocks", {pid}), 0);
+  expect_promtool_accepts(page);
+}
+
+// orphans (tests/fixtures/orphans.cpp): 5 stacks request @ request_calls_handler -> handler @
+// handler_loses_wakeup nothing points to; 3 held stacks are not orphaned.
+TEST(WatchDiagnoses, OrphanedStacksAreOneEvent) {
+  const std::string src = asyncprobe::testing::source_file("tests/fixtures/orphans.cpp");
+  FixtureProcess f({fixture_path("gcc12-O2", "orphans")});
+  const int port = free_port();
+  Daemon d({"-p", std::to_string(f.pid()), "--interval", "200ms", "--stuck-threshold", "1s",
+            "--json", "--no-probe", "--listen", "127.0.0.1:" + std::to_string(port)});
+  auto e = d.event(30s, [](const json& e) { return is(e, "orphaned"); });
+  ASSERT_TRUE(e) << d.err();
+  EXPECT_EQ((*e)["count"], 5) << e->dump();
+  EXPECT_EQ((*e)["frames"], 10);
+  ASSERT_EQ((*e)["stack"].size(), 2u);
+  EXPECT_EQ((*e)["stack"][0]["function"], "request(int)");
+  EXPECT_EQ((*e)["stack"][0]["line"], marker_line(src, "request_calls_handler"));
+  EXPECT_EQ((*e)["stack"][1]["function"], "handler(int)");
+  EXPECT_EQ((*e)["stack"][1]["line"], marker_line(src, "handler_loses_wakeup"));
+  EXPECT_EQ(settled_sample(port, "asyncprobe_orphaned_coroutines",
+                           {"pid=\"" + std::to_string(f.pid()) + "\""}, 10),
+            10);
+  std::this_thread::sleep_for(1500ms);
+  kill(d.pid(), SIGTERM);
+  ASSERT_EQ(d.wait(5s), 0) << d.err();
+  EXPECT_EQ(events_of(d, "orphaned").size(), 1u);
+}
+
+// lock_waits mutex2 (tests/fixtures/lock_waits.cpp): threads a and b each hold one mutex and
+// wait for the other's.
+TEST(WatchDiagnoses, ThreadDeadlockIsAnEvent) {
+  FixtureProcess p({fixture_path("gcc12-O2", "lock_waits"), "mutex2"});
+  const long a = p.token_int("a"), b = p.token_int("b");
+  const int port = free_port();
+  Daemon d({"-p", std::to_string(p.pid()), "--interval", "200ms", "--stuck-threshold", "1s",
+            "--json", "--no-probe", "--listen", "127.0.0.1:" + std::to_string(port)});
+  auto e = d.event(30s, [](const json& e) { return is(e, "thread_deadlock"); });
+  ASSERT_TRUE(e) << d.err();
+  EXPECT_EQ((*e)["threads"], json({std::min(a, b), std::max(a, b)})) << e->dump();
+  EXPECT_EQ((*e)["count"], 2);
+  ASSERT_EQ((*e)["locks"].size(), 2u);
+  std::set<std::string> addresses;
+  for (const json& l : (*e)["locks"]) {
+    EXPECT_EQ(l["type"], "pthread_mutex");
+    addresses.insert(l["address"].get<std::string>());
+  }
+  EXPECT_EQ(addresses, (std::set<std::string>{p.token("m1"), p.token("m2")}));
+  EXPECT_EQ(settled_sample(port, "asyncprobe_thread_deadlocks",
+                           {"pid=\"" + std::to_string(p.pid()) + "\""}, 1),
+            1);
+}
+
+// Two processes of one binary: the second attach takes every catalog from the first's.
+TEST(Watch, TwoProcessesOfOneBinaryShareCatalogs) {
+  FixtureProcess one({fixture_path("gcc12-O2", "many"), "--count", "40"});
+  FixtureProcess two({fixture_path("gcc12-O2", "many"), "--count", "40"});
+  const int port = free_port();
+  Daemon d({"-p", std::to_string(one.pid()), "-p", std::to_string(two.pid()), "--json",
+            "--no-probe", "--listen", "127.0.0.1:" + std::to_string(port)});
+  int attached = 0;
+  ASSERT_TRUE(d.event(30s, [&](const json& e) { return is(e, "attached") && ++attached == 2; }))
+      << d.err();
+  const std::vector<json> att = events_of(d, "attached");
+  ASSERT_EQ(att.size(), 2u);
+  EXPECT_EQ(att[0]["pid"], one.pid());
+  EXPECT_EQ(att[0]["objects_shared"], 0) << att[0].dump();
+  EXPECT_GE(att[0]["objects"].get<int>(), 3) << att[0].dump();  // many, libstdc++, libc, ...
+  EXPECT_EQ(att[1]["pid"], two.pid());
+  EXPECT_EQ(att[1]["objects"], att[0]["objects"]);
+  EXPECT_EQ(att[1]["objects_shared"], att[1]["objects"]) << att[1].dump();
+  EXPECT_EQ(att[1]["coroutines"], 40);
+  const std::string page = metrics_page(port);
+  EXPECT_EQ(sample(page, "asyncprobe_catalog_loads_total"), att[0]["objects"].get<double>())
+      << page;
+  EXPECT_EQ(sample(page, "asyncprobe_catalog_reuses_total"), att[1]["objects"].get<double>());
 }
 
 TEST(Watch, SystemdUnitVerifies) {

@@ -100,7 +100,9 @@ struct SnapshotTaker::Impl {
   std::unique_ptr<process::MemoryReader> memory;
   process::ReadMemory read;
   process::ReadMemoryBatch batch;  // empty through the socket: pieces are read one by one
-  std::unique_ptr<symbolizer::ModuleCache> modules;
+  symbolizer::DebugSearchPaths paths;
+  std::vector<std::shared_ptr<const symbolizer::CachedObject>> objects;  // held: keeps them cached
+  size_t objects_shared = 0;
   CoroutineIndex index;
   std::vector<std::string> warnings;
 
@@ -372,11 +374,11 @@ bool SnapshotTaker::Impl::open_target(SnapshotError* error) {
 }
 
 void SnapshotTaker::Impl::open_module_cache() {
-  symbolizer::DebugSearchPaths paths;
+  paths = {};
   // Through the socket we see the target's files by their paths: /proc/PID/root is closed.
   if (target) paths.sysroot = target->proc_path("root");
   for (const auto& d : session.debug_dirs) paths.debug_roots.insert(paths.debug_roots.begin(), d);
-  modules = std::make_unique<symbolizer::ModuleCache>(paths);
+  if (session.catalogs == nullptr) session.catalogs = std::make_shared<symbolizer::CatalogCache>();
 }
 
 // Adds the object's coroutine catalog to the index, or queues it for the search by code when it
@@ -387,14 +389,18 @@ bool SnapshotTaker::Impl::index_object(const process::MappedObject& obj,
   process::MappedFile file = open_object(obj.mappings.front());
   if (!file.fd.valid()) return false;
   std::string err;
-  auto module = modules->get(file.path, obj.path, &err);
-  if (module == nullptr) return false;
+  bool shared = false;
+  auto cached = session.catalogs->get(file.path, obj.path, paths, &shared, &err);
+  if (cached == nullptr) return false;
+  objects.push_back(cached);
+  objects_shared += shared ? 1 : 0;
+  const std::shared_ptr<symbolizer::Module>& module = cached->module;
   std::vector<process::LoadSegment> loads;
   for (const auto& seg : module->object().load_segments()) {
     loads.push_back({seg.vaddr, seg.offset, seg.filesz, seg.memsz, seg.flags});
   }
   process::LoadBiasResult bias = process::compute_load_bias(obj, loads);
-  auto catalog = std::make_shared<symbolizer::CoroCatalog>(module);
+  const std::shared_ptr<symbolizer::CoroCatalog>& catalog = cached->catalog;
   if (catalog->functions().empty()) {
     // System libraries ship stripped and hold none of the user's coroutines; only the
     // executable and the application's own libraries are searched by code.
@@ -530,6 +536,10 @@ void SnapshotTaker::read_pieces(std::vector<process::ReadRequest>& pieces) {
     for (auto& p : pieces) p.ok = false;
   }
 }
+
+size_t SnapshotTaker::objects_opened() const { return impl_->objects.size(); }
+
+size_t SnapshotTaker::objects_shared() const { return impl_->objects_shared; }
 
 bool SnapshotTaker::alive() const {
   if (!impl_->target && !impl_->preload) return false;

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "symbolizer/catalog_cache.h"
 #include "symbolizer/module.h"
 #include "userspace/model/snapshot_model.h"
 #include "userspace/process/memory_reader.h"
@@ -30,6 +31,8 @@ struct SnapshotSession {
   int pid = 0;
   std::vector<std::string> debug_dirs;
   bool find_orphans = true;  // the orphan mark phase (a second pass over memory); off: benchmarks
+  // Catalogs shared with other takers (the watch daemon's processes); null: a private cache.
+  std::shared_ptr<symbolizer::CatalogCache> catalogs = nullptr;
 };
 
 // Holds what stays valid between two looks at the same process (modules, catalogs, index), so
@@ -53,6 +56,10 @@ class SnapshotTaker {
   void read_pieces(std::vector<process::ReadRequest>& pieces);
   // False once the target has exited (immune to PID reuse).
   bool alive() const;
+  // Objects attach() opened (file-backed executable mappings), and of those, how many came from
+  // the catalog cache (another process mapping the same object had loaded them).
+  size_t objects_opened() const;
+  size_t objects_shared() const;
 
  private:
   void add_stripped_coroutines(const std::vector<StrippedObject>& stripped,

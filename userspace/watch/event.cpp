@@ -22,6 +22,16 @@ const char* to_string(EventKind k) {
       return "stuck";
     case EventKind::kRecovered:
       return "recovered";
+    case EventKind::kOrphaned:
+      return "orphaned";
+    case EventKind::kAwaitCycle:
+      return "await_cycle";
+    case EventKind::kThreadDeadlock:
+      return "thread_deadlock";
+    case EventKind::kLockOwnerGone:
+      return "lock_owner_gone";
+    case EventKind::kFailed:
+      return "failed";
   }
   return "?";
 }
@@ -74,6 +84,63 @@ nlohmann::ordered_json point_json(const PointKey& p) {
   return j;
 }
 
+bool is_diagnosis_event(EventKind k) {
+  return k == EventKind::kOrphaned || k == EventKind::kAwaitCycle ||
+         k == EventKind::kThreadDeadlock || k == EventKind::kLockOwnerGone ||
+         k == EventKind::kFailed;
+}
+
+nlohmann::ordered_json frames_json(const std::vector<StackFrame>& frames) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const StackFrame& f : frames) {
+    out.push_back(point_json(PointKey{f.function, f.file, f.line, -1}));
+    out.back().erase("index");
+  }
+  return out;
+}
+
+void diagnosis_json(const Event& e, nlohmann::ordered_json& j) {
+  j["count"] = e.count;
+  j["update"] = e.previous_count > 0;
+  if (e.previous_count > 0) j["previous_count"] = e.previous_count;
+  switch (e.kind) {
+    case EventKind::kOrphaned:
+      j["frames"] = e.frames;
+      j["stack"] = frames_json(e.stack);
+      break;
+    case EventKind::kAwaitCycle:
+      j["members"] = frames_json(e.stack);
+      break;
+    case EventKind::kFailed: {
+      nlohmann::ordered_json ex;
+      ex["type"] = e.exception.type.empty() ? nlohmann::ordered_json()
+                                            : nlohmann::ordered_json(e.exception.type);
+      ex["what"] = e.exception.has_what ? nlohmann::ordered_json(e.exception.what)
+                                        : nlohmann::ordered_json();
+      j["exception"] = std::move(ex);
+      j["in_window"] = e.in_window;
+      j["window_s"] = e.window_s;
+      nlohmann::ordered_json fns = nlohmann::ordered_json::array();
+      for (const auto& [fn, n] : e.failed_in) fns.push_back({{"function", fn}, {"count", n}});
+      j["functions"] = std::move(fns);
+      break;
+    }
+    default: {
+      j["threads"] = e.threads;
+      nlohmann::ordered_json locks = nlohmann::ordered_json::array();
+      for (const model::Diagnosis::Lock& l : e.locks) {
+        locks.push_back({{"address", util::hex(l.address)},
+                         {"type", l.type},
+                         {"owner", l.owner},
+                         {"owner_alive", l.owner_alive},
+                         {"waiters", l.waiters}});
+      }
+      j["locks"] = std::move(locks);
+    }
+  }
+  j["summary"] = e.summary;
+}
+
 // Seconds with millisecond resolution, rounded down: the value is a lower bound.
 double floor_ms(double s) {
   return s > 0 ? static_cast<double>(static_cast<long long>(s * 1000)) / 1000 : 0;
@@ -105,9 +172,13 @@ std::string format_json(const Event& e) {
       stack.back().erase("index");
     }
     j["stack"] = std::move(stack);
+  } else if (is_diagnosis_event(e.kind)) {
+    diagnosis_json(e, j);
   } else if (e.kind == EventKind::kAttached) {
     j["coroutines"] = e.coroutines;
     j["functions"] = e.functions;
+    j["objects"] = e.objects;
+    j["objects_shared"] = e.objects_shared;
   } else {
     j["reason"] = e.reason;
     j["message"] = e.message;
@@ -134,9 +205,16 @@ std::string format_text(const Event& e) {
       if (e.previous_count > 0) s += " (was " + std::to_string(e.previous_count) + ")";
     }
     s += " [" + e.evidence + "]";
+  } else if (is_diagnosis_event(e.kind)) {
+    s += " " + e.summary;
+    if (e.kind == EventKind::kFailed) {
+      s += " (" + std::to_string(e.in_window) + " in the last " +
+           util::format_duration(e.window_s) + ")";
+    }
   } else if (e.kind == EventKind::kAttached) {
     s += " " + std::to_string(e.coroutines) + " coroutines of " + std::to_string(e.functions) +
-         " functions";
+         " functions; " + std::to_string(e.objects_shared) + " of " + std::to_string(e.objects) +
+         " objects' catalogs shared";
   } else {
     s += " " + e.reason + ": " + e.message;
   }

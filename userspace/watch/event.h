@@ -5,7 +5,10 @@
 #include <chrono>
 #include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "userspace/model/snapshot_model.h"
 
 namespace asyncprobe::watch {
 
@@ -17,8 +20,12 @@ enum class EventKind {
                // whether they were resumed in between could not be known (no probe could tell)
   kStuck,      // ... and a resume probe saw them not resumed: stuck, known
   kRecovered,  // the coroutines of an unchanged/stuck episode moved on
-  // The diagnoses (orphaned, await_cycle, thread_deadlock, failed) join here as the diagnosis
-  // engine lands; each gets a kind, a schema section in docs/WATCH_FORMAT.md and a metric.
+  // The diagnoses (userspace/diagnose), from the full rescans (watch/diagnosis_watch.h):
+  kOrphaned,        // coroutines no live memory points to: they can never resume
+  kAwaitCycle,      // coroutines awaiting each other
+  kThreadDeadlock,  // threads waiting on each other's locks
+  kLockOwnerGone,   // a thread waiting on a lock whose owner exited or died
+  kFailed,          // coroutines whose promise holds an exception, grouped by type and message
 };
 const char* to_string(EventKind k);
 
@@ -58,8 +65,22 @@ struct Event {
   // unchanged: message says why no probe could decide
   size_t coroutines = 0;
   size_t functions = 0;
+  size_t objects = 0;         // attached: executable objects mapped (catalogs opened)
+  size_t objects_shared = 0;  // of those, catalogs another watched process had loaded already
   std::string reason;
   std::string message;
+
+  // Diagnoses: `count` is the orphaned stacks, the cycle's members, the deadlocked threads or the
+  // failed coroutines; `stack` the orphaned group's first stack (root first) or the cycle's
+  // members in awaiting order; `previous_count` as above.
+  std::string summary;
+  size_t frames = 0;         // orphaned: every frame of the group
+  std::vector<int> threads;  // thread_deadlock / lock_owner_gone
+  std::vector<model::Diagnosis::Lock> locks;
+  model::HeldException exception;                         // failed
+  std::vector<std::pair<std::string, size_t>> failed_in;  // failed: coroutines per function
+  size_t in_window = 0;  // failed: first seen within the last window_s
+  double window_s = 0.0;
 };
 
 // "2026-12-07T20:25:57.123Z": RFC 3339, UTC, milliseconds.

@@ -30,6 +30,8 @@ const char* reason_of(int code) {
 }
 
 constexpr double kSweepBudgetSeconds = 1.0;
+// How often an open probe window's hit budget is checked (as the one-shot --window does).
+constexpr double kProbePollSeconds = 0.02;
 
 const std::vector<double> kScanBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                           0.1,    0.25,  0.5,    1,     2.5,  5,     10};
@@ -48,6 +50,7 @@ Watcher::Watcher(WatcherConfig config, EventSink& sink, MetricsPage* page,
       sink_(sink),
       page_(page),
       prober_(prober),
+      catalogs_(std::make_shared<symbolizer::CatalogCache>()),
       sweep_(static_cast<int>(::getpid())) {}
 
 Watcher::~Watcher() = default;
@@ -58,7 +61,7 @@ void Watcher::emit(const Event& e) {
 }
 
 bool Watcher::attach(int pid, bool report_failures, int* code) {
-  auto w = std::make_unique<ProcessWatch>(pid, config_.settings, prober_);
+  auto w = std::make_unique<ProcessWatch>(pid, config_.settings, prober_, catalogs_);
   std::vector<Event> events;
   snapshot::SnapshotError err;
   if (!w->attach(&events, &err)) {
@@ -129,7 +132,21 @@ void Watcher::sweep(double now) {
   }
 }
 
+double Watcher::next_wake() const {
+  return next_poll_ > 0 ? std::min(next_tick_, next_poll_) : next_tick_;
+}
+
+void Watcher::poll_probes(double now) {
+  bool open = false;
+  for (auto& [id, w] : processes_) open |= w->poll_probe();
+  next_poll_ = open ? now + kProbePollSeconds : 0.0;
+}
+
 bool Watcher::step(double now) {
+  if (now < next_tick_) {
+    poll_probes(now);
+    return true;
+  }
   if (config_.all && now >= next_sweep_) sweep(now);
   for (auto it = processes_.begin(); it != processes_.end();) {
     std::vector<Event> events;
@@ -147,6 +164,7 @@ bool Watcher::step(double now) {
   // Ticks keep to the interval's grid; a slow step skips the ticks it overran.
   next_tick_ += config_.settings.interval_s;
   if (next_tick_ <= now) next_tick_ = now + config_.settings.interval_s;
+  poll_probes(now);
   publish(now);
   return config_.all || !processes_.empty();
 }
@@ -188,6 +206,44 @@ void add_point_samples(const ProcessWatch& w, double now, size_t max_series, Fam
     l.emplace_back("line", "");
     (fam == 0 ? stuck : unchanged)->samples.push_back({"", std::move(l), double(other[fam])});
   }
+}
+
+// The diagnoses reported at each process's last rescan (watch/diagnosis_watch.h).
+void add_diagnosis_families(
+    const std::map<std::pair<int, uint64_t>, std::unique_ptr<ProcessWatch>>& processes,
+    std::vector<Family>* families) {
+  Family failed{"asyncprobe_failed_coroutines",
+                "Coroutines whose promise holds an exception, by exception type.",
+                "gauge",
+                {}};
+  Family orphaned{"asyncprobe_orphaned_coroutines",
+                  "Suspended coroutines no live memory points to (they can never resume).",
+                  "gauge",
+                  {}};
+  Family cycles{
+      "asyncprobe_await_cycles", "Await cycles (coroutines awaiting each other).", "gauge", {}};
+  Family deadlocks{"asyncprobe_thread_deadlocks",
+                   "Thread deadlocks (cycles of threads waiting on each other's locks).",
+                   "gauge",
+                   {}};
+  Family gone{"asyncprobe_lock_owner_gone",
+              "Threads waiting on a lock whose owner exited or died holding it.",
+              "gauge",
+              {}};
+  for (const auto& [id, w] : processes) {
+    const DiagnosisGauges& g = w->diagnosis_gauges();
+    for (const auto& [type, n] : g.failed_by_type) {
+      Labels l = process_labels(*w);
+      l.emplace_back("exception_type", type);
+      failed.samples.push_back({"", std::move(l), static_cast<double>(n)});
+    }
+    orphaned.samples.push_back({"", process_labels(*w), double(g.orphaned_coroutines)});
+    cycles.samples.push_back({"", process_labels(*w), double(g.await_cycles)});
+    deadlocks.samples.push_back({"", process_labels(*w), double(g.thread_deadlocks)});
+    gone.samples.push_back({"", process_labels(*w), double(g.lock_owner_gone)});
+  }
+  for (Family* fam : {&failed, &orphaned, &cycles, &deadlocks, &gone})
+    families->push_back(std::move(*fam));
 }
 
 void add_self_samples(std::vector<Family>* families) {
@@ -246,8 +302,15 @@ void Watcher::publish(double now) {
   f.push_back(std::move(stuck));
   f.push_back(std::move(unchanged));
   f.push_back(std::move(period));
-  // The diagnoses (asyncprobe_failed_coroutines, _orphaned_coroutines, _await_cycles,
-  // _thread_deadlocks) join here, per process, as the diagnosis engine lands.
+  add_diagnosis_families(processes_, &f);
+  f.push_back({"asyncprobe_catalog_loads_total",
+               "Objects whose coroutine catalog was loaded (ELF, debug file, DWARF).",
+               "counter",
+               {{"", {}, static_cast<double>(catalogs_->loads())}}});
+  f.push_back({"asyncprobe_catalog_reuses_total",
+               "Objects whose catalog another watched process had already loaded (shared).",
+               "counter",
+               {{"", {}, static_cast<double>(catalogs_->reuses())}}});
   Family scans{"asyncprobe_scans_total",
                "Ticks done, by kind (recheck of known frames, rescan).",
                "counter",

@@ -46,10 +46,12 @@ class Watcher {
   // Attaches to the -p targets (an `error` event for each that fails). Returns -1 to go on, or
   // the exit code when no -p target could be attached (the first failure's code).
   int start(double now);
-  // One step at steady time `now`: sweep when due, tick every process, publish metrics. false
+  // One step at steady time `now`: before the tick is due, only the open probe windows' budgets
+  // are checked; then sweep when due, tick every process, publish metrics. false
   // when there is nothing left to watch (every -p target has gone); never false with --all.
   bool step(double now);
-  double next_wake() const { return next_tick_; }
+  // The next tick; sooner while a resume probe window is open (its hit budget is polled).
+  double next_wake() const;
   size_t watched() const { return processes_.size(); }
 
  private:
@@ -57,15 +59,18 @@ class Watcher {
   void sweep(double now);
   bool attach(int pid, bool report_failures, int* code);
   void publish(double now);
+  void poll_probes(double now);
 
   WatcherConfig config_;
   EventSink& sink_;
   MetricsPage* page_;
   snapshot::ResumeProber* prober_;
+  std::shared_ptr<symbolizer::CatalogCache> catalogs_;  // shared by every watched process
   std::map<std::pair<int, uint64_t>, std::unique_ptr<ProcessWatch>> processes_;
   ProcessSweep sweep_;
   double next_tick_ = 0.0;
   double next_sweep_ = 0.0;
+  double next_poll_ = 0.0;  // while a probe window is open; 0: none is
   // The daemon's own health.
   std::map<std::string, uint64_t> scans_total_;    // by kind
   std::map<std::string, uint64_t> scan_errors_;    // by reason
