@@ -162,9 +162,7 @@ void CoroCatalog::collect_functions() {
         fn.decl_line = decl->line;
       }
     }
-    if (!fn.promise_type_known && ramp_addr != function_addrs.end()) {
-      read_promise_from_ramp(fn, ramp_addr->second);
-    }
+    if (!fn.promise_type_known && fn.ramp != 0) read_promise_from_ramp(fn, fn.ramp);
     add(std::move(fn));
   }
 }
