@@ -535,6 +535,28 @@ bool SnapshotTaker::alive() const {
   }
 }
 
+namespace {
+
+// The awaiter edges the stitcher would not count, each kind in a warning.
+void add_stitch_warnings(const StitchStats& s, std::vector<std::string>* warnings) {
+  if (s.torn_edges > 0) {
+    warnings->push_back(std::to_string(s.torn_edges) +
+                        " awaiter edges read differently in two reads of a frame (it was being "
+                        "resumed or handed on) and were left out: those frames show as roots");
+  }
+  if (s.misshapen_edges > 0) {
+    warnings->push_back(std::to_string(s.misshapen_edges) +
+                        " awaiter edges named a coroutine that has not started (at its initial "
+                        "suspend, awaiting nothing) and were left out: those frames show as roots");
+  }
+  if (s.self_loops > 0) {
+    warnings->push_back(std::to_string(s.self_loops) +
+                        " frames name themselves as their awaiter: shown as cycles, uncertain");
+  }
+}
+
+}  // namespace
+
 bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
   Impl& s = *impl_;
   try {
@@ -572,7 +594,8 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
     out->frames.clear();
     out->frames.reserve(found.size());
     for (const auto& f : found) out->frames.push_back(decode_frame(f));
-    stitch_awaiters(out->frames, found, reader, batch);
+    const StitchStats stitched = stitch_awaiters(out->frames, found, reader, batch);
+    add_stitch_warnings(stitched, &out->warnings);
     fingerprint_frames(out->frames, found, reader, batch);
     read_held_exceptions(out->frames, found, reader, &out->warnings);
     for (model::ThreadInfo& t : out->threads) t.lock_wait = process::read_lock_wait(t, reader);
