@@ -182,10 +182,19 @@ TEST_P(OddEdges, SelfLoopsAreCyclesAndTornOrUnstartedEdgesAreLeftOutAndCounted) 
     EXPECT_EQ((*self)["awaiter_address"], fx.token("self"));
     EXPECT_EQ((*self)["link"], "cycle");
     EXPECT_EQ(warned(doc, "frames name themselves as their awaiter"), 1);
-    // Not under the coroutine that never started.
-    EXPECT_TRUE((*early)["awaiter_id"].is_null()) << early->dump(1);
-    EXPECT_EQ((*early)["link"], "root");
-    EXPECT_EQ(warned(doc, "awaiter edges named a coroutine that has not started"), 1);
+    // Not under the coroutine that never started, when its initial suspend is known. Clang 14
+    // emits no suspend index for a coroutine with a single suspend point and its code gives none
+    // (issue 11 item 5): its state reads unknown and the shape cannot be judged.
+    const json* unstarted = frame_at(doc, fx.token("unstarted"));
+    ASSERT_NE(unstarted, nullptr);
+    if ((*unstarted)["suspend"]["kind"] == "initial") {
+      EXPECT_TRUE((*early)["awaiter_id"].is_null()) << early->dump(1);
+      EXPECT_EQ((*early)["link"], "root");
+      EXPECT_EQ(warned(doc, "awaiter edges named a coroutine that has not started"), 1);
+    } else {
+      EXPECT_EQ(GetParam().rfind("clang14-", 0), 0u) << unstarted->dump(1);
+      EXPECT_EQ((*unstarted)["state"], "unknown");
+    }
     // Under its parent only when both reads said so; otherwise a root.
     // (How often the two reads disagree is up to the race: about one look in ten here.)
     if ((*torn)["awaiter_id"].is_null()) {
