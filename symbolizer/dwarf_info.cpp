@@ -845,6 +845,12 @@ const std::string& DwarfInfo::name_of(Dwarf_Off off, int32_t* cached, uint64_t e
     }
     it->second = static_cast<int32_t>(names_.size());
     name = demangle(linkage);
+    // Manglings newer than the C++ runtime's demangler (clang 19 writes `Tk` for constrained
+    // template parameters, which GCC 12's does not know): DWARF's qualified name instead of the
+    // mangled string, which no reader wants to see.
+    if (name == linkage) {
+      if (std::string qualified = qualified_name(&die); !qualified.empty()) name = qualified;
+    }
   } else {
     // No linkage name (GCC's coroutine actor/destroy parts, internal linkage): DWARF's name
     // qualified by its namespaces and classes; for code of its own, the symbol at its entry

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/integration/fixture_process.h"
+#include "tests/integration/pprof_support.h"
 #include "tests/unit/profile_builders.h"
 #include "userspace/output/profile_export.h"
 #include "userspace/output/profile_folded.h"
@@ -65,69 +66,6 @@ void write_profile_file(const model::Profile& p, const std::string& path) {
   ASSERT_TRUE(output::write_profile(
       out, p, output::profile_format_for_path(path, output::ProfileFormat::kText), &error))
       << error;
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
-// Runs of blanks become one space, leading and trailing blanks go: pprof aligns its columns.
-std::string squeeze(const std::string& s) {
-  std::string out;
-  for (const char c : s) {
-    if (c == ' ' || c == '\t') {
-      if (!out.empty() && out.back() != ' ') out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  if (!out.empty() && out.back() == ' ') out.pop_back();
-  return out;
-}
-
-// ---- go tool pprof ------------------------------------------------------------------------------
-
-RunResult go_pprof(const TempDir& dir, const std::string& view, const std::string& file) {
-  // go wants a writable HOME and build cache; the test's own directory serves.
-  return run_command({"env", "HOME=" + dir.file("home"), "GOCACHE=" + dir.file("gocache"),
-                      "GOFLAGS=", "go", "tool", "pprof", view, file},
-                     std::chrono::seconds(180));
-}
-
-// `-traces` output as blocks (one per sample): label lines and frame lines, squeezed.
-struct Trace {
-  std::map<std::string, std::string> labels;
-  std::string value;
-  std::vector<std::string> frames;  // leaf first
-};
-
-std::vector<Trace> parse_traces(const std::string& text) {
-  std::vector<Trace> out;
-  std::optional<Trace> cur;
-  for (const std::string& raw : lines_of(text)) {
-    if (raw.rfind("-----------+", 0) == 0) {
-      if (cur) out.push_back(*cur);
-      cur = Trace{};
-      continue;
-    }
-    if (!cur) continue;
-    const std::string line = squeeze(raw);
-    const size_t colon = line.find(": ");
-    if (cur->frames.empty() && cur->value.empty() && colon != std::string::npos &&
-        raw.find(":  ") != std::string::npos) {
-      cur->labels[line.substr(0, colon)] = line.substr(colon + 2);
-    } else if (cur->value.empty()) {
-      const size_t space = line.find(' ');
-      cur->value = line.substr(0, space);
-      cur->frames.push_back(line.substr(space + 1));
-    } else {
-      cur->frames.push_back(line);
-    }
-  }
-  return out;
 }
 
 // ---- Chromium and PNG ------------------------------------------------------------------------
@@ -355,7 +293,7 @@ class BuiltProfile : public ::testing::Test {
 };
 
 TEST_F(BuiltProfile, GoPprofTopShowsFlatAndCumulativeTimeOfEveryFunctionAndKind) {
-  RunResult r = go_pprof(dir_, "-top", written("cpu.pb.gz"));
+  RunResult r = go_pprof(dir_.file("go"), {"-top"}, written("cpu.pb.gz"));
   ASSERT_EQ(r.exit.exit_code, 0) << r.err;
   std::vector<std::string> lines;
   for (const std::string& l : lines_of(r.out)) lines.push_back(squeeze(l));
@@ -377,7 +315,7 @@ TEST_F(BuiltProfile, GoPprofTopShowsFlatAndCumulativeTimeOfEveryFunctionAndKind)
 }
 
 TEST_F(BuiltProfile, GoPprofTracesShowTheJoinedAsyncStackWithThreadAndCoroutineLabels) {
-  RunResult r = go_pprof(dir_, "-traces", written("cpu.pb.gz"));
+  RunResult r = go_pprof(dir_.file("go"), {"-traces"}, written("cpu.pb.gz"));
   ASSERT_EQ(r.exit.exit_code, 0) << r.err;
   const std::vector<Trace> traces = parse_traces(r.out);
   ASSERT_EQ(traces.size(), 4u) << r.out;
@@ -569,7 +507,7 @@ void expect_joined(const std::vector<std::string>& leaf_first, const std::string
 
 TEST_F(RealProfile, GoPprofShowsTheBurningCoroutineWithItsAsyncParents) {
   const std::string path = profiled("burn.pb.gz");
-  RunResult top = go_pprof(dir_, "-top", path);
+  RunResult top = go_pprof(dir_.file("go"), {"-top"}, path);
   ASSERT_EQ(top.exit.exit_code, 0) << top.err;
   // flat flat% sum% cum cum% name: burn_cpu has (nearly) all the flat time, the async parents
   // (never on the stack) as much cumulative time.
@@ -593,7 +531,7 @@ TEST_F(RealProfile, GoPprofShowsTheBurningCoroutineWithItsAsyncParents) {
   EXPECT_GE(percent(find_frame(names, "render(", " [async]"), 4), 90.0) << top.out;
   EXPECT_GE(percent(find_frame(names, "handle(", " [async]"), 4), 90.0) << top.out;
 
-  RunResult traces = go_pprof(dir_, "-traces", path);
+  RunResult traces = go_pprof(dir_.file("go"), {"-traces"}, path);
   ASSERT_EQ(traces.exit.exit_code, 0) << traces.err;
   const std::vector<Trace> parsed = parse_traces(traces.out);
   ASSERT_FALSE(parsed.empty()) << traces.out;

@@ -139,6 +139,77 @@ TEST_P(ChainSnapshot, DeepChainOf200) {
 INSTANTIATE_TEST_SUITE_P(AllCompilers, ChainSnapshot,
                          ::testing::ValuesIn(fixture_variants_with("chain")), VariantTestName());
 
+// Edges not to be taken at face value (tests/fixtures/odd_edges.cpp says what each frame's
+// continuation word holds): a frame naming itself is a cycle, marked uncertain; an edge to a
+// coroutine that never started is left out and counted; an edge rewritten while the snapshot
+// reads it counts only when both reads agree, and each disagreement is counted in a warning.
+class OddEdges : public ::testing::TestWithParam<std::string> {};
+
+const json* frame_at(const json& doc, const std::string& address) {
+  for (const json& c : doc["coroutines"]) {
+    if (c["address"] == address) return &c;
+  }
+  return nullptr;
+}
+
+// How many edges the warning starting with `what` counts in `doc`; 0 without that warning.
+long warned(const json& doc, const std::string& what) {
+  for (const json& w : doc["warnings"]) {
+    const std::string text = w.get<std::string>();
+    const size_t space = text.find(' ');
+    if (space != std::string::npos && text.compare(space + 1, what.size(), what) == 0) {
+      return std::stol(text.substr(0, space));
+    }
+  }
+  return 0;
+}
+
+TEST_P(OddEdges, SelfLoopsAreCyclesAndTornOrUnstartedEdgesAreLeftOutAndCounted) {
+  FixtureProcess fx({fixture_path(GetParam(), "odd_edges")});
+  for (int look = 0; look < 12; ++look) {
+    const json doc = snapshot_json(fx.pid());
+    const json* self = frame_at(doc, fx.token("self"));
+    const json* early = frame_at(doc, fx.token("early"));
+    const json* linked = frame_at(doc, fx.token("linked"));
+    const json* holder = frame_at(doc, fx.token("holder"));
+    const json* torn = frame_at(doc, fx.token("torn"));
+    const json* parent = frame_at(doc, fx.token("parent"));
+    ASSERT_TRUE(self && early && linked && holder && torn && parent) << doc.dump(1);
+    // The true edge.
+    EXPECT_EQ((*linked)["awaiter_id"], (*holder)["id"]);
+    EXPECT_EQ((*linked)["link"], "linked");
+    // A frame that names itself: a cycle of one, uncertain.
+    EXPECT_EQ((*self)["awaiter_address"], fx.token("self"));
+    EXPECT_EQ((*self)["link"], "cycle");
+    EXPECT_EQ(warned(doc, "frames name themselves as their awaiter"), 1);
+    // Not under the coroutine that never started, when its initial suspend is known. Clang 14
+    // emits no suspend index for a coroutine with a single suspend point and its code gives none
+    // (issue 11 item 5): its state reads unknown and the shape cannot be judged.
+    const json* unstarted = frame_at(doc, fx.token("unstarted"));
+    ASSERT_NE(unstarted, nullptr);
+    if ((*unstarted)["suspend"]["kind"] == "initial") {
+      EXPECT_TRUE((*early)["awaiter_id"].is_null()) << early->dump(1);
+      EXPECT_EQ((*early)["link"], "root");
+      EXPECT_EQ(warned(doc, "awaiter edges named a coroutine that has not started"), 1);
+    } else {
+      EXPECT_EQ(GetParam().rfind("clang14-", 0), 0u) << unstarted->dump(1);
+      EXPECT_EQ((*unstarted)["state"], "unknown");
+    }
+    // Under its parent only when both reads said so; otherwise a root.
+    // (How often the two reads disagree is up to the race: about one look in ten here.)
+    if ((*torn)["awaiter_id"].is_null()) {
+      EXPECT_EQ((*torn)["link"], "root");
+    } else {
+      EXPECT_EQ((*torn)["awaiter_id"], (*parent)["id"]);
+    }
+    EXPECT_LE(warned(doc, "awaiter edges read differently in two reads"), 1);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, OddEdges,
+                         ::testing::ValuesIn(fixture_variants_with("odd_edges")),
+                         VariantTestName());
+
 TEST(Snapshot, TextReportCoalescesIdenticalStacks) {
   FixtureProcess fx({fixture_path("gcc12-O2", "chain"), "--depth", "4", "--count", "50"});
   RunResult r = run_command({asyncprobe_binary(), "-p", std::to_string(fx.pid()), "--window", "0"});

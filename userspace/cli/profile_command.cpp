@@ -69,7 +69,8 @@ const char kUsage[] =
     "                          .json .txt), else text\n"
     "  --await                 await profile (suspended time) instead of CPU\n"
     "  --trace                 attach the trace probes of `asyncprobe trace` (a uprobe per\n"
-    "                          resume: about 9 us of the target's CPU per resume): with\n"
+    "                          resume: 4.2 us to 28 us of the target's CPU per resume where\n"
+    "                          measured, see trace --help): with\n"
     "                          --await every wait is measured exactly (no -F); without, the\n"
     "                          running coroutine is the one the probes name\n"
     "  --kernel                also record kernel stacks of samples taken in the kernel\n"
@@ -395,6 +396,11 @@ void add_cpu_warnings(const profile::SamplerStats& c, const profile::CpuProfileS
   note(st.not_in_snapshot,
        "samples in a coroutine no snapshot had seen yet: its async parents are missing");
   note(st.uncertain, "samples joined through a guessed awaiter edge (marked uncertain)");
+  note(st.pump_unmatched,
+       "samples in Boost.Asio's pump whose after_suspend argument named no suspended coroutine "
+       "(or several): not joined");
+  note(st.unwind_left_code,
+       "samples whose unwinding reached a return address outside mapped code: cut there");
   note(c.kstack_failed, "kernel stacks could not be read");
   note(st.trace_other,
        "samples in a coroutine of which the trace probes named no run (started before the "
@@ -407,6 +413,10 @@ void print_cpu_stats(const ProfileOptions& o, const profile::CpuProfileStats& st
                      const kernel::ProfileSession& session) {
   std::cerr << "asyncprobe: " << st.samples << " samples (" << st.in_coroutine << " in coroutines, "
             << st.joined << " joined"
+            << (st.in_pump > 0
+                    ? ", " + std::to_string(st.pump_joined) + " of " + std::to_string(st.in_pump) +
+                          " in Asio's pump joined to the coroutine it works for"
+                    : std::string())
             << (o.trace ? ", " + std::to_string(st.traced) + " named by the trace probes" : "")
             << "), " << c.lost << " lost; " << fs.snapshots << " snapshots\n";
   if (std::getenv("ASYNCPROBE_PROFILE_STATS") != nullptr) {

@@ -121,6 +121,16 @@ constexpr AwaiterEdge awaiter_from_promise(uint64_t frame, const uint64_t (&prom
   return detail::continuation(frame, promise, find);
 }
 
+// A frame that names itself as its awaiter: Asio's caller_ pointing at its own promise, or, for a
+// coroutine whose promise is known to start with the continuation (`continuation_layout`: other
+// frames of it were linked by it), that word holding the frame itself. No coroutine can await
+// itself and run on: the edge is shown as a cycle, uncertain, never as a plain root.
+constexpr bool awaits_itself(uint64_t frame, const uint64_t (&promise)[kPromiseWords],
+                             uint64_t promise_offset, bool continuation_layout) {
+  if (promise[0] != frame) return false;
+  return continuation_layout || promise[2] == frame + promise_offset;
+}
+
 // The generic mutual-pointer rule, for task types no library rule knows: frame B is awaited by
 // frame A when a word of B is a continuation to A and a word of A is B's address (the task
 // object). Words before kFirstBodyWord are the header.

@@ -1,5 +1,6 @@
 #include "userspace/output/report_text.h"
 #include "userspace/util/format.h"
+#include "userspace/util/frame_runs.h"
 
 #include <algorithm>
 #include <cinttypes>
@@ -434,12 +435,18 @@ void write_native_stack(std::ostream& out, const model::ThreadInfo& t,
     out << "      (native stack not unwound)\n";
     return;
   }
-  for (size_t k = 0; k < t.native_stack.size(); ++k) {
-    const model::NativeFrame& f = t.native_stack[k];
+  const std::vector<model::NativeFrame>& stack = t.native_stack;
+  for (size_t k = 0; k < stack.size();) {
+    const model::NativeFrame& f = stack[k];
+    const size_t run = util::folded_run(k, stack.size(), [&](size_t a, size_t b) {
+      return stack[a].pc == stack[b].pc && stack[a].function == stack[b].function;
+    });
     out << "      #" << k << " " << util::hex(f.pc) << " "
         << (f.function.empty() ? std::string("??") : name_of(f.function, opts));
     if (f.line > 0) out << "  " << location(f.file, f.line, -1);
+    if (run > 1) out << "  x" << run;
     out << '\n';
+    k += run;
   }
 }
 

@@ -17,6 +17,7 @@
 #include "userspace/preload/signal_safe.h"
 #include "userspace/preload/throw_record.h"
 #include "userspace/preload/unwinder.h"
+#include "userspace/util/frame_runs.h"
 
 namespace asyncprobe::preload {
 
@@ -127,11 +128,15 @@ struct Thrown {
 void write_stacks(Report& r, int tid, size_t n, size_t first, const Thrown* thrown) {
   Text& t = r.t();
   t.str("asyncprobe: stack of thread ").dec(tid).str(" (innermost first):\n");
-  size_t printed = 0;
-  for (size_t i = first; i < n; ++i) {
-    t.str("  #").udec(printed++).pad_to(6).hex(g_frames[i].pc, 12).ch(' ');
+  for (size_t i = first; i < n;) {
+    const size_t run = util::folded_run(i, n, [](size_t a, size_t b) {
+      return g_frames[a].pc == g_frames[b].pc && g_frames[a].pc_exact == g_frames[b].pc_exact;
+    });
+    t.str("  #").udec(i - first).pad_to(6).hex(g_frames[i].pc, 12).ch(' ');
     append_pc(t, g_frames[i].pc, g_frames[i].pc_exact);
+    if (run > 1) t.str("  x").udec(run);
     t.ch('\n');
+    i += run;
   }
   if (n == kMaxStack) t.str("  ... (deeper frames not shown)\n");
   r.flush();

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <fstream>
 
+#include "userspace/process/process_maps.h"
+#include "userspace/profile/asio_pump.h"
 #include "userspace/util/thread_cpu_clock.h"
 
 namespace asyncprobe::profile {
@@ -39,7 +41,37 @@ std::vector<uint64_t> frame_address_candidates(const CpuSample& s,
   return words;
 }
 
+// The stack words of frames[k]'s own frame, [its sp, its caller's sp): where Asio's pump keeps
+// its resume_context (asio_pump.h).
+std::vector<uint64_t> own_frame_words(const CpuSample& s,
+                                      const std::vector<process::UnwoundFrame>& frames, size_t k) {
+  std::vector<uint64_t> words;
+  const uint64_t lo = frames[k].sp;
+  const uint64_t hi = k + 1 < frames.size() ? frames[k + 1].sp : lo + 512;
+  if (lo < s.stack_addr || hi <= lo) return words;
+  const uint64_t end = std::min<uint64_t>(hi - s.stack_addr, s.stack.size());
+  for (uint64_t off = lo - s.stack_addr; off + 8 <= end; off += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.stack.data() + off, 8);
+    words.push_back(w);
+  }
+  return words;
+}
+
 constexpr size_t kMaxTimings = 100'000;
+
+// The position in uf.functions (innermost first) of the outermost Asio pump function, or -1.
+long pump_position(const process::UnwoundFrame& uf) {
+  long at = -1;
+  for (size_t j = 0; j < uf.functions.size(); ++j) {
+    if (is_asio_pump(uf.functions[j].function)) at = static_cast<long>(j);
+  }
+  return at;
+}
+
+// uprobes step the probed instruction in slots of this size on the [uprobes] page
+// (UPROBE_XOL_SLOT_BYTES, include/linux/uprobes.h), each slot starting on a multiple of it.
+constexpr uint64_t kXolSlotBytes = 128;
 
 constexpr size_t kMaxFrames = 128;
 
@@ -64,7 +96,9 @@ void CpuProfiler::add_native(const process::UnwoundFrame& uf, model::ProfileFram
   if (uf.functions.empty()) {
     model::ProfileFrame f;
     f.kind = kind;
-    f.function = util::hex(uf.pc);
+    // A pc in no mapped object is no function: never print it as if it were one (a heap address
+    // shown as the root of a stack).
+    f.function = uf.object.empty() ? "[outside mapped code]" : util::hex(uf.pc);
     f.object = uf.object;
     f.address = uf.pc;
     out->push_back(builder_.intern(f));
@@ -157,15 +191,115 @@ void CpuProfiler::add_coroutine_frames(const process::UnwoundFrame& uf,
   for (const model::CoroFrame& p : join.parents) stack->push_back(builder_.intern(async_frame(p)));
 }
 
+void CpuProfiler::place_probed_pc(const CpuSample& s, std::array<uint64_t, 17>* regs) {
+  if (trace_resume_.empty() || s.coro_frame == 0 || s.coro_fn >= trace_resume_.size()) return;
+  const uint64_t entry = trace_resume_[s.coro_fn];
+  uint64_t& pc = (*regs)[16];
+  if (pc == entry + 1) {  // stopped at the breakpoint (int3 is one byte): not executed yet
+    pc = entry;
+    stats_.in_uprobe++;
+    return;
+  }
+  if (!xol_known_) {
+    xol_known_ = true;
+    process::MapsParseResult maps;
+    if (process::read_maps_file("/proc/" + std::to_string(profile_->pid) + "/maps", &maps) == 0) {
+      for (const process::Mapping& m : maps.mappings) {
+        if (m.path == "[uprobes]") xol_start_ = m.start, xol_end_ = m.end;
+      }
+    }
+  }
+  if (pc < xol_start_ || pc >= xol_end_) return;
+  // The probes name the run they just started, so the slot steps that function's first
+  // instruction; its offset in the slot is 0 before the step and the instruction's length after.
+  pc = entry + (pc - xol_start_) % kXolSlotBytes;
+  stats_.in_uprobe++;
+}
+
+std::vector<uint64_t> CpuProfiler::after_suspend_arguments(
+    const CpuSample& s, const std::vector<process::UnwoundFrame>& frames, size_t k) {
+  // resume()'s resume_context {after_suspend_fn_, after_suspend_arg_} sits in the pump's frame
+  // and the pump has called after_suspend_fn_ (frames[k - 1]). The call site names the slot
+  // it loaded the argument from; older contexts of other pumps may linger in other slots.
+  std::vector<uint64_t> args;
+  if (k == 0) return args;
+  const uint64_t ret = frames[k].pc;
+  auto cached = arg_slot_.find(ret);
+  if (cached == arg_slot_.end()) {
+    uint8_t code[10] = {};
+    std::optional<uint32_t> slot;
+    if (ret > sizeof code && finder_->read_target(ret - sizeof code, code, sizeof code)) {
+      slot = after_suspend_arg_slot(code, sizeof code);
+    }
+    cached = arg_slot_.emplace(ret, slot).first;
+  }
+  if (cached->second) {
+    const uint64_t at = frames[k].sp + *cached->second;
+    if (at >= s.stack_addr && at + 8 <= s.stack_addr + s.stack.size()) {
+      uint64_t w;
+      std::memcpy(&w, s.stack.data() + (at - s.stack_addr), 8);
+      args.push_back(w);
+    }
+    return args;
+  }
+  // Other code: the pair whose first word is the entry of the function the pump called.
+  if (frames[k - 1].functions.empty()) return args;
+  const std::string& callee = frames[k - 1].functions.back().function;
+  const std::vector<uint64_t> words = own_frame_words(s, frames, k);
+  for (size_t i = 0; i + 1 < words.size(); ++i) {
+    if (words[i] == 0) continue;
+    const process::UnwoundFrame at = unwinder_->describe(words[i], false);
+    if (!at.object.empty() && !at.functions.empty() && at.functions.back().function == callee) {
+      args.push_back(words[i + 1]);
+    }
+  }
+  return args;
+}
+
+CoroutineJoin CpuProfiler::join_pumped(const CpuSample& s,
+                                       const std::vector<process::UnwoundFrame>& frames, size_t k) {
+  stats_.in_pump++;
+  CoroutineJoin join = finder_->find_pumped(after_suspend_arguments(s, frames, k));
+  if (join.result == CoroutineJoin::Result::kJoined) {
+    stats_.pump_joined++;
+    if (join.uncertain) stats_.uncertain++;
+  } else {
+    stats_.pump_unmatched++;
+  }
+  return join;
+}
+
+void CpuProfiler::add_pump_frames(const process::UnwoundFrame& uf, const CoroutineJoin& join,
+                                  std::vector<uint32_t>* stack) {
+  process::UnwoundFrame inner = uf;
+  process::UnwoundFrame outer = uf;
+  const auto split = uf.functions.begin() + pump_position(uf) + 1;
+  inner.functions.assign(uf.functions.begin(), split);
+  outer.functions.assign(split, uf.functions.end());
+  add_native(inner, model::ProfileFrame::Kind::kNative, stack);
+  for (const model::CoroFrame& p : join.parents) stack->push_back(builder_.intern(async_frame(p)));
+  if (!outer.functions.empty()) add_native(outer, model::ProfileFrame::Kind::kNative, stack);
+}
+
 void CpuProfiler::add(const CpuSample& s) {
   stats_.samples++;
   const double t0 = util::thread_cpu_seconds();
+  std::array<uint64_t, 17> regs = s.regs;
+  place_probed_pc(s, &regs);
   std::vector<process::UnwoundFrame> frames =
-      unwinder_->unwind(s.regs.data(), s.stack_addr, s.stack.data(), s.stack.size(), kMaxFrames);
+      unwinder_->unwind(regs.data(), s.stack_addr, s.stack.data(), s.stack.size(), kMaxFrames);
   if (stats_.unwind_cpu_us.size() < kMaxTimings) {
     stats_.unwind_cpu_us.push_back(static_cast<float>((util::thread_cpu_seconds() - t0) * 1e6));
   }
   if (frames.size() <= 1) stats_.unwind_one_frame++;
+  // A return address in no mapped object: the walk computed a wrong CFA; what follows is noise.
+  for (size_t i = 1; i < frames.size(); ++i) {
+    if (frames[i].object.empty() && frames[i].functions.empty()) {
+      frames.resize(i);
+      stats_.unwind_left_code++;
+      break;
+    }
+  }
 
   std::vector<uint32_t> stack;   // leaf first
   add_kernel_frames(s, &stack);  // kernel frames sit below (leafward of) the user stack
@@ -180,10 +314,21 @@ void CpuProfiler::add(const CpuSample& s) {
   }
   CoroutineJoin join;
   if (running != nullptr) join = join_running(s, *running, frames, k);
+  // No coroutine on the thread: Asio may be pumping work for one that just suspended.
+  size_t pump = frames.size();
+  for (size_t i = 0; i < frames.size() && running == nullptr; ++i) {
+    if (pump_position(frames[i]) >= 0) {
+      pump = i;
+      join = join_pumped(s, frames, i);
+      break;
+    }
+  }
 
   for (size_t i = 0; i < frames.size(); ++i) {
     if (i == k) {
       add_coroutine_frames(frames[i], *running, join, &stack);
+    } else if (i == pump) {
+      add_pump_frames(frames[i], join, &stack);
     } else {
       add_native(frames[i], model::ProfileFrame::Kind::kNative, &stack);
     }
@@ -191,8 +336,13 @@ void CpuProfiler::add(const CpuSample& s) {
 
   const int tid = static_cast<int>(s.tid);
   const bool uncertain = join.result == CoroutineJoin::Result::kJoined && join.uncertain;
-  builder_.add(stack, tid, thread_name(tid), join.frame,
-               running != nullptr ? running->name : std::string(), uncertain, 1,
+  std::string coroutine_function;
+  if (running != nullptr) {
+    coroutine_function = running->name;
+  } else if (join.pumped && !join.parents.empty()) {
+    coroutine_function = join.parents.front().function;
+  }
+  builder_.add(stack, tid, thread_name(tid), join.frame, coroutine_function, uncertain, 1,
                profile_->period_ns);
 }
 

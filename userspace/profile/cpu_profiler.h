@@ -3,9 +3,12 @@
 // and the running coroutine's async parents joined above its resume frame (RunningCoroutineFinder).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -30,6 +33,14 @@ struct CpuProfileStats {
   uint64_t unwind_one_frame = 0;  // the walk stopped at the interrupted pc
   uint64_t traced = 0;            // in a coroutine, frame named by the trace probes (--trace)
   uint64_t trace_other = 0;       // ... the probes named no run of it: found from the stack
+  // Boost.Asio: no resume function on the stack, but Asio's pump (asio_pump.h) working for a
+  // suspended coroutine.
+  uint64_t in_pump = 0;
+  uint64_t pump_joined = 0;     // ... joined to the coroutine it works for (and its awaiters)
+  uint64_t pump_unmatched = 0;  // ... its words pointed at no live frame, or not at one chain
+  // The walk ended at a return address outside every mapped object (a wrong CFA): cut there.
+  uint64_t unwind_left_code = 0;
+  uint64_t in_uprobe = 0;  // --trace: sampled in a probe's out-of-line step, placed at the entry
   // CPU time of this thread per walk (unwinding + symbolizing). The first walks through an
   // object load its CFI and DWARF: the median is the steady cost.
   std::vector<float> unwind_cpu_us;
@@ -57,6 +68,18 @@ class CpuProfiler {
                              const std::vector<process::UnwoundFrame>& frames, size_t k);
   void add_coroutine_frames(const process::UnwoundFrame& uf, const ResumeFunction& running,
                             const CoroutineJoin& join, std::vector<uint32_t>* stack);
+  // Asio's pump frame (physical frame uf): its inlined functions up to the pump, the suspended
+  // coroutine it works for and that one's awaiters, then the rest of its inlined functions.
+  void add_pump_frames(const process::UnwoundFrame& uf, const CoroutineJoin& join,
+                       std::vector<uint32_t>* stack);
+  std::vector<uint64_t> after_suspend_arguments(const CpuSample& s,
+                                                const std::vector<process::UnwoundFrame>& frames,
+                                                size_t k);
+  CoroutineJoin join_pumped(const CpuSample& s, const std::vector<process::UnwoundFrame>& frames,
+                            size_t k);
+  // --trace: a sample taken while a probe steps the probed function's first instruction out of
+  // line ([uprobes] page) or at its breakpoint is placed at that function's entry.
+  void place_probed_pc(const CpuSample& s, std::array<uint64_t, 17>* regs);
 
   model::Profile* profile_;
   ProfileBuilder builder_;
@@ -66,6 +89,11 @@ class CpuProfiler {
   std::map<int, std::string> thread_names_;
   CpuProfileStats stats_;
   std::vector<uint64_t> trace_resume_;
+  // The target's [uprobes] page ([start, end)), read from its maps on first need; end 0: none.
+  // Asio pump call sites (return address) -> the stack slot of the after_suspend argument.
+  std::unordered_map<uint64_t, std::optional<uint32_t>> arg_slot_;
+  bool xol_known_ = false;
+  uint64_t xol_start_ = 0, xol_end_ = 0;
 };
 
 }  // namespace asyncprobe::profile

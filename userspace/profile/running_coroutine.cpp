@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "userspace/coro/awaiter_rules.h"
 #include "userspace/process/target_process.h"
+#include "userspace/snapshot/frame_scanner.h"
 #include "userspace/util/stop_request.h"
 #include "userspace/util/thread_cpu_clock.h"
 
@@ -19,6 +21,9 @@ double monotonic_s() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
 }
+
+// How far a frame of unknown size may reach past its start.
+constexpr uint64_t kMaxFrameReach = 64 * 1024;
 
 // Candidates worth a header read: frames are at least 8-byte aligned and live in user space.
 bool plausible_frame_address(uint64_t w) {
@@ -210,6 +215,131 @@ CoroutineJoin RunningCoroutineFinder::find(const ResumeFunction& fn,
       out = join_unseen(fn, live[0], &in_snapshots);
     }
   }
+  stats_.join_seconds += util::thread_cpu_seconds() - t0 - in_snapshots;
+  return out;
+}
+
+bool RunningCoroutineFinder::read_target(uint64_t addr, void* out, size_t len) {
+  try {
+    return memory_->read(addr, out, len);
+  } catch (const process::TargetError&) {
+    return false;
+  }
+}
+
+size_t RunningCoroutineFinder::live_in_snapshot(uint64_t address) const {
+  auto it = by_address_.find(address);
+  if (it == by_address_.end() || snap_.frames[it->second].state == model::FrameState::kDone) {
+    return snapshot::kNoFrame;
+  }
+  return it->second;
+}
+
+std::optional<model::CoroFrame> RunningCoroutineFinder::frame_holding(uint64_t object,
+                                                                      uint64_t* promise_words) {
+  // The awaiter object's first words; one of them is its frame's promise, 16 or 32 bytes past
+  // the frame's start (coro/frame_abi.h), and the object lies inside that frame.
+  constexpr size_t kObjectWords = 16;
+  uint64_t words[kObjectWords] = {};
+  try {
+    if (!memory_->read(object, words, sizeof words)) return std::nullopt;
+  } catch (const process::TargetError&) {
+    return std::nullopt;
+  }
+  for (const uint64_t promise : words) {
+    for (const uint64_t back : {coro::kHeaderBytes, 2 * coro::kHeaderBytes}) {
+      const uint64_t frame = promise - back;
+      if (promise < back || frame > object || object - frame >= kMaxFrameReach ||
+          !plausible_frame_address(frame)) {
+        continue;
+      }
+      snapshot::FoundFrame found;
+      found.address = frame;
+      try {
+        stats_.header_reads++;
+        if (!memory_->read(frame, found.head, sizeof found.head)) continue;
+      } catch (const process::TargetError&) {
+        return std::nullopt;
+      }
+      const ResumeFunction* fn = resume_function_at(found.head[0]);
+      if (fn == nullptr || fn->start != found.head[0] || fn->fn->promise_offset != back ||
+          !(found.head[1] == fn->destroy || (fn->cleanup != 0 && found.head[1] == fn->cleanup))) {
+        continue;
+      }
+      found.head_words = snapshot::FoundFrame::kHeadWords;
+      found.resume_word = found.head[0];
+      found.destroy_word = found.head[1];
+      found.ref = {fn->loaded, fn->fn, found.head[1] == fn->cleanup};
+      uint64_t index = 0;
+      const uint8_t width = fn->fn->index_width;
+      if (width > 0 && width <= 8 && memory_->read(frame + fn->fn->index_offset, &index, width)) {
+        found.index = static_cast<int64_t>(index);
+      }
+      const size_t first = back / 8;
+      for (size_t w = 0; w < coro::kPromiseWords; ++w) promise_words[w] = found.head[first + w];
+      return snapshot::decode_frame(found);
+    }
+  }
+  return std::nullopt;
+}
+
+CoroutineJoin RunningCoroutineFinder::find_pumped(const std::vector<uint64_t>& args) {
+  const double t0 = util::thread_cpu_seconds();
+  double in_snapshots = 0;
+  CoroutineJoin out;
+  out.pumped = true;
+  out.result = CoroutineJoin::Result::kNoCandidate;
+  std::optional<model::CoroFrame> frame;
+  uint64_t promise[coro::kPromiseWords] = {};
+  for (const uint64_t a : args) {
+    if (!plausible_frame_address(a & ~uint64_t{7})) continue;
+    uint64_t words[coro::kPromiseWords] = {};
+    std::optional<model::CoroFrame> f = frame_holding(a, words);
+    if (!f) continue;
+    if (frame && frame->address != f->address) {
+      out.result = CoroutineJoin::Result::kAmbiguous;
+      stats_.join_seconds += util::thread_cpu_seconds() - t0;
+      return out;
+    }
+    frame = std::move(f);
+    std::copy(std::begin(words), std::end(words), std::begin(promise));
+  }
+  if (!frame) {
+    stats_.join_seconds += util::thread_cpu_seconds() - t0;
+    return out;
+  }
+  // Its awaiter, by the same rules as the snapshot's, among the frames the snapshot knows.
+  auto awaiter = [&]() {
+    auto find = [&](uint64_t addr, uint64_t* promise_offset) {
+      const size_t i = live_in_snapshot(addr);
+      if (i == snapshot::kNoFrame) return false;
+      const ResumeFunction* fn = resume_function_at(snap_.frames[i].resume_fn);
+      *promise_offset = fn != nullptr ? fn->fn->promise_offset : coro::kDefaultPromiseOffset;
+      return true;
+    };
+    return coro::awaiter_from_promise(frame->address, promise, find);
+  };
+  coro::AwaiterEdge edge = awaiter();
+  const bool has_caller = promise[0] == frame->address ? promise[2] != 0 : promise[0] != 0;
+  if (edge.frame == 0 && has_caller &&
+      monotonic_s() - last_refresh_ >= std::max(min_refresh_s_, 20 * last_snapshot_cpu_s_)) {
+    const double s0 = util::thread_cpu_seconds();
+    snapshot::SnapshotError err;
+    if (refresh(&err)) edge = awaiter();
+    in_snapshots = util::thread_cpu_seconds() - s0;
+  }
+  if (edge.frame != 0) {
+    out = join_at(live_in_snapshot(edge.frame));
+    out.parents.insert(out.parents.begin(), snap_.frames[live_in_snapshot(edge.frame)]);
+  } else {
+    out.result =
+        has_caller ? CoroutineJoin::Result::kNotInSnapshot : CoroutineJoin::Result::kJoined;
+  }
+  out.pumped = true;
+  out.frame = frame->address;
+  frame->awaiter = edge.frame;
+  frame->awaiter_rule = edge.rule;
+  out.parents.insert(out.parents.begin(), *frame);
   stats_.join_seconds += util::thread_cpu_seconds() - t0 - in_snapshots;
   return out;
 }

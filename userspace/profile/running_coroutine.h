@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -43,6 +44,9 @@ struct CoroutineJoin {
   std::vector<model::CoroFrame> parents;  // awaiting coroutines, nearest first (kJoined)
   bool uncertain = false;  // an edge of the chain rests on a guess (generic rule, cycle,
                            // dangling awaiter)
+  // find_pumped(): parents[0] is the suspended coroutine itself (the one Asio's pump works for),
+  // its awaiters follow.
+  bool pumped = false;
 };
 
 struct RunningCoroutineStats {
@@ -72,9 +76,26 @@ class RunningCoroutineFinder {
   // address (registers, recovered callee-saved registers, stack words).
   CoroutineJoin find(const ResumeFunction& fn, std::vector<uint64_t> candidates);
 
+  // Which suspended coroutine Boost.Asio's pump is working for (asio_pump.h), from the
+  // after_suspend arguments found in the pump's frame: each points at the awaiter object inside
+  // the suspended coroutine's frame (use_awaitable's `result`, a deferred operation's
+  // `awaitable_async_op`), and that object holds the same frame's promise pointer (`this_` /
+  // `frame_`). The frame is read from memory now (Asio reuses frame addresses for the next
+  // operation, so a snapshot rarely knows it); its awaiters are the snapshot's chain above the
+  // frame its promise names (refreshed, rate-limited, when the snapshot has not seen that one).
+  CoroutineJoin find_pumped(const std::vector<uint64_t>& args);
+
+  // Reads the target's memory (code bytes for the pump's call site); false when unreadable.
+  bool read_target(uint64_t addr, void* out, size_t len);
+
   const RunningCoroutineStats& stats() const { return stats_; }
 
  private:
+  // The live frame of a known coroutine that holds the awaiter object at `object` and whose
+  // promise one of the object's first words points at; decoded now. nullopt when none.
+  std::optional<model::CoroFrame> frame_holding(uint64_t object, uint64_t* promise_words);
+  // A frame the snapshot knows, by address, not finished; kNoFrame otherwise.
+  size_t live_in_snapshot(uint64_t address) const;
   void index_snapshot();
   bool header_is(uint64_t addr, const ResumeFunction& fn);
   CoroutineJoin join_at(size_t frame_index);

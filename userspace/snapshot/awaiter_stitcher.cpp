@@ -170,19 +170,19 @@ class Stitcher {
     }
   }
 
-  // The first promise words of frame i: read with the header at validation, unless the promise
-  // lies further in (over-aligned promises).
-  bool promise_words(size_t i, uint64_t (&words)[coro::kPromiseWords]) const {
+  // The first promise words of frame i as the first (`first`) or second validation read saw
+  // them, unless the promise lies further in (over-aligned promises): then read now.
+  bool promise_words(size_t i, bool first, uint64_t (&words)[coro::kPromiseWords]) const {
     const FoundFrame& f = found_[i];
     const size_t first_word = f.ref.fn->promise_offset / 8;
     if (f.ref.fn->promise_offset % 8 == 0 && first_word + coro::kPromiseWords <= f.head_words) {
-      std::memcpy(words, &f.head[first_word], sizeof words);
+      std::memcpy(words, first ? &f.first_head[first_word] : &f.head[first_word], sizeof words);
       return true;
     }
     return read_(f.address + f.ref.fn->promise_offset, words, sizeof words);
   }
 
-  // The library rules (coro/awaiter_rules.h) over every frame's promise.
+  // The library rules (coro/awaiter_rules.h) over every frame's promise, in both reads.
   void library_edges() {
     auto find_live = [&](uint64_t addr, uint64_t* promise_offset) {
       long p = frame_at(addr);
@@ -190,15 +190,56 @@ class Stitcher {
       *promise_offset = found_[p].ref.fn->promise_offset;
       return true;
     };
+    std::vector<size_t> self_pointing;  // promise word 0 is the frame itself, no edge
     for (size_t i = 0; i < found_.size(); ++i) {
       if (i % 4096 == 0) util::check_interrupt();  // util/stop_request.h
       // A finished coroutine has already handed control back to its awaiter: what its promise
       // still says is history, not an edge.
       if (frames_[i].state == model::FrameState::kDone) continue;
       uint64_t words[coro::kPromiseWords] = {};
-      if (!promise_words(i, words)) continue;
-      coro::AwaiterEdge edge = coro::awaiter_from_promise(found_[i].address, words, find_live);
-      if (edge.frame != 0) set_edge(i, static_cast<size_t>(frame_at(edge.frame)), edge.rule);
+      uint64_t before[coro::kPromiseWords] = {};
+      if (!promise_words(i, false, words) || !promise_words(i, true, before)) continue;
+      const coro::AwaiterEdge edge =
+          coro::awaiter_from_promise(found_[i].address, words, find_live);
+      const coro::AwaiterEdge earlier =
+          coro::awaiter_from_promise(found_[i].address, before, find_live);
+      if (edge.frame != earlier.frame) {
+        stats_.torn_edges++;
+        continue;
+      }
+      if (edge.frame == 0) {
+        if (words[0] == found_[i].address && before[0] == words[0]) self_pointing.push_back(i);
+        continue;
+      }
+      const size_t parent = static_cast<size_t>(frame_at(edge.frame));
+      if (frames_[parent].suspend.kind == model::SuspendPoint::Kind::kInitial) {
+        stats_.misshapen_edges++;
+        continue;
+      }
+      set_edge(i, parent, edge.rule);
+    }
+    self_edges(self_pointing);
+  }
+
+  // Frames whose promise names themselves (coro::awaits_itself): edges to themselves.
+  void self_edges(const std::vector<size_t>& candidates) {
+    std::unordered_set<const symbolizer::CoroFunction*> continuation_layout;
+    for (size_t i = 0; i < found_.size(); ++i) {
+      if (frames_[i].awaiter_rule == coro::AwaiterRule::kContinuationInPromise) {
+        continuation_layout.insert(found_[i].ref.fn);
+      }
+    }
+    for (const size_t i : candidates) {
+      uint64_t words[coro::kPromiseWords] = {};
+      if (!promise_words(i, false, words)) continue;
+      const bool layout = continuation_layout.count(found_[i].ref.fn) != 0;
+      if (!coro::awaits_itself(found_[i].address, words, found_[i].ref.fn->promise_offset,
+                               layout)) {
+        continue;
+      }
+      set_edge(i, i,
+               layout ? coro::AwaiterRule::kContinuationInPromise : coro::AwaiterRule::kAsioCaller);
+      stats_.self_loops++;
     }
   }
 

@@ -18,6 +18,10 @@ struct StitchStats {
   size_t generic_edges = 0;
   size_t via_heap_edges = 0;
   size_t held_by_edges = 0;
+  // Edges not counted (the awaited frame is then a root; each kind is counted in a warning):
+  size_t torn_edges = 0;       // the two validation reads named different awaiters
+  size_t misshapen_edges = 0;  // the awaiter had not started (at its initial suspend)
+  size_t self_loops = 0;       // a frame named itself: kept as a cycle (uncertain)
 };
 
 // Memory that may hold heap objects (writable, not a thread stack), as sorted [start, end)
@@ -25,7 +29,10 @@ struct StitchStats {
 using HeapRanges = std::vector<std::pair<uint64_t, uint64_t>>;
 
 // `frames` and `found` are parallel (decode_frame of each hit). Sets CoroFrame::awaiter and
-// awaiter_rule. Reads frame memory through `read`; unreadable memory just yields no edge.
+// awaiter_rule. Reads frame memory through `read`; unreadable memory just yields no edge. A
+// library-rule edge counts only when both validation reads of the promise name the same awaiter
+// and the awaiter has started (a coroutine at its initial suspend awaits nothing); a frame that
+// names itself keeps that edge, which the async stacks show as a cycle.
 StitchStats stitch_awaiters(std::vector<model::CoroFrame>& frames,
                             const std::vector<FoundFrame>& found, const process::ReadMemory& read,
                             const process::ReadMemoryBatch& batch = {},

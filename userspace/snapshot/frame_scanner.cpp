@@ -232,6 +232,7 @@ bool FrameScanner::revalidate_alone(FoundFrame& f) const {
   int64_t i2 = ok ? read_index(f.address, *f.ref.fn) : -1;
   if (!ok || i1 != i2) return false;
   std::memcpy(f.head, h2, sizeof h2);
+  std::memcpy(f.first_head, h1, sizeof h1);
   f.head_words = 2;
   f.index = i2;
   return f.head[0] == f.resume_word && f.head[1] == f.destroy_word;
@@ -280,6 +281,7 @@ std::vector<FoundFrame> FrameScanner::revalidate(std::vector<FoundFrame> hits,
       stats->torn++;
       continue;
     }
+    std::memcpy(f.first_head, &b1[at], f.head_words * 8);
     valid.push_back(f);
   }
   return valid;

@@ -35,6 +35,9 @@ struct FoundFrame {
   // readable end are 0 and head_words says how many were read.
   uint64_t head[kHeadWords] = {};
   size_t head_words = 0;
+  // The same bytes from the first of the two validation reads (head is the second): an awaiter
+  // edge counts only when both say the same. Valid for the first head_words words.
+  uint64_t first_head[kHeadWords] = {};
   uint64_t resume_word = 0;
   uint64_t destroy_word = 0;
   int64_t index = -1;

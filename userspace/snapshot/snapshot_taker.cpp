@@ -550,6 +550,28 @@ bool SnapshotTaker::alive() const {
   }
 }
 
+namespace {
+
+// The awaiter edges the stitcher would not count, each kind in a warning.
+void add_stitch_warnings(const StitchStats& s, std::vector<std::string>* warnings) {
+  if (s.torn_edges > 0) {
+    warnings->push_back(std::to_string(s.torn_edges) +
+                        " awaiter edges read differently in two reads of a frame (it was being "
+                        "resumed or handed on) and were left out: those frames show as roots");
+  }
+  if (s.misshapen_edges > 0) {
+    warnings->push_back(std::to_string(s.misshapen_edges) +
+                        " awaiter edges named a coroutine that has not started (at its initial "
+                        "suspend, awaiting nothing) and were left out: those frames show as roots");
+  }
+  if (s.self_loops > 0) {
+    warnings->push_back(std::to_string(s.self_loops) +
+                        " frames name themselves as their awaiter: shown as cycles, uncertain");
+  }
+}
+
+}  // namespace
+
 bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
   Impl& s = *impl_;
   try {
@@ -597,7 +619,8 @@ bool SnapshotTaker::take(model::Snapshot* out, SnapshotError* error) {
       if (!r.is_stack && r.end > r.start) heap.emplace_back(r.start, r.end);
     }
     std::sort(heap.begin(), heap.end());
-    stitch_awaiters(out->frames, found, reader, batch, heap);
+    const StitchStats stitched = stitch_awaiters(out->frames, found, reader, batch, heap);
+    add_stitch_warnings(stitched, &out->warnings);
     util::check_interrupt();
     fingerprint_frames(out->frames, found, reader, batch);
     util::check_interrupt();

@@ -404,5 +404,46 @@ TEST(TextReport, LongLibraryNamesAreShortenedUnlessFullNamesAreAsked) {
   EXPECT_EQ(whole.find(short_name), std::string::npos) << whole;
 }
 
+// A thread in a lock deadlock whose stack is a 5,000-deep recursion: the recursive frame is one
+// line with its count (util/frame_runs.h), not 4,996 lines.
+TEST(ReportText, NativeStackFoldsRecursion) {
+  model::Snapshot s;
+  s.pid = 7;
+  model::ThreadInfo t = make_thread(8, "worker", 'S', "futex");
+  auto frame = [](uint64_t pc, const std::string& fn) {
+    model::NativeFrame f;
+    f.pc = pc;
+    f.function = fn;
+    return f;
+  };
+  t.native_stack.push_back(frame(0x401000, "lock_it()"));
+  for (int i = 0; i < 4996; ++i) t.native_stack.push_back(frame(0x401100, "handle(int)"));
+  t.native_stack.push_back(frame(0x401200, "main"));
+  s.threads.push_back(t);
+  model::Diagnosis d;
+  d.kind = model::Diagnosis::Kind::kLockOwnerGone;
+  d.threads = {8};
+  d.summary = "thread 8 waits for a lock whose owner exited";
+  model::Diagnosis::Lock l;
+  l.address = 0x5000;
+  l.type = "pthread_mutex";
+  l.owner = 9;
+  l.owner_alive = false;
+  l.waiters = {8};
+  d.locks.push_back(l);
+  s.diagnoses.push_back(d);
+  std::ostringstream out;
+  output::write_diagnoses(out, s);
+  const std::string text = out.str();
+  EXPECT_NE(text.find("      #0 0x401000 lock_it()\n"
+                      "      #1 0x401100 handle(int)  x4996\n"
+                      "      #4997 0x401200 main\n"),
+            std::string::npos)
+      << text;
+  size_t lines = 0;
+  for (const char c : text) lines += c == '\n';
+  EXPECT_LT(lines, 20u) << text;
+}
+
 }  // namespace
 }  // namespace asyncprobe
