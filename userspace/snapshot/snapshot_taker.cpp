@@ -102,6 +102,9 @@ struct SnapshotTaker::Impl {
   std::unique_ptr<symbolizer::ModuleCache> modules;
   CoroutineIndex index;
   std::vector<std::string> warnings;
+  // For mark_running(), made on first use.
+  std::unique_ptr<process::TraceUnwinder> unwinder;
+  std::unique_ptr<ResumeFunctionTable> resume_functions;
 
   int pid() const { return target ? target->pid() : preload->pid; }
   std::string comm() const { return target ? target->comm() : preload->source.comm; }
@@ -523,6 +526,20 @@ void SnapshotTaker::read_pieces(std::vector<process::ReadRequest>& pieces) {
     for (auto& p : pieces) p.ok = s.read && s.read(p.addr, p.out, p.len);
   } catch (const process::TargetError&) {
     for (auto& p : pieces) p.ok = false;
+  }
+}
+
+RunningScan SnapshotTaker::mark_running(model::Snapshot* snap) {
+  Impl& s = *impl_;
+  if (!s.read || snap == nullptr) return {};
+  if (!s.unwinder) {
+    s.unwinder = std::make_unique<process::TraceUnwinder>(s.pid(), s.session.debug_dirs);
+    s.resume_functions = std::make_unique<ResumeFunctionTable>(s.index);
+  }
+  try {
+    return mark_running_coroutines(*snap, *s.resume_functions, *s.unwinder, s.read);
+  } catch (const process::TargetError&) {
+    return {};  // the target went away: the look stands as it was
   }
 }
 

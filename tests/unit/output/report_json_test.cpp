@@ -221,7 +221,11 @@ TEST(ReportJson, ParsesBackWithAllFields) {
                                      {"stack_lo", "0x0"},
                                      {"stack_hi", "0x0"},
                                      {"lock_wait", nullptr},
-                                     {"native_stack", json::array()}}));
+                                     {"native_stack", json::array()},
+                                     {"running_coroutine", nullptr},
+                                     {"running_function", nullptr},
+                                     {"resume_native_frame", nullptr},
+                                     {"running_candidates", json::array()}}));
   EXPECT_EQ(doc["diagnoses"], json::array());
   EXPECT_EQ(doc["coroutines"][0]["exception"], nullptr);
   EXPECT_EQ(doc["coroutines"][0]["orphaned"], false);
