@@ -72,13 +72,42 @@ std::vector<Blocked> blocked_cases(const FixtureProcess& p) {
   };
 }
 
-// The resume function of `function` in a native stack: Clang names it "<function> [clone
-// .resume]" or plain "<function>", GCC "<name>(<frame type>*) [clone .actor]".
+// The resume function of `function` in a native stack: named by its DWARF subprogram (Clang:
+// the coroutine's own name, GCC: its bare name) or by a symbol ("<name>(...) [clone .actor]").
 bool is_resume_of(const json& frame, const std::string& function) {
   if (!frame["function"].is_string()) return false;
   const std::string f = frame["function"];
   const std::string name = function.substr(0, function.find('('));
-  return f.rfind(name + "(", 0) == 0 || f.rfind(name + " ", 0) == 0;
+  return f == name || f.rfind(name + "(", 0) == 0 || f.rfind(name + " ", 0) == 0;
+}
+
+// Where the running frame cannot be told: g++ -O2's read_request actor keeps its frame in rbx
+// across `call read@plt` (objdump of the fixture), glibc's read() saves no rbx, and a blocked
+// thread's registers are not readable without a stop. The scan holds two frames of
+// read_request, so both are candidates and neither is called running.
+bool frame_address_lost(const std::string& variant, const Blocked& b) {
+  return variant == "gcc12-O2" && b.function == "read_request(int, bool)";
+}
+
+void expect_uncertain(const json& doc, const FixtureProcess& p, const Blocked& b) {
+  SCOPED_TRACE(b.function + " (uncertain)");
+  const long tid = p.token_int(b.tid_token);
+  const std::vector<json> frames = coroutines_of(doc, b.function);
+  ASSERT_EQ(frames.size(), 2u);
+  for (const json& c : frames) {
+    EXPECT_EQ(c["state"], "suspended");
+    EXPECT_TRUE(c["thread"].is_null());
+    ASSERT_TRUE(c["running"].is_object()) << c.dump(1);
+    EXPECT_EQ(c["running"]["uncertain"], true);
+    EXPECT_EQ(c["running"]["thread"], tid);
+    EXPECT_EQ(c["running"]["line"], marker_line(source_file(kSource), b.site));
+    EXPECT_EQ(c["stuck"], false);
+  }
+  const json* t = thread_of(doc, tid);
+  ASSERT_NE(t, nullptr);
+  EXPECT_TRUE((*t)["running_coroutine"].is_null());
+  EXPECT_EQ((*t)["running_function"], b.function);
+  EXPECT_EQ((*t)["running_candidates"].size(), 2u);
 }
 
 void expect_running(const json& doc, const FixtureProcess& p, const Blocked& b) {
@@ -134,8 +163,16 @@ class BlockingLoops : public ::testing::TestWithParam<std::string> {
 TEST_P(BlockingLoops, EachBlockingCoroutineRunsOnItsThreadAtTheBlockingCall) {
   FixtureProcess p({exe()});
   const json doc = snapshot_json(p.pid());
-  for (const Blocked& b : blocked_cases(p)) expect_running(doc, p, b);
-  EXPECT_EQ(doc["summary"]["running"], 3);
+  int running = 0;
+  for (const Blocked& b : blocked_cases(p)) {
+    if (frame_address_lost(GetParam(), b)) {
+      expect_uncertain(doc, p, b);
+    } else {
+      expect_running(doc, p, b);
+      ++running;
+    }
+  }
+  EXPECT_EQ(doc["summary"]["running"], running);
   EXPECT_EQ(doc["summary"]["stuck"], 0);
   // No lock cycle and no dead owner: main holds `held` and waits for nothing.
   EXPECT_EQ(doc["diagnoses"], json::array()) << doc["diagnoses"].dump(1);
@@ -146,6 +183,7 @@ TEST_P(BlockingLoops, TheOtherFrameOfTheSameCoroutineStaysSuspendedWhereItParked
   const json doc = snapshot_json(p.pid());
   const std::vector<json> frames = coroutines_of(doc, "read_request(int, bool)");
   ASSERT_EQ(frames.size(), 2u) << json(frames).dump(1);
+  if (frame_address_lost(GetParam(), blocked_cases(p)[0])) GTEST_SKIP() << "see expect_uncertain";
   const std::string src = source_file(kSource);
   size_t parked = 0;
   for (const json& c : frames) {
@@ -165,6 +203,13 @@ TEST_P(BlockingLoops, TextStackEndsRunningOnTheThreadBlockedInTheCall) {
   const std::string text = run_asyncprobe(p.pid(), {}).out;
   const std::string src = source_file(kSource);
   for (const Blocked& b : blocked_cases(p)) {
+    if (frame_address_lost(GetParam(), b)) {
+      const std::string note = "  (thread " + p.token(b.tid_token) +
+                               " runs a frame of this function, this one or another: which is "
+                               "unknown)";
+      EXPECT_NE(text.find(note), std::string::npos) << text;
+      continue;
+    }
     const std::string want = "1x " + b.function + "  running on thread " + p.token(b.tid_token) +
                              ", blocked in " + b.syscall + "() at " + src + ":" +
                              std::to_string(marker_line(src, b.site));
