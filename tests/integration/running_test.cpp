@@ -173,7 +173,10 @@ TEST_P(BlockingLoops, EachBlockingCoroutineRunsOnItsThreadAtTheBlockingCall) {
     }
   }
   EXPECT_EQ(doc["summary"]["running"], running);
-  EXPECT_EQ(doc["summary"]["stuck"], 0);
+  // Stuck (not resumed in the window, the probe runs here as root): the three serve_* parents
+  // awaiting running children, idle_reader and its parked read_request; with the uncertain join
+  // the parked read_request may be the running one, so it is not called stuck.
+  EXPECT_EQ(doc["summary"]["stuck"], running == 3 ? 5 : 4);
   // No lock cycle and no dead owner: main holds `held` and waits for nothing.
   EXPECT_EQ(doc["diagnoses"], json::array()) << doc["diagnoses"].dump(1);
 }
@@ -213,13 +216,15 @@ TEST_P(BlockingLoops, TextStackEndsRunningOnTheThreadBlockedInTheCall) {
     const std::string want = "1x " + b.function + "  running on thread " + p.token(b.tid_token) +
                              ", blocked in " + b.syscall + "() at " + src + ":" +
                              std::to_string(marker_line(src, b.site));
-    EXPECT_NE(text.find(want), std::string::npos) << want << "\n" << text;
+    const size_t at = text.find(want);
+    ASSERT_NE(at, std::string::npos) << want << "\n" << text;
+    // Nothing follows on that line: a running coroutine is neither stuck nor unchanged.
+    EXPECT_EQ(text[at + want.size()], '\n') << text;
     // In THREADS, under the thread's row: the coroutine, then its native stack down to it.
     const std::string row = "    runs coroutine #";
     EXPECT_NE(text.find(row), std::string::npos) << text;
   }
   EXPECT_NE(text.find("(coroutine resume function)"), std::string::npos) << text;
-  EXPECT_EQ(text.find("[stuck"), std::string::npos) << text;
 }
 
 TEST_P(BlockingLoops, ADeadlockedLoopThreadShowsTheAsyncStackRunningOnIt) {
