@@ -104,10 +104,10 @@ std::string kind_note(model::SuspendPoint::Kind kind, model::FrameState state) {
 }
 
 // "running on thread TID, blocked in read() at file:line": where a running coroutine is now.
-std::string running_text(const model::RunningOn& r) {
+std::string running_text(const model::RunningOn& r, const TextReportOptions& opts) {
   std::string s = "running on thread " + std::to_string(r.thread);
   if (!r.syscall.empty()) s += ", blocked in " + esc(r.syscall) + "()";
-  return s + " at " + location(r.file, r.line, -1);
+  return s + " at " + location(r.file, r.line, -1, opts.base_names);
 }
 
 std::string exception_text(const model::HeldException& e) {
@@ -164,7 +164,7 @@ std::string place_and_state(const model::Snapshot& snap, const snapshot::StackNo
                             const TextReportOptions& opts) {
   const model::CoroFrame& first = snap.frames[n.frames.front()];
   if (n.state == model::FrameState::kRunning && first.running) {
-    return "  " + running_text(*first.running);
+    return "  " + running_text(*first.running, opts);
   }
   std::string s = "  " + location(n.file, n.line, n.line == 0 ? n.index : -1, opts.base_names);
   s += kind_note(n.kind, n.state);
@@ -489,7 +489,7 @@ void write_running_async_stack(std::ostream& out, const model::Snapshot& snap,
     const model::CoroFrame& f = snap.frames[chain[k]];
     out << "        " << frame_ref(snap, chain[k], opts) << "  ";
     if (f.state == model::FrameState::kRunning && f.running) {
-      out << running_text(*f.running);
+      out << running_text(*f.running, opts);
     } else {
       out << location(f.suspend.file, f.suspend.line, f.suspend.line == 0 ? f.suspend.index : -1);
     }
@@ -525,7 +525,7 @@ void write_running_thread(std::ostream& out, const model::Snapshot& snap,
   if (t.running_frame >= 0) {
     const size_t i = static_cast<size_t>(t.running_frame);
     out << frame_ref(snap, i, opts);
-    if (snap.frames[i].running) out << ": " << running_text(*snap.frames[i].running);
+    if (snap.frames[i].running) out << ": " << running_text(*snap.frames[i].running, opts);
   } else {
     out << name_of(t.running_function, opts);
     if (t.running_candidates.empty()) {
