@@ -404,6 +404,43 @@ TEST_F(TopTerminal, ADeadlockShowsInTheHeaderAndOnTheDiagnosesPage) {
   EXPECT_EQ(wait_exit(t, &s), 0) << s;
 }
 
+// A coroutine blocking its loop thread (tests/fixtures/blocking_loops.cpp: nap() sleeps in its
+// body on the sleep-loop thread) is a running row at the sleep's line; Enter shows its async
+// stack ending where it runs, then its thread's native stack down to its resume function.
+TEST_F(TopTerminal, ARunningCoroutineOpensOnItsThreadsNativeStack) {
+  FixtureProcess p({fixture_path("gcc12-O0", "blocking_loops")});
+  const std::string src = "tests/fixtures/blocking_loops.cpp";
+  const std::string tid = p.token("sleep_tid");
+  const std::string sleep_at =
+      "blocking_loops.cpp:" + std::to_string(marker_line(src, "nap_sleep"));
+  Tmux t(120, 40);
+  t.type_line(top_command(p.pid()));
+  std::string s = t.wait_for("3 running");
+  EXPECT_NE(line_with(s, "3 running").size(), 0u) << s;
+  t.keys({"/"});
+  t.keys({"-l", "nap"});
+  t.keys({"Enter"});
+  s = t.wait_for("filter: nap");
+  const std::string row = line_with(s, "nap()");
+  EXPECT_NE(row.find(sleep_at + " running on " + tid), std::string::npos) << s;
+  EXPECT_EQ(stuck_cell(row), 0) << s;
+  t.keys({"Enter"});
+  s = t.wait_for("async stacks through 1 x nap()", "(coroutine resume function)");
+  EXPECT_NE(line_with(s, "1x serve_sleep()").size(), 0u) << s;
+  const std::string leaf = line_with(s, "1x nap()");
+  EXPECT_NE(leaf.find("running on thread " + tid + ", blocked in "), std::string::npos) << s;
+  EXPECT_NE(leaf.find("() at " + sleep_at), std::string::npos) << s;
+  EXPECT_NE(line_with(s, "thread " + tid + " (sleep-loop)").size(), 0u) << s;
+  EXPECT_NE(line_with(s, "runs coroutine #").size(), 0u) << s;
+  const std::string resume = line_with(s, "(coroutine resume function)");
+  EXPECT_NE(resume.find("nap"), std::string::npos) << s;
+  EXPECT_NE(resume.find(sleep_at), std::string::npos) << s;
+  t.keys({"Escape"});
+  t.wait_for("COUNT");
+  t.keys({"q"});
+  EXPECT_EQ(wait_exit(t, &s), 0) << s;
+}
+
 TEST(TopCommand, RefusesWithoutATerminalAndPointsToWatch) {
   FixtureProcess svc({fixture_path("gcc12-O0", "top_service")});
   RunResult r = run_command({asyncprobe_binary(), "top", "-p", std::to_string(svc.pid())});

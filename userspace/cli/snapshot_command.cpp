@@ -118,8 +118,8 @@ int run_snapshot(const SnapshotOptions& o) {
   } else if (!taker.take(&snap, &err)) {
     return fail(err);
   }
+  taker.mark_running(&snap);
   diagnose::diagnose(snap, o.window_s > 0 ? &first : nullptr);
-  diagnose::add_native_stacks(snap, o.pid, o.debug_dirs, taker.reader());
   std::ofstream file;
   std::ostream* out = &std::cout;
   if (!o.output.empty()) {

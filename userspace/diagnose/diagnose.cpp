@@ -3,14 +3,9 @@
 #include <algorithm>
 #include <set>
 
-#include "userspace/process/stack_unwind.h"
-
 namespace asyncprobe::diagnose {
 
 namespace {
-
-constexpr size_t kMaxStackBytes = 256 * 1024;  // of a blocked thread's stack, from sp up
-constexpr size_t kMaxNativeFrames = 32;
 
 void add_limits(model::Snapshot& snap, const model::Snapshot* before) {
   std::vector<std::string>& l = snap.diagnosis_limits;
@@ -55,40 +50,6 @@ void diagnose(model::Snapshot& snap, const model::Snapshot* before) {
   auto failed = failed_coroutines(snap);
   snap.diagnoses.insert(snap.diagnoses.end(), failed.begin(), failed.end());
   add_limits(snap, before);
-}
-
-void add_native_stacks(model::Snapshot& snap, int pid, const std::vector<std::string>& debug_dirs,
-                       const process::ReadMemory& read) {
-  std::set<int> wanted;
-  for (const model::Diagnosis& d : snap.diagnoses)
-    wanted.insert(d.threads.begin(), d.threads.end());
-  if (wanted.empty() || !read) return;
-  process::TraceUnwinder unwinder(pid, debug_dirs);
-  if (!unwinder.ok()) return;
-  for (model::ThreadInfo& t : snap.threads) {
-    if (wanted.count(t.tid) == 0 || t.sp == 0 || t.pc == 0) continue;
-    size_t len = kMaxStackBytes;
-    if (t.stack_hi > t.sp) len = std::min<uint64_t>(len, t.stack_hi - t.sp);
-    std::vector<uint8_t> bytes(len);
-    // A shorter stack than asked for: halve until a read succeeds (the mapping may end early).
-    while (len >= 4096 && !read(t.sp, bytes.data(), len)) len /= 2;
-    if (len < 4096) continue;
-    uint64_t regs[17] = {};
-    regs[7] = t.sp;   // rsp
-    regs[16] = t.pc;  // rip
-    t.native_stack.clear();
-    for (const process::UnwoundFrame& f :
-         unwinder.unwind(regs, t.sp, bytes.data(), len, kMaxNativeFrames)) {
-      model::NativeFrame nf;
-      nf.pc = f.pc;
-      if (!f.functions.empty()) {
-        nf.function = f.functions.front().function;
-        nf.file = f.functions.front().location.file;
-        nf.line = f.functions.front().location.line;
-      }
-      t.native_stack.push_back(std::move(nf));
-    }
-  }
 }
 
 }  // namespace asyncprobe::diagnose

@@ -7,8 +7,9 @@
 //   failed           coroutines whose promise holds an exception, grouped by type and message;
 //   orphaned         suspended coroutines no live memory points to (snapshot/orphan_marker).
 // The readers of target bytes these rest on (process/lock_reader, process/exception_reader) ran
-// during the looks; this library only reasons over the model, except for the native stacks of
-// the threads a diagnosis names (read after the analysis, for those threads only).
+// during the looks, and the native stacks of blocked threads (with the coroutine running on each)
+// were unwound by the snapshot (snapshot/running_coroutines.h); this library only reasons over
+// the model.
 #pragma once
 
 #include <string>
@@ -37,10 +38,5 @@ std::vector<model::Diagnosis> orphaned_coroutines(const model::Snapshot& snap,
                                                   const model::Snapshot* before);
 // Failed coroutines grouped by exception type and message.
 std::vector<model::Diagnosis> failed_coroutines(const model::Snapshot& snap);
-
-// Unwinds the native stack of every thread a diagnosis names (threads blocked in a syscall: sp
-// and pc from /proc, the stack bytes read through `read`), with the CFI of the target's objects.
-void add_native_stacks(model::Snapshot& snap, int pid, const std::vector<std::string>& debug_dirs,
-                       const process::ReadMemory& read);
 
 }  // namespace asyncprobe::diagnose

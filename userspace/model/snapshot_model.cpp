@@ -10,6 +10,8 @@ const char* to_string(FrameState s) {
       return "done";
     case FrameState::kUnknown:
       return "unknown";
+    case FrameState::kRunning:
+      return "running";
   }
   return "unknown";
 }
@@ -50,6 +52,10 @@ const char* to_string(StuckEvidence e) {
       return "unchanged-probe-hot";
     case StuckEvidence::kUnchangedProbeMissed:
       return "unchanged-probe-missed";
+    case StuckEvidence::kRunning:
+      return "running";
+    case StuckEvidence::kMaybeRunning:
+      return "maybe-running";
   }
   return "not-checked";
 }

@@ -26,6 +26,24 @@ enum class FrameState {
   kSuspended,  // resume pointer set, index names a suspend point
   kDone,       // resume pointer NULL: reached final suspend, not yet destroyed
   kUnknown,    // header valid but the index is not one this coroutine has
+  kRunning,    // executing on a thread now (its resume function is on that thread's native
+               // stack, and the frame's address is in that function's stack frame); the suspend
+               // point is the last one it passed, CoroFrame::running says where it is now
+};
+
+// Where a coroutine runs now: a thread blocked in a syscall whose native stack holds the
+// coroutine's resume function (snapshot/running_coroutines.h has the rule).
+struct RunningOn {
+  int thread = 0;       // TID
+  std::string syscall;  // the syscall the thread is blocked in ("read", "futex", ...)
+  std::string file;     // the call site in the coroutine body the thread is inside, "" unknown
+  int line = 0;
+  // The thread runs this coroutine's function, but several of its frames could be the one
+  // running (each candidate gets this mark; none is called running).
+  bool uncertain = false;
+  // How the frame was told: "frame-address" (its address is in the activation's stack frame or
+  // saved registers), "only-frame" (no address was; it is the only live frame of the function).
+  std::string rule;
 };
 
 // How the stuck check decided about a frame (userspace/snapshot/stuck_check.h has the rules;
@@ -44,6 +62,9 @@ enum class StuckEvidence {
   kUnchangedProbeHot,     // looked the same; its function was detached early (too many resumes
                           // for the budget) before the window was covered
   kUnchangedProbeMissed,  // looked the same; its function's probe could not be attached
+  kRunning,               // executing on a thread at the look (FrameState::kRunning): not stuck
+  kMaybeRunning,          // one of several frames of a function a thread is executing: whether it
+                          // is the running one is unknown, so it is at most `unchanged`
 };
 
 // The exception a promise holds (a non-null std::exception_ptr), read from the thrown object's
@@ -86,6 +107,7 @@ struct CoroFrame {
   std::optional<HeldException> exception;
   bool promise_layout_known = false;  // DWARF said where the promise's exception_ptr members are
   bool orphaned = false;              // no live memory points at it (see Diagnosis::kOrphaned)
+  std::optional<RunningOn> running;   // kRunning frames, and candidates of an uncertain join
 };
 
 // A thread blocked in futex() on a lock whose owner is recorded: read from the lock's bytes.
@@ -112,10 +134,18 @@ struct ThreadInfo {
   int64_t syscall_nr = -1;
   uint64_t sp = 0;  // user stack pointer when blocked in a syscall
   uint64_t pc = 0;
-  uint64_t stack_lo = 0, stack_hi = 0;    // the thread's stack mapping, when known
-  uint64_t syscall_args[6] = {};          // argument registers of the blocking syscall
-  std::optional<LockWait> lock_wait;      // blocked in futex() on a lock with a recorded owner
-  std::vector<NativeFrame> native_stack;  // unwound for threads named by a diagnosis only
+  uint64_t stack_lo = 0, stack_hi = 0;  // the thread's stack mapping, when known
+  uint64_t syscall_args[6] = {};        // argument registers of the blocking syscall
+  std::optional<LockWait> lock_wait;    // blocked in futex() on a lock with a recorded owner
+  // Unwound for every thread blocked in a syscall (snapshot/running_coroutines.h), innermost
+  // first.
+  std::vector<NativeFrame> native_stack;
+  // The coroutine running on the thread, when its resume function is on the native stack:
+  int64_t running_frame = -1;              // Snapshot::frames index, -1 when none or not known
+  std::string running_function;            // that coroutine's name ("" when none runs here)
+  int64_t resume_native_frame = -1;        // native_stack index of its resume function
+  std::vector<size_t> running_candidates;  // frames of it that could be the running one, when
+                                           // the join was uncertain (running_frame == -1)
 };
 
 // What the confirming resume probe of a window did (userspace/snapshot/stuck_check.h).

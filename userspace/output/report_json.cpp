@@ -3,6 +3,7 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -27,6 +28,19 @@ json exception_json(const model::HeldException& e) {
               {"what_truncated", e.what_truncated},
               {"object", util::hex(e.object)},
               {"error", e.error.empty() ? json(nullptr) : json(e.error)}};
+}
+
+// Where a running coroutine is (docs/SNAPSHOT_FORMAT.md, "running"), or null.
+json running_json(const std::optional<model::RunningOn>& r) {
+  if (!r) return json(nullptr);
+  return json{{"thread", r->thread}, {"syscall", r->syscall},     {"file", r->file},
+              {"line", r->line},     {"uncertain", r->uncertain}, {"rule", r->rule}};
+}
+
+// The thread a coroutine runs on: only when it is the running one (not a candidate).
+json thread_of(const model::CoroFrame& f) {
+  return f.state == model::FrameState::kRunning && f.running ? json(f.running->thread)
+                                                             : json(nullptr);
 }
 
 json coroutine_json(const model::Snapshot& snap, const snapshot::AsyncForest& forest, size_t i) {
@@ -60,7 +74,9 @@ json coroutine_json(const model::Snapshot& snap, const snapshot::AsyncForest& fo
          {"stuck_evidence", to_string(f.stuck_evidence)},
          {"resumes", f.resumes < 0 ? json(nullptr) : json(f.resumes)},
          {"exception", f.exception ? exception_json(*f.exception) : json(nullptr)},
-         {"orphaned", f.orphaned}};
+         {"orphaned", f.orphaned},
+         {"thread", thread_of(f)},
+         {"running", running_json(f.running)}};
   return j;
 }
 
@@ -178,6 +194,9 @@ std::string coroutine_row(const model::Snapshot& snap, const snapshot::AsyncFore
            : std::string("null");
   r += ",\"orphaned\":";
   r += flag(f.orphaned);
+  r += ",\"thread\":" + thread_of(f).dump();
+  r += ",\"running\":";
+  r += running_json(f.running).dump(-1, ' ', false, json::error_handler_t::replace);
   r += '}';
   return r;
 }
@@ -238,11 +257,12 @@ class StackWriter {
 };
 
 json summary_json(const model::Snapshot& snap, const snapshot::AsyncForest& forest) {
-  size_t suspended = 0, done = 0, unknown = 0, stuck = 0, unchanged = 0;
+  size_t suspended = 0, done = 0, unknown = 0, running = 0, stuck = 0, unchanged = 0;
   for (const model::CoroFrame& f : snap.frames) {
     suspended += f.state == model::FrameState::kSuspended;
     done += f.state == model::FrameState::kDone;
     unknown += f.state == model::FrameState::kUnknown;
+    running += f.state == model::FrameState::kRunning;
     stuck += f.stuck;
     unchanged += f.unchanged;
   }
@@ -264,6 +284,7 @@ json summary_json(const model::Snapshot& snap, const snapshot::AsyncForest& fore
               {"suspended", suspended},
               {"done", done},
               {"unknown", unknown},
+              {"running", running},
               {"stuck", stuck},
               {"unchanged", unchanged},
               {"bytes_scanned", snap.bytes_scanned},
@@ -336,17 +357,23 @@ json diagnoses_json(const model::Snapshot& snap) {
 }
 
 json thread_json(const model::ThreadInfo& t) {
-  return json{{"tid", t.tid},
-              {"name", t.name},
-              {"state", std::string(1, t.state)},
-              {"syscall", t.syscall},
-              {"syscall_nr", t.syscall_nr},
-              {"sp", util::hex(t.sp)},
-              {"pc", util::hex(t.pc)},
-              {"stack_lo", util::hex(t.stack_lo)},
-              {"stack_hi", util::hex(t.stack_hi)},
-              {"lock_wait", t.lock_wait ? lock_wait_json(*t.lock_wait) : json(nullptr)},
-              {"native_stack", native_stack_json(t.native_stack)}};
+  return json{
+      {"tid", t.tid},
+      {"name", t.name},
+      {"state", std::string(1, t.state)},
+      {"syscall", t.syscall},
+      {"syscall_nr", t.syscall_nr},
+      {"sp", util::hex(t.sp)},
+      {"pc", util::hex(t.pc)},
+      {"stack_lo", util::hex(t.stack_lo)},
+      {"stack_hi", util::hex(t.stack_hi)},
+      {"lock_wait", t.lock_wait ? lock_wait_json(*t.lock_wait) : json(nullptr)},
+      {"native_stack", native_stack_json(t.native_stack)},
+      {"running_coroutine", t.running_frame < 0 ? json(nullptr) : json(t.running_frame)},
+      {"running_function", t.running_function.empty() ? json(nullptr) : json(t.running_function)},
+      {"resume_native_frame",
+       t.resume_native_frame < 0 ? json(nullptr) : json(t.resume_native_frame)},
+      {"running_candidates", t.running_candidates}};
 }
 
 json anomalies_json(const snapshot::AsyncForest& forest) {

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <iterator>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <tuple>
@@ -73,6 +74,8 @@ const char* state_text(model::FrameState s) {
       return "done (final suspend, not destroyed)";
     case model::FrameState::kUnknown:
       return "unknown";
+    case model::FrameState::kRunning:
+      return "running";
   }
   return "unknown";
 }
@@ -99,6 +102,13 @@ std::string kind_note(model::SuspendPoint::Kind kind, model::FrameState state) {
   if (kind == model::SuspendPoint::Kind::kFinal && state != model::FrameState::kDone)
     return "  final suspend";
   return "";
+}
+
+// "running on thread TID, blocked in read() at file:line": where a running coroutine is now.
+std::string running_text(const model::RunningOn& r, const TextReportOptions& opts) {
+  std::string s = "running on thread " + std::to_string(r.thread);
+  if (!r.syscall.empty()) s += ", blocked in " + esc(r.syscall) + "()";
+  return s + " at " + location(r.file, r.line, -1, opts.base_names);
 }
 
 std::string exception_text(const model::HeldException& e) {
@@ -149,11 +159,15 @@ bool in_diagnosed_cycle(const model::Snapshot& snap, size_t frame) {
   return false;
 }
 
-std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
-                      const snapshot::StackNode& n, const Glyphs& g,
-                      const TextReportOptions& opts) {
-  std::string s = std::to_string(n.count()) + g.times + " " + name_of(n.function, opts);
-  s += "  " + location(n.file, n.line, n.line == 0 ? n.index : -1, opts.base_names);
+// Where a node's frames are and in which state: a running node says where it runs now; a
+// candidate of an uncertain join keeps its suspend point and says it may be running.
+std::string place_and_state(const model::Snapshot& snap, const snapshot::StackNode& n,
+                            const TextReportOptions& opts) {
+  const model::CoroFrame& first = snap.frames[n.frames.front()];
+  if (n.state == model::FrameState::kRunning && first.running) {
+    return "  " + running_text(*first.running, opts);
+  }
+  std::string s = "  " + location(n.file, n.line, n.line == 0 ? n.index : -1, opts.base_names);
   s += kind_note(n.kind, n.state);
   // The leaf is where the stack waits; inner frames are suspended on their child by definition,
   // so their state is only worth a word when it is something else.
@@ -161,6 +175,18 @@ std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& 
     s += "  ";
     s += state_text(n.state);
   }
+  if (first.running && first.running->uncertain) {
+    s += "  (thread " + std::to_string(first.running->thread) +
+         " runs a frame of this function, this one or another: which is unknown)";
+  }
+  return s;
+}
+
+std::string node_line(const model::Snapshot& snap, const snapshot::AsyncForest& forest,
+                      const snapshot::StackNode& n, const Glyphs& g,
+                      const TextReportOptions& opts) {
+  std::string s = std::to_string(n.count()) + g.times + " " + name_of(n.function, opts);
+  s += place_and_state(snap, n, opts);
   // A finished frame Clang placed in its caller's storage may be gone with the caller: "not
   // destroyed" is then only what the header suggests.
   if (n.state == model::FrameState::kDone) {
@@ -429,29 +455,59 @@ std::string frame_evidence(const model::Snapshot& snap, size_t i, const TextRepo
          kind_note(f.suspend.kind, f.state) + "  " + state_text(f.state);
 }
 
+// The thread's native stack, innermost first; down to its coroutine's resume function when one
+// runs there (`to_resume`), whole otherwise.
 void write_native_stack(std::ostream& out, const model::ThreadInfo& t,
-                        const TextReportOptions& opts) {
+                        const TextReportOptions& opts, bool to_resume = false) {
   if (t.native_stack.empty()) {
     out << "      (native stack not unwound)\n";
     return;
   }
   const std::vector<model::NativeFrame>& stack = t.native_stack;
-  for (size_t k = 0; k < stack.size();) {
+  size_t n = stack.size();
+  if (to_resume && t.resume_native_frame >= 0) {
+    n = std::min(n, static_cast<size_t>(t.resume_native_frame) + 1);
+  }
+  for (size_t k = 0; k < n;) {
     const model::NativeFrame& f = stack[k];
-    const size_t run = util::folded_run(k, stack.size(), [&](size_t a, size_t b) {
+    const size_t run = util::folded_run(k, n, [&](size_t a, size_t b) {
       return stack[a].pc == stack[b].pc && stack[a].function == stack[b].function;
     });
     out << "      #" << k << " " << util::hex(f.pc) << " "
         << (f.function.empty() ? std::string("??") : name_of(f.function, opts));
     if (f.line > 0) out << "  " << location(f.file, f.line, -1);
     if (run > 1) out << "  x" << run;
+    if (static_cast<int64_t>(k) == t.resume_native_frame) out << "  (coroutine resume function)";
     out << '\n';
     k += run;
   }
 }
 
+// The async stack of the coroutine running on `t`, root first, ending where it runs now.
+void write_running_async_stack(std::ostream& out, const model::Snapshot& snap,
+                               const snapshot::AsyncForest& forest, const model::ThreadInfo& t,
+                               const TextReportOptions& opts) {
+  if (t.running_frame < 0 || static_cast<size_t>(t.running_frame) >= forest.links.size()) return;
+  std::vector<size_t> chain;
+  for (size_t f = static_cast<size_t>(t.running_frame);
+       f != snapshot::kNoFrame && chain.size() <= forest.max_depth; f = forest.links[f].parent) {
+    chain.push_back(f);
+  }
+  out << "      coroutine running on it (async stack, root first):\n";
+  for (size_t k = chain.size(); k-- > 0;) {
+    const model::CoroFrame& f = snap.frames[chain[k]];
+    out << "        " << frame_ref(snap, chain[k], opts) << "  ";
+    if (f.state == model::FrameState::kRunning && f.running) {
+      out << running_text(*f.running, opts);
+    } else {
+      out << location(f.suspend.file, f.suspend.line, f.suspend.line == 0 ? f.suspend.index : -1);
+    }
+    out << '\n';
+  }
+}
+
 void write_lock_diagnosis(std::ostream& out, const model::Snapshot& snap, const model::Diagnosis& d,
-                          const TextReportOptions& opts) {
+                          const snapshot::AsyncForest& forest, const TextReportOptions& opts) {
   for (const model::Diagnosis::Lock& l : d.locks) {
     for (int w : l.waiters) {
       const model::ThreadInfo* t = nullptr;
@@ -463,12 +519,39 @@ void write_lock_diagnosis(std::ostream& out, const model::Snapshot& snap, const 
               : !l.owner_alive ? " (exited)"
                                : "")
           << '\n';
-      if (t != nullptr) write_native_stack(out, *t, opts);
+      if (t == nullptr) continue;
+      write_running_async_stack(out, snap, forest, *t, opts);
+      write_native_stack(out, *t, opts);
     }
   }
 }
 
-void write_threads(std::ostream& out, const model::Snapshot& snap) {
+}  // namespace
+
+void write_running_thread(std::ostream& out, const model::Snapshot& snap,
+                          const model::ThreadInfo& t, const TextReportOptions& opts) {
+  out << "    runs coroutine ";
+  if (t.running_frame >= 0) {
+    const size_t i = static_cast<size_t>(t.running_frame);
+    out << frame_ref(snap, i, opts);
+    if (snap.frames[i].running) out << ": " << running_text(*snap.frames[i].running, opts);
+  } else {
+    out << name_of(t.running_function, opts);
+    if (t.running_candidates.empty()) {
+      out << " (its frame was not found)";
+    } else {
+      out << " (one of frames";
+      for (size_t c : t.running_candidates) out << " #" << c;
+      out << "; which one is unknown)";
+    }
+  }
+  out << '\n';
+  write_native_stack(out, t, opts, true);
+}
+
+namespace {
+
+void write_threads(std::ostream& out, const model::Snapshot& snap, const TextReportOptions& opts) {
   if (snap.threads.empty()) {
     out << "THREADS: none read\n";
     return;
@@ -490,6 +573,7 @@ void write_threads(std::ostream& out, const model::Snapshot& snap) {
     // Pad to the column without truncating a long name.
     if (sys.size() < 16) out << std::string(16 - sys.size(), ' ');
     out << ' ' << esc(t->name) << '\n';
+    if (!t->running_function.empty()) write_running_thread(out, snap, *t, opts);
   }
 }
 
@@ -504,11 +588,14 @@ void write_diagnoses(std::ostream& out, const model::Snapshot& snap,
   }
   using K = model::Diagnosis::Kind;
   const size_t cap = std::max<size_t>(opts.max_listed, 1);
+  // For the async stacks of coroutines running on threads that wait for locks.
+  std::optional<snapshot::AsyncForest> forest;
   for (const model::Diagnosis& d : snap.diagnoses) {
     out << model::to_string(d.kind) << ": ";
     out << esc(d.summary) << '\n';
     if (d.kind == K::kThreadDeadlock || d.kind == K::kLockOwnerGone) {
-      write_lock_diagnosis(out, snap, d, opts);
+      if (!forest) forest = snapshot::build_async_forest(snap);
+      write_lock_diagnosis(out, snap, d, *forest, opts);
       continue;
     }
     for (size_t k = 0; k < d.frame_ids.size() && k < cap; ++k) {
@@ -562,7 +649,7 @@ void write_text_report(std::ostream& out, const model::Snapshot& snap,
   out << '\n';
   write_stuck(out, snap, forest, stuck, g, opts);
   out << '\n';
-  write_threads(out, snap);
+  write_threads(out, snap, opts);
 }
 
 void write_text_report(std::ostream& out, const model::Snapshot& snap,

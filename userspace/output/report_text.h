@@ -40,6 +40,11 @@ void write_async_stacks(std::ostream& out, const model::Snapshot& snap,
 void write_diagnoses(std::ostream& out, const model::Snapshot& snap,
                      const TextReportOptions& opts = {});
 
+// The coroutine running on thread `t` and t's native stack down to that coroutine's resume
+// function (what the THREADS section prints under the thread's row).
+void write_running_thread(std::ostream& out, const model::Snapshot& snap,
+                          const model::ThreadInfo& t, const TextReportOptions& opts = {});
+
 // Convenience: builds the forest (default options) and the stuck grouping, then writes.
 void write_text_report(std::ostream& out, const model::Snapshot& snap,
                        const TextReportOptions& opts = {});

@@ -262,4 +262,72 @@ std::vector<UnwoundFrame> TraceUnwinder::unwind(const uint64_t regs[17], uint64_
   return out;
 }
 
+std::vector<UnwoundFrame> TraceUnwinder::unwind_blocked(uint64_t sp, uint64_t pc, uint64_t stack_hi,
+                                                        const ReadMemory& read, size_t max_frames,
+                                                        std::vector<uint8_t>* stack) {
+  if (sp == 0 || pc == 0 || !read || dwfl_ == nullptr) return {};
+  size_t len = kMaxBlockedStackBytes;
+  if (stack_hi > sp) len = std::min<uint64_t>(len, stack_hi - sp);
+  std::vector<uint8_t> bytes(len);
+  // A shorter stack than asked for: halve until a read succeeds (the mapping may end early).
+  while (len >= 4096 && !read(sp, bytes.data(), len)) len /= 2;
+  if (len < 4096) return {};
+  bytes.resize(len);
+  uint64_t regs[17] = {};
+  regs[7] = sp;   // rsp
+  regs[16] = pc;  // rip
+  std::vector<UnwoundFrame> frames = unwind(regs, sp, bytes.data(), len, max_frames);
+  // /proc gives sp and pc only: rbp is unknown, and a frame whose CFA is rbp-based (code built
+  // with frame pointers, -O0) ends the walk unless a callee saved rbp before. Then try the
+  // stack's saved-frame-pointer slots, lowest first, and keep the longest walk.
+  for (uint64_t rbp : frame_pointer_slots(sp, bytes, read)) {
+    if (frames.size() >= max_frames) break;
+    regs[6] = rbp;
+    std::vector<UnwoundFrame> longer = unwind(regs, sp, bytes.data(), len, max_frames);
+    if (longer.size() > frames.size()) frames = std::move(longer);
+  }
+  if (stack != nullptr) *stack = std::move(bytes);
+  return frames;
+}
+
+namespace {
+
+// Whether the code before `ret` ends with a call instruction: e8 rel32, or ff /2 (indirect call,
+// 2 to 7 bytes with its ModRM, SIB and displacement).
+bool follows_call(uint64_t ret, const ReadMemory& read) {
+  uint8_t code[8] = {};
+  if (ret < 8 || !read(ret - 8, code, sizeof code)) return false;
+  if (code[3] == 0xe8) return true;
+  for (int len = 2; len <= 7; ++len) {
+    const uint8_t modrm = code[8 - len + 1];
+    if (code[8 - len] == 0xff && ((modrm >> 3) & 7) == 2) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<uint64_t> TraceUnwinder::frame_pointer_slots(uint64_t sp,
+                                                         const std::vector<uint8_t>& stack,
+                                                         const ReadMemory& read) const {
+  // A slot X holds the caller's rbp (0 at the outermost frame, else a higher slot of the same
+  // kind) and X + 8 a return address: mapped code right after a call instruction.
+  auto word = [&](uint64_t addr, uint64_t* out) {
+    if (addr < sp || addr - sp + 8 > stack.size()) return false;
+    std::memcpy(out, stack.data() + (addr - sp), 8);
+    return true;
+  };
+  auto returns_to_code = [&](uint64_t x) {
+    uint64_t ret = 0;
+    return word(x + 8, &ret) && mapping_at(ret) != nullptr && follows_call(ret, read);
+  };
+  std::vector<uint64_t> out;
+  for (uint64_t x = sp; x + 16 <= sp + stack.size() && out.size() < kMaxFramePointerTries; x += 8) {
+    uint64_t saved = 0;
+    if (!word(x, &saved) || (saved != 0 && (saved <= x || (saved & 7) != 0))) continue;
+    if (returns_to_code(x) && (saved == 0 || returns_to_code(saved))) out.push_back(x);
+  }
+  return out;
+}
+
 }  // namespace asyncprobe::process

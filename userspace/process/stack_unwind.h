@@ -1,5 +1,7 @@
-// User-stack unwinding for blocking calls found by `asyncprobe trace`: the BPF program copies the
-// registers and the stack bytes of a thread at a slow syscall; this walks them with the DWARF CFI
+// User-stack unwinding for blocking calls found by `asyncprobe trace` (the BPF program copies the
+// registers and the stack bytes of a thread at a slow syscall), for CPU samples, and for threads a
+// snapshot finds blocked in a syscall (sp and pc from /proc, the stack read from memory without a
+// stop: unwind_blocked). This walks the bytes with the DWARF CFI
 // of the target's objects (elfutils libdwfl, our own memory callback over the copied bytes:
 // targets have no frame pointers), then names each frame with the project's symbolizer.
 // The copied bytes are hostile input: reads outside them fail, walks are bounded.
@@ -13,6 +15,7 @@
 
 #include "symbolizer/dwarf_info.h"
 #include "symbolizer/module.h"
+#include "userspace/process/memory_reader.h"
 
 namespace asyncprobe::process {
 
@@ -45,6 +48,17 @@ class TraceUnwinder {
   std::vector<UnwoundFrame> unwind(const uint64_t regs[17], uint64_t stack_addr,
                                    const uint8_t* stack, size_t len, size_t max_frames = 64);
 
+  // A thread blocked in a syscall, from its user sp and pc (/proc/PID/task/TID/syscall): reads
+  // its stack from sp up through `read` (at most kMaxBlockedStackBytes, not past stack_hi when
+  // that is known, halved until a read succeeds) and unwinds it. Empty when nothing could be
+  // read. `stack` (optional) receives the bytes read, from sp up.
+  static constexpr size_t kMaxBlockedStackBytes = 256 * 1024;
+  std::vector<UnwoundFrame> unwind_blocked(uint64_t sp, uint64_t pc, uint64_t stack_hi,
+                                           const ReadMemory& read, size_t max_frames,
+                                           std::vector<uint8_t>* stack = nullptr);
+
+  static constexpr size_t kMaxFramePointerTries = 4;
+
   // The object and its symbols at an absolute address (for pcs known otherwise).
   UnwoundFrame describe(uint64_t pc, bool is_return_address) const;
 
@@ -58,6 +72,10 @@ class TraceUnwinder {
     std::shared_ptr<symbolizer::Module> module;
   };
   const Mapping* mapping_at(uint64_t pc) const;
+  // Stack slots from sp up that look like a saved frame pointer (see unwind_blocked), at most
+  // kMaxFramePointerTries.
+  std::vector<uint64_t> frame_pointer_slots(uint64_t sp, const std::vector<uint8_t>& stack,
+                                            const ReadMemory& read) const;
 
   int pid_;
   void* dwfl_ = nullptr;  // Dwfl*

@@ -34,28 +34,7 @@ bool plausible_frame_address(uint64_t w) {
 
 RunningCoroutineFinder::RunningCoroutineFinder(snapshot::SnapshotTaker* taker,
                                                process::MemoryReader* memory, double min_refresh_s)
-    : taker_(taker), memory_(memory), min_refresh_s_(min_refresh_s) {
-  for (const auto& loaded : taker_->index().catalogs()) {
-    if (loaded == nullptr || loaded->catalog == nullptr) continue;
-    for (const symbolizer::CoroFunction& fn : loaded->catalog->functions()) {
-      if (fn.resume == 0) continue;
-      ResumeFunction r;
-      r.start = fn.resume + loaded->bias;
-      // A size-less symbol still covers its first instruction.
-      r.end = r.start + std::max<uint64_t>(fn.resume_size, 1);
-      r.destroy = fn.destroy != 0 ? fn.destroy + loaded->bias : 0;
-      r.cleanup = fn.cleanup != 0 ? fn.cleanup + loaded->bias : 0;
-      r.loaded = loaded.get();
-      r.fn = &fn;
-      r.name = !fn.name.empty()           ? fn.name
-               : !fn.ramp_linkage.empty() ? fn.ramp_linkage
-                                          : util::hex(r.start);
-      functions_.push_back(std::move(r));
-    }
-  }
-  std::sort(functions_.begin(), functions_.end(),
-            [](const ResumeFunction& a, const ResumeFunction& b) { return a.start < b.start; });
-}
+    : taker_(taker), memory_(memory), min_refresh_s_(min_refresh_s), functions_(taker_->index()) {}
 
 bool RunningCoroutineFinder::refresh(snapshot::SnapshotError* error) {
   const double t0 = util::thread_cpu_seconds();
@@ -83,11 +62,7 @@ void RunningCoroutineFinder::index_snapshot() {
 }
 
 const ResumeFunction* RunningCoroutineFinder::resume_function_at(uint64_t pc) const {
-  auto it = std::upper_bound(functions_.begin(), functions_.end(), pc,
-                             [](uint64_t v, const ResumeFunction& r) { return v < r.start; });
-  if (it == functions_.begin()) return nullptr;
-  --it;
-  return pc < it->end ? &*it : nullptr;
+  return functions_.at(pc);
 }
 
 bool RunningCoroutineFinder::header_is(uint64_t addr, const ResumeFunction& fn) {

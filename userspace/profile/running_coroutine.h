@@ -17,19 +17,12 @@
 #include "userspace/process/memory_reader.h"
 #include "userspace/snapshot/async_stacks.h"
 #include "userspace/snapshot/coroutine_index.h"
+#include "userspace/snapshot/resume_functions.h"
 #include "userspace/snapshot/snapshot_taker.h"
 
 namespace asyncprobe::profile {
 
-// The resume (Clang .resume, GCC .actor) function of one coroutine, at its absolute addresses.
-struct ResumeFunction {
-  uint64_t start = 0, end = 0;  // [start, end) of its code
-  uint64_t destroy = 0;         // absolute destroy address (the frame header's second word)
-  uint64_t cleanup = 0;         // Clang .cleanup (elided frames), 0 if none
-  const snapshot::LoadedCatalog* loaded = nullptr;
-  const symbolizer::CoroFunction* fn = nullptr;
-  std::string name;  // demangled coroutine name, "0x..." when unnamed
-};
+using ResumeFunction = snapshot::ResumeFunction;
 
 struct CoroutineJoin {
   enum class Result {
@@ -109,9 +102,9 @@ class RunningCoroutineFinder {
   snapshot::SnapshotTaker* taker_;
   process::MemoryReader* memory_;
   double min_refresh_s_;
-  double last_refresh_ = -1e18;            // monotonic seconds
-  double last_snapshot_cpu_s_ = 0;         // CPU time of the last snapshot
-  std::vector<ResumeFunction> functions_;  // sorted by start
+  double last_refresh_ = -1e18;     // monotonic seconds
+  double last_snapshot_cpu_s_ = 0;  // CPU time of the last snapshot
+  snapshot::ResumeFunctionTable functions_;
   model::Snapshot snap_;
   snapshot::AsyncForest forest_;
   std::unordered_map<uint64_t, size_t> by_address_;  // frame address -> first frame index

@@ -48,8 +48,10 @@ namespace {
 
 // The signature fields of a frame, as a tuple so comparisons are lexicographic and total.
 // Function comes first so that nodes with equal counts order by name.
+// A frame running on a thread (or a candidate of an uncertain join) adds the thread, signed
+// negative when uncertain, and the line it runs at: it never merges with a suspended frame.
 using SigTuple = std::tuple<const std::string&, int, const std::string&, int, int64_t, int, int,
-                            coro::AwaiterRule>;
+                            coro::AwaiterRule, int, int>;
 
 SigTuple signature(const model::CoroFrame& f, LinkKind link) {
   // The index only distinguishes points that no rule could place; with a line, the line is the
@@ -58,7 +60,9 @@ SigTuple signature(const model::CoroFrame& f, LinkKind link) {
   const bool has_rule = link == LinkKind::kLinked || link == LinkKind::kDangling;
   return SigTuple(f.function, static_cast<int>(f.suspend.kind), f.suspend.file, f.suspend.line,
                   index, static_cast<int>(f.state), static_cast<int>(link),
-                  has_rule ? f.awaiter_rule : coro::AwaiterRule::kNone);
+                  has_rule ? f.awaiter_rule : coro::AwaiterRule::kNone,
+                  f.running ? (f.running->uncertain ? -f.running->thread : f.running->thread) : 0,
+                  f.running ? f.running->line : 0);
 }
 
 struct SigHash {
@@ -73,6 +77,8 @@ struct SigHash {
     mix(static_cast<size_t>(std::get<5>(t)));
     mix(static_cast<size_t>(std::get<6>(t)));
     mix(static_cast<size_t>(std::get<7>(t)));
+    mix(static_cast<size_t>(std::get<8>(t)));
+    mix(static_cast<size_t>(std::get<9>(t)));
     return h;
   }
 };

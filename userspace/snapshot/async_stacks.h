@@ -63,7 +63,9 @@ struct DuplicateAddress {
 // One coalesced node: frames that share a signature at the same place in sibling subtrees.
 // Signature: function, suspend kind, file, line, state, plus how the frame is linked (link kind,
 // and the awaiter rule for linked/dangling frames) so that certain and uncertain edges never merge;
-// when the line is unknown (0) the raw suspend index joins it, so unplaced points stay apart.
+// when the line is unknown (0) the raw suspend index joins it, so unplaced points stay apart; a
+// running frame (CoroFrame::running) adds its thread and line, so all of a node's frames run
+// there or none does.
 struct StackNode {
   std::string function;
   model::SuspendPoint::Kind kind = model::SuspendPoint::Kind::kUnknown;

@@ -105,6 +105,9 @@ struct SnapshotTaker::Impl {
   size_t objects_shared = 0;
   CoroutineIndex index;
   std::vector<std::string> warnings;
+  // For mark_running(), made on first use.
+  std::unique_ptr<process::TraceUnwinder> unwinder;
+  std::unique_ptr<ResumeFunctionTable> resume_functions;
 
   int pid() const { return target ? target->pid() : preload->pid; }
   std::string comm() const { return target ? target->comm() : preload->source.comm; }
@@ -540,6 +543,20 @@ void SnapshotTaker::read_pieces(std::vector<process::ReadRequest>& pieces) {
 size_t SnapshotTaker::objects_opened() const { return impl_->objects.size(); }
 
 size_t SnapshotTaker::objects_shared() const { return impl_->objects_shared; }
+
+RunningScan SnapshotTaker::mark_running(model::Snapshot* snap) {
+  Impl& s = *impl_;
+  if (!s.read || snap == nullptr) return {};
+  if (!s.unwinder) {
+    s.unwinder = std::make_unique<process::TraceUnwinder>(s.pid(), s.session.debug_dirs);
+    s.resume_functions = std::make_unique<ResumeFunctionTable>(s.index);
+  }
+  try {
+    return mark_running_coroutines(*snap, *s.resume_functions, *s.unwinder, s.read);
+  } catch (const process::TargetError&) {
+    return {};  // the target went away: the look stands as it was
+  }
+}
 
 bool SnapshotTaker::alive() const {
   if (!impl_->target && !impl_->preload) return false;

@@ -11,6 +11,7 @@
 #include "userspace/model/snapshot_model.h"
 #include "userspace/process/memory_reader.h"
 #include "userspace/snapshot/coroutine_index.h"
+#include "userspace/snapshot/running_coroutines.h"
 #include "userspace/util/exit_codes.h"
 
 namespace asyncprobe::process {
@@ -54,6 +55,10 @@ class SnapshotTaker {
   // backend allows: what a resident watcher uses to re-check known frames between scans. Sets
   // each piece's ok; throws nothing (a vanished target reads as not ok).
   void read_pieces(std::vector<process::ReadRequest>& pieces);
+  // Unwinds the threads of `snap` (a look by this taker) blocked in a syscall and marks the
+  // coroutine running on each (running_coroutines.h). Opens the target's objects for unwinding
+  // on first use; call it on the final look, after the stuck check.
+  RunningScan mark_running(model::Snapshot* snap);
   // False once the target has exited (immune to PID reuse).
   bool alive() const;
   // Objects attach() opened (file-backed executable mappings), and of those, how many came from

@@ -69,6 +69,7 @@ std::string where(const PointRow& r) {
   std::string w = base_name(r.file);
   w += r.line > 0 ? ":" + std::to_string(r.line)
                   : " (line unknown, index " + std::to_string(r.index) + ")";
+  if (r.running_thread != 0) w += " running on " + std::to_string(r.running_thread);
   return w;
 }
 

@@ -121,6 +121,8 @@ bool take_look(snapshot::SnapshotTaker& taker, Looks& looks, snapshot::SnapshotE
   } else if (looks.count > 0) {
     looks.check.note_no_probe(next, looks.no_probe_why);
   }
+  // Coroutines running on blocked threads: never stuck, and the detail view shows their threads.
+  taker.mark_running(&next);
   // The diagnoses compare the two looks (a lock wait or an await cycle must hold in both).
   diagnose::diagnose(next, looks.count > 0 ? &looks.snap : nullptr);
   for (const model::CoroFrame& f : next.frames) {

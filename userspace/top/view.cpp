@@ -39,10 +39,17 @@ SortKey next(SortKey k) {
 std::string point_key(const model::CoroFrame& f) {
   std::string k = f.function;
   k += '\n';
-  k += f.suspend.file;
-  k += ':';
-  // An unplaced point keeps its raw index so that different unknown points stay apart.
-  k += f.suspend.line > 0 ? std::to_string(f.suspend.line) : "#" + std::to_string(f.suspend.index);
+  if (f.state == model::FrameState::kRunning && f.running) {
+    // A running coroutine is where it runs now, not where it last suspended.
+    k += f.running->file + ':' + std::to_string(f.running->line) + " thread " +
+         std::to_string(f.running->thread);
+  } else {
+    k += f.suspend.file;
+    k += ':';
+    // An unplaced point keeps its raw index so that different unknown points stay apart.
+    k +=
+        f.suspend.line > 0 ? std::to_string(f.suspend.line) : "#" + std::to_string(f.suspend.index);
+  }
   k += model::to_string(f.state);
   return k;
 }
@@ -91,6 +98,9 @@ Header make_header(const model::Snapshot& snap) {
         break;
       case model::FrameState::kUnknown:
         ++h.unknown;
+        break;
+      case model::FrameState::kRunning:
+        ++h.running;
         break;
     }
     if (f.stuck) ++h.stuck;
@@ -146,6 +156,11 @@ View build_view(const model::Snapshot& snap, const std::vector<double>& ages,
       r.line = f.suspend.line;
       r.index = f.suspend.index;
       r.kind = f.suspend.kind;
+      if (f.state == model::FrameState::kRunning && f.running) {
+        r.running_thread = f.running->thread;
+        r.file = f.running->file;
+        r.line = f.running->line;
+      }
       v.rows.push_back(std::move(r));
     }
     PointRow& r = v.rows[it->second];
@@ -203,6 +218,13 @@ std::vector<std::string> row_stacks(const model::Snapshot& snap, const PointRow&
   opts.unicode = unicode;
   opts.base_names = true;  // the table names files the same way
   output::write_async_stacks(out, sub, snapshot::build_async_forest(sub), opts);
+  // A running coroutine's stack goes on below, on its thread: the native frames down to it.
+  for (const model::ThreadInfo& t : snap.threads) {
+    if (t.running_frame < 0 || row_set.count(static_cast<size_t>(t.running_frame)) == 0) continue;
+    out << "\nthread " << t.tid << (t.name.empty() ? "" : " (" + t.name + ")") << ", " << t.syscall
+        << ":\n";
+    output::write_running_thread(out, snap, t, opts);
+  }
   std::vector<std::string> lines;
   std::istringstream in(out.str());
   for (std::string line; std::getline(in, line);) lines.push_back(line);

@@ -25,6 +25,7 @@ struct PointRow {
   double resumes_per_s = -1;   // resumes the probe counted there per second; -1: none probed
   size_t stuck = 0;            // known not resumed (the stuck check's verdict)
   size_t unchanged = 0;        // looked the same, not known whether resumed
+  int running_thread = 0;      // running coroutines: the thread (file:line is where it runs now)
   std::vector<size_t> frames;  // indices into the snapshot's frames
 };
 
@@ -89,7 +90,8 @@ void count_diagnoses(const model::Snapshot& snap, Header* h);
 std::vector<std::string> diagnosis_lines(const model::Snapshot& snap, bool unicode);
 
 // The async stacks through one row's coroutines (their awaiters up to the roots and what they
-// await), coalesced and drawn as the snapshot report draws them, one string per line.
+// await), coalesced and drawn as the snapshot report draws them, one string per line; for a
+// coroutine running on a thread, then that thread's native stack down to the coroutine.
 std::vector<std::string> row_stacks(const model::Snapshot& snap, const PointRow& row, bool unicode);
 
 // The table's age and rate cells: "12.3s", "850ms", "-".

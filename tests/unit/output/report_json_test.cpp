@@ -221,7 +221,11 @@ TEST(ReportJson, ParsesBackWithAllFields) {
                                      {"stack_lo", "0x0"},
                                      {"stack_hi", "0x0"},
                                      {"lock_wait", nullptr},
-                                     {"native_stack", json::array()}}));
+                                     {"native_stack", json::array()},
+                                     {"running_coroutine", nullptr},
+                                     {"running_function", nullptr},
+                                     {"resume_native_frame", nullptr},
+                                     {"running_candidates", json::array()}}));
   EXPECT_EQ(doc["diagnoses"], json::array());
   EXPECT_EQ(doc["coroutines"][0]["exception"], nullptr);
   EXPECT_EQ(doc["coroutines"][0]["orphaned"], false);
@@ -358,6 +362,10 @@ TEST(ReportJson, StreamedOutputEqualsTheValue) {
                     {0x2000, "pthread_mutex", 7, true, false, {8}}};
   deadlock.summary = "2 threads";
   s.diagnoses.push_back(deadlock);
+  model::CoroFrame run = make_frame(0xd000, "runs", 1);
+  run.state = model::FrameState::kRunning;
+  run.running = model::RunningOn{42, "read", "srv.cpp", 12, false, "frame-address"};
+  s.frames.push_back(run);
   const snapshot::AsyncForest forest = snapshot::build_async_forest(s);
   const std::vector<snapshot::StuckGroup> stuck = snapshot::group_stuck(s);
   const nlohmann::ordered_json value = output::snapshot_to_json(s, forest, stuck);
@@ -383,7 +391,11 @@ TEST(ReportJson, StreamedOutputEqualsTheValue) {
             std::string::npos);
   EXPECT_NE(text.find("\"stuck_for_s\":1e-07,"), std::string::npos);
   EXPECT_NE(text.find("\"resumes\":null,\"exception\":{\"type\":"), std::string::npos);
-  EXPECT_NE(text.find("\"orphaned\":true}"), std::string::npos);
+  EXPECT_NE(text.find("\"orphaned\":true,\"thread\":null,\"running\":null}"), std::string::npos);
+  EXPECT_NE(text.find("\"state\":\"running\","), std::string::npos);
+  EXPECT_NE(text.find("\"thread\":42,\"running\":{\"thread\":42,\"syscall\":\"read\",\"file\":"
+                      "\"srv.cpp\",\"line\":12,\"uncertain\":false,\"rule\":\"frame-address\"}}"),
+            std::string::npos);
   EXPECT_NE(text.find("\"kind\": \"thread_deadlock\",\n      \"threads\": [7, 8],\n"),
             std::string::npos);
   // Flat values inline, string lists one per line.
@@ -393,7 +405,8 @@ TEST(ReportJson, StreamedOutputEqualsTheValue) {
             std::string::npos);
   EXPECT_NE(text.find("\"warnings\": [\n    \"no debug info"), std::string::npos);
   EXPECT_NE(text.find("\"stuck_for_s\":null,"), std::string::npos);
-  EXPECT_NE(text.find("\"resumes\":null,\"exception\":null,\"orphaned\":false}"),
+  EXPECT_NE(text.find("\"resumes\":null,\"exception\":null,\"orphaned\":false,\"thread\":null,"
+                      "\"running\":null}"),
             std::string::npos);
 }
 
