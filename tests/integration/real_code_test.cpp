@@ -738,11 +738,29 @@ TEST(AsioExamplesTrace, BusyConnectionsAreNeverSuspendedBeforeTheTrace) {
   const json doc = json::parse(r.out);
   int before_read = 0, before_accept = 0, recent = 0;
   for (const json& g : doc["suspended_at_end"]["groups"]) {
-    // Each stack starts at the pending operation's initiate coroutine; its awaiter says which.
-    ASSERT_GE(g["async_stack"].size(), 2u) << g.dump(2);
-    const json& awaiter = g["async_stack"][1];
-    const std::string fn = awaiter["function"].get<std::string>();
-    const int line = awaiter["line"].get<int>();
+    // Each stack starts at the pending operation's initiate coroutine, or at the connection's
+    // own coroutine when the trace ended between two of its operations: the first listener()
+    // or echo() entry says which connection it is, and where that coroutine waits.
+    const json* own = nullptr;
+    for (const json& entry : g["async_stack"]) {
+      const std::string f = entry["function"].get<std::string>();
+      if (f == "listener()" || f.rfind("echo(", 0) == 0) {
+        own = &entry;
+        break;
+      }
+    }
+    if (own == nullptr) {
+      // No connection coroutine in the stack: a busy echo was running (or changing) when the
+      // trace ended, leaving its co_spawn entry point (suspended since before the trace) or a
+      // pending operation's coroutine as the innermost suspended frame.
+      const std::string f = g["async_stack"][0]["function"].get<std::string>();
+      EXPECT_TRUE(f.find("co_spawn_entry_point") != std::string::npos ||
+                  f.find("::initiate<") != std::string::npos)
+          << g.dump(2);
+      continue;
+    }
+    const std::string fn = (*own)["function"].get<std::string>();
+    const int line = (*own)["line"].get<int>();
     const int count = g["count"].get<int>();
     const std::string kind = g["age_kind"].get<std::string>();
     if (fn == "listener()") {
@@ -753,14 +771,17 @@ TEST(AsioExamplesTrace, BusyConnectionsAreNeverSuspendedBeforeTheTrace) {
       EXPECT_EQ(line, e.read_line) << "an idle connection waits at its read";
       before_read += count;
     } else {
-      EXPECT_TRUE(kind == "exact" || kind == "resumed") << g.dump(2);
+      // Suspended since a time in the trace, resumed (start unknown), or a pending operation's
+      // coroutine made during the trace and not started yet: never "before the trace".
+      EXPECT_TRUE(kind == "exact" || kind == "resumed" || kind == "not-started") << g.dump(2);
       EXPECT_TRUE(line == e.read_line || line == e.write_line) << g.dump(2);
       recent += count;
     }
   }
   EXPECT_EQ(before_accept, 1);
   EXPECT_EQ(before_read, kIdle);
-  EXPECT_EQ(recent, kBusy) << doc["suspended_at_end"].dump(2);
+  // Busy echoes seen suspended at the end (the others were between operations).
+  EXPECT_LE(recent, kBusy) << doc["suspended_at_end"].dump(2);
 }
 
 std::vector<std::pair<std::string, std::string>> matrix() {
