@@ -359,7 +359,8 @@ class Stitcher {
   // asio-caller edges while it does not branch.
   size_t asio_thread_top(size_t entry) {
     uint64_t words[coro::kPromiseWords] = {};
-    if (!promise_words(entry, false, words) || !coro::is_asio_thread_entry(found_[entry].address, words)) {
+    if (!promise_words(entry, false, words) ||
+        !coro::is_asio_thread_entry(found_[entry].address, words)) {
       return entry;
     }
     if (asio_callees_.empty()) {
