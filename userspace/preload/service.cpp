@@ -296,6 +296,7 @@ void start_helper() {
     at = colon + 1;
   }
   std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid = spawn_hidden_child(helper, argv.data(), in[0], out[1], devnull >= 0 ? devnull : 2,
@@ -905,7 +906,7 @@ bool start_service(std::string* why) {
   g_wake_write_id = fd_id(g_wake[1]);
   pthread_attr_t attr;
   pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 512 * 1024);
+  pthread_attr_setstacksize(&attr, size_t{512} * 1024);
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);  // the thread starts with every signal blocked

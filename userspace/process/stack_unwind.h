@@ -52,7 +52,7 @@ class TraceUnwinder {
   // its stack from sp up through `read` (at most kMaxBlockedStackBytes, not past stack_hi when
   // that is known, halved until a read succeeds) and unwinds it. Empty when nothing could be
   // read. `stack` (optional) receives the bytes read, from sp up.
-  static constexpr size_t kMaxBlockedStackBytes = 256 * 1024;
+  static constexpr size_t kMaxBlockedStackBytes = size_t{256} * 1024;
   std::vector<UnwoundFrame> unwind_blocked(uint64_t sp, uint64_t pc, uint64_t stack_hi,
                                            const ReadMemory& read, size_t max_frames,
                                            std::vector<uint8_t>* stack = nullptr);

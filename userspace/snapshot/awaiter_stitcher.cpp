@@ -298,6 +298,7 @@ class Stitcher {
     words_.read(unlinked);
     std::vector<Candidate> candidates = generic_candidates(unlinked);
     std::vector<size_t> awaiting;
+    awaiting.reserve(candidates.size());
     for (const Candidate& c : candidates) awaiting.push_back(c.a);
     words_.read(awaiting);
     for (const Candidate& c : candidates) {

@@ -14,7 +14,7 @@ namespace {
 
 constexpr size_t kMaxNativeFrames = 64;
 // Of the resume function's own stack frame, the words looked at (its locals and spills).
-constexpr uint64_t kMaxResumeFrameBytes = 16 * 1024;
+constexpr uint64_t kMaxResumeFrameBytes = uint64_t{16} * 1024;
 // When the walk stopped at the resume function, how far above its sp to look.
 constexpr uint64_t kLastFrameBytes = 512;
 

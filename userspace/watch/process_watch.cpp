@@ -335,7 +335,7 @@ bool ProcessWatch::recheck(double now, bool* gone) {
   if (std::find(keep.begin(), keep.end(), 0) != keep.end()) {
     size_t out = 0;
     for (size_t i = 0; i < tracks_.size(); ++i) {
-      if (keep[i] && out != i) tracks_[out] = std::move(tracks_[i]);
+      if (keep[i] && out != i) tracks_[out] = tracks_[i];
       out += keep[i] ? 1 : 0;
     }
     tracks_.resize(out);
