@@ -325,7 +325,7 @@ void CpuProfiler::add(const CpuSample& s) {
   }
 
   for (size_t i = 0; i < frames.size(); ++i) {
-    if (i == k) {
+    if (i == k && running != nullptr) {
       add_coroutine_frames(frames[i], *running, join, &stack);
     } else if (i == pump) {
       add_pump_frames(frames[i], join, &stack);

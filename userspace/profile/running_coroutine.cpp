@@ -23,7 +23,7 @@ double monotonic_s() {
 }
 
 // How far a frame of unknown size may reach past its start.
-constexpr uint64_t kMaxFrameReach = 64 * 1024;
+constexpr uint64_t kMaxFrameReach = uint64_t{64} * 1024;
 
 // Candidates worth a header read: frames are at least 8-byte aligned and live in user space.
 bool plausible_frame_address(uint64_t w) {
