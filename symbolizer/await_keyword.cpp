@@ -1,7 +1,10 @@
 #include "symbolizer/await_keyword.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cctype>
-#include <fstream>
 
 namespace asyncprobe::symbolizer {
 
@@ -43,15 +46,45 @@ bool has_await_keyword(const std::string& text) {
   return false;
 }
 
+namespace {
+
+// The path comes from the target's DWARF: hostile input. Only a regular file of at most
+// kMaxSourceBytes is read (a FIFO would block, /dev/zero would never end a line), without
+// blocking on open.
+bool read_source_file(const std::string& path, std::string* out) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return false;
+  struct stat st {};
+  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 0 &&
+            static_cast<uint64_t>(st.st_size) <= kMaxSourceBytes;
+  if (ok) {
+    out->resize(static_cast<size_t>(st.st_size));
+    size_t got = 0;
+    while (got < out->size()) {
+      const ssize_t n = ::read(fd, out->data() + got, out->size() - got);
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    out->resize(got);
+  }
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
 const std::vector<std::string>* AwaitKeywordFinder::source(const std::string& path) {
   auto it = files_.find(path);
   if (it == files_.end()) {
     std::vector<std::string> lines;
-    std::ifstream in(path);
-    size_t bytes = 0;
-    for (std::string text; in && std::getline(in, text) && bytes < kMaxSourceBytes;) {
-      bytes += text.size() + 1;
-      lines.push_back(std::move(text));
+    std::string text;
+    if (read_source_file(path, &text)) {
+      for (size_t at = 0; at < text.size();) {
+        size_t end = text.find('\n', at);
+        if (end == std::string::npos) end = text.size();
+        lines.emplace_back(text, at, end - at);
+        at = end + 1;
+      }
     }
     it = files_.emplace(path, std::move(lines)).first;
   }

@@ -3,6 +3,7 @@
 #include "symbolizer/await_keyword.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -67,6 +68,21 @@ TEST(AwaitKeyword, WalksUpToTheKeywordWithinTheStatement) {
   EXPECT_EQ(finder.keyword_line(src.path(), 40, 1), 40);
   EXPECT_EQ(finder.keyword_line(src.path() + ".missing", 4, 1), 4);
   EXPECT_EQ(finder.keyword_line("", 4, 1), 4);
+}
+
+// The path comes from the target's DWARF: a FIFO (whose open or read would block) or a device
+// that never ends a line (/dev/zero) is not read, and the placed line stays.
+TEST(AwaitKeyword, HostilePathsAreNotRead) {
+  char dir[] = "/tmp/await-keyword-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string fifo = std::string(dir) + "/source.cpp";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  AwaitKeywordFinder finder;
+  EXPECT_EQ(finder.keyword_line(fifo, 12, 1), 12);
+  EXPECT_EQ(finder.keyword_line("/dev/zero", 7, 1), 7);
+  EXPECT_EQ(finder.keyword_line(dir, 5, 1), 5);
+  ::unlink(fifo.c_str());
+  ::rmdir(dir);
 }
 
 }  // namespace
