@@ -56,6 +56,7 @@ std::vector<model::Diagnosis> orphaned_coroutines(const model::Snapshot& snap,
       chain.push_back(at);
     }
     std::vector<std::string> signature;
+    signature.reserve(chain.size());
     for (size_t f : chain) signature.push_back(point_of(snap.frames[f]));
     auto [it, fresh] = groups.try_emplace(signature);
     if (fresh) {

@@ -26,7 +26,7 @@ namespace {
 constexpr int kSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
 constexpr size_t kMaxStack = 64;
 constexpr size_t kMaxAwaiters = 64;
-constexpr size_t kAltStackBytes = 128 * 1024;
+constexpr size_t kAltStackBytes = size_t{128} * 1024;
 
 struct sigaction g_old[NSIG];
 bool g_installed[NSIG];

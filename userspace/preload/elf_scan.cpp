@@ -193,7 +193,12 @@ void with_symbol_source(const std::string& path, const std::string& debug_dirs, 
     std::string dir = path.substr(0, path.rfind('/') + 1);
     candidates.push_back(dir + link);
     candidates.push_back(dir + ".debug/" + link);
-    for (const auto& root : split_dirs(debug_dirs)) candidates.push_back(root + dir + link);
+    for (const auto& root : split_dirs(debug_dirs)) {
+      std::string path = root;
+      path += dir;
+      path += link;
+      candidates.push_back(std::move(path));
+    }
   }
   for (const auto& c : candidates) {
     if (c == path) continue;

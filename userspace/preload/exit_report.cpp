@@ -110,7 +110,7 @@ bool write_exit_report(uint16_t kind, const char* path, uint64_t start_ns) {
   char* argv[] = {args[0].data(), args[1].data(), args[2].data(),
                   config().json ? args[3].data() : nullptr, nullptr};
   // Its own stack: the service thread may be starting a table helper meanwhile.
-  constexpr size_t kStack = 64 * 1024;
+  constexpr size_t kStack = size_t{64} * 1024;
   void* stack = mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   pid_t pid = -1;
   if (stack != MAP_FAILED) {

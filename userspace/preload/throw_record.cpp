@@ -28,7 +28,7 @@ std::atomic<bool> g_key_made{false};
 
 // The coroutine's activation is usually a few frames above the throw; deeper than this the walk
 // continues in live memory, which std::terminate may have overwritten (the walk then stops).
-constexpr size_t kStackCopy = 16 * 1024;
+constexpr size_t kStackCopy = size_t{16} * 1024;
 
 struct ThreadThrow {
   const void* object = nullptr;
@@ -158,6 +158,8 @@ size_t analyse_throw(const void* object, StackFrame* frames, size_t max_frames, 
 }  // namespace asyncprobe::preload
 
 // The C++ runtime's throw entry points, interposed (exports.map): record, then throw as usual.
+// Their reserved names are the point: the Itanium C++ ABI's, which LD_PRELOAD overrides.
+// NOLINTNEXTLINE(bugprone-reserved-identifier)
 extern "C" __attribute__((visibility("default"), noreturn)) void __cxa_throw(
     void* object, std::type_info* type, void (*destructor)(void*)) {
   asyncprobe::preload::record_throw(object, false);
@@ -165,6 +167,7 @@ extern "C" __attribute__((visibility("default"), noreturn)) void __cxa_throw(
   __builtin_unreachable();
 }
 
+// NOLINTNEXTLINE(bugprone-reserved-identifier)
 extern "C" __attribute__((visibility("default"), noreturn)) void __cxa_rethrow() {
   asyncprobe::preload::record_throw(asyncprobe::preload::current_exception_object(), true);
   asyncprobe::preload::real_rethrow()();

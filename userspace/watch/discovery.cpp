@@ -39,7 +39,7 @@ std::string container_id_from_cgroup(const std::string& text) {
 std::string container_id_of(int pid) {
   std::string text;
   const std::string path = "/proc/" + std::to_string(pid) + "/cgroup";
-  if (process::read_file_at(AT_FDCWD, path.c_str(), 64 * 1024, &text) != 0) return "";
+  if (process::read_file_at(AT_FDCWD, path.c_str(), size_t{64} * 1024, &text) != 0) return "";
   return container_id_from_cgroup(text);
 }
 
