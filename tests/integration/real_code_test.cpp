@@ -169,6 +169,15 @@ std::unique_ptr<Spawned> start_server(const std::string& path, int port) {
   return server;
 }
 
+// echo_load against `port`: kBusy busy and kIdle idle connections for up to 60 s (`mode` "chat":
+// lines, for chat_server). Returned once every connection is open.
+FixtureProcess echo_load(int port, const std::string& mode = "") {
+  std::vector<std::string> argv = {fixture_dir() + "/echo_load", std::to_string(port),
+                                   std::to_string(kBusy), std::to_string(kIdle), "60"};
+  if (!mode.empty()) argv.push_back(mode);
+  return FixtureProcess(argv);
+}
+
 json snapshot(pid_t pid) {
   RunResult r =
       run_command({asyncprobe_binary(), "-p", std::to_string(pid), "--json", "--window", "0"},
@@ -426,8 +435,7 @@ TEST_P(AsioChat, EveryCoroutineAtItsSourceLine) {
   const std::string label = GetParam() + "/chat_server";
   const int port = free_port();
   auto server = start_chat_server(fixture_path(GetParam(), "examples/chat_server"), port);
-  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
-                       std::to_string(kIdle), "60", "chat"});
+  FixtureProcess load = echo_load(port, "chat");
   for (int look = 0; look < 3; ++look) {
     check_chat_snapshot(snapshot(server->pid()), label + " look " + std::to_string(look));
   }
@@ -441,8 +449,7 @@ TEST_P(AsioChat, IdleReadersStuckAndNothingBusyIs) {
   const std::string label = GetParam() + "/chat_server";
   const int port = free_port();
   auto server = start_chat_server(fixture_path(GetParam(), "examples/chat_server"), port);
-  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
-                       std::to_string(kIdle), "60", "chat"});
+  FixtureProcess load = echo_load(port, "chat");
   RunResult r = run_command(
       {asyncprobe_binary(), "-p", std::to_string(server->pid()), "--json", "--window", "1s"},
       std::chrono::seconds(120));
@@ -637,8 +644,7 @@ TEST_P(AsioParallelGroups, TimeoutOperandsUnderTheirConnection) {
   const std::string label = GetParam() + "/timeout";
   const int port = free_port();
   auto server = start_server(fixture_path(GetParam(), "examples/timeout"), port);
-  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
-                       std::to_string(kIdle), "60"});
+  FixtureProcess load = echo_load(port);
   for (int look = 0; look < 3; ++look) {
     check_roles(snapshot(server->pid()), timeout_roles(), kBusy + kIdle,
                 label + " look " + std::to_string(look));
@@ -658,8 +664,7 @@ TEST_P(AsioParallelGroups, ThrottlingProxyOperandsUnderTheirProxy) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ASSERT_TRUE(listening(port)) << label;
-  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
-                       std::to_string(kIdle), "60"});
+  FixtureProcess load = echo_load(port);
   for (int look = 0; look < 3; ++look) {
     check_roles(snapshot(proxy->pid()), proxy_roles(), kBusy + kIdle,
                 label + " look " + std::to_string(look));
@@ -678,8 +683,7 @@ TEST_P(AsioExamples, EveryCoroutineAtItsSourceLine) {
   const Expected e = expected_for(example);
   const int port = free_port();
   auto server = start_server(fixture_path(variant, "examples/" + example), port);
-  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
-                       std::to_string(kIdle), "60"});
+  FixtureProcess load = echo_load(port);
   // Several looks: a busy echo is at its read or its write (g++ labelled the write "final").
   for (int look = 0; look < 4; ++look) {
     check_snapshot(snapshot(server->pid()), e, label + " look " + std::to_string(look));
@@ -695,8 +699,7 @@ TEST_P(AsioExamples, IdleConnectionsStuckBusyOnesNever) {
   const Expected e = expected_for(example);
   const int port = free_port();
   auto server = start_server(fixture_path(variant, "examples/" + example), port);
-  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
-                       std::to_string(kIdle), "60"});
+  FixtureProcess load = echo_load(port);
   RunResult r = run_command(
       {asyncprobe_binary(), "-p", std::to_string(server->pid()), "--json", "--window", "1s"},
       std::chrono::seconds(120));
@@ -729,8 +732,7 @@ TEST(AsioExamplesTrace, BusyConnectionsAreNeverSuspendedBeforeTheTrace) {
   const Expected e = expected_for("echo_server");
   const int port = free_port();
   auto server = start_server(fixture_path("gcc12-O2", "examples/echo_server"), port);
-  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
-                       std::to_string(kIdle), "60"});
+  FixtureProcess load = echo_load(port);
   RunResult r = run_command(
       {asyncprobe_binary(), "trace", "-p", std::to_string(server->pid()), "-d", "2s", "--json"},
       std::chrono::seconds(120));
@@ -828,8 +830,7 @@ TEST_P(AsioProfile, PumpWorkIsJoinedToTheEchoItRunsFor) {
   const Expected e = expected_for(example);
   const int port = free_port();
   auto server = start_server(fixture_path(variant, "examples/" + example), port);
-  FixtureProcess load({fixture_dir() + "/echo_load", std::to_string(port), std::to_string(kBusy),
-                       std::to_string(kIdle), "60"});
+  FixtureProcess load = echo_load(port);
   char tmpl[] = "/tmp/asyncprobe-asio-profile-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   const std::string dir = tmpl;
